@@ -1,0 +1,115 @@
+"""The ``edgeship`` command line.
+
+Commands live one per module in :mod:`edgeship.commands` and are imported only when invoked,
+so ``edgeship --help`` and the device runtime start fast and never import TensorFlow.
+Library errors print one line ``error: ...`` and exit 1; usage errors exit 2.
+"""
+
+from __future__ import annotations
+
+import importlib
+import logging
+import sys
+import traceback
+
+import click
+
+from . import __version__
+from .errors import EdgeshipError
+
+# name -> ("module:attribute", one-line summary shown by --help without importing the module)
+COMMANDS: dict[str, tuple[str, str]] = {
+    "calibrate": ("edgeship.commands.calibrate:calibrate", "Build a representative dataset from images, videos and cameras."),
+    "convert": ("edgeship.commands.convert:convert", "Prune and quantize a Keras model to TFLite and/or OpenVINO IR."),
+    "verify": ("edgeship.commands.verify:verify", "Check an artifact's accuracy against the float Keras model."),
+    "bench": ("edgeship.commands.bench:bench", "Measure load time, latency percentiles, throughput and memory."),
+    "run": ("edgeship.commands.run:run", "Run real-time inference on a camera, stream or video."),
+    "stats": ("edgeship.commands.stats:stats", "Print inspection yield per hour from the counters database."),
+    "targets": ("edgeship.commands.targets:targets", "List and show device profiles."),
+    "bundle": ("edgeship.commands.bundle:bundle", "Pack an artifact, config and runtime for a target device."),
+    "flash": ("edgeship.commands.flash:flash", "Deploy a bundle to devices over SSH with health check and rollback."),
+    "device": ("edgeship.commands.device:device", "Status, logs and rollback of a deployed device."),
+    "quickstart": ("edgeship.commands.quickstart:quickstart", "Run the whole pipeline end to end on built-in demo data."),
+}
+
+
+class CommandError(click.ClickException):
+    """A library error, shown as one line ``error: ...`` with exit code 1."""
+
+    exit_code = 1
+
+    def show(self, file=None) -> None:  # noqa: D102
+        click.echo(f"error: {self.message}", err=True)
+
+
+class LazyGroup(click.Group):
+    """A click group that imports each command's module only when that command runs."""
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return [n for n, (target, _) in COMMANDS.items() if _module_exists(target)]
+
+    def get_command(self, ctx: click.Context, name: str):
+        entry = COMMANDS.get(name)
+        if entry is None or not _module_exists(entry[0]):
+            return None
+        module_name, attr = entry[0].split(":")
+        return getattr(importlib.import_module(module_name), attr)
+
+    def format_commands(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
+        rows = [(n, COMMANDS[n][1]) for n in self.list_commands(ctx)]
+        if rows:
+            with formatter.section("Commands"):
+                formatter.write_dl(rows)
+
+    def invoke(self, ctx: click.Context):
+        try:
+            return super().invoke(ctx)
+        except EdgeshipError as e:
+            if (ctx.obj or {}).get("verbose"):
+                traceback.print_exc()
+            raise CommandError(str(e)) from e
+        except KeyboardInterrupt:
+            click.echo("interrupted", err=True)
+            ctx.exit(130)
+
+
+def _module_exists(target: str) -> bool:
+    import importlib.util
+
+    return importlib.util.find_spec(target.split(":")[0]) is not None
+
+
+@click.group(cls=LazyGroup, context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
+@click.version_option(__version__, "--version", prog_name="edgeship")
+@click.option("-v", "--verbose", is_flag=True, help="Log details and show tracebacks on errors.")
+@click.pass_context
+def cli(ctx: click.Context, verbose: bool) -> None:
+    """edgeship: take a trained Keras vision model to cameras at the edge.
+
+    \b
+    Workstation:  calibrate -> convert (prune, quantize) -> verify -> bench -> bundle -> flash
+    Device:       run (camera -> preprocess -> infer -> postprocess -> app -> sinks), bench
+
+    \b
+    Start here:   edgeship quickstart
+    Help on one:  edgeship COMMAND --help
+    """
+    ctx.ensure_object(dict)
+    ctx.obj["verbose"] = verbose
+    logging.basicConfig(
+        level=logging.DEBUG if verbose else logging.WARNING,
+        format="%(levelname)s: %(message)s" if not verbose else "%(asctime)s %(name)s %(levelname)s: %(message)s",
+        stream=sys.stderr,
+        force=True,
+    )
+    for noisy in ("tensorflow", "absl", "h5py", "nncf", "matplotlib", "PIL"):
+        logging.getLogger(noisy).setLevel(logging.ERROR if not verbose else logging.INFO)
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Console-script entry point."""
+    cli.main(args=argv, prog_name="edgeship")
+
+
+if __name__ == "__main__":  # pragma: no cover
+    main()

@@ -1,0 +1,51 @@
+"""One exception tree for edgeship.
+
+Library code raises these; the CLI prints ``error: <message>`` on one line and exits 1.
+Every message says what was expected and what was found, naming the file or value.
+"""
+
+from __future__ import annotations
+
+
+class EdgeshipError(Exception):
+    """Base class for every error edgeship reports to a user."""
+
+
+class InputError(EdgeshipError):
+    """A path, value or option given by the user is missing or malformed."""
+
+
+class SpecError(InputError):
+    """An InputSpec is invalid or does not fit the model or data."""
+
+
+class CalibrationError(EdgeshipError):
+    """A calibration source could not be read or produced no samples."""
+
+
+class ModelError(EdgeshipError):
+    """A model or artifact file cannot be loaded."""
+
+
+class ConversionError(EdgeshipError):
+    """A conversion, pruning or quantization step failed."""
+
+
+class VerificationError(EdgeshipError):
+    """An artifact missed its accuracy budget."""
+
+
+class SourceError(EdgeshipError):
+    """A camera, stream or video source cannot be opened or read."""
+
+
+class BackendError(EdgeshipError):
+    """An inference backend is missing or failed to run the artifact."""
+
+
+class ConfigError(InputError):
+    """A deployment config file is invalid."""
+
+
+class DeployError(EdgeshipError):
+    """Bundling, flashing or a remote device operation failed."""

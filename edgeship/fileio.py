@@ -1,0 +1,104 @@
+"""Atomic writes, hashes and sizes: a failed step never leaves a half-written file."""
+
+from __future__ import annotations
+
+import contextlib
+import gzip
+import hashlib
+import json
+import os
+import shutil
+import tempfile
+from pathlib import Path
+from typing import Any, Iterator
+
+
+@contextlib.contextmanager
+def atomic_path(final: str | os.PathLike, *, suffix: str = "") -> Iterator[Path]:
+    """Yield a temporary path in the same folder as ``final``; rename it over ``final`` on success.
+
+    Works for files and for folders (a SavedModel, an IR pair is written file by file with
+    :func:`atomic_path` each). On any exception the temporary path is removed and nothing
+    appears at ``final``.
+    """
+    final = Path(final)
+    final.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{final.name}.", suffix=".tmp" + suffix, dir=final.parent)
+    os.close(fd)
+    os.unlink(tmp)
+    tmp_path = Path(tmp)
+    try:
+        yield tmp_path
+        if not tmp_path.exists():
+            raise FileNotFoundError(f"nothing was written to {tmp_path}")
+        if final.is_dir() and not final.is_symlink():
+            shutil.rmtree(final)
+        os.replace(tmp_path, final)
+    except BaseException:
+        if tmp_path.is_dir():
+            shutil.rmtree(tmp_path, ignore_errors=True)
+        elif tmp_path.exists():
+            tmp_path.unlink()
+        raise
+
+
+def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> Path:
+    with atomic_path(path) as tmp:
+        tmp.write_bytes(data)
+    return Path(path)
+
+
+def atomic_write_text(path: str | os.PathLike, text: str) -> Path:
+    return atomic_write_bytes(path, text.encode("utf-8"))
+
+
+def atomic_write_json(path: str | os.PathLike, obj: Any) -> Path:
+    return atomic_write_text(path, json.dumps(obj, indent=2, sort_keys=False, default=_json_default) + "\n")
+
+
+def _json_default(obj: Any) -> Any:
+    try:
+        import numpy as np
+    except ImportError:  # pragma: no cover
+        np = None
+    if np is not None:
+        if isinstance(obj, np.generic):
+            return obj.item()
+        if isinstance(obj, np.ndarray):
+            return obj.tolist()
+    if isinstance(obj, Path):
+        return str(obj)
+    raise TypeError(f"cannot write {type(obj).__name__} as JSON")
+
+
+def to_jsonable(obj: Any) -> Any:
+    """Round-trip through JSON so numpy scalars and paths become plain Python values."""
+    return json.loads(json.dumps(obj, default=_json_default))
+
+
+def sha256_file(path: str | os.PathLike, *, chunk: int = 1 << 20) -> str:
+    """sha256 of a file, or of every file in a folder (sorted relative paths and contents)."""
+    path = Path(path)
+    h = hashlib.sha256()
+    files = sorted(p for p in path.rglob("*") if p.is_file()) if path.is_dir() else [path]
+    for f in files:
+        if path.is_dir():
+            h.update(str(f.relative_to(path)).encode())
+        with open(f, "rb") as fh:
+            for block in iter(lambda: fh.read(chunk), b""):
+                h.update(block)
+    return h.hexdigest()
+
+
+def file_size(path: str | os.PathLike) -> int:
+    path = Path(path)
+    if path.is_dir():
+        return sum(p.stat().st_size for p in path.rglob("*") if p.is_file())
+    return path.stat().st_size
+
+
+def gzip_size(path: str | os.PathLike, *, level: int = 9) -> int:
+    """Size in bytes after gzip: what unstructured sparsity actually buys on disk and over the wire."""
+    path = Path(path)
+    files = sorted(p for p in path.rglob("*") if p.is_file()) if path.is_dir() else [path]
+    return sum(len(gzip.compress(f.read_bytes(), compresslevel=level, mtime=0)) for f in files)

@@ -1,0 +1,330 @@
+"""InputSpec: the ONE definition of preprocessing.
+
+Decided at calibrate/convert time, stored in every manifest and every calibration set, read back
+by the runtime. Calibration and the runtime both call :func:`preprocess`, so the int8 model sees
+on the device exactly the value range it was calibrated on.
+
+The float value fed to the model is ``(pixel * scale - mean) / std`` per channel, after the
+frame is resized (stretch, letterbox or center-crop) and put in the model's colour order.
+Quantised inputs (int8/uint8 tensors) are produced from that float by the backend, from the
+tensor's own scale and zero point; ``dtype`` here is the dtype of the float-domain sample.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import asdict, dataclass, field, replace
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+
+from .errors import SpecError
+
+RESIZE_MODES = ("stretch", "letterbox", "center-crop")
+COLOR_ORDERS = ("RGB", "BGR", "GRAY")
+LAYOUTS = ("NHWC", "NCHW")
+DTYPES = ("float32", "uint8")
+
+
+@dataclass(frozen=True)
+class InputSpec:
+    height: int
+    width: int
+    channels: int = 3
+    color_order: str = "RGB"
+    resize: str = "stretch"
+    scale: float = 1.0 / 255.0
+    mean: tuple[float, ...] = (0.0,)
+    std: tuple[float, ...] = (1.0,)
+    dtype: str = "float32"
+    layout: str = "NHWC"
+    pad_value: int = 114
+
+    def __post_init__(self) -> None:
+        if int(self.height) <= 0 or int(self.width) <= 0:
+            raise SpecError(f"input size must be positive, got {self.height}x{self.width}")
+        if self.channels not in (1, 3):
+            raise SpecError(f"channels must be 1 or 3, got {self.channels}")
+        if self.resize not in RESIZE_MODES:
+            raise SpecError(f"resize must be one of {', '.join(RESIZE_MODES)}, got {self.resize!r}")
+        if self.color_order not in COLOR_ORDERS:
+            raise SpecError(f"color_order must be one of {', '.join(COLOR_ORDERS)}, got {self.color_order!r}")
+        if self.channels == 1 and self.color_order != "GRAY":
+            object.__setattr__(self, "color_order", "GRAY")
+        if self.channels == 3 and self.color_order == "GRAY":
+            raise SpecError("color_order GRAY needs channels=1, got channels=3")
+        if self.layout not in LAYOUTS:
+            raise SpecError(f"layout must be NHWC or NCHW, got {self.layout!r}")
+        if self.dtype not in DTYPES:
+            raise SpecError(f"dtype must be one of {', '.join(DTYPES)}, got {self.dtype!r}")
+        mean = _per_channel(self.mean, self.channels, "mean")
+        std = _per_channel(self.std, self.channels, "std")
+        if any(s == 0 for s in std):
+            raise SpecError(f"std must be non-zero, got {std}")
+        object.__setattr__(self, "height", int(self.height))
+        object.__setattr__(self, "width", int(self.width))
+        object.__setattr__(self, "mean", mean)
+        object.__setattr__(self, "std", std)
+        object.__setattr__(self, "scale", float(self.scale))
+
+    # ---- shape -------------------------------------------------------------------------
+    @property
+    def size(self) -> tuple[int, int]:
+        return (self.height, self.width)
+
+    @property
+    def sample_shape(self) -> tuple[int, int, int]:
+        """Shape of one preprocessed sample (no batch dimension)."""
+        if self.layout == "NCHW":
+            return (self.channels, self.height, self.width)
+        return (self.height, self.width, self.channels)
+
+    def value_range(self) -> tuple[float, float]:
+        """The float range a uint8 frame maps to: what calibration data should span."""
+        lo = min((0.0 * self.scale - m) / s for m, s in zip(self.mean, self.std))
+        hi = max((255.0 * self.scale - m) / s for m, s in zip(self.mean, self.std))
+        return (float(min(lo, hi)), float(max(lo, hi)))
+
+    def with_size(self, height: int, width: int) -> "InputSpec":
+        return replace(self, height=height, width=width)
+
+    # ---- JSON ---------------------------------------------------------------------------
+    def to_dict(self) -> dict[str, Any]:
+        d = asdict(self)
+        d["mean"] = list(self.mean)
+        d["std"] = list(self.std)
+        return d
+
+    def to_json(self) -> str:
+        return json.dumps(self.to_dict(), sort_keys=True)
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> "InputSpec":
+        known = {f for f in cls.__dataclass_fields__}
+        unknown = set(d) - known
+        if unknown:
+            raise SpecError(f"unknown InputSpec keys {sorted(unknown)}; expected some of {sorted(known)}")
+        kw = dict(d)
+        for k in ("mean", "std"):
+            if k in kw and not isinstance(kw[k], (int, float)):
+                kw[k] = tuple(kw[k])
+        try:
+            return cls(**kw)
+        except TypeError as e:
+            raise SpecError(f"invalid InputSpec {d}: {e}") from e
+
+    @classmethod
+    def from_json(cls, text: str) -> "InputSpec":
+        try:
+            return cls.from_dict(json.loads(text))
+        except json.JSONDecodeError as e:
+            raise SpecError(f"InputSpec is not valid JSON: {e}") from e
+
+    # ---- inference from a model ----------------------------------------------------------
+    @classmethod
+    def from_model(cls, model: Any, **overrides: Any) -> "InputSpec":
+        """Infer size and channels from a Keras model (object or file), a .tflite or an OpenVINO .xml.
+
+        Other fields keep their defaults unless given in ``overrides``. An artifact with a
+        manifest next to it returns the manifest's InputSpec.
+        """
+        h, w, c, layout = _model_input_hwc(model)
+        kw: dict[str, Any] = {"height": h, "width": w, "channels": c, "layout": layout}
+        if c == 1:
+            kw["color_order"] = "GRAY"
+        kw.update(overrides)
+        return cls(**kw)
+
+
+def _per_channel(v: Any, channels: int, name: str) -> tuple[float, ...]:
+    if isinstance(v, (int, float, np.floating, np.integer)):
+        return tuple([float(v)] * channels)
+    v = tuple(float(x) for x in v)
+    if len(v) == 1:
+        return v * channels
+    if len(v) != channels:
+        raise SpecError(f"{name} needs 1 or {channels} values, got {len(v)}: {list(v)}")
+    return v
+
+
+def parse_size(text: str) -> tuple[int, int]:
+    """Parse ``HxW`` (or a single number for a square) into (height, width)."""
+    t = str(text).lower().replace(" ", "")
+    parts = t.split("x") if "x" in t else [t, t]
+    try:
+        h, w = (int(p) for p in parts)
+    except ValueError:
+        raise SpecError(f"input size must look like 224x224 (HxW), got {text!r}") from None
+    if h <= 0 or w <= 0 or len(parts) != 2:
+        raise SpecError(f"input size must look like 224x224 (HxW), got {text!r}")
+    return h, w
+
+
+# ---- preprocessing ---------------------------------------------------------------------------
+@dataclass(frozen=True)
+class Transform:
+    """Maps model-input pixel coordinates back to source-frame coordinates.
+
+    ``x_src = (x_in - pad_x) / scale_x``, ``y_src = (y_in - pad_y) / scale_y``.
+    """
+
+    scale_x: float
+    scale_y: float
+    pad_x: float
+    pad_y: float
+    src_width: int
+    src_height: int
+
+    def to_source(self, boxes_xyxy: np.ndarray) -> np.ndarray:
+        """Map (N, 4) boxes in model-input pixels to source pixels, clipped to the frame."""
+        b = np.asarray(boxes_xyxy, dtype=np.float32).reshape(-1, 4).copy()
+        b[:, [0, 2]] = (b[:, [0, 2]] - self.pad_x) / self.scale_x
+        b[:, [1, 3]] = (b[:, [1, 3]] - self.pad_y) / self.scale_y
+        b[:, [0, 2]] = b[:, [0, 2]].clip(0, self.src_width)
+        b[:, [1, 3]] = b[:, [1, 3]].clip(0, self.src_height)
+        return b
+
+
+def resize_transform(src_hw: Sequence[int], spec: InputSpec) -> Transform:
+    """The geometric transform :func:`preprocess` applies to a frame of size ``src_hw``."""
+    sh, sw = int(src_hw[0]), int(src_hw[1])
+    th, tw = spec.height, spec.width
+    if spec.resize == "stretch":
+        return Transform(tw / sw, th / sh, 0.0, 0.0, sw, sh)
+    if spec.resize == "letterbox":
+        r = min(tw / sw, th / sh)
+        nw, nh = round(sw * r), round(sh * r)
+        return Transform(r, r, (tw - nw) // 2, (th - nh) // 2, sw, sh)
+    # center-crop: scale so the short side fits, crop the centre
+    r = max(tw / sw, th / sh)
+    nw, nh = round(sw * r), round(sh * r)
+    return Transform(r, r, -((nw - tw) // 2), -((nh - th) // 2), sw, sh)
+
+
+def _resize(frame: np.ndarray, spec: InputSpec):
+    import cv2
+
+    sh, sw = frame.shape[:2]
+    th, tw = spec.height, spec.width
+    if (sh, sw) == (th, tw):
+        return frame
+    shrinking = sh > th or sw > tw
+    interp = cv2.INTER_AREA if shrinking else cv2.INTER_LINEAR
+    if spec.resize == "stretch":
+        return cv2.resize(frame, (tw, th), interpolation=interp)
+    t = resize_transform((sh, sw), spec)
+    nw, nh = round(sw * t.scale_x), round(sh * t.scale_y)
+    resized = cv2.resize(frame, (nw, nh), interpolation=interp)
+    if spec.resize == "letterbox":
+        out = np.full((th, tw) + frame.shape[2:], spec.pad_value, dtype=frame.dtype)
+        y0, x0 = int(t.pad_y), int(t.pad_x)
+        out[y0 : y0 + nh, x0 : x0 + nw] = resized
+        return out
+    y0, x0 = int(-t.pad_y), int(-t.pad_x)
+    return resized[y0 : y0 + th, x0 : x0 + tw]
+
+
+def _to_color(frame: np.ndarray, spec: InputSpec) -> np.ndarray:
+    import cv2
+
+    if frame.ndim == 2:
+        frame = frame[:, :, None]
+    c = frame.shape[2]
+    if spec.color_order == "GRAY":
+        return cv2.cvtColor(frame, cv2.COLOR_BGR2GRAY)[:, :, None] if c == 3 else frame[:, :, :1]
+    if c == 1:
+        frame = cv2.cvtColor(frame, cv2.COLOR_GRAY2BGR)
+    elif c == 4:
+        frame = cv2.cvtColor(frame, cv2.COLOR_BGRA2BGR)
+    if spec.color_order == "RGB":
+        return frame[:, :, ::-1]
+    return frame
+
+
+def preprocess(frame_bgr_uint8: np.ndarray, spec: InputSpec) -> np.ndarray:
+    """Turn one BGR uint8 frame (H, W[, C]) into one model-input sample of ``spec.sample_shape``.
+
+    Vectorised: cv2.resize and numpy only. Returns float32 (or uint8 when ``spec.dtype`` is
+    uint8, in which case normalisation is left to the model), C-contiguous, no batch dimension.
+    """
+    frame = np.asarray(frame_bgr_uint8)
+    if frame.dtype != np.uint8:
+        raise SpecError(f"preprocess expects a uint8 frame, got dtype {frame.dtype}")
+    if frame.ndim not in (2, 3) or (frame.ndim == 3 and frame.shape[2] not in (1, 3, 4)):
+        raise SpecError(f"preprocess expects an HxW or HxWxC (C=1,3,4) frame, got shape {frame.shape}")
+    img = _to_color(frame, spec)
+    img = _resize(img, spec)
+    if img.ndim == 2:
+        img = img[:, :, None]
+    if spec.dtype == "uint8":
+        out = img
+    else:
+        mul = np.asarray([spec.scale / s for s in spec.std], dtype=np.float32)
+        add = np.asarray([-m / s for m, s in zip(spec.mean, spec.std)], dtype=np.float32)
+        out = img.astype(np.float32) * mul + add
+    if spec.layout == "NCHW":
+        out = np.transpose(out, (2, 0, 1))
+    return np.ascontiguousarray(out)
+
+
+def preprocess_batch(frames: Sequence[np.ndarray], spec: InputSpec) -> np.ndarray:
+    """Preprocess several frames into one (N, ...) batch."""
+    if len(frames) == 0:
+        return np.zeros((0,) + spec.sample_shape, dtype=np.float32 if spec.dtype == "float32" else np.uint8)
+    return np.stack([preprocess(f, spec) for f in frames])
+
+
+# ---- model input shape (lazy, per model kind) ----------------------------------------------------
+def _shape_to_hwc(shape: Sequence[Any], where: str) -> tuple[int, int, int, str]:
+    dims = [None if d is None or (isinstance(d, (int, np.integer)) and d < 0) else int(d) for d in shape]
+    if len(dims) == 4:
+        dims = dims[1:]
+    if len(dims) != 3:
+        raise SpecError(f"{where}: expected an image input (N, H, W, C) or (N, C, H, W), got shape {list(shape)}")
+    if dims[2] in (1, 3):
+        h, w, c, layout = dims[0], dims[1], dims[2], "NHWC"
+    elif dims[0] in (1, 3):
+        c, h, w, layout = dims[0], dims[1], dims[2], "NCHW"
+    else:
+        raise SpecError(f"{where}: cannot tell the channel axis of input shape {list(shape)}; expected 1 or 3 channels")
+    if h is None or w is None:
+        raise SpecError(f"{where}: input size is dynamic ({list(shape)}); pass --input-size HxW")
+    return h, w, c, layout
+
+
+def _model_input_hwc(model: Any) -> tuple[int, int, int, str]:
+    if isinstance(model, (str, os.PathLike)):
+        path = Path(model)
+        if not path.exists():
+            raise SpecError(f"model {path} does not exist")
+        from .manifest import manifest_path
+
+        mp = manifest_path(path)
+        if mp.exists():
+            from .manifest import Manifest
+
+            spec = Manifest.load(mp).input_spec
+            if spec is not None:
+                return spec.height, spec.width, spec.channels, spec.layout
+        suffix = path.suffix.lower()
+        if suffix == ".tflite":
+            from ai_edge_litert.interpreter import Interpreter
+
+            det = Interpreter(model_path=str(path)).get_input_details()[0]
+            return _shape_to_hwc(list(det["shape"]), str(path))
+        if suffix == ".xml":
+            import openvino as ov
+
+            ps = ov.Core().read_model(str(path)).inputs[0].get_partial_shape()
+            return _shape_to_hwc([d.get_length() if d.is_static else None for d in ps], str(path))
+        from .converters.keras_io import load_keras_model
+
+        model = load_keras_model(path)
+    shape = getattr(model, "input_shape", None)
+    if shape is None:
+        raise SpecError(f"cannot infer an input size from {type(model).__name__}; pass --input-size HxW")
+    if isinstance(shape, list):
+        shape = shape[0]
+    return _shape_to_hwc(list(shape), getattr(model, "name", "model"))

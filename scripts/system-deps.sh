@@ -1,0 +1,22 @@
+#!/usr/bin/env bash
+# Debian packages the tests use as real peers: OpenSSH server (flash), mosquitto (MQTT),
+# chromium (dashboard), GStreamer RTSP server (RTSP camera). Installed only when missing.
+set -uo pipefail
+want=()
+command -v sshd >/dev/null 2>&1 || [ -x /usr/sbin/sshd ] || want+=(openssh-server)
+command -v ssh >/dev/null 2>&1 || want+=(openssh-client)
+command -v mosquitto >/dev/null 2>&1 || [ -x /usr/sbin/mosquitto ] || want+=(mosquitto)
+command -v chromium >/dev/null 2>&1 || want+=(chromium)
+/usr/bin/python3 -c "import gi; gi.require_version('GstRtspServer','1.0')" >/dev/null 2>&1 || \
+  want+=(python3-gi gir1.2-gst-rtsp-server-1.0 gstreamer1.0-plugins-base gstreamer1.0-plugins-good gstreamer1.0-plugins-ugly gstreamer1.0-tools)
+if [ ${#want[@]} -eq 0 ]; then exit 0; fi
+if [ "$(id -u)" != 0 ]; then
+  echo "system-deps: missing ${want[*]} and not root; tests that need them will be skipped" >&2
+  exit 0
+fi
+echo "system-deps: installing ${want[*]}" >&2
+export DEBIAN_FRONTEND=noninteractive
+apt-get update -qq >/dev/null 2>&1 || true
+apt-get install -y -qq --no-install-recommends "${want[@]}" >/dev/null 2>&1 || \
+  echo "system-deps: apt-get install failed for ${want[*]}" >&2
+exit 0

@@ -1,0 +1,35 @@
+import subprocess
+import sys
+
+from click.testing import CliRunner
+
+from edgeship import __version__
+from edgeship.cli import COMMANDS, cli
+
+
+def test_version_and_help():
+    r = CliRunner().invoke(cli, ["--version"])
+    assert r.exit_code == 0 and __version__ in r.output
+    r = CliRunner().invoke(cli, ["--help"])
+    assert r.exit_code == 0 and "calibrate" in r.output
+
+
+def test_every_registered_command_has_help_with_an_example():
+    runner = CliRunner()
+    for name in cli.list_commands(None):
+        r = runner.invoke(cli, [name, "--help"])
+        assert r.exit_code == 0, (name, r.output)
+        assert "Example" in r.output or "example" in r.output, f"{name} --help has no example"
+
+
+def test_unknown_command_is_usage_error():
+    r = CliRunner().invoke(cli, ["frobnicate"])
+    assert r.exit_code == 2
+
+
+def test_help_does_not_import_tensorflow():
+    code = ("import sys\nfrom edgeship.cli import main\n"
+            "try:\n    main(['--help'])\nexcept SystemExit:\n    pass\n"
+            "print([m for m in ('tensorflow','keras','nncf','openvino') if m in sys.modules])")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip().splitlines()[-1] == "[]"
