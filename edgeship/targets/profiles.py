@@ -1,0 +1,165 @@
+"""Device profiles: one JSON data file per target in ``edgeship/targets/profiles/``.
+
+A profile says what a device is (architecture, supported Pythons, wheel platform tags), what
+it runs best (artifact format, precision, threads), which runtime packages it needs for each
+Python version, how to open its cameras, and how its service is set up. ``convert --target``
+reads the format and precision; ``bundle`` reads the packages, platforms and service; ``flash``
+checks the device against the architecture and Python versions.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from dataclasses import asdict, dataclass, field
+from functools import lru_cache
+from pathlib import Path
+from typing import Any
+
+from ..errors import InputError
+
+PROFILE_DIR = Path(__file__).with_name("profiles")
+FORMATS = ("tflite", "openvino")
+PRECISIONS = ("fp32", "fp16", "dynamic", "int8")
+ARCHITECTURES = ("aarch64", "x86_64", "armv7l")
+_REQUIRED = ("name", "description", "architecture", "format", "precision", "python_versions", "packages")
+
+
+@dataclass(frozen=True)
+class Profile:
+    """One device profile (read-only; load with :func:`get_target`)."""
+
+    name: str
+    description: str
+    architecture: str
+    format: str
+    precision: str
+    python_versions: tuple[str, ...]
+    packages: dict[str, tuple[str, ...]]
+    threads: int = 0
+    backend_device: str = "CPU"
+    platforms: tuple[str, ...] = ()
+    camera: dict[str, Any] = field(default_factory=dict)
+    service: dict[str, Any] = field(default_factory=dict)
+    min_free_mb: int = 500
+
+    # ---- runtime packages ----------------------------------------------------------------
+    def supports_python(self, version: str) -> bool:
+        """True when ``version`` ("3.11" or "3.11.2") has a runtime package set in this profile."""
+        return _major_minor(version) in self.python_versions
+
+    def requirements(self, python: str) -> list[str]:
+        """Runtime requirement lines for ``python`` ("3.11"): common + per-version, one line per package."""
+        py = _major_minor(python)
+        if py not in self.python_versions:
+            raise InputError(
+                f"target {self.name} has no runtime for Python {py}: supported are {', '.join(self.python_versions)}"
+            )
+        return merge_requirements([*self.packages.get("common", ()), *self.packages.get(py, ())])
+
+    # ---- cameras ----------------------------------------------------------------------------
+    def camera_source(self, kind: str | None = None, *, index: int = 0, width: int = 1280, height: int = 720, fps: int = 30) -> str:
+        """The source string for this device's camera of ``kind`` ("csi", "usb", "picamera2"; default: the profile's)."""
+        kind = kind or self.camera.get("default", "usb")
+        template = self.camera.get(kind)
+        if not isinstance(template, str):
+            kinds = sorted(k for k, v in self.camera.items() if isinstance(v, str) and k != "default")
+            raise InputError(f"target {self.name} has no camera kind {kind!r}: expected one of {', '.join(kinds)}")
+        return template.format(index=index, width=width, height=height, fps=fps)
+
+    @property
+    def camera_devices(self) -> tuple[str, ...]:
+        """Device nodes the preflight looks for (a camera is optional: missing ones are reported, not fatal)."""
+        return tuple(self.camera.get("devices", ()))
+
+    def to_dict(self) -> dict[str, Any]:
+        d = asdict(self)
+        d["python_versions"] = list(self.python_versions)
+        d["platforms"] = list(self.platforms)
+        d["packages"] = {k: list(v) for k, v in self.packages.items()}
+        return d
+
+
+def _major_minor(version: str) -> str:
+    m = re.match(r"^\s*(\d+)\.(\d+)", str(version))
+    if not m:
+        raise InputError(f"expected a Python version like 3.11, got {version!r}")
+    return f"{m.group(1)}.{m.group(2)}"
+
+
+_NAME_RE = re.compile(r"^\s*([A-Za-z0-9][A-Za-z0-9._-]*)(\[[^\]]*\])?\s*(.*)$")
+
+
+def merge_requirements(lines: list[str]) -> list[str]:
+    """Merge requirement lines naming the same package (``numpy>=1.23`` + ``numpy<2`` -> ``numpy<2,>=1.23``).
+
+    Keeps first-seen order; environment markers are not supported in profiles (one file per
+    Python version instead).
+    """
+    merged: dict[str, tuple[str, str, list[str]]] = {}
+    for line in lines:
+        m = _NAME_RE.match(line)
+        if not m or ";" in line:
+            raise InputError(f"expected a requirement like 'name>=1.0' in a target profile, got {line!r}")
+        name, extras, spec = m.group(1), m.group(2) or "", m.group(3).replace(" ", "")
+        key = re.sub(r"[-_.]+", "-", name).lower()
+        if key not in merged:
+            merged[key] = (name, extras, [])
+        specs = merged[key][2]
+        for part in filter(None, spec.split(",")):
+            if part not in specs:
+                specs.append(part)
+    return [f"{n}{e}{','.join(sorted(s))}" for n, e, s in merged.values()]
+
+
+def _validate(d: dict[str, Any], source: Path) -> None:
+    missing = [k for k in _REQUIRED if k not in d]
+    if missing:
+        raise InputError(f"target profile {source} is missing keys {missing}")
+    checks = (("format", FORMATS), ("precision", PRECISIONS), ("architecture", ARCHITECTURES))
+    for key, allowed in checks:
+        if d[key] not in allowed:
+            raise InputError(f"target profile {source}: {key} must be one of {', '.join(allowed)}, got {d[key]!r}")
+    unknown = [k for k in d["packages"] if k != "common" and k not in d["python_versions"]]
+    if unknown:
+        raise InputError(f"target profile {source}: packages for Pythons {unknown} not in python_versions")
+
+
+def load_profile(path: str | Path) -> Profile:
+    """Read and validate one profile JSON file."""
+    path = Path(path)
+    try:
+        d = json.loads(path.read_text())
+    except (OSError, json.JSONDecodeError) as e:
+        raise InputError(f"cannot read target profile {path}: {e}") from e
+    _validate(d, path)
+    known = set(Profile.__dataclass_fields__)
+    d = {k: v for k, v in d.items() if k in known}
+    d["python_versions"] = tuple(d["python_versions"])
+    d["platforms"] = tuple(d.get("platforms", ()))
+    d["packages"] = {k: tuple(v) for k, v in d["packages"].items()}
+    return Profile(**d)
+
+
+@lru_cache(maxsize=None)
+def _all() -> dict[str, Profile]:
+    profiles = {}
+    for path in sorted(PROFILE_DIR.glob("*.json")):
+        p = load_profile(path)
+        profiles[p.name] = p
+    return profiles
+
+
+def list_targets() -> list[Profile]:
+    """Every built-in device profile, sorted by name."""
+    return [p for _, p in sorted(_all().items())]
+
+
+def get_target(name: str) -> Profile:
+    """The profile called ``name`` (e.g. ``rpi5``), or an InputError listing the valid names."""
+    if isinstance(name, Profile):
+        return name
+    profiles = _all()
+    if name not in profiles:
+        raise InputError(f"unknown target {name!r}: expected one of {', '.join(sorted(profiles))}")
+    return profiles[name]
