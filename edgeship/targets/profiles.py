@@ -22,7 +22,7 @@ PROFILE_DIR = Path(__file__).with_name("profiles")
 FORMATS = ("tflite", "openvino")
 PRECISIONS = ("fp32", "fp16", "dynamic", "int8")
 ARCHITECTURES = ("aarch64", "x86_64", "armv7l")
-_REQUIRED = ("name", "description", "architecture", "format", "precision", "python_versions", "packages")
+_REQUIRED = ("name", "description", "architecture", "format", "precision", "glibc", "packages")
 
 
 @dataclass(frozen=True)
@@ -34,28 +34,58 @@ class Profile:
     architecture: str
     format: str
     precision: str
-    python_versions: tuple[str, ...]
-    packages: dict[str, tuple[str, ...]]
+    glibc: str
+    packages: dict[str, Any]
     threads: int = 0
     backend_device: str = "CPU"
-    platforms: tuple[str, ...] = ()
+    min_glibc: dict[str, str] = field(default_factory=dict)
+    extra_index_urls: tuple[str, ...] = ()
     camera: dict[str, Any] = field(default_factory=dict)
     service: dict[str, Any] = field(default_factory=dict)
     min_free_mb: int = 500
 
     # ---- runtime packages ----------------------------------------------------------------
-    def supports_python(self, version: str) -> bool:
-        """True when ``version`` ("3.11" or "3.11.2") has a runtime package set in this profile."""
-        return _major_minor(version) in self.python_versions
+    @property
+    def formats(self) -> tuple[str, ...]:
+        """Artifact formats this device can run (the ones with runtime packages), preferred first."""
+        return tuple(sorted((f for f in FORMATS if f in self.packages), key=lambda f: f != self.format))
 
-    def requirements(self, python: str) -> list[str]:
-        """Runtime requirement lines for ``python`` ("3.11"): common + per-version, one line per package."""
-        py = _major_minor(python)
-        if py not in self.python_versions:
+    def python_versions(self, format: str | None = None) -> tuple[str, ...]:
+        """Python versions ("3.11") with runtime wheels for ``format`` (default: the preferred one)."""
+        return tuple(self.packages.get(format or self.format, {}))
+
+    def supports_python(self, version: str, format: str | None = None) -> bool:
+        """True when ``version`` ("3.11" or "3.11.2") has a runtime for ``format`` on this device."""
+        return _major_minor(version) in self.python_versions(format)
+
+    def check_format(self, format: str) -> None:
+        """Raise when this device has no runtime for artifacts of ``format``."""
+        if format not in self.packages:
             raise InputError(
-                f"target {self.name} has no runtime for Python {py}: supported are {', '.join(self.python_versions)}"
+                f"target {self.name} cannot run {format} artifacts: it has runtimes for {', '.join(self.formats)}"
             )
-        return merge_requirements([*self.packages.get("common", ()), *self.packages.get(py, ())])
+
+    def requirements(self, python: str, format: str | None = None) -> list[str]:
+        """Runtime requirement lines for ``python`` ("3.11") and artifact ``format``: one line per package."""
+        format = format or self.format
+        self.check_format(format)
+        py = _major_minor(python)
+        per_py = self.packages[format]
+        if py not in per_py:
+            raise InputError(
+                f"target {self.name} has no {format} runtime for Python {py}: "
+                f"supported are {', '.join(per_py)}"
+            )
+        return merge_requirements([*self.packages.get("common", ()), *per_py[py]])
+
+    @property
+    def platforms(self) -> tuple[str, ...]:
+        """pip ``--platform`` tags for wheels that run on this device (pip adds the older manylinux tags)."""
+        major, minor = self.glibc.split(".")
+        tags = [f"manylinux_{major}_{minor}_{self.architecture}"]
+        if self.extra_index_urls:  # piwheels and similar publish plain linux_* wheels built for the device
+            tags.append(f"linux_{self.architecture}")
+        return tuple(tags)
 
     # ---- cameras ----------------------------------------------------------------------------
     def camera_source(self, kind: str | None = None, *, index: int = 0, width: int = 1280, height: int = 720, fps: int = 30) -> str:
@@ -74,10 +104,10 @@ class Profile:
 
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)
-        d["python_versions"] = list(self.python_versions)
+        d["extra_index_urls"] = list(self.extra_index_urls)
+        d["formats"] = list(self.formats)
         d["platforms"] = list(self.platforms)
-        d["packages"] = {k: list(v) for k, v in self.packages.items()}
-        return d
+        return json.loads(json.dumps(d))
 
 
 def _major_minor(version: str) -> str:
@@ -120,9 +150,14 @@ def _validate(d: dict[str, Any], source: Path) -> None:
     for key, allowed in checks:
         if d[key] not in allowed:
             raise InputError(f"target profile {source}: {key} must be one of {', '.join(allowed)}, got {d[key]!r}")
-    unknown = [k for k in d["packages"] if k != "common" and k not in d["python_versions"]]
-    if unknown:
-        raise InputError(f"target profile {source}: packages for Pythons {unknown} not in python_versions")
+    unknown = [k for k in d["packages"] if k != "common" and k not in FORMATS]
+    if unknown or d["format"] not in d["packages"]:
+        raise InputError(
+            f"target profile {source}: packages must hold 'common' and per-format tables for "
+            f"{', '.join(FORMATS)} including the preferred format {d['format']!r}, got {sorted(d['packages'])}"
+        )
+    if not re.fullmatch(r"\d+\.\d+", str(d["glibc"])):
+        raise InputError(f"target profile {source}: glibc must look like 2.31, got {d['glibc']!r}")
 
 
 def load_profile(path: str | Path) -> Profile:
@@ -135,9 +170,7 @@ def load_profile(path: str | Path) -> Profile:
     _validate(d, path)
     known = set(Profile.__dataclass_fields__)
     d = {k: v for k, v in d.items() if k in known}
-    d["python_versions"] = tuple(d["python_versions"])
-    d["platforms"] = tuple(d.get("platforms", ()))
-    d["packages"] = {k: tuple(v) for k, v in d["packages"].items()}
+    d["extra_index_urls"] = tuple(d.get("extra_index_urls", ()))
     return Profile(**d)
 
 
