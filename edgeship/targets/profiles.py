@@ -80,11 +80,16 @@ class Profile:
 
     @property
     def platforms(self) -> tuple[str, ...]:
-        """pip ``--platform`` tags for wheels that run on this device (pip adds the older manylinux tags)."""
-        major, minor = self.glibc.split(".")
-        tags = [f"manylinux_{major}_{minor}_{self.architecture}"]
+        """pip ``--platform`` tags for wheels that run on this device: every manylinux tag up to its glibc.
+
+        pip does not expand ``manylinux_2_31`` to the older tags itself, so all are listed.
+        """
+        major, minor = (int(x) for x in self.glibc.split("."))
+        arch = self.architecture
+        tags = [f"manylinux_{major}_{m}_{arch}" for m in range(minor, 16, -1)]
+        tags.append(f"manylinux2014_{arch}")
         if self.extra_index_urls:  # piwheels and similar publish plain linux_* wheels built for the device
-            tags.append(f"linux_{self.architecture}")
+            tags.append(f"linux_{arch}")
         return tuple(tags)
 
     # ---- cameras ----------------------------------------------------------------------------
