@@ -1,0 +1,97 @@
+"""Inference backends, picked from the artifact's manifest format or file suffix through a registry.
+
+    from edgeship.runtime.backends import open_backend
+    with open_backend("model.tflite", threads=4) as b:
+        probs = b.infer(batch)[0]          # float32 in (InputSpec domain), float32 out
+
+Backend modules are imported only when chosen, so a device with only ai-edge-litert never
+imports openvino (and no backend ever imports TensorFlow unless it is the last LiteRT fallback).
+"""
+
+from __future__ import annotations
+
+import importlib
+import os
+from pathlib import Path
+from typing import Any
+
+from ...errors import BackendError, ModelError
+from ...manifest import Manifest
+from .base import Backend, dequantize, quantize
+
+# registry: backend name (= manifest "format") -> "module:Class"
+BACKENDS: dict[str, str] = {
+    "tflite": "edgeship.runtime.backends.litert:LiteRTBackend",
+    "openvino": "edgeship.runtime.backends.openvino:OpenVINOBackend",
+}
+# file suffix -> backend name
+SUFFIXES: dict[str, str] = {".tflite": "tflite", ".xml": "openvino", ".onnx": "openvino"}
+# aliases users may type for --backend
+ALIASES: dict[str, str] = {"litert": "tflite", "tflite": "tflite", "openvino": "openvino", "ov": "openvino"}
+
+__all__ = ["Backend", "BACKENDS", "SUFFIXES", "open_backend", "backend_class", "resolve_backend", "quantize", "dequantize"]
+
+
+def backend_class(name: str) -> type[Backend]:
+    """The Backend class registered under ``name`` (imports its module)."""
+    target = BACKENDS.get(ALIASES.get(name, name))
+    if target is None:
+        raise BackendError(f"unknown backend {name!r}; expected one of {', '.join(sorted(BACKENDS))}")
+    module, attr = target.split(":")
+    try:
+        return getattr(importlib.import_module(module), attr)
+    except ImportError as e:
+        raise BackendError(f"backend {name!r} cannot be loaded: {e}") from None
+
+
+def resolve_backend(path: str | os.PathLike, manifest: Manifest | None, backend: str | None = None) -> str:
+    """Which registry entry runs ``path``: the explicit choice, else the manifest format, else the suffix."""
+    if backend:
+        name = ALIASES.get(backend, backend)
+        if name not in BACKENDS:
+            raise BackendError(f"unknown backend {backend!r}; expected one of {', '.join(sorted(ALIASES))}")
+        return name
+    if manifest is not None and manifest.format in BACKENDS:
+        return manifest.format
+    suffix = Path(path).suffix.lower()
+    if suffix in SUFFIXES:
+        return SUFFIXES[suffix]
+    raise ModelError(
+        f"cannot tell which backend runs {path}: expected a file ending in {', '.join(SUFFIXES)} "
+        f"or a manifest with format {', '.join(BACKENDS)}, got suffix {suffix or '(none)'!r}"
+    )
+
+
+def open_backend(
+    path: str | os.PathLike,
+    *,
+    backend: str | None = None,
+    threads: int | None = None,
+    device: str = "CPU",
+    hint: str = "latency",
+    precision: str | None = None,
+    streams: int | str | None = None,
+) -> Backend:
+    """Load an artifact with the right backend; the manifest next to it (if any) is attached as ``.manifest``.
+
+    ``path`` may also be the manifest itself (``NAME.manifest.json``). ``device``, ``hint``,
+    ``streams`` and ``precision`` apply to OpenVINO; ``threads`` to both.
+    """
+    path = Path(path)
+    manifest = None
+    if path.name.endswith(".manifest.json"):
+        manifest = Manifest.load(path)
+        path = manifest.artifact_path(path)
+    elif path.exists():
+        manifest = Manifest.load_optional(path)
+    if not path.exists():
+        raise ModelError(f"model file {path} does not exist")
+    cls = backend_class(resolve_backend(path, manifest, backend))
+    return cls(path, threads=threads, manifest=manifest, device=device, hint=hint, precision=precision, streams=streams)
+
+
+def __getattr__(name: str) -> Any:  # pragma: no cover - convenience for `from ...backends import LiteRTBackend`
+    classes = {"LiteRTBackend": "tflite", "OpenVINOBackend": "openvino"}
+    if name in classes:
+        return backend_class(classes[name])
+    raise AttributeError(name)

@@ -1,0 +1,144 @@
+"""The Backend base class: shape checks, (de)quantization and batching shared by every backend.
+
+A concrete backend implements ``_load`` (fill ``inputs`` / ``outputs``), ``_run`` (one batch of
+raw tensors in, raw tensors out) and ``_close``. Everything a user sees goes through :meth:`infer`:
+float32 in (the InputSpec's float domain), float32 out, any batch size N.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+
+from ...errors import BackendError, ModelError, SpecError
+from ...manifest import Manifest, TensorInfo
+
+log = logging.getLogger(__name__)
+
+_INT_RANGES = {"int8": (-128, 127), "uint8": (0, 255), "int16": (-32768, 32767)}
+
+
+def quantize(x: np.ndarray, info: TensorInfo) -> np.ndarray:
+    """Float -> the tensor's dtype: ``round(x / scale + zero_point)`` clipped for quantized tensors."""
+    dtype = np.dtype(info.dtype)
+    if info.quantized:
+        lo, hi = _INT_RANGES.get(dtype.name, (np.iinfo(dtype).min, np.iinfo(dtype).max))
+        q = np.rint(np.asarray(x, np.float32) / np.float32(info.scale) + np.float32(info.zero_point or 0))
+        return np.clip(q, lo, hi).astype(dtype)
+    if dtype.kind in "iu":
+        return np.clip(np.rint(x), np.iinfo(dtype).min, np.iinfo(dtype).max).astype(dtype)
+    return np.asarray(x, dtype=dtype)
+
+
+def dequantize(q: np.ndarray, info: TensorInfo) -> np.ndarray:
+    """The tensor's dtype -> float32: ``(q - zero_point) * scale`` for quantized tensors."""
+    if info.quantized:
+        return ((q.astype(np.float32) - np.float32(info.zero_point or 0)) * np.float32(info.scale)).astype(np.float32)
+    return np.asarray(q, dtype=np.float32)
+
+
+def check_shape(x: np.ndarray, info: TensorInfo, where: str) -> None:
+    """Raise a one-line SpecError when ``x`` (N, ...) does not fit the tensor's per-sample shape."""
+    want = list(info.shape[1:])
+    got = list(x.shape[1:])
+    fits = x.ndim == len(info.shape) and all(w is None or w < 0 or w == g for w, g in zip(want, got))
+    if not fits:
+        shown = ["N"] + ["?" if (w is None or w < 0) else str(w) for w in want]
+        raise SpecError(
+            f"{where}: input {info.name!r} expects shape ({', '.join(shown)}), got {tuple(x.shape)}"
+        )
+
+
+class Backend:
+    """Base class of every inference backend (use :func:`edgeship.runtime.backends.open_backend`).
+
+    Attributes: ``path``, ``inputs`` / ``outputs`` (lists of TensorInfo), ``manifest`` (or None),
+    ``executed_precision`` ("f32", "bf16", "f16", "int8"), ``name`` (registry key).
+    """
+
+    name = "base"
+
+    def __init__(self, path: str | Path, *, threads: int | None = None, manifest: Manifest | None = None, **options: Any) -> None:
+        self.path = Path(path)
+        self.threads = threads
+        self.manifest = manifest
+        self.options = options
+        self.inputs: list[TensorInfo] = []
+        self.outputs: list[TensorInfo] = []
+        self.executed_precision = "f32"
+        self._closed = False
+        if not self.path.exists():
+            raise ModelError(f"model file {self.path} does not exist")
+        if self.path.is_dir():
+            raise ModelError(f"model {self.path} is a folder; expected a .tflite or .xml file")
+        self._load()
+
+    # ---- subclass hooks ------------------------------------------------------------------
+    def _load(self) -> None:  # pragma: no cover - abstract
+        raise NotImplementedError
+
+    def _run(self, tensors: list[np.ndarray]) -> list[np.ndarray]:  # pragma: no cover - abstract
+        raise NotImplementedError
+
+    def _close(self) -> None:
+        return None
+
+    def _accepts_batch(self, n: int) -> bool:
+        """Whether one ``_run`` call may take a batch of ``n`` (static batch-1 models loop instead)."""
+        b = self.inputs[0].shape[0] if self.inputs and self.inputs[0].shape else 1
+        return n == b or b is None or b < 0
+
+    # ---- public API ----------------------------------------------------------------------
+    @property
+    def input_shape(self) -> tuple[int, ...]:
+        return tuple(self.inputs[0].shape)
+
+    def infer(self, x: np.ndarray | Sequence[np.ndarray]) -> list[np.ndarray]:
+        """Run a float batch (N, *sample_shape) (or one array per model input); float32 outputs, batch N."""
+        if self._closed:
+            raise BackendError(f"{self.path.name}: backend is closed")
+        xs = [np.asarray(a) for a in x] if isinstance(x, (list, tuple)) else [np.asarray(x)]
+        if len(xs) != len(self.inputs):
+            raise SpecError(f"{self.path.name}: model takes {len(self.inputs)} input(s), got {len(xs)}")
+        for a, info in zip(xs, self.inputs):
+            check_shape(a, info, self.path.name)
+        n = xs[0].shape[0]
+        if any(a.shape[0] != n for a in xs):
+            raise SpecError(f"{self.path.name}: inputs have different batch sizes {[a.shape[0] for a in xs]}")
+        q = [quantize(a, info) for a, info in zip(xs, self.inputs)]
+        if self._accepts_batch(n):
+            raw = self._run(q)
+        else:
+            parts = [self._run([a[i : i + 1] for a in q]) for i in range(n)]
+            raw = [np.concatenate([p[k] for p in parts], axis=0) for k in range(len(self.outputs))] if parts else [
+                np.zeros((0,) + tuple(max(d, 1) for d in o.shape[1:]), np.float32) for o in self.outputs
+            ]
+        return [dequantize(r, info) for r, info in zip(raw, self.outputs)]
+
+    def close(self) -> None:
+        if not self._closed:
+            self._closed = True
+            self._close()
+
+    def __enter__(self) -> "Backend":
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.close()
+
+    def describe(self) -> dict[str, Any]:
+        """JSON-ready description (summaries, /health)."""
+        return {
+            "backend": self.name,
+            "model": str(self.path),
+            "executed_precision": self.executed_precision,
+            "threads": self.threads,
+            "inputs": [vars(t) for t in self.inputs],
+            "outputs": [vars(t) for t in self.outputs],
+        }
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({self.path.name!r}, precision={self.executed_precision})"

@@ -1,0 +1,118 @@
+"""Post-processing by task, through a registry: classify, detect (SSD or YOLO outputs), raw.
+
+    post = make_postprocess("detect", spec=spec, labels=labels, output_shapes=[o.shape for o in b.outputs])
+    fields = post(outputs, frame_hw)   # {"classification": ..., "detections": ..., "raw": ...}
+
+The task comes from ``--task``, else the manifest's ``task``, else a guess from the outputs
+(one (1, C) output -> classify, otherwise raw).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Callable, Sequence
+
+import numpy as np
+
+from ...errors import InputError
+from ...spec import InputSpec, resize_transform
+from .classify import classify_outputs, softmax, top_k
+from .detect import (box_iou, cxcywh_to_xyxy, decode_ssd, decode_yolo, detect_format, nms, split_ssd_outputs,
+                     yxyx_to_xyxy)
+
+__all__ = [
+    "TASKS", "make_postprocess", "resolve_task", "top_k", "softmax", "classify_outputs", "nms", "box_iou",
+    "decode_ssd", "decode_yolo", "split_ssd_outputs", "detect_format", "cxcywh_to_xyxy", "yxyx_to_xyxy",
+    "Classify", "Detect", "Raw",
+]
+
+
+@dataclass(frozen=True)
+class Classify:
+    """Top-k of the first output; ``threshold`` drops low scores."""
+
+    labels: tuple[str, ...] | None = None
+    k: int = 5
+    threshold: float = 0.0
+
+    def __call__(self, outputs: Sequence[np.ndarray], frame_hw: tuple[int, int]) -> dict[str, Any]:
+        return {"classification": classify_outputs(outputs, k=self.k, labels=self.labels, threshold=self.threshold)}
+
+
+@dataclass(frozen=True)
+class Detect:
+    """SSD or YOLO decoding (``fmt``), mapped back to the source frame through the InputSpec's resize."""
+
+    spec: InputSpec
+    fmt: str = "yolo"
+    labels: tuple[str, ...] | None = None
+    threshold: float = 0.25
+    iou: float = 0.45
+    max_det: int = 300
+    output_names: tuple[str, ...] | None = None
+    normalized: bool | None = None
+
+    def __call__(self, outputs: Sequence[np.ndarray], frame_hw: tuple[int, int]) -> dict[str, Any]:
+        t = resize_transform(frame_hw, self.spec)
+        hw = (self.spec.height, self.spec.width)
+        if self.fmt == "ssd":
+            boxes, classes, scores, count = split_ssd_outputs(outputs, self.output_names)
+            det = decode_ssd(boxes, classes, scores, count, input_hw=hw, transform=t, threshold=self.threshold,
+                             labels=self.labels)
+            return {"detections": det[: self.max_det]}
+        det = decode_yolo(outputs[0], input_hw=hw, transform=t, threshold=self.threshold, iou_threshold=self.iou,
+                          labels=self.labels, normalized=self.normalized, max_det=self.max_det)
+        return {"detections": det}
+
+
+@dataclass(frozen=True)
+class Raw:
+    """Outputs passed through unchanged (``Result.raw``), for models edgeship has no decoder for."""
+
+    def __call__(self, outputs: Sequence[np.ndarray], frame_hw: tuple[int, int]) -> dict[str, Any]:
+        return {}
+
+
+def _make_classify(*, labels=None, top_k: int = 5, threshold: float | None = None, **_: Any) -> Classify:
+    return Classify(tuple(labels) if labels else None, int(top_k), 0.0 if threshold is None else float(threshold))
+
+
+def _make_detect(*, spec: InputSpec, labels=None, threshold: float | None = None, iou: float = 0.45,
+                 output_shapes: Sequence[Sequence[int]] = (), output_names: Sequence[str] | None = None,
+                 max_det: int = 300, box_format: str | None = None, normalized: bool | None = None, **_: Any) -> Detect:
+    fmt = box_format or detect_format([list(s) for s in output_shapes])
+    if fmt not in ("ssd", "yolo"):
+        raise InputError(f"detection format must be ssd or yolo, got {fmt!r}")
+    return Detect(spec, fmt, tuple(labels) if labels else None, 0.25 if threshold is None else float(threshold),
+                  float(iou), int(max_det), tuple(output_names) if output_names else None, normalized)
+
+
+def _make_raw(**_: Any) -> Raw:
+    return Raw()
+
+
+# registry: task name -> factory(**options) -> callable(outputs, frame_hw) -> Result fields
+TASKS: dict[str, Callable[..., Callable[[Sequence[np.ndarray], tuple[int, int]], dict[str, Any]]]] = {
+    "classify": _make_classify,
+    "detect": _make_detect,
+    "raw": _make_raw,
+}
+
+
+def make_postprocess(task: str, **options: Any):
+    """The post-processing callable for ``task`` (see :data:`TASKS`)."""
+    if task not in TASKS:
+        raise InputError(f"task must be one of {', '.join(TASKS)}, got {task!r}")
+    return TASKS[task](**options)
+
+
+def resolve_task(task: str | None, manifest_task: str | None, output_shapes: Sequence[Sequence[int]]) -> str:
+    """--task, else the manifest's task, else classify for a single (1, C) output, else raw."""
+    for t in (task, manifest_task):
+        if t:
+            if t not in TASKS:
+                raise InputError(f"task must be one of {', '.join(TASKS)}, got {t!r}")
+            return t
+    if len(output_shapes) == 1 and len(output_shapes[0]) == 2:
+        return "classify"
+    return "raw"
