@@ -22,7 +22,7 @@ PROFILE_DIR = Path(__file__).with_name("profiles")
 FORMATS = ("tflite", "openvino")
 PRECISIONS = ("fp32", "fp16", "dynamic", "int8")
 ARCHITECTURES = ("aarch64", "x86_64", "armv7l")
-_REQUIRED = ("name", "description", "architecture", "format", "precision", "glibc", "packages")
+_REQUIRED = ("name", "description", "architecture", "format", "precision", "glibc", "python", "packages")
 
 
 @dataclass(frozen=True)
@@ -35,6 +35,7 @@ class Profile:
     format: str
     precision: str
     glibc: str
+    python: str  # the stock Python of the device's OS image: the default for bundles with --wheels
     packages: dict[str, Any]
     threads: int = 0
     backend_device: str = "CPU"
