@@ -1,0 +1,86 @@
+"""Small digit classifiers for the accuracy gate: one int8 handles well, one it cannot.
+
+The quantization-sensitive model is a real classifier trained on scikit-learn's digits. After
+training, one output channel of ``conv2`` is multiplied by a large factor ``K`` and the weights that
+read it in ``conv3`` are divided by ``K``. ReLU and max-pooling commute with a positive scale, so the
+float model computes the same function, but that one channel now dominates the activation range of
+the tensor between ``conv2`` and ``conv3``. Per-tensor int8 activation quantization (TFLite and
+NNCF both quantize activations per tensor) then gives the tensor a step of roughly ``K`` times the
+other channels' values, rounding every other channel to zero: plain int8 collapses. Keeping that
+tensor in float (the producer ``conv2``, its consumers up to ``conv3``) restores the accuracy while
+the other layers stay int8. This is the failure cross-layer equalisation exists for, made exact.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+SIZE = 16
+
+
+def digits_float(size: int = SIZE) -> tuple[np.ndarray, np.ndarray]:
+    """Digits as (N, size, size, 1) float32 in [0, 1] (what InputSpec(scale=1/255) produces) and labels."""
+    from .data import digits_arrays
+
+    imgs, y = digits_arrays(size)
+    return (imgs.astype(np.float32) / 255.0)[..., None], y
+
+
+def _split(n: int, seed: int = 0, holdout: float = 0.25) -> tuple[np.ndarray, np.ndarray]:
+    rng = np.random.default_rng(seed)
+    idx = rng.permutation(n)
+    k = int(round(n * holdout))
+    return idx[k:], idx[:k]
+
+
+def build_classifier(name: str = "digits_cnn", size: int = SIZE):
+    """Conv(16) -> pool -> Conv(32) -> pool -> Conv(32) -> GAP -> Dense(10), Keras 3, untrained."""
+    import keras
+
+    keras.utils.set_random_seed(0)
+    inp = keras.Input((size, size, 1), name="image")
+    x = keras.layers.Conv2D(16, 3, padding="same", activation="relu", name="conv1")(inp)
+    x = keras.layers.MaxPooling2D(2, name="pool1")(x)
+    x = keras.layers.Conv2D(32, 3, padding="same", activation="relu", name="conv2")(x)
+    x = keras.layers.MaxPooling2D(2, name="pool2")(x)
+    x = keras.layers.Conv2D(32, 3, padding="same", activation="relu", name="conv3")(x)
+    x = keras.layers.GlobalAveragePooling2D(name="gap")(x)
+    out = keras.layers.Dense(10, activation="softmax", name="probs")(x)
+    return keras.Model(inp, out, name=name)
+
+
+def train_classifier(epochs: int = 15, size: int = SIZE, seed: int = 0) -> tuple[Any, dict[str, np.ndarray]]:
+    """Train :func:`build_classifier` on digits; returns (model, data) with train/holdout arrays."""
+    import keras
+
+    x, y = digits_float(size)
+    tr, ho = _split(len(x), seed)
+    model = build_classifier(size=size)
+    model.compile(optimizer=keras.optimizers.Adam(3e-3), loss="sparse_categorical_crossentropy", metrics=["accuracy"])
+    model.fit(x[tr], y[tr], epochs=epochs, batch_size=32, verbose=0)
+    return model, {"x_train": x[tr], "y_train": y[tr], "x_holdout": x[ho], "y_holdout": y[ho], "x": x, "y": y}
+
+
+def make_sensitive(model: Any, x_probe: np.ndarray, *, factor: float = 1000.0, layer: str = "conv2", consumer: str = "conv3"):
+    """Return a copy of ``model`` whose ``layer`` output range is dominated by one channel.
+
+    The most active channel of ``layer`` (on ``x_probe``) is scaled by ``factor``; ``consumer``'s
+    weights on that input channel are divided by ``factor``. The float function is unchanged.
+    """
+    import keras
+
+    clone = keras.models.clone_model(model)
+    clone.set_weights(model.get_weights())
+    probe = keras.Model(clone.inputs, clone.get_layer(layer).output)
+    act = np.asarray(probe.predict(x_probe, verbose=0))
+    ch = int(np.argmax(act.reshape(-1, act.shape[-1]).mean(axis=0)))
+    k, b = clone.get_layer(layer).get_weights()
+    k[..., ch] *= factor
+    b[ch] *= factor
+    clone.get_layer(layer).set_weights([k, b])
+    k2, b2 = clone.get_layer(consumer).get_weights()
+    k2[:, :, ch, :] /= factor
+    clone.get_layer(consumer).set_weights([k2, b2])
+    return clone
