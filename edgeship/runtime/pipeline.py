@@ -1,0 +1,224 @@
+"""The real-time pipeline: source -> preprocess -> infer -> postprocess -> sinks.
+
+Capture (and, for files, preprocessing) runs in the source's thread; this loop always takes the
+newest frame, so decoding overlaps inference and latency never builds up. SIGINT / SIGTERM stop
+the loop cleanly: every sink is closed (flushed, files renamed into place) before ``run`` returns.
+"""
+
+from __future__ import annotations
+
+import logging
+import signal
+import threading
+import time
+from typing import Any, Callable, Sequence
+
+import numpy as np
+
+from ..errors import EdgeshipError
+from ..spec import InputSpec, preprocess
+from .metrics import Metrics
+from .sources import LatestFrameSource, open_source
+from .types import Frame, Result
+
+log = logging.getLogger(__name__)
+
+PostProcess = Callable[[Sequence[np.ndarray], tuple[int, int]], dict]
+
+
+class Pipeline:
+    """Run ``backend`` on frames from ``source`` until the source ends, ``max_frames`` frames were
+    taken (processed or skipped by a gate), ``duration`` seconds passed, or :meth:`stop` / a signal.
+
+    ``source``: a :class:`LatestFrameSource` (not started) or source text for :func:`open_source`.
+    ``postprocess(outputs, frame_hw) -> dict`` of Result fields (see :mod:`edgeship.runtime.processing`).
+    ``gates``: objects with ``should_infer(frame) -> bool``; a False skips the frame (counted).
+    ``preprocess_in_capture``: preprocess in the capture thread (default: when every frame is kept,
+    i.e. files and folders, so no work is spent on frames that will be dropped).
+    """
+
+    def __init__(self, source: LatestFrameSource | str | int, backend: Any, *, spec: InputSpec, postprocess: PostProcess,
+                 sinks: Sequence[Any] = (), gates: Sequence[Any] = (), max_frames: int | None = None,
+                 duration: float | None = None, task: str = "raw", preprocess_in_capture: bool | None = None,
+                 handle_signals: bool = True, info: dict[str, Any] | None = None) -> None:
+        self.source = source if isinstance(source, LatestFrameSource) else open_source(source)
+        self.backend, self.spec, self.postprocess = backend, spec, postprocess
+        self.sinks, self.gates = list(sinks), list(gates)
+        self.max_frames, self.duration, self.task = max_frames, duration, task
+        if preprocess_in_capture is None:
+            preprocess_in_capture = self.source.mode == "all"
+        if preprocess_in_capture and self.source.prepare is None:
+            self.source.prepare = self._prepare
+        self.handle_signals = handle_signals
+        self.extra_info = dict(info or {})
+        self.metrics = Metrics()
+        self.metrics.source = self.source
+        self._stop = threading.Event()
+        self.stopped_by: str | None = None
+        self.summary: dict[str, Any] | None = None
+        self._failed_sinks: set[int] = set()
+
+    def _prepare(self, image: np.ndarray) -> np.ndarray:
+        return preprocess(image, self.spec)
+
+    def stop(self, reason: str = "stop") -> None:
+        """Ask the loop to finish after the current frame (thread- and signal-safe)."""
+        if self.stopped_by is None:
+            self.stopped_by = reason
+        self._stop.set()
+
+    @property
+    def info(self) -> dict[str, Any]:
+        """What sinks get in ``open(info)``."""
+        model = getattr(self.backend, "path", None)
+        return {
+            "source": self.source.name, "fps": getattr(self.source.reader, "fps", None), "model": str(model) if model else None,
+            "model_name": getattr(model, "stem", None), "task": self.task, "spec": self.spec,
+            "labels": getattr(getattr(self.backend, "manifest", None), "labels", None), "metrics": self.metrics,
+            "backend": self.backend.describe() if hasattr(self.backend, "describe") else {}, "pipeline": self,
+            **self.extra_info,
+        }
+
+    # ---- run -------------------------------------------------------------------------------------
+    def run(self) -> dict[str, Any]:
+        """Process frames until done; returns the summary (fps, latency percentiles, skipped, reconnects...)."""
+        restore = self._install_signals()
+        opened: list[Any] = []
+        error: BaseException | None = None
+        try:
+            self.source.start()
+            info = self.info
+            for sink in self.sinks:
+                sink.open(info)
+                opened.append(sink)
+            self.metrics.t_start = time.monotonic()
+            self._loop()
+        except BaseException as e:  # noqa: BLE001 - re-raised below after every sink is closed
+            error = e
+            if isinstance(e, KeyboardInterrupt):
+                self.stop("signal")
+        finally:
+            self.source.stop()
+            self.metrics.finish()
+            close_error = self._close_sinks(opened)
+            restore()
+        if error is not None and not isinstance(error, KeyboardInterrupt):
+            raise error
+        if close_error is not None:
+            raise close_error
+        self.summary = self._summary()
+        return self.summary
+
+    def _loop(self) -> None:
+        taken = 0
+        t0 = time.monotonic()
+        while not self._stop.is_set():
+            left = None if self.duration is None else self.duration - (time.monotonic() - t0)
+            if left is not None and left <= 0:
+                self.stop("duration")
+                break
+            item = self.source.get(timeout=0.25 if left is None else max(0.01, min(0.25, left)))
+            if item is None:
+                if self.source.exhausted:
+                    self.stop("source_error" if self.source.error else "end_of_source")
+                continue
+            taken += 1
+            frame = item.frame
+            if self.gates and not all([g.should_infer(frame) for g in self.gates]):  # every gate sees every frame
+                self.metrics.skipped_gate += 1
+                self._notify_skip(frame)
+            else:
+                self._process(frame, item.sample, item.prepare_ms)
+            if self.max_frames is not None and taken >= self.max_frames:
+                self.stop("max_frames")
+
+    def _process(self, frame: Frame, sample: np.ndarray | None, prepare_ms: float) -> Result:
+        m = self.metrics
+        t_in = time.monotonic()
+        age = (t_in - frame.t_mono) * 1e3
+        if sample is None:
+            sample = preprocess(frame.image, self.spec)
+            prepare_ms = (time.monotonic() - t_in) * 1e3
+        t1 = time.monotonic()
+        outputs = self.backend.infer(sample[None])
+        t2 = time.monotonic()
+        fields = self.postprocess(outputs, frame.image.shape[:2])
+        t3 = time.monotonic()
+        lat = {"preprocess": prepare_ms, "infer": (t2 - t1) * 1e3, "postprocess": (t3 - t2) * 1e3,
+               "age": age, "glass_to_glass": (t3 - frame.t_mono) * 1e3}
+        result = Result(frame.index, frame.t_capture, frame.t_capture + (t3 - frame.t_mono), self.task,
+                        raw=tuple(outputs), latency_ms=lat, **fields)
+        for sink in self.sinks:
+            self._write(sink, frame, result)
+        t4 = time.monotonic()
+        lat["sinks"] = (t4 - t3) * 1e3
+        for k, v in lat.items():
+            m.observe(k, v)
+        m.frame_done()
+        return result
+
+    def _write(self, sink: Any, frame: Frame, result: Result) -> None:
+        try:
+            sink.write(frame, result)
+        except Exception as e:  # noqa: BLE001 - one failing sink must not stop the camera
+            self.metrics.sink_errors += 1
+            if id(sink) not in self._failed_sinks:
+                self._failed_sinks.add(id(sink))
+                log.error("sink %s failed: %s: %s (further errors are only counted)", type(sink).__name__, type(e).__name__, e)
+
+    def _notify_skip(self, frame: Frame) -> None:
+        for sink in self.sinks:
+            skip = getattr(sink, "skip", None)
+            if skip is not None:
+                try:
+                    skip(frame)
+                except Exception as e:  # noqa: BLE001
+                    self.metrics.sink_errors += 1
+                    log.debug("sink %s skip failed: %s", type(sink).__name__, e)
+
+    def _close_sinks(self, sinks: list[Any]) -> BaseException | None:
+        first: BaseException | None = None
+        for sink in sinks:
+            try:
+                sink.close()
+            except Exception as e:  # noqa: BLE001 - close the others, then report the first failure
+                log.error("closing sink %s failed: %s", type(sink).__name__, e)
+                first = first or e
+        return first
+
+    def _install_signals(self) -> Callable[[], None]:
+        if not self.handle_signals or threading.current_thread() is not threading.main_thread():
+            return lambda: None
+        previous = {}
+
+        def handler(signum: int, _frame: Any) -> None:
+            log.info("got %s; stopping", signal.Signals(signum).name)
+            self.stop("signal")
+
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            previous[sig] = signal.signal(sig, handler)
+
+        def restore() -> None:
+            for sig, h in previous.items():
+                signal.signal(sig, h)
+
+        return restore
+
+    def _summary(self) -> dict[str, Any]:
+        snap = self.metrics.snapshot()
+        b = self.backend
+        out = {
+            "source": self.source.name, "model": str(getattr(b, "path", "")), "backend": getattr(b, "name", None),
+            "executed_precision": getattr(b, "executed_precision", None), "task": self.task,
+            "stopped_by": self.stopped_by, "error": str(self.source.error) if self.source.error else None,
+        }
+        out.update(snap)
+        out.pop("recent_fps", None)
+        return out
+
+
+def failed(summary: dict[str, Any]) -> EdgeshipError | None:
+    """The source error that ended a run, if any (the CLI exits 1 on it after printing the summary)."""
+    from ..errors import SourceError
+
+    return SourceError(summary["error"]) if summary.get("stopped_by") == "source_error" and summary.get("error") else None
