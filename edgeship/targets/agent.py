@@ -1,0 +1,579 @@
+"""The device side of ``edgeship flash``: a stdlib-only script (Python >= 3.9) run on the device.
+
+The workstation streams this file over SSH (``ssh HOST python3 - COMMAND ...``) so nothing has to
+be installed on the device first; a copy also travels in every bundle, where the ``--init none``
+supervisor runs from. Each command prints one JSON object on stdout and exits 0 on success, 3 when
+the device answered but the step failed (the JSON says why), 2 on usage errors.
+
+Layout under DEVICE_ROOT::
+
+    releases/<version>/     verified, complete releases (model/, deploy.yaml, run.sh, wheels/, ...)
+    releases/.incoming-*    extraction in progress (never a release; removed by the next install)
+    incoming/*.part         uploads in progress
+    venvs/<hash>/           runtime venvs, shared by releases with identical requirements and wheels
+    current -> releases/V   switched atomically (symlink + rename); previous -> releases/U
+    history.json            activation history (newest last), drives rollback and pruning
+    run/ logs/ data/        pid and state files, logs, the runtime's working directory
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import tarfile
+import time
+import urllib.request
+
+VENV_MARKER = ".edgeship-complete"
+
+
+# ---- small helpers ----------------------------------------------------------------------------
+class StepFailed(Exception):
+    """A device step failed; the message goes back to the workstation."""
+
+
+def sha256_of(path: str) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def read_json(path: str, default=None):
+    try:
+        with open(path) as f:
+            return json.load(f)
+    except (OSError, ValueError):
+        return default
+
+
+def write_json(path: str, obj) -> None:
+    tmp = f"{path}.tmp{os.getpid()}"
+    with open(tmp, "w") as f:
+        json.dump(obj, f, indent=1)
+    os.replace(tmp, path)
+
+
+def pid_alive(pid) -> bool:
+    if not pid:
+        return False
+    try:
+        os.kill(int(pid), 0)
+    except (OSError, ValueError):
+        return False
+    try:  # a zombie is not alive
+        with open(f"/proc/{int(pid)}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except OSError:
+        return True
+
+
+def read_pid(path: str):
+    try:
+        with open(path) as f:
+            return int(f.read().strip() or 0) or None
+    except (OSError, ValueError):
+        return None
+
+
+def paths(root: str) -> dict:
+    return {k: os.path.join(root, k) for k in ("releases", "incoming", "venvs", "run", "logs", "data")}
+
+
+def current_version(root: str, link: str = "current"):
+    target = os.path.join(root, link)
+    if not os.path.islink(target):
+        return None
+    return os.path.basename(os.readlink(target).rstrip("/"))
+
+
+def tail(path: str, lines: int) -> str:
+    try:
+        with open(path, "rb") as f:
+            f.seek(0, 2)
+            size = f.tell()
+            f.seek(max(0, size - 200 * lines - 4096))
+            data = f.read().decode("utf-8", "replace")
+    except OSError:
+        return ""
+    return "\n".join(data.splitlines()[-lines:])
+
+
+# ---- preflight --------------------------------------------------------------------------------
+def glibc_version() -> str:
+    import platform
+
+    lib, ver = platform.libc_ver()
+    if lib == "glibc" and ver:
+        return ver
+    try:
+        return os.confstr("CS_GNU_LIBC_VERSION").split()[-1]
+    except (ValueError, OSError, AttributeError, IndexError):
+        return ""
+
+
+def os_name() -> str:
+    try:
+        with open("/etc/os-release") as f:
+            kv = dict(line.rstrip("\n").split("=", 1) for line in f if "=" in line)
+        return kv.get("PRETTY_NAME", "").strip('"')
+    except OSError:
+        return ""
+
+
+def free_mb(path: str) -> int:
+    p = os.path.abspath(path)
+    while not os.path.exists(p):
+        p = os.path.dirname(p)
+    st = os.statvfs(p)
+    return int(st.f_bavail * st.f_frsize // (1 << 20))
+
+
+def cmd_preflight(a) -> dict:
+    import platform
+
+    return {
+        "ok": True,
+        "architecture": platform.machine(),
+        "os": os_name(),
+        "kernel": platform.release(),
+        "python": platform.python_version(),
+        "python_executable": sys.executable,
+        "glibc": glibc_version(),
+        "free_mb": free_mb(a.root),
+        "cameras": {d: os.path.exists(d) for d in a.device},
+        "systemd": os.path.isdir("/run/systemd/system"),
+        "root_user": os.geteuid() == 0,
+        "current": current_version(a.root),
+        "has_venv_module": _has_module("venv") and _has_module("ensurepip"),
+    }
+
+
+def _has_module(name: str) -> bool:
+    import importlib.util
+
+    return importlib.util.find_spec(name) is not None
+
+
+# ---- install ----------------------------------------------------------------------------------
+def safe_members(tar: tarfile.TarFile):
+    for m in tar.getmembers():
+        name = m.name
+        if name.startswith("/") or ".." in name.split("/") or not (m.isfile() or m.isdir()):
+            raise StepFailed(f"bundle member {name!r} is not a plain relative file: refusing to extract")
+        yield m
+
+
+def verify_sums(release_dir: str) -> int:
+    sums = os.path.join(release_dir, "SHA256SUMS")
+    if not os.path.isfile(sums):
+        raise StepFailed("bundle has no SHA256SUMS file")
+    listed = {}
+    with open(sums) as f:
+        for line in f:
+            if line.strip():
+                digest, name = line.rstrip("\n").split("  ", 1)
+                listed[name] = digest
+    present = set()
+    for base, _dirs, files in os.walk(release_dir):
+        for fn in files:
+            rel = os.path.relpath(os.path.join(base, fn), release_dir)
+            if rel != "SHA256SUMS":
+                present.add(rel)
+    if present != set(listed):
+        raise StepFailed(f"files do not match SHA256SUMS: missing {sorted(set(listed) - present)}, "
+                         f"unlisted {sorted(present - set(listed))}")
+    for name, digest in sorted(listed.items()):
+        got = sha256_of(os.path.join(release_dir, name))
+        if got != digest:
+            raise StepFailed(f"checksum mismatch for {name}: expected {digest}, got {got}")
+    return len(listed)
+
+
+def venv_key(release_dir: str, req_file: str, python: str) -> str:
+    h = hashlib.sha256()
+    h.update(python.encode())
+    with open(req_file, "rb") as f:
+        h.update(f.read())
+    wheels = os.path.join(release_dir, "wheels")
+    for fn in sorted(os.listdir(wheels)) if os.path.isdir(wheels) else []:
+        h.update(fn.encode() + sha256_of(os.path.join(wheels, fn)).encode())
+    return h.hexdigest()[:16]
+
+
+def build_venv(release_dir: str, venvs: str, python: str, offline: bool) -> tuple:
+    import platform
+
+    py = ".".join(platform.python_version_tuple()[:2])
+    req = os.path.join(release_dir, "requirements", f"py{py}.txt")
+    if not os.path.isfile(req):
+        raise StepFailed(f"bundle has no runtime requirements for Python {py} (requirements/py{py}.txt)")
+    key = venv_key(release_dir, req, sys.version)
+    final = os.path.join(venvs, key)
+    os.makedirs(venvs, exist_ok=True)
+    import fcntl
+
+    with open(final + ".lock", "w") as lock:  # releases flashed at once share one build
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if os.path.isfile(os.path.join(final, VENV_MARKER)):
+            return final, True
+        shutil.rmtree(final, ignore_errors=True)  # an interrupted build: start over
+        run_checked([python, "-m", "venv", final], "create the venv")
+        wheels = os.path.join(release_dir, "wheels")
+        own = sorted(f for f in os.listdir(wheels) if f.startswith("edgeship-") and f.endswith(".whl"))
+        if not own:
+            raise StepFailed("bundle has no edgeship wheel in wheels/")
+        pip = [os.path.join(final, "bin", "python"), "-m", "pip", "install", "--disable-pip-version-check", "-q"]
+        pip += ["--no-index", "--find-links", wheels] if offline else ["--find-links", wheels]
+        run_checked(pip + ["-r", req, os.path.join(wheels, own[-1])], "install the runtime")
+        with open(os.path.join(final, VENV_MARKER), "w") as f:
+            f.write(key + "\n")
+    return final, False
+
+
+def run_checked(argv: list, what: str) -> None:
+    proc = subprocess.run(argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    if proc.returncode != 0:
+        out = proc.stdout.decode("utf-8", "replace").strip().splitlines()[-15:]
+        raise StepFailed(f"could not {what} ({' '.join(argv[:4])} ... exit {proc.returncode}): " + " | ".join(out))
+
+
+def cmd_install(a) -> dict:
+    p = paths(a.root)
+    for d in (p["releases"], p["incoming"]):
+        os.makedirs(d, exist_ok=True)
+    got = sha256_of(a.part)
+    if got != a.sha256:
+        raise StepFailed(f"upload {a.part} is incomplete or corrupt: sha256 {got}, expected {a.sha256}")
+    for stale in os.listdir(p["releases"]):
+        if stale.startswith(".incoming-"):
+            shutil.rmtree(os.path.join(p["releases"], stale), ignore_errors=True)
+    tmp = os.path.join(p["releases"], f".incoming-{os.getpid()}")
+    os.makedirs(tmp)
+    try:
+        with tarfile.open(a.part, "r:gz") as tar:
+            members = list(safe_members(tar))
+            tar.extractall(tmp, members=members)
+        count = verify_sums(tmp)
+        meta = read_json(os.path.join(tmp, "release.json"))
+        if not meta or "version" not in meta:
+            raise StepFailed("bundle has no release.json with a version")
+        version = meta["version"]
+        final = os.path.join(p["releases"], version)
+        reused = os.path.isfile(os.path.join(final, ".verified"))
+        if not reused:
+            with open(os.path.join(tmp, ".verified"), "w") as f:
+                f.write(a.sha256 + "\n")
+            shutil.rmtree(final, ignore_errors=True)
+            os.rename(tmp, final)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+        os.unlink(a.part)
+    offline = meta.get("wheels") == "all"
+    venv, venv_reused = build_venv(final, a.venvs or p["venvs"], a.python, offline)
+    link = os.path.join(final, "venv")
+    if os.path.islink(link) or os.path.exists(link):
+        os.unlink(link)
+    os.symlink(venv, link)
+    return {"ok": True, "version": version, "files_verified": count, "release_reused": reused,
+            "venv": venv, "venv_reused": venv_reused}
+
+
+# ---- service control --------------------------------------------------------------------------
+def service_env(root: str) -> dict:
+    env = dict(os.environ, EDGESHIP_DEVICE_ROOT=root, EDGESHIP_PROGRESS="0", PYTHONUNBUFFERED="1")
+    env_file = os.path.join(root, "device.env")
+    if os.path.isfile(env_file):
+        with open(env_file) as f:
+            for line in f:
+                if "=" in line and not line.lstrip().startswith("#"):
+                    k, v = line.strip().split("=", 1)
+                    env[k] = v
+    return env
+
+
+def health_url(root: str, meta: dict) -> str:
+    port = service_env(root).get("EDGESHIP_HTTP_PORT") or meta.get("http_port")
+    return f"http://127.0.0.1:{port}{meta.get('health_path', '/health')}"
+
+
+def none_start(root: str) -> None:
+    p = paths(root)
+    for d in (p["run"], p["logs"], p["data"]):
+        os.makedirs(d, exist_ok=True)
+    release = os.path.realpath(os.path.join(root, "current"))
+    argv = [sys.executable, os.path.join(release, "agent.py"), "supervise", "--root", root]
+    log = open(os.path.join(p["logs"], "edgeship.log"), "ab")
+    subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=log, stderr=log, cwd=p["data"],
+                     start_new_session=True, close_fds=True, env=service_env(root))
+
+
+def none_stop(root: str, timeout: float = 15.0) -> None:
+    pidfile = os.path.join(root, "run", "supervisor.pid")
+    pid = read_pid(pidfile)
+    if pid_alive(pid):
+        os.kill(pid, signal.SIGTERM)
+        deadline = time.monotonic() + timeout
+        while pid_alive(pid) and time.monotonic() < deadline:
+            time.sleep(0.1)
+        if pid_alive(pid):
+            os.killpg(pid, signal.SIGKILL)
+    for f in ("supervisor.pid", "child.pid", "state.json"):
+        try:
+            os.unlink(os.path.join(root, "run", f))
+        except OSError:
+            pass
+
+
+def none_state(root: str) -> dict:
+    run = os.path.join(root, "run")
+    state = read_json(os.path.join(run, "state.json"), {}) or {}
+    sup, child = read_pid(os.path.join(run, "supervisor.pid")), read_pid(os.path.join(run, "child.pid"))
+    return {"running": pid_alive(sup) and pid_alive(child), "pid": child, "supervisor_pid": sup,
+            "restarts": state.get("restarts", 0), "last_exit": state.get("last_exit")}
+
+
+def systemctl(*args: str, check: bool = True) -> str:
+    proc = subprocess.run(["systemctl", *args], stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    if check and proc.returncode != 0:
+        raise StepFailed(f"systemctl {' '.join(args)} failed: {proc.stdout.decode(errors='replace').strip()}")
+    return proc.stdout.decode(errors="replace").strip()
+
+
+def systemd_state(service: str) -> dict:
+    out = systemctl("show", service, "-p", "ActiveState,MainPID,NRestarts,ExecMainStatus", check=False)
+    kv = dict(line.split("=", 1) for line in out.splitlines() if "=" in line)
+    return {"running": kv.get("ActiveState") == "active", "pid": int(kv.get("MainPID") or 0) or None,
+            "restarts": int(kv.get("NRestarts") or 0), "last_exit": kv.get("ExecMainStatus")}
+
+
+def install_unit(root: str, service: str) -> None:
+    release = os.path.realpath(os.path.join(root, "current"))
+    with open(os.path.join(release, "systemd", "edgeship.service.in")) as f:
+        unit = f.read().replace("@DEVICE_ROOT@", root)
+    path = f"/etc/systemd/system/{service}.service"
+    old = open(path).read() if os.path.exists(path) else None
+    if old != unit:
+        with open(path + ".tmp", "w") as f:
+            f.write(unit)
+        os.replace(path + ".tmp", path)
+        systemctl("daemon-reload")
+    systemctl("enable", f"{service}.service")
+
+
+INIT = {
+    "none": {"start": lambda a: none_start(a.root), "stop": lambda a: none_stop(a.root), "state": lambda a: none_state(a.root)},
+    "systemd": {
+        "start": lambda a: (install_unit(a.root, a.service), systemctl("restart", f"{a.service}.service")),
+        "stop": lambda a: systemctl("stop", f"{a.service}.service", check=False),
+        "state": lambda a: systemd_state(a.service),
+    },
+}
+
+
+def probe(url: str, timeout: float = 2.0):
+    try:
+        with urllib.request.urlopen(url, timeout=timeout) as r:
+            return r.status, r.read(4096).decode("utf-8", "replace")
+    except Exception as e:  # noqa: BLE001 - any failure means "not healthy yet"
+        return None, f"{type(e).__name__}: {e}"
+
+
+def wait_healthy(a, meta: dict) -> dict:
+    url = health_url(a.root, meta)
+    deadline = time.monotonic() + a.timeout
+    status, body, state = None, "", {}
+    while time.monotonic() < deadline:
+        state = INIT[a.init]["state"](a)
+        if state.get("restarts", 0) >= 2 and not state["running"] or state.get("restarts", 0) >= 3:
+            return {"healthy": False, "reason": f"the runtime keeps exiting (restarts {state['restarts']}, "
+                    f"last exit {state.get('last_exit')})", **state, "url": url}
+        if state["running"]:
+            status, body = probe(url)
+            if status == 200:
+                return {"healthy": True, "reason": "", **state, "url": url, "health": body[:500]}
+        time.sleep(0.25)
+    why = f"/health at {url} did not answer 200 within {a.timeout:g}s ({body})" if state.get("running") else \
+        f"the runtime is not running after {a.timeout:g}s"
+    return {"healthy": False, "reason": why, **state, "url": url}
+
+
+def switch(root: str, version: str) -> None:
+    if not os.path.isfile(os.path.join(root, "releases", version, ".verified")):
+        raise StepFailed(f"release {version} is not installed and verified under {root}/releases")
+    old = current_version(root)
+    for name, target in (("previous", old), ("current", version)):
+        if target and not (name == "previous" and target == version):
+            tmp = os.path.join(root, f".{name}.tmp{os.getpid()}")
+            os.symlink(os.path.join("releases", target), tmp)
+            os.replace(tmp, os.path.join(root, name))
+    hist_path = os.path.join(root, "history.json")
+    hist = read_json(hist_path, []) or []
+    hist.append({"version": version, "time": time.time()})
+    write_json(hist_path, hist[-100:])
+
+
+def cmd_activate(a) -> dict:
+    meta = read_json(os.path.join(a.root, "releases", a.version, "release.json"), {})
+    if a.env:
+        with open(os.path.join(a.root, "device.env.tmp"), "w") as f:
+            f.write("".join(f"{kv}\n" for kv in a.env))
+        os.replace(os.path.join(a.root, "device.env.tmp"), os.path.join(a.root, "device.env"))
+    INIT[a.init]["stop"](a)
+    switch(a.root, a.version)
+    INIT[a.init]["start"](a)
+    health = wait_healthy(a, meta)
+    out = {"ok": health["healthy"], "version": a.version, **health}
+    if not health["healthy"]:
+        out["log"] = tail(os.path.join(a.root, "logs", "edgeship.log"), 20) if a.init == "none" else \
+            subprocess.run(["journalctl", "-u", a.service, "-n", "20", "--no-pager"], stdout=subprocess.PIPE).stdout.decode(errors="replace")
+    return out
+
+
+def rollback_target(root: str):
+    cur = current_version(root)
+    for entry in reversed(read_json(os.path.join(root, "history.json"), []) or []):
+        v = entry["version"]
+        if v != cur and os.path.isfile(os.path.join(root, "releases", v, ".verified")):
+            return v
+    return None
+
+
+def cmd_rollback(a) -> dict:
+    a.version = a.version or rollback_target(a.root)
+    if not a.version:
+        raise StepFailed(f"no previous release to roll back to under {a.root}")
+    return cmd_activate(a)
+
+
+def cmd_status(a) -> dict:
+    cur = current_version(a.root)
+    meta = read_json(os.path.join(a.root, "releases", cur, "release.json"), {}) if cur else {}
+    state = INIT[a.init]["state"](a)
+    status, body = probe(health_url(a.root, meta)) if cur and state["running"] else (None, "")
+    rel = os.path.join(a.root, "releases")
+    releases = sorted(v for v in os.listdir(rel) if not v.startswith(".")) if os.path.isdir(rel) else []
+    return {"ok": True, "current": cur, "previous": current_version(a.root, "previous"), "releases": releases,
+            "target": meta.get("target"), "artifact": meta.get("artifact"), **state,
+            "healthy": status == 200, "health": body[:500] if status == 200 else None}
+
+
+def cmd_logs(a) -> dict:
+    if a.init == "systemd":
+        proc = subprocess.run(["journalctl", "-u", a.service, "-n", str(a.lines), "--no-pager"], stdout=subprocess.PIPE)
+        text = proc.stdout.decode(errors="replace")
+    else:
+        text = tail(os.path.join(a.root, "logs", "edgeship.log"), a.lines)
+    return {"ok": True, "log": text}
+
+
+def cmd_prune(a) -> dict:
+    keep = set()
+    for entry in reversed(read_json(os.path.join(a.root, "history.json"), []) or []):
+        if len(keep) >= a.keep:
+            break
+        keep.add(entry["version"])
+    keep |= {v for v in (current_version(a.root), current_version(a.root, "previous")) if v}
+    rel = os.path.join(a.root, "releases")
+    removed = []
+    for v in sorted(os.listdir(rel)):
+        if not v.startswith(".") and v not in keep:
+            shutil.rmtree(os.path.join(rel, v), ignore_errors=True)
+            removed.append(v)
+    used = {os.path.realpath(os.path.join(rel, v, "venv")) for v in os.listdir(rel) if not v.startswith(".")}
+    venvs = a.venvs or os.path.join(a.root, "venvs")
+    removed_venvs = []
+    for v in sorted(os.listdir(venvs)) if os.path.isdir(venvs) else []:
+        full = os.path.realpath(os.path.join(venvs, v))
+        if full not in used and not v.startswith(".tmp-"):
+            shutil.rmtree(full, ignore_errors=True)
+            removed_venvs.append(v)
+    return {"ok": True, "kept": sorted(keep), "removed": removed, "removed_venvs": removed_venvs}
+
+
+# ---- the --init none supervisor ---------------------------------------------------------------
+def cmd_supervise(a) -> dict:
+    run = os.path.join(a.root, "run")
+    os.makedirs(run, exist_ok=True)
+    with open(os.path.join(run, "supervisor.pid"), "w") as f:
+        f.write(f"{os.getpid()}\n")
+    release = os.path.realpath(os.path.join(a.root, "current"))
+    stopping = {"flag": False, "child": None}
+
+    def on_term(signum, frame):
+        stopping["flag"] = True
+        if stopping["child"] and stopping["child"].poll() is None:
+            stopping["child"].terminate()
+
+    signal.signal(signal.SIGTERM, on_term)
+    signal.signal(signal.SIGINT, on_term)
+    restarts, last_exit = 0, None
+    while not stopping["flag"]:
+        child = subprocess.Popen(["/bin/sh", os.path.join(release, "run.sh")], cwd=os.path.join(a.root, "data"))
+        stopping["child"] = child
+        with open(os.path.join(run, "child.pid"), "w") as f:
+            f.write(f"{child.pid}\n")
+        write_json(os.path.join(run, "state.json"), {"release": os.path.basename(release), "restarts": restarts, "last_exit": last_exit})
+        try:
+            last_exit = child.wait()
+        except KeyboardInterrupt:
+            last_exit = child.wait()
+        if stopping["flag"]:
+            break
+        restarts += 1
+        write_json(os.path.join(run, "state.json"), {"release": os.path.basename(release), "restarts": restarts, "last_exit": last_exit})
+        time.sleep(min(30.0, a.restart_sec * restarts))
+    if stopping["child"] is not None and stopping["child"].poll() is None:
+        try:
+            stopping["child"].wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            stopping["child"].kill()
+    return {"ok": True, "restarts": restarts, "last_exit": last_exit}
+
+
+COMMANDS = {
+    "preflight": cmd_preflight, "install": cmd_install, "activate": cmd_activate, "rollback": cmd_rollback,
+    "status": cmd_status, "logs": cmd_logs, "prune": cmd_prune, "supervise": cmd_supervise,
+}
+
+
+def parser() -> argparse.ArgumentParser:
+    ap = argparse.ArgumentParser(prog="edgeship-agent")
+    ap.add_argument("command", choices=sorted(COMMANDS))
+    ap.add_argument("--root", required=True)
+    ap.add_argument("--init", choices=sorted(INIT), default="none")
+    ap.add_argument("--service", default="edgeship")
+    ap.add_argument("--device", action="append", default=[])
+    ap.add_argument("--part")
+    ap.add_argument("--sha256")
+    ap.add_argument("--python", default=sys.executable)
+    ap.add_argument("--venvs")
+    ap.add_argument("--version")
+    ap.add_argument("--timeout", type=float, default=60.0)
+    ap.add_argument("--keep", type=int, default=3)
+    ap.add_argument("--lines", type=int, default=100)
+    ap.add_argument("--restart-sec", type=float, default=3.0)
+    ap.add_argument("--env", action="append", default=[])
+    return ap
+
+
+def main(argv=None) -> int:
+    a = parser().parse_args(argv)
+    a.root = os.path.abspath(a.root)
+    try:
+        out = COMMANDS[a.command](a)
+    except (StepFailed, OSError, tarfile.TarError, EOFError) as e:
+        out = {"ok": False, "reason": f"{type(e).__name__ if not isinstance(e, StepFailed) else 'failed'}: {e}"}
+    sys.stdout.write(json.dumps(out) + "\n")
+    return 0 if out.get("ok") else 3
+
+
+if __name__ == "__main__":
+    sys.exit(main())

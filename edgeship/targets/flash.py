@@ -1,0 +1,180 @@
+"""Flash one device: preflight, upload, verify on the device, install, switch, health-check, roll back.
+
+The order is what makes it safe: nothing on the device changes until the upload is complete and
+its checksums verified there; the running release is replaced only by a switch of the ``current``
+symlink (atomic rename); a release that is not healthy within the timeout is switched back.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import secrets
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from ..errors import DeployError, InputError
+from ..fileio import sha256_file
+from .bundle import read_release
+from .profiles import get_target
+from .remote import HostSpec, Remote, SSHOptions
+
+log = logging.getLogger(__name__)
+INITS = ("systemd", "none")
+ARCH_ALIASES = {"arm64": "aarch64", "amd64": "x86_64", "armv7": "armv7l", "armhf": "armv7l"}
+
+
+@dataclass
+class FlashOptions:
+    """Where and how a bundle is installed on each device."""
+
+    device_root: str = "/opt/edgeship"
+    init: str = "systemd"
+    health_timeout: float = 60.0
+    keep: int = 3
+    python: str = "python3"
+    service: str = "edgeship"
+    venvs: str | None = None
+    bwlimit_kbps: float | None = None
+
+    def __post_init__(self) -> None:
+        if self.init not in INITS:
+            raise InputError(f"--init must be one of {', '.join(INITS)}, got {self.init!r}")
+        if not self.device_root.startswith("/"):
+            raise InputError(f"--device-root must be an absolute path, got {self.device_root!r}")
+        if self.keep < 2:
+            raise InputError(f"--keep must be at least 2 (the running release and one to roll back to), got {self.keep}")
+
+
+@dataclass
+class FlashResult:
+    """The outcome on one host. ``status``: deployed, rolled-back, failed or refused."""
+
+    host: str
+    ok: bool
+    status: str
+    version: str | None = None
+    previous: str | None = None
+    running: str | None = None
+    reason: str = ""
+    seconds: dict[str, float] = field(default_factory=dict)
+    device: dict[str, Any] = field(default_factory=dict)
+    health: dict[str, Any] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def preflight_problems(meta: dict[str, Any], facts: dict[str, Any], *, size_mb: float, init: str) -> list[str]:
+    """Why this bundle cannot go on this device (empty when it can)."""
+    problems = []
+    arch = ARCH_ALIASES.get(facts.get("architecture", ""), facts.get("architecture", ""))
+    if arch != meta["architecture"]:
+        problems.append(f"the bundle is for {meta['architecture']} ({meta['target']}) but the device is {arch or 'unknown'}")
+    py = ".".join(str(facts.get("python", "")).split(".")[:2])
+    if py not in meta["python"]:
+        extra = " (its wheels are built for that Python only)" if meta.get("wheels") == "all" else ""
+        problems.append(f"the device runs Python {py or 'unknown'} but the bundle's runtime serves Python "
+                        f"{', '.join(meta['python'])}{extra}")
+    profile = get_target(meta["target"])
+    need_glibc = meta["glibc"] if meta.get("wheels") == "all" else profile.min_glibc.get(meta["format"])
+    if need_glibc and facts.get("glibc") and _ver(facts["glibc"]) < _ver(need_glibc):
+        problems.append(f"the device has glibc {facts['glibc']} but the {meta['format']} runtime wheels need glibc >= {need_glibc}")
+    need_mb = int(size_mb * 3) + profile.min_free_mb
+    if facts.get("free_mb", 0) < need_mb:
+        problems.append(f"the device has {facts.get('free_mb')} MB free under the device root, needs {need_mb} MB")
+    if not facts.get("has_venv_module"):
+        problems.append("the device's Python has no venv/ensurepip module (Debian/Ubuntu: apt install python3-venv)")
+    if init == "systemd" and not facts.get("systemd"):
+        problems.append("--init systemd but systemd is not running on the device (use --init none)")
+    if init == "systemd" and not facts.get("root_user"):
+        problems.append("--init systemd installs a unit and needs root on the device: log in as root or use --init none")
+    return problems
+
+
+def _ver(v: str) -> tuple[int, ...]:
+    return tuple(int(x) for x in str(v).split(".")[:2] if x.isdigit())
+
+
+def flash_host(bundle: str | os.PathLike, host: HostSpec, *, ssh: SSHOptions | None = None,
+               options: FlashOptions | None = None, meta: dict[str, Any] | None = None) -> FlashResult:
+    """Deploy ``bundle`` to one device; never raises for device-side failures (see ``FlashResult``)."""
+    options = options or FlashOptions()
+    bundle = Path(bundle)
+    meta = meta or read_release(bundle)
+    root = host.device_root or options.device_root
+    result = FlashResult(host=host.label, ok=False, status="failed", version=meta["version"])
+    clock = _Clock(result.seconds)
+    try:
+        with Remote(host, ssh) as remote:
+            common = ["--root", root, "--init", options.init, "--service", options.service]
+            with clock("preflight"):
+                devices = [a for d in get_target(meta["target"]).camera_devices for a in ("--device", d)]
+                facts = remote.agent(options.python, "preflight", *common, *devices, timeout=120)
+            result.device = facts
+            result.previous = result.running = facts.get("current")
+            problems = preflight_problems(meta, facts, size_mb=bundle.stat().st_size / 2**20, init=options.init)
+            if problems:
+                result.status, result.reason = "refused", "; ".join(problems)
+                return result
+            missing = [d for d, ok in facts.get("cameras", {}).items() if not ok]
+            if missing:
+                log.warning("%s: camera devices not present: %s", host.label, ", ".join(missing))
+            part = f"{root}/incoming/{meta['version']}.{secrets.token_hex(4)}.part"
+            with clock("upload"):
+                remote.upload(bundle, part, bwlimit_kbps=options.bwlimit_kbps)
+            venvs = ["--venvs", options.venvs] if options.venvs else []
+            with clock("install"):
+                installed = remote.agent(options.python, "install", *common, *venvs, "--part", part,
+                                         "--sha256", sha256_file(bundle), "--python", facts.get("python_executable") or options.python)
+            if not installed.get("ok"):
+                result.reason = f"install failed: {installed.get('reason')}"
+                return result
+            env = ["--env", f"EDGESHIP_HTTP_PORT={host.http_port}"] if host.http_port else []
+            with clock("activate"):
+                act = remote.agent(options.python, "activate", *common, *env, "--version", meta["version"],
+                                   "--timeout", str(options.health_timeout), "--restart-sec", "1")
+            result.health = act
+            if act.get("ok"):
+                result.ok, result.status, result.running = True, "deployed", meta["version"]
+                with clock("prune"):
+                    remote.agent(options.python, "prune", *common, *venvs, "--keep", str(options.keep))
+                return result
+            result.reason = f"release {meta['version']} failed its health check: {act.get('reason')}"
+            result.running = None
+            if result.previous and result.previous != meta["version"]:
+                with clock("rollback"):
+                    back = remote.agent(options.python, "activate", *common, "--version", result.previous,
+                                        "--timeout", str(options.health_timeout), "--restart-sec", "1")
+                result.status = "rolled-back"
+                if back.get("ok"):
+                    result.running = result.previous
+                    result.reason += f"; rolled back to {result.previous}, which is healthy"
+                else:
+                    result.reason += f"; rolled back to {result.previous}, which is NOT healthy: {back.get('reason')}"
+            else:
+                result.reason += "; no previous release to roll back to"
+            return result
+    except DeployError as e:
+        result.reason = str(e)
+        return result
+
+
+class _Clock:
+    def __init__(self, into: dict[str, float]):
+        self.into = into
+
+    def __call__(self, step: str):
+        clock = self
+
+        class _Step:
+            def __enter__(self):
+                self.t = time.monotonic()
+
+            def __exit__(self, *exc):
+                clock.into[step] = round(time.monotonic() - self.t, 3)
+                return False
+
+        return _Step()

@@ -1,0 +1,207 @@
+"""SSH to a device with the system OpenSSH client: key authentication only, host keys checked.
+
+Every call goes through one multiplexed connection (ControlMaster), so the dozen steps of a
+flash cost one handshake. Remote paths are always ``shlex.quote``d into the command line.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import re
+import shlex
+import shutil
+import subprocess
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable
+
+from ..errors import DeployError, InputError
+
+log = logging.getLogger(__name__)
+AGENT = Path(__file__).with_name("agent.py")
+_HOST_RE = re.compile(r"^(?P<user>[A-Za-z0-9._][A-Za-z0-9._-]*)@(?P<host>[A-Za-z0-9][A-Za-z0-9.-]*|\[[0-9A-Fa-f:.]+\])(?::(?P<port>\d+))?$")
+
+
+@dataclass(frozen=True)
+class HostSpec:
+    """``USER@HOST[:PORT]`` plus per-host overrides from a hosts file."""
+
+    user: str
+    host: str
+    port: int | None = None
+    device_root: str | None = None
+    http_port: int | None = None
+
+    @property
+    def destination(self) -> str:
+        return f"{self.user}@{self.host.strip('[]')}"
+
+    @property
+    def label(self) -> str:
+        return f"{self.user}@{self.host}" + (f":{self.port}" if self.port else "")
+
+
+def parse_host(text: str) -> HostSpec:
+    """Parse ``USER@HOST[:PORT]`` (a user is required: no guessing who logs in)."""
+    m = _HOST_RE.match(text.strip())
+    if not m:
+        raise InputError(f"host {text!r} is not USER@HOST or USER@HOST:PORT")
+    return HostSpec(user=m["user"], host=m["host"], port=int(m["port"]) if m["port"] else None)
+
+
+def parse_hosts_file(path: str | os.PathLike) -> list[HostSpec]:
+    """One host per line: ``USER@HOST[:PORT] [device_root=DIR] [http_port=N]``; ``#`` starts a comment."""
+    path = Path(path)
+    try:
+        lines = path.read_text().splitlines()
+    except OSError as e:
+        raise InputError(f"cannot read hosts file {path}: {e}") from e
+    hosts = []
+    for n, line in enumerate(lines, 1):
+        words = shlex.split(line, comments=True)
+        if not words:
+            continue
+        spec = parse_host(words[0])
+        extra: dict[str, Any] = {}
+        for w in words[1:]:
+            key, sep, value = w.partition("=")
+            if not sep or key not in ("device_root", "http_port", "port"):
+                raise InputError(f"{path}:{n}: expected device_root=DIR, http_port=N or port=N, got {w!r}")
+            extra[key] = int(value) if key != "device_root" else value
+        hosts.append(HostSpec(spec.user, spec.host, extra.get("port", spec.port), extra.get("device_root"), extra.get("http_port")))
+    if not hosts:
+        raise InputError(f"hosts file {path} lists no hosts")
+    return hosts
+
+
+@dataclass
+class SSHOptions:
+    """How to reach devices: identity, known_hosts and host-key policy, timeouts."""
+
+    identity: str | None = None
+    known_hosts: str | None = None
+    accept_new_host_key: bool = False
+    connect_timeout: float = 10.0
+    port: int | None = None
+
+
+class Remote:
+    """One device over SSH. Use as a context manager (closes the shared connection)."""
+
+    def __init__(self, host: HostSpec, options: SSHOptions | None = None):
+        if shutil.which("ssh") is None:
+            raise DeployError("the OpenSSH client (ssh) is not installed on this machine")
+        self.host = host
+        self.options = options or SSHOptions()
+        self._control_dir = tempfile.mkdtemp(prefix="edgeship-ssh-")
+
+    # ---- command lines -----------------------------------------------------------------------
+    def base_argv(self) -> list[str]:
+        o = self.options
+        port = self.host.port or o.port
+        argv = ["ssh", "-T", "-o", "BatchMode=yes", "-o", "PasswordAuthentication=no",
+                "-o", "KbdInteractiveAuthentication=no", "-o", "PreferredAuthentications=publickey",
+                "-o", f"StrictHostKeyChecking={'accept-new' if o.accept_new_host_key else 'yes'}",
+                "-o", f"ConnectTimeout={int(o.connect_timeout)}", "-o", "ServerAliveInterval=15",
+                "-o", "ControlMaster=auto", "-o", f"ControlPath={self._control_dir}/c", "-o", "ControlPersist=120"]
+        if o.known_hosts:
+            argv += ["-o", f"UserKnownHostsFile={o.known_hosts}", "-o", "GlobalKnownHostsFile=/dev/null"]
+        if o.identity:
+            argv += ["-i", o.identity, "-o", "IdentitiesOnly=yes"]
+        if port:
+            argv += ["-p", str(port)]
+        return argv
+
+    def argv(self, command: str) -> list[str]:
+        return [*self.base_argv(), "--", self.host.destination, command]
+
+    # ---- running -----------------------------------------------------------------------------
+    def run(self, command: str, *, input: bytes | None = None, timeout: float | None = 600, check: bool = True) -> subprocess.CompletedProcess:
+        """Run a shell command on the device; raise DeployError on SSH failures (and non-zero exits with ``check``)."""
+        log.debug("ssh %s: %s", self.host.label, command)
+        try:
+            proc = subprocess.run(self.argv(command), input=input if input is not None else b"", stdout=subprocess.PIPE,
+                                  stderr=subprocess.PIPE, timeout=timeout)
+        except subprocess.TimeoutExpired as e:
+            raise DeployError(f"{self.host.label}: `{command[:80]}` did not finish within {timeout:g}s") from e
+        self._raise_for_ssh(proc)
+        if check and proc.returncode != 0:
+            raise DeployError(f"{self.host.label}: `{command[:80]}` exited {proc.returncode}: {_text(proc.stderr)}")
+        return proc
+
+    def _raise_for_ssh(self, proc: subprocess.CompletedProcess) -> None:
+        if proc.returncode != 255:
+            return
+        err = _text(proc.stderr)
+        if "Host key verification failed" in err or "REMOTE HOST IDENTIFICATION HAS CHANGED" in err:
+            where = self.options.known_hosts or "~/.ssh/known_hosts"
+            raise DeployError(f"{self.host.label}: host key is unknown or changed (checked against {where}); "
+                              "verify the fingerprint and add it with ssh-keyscan, or pass --accept-new-host-key "
+                              f"for a first contact. ssh said: {err}")
+        if "Permission denied" in err:
+            raise DeployError(f"{self.host.label}: key authentication refused (passwords are never used): {err}")
+        raise DeployError(f"{self.host.label}: ssh failed: {err or 'exit 255'}")
+
+    def agent(self, python: str, command: str, *args: str, timeout: float | None = 900) -> dict[str, Any]:
+        """Run the device agent (streamed over stdin, nothing installed first) and return its JSON answer."""
+        remote = " ".join([shlex.quote(python), "-", shlex.quote(command), *(shlex.quote(a) for a in args)])
+        proc = self.run(remote, input=AGENT.read_bytes(), timeout=timeout, check=False)
+        lines = _text(proc.stdout).splitlines()
+        try:
+            answer = json.loads(lines[-1]) if lines else None
+        except json.JSONDecodeError:
+            answer = None
+        if not isinstance(answer, dict):
+            raise DeployError(f"{self.host.label}: device agent `{command}` gave no answer (exit {proc.returncode}): "
+                              f"{_text(proc.stderr) or _text(proc.stdout)}")
+        return answer
+
+    def upload(self, local: str | os.PathLike, remote_path: str, *, bwlimit_kbps: float | None = None,
+               on_progress: Callable[[int], None] | None = None, timeout: float = 3600) -> None:
+        """Stream ``local`` into ``remote_path`` (``cat >``), optionally paced to ``bwlimit_kbps`` KiB/s."""
+        parent = shlex.quote(os.path.dirname(remote_path) or ".")
+        command = f"umask 077 && mkdir -p {parent} && cat > {shlex.quote(remote_path)}"
+        proc = subprocess.Popen(self.argv(command), stdin=subprocess.PIPE, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        start, sent = time.monotonic(), 0
+        try:
+            with open(local, "rb") as f:
+                for block in iter(lambda: f.read(1 << 16), b""):
+                    proc.stdin.write(block)
+                    sent += len(block)
+                    if on_progress:
+                        on_progress(len(block))
+                    if bwlimit_kbps:
+                        ahead = sent / (bwlimit_kbps * 1024) - (time.monotonic() - start)
+                        if ahead > 0:
+                            time.sleep(ahead)
+            proc.stdin.close()
+            err = proc.stderr.read()
+            code = proc.wait(timeout=timeout)
+        except (BrokenPipeError, OSError) as e:
+            proc.kill()
+            err, code = proc.stderr.read(), proc.wait()
+            self._raise_for_ssh(subprocess.CompletedProcess(proc.args, code, b"", err))
+            raise DeployError(f"{self.host.label}: upload to {remote_path} broke off after {sent} bytes: {e}: {_text(err)}") from e
+        self._raise_for_ssh(subprocess.CompletedProcess(proc.args, code, b"", err))
+        if code != 0:
+            raise DeployError(f"{self.host.label}: upload to {remote_path} failed (exit {code}): {_text(err)}")
+
+    def close(self) -> None:
+        if os.path.exists(os.path.join(self._control_dir, "c")):
+            subprocess.run([*self.base_argv(), "-O", "exit", self.host.destination], stdout=subprocess.DEVNULL,
+                           stderr=subprocess.DEVNULL, timeout=10)
+        shutil.rmtree(self._control_dir, ignore_errors=True)
+
+    def __enter__(self) -> "Remote":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+
+def _text(b: bytes | None) -> str:
+    return (b or b"").decode("utf-8", "replace").strip()
