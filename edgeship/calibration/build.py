@@ -41,6 +41,7 @@ class _Kept:
     label: str | None
     source: int
     features: FrameFeatures
+    origin: str
 
 
 def intermediate_spec(spec: InputSpec) -> InputSpec:
@@ -73,7 +74,7 @@ def _collect(srcs: Sequence[Source], count: int, oversample: float, seed: int, d
                 continue
             src.stats.kept += 1
             img = cand.image if cand.preprocessed else preprocess(cand.image, mid)
-            pool.append(_Kept(img, cand.preprocessed, cand.label, si, feats))
+            pool.append(_Kept(img, cand.preprocessed, cand.label, si, feats, cand.origin))
         log.info("%s: read %d, %d duplicates, %d unreadable", src.name, src.stats.read, src.stats.duplicates,
                  src.stats.unreadable)
     return pool
@@ -162,6 +163,7 @@ def build_dataset(
                              brightness=[k.features.brightness for k in chosen],
                              contrast=[k.features.contrast for k in chosen],
                              sizes=[k.features.size for k in chosen]),
+        "samples": {"calib": [chosen[i].origin for i in calib], "holdout": [chosen[i].origin for i in hold]},
     }
     meta["elapsed_s"] = round(time.monotonic() - t0, 3)
     return RepresentativeDataset(spec, x[calib], x[hold], y_calib=y_calib, y_holdout=y_hold, labels=classes, meta=meta)

@@ -9,6 +9,7 @@ does not deliver a frame within ``timeout`` seconds is an error naming it.
 from __future__ import annotations
 
 import logging
+import os
 import threading
 import time
 from pathlib import Path
@@ -25,10 +26,16 @@ T = TypeVar("T")
 
 
 def import_cv2():
-    """Import OpenCV and keep its own warnings off stderr unless edgeship runs verbose."""
+    """Import OpenCV and keep its and FFmpeg's warnings off stderr unless edgeship runs verbose.
+
+    Errors still reach the user, as one edgeship error line naming the source.
+    """
+    quiet = not logging.getLogger("edgeship").isEnabledFor(logging.DEBUG)
+    if quiet:
+        os.environ.setdefault("OPENCV_FFMPEG_LOGLEVEL", "-8")  # read when FFmpeg is first used
     import cv2
 
-    if not logging.getLogger("edgeship").isEnabledFor(logging.DEBUG):
+    if quiet:
         try:
             cv2.utils.logging.setLogLevel(cv2.utils.logging.LOG_LEVEL_ERROR)
         except AttributeError:  # pragma: no cover - very old OpenCV
@@ -167,18 +174,40 @@ class StreamSource:
     def available(self) -> None:
         return None
 
+    @property
+    def _is_device(self) -> bool:
+        return isinstance(_capture_target(self.name), int) or self.name.startswith("/dev/")
+
+    def _call(self, fn: Callable[[], T]) -> tuple[T, float]:
+        """Run a blocking capture call; return its value and how long it took.
+
+        FFmpeg (URLs) enforces --timeout itself through the open/read timeout properties, so the
+        call returns on its own. Local cameras have no such property: a watchdog thread gives up.
+        """
+        t0 = time.monotonic()
+        if self._is_device:
+            value = call_with_timeout(fn, self.options.timeout, f"stream {self.name}")
+        else:
+            value = fn()
+        return value, time.monotonic() - t0
+
+    def _no_answer(self, elapsed: float) -> bool:
+        return elapsed >= 0.9 * self.options.timeout
+
     def _open(self):
         cv2 = import_cv2()
         target = _capture_target(self.name)
         ms = int(self.options.timeout * 1000)
-        if isinstance(target, int) or target.startswith("/dev/"):
+        if self._is_device:
             opener = lambda: cv2.VideoCapture(target)  # noqa: E731
         else:
             params = [cv2.CAP_PROP_OPEN_TIMEOUT_MSEC, ms, cv2.CAP_PROP_READ_TIMEOUT_MSEC, ms]
             opener = lambda: cv2.VideoCapture(target, cv2.CAP_FFMPEG, params)  # noqa: E731
-        cap = call_with_timeout(opener, self.options.timeout, f"stream {self.name}")
+        cap, elapsed = self._call(opener)
         if not cap.isOpened():
             cap.release()
+            if self._no_answer(elapsed):
+                raise CalibrationError(f"stream {self.name} did not answer within {self.options.timeout:g} s (--timeout)")
             raise CalibrationError(
                 f"stream {self.name} could not be opened (expected a reachable RTSP/HTTP MJPEG URL or camera)"
             )
@@ -194,8 +223,10 @@ class StreamSource:
         bar = progress(total=want, desc=f"stream {self.name}", unit="frame")
         stuck = False
         try:
-            ok = call_with_timeout(cap.grab, timeout, f"stream {self.name}")
+            ok, elapsed = self._call(cap.grab)
             if not ok:
+                if self._no_answer(elapsed):
+                    raise CalibrationError(f"stream {self.name} sent no frame within {timeout:g} s (--timeout)")
                 raise CalibrationError(f"stream {self.name} opened but delivered no frame")
             t0 = time.monotonic()
             next_keep = 0.0
@@ -214,7 +245,7 @@ class StreamSource:
                 if now >= duration or taken >= want:
                     break
                 grabbed += 1
-                if not call_with_timeout(cap.grab, timeout, f"stream {self.name}"):
+                if not self._call(cap.grab)[0]:
                     log.warning("stream %s stopped after %.1f s of %.1f s; keeping %d frames", self.name, now, duration, taken)
                     break
             self.stats.details.update(frames_seen=grabbed + 1, captured_s=round(time.monotonic() - t0, 2))
