@@ -1,0 +1,49 @@
+"""``edgeship bundle``: pack an artifact, its deployment config and runtime for a target device."""
+
+from __future__ import annotations
+
+import click
+
+from ._common import echo_err, emit_json
+
+EXAMPLES = """
+\b
+Example:
+  edgeship bundle out/digits.int8.tflite --target rpi5 --source /dev/video0 --out digits-rpi5.tar.gz
+  edgeship bundle out/model.xml --target intel-x86 --config deploy.yaml --wheels --out line3.tar.gz
+  edgeship bundle m.tflite --target generic-x86_64 --source rtsp://10.0.0.7/s --wheels --wheelhouse ./mirror --out b.tar.gz
+"""
+
+
+@click.command(epilog=EXAMPLES)
+@click.argument("artifact", type=click.Path(exists=True, dir_okay=False))
+@click.option("--target", "target", required=True, help="Device profile (see `edgeship targets list`).")
+@click.option("--config", type=click.Path(exists=True, dir_okay=False), help="Deployment config (deploy.yaml) the service runs.")
+@click.option("--source", help="Camera/stream/video the service reads, when there is no --config (e.g. /dev/video0).")
+@click.option("--task", type=click.Choice(["classify", "detect", "raw"]), help="Task for --source bundles [from the manifest].")
+@click.option("--http-port", type=click.IntRange(1, 65535), help="Port of the runtime's HTTP server used for /health [target's, 8080].")
+@click.option("--wheels", is_flag=True, help="Include every runtime wheel for the target's platform and Python (offline install).")
+@click.option("--wheelhouse", type=click.Path(exists=True, file_okay=False), help="With --wheels: take wheels from this folder, not PyPI.")
+@click.option("--python", "python", help="With --wheels: the device's Python version, e.g. 3.11 [the target's stock Python].")
+@click.option("--version", "version", help="Release name [artifact name + content hash].")
+@click.option("--edgeship-wheel", type=click.Path(exists=True, dir_okay=False), help="Ship this edgeship wheel instead of building one.")
+@click.option("--out", required=True, type=click.Path(dir_okay=False), help="Output .tar.gz (written atomically).")
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
+def bundle(artifact, target, config, source, task, http_port, wheels, wheelhouse, python, version, edgeship_wheel, out, as_json) -> None:
+    """Pack ARTIFACT for a device: model + manifest, deployment config, systemd unit, runtime
+    requirements (and with --wheels the wheels themselves), edgeship's own wheel and SHA256SUMS.
+
+    The same inputs give the same bytes. Flash it with `edgeship flash BUNDLE --host USER@HOST`.
+    """
+    from ..targets.bundle import build_bundle
+
+    if (wheelhouse or python) and not wheels:
+        raise click.UsageError("--wheelhouse and --python only apply with --wheels")
+    r = build_bundle(artifact, target, out, config=config, source=source, task=task, wheels=wheels, wheelhouse=wheelhouse,
+                     python=python, version=version, http_port=http_port, edgeship_wheel=edgeship_wheel)
+    if as_json:
+        emit_json(r.to_dict())
+        return
+    echo_err(f"wrote {r.path} ({r.size / 2**20:.1f} MiB, {len(r.files)} files, {len(r.wheels)} wheels) "
+             f"release {r.version} for {r.target}; sha256 {r.sha256}")
+    click.echo(str(r.path))

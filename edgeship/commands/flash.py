@@ -1,0 +1,55 @@
+"""``edgeship flash``: deploy a bundle to devices over SSH with health check and automatic rollback."""
+
+from __future__ import annotations
+
+import click
+
+from ._common import echo_err, emit_json, format_table
+from ._ssh import build, ssh_options
+
+EXAMPLES = """
+\b
+Example:
+  edgeship flash digits-rpi5.tar.gz --host pi@10.0.0.21 --identity ~/.ssh/id_ed25519
+  edgeship flash line3.tar.gz --hosts line3.txt --parallel 8 --health-timeout 90 --json
+  edgeship flash b.tar.gz --host me@cam1:2222 --init none --device-root /home/me/edgeship
+"""
+
+
+@click.command(epilog=EXAMPLES)
+@click.argument("bundle", type=click.Path(exists=True, dir_okay=False))
+@ssh_options
+@click.option("--health-timeout", default=60.0, show_default=True, type=click.FloatRange(min=1),
+              help="Seconds the new release has to answer /health before it is rolled back.")
+@click.option("--keep", default=3, show_default=True, type=click.IntRange(min=2), help="Releases kept on each device.")
+@click.option("--venvs-dir", help="Runtime venvs folder on the device, shared between device roots [DEVICE_ROOT/venvs].")
+@click.option("--bwlimit", type=click.FloatRange(min=1), help="Upload bandwidth limit per device, KiB/s.")
+def flash(bundle, health_timeout, keep, venvs_dir, bwlimit, **kw) -> None:
+    """Deploy BUNDLE to one or many devices over SSH.
+
+    \b
+    Per device: preflight (architecture, OS, Python, glibc, free disk, camera) -> upload into
+    DEVICE_ROOT/incoming -> verify checksums on the device -> DEVICE_ROOT/releases/<version>
+    -> runtime venv (shared by releases with identical requirements; offline from the bundle's
+    wheels) -> switch DEVICE_ROOT/current atomically -> start -> health check (process alive,
+    /health answers). A release that fails its health check is rolled back to the previous one.
+    Exit 1 when any device failed.
+    """
+    from ..targets.fleet import flash_many
+
+    as_json, parallel = kw.pop("as_json"), kw.pop("parallel")
+    hosts, ssh, options = build(kw, health_timeout=health_timeout, keep=keep, venvs=venvs_dir, bwlimit_kbps=bwlimit)
+
+    def done(r):
+        if not as_json:
+            echo_err(f"{r.host}: {r.status}" + (f" ({r.reason})" if r.reason else ""))
+
+    results = flash_many(bundle, hosts, ssh=ssh, options=options, parallel=parallel, on_done=done)
+    ok = all(r.ok for r in results)
+    if as_json:
+        emit_json({"ok": ok, "bundle": bundle, "results": [r.to_dict() for r in results]})
+    else:
+        rows = [(r.host, r.status, r.version, r.running, round(sum(r.seconds.values()), 1), r.reason) for r in results]
+        click.echo(format_table(["host", "status", "release", "running", "seconds", "reason"], rows))
+    if not ok:
+        raise SystemExit(1)
