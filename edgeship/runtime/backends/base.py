@@ -98,6 +98,12 @@ class Backend:
 
     def infer(self, x: np.ndarray | Sequence[np.ndarray]) -> list[np.ndarray]:
         """Run a float batch (N, *sample_shape) (or one array per model input); float32 outputs, batch N."""
+        q = self.prepare_inputs(x)
+        raw = self.run_prepared(q)
+        return [dequantize(r, info) for r, info in zip(raw, self.outputs)]
+
+    def prepare_inputs(self, x: np.ndarray | Sequence[np.ndarray]) -> list[np.ndarray]:
+        """Check shapes and quantize a float batch into the model's input tensors (what :meth:`run_prepared` takes)."""
         if self._closed:
             raise BackendError(f"{self.path.name}: backend is closed")
         xs = [np.asarray(a) for a in x] if isinstance(x, (list, tuple)) else [np.asarray(x)]
@@ -108,15 +114,19 @@ class Backend:
         n = xs[0].shape[0]
         if any(a.shape[0] != n for a in xs):
             raise SpecError(f"{self.path.name}: inputs have different batch sizes {[a.shape[0] for a in xs]}")
-        q = [quantize(a, info) for a, info in zip(xs, self.inputs)]
+        return [np.ascontiguousarray(quantize(a, info)) for a, info in zip(xs, self.inputs)]
+
+    def run_prepared(self, q: list[np.ndarray]) -> list[np.ndarray]:
+        """Run already-quantized input tensors; raw (still quantized) outputs. Loops batch-1 models over N."""
+        n = q[0].shape[0]
         if self._accepts_batch(n):
             raw = self._run(q)
         else:
             parts = [self._run([a[i : i + 1] for a in q]) for i in range(n)]
             raw = [np.concatenate([p[k] for p in parts], axis=0) for k in range(len(self.outputs))] if parts else [
-                np.zeros((0,) + tuple(max(d, 1) for d in o.shape[1:]), np.float32) for o in self.outputs
+                np.zeros((0,) + tuple(max(d, 1) for d in o.shape[1:]), np.dtype(o.dtype)) for o in self.outputs
             ]
-        return [dequantize(r, info) for r, info in zip(raw, self.outputs)]
+        return raw
 
     def close(self) -> None:
         if not self._closed:

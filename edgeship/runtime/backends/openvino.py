@@ -140,7 +140,7 @@ class OpenVINOBackend(Backend):
 
         import openvino as ov
 
-        q = [self._quantized(x)]
+        q = self.prepare_inputs(x)
         nreq = int(requests or self.optimal_requests or 1)
         queue = ov.AsyncInferQueue(self._compiled, nreq)
         done = [0]
@@ -155,11 +155,6 @@ class OpenVINOBackend(Backend):
         queue.wait_all()
         elapsed = time.perf_counter() - t0
         return {"fps": done[0] * x.shape[0] / elapsed, "requests": nreq, "iterations": done[0]}
-
-    def _quantized(self, x: np.ndarray) -> np.ndarray:
-        from .base import quantize
-
-        return np.ascontiguousarray(quantize(np.asarray(x), self.inputs[0]))
 
     def describe(self) -> dict[str, Any]:
         d = super().describe()

@@ -1,0 +1,78 @@
+"""``edgeship run``: real-time inference on a camera, stream, folder or video (parses options only)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import click
+
+from ._common import echo_err, emit_json, format_table
+
+TASK_CHOICES = ("classify", "detect", "raw")
+
+
+@click.command("run")
+@click.argument("artifact", type=click.Path(dir_okay=False))
+@click.option("--source", "-s", required=True, help="Camera index or /dev/videoN, rtsp:// or http:// URL, gst:PIPELINE, image folder or video file.")
+@click.option("--task", type=click.Choice(TASK_CHOICES), default=None, help="Post-processing (default: the manifest's task, else guessed from the outputs).")
+@click.option("--labels", type=click.Path(exists=True, dir_okay=False), default=None, help="Class names: one per line, or a JSON list (default: the manifest's labels).")
+@click.option("--sink", "sinks", multiple=True, metavar="KIND:ARG", help="jsonl:- | jsonl:FILE | video:FILE.mp4 | http:[HOST:]PORT (repeatable; default jsonl:- unless --json).")
+@click.option("--max-frames", type=click.IntRange(min=1), default=None, help="Stop after N frames taken from the source.")
+@click.option("--duration", type=click.FloatRange(min=0, min_open=True), default=None, help="Stop after S seconds.")
+@click.option("--threads", type=click.IntRange(min=1), default=None, help="Inference threads.")
+@click.option("--backend", type=click.Choice(("tflite", "litert", "openvino")), default=None, help="Override the backend chosen from the manifest / suffix.")
+@click.option("--device", default="CPU", show_default=True, help="OpenVINO device: CPU, GPU, NPU, AUTO.")
+@click.option("--hint", type=click.Choice(("latency", "throughput")), default="latency", show_default=True, help="OpenVINO performance hint.")
+@click.option("--precision", type=click.Choice(("f32", "f16", "bf16")), default=None, help="OpenVINO inference precision (f32 stops bf16 on AMX CPUs).")
+@click.option("--realtime", is_flag=True, help="Play files at their frame rate like a camera, dropping frames the model cannot keep up with (default: every frame).")
+@click.option("--loop", is_flag=True, help="Restart a video file or folder when it ends.")
+@click.option("--top-k", type=click.IntRange(min=1), default=5, show_default=True, help="Classes reported per frame (classify).")
+@click.option("--threshold", type=click.FloatRange(0, 1), default=None, help="Minimum score (detect default 0.25, classify 0).")
+@click.option("--iou", type=click.FloatRange(0, 1), default=0.45, show_default=True, help="NMS IoU threshold (YOLO-style detection).")
+@click.option("--source-timeout", type=click.FloatRange(min=0, min_open=True), default=10.0, show_default=True, help="Seconds to wait for the source to open.")
+@click.option("--reconnect-timeout", type=click.FloatRange(min=0, min_open=True), default=None, help="Give up on a lost stream after S seconds (default: keep retrying).")
+@click.option("--json", "as_json", is_flag=True, help="Print the final summary as one JSON object on stdout.")
+def run(artifact: str, source: str, sinks: tuple[str, ...], as_json: bool, **options: Any) -> None:
+    """Run ARTIFACT (.tflite or OpenVINO .xml, with its manifest) on a live source.
+
+    Capture runs in its own thread into a one-slot buffer, so the model always sees the newest
+    frame; streams that drop are reopened with backoff. Ctrl-C or SIGTERM stops cleanly and
+    flushes every sink. The summary (fps, latency percentiles, skipped frames, reconnects) goes to
+    stderr, or to stdout as JSON with --json.
+
+    \b
+    Example:
+      edgeship run model_int8.tflite --source rtsp://10.0.0.5/stream --sink http:8080
+      edgeship run model_int8.tflite --source 0 --sink jsonl:results.jsonl --duration 60
+      edgeship run det.xml --source clip.mp4 --task detect --sink video:out.mp4 --json
+    """
+    from ..runtime.pipeline import failed
+    from ..runtime.runner import build_pipeline
+
+    if as_json and any(s == "jsonl:-" or s == "jsonl" for s in sinks):
+        raise click.UsageError("--json prints the summary on stdout; send results to a file (jsonl:FILE) instead of jsonl:-")
+    if not sinks and not as_json:
+        sinks = ("jsonl:-",)
+    options["open_timeout"] = options.pop("source_timeout")
+    pipe = build_pipeline(artifact, source, sinks=list(sinks), **options)
+    summary = pipe.run()
+    if as_json:
+        emit_json(summary)
+    else:
+        echo_err(format_summary(summary))
+    err = failed(summary)
+    if err is not None:
+        raise err
+
+
+def format_summary(s: dict[str, Any]) -> str:
+    """The run summary as a short human-readable block (stderr)."""
+    head = (f"{s['frames_processed']} frames in {s['duration_s']:.1f}s ({s['stopped_by']}): "
+            f"{s['processed_fps']:.1f} fps processed, source {s['source_fps']:.1f} fps, "
+            f"{s['skipped']} skipped ({s['frames_dropped']} dropped, {s['frames_skipped_gate']} gated), "
+            f"{s['reconnects']} reconnects")
+    rows = []
+    for name, st in list(s["latency_ms"].items()) + [("glass_to_glass", s["glass_to_glass_ms"]), ("frame_age", s["frame_age_ms"])]:
+        if st.get("count"):
+            rows.append([name, st["p50"], st["p90"], st["p99"], st["max"]])
+    return head + "\n" + format_table(["stage (ms)", "p50", "p90", "p99", "max"], rows)

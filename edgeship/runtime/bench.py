@@ -1,0 +1,121 @@
+"""Benchmark an artifact the way the vendors' tools do: load time, first inference, latency
+percentiles of the model call, throughput and peak RSS.
+
+Latency is measured around the backend's model call on already-quantized inputs (what
+``litert-benchmark`` and ``benchmark_app`` time); ``e2e_ms`` adds edgeship's float <-> int8
+conversion so the cost of the Python side is visible too.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import os
+import platform
+import resource
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ..errors import InputError, ModelError
+from ..manifest import Manifest
+from .backends import open_backend
+from .metrics import LatencyStats
+
+
+def machine_info() -> dict[str, Any]:
+    """CPU model, core count and architecture (for benchmark tables)."""
+    model = platform.processor() or platform.machine()
+    try:
+        fields = dict(ln.split(":", 1) for ln in Path("/proc/cpuinfo").read_text().splitlines() if ":" in ln)
+    except OSError:  # not Linux: platform.processor() already answered
+        fields = {}
+    fields = {k.strip().lower(): v.strip() for k, v in fields.items()}
+    model = fields.get("model name") or fields.get("hardware") or fields.get("model") or model
+    return {"cpu": model, "cores": os.cpu_count(), "arch": platform.machine(), "python": platform.python_version()}
+
+
+def peak_rss_mb() -> float:
+    """Peak resident set size of this process in MiB (``ru_maxrss`` is KiB on Linux, bytes on macOS)."""
+    r = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return round(r / (1024 * 1024) if platform.system() == "Darwin" else r / 1024, 1)
+
+
+def sample_input(backend: Any, batch: int = 1, seed: int = 0) -> np.ndarray:
+    """A float batch in the model's input domain (the manifest's value range, else [0, 1])."""
+    spec = backend.manifest.input_spec if backend.manifest is not None else None
+    lo, hi = spec.value_range() if spec is not None else (0.0, 1.0)
+    shape = [batch] + [d if d and d > 0 else 1 for d in backend.inputs[0].shape[1:]]
+    return np.random.default_rng(seed).uniform(lo, hi, size=shape).astype(np.float32)
+
+
+def benchmark(
+    path: str | os.PathLike,
+    *,
+    threads: int | None = None,
+    hint: str = "latency",
+    duration: float = 10.0,
+    warmup: int = 10,
+    device: str = "CPU",
+    precision: str | None = None,
+    backend: str | None = None,
+    min_iterations: int = 10,
+) -> dict[str, Any]:
+    """Measure ``path``; returns a JSON-ready dict (see the module docstring)."""
+    if duration <= 0:
+        raise InputError(f"duration must be positive, got {duration}")
+    t0 = time.perf_counter()
+    b = open_backend(path, backend=backend, threads=threads, device=device, hint=hint, precision=precision)
+    load_ms = (time.perf_counter() - t0) * 1e3
+    with b:
+        x = sample_input(b)
+        prepared = b.prepare_inputs(x)
+        t = time.perf_counter()
+        b.run_prepared(prepared)
+        first_ms = (time.perf_counter() - t) * 1e3
+        for _ in range(max(0, warmup)):
+            b.run_prepared(prepared)
+        stats = LatencyStats(window=1_000_000)
+        t_start = time.perf_counter()
+        while True:
+            t = time.perf_counter()
+            b.run_prepared(prepared)
+            now = time.perf_counter()
+            stats.add((now - t) * 1e3)
+            if now - t_start >= duration and stats.count >= min_iterations:
+                break
+        elapsed = time.perf_counter() - t_start
+        e2e = LatencyStats()
+        for _ in range(max(min_iterations, min(200, stats.count // 10))):
+            t = time.perf_counter()
+            b.infer(x)
+            e2e.add((time.perf_counter() - t) * 1e3)
+        throughput = {"fps": stats.count / elapsed, "mode": "sync", "requests": 1}
+        if hint == "throughput" and hasattr(b, "throughput"):
+            throughput = {**b.throughput(x, duration=max(1.0, duration / 2)), "mode": "async"}
+        lat = stats.summary()
+        return {
+            "model": str(b.path), "backend": b.name, "device": getattr(b, "device", "CPU"), "hint": hint,
+            "threads": threads, "executed_precision": b.executed_precision,
+            "load_ms": round(load_ms, 2), "first_inference_ms": round(first_ms, 3),
+            "latency_ms": {k: lat[k] for k in ("min", "p50", "p90", "p99", "max", "mean")}, "iterations": stats.count,
+            "e2e_ms": {k: v for k, v in e2e.summary().items() if k in ("p50", "p90", "mean")},
+            "throughput_fps": round(throughput["fps"], 2), "throughput_mode": throughput["mode"],
+            "requests": throughput.get("requests", 1), "peak_rss_mb": peak_rss_mb(), "machine": machine_info(),
+        }
+
+
+def save_latency(path: str | os.PathLike, result: dict[str, Any]) -> Path:
+    """Write the benchmark's latency into the artifact's manifest (``latency`` field), atomically."""
+    try:
+        m = Manifest.load(path)
+    except ModelError as e:
+        raise ModelError(f"cannot save the latency: {e}") from None
+    m.latency = {
+        "p50_ms": result["latency_ms"]["p50"], "p90_ms": result["latency_ms"]["p90"], "p99_ms": result["latency_ms"]["p99"],
+        "throughput_fps": result["throughput_fps"], "threads": result["threads"], "hint": result["hint"],
+        "device": result["device"], "executed_precision": result["executed_precision"], "machine": result["machine"],
+        "measured": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+    }
+    return m.save(path)
