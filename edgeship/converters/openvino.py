@@ -1,0 +1,178 @@
+"""SavedModel -> OpenVINO IR (``.xml`` + ``.bin``): FP32, FP16, INT8 through ``nncf.quantize``.
+
+``openvino.convert_model`` fails on a Keras 3 model object, so the exported SavedModel folder is
+converted; NNCF 3 has no TensorFlow backend, so INT8 quantizes the OpenVINO model itself with the
+same calibration set. FP32 keeps f32 weights (``compress_to_fp16=False``). The input is fixed to
+batch 1 unless ``dynamic_batch`` is set; outputs keep the SavedModel's order (``output_0``...).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import shutil
+import sys
+import tempfile
+from pathlib import Path
+from typing import Any, Callable, Sequence
+
+from ..errors import ConversionError, InputError
+from ..manifest import TensorInfo
+
+log = logging.getLogger(__name__)
+
+PRESETS = ("performance", "mixed")
+
+
+def _fp32(model: Any, dataset: Any, preset: str, ignored_scope: Any) -> tuple[Any, bool]:
+    return model, False
+
+
+def _fp16(model: Any, dataset: Any, preset: str, ignored_scope: Any) -> tuple[Any, bool]:
+    return model, True
+
+
+def _int8(model: Any, dataset: Any, preset: str, ignored_scope: Any) -> tuple[Any, bool]:
+    import nncf
+
+    presets = {"performance": nncf.QuantizationPreset.PERFORMANCE, "mixed": nncf.QuantizationPreset.MIXED}
+    x, _ = dataset.split("calib")
+    kwargs: dict[str, Any] = {"preset": presets[preset], "subset_size": max(1, len(x))}
+    scope = _ignored_scope(ignored_scope)
+    if scope is not None:
+        kwargs["ignored_scope"] = scope
+    # NNCF draws its progress bars on stdout; keep stdout clean for --json
+    with contextlib.redirect_stdout(sys.stderr):
+        quantized = nncf.quantize(model, dataset.to_nncf(), **kwargs)
+    return quantized, False
+
+
+# precision -> (transform the ov.Model, compress weights to fp16?)
+PRECISIONS: dict[str, Callable[[Any, Any, str, Any], tuple[Any, bool]]] = {"fp32": _fp32, "fp16": _fp16, "int8": _int8}
+
+
+def _ignored_scope(scope: Any):
+    if scope is None:
+        return None
+    import nncf
+
+    if isinstance(scope, nncf.IgnoredScope):
+        return scope
+    names = [str(n) for n in scope]
+    return nncf.IgnoredScope(names=names) if names else None
+
+
+def to_openvino(
+    saved_model_dir: str | os.PathLike,
+    out_xml: str | os.PathLike,
+    *,
+    precision: str,
+    dataset: Any = None,
+    preset: str = "performance",
+    dynamic_batch: bool = False,
+    ignored_scope: Any = None,
+) -> Path:
+    """Convert a SavedModel to an IR pair ``out_xml`` + ``.bin`` (both written atomically).
+
+    ``dataset`` (a RepresentativeDataset) is required for int8; ``preset`` is NNCF's
+    performance (symmetric) or mixed (asymmetric activations); ``ignored_scope`` is an
+    ``nncf.IgnoredScope`` or a list of node names kept in float.
+    """
+    if precision not in PRECISIONS:
+        raise InputError(f"openvino precision must be one of {', '.join(PRECISIONS)}, got {precision!r}")
+    if preset not in PRESETS:
+        raise InputError(f"openvino preset must be one of {', '.join(PRESETS)}, got {preset!r}")
+    if precision == "int8" and dataset is None:
+        raise InputError("openvino int8 needs a calibration set (--calib calib.npz)")
+    import openvino as ov
+
+    try:
+        model = ov.convert_model(str(saved_model_dir))
+    except Exception as e:  # noqa: BLE001 - OpConversionFailure, RuntimeError...
+        raise ConversionError(f"openvino: {ov_error_summary(e)}") from None
+    model = _fix_shapes(model, dynamic_batch)
+    model = _ordered_outputs(model)
+    try:
+        model, compress = PRECISIONS[precision](model, dataset, preset, ignored_scope)
+    except (InputError, ConversionError):
+        raise
+    except Exception as e:  # noqa: BLE001 - nncf raises its own types and RuntimeError
+        raise ConversionError(f"openvino {precision}: nncf.quantize failed: {ov_error_summary(e)}") from None
+    return _save_ir(model, Path(out_xml), compress)
+
+
+def ov_error_summary(e: BaseException) -> str:
+    lines = [ln.strip() for ln in str(e).splitlines() if ln.strip()]
+    picked = [ln for ln in lines if "No conversion rule" in ln or "not supported" in ln.lower() or "error" in ln.lower()]
+    text = picked[0] if picked else (lines[0] if lines else type(e).__name__)
+    return " ".join(text.split())[:400]
+
+
+def _fix_shapes(model: Any, dynamic_batch: bool) -> Any:
+    if len(model.inputs) != 1:
+        raise ConversionError(f"openvino: the model has {len(model.inputs)} inputs; edgeship converts single-image-input models")
+    ps = model.inputs[0].get_partial_shape()
+    if ps.rank.is_dynamic or any(ps[i].is_dynamic for i in range(1, ps.rank.get_length())):
+        raise ConversionError(f"openvino: input shape {ps} has dynamic image dimensions; pass --input-size HxW")
+    if not dynamic_batch:
+        ps[0] = 1
+        model.reshape({model.inputs[0]: ps})
+    return model
+
+
+def _ordered_outputs(model: Any) -> Any:
+    """Results sorted as output_0, output_1... (the Keras output order the SavedModel was exported with)."""
+    import openvino as ov
+
+    from .keras_io import _output_sort_key
+
+    results = list(model.get_results())
+    keyed = sorted(results, key=lambda r: _output_sort_key(r.output(0).get_any_name() if r.output(0).get_names() else ""))
+    if keyed == results:
+        return model
+    return ov.Model(keyed, model.get_parameters(), model.get_friendly_name())
+
+
+def _save_ir(model: Any, out_xml: Path, compress: bool) -> Path:
+    import openvino as ov
+
+    if out_xml.suffix != ".xml":
+        raise InputError(f"OpenVINO IR path must end in .xml, got {out_xml}")
+    out_xml.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{out_xml.stem}.", suffix=".tmp", dir=out_xml.parent))
+    try:
+        ov.save_model(model, str(tmp / out_xml.name), compress_to_fp16=compress)
+        os.replace(tmp / out_xml.with_suffix(".bin").name, out_xml.with_suffix(".bin"))
+        os.replace(tmp / out_xml.name, out_xml)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return out_xml
+
+
+def ir_files(out_xml: str | os.PathLike) -> list[Path]:
+    """The files an IR consists of (``.xml`` and ``.bin``)."""
+    p = Path(out_xml)
+    return [p, p.with_suffix(".bin")]
+
+
+def openvino_tensors(path: str | os.PathLike) -> tuple[list[TensorInfo], list[TensorInfo]]:
+    """Input and output tensors of an IR: names, shapes (-1 for dynamic) and element types."""
+    import openvino as ov
+
+    model = ov.Core().read_model(str(path))
+
+    def info(port: Any) -> TensorInfo:
+        ps = port.get_partial_shape()
+        shape = [d.get_length() if d.is_static else -1 for d in ps]
+        return TensorInfo(name=port.get_any_name(), shape=shape, dtype=port.get_element_type().to_dtype().name)
+
+    return [info(p) for p in model.inputs], [info(p) for p in model.outputs]
+
+
+def openvino_layers(path: str | os.PathLike, types: Sequence[str] = ("Convolution", "GroupConvolution", "MatMul")) -> list[str]:
+    """Friendly names of the compute nodes of an IR (candidates for an ``ignored_scope``)."""
+    import openvino as ov
+
+    model = ov.Core().read_model(str(path))
+    return [op.get_friendly_name() for op in model.get_ordered_ops() if op.get_type_name() in types]

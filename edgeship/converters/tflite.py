@@ -1,0 +1,180 @@
+"""SavedModel -> TFLite (LiteRT) flatbuffer: fp32, fp16 weights, dynamic range, full-integer int8.
+
+int8 is calibrated on a RepresentativeDataset and has int8 input and output by default
+(``io="float"|"int8"|"uint8"``). ``denylisted_nodes`` / ``denylisted_ops`` keep the named nodes
+(output tensor names of the float model, as the QuantizationDebugger reports them) or op types
+(e.g. ``"SOFTMAX"``) in float: the model is calibrated once and then quantized with TFLite's
+MLIR quantizer told to skip them (what ``QuantizationDebugger.get_nondebug_quantized_model()``
+does with ``QuantizationDebugOptions(denylisted_nodes=...)``).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from pathlib import Path
+from typing import Any, Callable, Sequence
+
+import numpy as np
+
+from ..errors import ConversionError, InputError
+from ..fileio import atomic_write_bytes
+from ..manifest import TensorInfo
+
+log = logging.getLogger(__name__)
+
+IO_TYPES = ("float", "int8", "uint8")
+
+
+def _configure_fp32(converter: Any, tf: Any, dataset: Any, io: str) -> None:
+    return None
+
+
+def _configure_fp16(converter: Any, tf: Any, dataset: Any, io: str) -> None:
+    converter.optimizations = [tf.lite.Optimize.DEFAULT]
+    converter.target_spec.supported_types = [tf.float16]
+
+
+def _configure_dynamic(converter: Any, tf: Any, dataset: Any, io: str) -> None:
+    converter.optimizations = [tf.lite.Optimize.DEFAULT]
+
+
+def _configure_int8(converter: Any, tf: Any, dataset: Any, io: str) -> None:
+    converter.optimizations = [tf.lite.Optimize.DEFAULT]
+    converter.representative_dataset = dataset.to_tflite()
+    converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
+    converter.inference_input_type = _tf_io_type(tf, io)
+    converter.inference_output_type = _tf_io_type(tf, io)
+
+
+# precision -> converter configuration (the registry `to_tflite` dispatches on)
+PRECISIONS: dict[str, Callable[[Any, Any, Any, str], None]] = {
+    "fp32": _configure_fp32,
+    "fp16": _configure_fp16,
+    "dynamic": _configure_dynamic,
+    "int8": _configure_int8,
+}
+
+
+def _tf_io_type(tf: Any, io: str):
+    return {"float": tf.float32, "int8": tf.int8, "uint8": tf.uint8}[io]
+
+
+def to_tflite(
+    saved_model_dir: str | os.PathLike,
+    out_path: str | os.PathLike,
+    *,
+    precision: str,
+    dataset: Any = None,
+    io: str = "int8",
+    denylisted_nodes: Sequence[str] = (),
+    denylisted_ops: Sequence[str] = (),
+) -> Path:
+    """Convert a SavedModel to ``out_path`` (written atomically) and return the path.
+
+    ``dataset`` (a RepresentativeDataset) is required for int8; ``io`` sets the int8 model's input
+    and output type; the denylists keep nodes/op types in float (int8 only).
+    """
+    if precision not in PRECISIONS:
+        raise InputError(f"tflite precision must be one of {', '.join(PRECISIONS)}, got {precision!r}")
+    if io not in IO_TYPES:
+        raise InputError(f"tflite io must be one of {', '.join(IO_TYPES)}, got {io!r}")
+    if precision == "int8" and dataset is None:
+        raise InputError("tflite int8 needs a calibration set (--calib calib.npz)")
+    if (denylisted_nodes or denylisted_ops) and precision != "int8":
+        raise InputError(f"denylisted nodes/ops only apply to int8, not {precision}")
+    import tensorflow as tf
+
+    converter = tf.lite.TFLiteConverter.from_saved_model(str(saved_model_dir))
+    PRECISIONS[precision](converter, tf, dataset, io)
+    try:
+        if denylisted_nodes or denylisted_ops:
+            data = _quantize_with_denylist(converter, tf, io, list(denylisted_nodes), list(denylisted_ops))
+        else:
+            data = converter.convert()
+    except ConversionError:
+        raise
+    except Exception as e:  # noqa: BLE001 - ConverterError, ValueError, RuntimeError...
+        raise ConversionError(f"tflite {precision}: {converter_error_summary(e)}") from None
+    return atomic_write_bytes(out_path, bytes(data))
+
+
+def _quantize_with_denylist(converter: Any, tf: Any, io: str, nodes: list[str], ops: list[str]) -> bytes:
+    from tensorflow.lite.python import convert as lite_convert
+
+    converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS]
+    converter.inference_input_type = tf.float32
+    converter.inference_output_type = tf.float32
+    converter._experimental_calibrate_only = True  # noqa: SLF001 - the QuantizationDebugger's own path
+    calibrated = converter.convert()
+    io_type = _tf_io_type(tf, io)
+    return lite_convert.mlir_quantize(
+        calibrated,
+        disable_per_channel=converter._experimental_disable_per_channel,  # noqa: SLF001
+        fully_quantize=io != "float",
+        input_data_type=io_type,
+        output_data_type=io_type,
+        denylisted_ops=ops or None,
+        denylisted_nodes=nodes or None,
+    )
+
+
+def converter_error_summary(e: BaseException) -> str:
+    """The informative part of a TFLite converter error (the first ``error:`` line), on one line."""
+    lines = [ln.strip() for ln in str(e).splitlines() if ln.strip()]
+    picked = [ln for ln in lines if "error:" in ln]
+    text = picked[0] if picked else (lines[0] if lines else type(e).__name__)
+    return " ".join(text.split())[:400]
+
+
+# ---- reading back ---------------------------------------------------------------------------------
+def _tensor_info(detail: dict[str, Any], key: str | None = None) -> TensorInfo:
+    scale, zero = detail.get("quantization", (0.0, 0))
+    qp = detail.get("quantization_parameters") or {}
+    scales = np.asarray(qp.get("scales", []))
+    if scales.size > 1:  # per-axis on an I/O tensor is unusual; record the first, warn
+        log.warning("tensor %s has per-axis quantization; recording the first scale", detail["name"])
+    quantized = bool(scale) and np.dtype(detail["dtype"]).kind in "iu"
+    shape = [int(d) for d in (detail.get("shape_signature") if detail.get("shape_signature") is not None else detail["shape"])]
+    return TensorInfo(
+        name=str(detail["name"]),
+        shape=shape,
+        dtype=np.dtype(detail["dtype"]).name,
+        scale=float(scale) if quantized else None,
+        zero_point=int(zero) if quantized else None,
+    )
+
+
+def tflite_tensors(path: str | os.PathLike) -> tuple[list[TensorInfo], list[TensorInfo]]:
+    """Input and output tensors of a .tflite, in signature order (``output_0``, ``output_1``...)."""
+    from ai_edge_litert.interpreter import Interpreter
+
+    interp = Interpreter(model_path=str(path))
+    details = {d["index"]: d for d in interp.get_input_details() + interp.get_output_details()}
+    sigs = interp.get_signature_list()
+    if sigs:
+        runner = interp.get_signature_runner(next(iter(sigs)))
+        from .keras_io import _output_sort_key
+
+        ins = runner.get_input_details()
+        outs = runner.get_output_details()
+        inputs = [_tensor_info(details[ins[k]["index"]]) for k in sorted(ins, key=_output_sort_key)]
+        outputs = [_tensor_info(details[outs[k]["index"]]) for k in sorted(outs, key=_output_sort_key)]
+        return inputs, outputs
+    return [_tensor_info(d) for d in interp.get_input_details()], [_tensor_info(d) for d in interp.get_output_details()]
+
+
+def tflite_ops(path: str | os.PathLike) -> list[dict[str, Any]]:
+    """Every op of a .tflite with its output tensor names and dtypes (what ran in float, what in int8)."""
+    from ai_edge_litert.interpreter import Interpreter
+
+    interp = Interpreter(model_path=str(path))
+    tensors = {t["index"]: t for t in interp.get_tensor_details()}
+    return [
+        {
+            "op": op["op_name"],
+            "outputs": [tensors[i]["name"] for i in op["outputs"] if i in tensors],
+            "dtypes": [np.dtype(tensors[i]["dtype"]).name for i in op["outputs"] if i in tensors],
+        }
+        for op in interp._get_ops_details()  # noqa: SLF001 - the only per-op listing LiteRT offers
+    ]
