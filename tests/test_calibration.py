@@ -156,6 +156,11 @@ def test_empty_folder_and_missing_path_are_errors(tmp_path):
         build_dataset([str(tmp_path / "empty")], spec=GRAY32)
     with pytest.raises(InputError, match="missing"):
         build_dataset([str(tmp_path / "missing")], spec=GRAY32)
+    (tmp_path / "bad").mkdir()
+    (tmp_path / "bad" / "a.png").write_bytes(b"garbage")
+    (tmp_path / "bad" / "b.jpg").write_bytes(b"")
+    with pytest.raises(CalibrationError, match="no usable samples.*2 unreadable"):
+        build_dataset([str(tmp_path / "bad")], spec=GRAY32)
 
 
 # ---- videos ---------------------------------------------------------------------------------------
@@ -311,6 +316,7 @@ def test_corrupt_file_and_failed_write_leave_nothing_behind(tmp_path, monkeypatc
     x, y = digits_bgr(32)
     ds = RepresentativeDataset.from_arrays(x[:50], y[:50], spec=RGB32, labels=[str(i) for i in range(10)])
     assert ds.x_calib.shape == (40, 32, 32, 3) and len(ds.y_holdout) == 10
+    assert ds.x_calib.max() <= 1.0  # uint8 frames went through preprocess, not just a cast
     path = ds.save(tmp_path / "ok.npz")
     data = dict(np.load(path, allow_pickle=False))
     data["x_calib"] = data["x_calib"] + 0.01
@@ -421,6 +427,24 @@ def test_tflite_int8_conversion_uses_the_dataset(tmp_path, digits_dir, saved_mod
     it.set_tensor(it.get_input_details()[0]["index"], np.clip(np.round(x / scale + zero), -128, 127).astype(np.int8))
     it.invoke()
     assert it.get_tensor(it.get_output_details()[0]["index"]).shape == (1, 10)
+
+    # --model reads size and channels from the artifact; a manifest next to it wins
+    model = tmp_path / "digits.tflite"
+    model.write_bytes(blob)
+    runner = CliRunner()
+    r = runner.invoke(cli, ["calibrate", str(digits_dir), "--model", str(model), "--count", "20", "--json",
+                            "--out", str(tmp_path / "m.npz")])
+    assert r.exit_code == 0, r.output
+    spec = json.loads(r.stdout)["spec"]
+    assert (spec["height"], spec["width"], spec["channels"], spec["color_order"]) == (32, 32, 1, "GRAY")
+    from edgeship.manifest import Manifest
+
+    shipped = InputSpec(32, 32, channels=1, mean=(0.5,), std=(0.5,), resize="letterbox")
+    Manifest(name="digits", format="tflite", precision="int8", artifact=model.name, input_spec=shipped).save(model)
+    r = runner.invoke(cli, ["calibrate", str(digits_dir), "--model", str(model), "--count", "20", "--json",
+                            "--out", str(tmp_path / "m.npz")])
+    assert r.exit_code == 0, r.output
+    assert InputSpec.from_dict(json.loads(r.stdout)["spec"]) == shipped
 
 
 def test_nncf_quantize_on_openvino_model(digits_dir, saved_model_dir):

@@ -78,12 +78,12 @@ class RepresentativeDataset:
     ) -> "RepresentativeDataset":
         """Split arrays into calib/holdout (stratified when ``y`` is given).
 
-        ``x`` is either float samples of ``spec.sample_shape`` or uint8 BGR frames (N, H, W[, C]),
-        which are preprocessed with ``spec``.
+        ``x`` is either float samples of ``spec.sample_shape`` or uint8 BGR frames (N, H, W[, C]);
+        uint8 frames are always preprocessed with ``spec``.
         """
         _check_fraction(holdout)
         x = np.asarray(x)
-        if x.dtype == np.uint8 and tuple(x.shape[1:]) != tuple(spec.sample_shape):
+        if x.dtype == np.uint8:  # camera frames: always through the one preprocess
             x = np.stack([preprocess(f, spec) for f in x]).astype(np.float32) if len(x) else x
         x = _samples(x, tuple(spec.sample_shape), "x")
         if y is not None:

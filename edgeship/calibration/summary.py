@@ -24,10 +24,10 @@ def percentiles(values: Sequence[float]) -> dict[str, float | None]:
     return {k: round(float(x), 2) for k, x in zip(keys, vals)}
 
 
-def per_class_counts(labels: Sequence[str] | None, y_calib, y_holdout) -> dict[str, dict[str, int]]:
-    """``{class name: {"calib": n, "holdout": m}}`` (one row "all" when unlabelled)."""
+def per_class_counts(labels: Sequence[str] | None, y_calib, y_holdout, n_calib: int, n_holdout: int) -> dict[str, dict[str, int]]:
+    """``{class name: {"calib": n, "holdout": m}}``; one row "all" when the data is unlabelled."""
     if labels is None or y_calib is None:
-        return {"all": {"calib": int(len(y_calib) if y_calib is not None else 0), "holdout": 0}}
+        return {"all": {"calib": int(n_calib), "holdout": int(n_holdout)}}
     c, h = np.bincount(y_calib, minlength=len(labels)), np.bincount(y_holdout, minlength=len(labels))
     return {str(name): {"calib": int(c[i]), "holdout": int(h[i])} for i, name in enumerate(labels)}
 
@@ -45,12 +45,9 @@ def summarize(
     sizes: Sequence[str],
 ) -> dict[str, Any]:
     """Everything the summary table shows, as plain JSON-able values."""
-    per_class = per_class_counts(labels, y_calib, y_holdout)
-    if labels is None:
-        per_class = {"all": {"calib": int(n_calib), "holdout": int(n_holdout)}}
     return {
         "counts": {"calib": int(n_calib), "holdout": int(n_holdout), "total": int(n_calib + n_holdout)},
-        "per_class": per_class,
+        "per_class": per_class_counts(labels, y_calib, y_holdout, n_calib, n_holdout),
         "duplicates_dropped": int(sum(s.get("duplicates", 0) for s in sources)),
         "unreadable_skipped": int(sum(s.get("unreadable", 0) for s in sources)),
         "not_images_skipped": int(sum(s.get("not_images", 0) for s in sources)),
