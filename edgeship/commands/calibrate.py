@@ -55,7 +55,8 @@ Example:
 
 @click.command(epilog=EXAMPLES)
 @click.argument("sources", nargs=-1, required=True)
-@click.option("--input-size", callback=size_option, metavar="HxW", help="Model input size, e.g. 224x224.")
+@click.option("--input-size", callback=size_option, metavar="HxW",
+              help="Model input size, e.g. 224x224 (with --model: overrides the model's, e.g. for dynamic sizes).")
 @click.option("--model", type=click.Path(exists=True, dir_okay=True), help="Keras model, .tflite or .xml to read the input size from.")
 @click.option("--out", "out", required=True, type=click.Path(dir_okay=False), help="Output .npz file (written atomically).")
 @click.option("--count", default=300, show_default=True, type=click.IntRange(min=1), help="Total samples kept (calib + holdout).")
