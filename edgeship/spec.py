@@ -130,6 +130,13 @@ class InputSpec:
         Other fields keep their defaults unless given in ``overrides``. An artifact with a
         manifest next to it returns the manifest's InputSpec.
         """
+        if isinstance(model, (str, os.PathLike)):
+            from .manifest import Manifest, manifest_path
+
+            if manifest_path(model).exists() and Path(model).exists():
+                spec = Manifest.load(model).input_spec
+                if spec is not None:
+                    return replace(spec, **overrides) if overrides else spec
         h, w, c, layout = _model_input_hwc(model)
         kw: dict[str, Any] = {"height": h, "width": w, "channels": c, "layout": layout}
         if c == 1:
@@ -299,15 +306,6 @@ def _model_input_hwc(model: Any) -> tuple[int, int, int, str]:
         path = Path(model)
         if not path.exists():
             raise SpecError(f"model {path} does not exist")
-        from .manifest import manifest_path
-
-        mp = manifest_path(path)
-        if mp.exists():
-            from .manifest import Manifest
-
-            spec = Manifest.load(mp).input_spec
-            if spec is not None:
-                return spec.height, spec.width, spec.channels, spec.layout
         suffix = path.suffix.lower()
         if suffix == ".tflite":
             from ai_edge_litert.interpreter import Interpreter
