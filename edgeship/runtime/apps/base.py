@@ -1,0 +1,58 @@
+"""What every app shares: it is a pipeline sink, may bring gates and HTTP routes, and reports status.
+
+    app.open(info)                 # the pipeline's run info (source, artifact, task, labels...)
+    app.write(frame, result)       # every processed frame
+    app.gates                      # objects with should_infer(frame) -> bool (False = skipped)
+    app.routes()                   # [(method, path, handler)] registered on the runtime's HTTP server
+    app.status()                   # JSON-ready dict shown by the dashboard (/api/status)
+    app.close()
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import threading
+import uuid
+from typing import Any, Callable
+
+Handler = Callable[[bytes, dict], tuple[int, str, bytes]]
+
+
+def iso_time(t: float) -> str:
+    """Seconds since the epoch -> ISO 8601 UTC with milliseconds."""
+    return _dt.datetime.fromtimestamp(t, tz=_dt.timezone.utc).isoformat(timespec="milliseconds")
+
+
+def new_event_id() -> str:
+    """A globally unique id, used as the idempotency key of an event."""
+    return uuid.uuid4().hex
+
+
+class App:
+    """Base class: subclasses fill in ``write`` and ``status``."""
+
+    name = "app"
+
+    def __init__(self) -> None:
+        self.gates: list[Any] = []
+        self.info: dict = {}
+        self._lock = threading.Lock()
+        self.frames = 0
+
+    def open(self, info: dict) -> None:
+        self.info = dict(info or {})
+
+    def write(self, frame, result) -> None:  # pragma: no cover - abstract
+        raise NotImplementedError
+
+    def routes(self) -> list[tuple[str, str, Handler]]:
+        return []
+
+    def status(self) -> dict:  # pragma: no cover - abstract
+        raise NotImplementedError
+
+    def annotate(self, image, result) -> None:
+        """Draw app-specific overlays (zones, verdicts) on an image in place; default: nothing."""
+
+    def close(self) -> None:
+        return None

@@ -1,0 +1,116 @@
+"""A small paho-mqtt (2.x) client wrapper shared by event sinks, reject outputs and triggers.
+
+Connects in the background (``connect_async`` + ``loop_start``), reconnects with backoff when the
+broker goes away, and re-subscribes after every reconnect. QoS 1 messages published while the
+broker is down are queued by paho and sent after the reconnect.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import uuid
+from typing import Callable
+
+from ...errors import ConfigError
+
+log = logging.getLogger(__name__)
+
+
+def parse_mqtt_url(url: str) -> tuple[str, int]:
+    """``mqtt://host[:port]`` or ``host[:port]`` -> (host, port); the default port is 1883."""
+    u = url.split("://", 1)[1] if "://" in url else url
+    u = u.split("/", 1)[0]
+    host, _, port = u.rpartition(":") if ":" in u else (u, "", "1883")
+    try:
+        return host or "127.0.0.1", int(port)
+    except ValueError:
+        raise ConfigError(f"MQTT broker must look like host:port, got {url!r}") from None
+
+
+class MqttClient:
+    """One broker connection: ``publish``, ``subscribe`` and ``close``."""
+
+    def __init__(self, host: str = "127.0.0.1", port: int = 1883, *, client_id: str | None = None,
+                 username: str | None = None, password: str | None = None, keepalive: int = 30) -> None:
+        try:
+            import paho.mqtt.client as paho
+        except ImportError as e:  # pragma: no cover - paho-mqtt is in the runtime extra
+            raise ConfigError("MQTT needs paho-mqtt: pip install 'edgeship[runtime]'") from e
+        self.host, self.port = host, int(port)
+        self._subs: dict[str, tuple[int, Callable[[str, bytes], None]]] = {}
+        self._connected = threading.Event()
+        self._lock = threading.Lock()
+        self._pending: list = []
+        self._client = paho.Client(paho.CallbackAPIVersion.VERSION2,
+                                   client_id=client_id or f"edgeship-{uuid.uuid4().hex[:10]}")
+        if username:
+            self._client.username_pw_set(username, password)
+        self._client.reconnect_delay_set(min_delay=1, max_delay=30)
+        self._client.max_queued_messages_set(10000)
+        self._client.on_connect = self._on_connect
+        self._client.on_disconnect = self._on_disconnect
+        self._client.on_message = self._on_message
+        self._client.connect_async(self.host, self.port, keepalive=keepalive)
+        self._client.loop_start()
+
+    # paho callbacks (VERSION2 signatures)
+    def _on_connect(self, client, userdata, flags, reason_code, properties=None) -> None:
+        if getattr(reason_code, "is_failure", False):
+            log.warning("MQTT %s:%d refused the connection: %s", self.host, self.port, reason_code)
+            return
+        for topic, (qos, _) in self._subs.items():
+            client.subscribe(topic, qos)
+        self._connected.set()
+        log.info("MQTT connected to %s:%d", self.host, self.port)
+
+    def _on_disconnect(self, client, userdata, flags, reason_code, properties=None) -> None:
+        self._connected.clear()
+        log.info("MQTT disconnected from %s:%d (%s)", self.host, self.port, reason_code)
+
+    def _on_message(self, client, userdata, msg) -> None:
+        import paho.mqtt.client as paho
+
+        for topic, (_, callback) in list(self._subs.items()):
+            if paho.topic_matches_sub(topic, msg.topic):
+                try:
+                    callback(msg.topic, bytes(msg.payload))
+                except Exception:  # a bad message must not kill paho's network thread
+                    log.exception("MQTT handler for %s failed", topic)
+
+    @property
+    def connected(self) -> bool:
+        return self._connected.is_set()
+
+    def wait_connected(self, timeout: float = 5.0) -> bool:
+        """Block until connected (True) or ``timeout`` seconds passed (False)."""
+        return self._connected.wait(timeout)
+
+    def publish(self, topic: str, payload: bytes | str, *, qos: int = 1, retain: bool = False) -> None:
+        info = self._client.publish(topic, payload, qos=qos, retain=retain)
+        if qos > 0:
+            with self._lock:
+                self._pending = [i for i in self._pending if not i.is_published()]
+                self._pending.append(info)
+
+    def subscribe(self, topic: str, callback: Callable[[str, bytes], None], *, qos: int = 1) -> None:
+        self._subs[topic] = (qos, callback)
+        if self.connected:
+            self._client.subscribe(topic, qos)
+
+    def flush(self, timeout: float = 2.0) -> None:
+        """Wait (bounded) until the broker has acknowledged every QoS>0 message published so far."""
+        import time
+
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline and self.connected:
+            with self._lock:
+                self._pending = [i for i in self._pending if not i.is_published()]
+                if not self._pending:
+                    return
+            time.sleep(0.02)
+
+    def close(self) -> None:
+        self.flush()
+        self._client.disconnect()
+        self._client.loop_stop()

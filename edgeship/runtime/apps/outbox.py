@@ -1,0 +1,107 @@
+"""A durable outbox in SQLite: events wait here until a receiver has acknowledged them.
+
+An event is inserted under its id (the idempotency key) before any delivery is attempted, so it
+survives the receiver being down and the runtime being restarted. A row is deleted only after a
+2xx answer; a failed attempt pushes ``next_try`` back with exponential backoff. Inserting the same
+id twice is a no-op, so a replayed event is never queued twice.
+"""
+
+from __future__ import annotations
+
+import os
+import sqlite3
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS outbox (
+    id TEXT PRIMARY KEY,
+    body BLOB NOT NULL,
+    created REAL NOT NULL,
+    attempts INTEGER NOT NULL DEFAULT 0,
+    next_try REAL NOT NULL,
+    last_error TEXT
+);
+CREATE INDEX IF NOT EXISTS outbox_next_try ON outbox(next_try);
+"""
+
+
+def backoff_delay(attempts: int, base_s: float = 0.5, max_s: float = 60.0) -> float:
+    """Delay before retry number ``attempts`` (1, 2, ...): base * 2^(attempts-1), capped."""
+    return min(float(max_s), float(base_s) * (2.0 ** max(0, attempts - 1)))
+
+
+@dataclass
+class Pending:
+    id: str
+    body: bytes
+    attempts: int
+
+
+class Outbox:
+    """Thread-safe SQLite queue (WAL mode; one connection guarded by a lock)."""
+
+    def __init__(self, path: str | os.PathLike, *, base_s: float = 0.5, max_s: float = 60.0) -> None:
+        self.path = Path(path)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self.base_s, self.max_s = float(base_s), float(max_s)
+        self._lock = threading.Lock()
+        self._db = sqlite3.connect(str(self.path), check_same_thread=False, isolation_level=None, timeout=30)
+        self._db.execute("PRAGMA journal_mode=WAL")
+        self._db.execute("PRAGMA synchronous=FULL")
+        self._db.executescript(SCHEMA)
+
+    def put(self, event_id: str, body: bytes) -> bool:
+        """Queue ``body`` under ``event_id``; False when that id is already queued."""
+        now = time.time()
+        with self._lock:
+            cur = self._db.execute(
+                "INSERT OR IGNORE INTO outbox (id, body, created, next_try) VALUES (?, ?, ?, ?)",
+                (event_id, body, now, now),
+            )
+            return cur.rowcount == 1
+
+    def due(self, limit: int = 20, now: float | None = None) -> list[Pending]:
+        """Rows whose retry time has come, oldest first."""
+        now = time.time() if now is None else now
+        with self._lock:
+            rows = self._db.execute(
+                "SELECT id, body, attempts FROM outbox WHERE next_try <= ? ORDER BY created, id LIMIT ?",
+                (now, int(limit)),
+            ).fetchall()
+        return [Pending(r[0], bytes(r[1]), int(r[2])) for r in rows]
+
+    def ack(self, event_id: str) -> None:
+        """The receiver accepted the event: forget it."""
+        with self._lock:
+            self._db.execute("DELETE FROM outbox WHERE id = ?", (event_id,))
+
+    def fail(self, event_id: str, error: str) -> float:
+        """Record a failed attempt and schedule the next one; returns the delay in seconds."""
+        with self._lock:
+            row = self._db.execute("SELECT attempts FROM outbox WHERE id = ?", (event_id,)).fetchone()
+            attempts = (int(row[0]) if row else 0) + 1
+            delay = backoff_delay(attempts, self.base_s, self.max_s)
+            self._db.execute(
+                "UPDATE outbox SET attempts = ?, next_try = ?, last_error = ? WHERE id = ?",
+                (attempts, time.time() + delay, error[:500], event_id),
+            )
+        return delay
+
+    def next_due_in(self) -> float | None:
+        """Seconds until the earliest queued row is due (0 if overdue), None when empty."""
+        with self._lock:
+            row = self._db.execute("SELECT MIN(next_try) FROM outbox").fetchone()
+        if row is None or row[0] is None:
+            return None
+        return max(0.0, float(row[0]) - time.time())
+
+    def __len__(self) -> int:
+        with self._lock:
+            return int(self._db.execute("SELECT COUNT(*) FROM outbox").fetchone()[0])
+
+    def close(self) -> None:
+        with self._lock:
+            self._db.close()

@@ -1,0 +1,203 @@
+"""Reject outputs: what tells the line to push a failed part off the belt.
+
+Each output has ``open()``, ``reject(record)`` and ``close()`` and is built through
+:data:`OUTPUTS` from its config:
+
+- ``mqtt``: the inspection record (JSON) to a topic, QoS 1.
+- ``http``: POST of the record (JSON) to a URL (a PLC gateway, Node-RED...).
+- ``gpio``: a pulse on a Raspberry Pi pin through gpiozero; where gpiozero (or a GPIO chip) is
+  absent it logs once and does nothing, so the same config runs on a workstation.
+- ``none``: nothing (counters and saved frames only).
+
+Signals are sent from a worker thread so a slow receiver never stalls the camera pipeline.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import queue
+import threading
+import time
+import urllib.request
+from typing import Any, Callable
+
+from ...errors import ConfigError
+
+log = logging.getLogger(__name__)
+
+
+class _Worker:
+    """Runs ``send(record)`` for each queued record on its own thread."""
+
+    def __init__(self, name: str, send: Callable[[dict], None]) -> None:
+        self._send, self._q = send, queue.Queue(maxsize=1000)
+        self._thread = threading.Thread(target=self._run, name=name, daemon=True)
+        self.sent = 0
+        self.errors = 0
+        self._thread.start()
+
+    def put(self, record: dict) -> None:
+        try:
+            self._q.put_nowait(record)
+        except queue.Full:
+            self.errors += 1
+            log.warning("reject output queue full; dropping a signal")
+
+    def _run(self) -> None:
+        while True:
+            record = self._q.get()
+            if record is None:
+                return
+            try:
+                self._send(record)
+                self.sent += 1
+            except Exception as e:  # the line keeps running; the failure is counted and logged
+                self.errors += 1
+                log.warning("reject output failed: %s", e)
+
+    def close(self, timeout: float = 5.0) -> None:
+        self._q.put(None)
+        self._thread.join(timeout)
+
+
+class NoOutput:
+    """Counts rejects and does nothing else."""
+
+    kind = "none"
+
+    def __init__(self) -> None:
+        self.sent = 0
+
+    def open(self) -> None:
+        return None
+
+    def reject(self, record: dict) -> None:
+        self.sent += 1
+
+    def close(self) -> None:
+        return None
+
+    def status(self) -> dict:
+        return {"type": self.kind, "signals": self.sent}
+
+
+class MqttOutput:
+    kind = "mqtt"
+
+    def __init__(self, host: str = "127.0.0.1", port: int = 1883, topic: str = "edgeship/reject", **auth: Any) -> None:
+        self.host, self.port, self.topic, self.auth = host, int(port), topic, auth
+        self.client = None
+        self.sent = 0
+
+    def open(self) -> None:
+        from .mqtt import MqttClient
+
+        self.client = MqttClient(self.host, self.port, **self.auth)
+        if not self.client.wait_connected(5.0):
+            log.warning("MQTT broker %s:%d not reachable yet; reject signals are queued", self.host, self.port)
+
+    def reject(self, record: dict) -> None:
+        self.client.publish(self.topic, json.dumps(record, sort_keys=True), qos=1)
+        self.sent += 1
+
+    def close(self) -> None:
+        if self.client is not None:
+            self.client.close()
+            self.client = None
+
+    def status(self) -> dict:
+        return {"type": self.kind, "topic": self.topic, "signals": self.sent}
+
+
+class HttpOutput:
+    kind = "http"
+
+    def __init__(self, url: str, timeout: float = 2.0, headers: dict[str, str] | None = None) -> None:
+        if not url.startswith(("http://", "https://")):
+            raise ConfigError(f"reject output url must start with http:// or https://, got {url!r}")
+        self.url, self.timeout, self.headers = url, float(timeout), dict(headers or {})
+        self._worker: _Worker | None = None
+
+    def _post(self, record: dict) -> None:
+        req = urllib.request.Request(self.url, data=json.dumps(record).encode(), method="POST",
+                                     headers={"Content-Type": "application/json", **self.headers})
+        with urllib.request.urlopen(req, timeout=self.timeout) as resp:
+            resp.read()
+
+    def open(self) -> None:
+        self._worker = _Worker("reject-http", self._post)
+
+    def reject(self, record: dict) -> None:
+        self._worker.put(record)
+
+    def close(self) -> None:
+        if self._worker:
+            self._worker.close(self.timeout + 1)
+
+    def status(self) -> dict:
+        w = self._worker
+        return {"type": self.kind, "url": self.url, "signals": w.sent if w else 0, "errors": w.errors if w else 0}
+
+
+class GpioOutput:
+    """Pulse a GPIO pin (BCM numbering) high for ``pulse_ms`` per reject, via gpiozero when present."""
+
+    kind = "gpio"
+
+    def __init__(self, pin: int, pulse_ms: float = 100.0, active_high: bool = True) -> None:
+        self.pin, self.pulse_s, self.active_high = int(pin), float(pulse_ms) / 1000.0, bool(active_high)
+        self.device = None
+        self.available = False
+        self._worker: _Worker | None = None
+        self.skipped = 0
+
+    def open(self) -> None:
+        try:
+            from gpiozero import OutputDevice
+
+            self.device = OutputDevice(self.pin, active_high=self.active_high, initial_value=False)
+            self.available = True
+        except Exception as e:  # ImportError off a Pi, BadPinFactory without a GPIO chip
+            log.warning("GPIO output on pin %d unavailable (%s: %s); reject signals are not sent",
+                        self.pin, type(e).__name__, e)
+        self._worker = _Worker("reject-gpio", self._pulse)
+
+    def _pulse(self, record: dict) -> None:
+        if self.device is None:
+            self.skipped += 1
+            return
+        self.device.on()
+        time.sleep(self.pulse_s)
+        self.device.off()
+
+    def reject(self, record: dict) -> None:
+        self._worker.put(record)
+
+    def close(self) -> None:
+        if self._worker:
+            self._worker.close()
+        if self.device is not None:
+            self.device.close()
+
+    def status(self) -> dict:
+        w = self._worker
+        return {"type": self.kind, "pin": self.pin, "available": self.available,
+                "signals": (w.sent - self.skipped) if w else 0}
+
+
+OUTPUTS: dict[str, Callable[..., Any]] = {
+    "none": NoOutput,
+    "mqtt": MqttOutput,
+    "http": HttpOutput,
+    "gpio": GpioOutput,
+}
+
+
+def make_output(kind: str, **options: Any):
+    """Build a reject output from its registry name and keyword options."""
+    try:
+        factory = OUTPUTS[kind]
+    except KeyError:
+        raise ConfigError(f"unknown reject output {kind!r}; expected one of {', '.join(OUTPUTS)}") from None
+    return factory(**options)

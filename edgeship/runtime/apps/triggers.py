@@ -1,0 +1,149 @@
+"""Inspection triggers: gates that decide which frames are inspected.
+
+- ``frame``: every frame.
+- ``interval``: one frame every ``interval_ms`` milliseconds (capture time).
+- ``external``: one frame per external trigger, an HTTP ``POST /trigger`` on the runtime's
+  server or a message on an MQTT topic. The inspected frame is the first one captured at or after
+  the trigger, so a part that was still moving into place when the trigger fired is not judged.
+  A trigger body may be JSON with an ``id`` (a part serial) that is copied into the record.
+
+Frames a trigger does not select are counted as skipped by the pipeline.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+from collections import deque
+from typing import Any, Callable
+
+from ...errors import ConfigError
+
+
+class EveryFrameTrigger:
+    kind = "frame"
+
+    def should_infer(self, frame) -> bool:
+        return True
+
+    def tag_for(self, frame_index: int) -> Any:
+        return None
+
+    def status(self) -> dict:
+        return {"mode": self.kind}
+
+
+class IntervalTrigger:
+    kind = "interval"
+
+    def __init__(self, interval_ms: float) -> None:
+        if interval_ms <= 0:
+            raise ConfigError(f"trigger interval_ms must be > 0, got {interval_ms}")
+        self.interval_s = float(interval_ms) / 1000.0
+        self._next: float | None = None
+        self.fired = 0
+
+    def should_infer(self, frame) -> bool:
+        t = frame.t_mono
+        if self._next is not None and t < self._next:
+            return False
+        # schedule from the ideal grid so the rate does not drift with frame jitter
+        self._next = t + self.interval_s if self._next is None or t - self._next > self.interval_s else self._next + self.interval_s
+        self.fired += 1
+        return True
+
+    def tag_for(self, frame_index: int) -> Any:
+        return None
+
+    def status(self) -> dict:
+        return {"mode": self.kind, "interval_ms": self.interval_s * 1000.0, "fired": self.fired}
+
+
+class ExternalTrigger:
+    """Pending triggers fed by HTTP or MQTT; each selects one frame captured after it."""
+
+    kind = "external"
+
+    def __init__(self, *, mqtt: dict | None = None, max_pending: int = 100,
+                 clock: Callable[[], float] = time.time) -> None:
+        self.mqtt_options = dict(mqtt) if mqtt else None
+        self._mqtt = None
+        self._pending: deque[tuple[float, Any]] = deque(maxlen=max_pending)
+        self._tags: dict[int, Any] = {}
+        self._lock = threading.Lock()
+        self._clock = clock
+        self.received = 0
+        self.fired = 0
+
+    def open(self) -> None:
+        """Subscribe to the MQTT trigger topic when one is configured (``{host, port, topic}``)."""
+        if not self.mqtt_options:
+            return
+        from .mqtt import MqttClient
+
+        opts = dict(self.mqtt_options)
+        topic = opts.pop("topic", "edgeship/trigger")
+        self._mqtt = MqttClient(opts.pop("host", "127.0.0.1"), opts.pop("port", 1883), **opts)
+        self._mqtt.subscribe(topic, lambda _t, payload: self.fire_from_body(payload))
+        self._mqtt.wait_connected(5.0)
+
+    def close(self) -> None:
+        if self._mqtt is not None:
+            self._mqtt.close()
+            self._mqtt = None
+
+    @property
+    def subscribed(self) -> bool:
+        return self._mqtt is not None and self._mqtt.connected
+
+    def fire(self, tag: Any = None, t: float | None = None) -> None:
+        """Request one inspection (``tag`` is stored with its record)."""
+        with self._lock:
+            self._pending.append((self._clock() if t is None else t, tag))
+            self.received += 1
+
+    def fire_from_body(self, body: bytes) -> Any:
+        """Trigger from an HTTP/MQTT payload: empty, or JSON with an optional ``id``."""
+        tag = None
+        if body and body.strip():
+            try:
+                data = json.loads(body)
+            except (json.JSONDecodeError, UnicodeDecodeError):
+                data = body.decode("utf-8", "replace").strip()
+            tag = data.get("id") if isinstance(data, dict) else data
+        self.fire(tag)
+        return tag
+
+    def should_infer(self, frame) -> bool:
+        with self._lock:
+            if not self._pending or self._pending[0][0] > frame.t_capture:
+                return False
+            _, tag = self._pending.popleft()
+            self._tags[frame.index] = tag
+            self.fired += 1
+            return True
+
+    def tag_for(self, frame_index: int) -> Any:
+        with self._lock:
+            return self._tags.pop(frame_index, None)
+
+    @property
+    def pending(self) -> int:
+        with self._lock:
+            return len(self._pending)
+
+    def http_handler(self, body: bytes, query: dict) -> tuple[int, str, bytes]:
+        """``POST /trigger`` handler for the runtime's HTTP server."""
+        tag = self.fire_from_body(body)
+        return 202, "application/json", json.dumps({"accepted": True, "id": tag, "pending": self.pending}).encode()
+
+    def status(self) -> dict:
+        return {"mode": self.kind, "received": self.received, "fired": self.fired, "pending": self.pending}
+
+
+TRIGGERS: dict[str, Callable[..., Any]] = {
+    "frame": EveryFrameTrigger,
+    "interval": IntervalTrigger,
+    "external": ExternalTrigger,
+}
