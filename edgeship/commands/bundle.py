@@ -25,11 +25,13 @@ Example:
 @click.option("--wheels", is_flag=True, help="Include every runtime wheel for the target's platform and Python (offline install).")
 @click.option("--wheelhouse", type=click.Path(exists=True, file_okay=False), help="With --wheels: take wheels from this folder, not PyPI.")
 @click.option("--python", "python", help="With --wheels: the device's Python version, e.g. 3.11 [the target's stock Python].")
+@click.option("--run-arg", "run_args", multiple=True, metavar="ARG",
+              help="Extra argument for the service's `edgeship run` (repeatable), e.g. --run-arg=--threads --run-arg=4.")
 @click.option("--version", "version", help="Release name [artifact name + content hash].")
 @click.option("--edgeship-wheel", type=click.Path(exists=True, dir_okay=False), help="Ship this edgeship wheel instead of building one.")
 @click.option("--out", required=True, type=click.Path(dir_okay=False), help="Output .tar.gz (written atomically).")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
-def bundle(artifact, target, config, source, task, http_port, wheels, wheelhouse, python, version, edgeship_wheel, out, as_json) -> None:
+def bundle(artifact, target, config, source, task, http_port, wheels, wheelhouse, python, run_args, version, edgeship_wheel, out, as_json) -> None:
     """Pack ARTIFACT for a device: model + manifest, deployment config, systemd unit, runtime
     requirements (and with --wheels the wheels themselves), edgeship's own wheel and SHA256SUMS.
 
@@ -40,7 +42,8 @@ def bundle(artifact, target, config, source, task, http_port, wheels, wheelhouse
     if (wheelhouse or python) and not wheels:
         raise click.UsageError("--wheelhouse and --python only apply with --wheels")
     r = build_bundle(artifact, target, out, config=config, source=source, task=task, wheels=wheels, wheelhouse=wheelhouse,
-                     python=python, version=version, http_port=http_port, edgeship_wheel=edgeship_wheel)
+                     python=python, version=version, http_port=http_port, edgeship_wheel=edgeship_wheel,
+                     run_args=run_args)
     if as_json:
         emit_json(r.to_dict())
         return

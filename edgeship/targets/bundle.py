@@ -155,13 +155,15 @@ def build_bundle(artifact: str | os.PathLike, target: str | Profile, out: str | 
                  config: str | os.PathLike | None = None, source: str | None = None, task: str | None = None,
                  wheels: bool = False, wheelhouse: str | os.PathLike | None = None, python: str | None = None,
                  version: str | None = None, http_port: int | None = None,
-                 edgeship_wheel: str | os.PathLike | None = None) -> BundleResult:
+                 edgeship_wheel: str | os.PathLike | None = None, run_args: tuple[str, ...] = (),
+                 compresslevel: int = 6) -> BundleResult:
     """Write a reproducible deploy bundle for ``target`` to ``out`` (atomically) and describe it.
 
     ``config`` (a deploy.yaml) or ``source`` (a camera/stream/video the service reads) is required.
     With ``wheels`` every runtime wheel for the target's platform and ``python`` (default: the
     target's stock Python) is included so the device installs without internet; ``wheelhouse``
-    resolves them from a local folder instead of PyPI.
+    resolves them from a local folder instead of PyPI. ``run_args`` are added to the service's
+    ``edgeship run`` command (e.g. ``--loop``, ``--threads 4``).
     """
     profile = get_target(target)
     if (config is None) == (source is None):
@@ -182,7 +184,8 @@ def build_bundle(artifact: str | os.PathLike, target: str | Profile, out: str | 
         port = int(http_port or cfg_port or port)
         if not (http_port or cfg_port):
             raise InputError(f"config {config} has no HTTP server for the health check: add an http sink or pass --http-port")
-    argv = run_command(artifact_rel, config=config is not None, source=source, http_port=port, task=task)
+    argv = run_command(artifact_rel, config=config is not None, source=source, http_port=port, task=task,
+                       extra_args=tuple(run_args))
     entries["run.sh"] = run_script(argv).encode()
     pys = [python] if wheels and python else ([profile.python] if wheels else list(profile.python_versions(fmt)))
     for py in pys:
@@ -212,7 +215,7 @@ def build_bundle(artifact: str | os.PathLike, target: str | Profile, out: str | 
     entries["SHA256SUMS"] = "".join(f"{hashlib.sha256(entries[n]).hexdigest()}  {n}\n" for n in sorted(entries)).encode()
     out = Path(out)
     with atomic_path(out) as tmp:
-        write_tar(tmp, entries)
+        write_tar(tmp, entries, level=compresslevel)
     digest = hashlib.sha256(out.read_bytes()).hexdigest()
     return BundleResult(path=out, version=version, target=profile.name, sha256=digest, size=out.stat().st_size,
                         files=sorted(entries), wheels=sorted(n[7:] for n in entries if n.startswith("wheels/")), python=pys)
