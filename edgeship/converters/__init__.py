@@ -1,0 +1,14 @@
+"""Converters: Keras model -> (prune) -> TFLite / OpenVINO IR, each artifact with its manifest.
+
+    from edgeship.converters import convert
+    results = convert("model.keras", formats=["tflite", "openvino"], precision="int8",
+                      calib="calib.npz", out_dir="artifacts/")
+
+Modules: ``keras_io`` (load, run, export SavedModel), ``bridge`` (Keras 3 -> tf_keras),
+``prune`` (tfmot in a subprocess), ``tflite``, ``openvino``, ``convert`` (the sequence).
+TensorFlow, tfmot, OpenVINO and NNCF are imported only inside the functions that use them.
+"""
+
+from .convert import FORMATS, ConvertResult, convert
+
+__all__ = ["FORMATS", "ConvertResult", "convert"]

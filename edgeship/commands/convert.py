@@ -1,0 +1,118 @@
+"""``edgeship convert``: prune and quantize a Keras model to TFLite and/or OpenVINO IR."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import click
+
+from ._common import echo_err, emit_json, format_table, size_option
+
+PRECISION_CHOICES = ("fp32", "fp16", "dynamic", "int8")
+
+
+def _max_drop(ctx: click.Context, param: click.Parameter, value: str | None) -> float | None:
+    if value is None:
+        return 1.0
+    if value.lower() in ("none", "off"):
+        return None
+    try:
+        v = float(value)
+    except ValueError:
+        raise click.BadParameter(f"expected percentage points (e.g. 1.0) or 'none', got {value!r}") from None
+    if v < 0:
+        raise click.BadParameter(f"must be >= 0, got {value}")
+    return v
+
+
+def _from_target(name: str | None, formats: tuple[str, ...], precision: str | None) -> tuple[list[str], str]:
+    """Fill --format / --precision from a device profile when they were not given."""
+    if name is not None:
+        from ..targets import get_target
+
+        profile = get_target(name)
+        formats = formats or (profile.format,)
+        for fmt in formats:
+            profile.check_format(fmt)
+        precision = precision or profile.precision
+    if not formats:
+        raise click.UsageError("give --format (tflite, openvino) or --target NAME")
+    return list(formats), precision or "fp32"
+
+
+@click.command("convert")
+@click.argument("model", type=click.Path(exists=True, path_type=str))
+@click.option("-f", "--format", "formats", multiple=True, type=click.Choice(["tflite", "openvino"]),
+              help="Artifact format; repeat for several (default: the --target's).")
+@click.option("-p", "--precision", type=click.Choice(PRECISION_CHOICES),
+              help="fp32, fp16 (weights), dynamic (TFLite dynamic range) or int8 (full integer, needs --calib). Default: the --target's, else fp32.")
+@click.option("--calib", type=click.Path(exists=True, dir_okay=False), help="Calibration set from `edgeship calibrate` (calib.npz).")
+@click.option("--io", "io", type=click.Choice(["float", "int8", "uint8"]), default="int8", show_default=True,
+              help="Input/output type of a TFLite int8 model (OpenVINO IR keeps float I/O).")
+@click.option("--prune", type=click.FloatRange(0.0, 1.0, min_open=True, max_open=True),
+              help="Target sparsity of the weights, e.g. 0.5 (tfmot magnitude pruning).")
+@click.option("--prune-schedule", type=click.Choice(["constant", "polynomial"]), default="constant", show_default=True)
+@click.option("--prune-frequency", type=click.IntRange(1), help="Steps between mask updates (default: ~10 updates per run).")
+@click.option("--finetune", type=click.Path(exists=True, file_okay=False), help="Labelled image folder (root/<class>/*) to fine-tune on while pruning.")
+@click.option("--epochs", type=click.IntRange(1), default=1, show_default=True, help="Fine-tuning epochs.")
+@click.option("--input-size", callback=size_option, help="HxW for models with a dynamic input size (without --calib).")
+@click.option("--labels", "labels", type=click.Path(exists=True, dir_okay=False), help="Class names, one per line (default: the calibration set's).")
+@click.option("--task", type=click.Choice(["classify", "detect", "raw"]), help="Override the task written to the manifest.")
+@click.option("--name", help="Artifact name (default: MODEL_PRECISION; with several formats NAME_FORMAT).")
+@click.option("--preset", type=click.Choice(["performance", "mixed"]), default="performance", show_default=True,
+              help="NNCF preset for OpenVINO int8.")
+@click.option("--dynamic-batch", is_flag=True, help="OpenVINO IR with a dynamic batch (default: fixed batch 1).")
+@click.option("--max-drop", callback=_max_drop, help="Accuracy budget in percentage points for the accuracy gate, or 'none' [default: 1.0].")
+@click.option("--target", "target", help="Device profile (see `edgeship targets list`) that picks --format/--precision.")
+@click.option("-o", "--out", "out_dir", required=True, type=click.Path(file_okay=False), help="Output folder.")
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON object with every artifact's manifest.")
+def convert(model: str, formats: tuple[str, ...], precision: str | None, calib: str | None, io: str, prune: float | None,
+            prune_schedule: str, prune_frequency: int | None, finetune: str | None, epochs: int, input_size,
+            labels: str | None, task: str | None, name: str | None, preset: str, dynamic_batch: bool,
+            max_drop: float | None, target: str | None, out_dir: str, as_json: bool) -> None:
+    """Prune and quantize a Keras model (.keras, .h5 or SavedModel folder) to TFLite and/or OpenVINO IR.
+
+    Every artifact NAME.tflite / NAME.xml gets NAME.manifest.json (InputSpec, labels, tensors with
+    quantization parameters, hashes, sizes, sparsity, tool versions). Nothing is left in --out
+    when any step fails. Pruning reports raw and gzip sizes: unstructured sparsity shrinks the
+    compressed size, not the latency.
+
+    \b
+    Example:
+      edgeship convert model.keras -f tflite -f openvino -p int8 --calib calib.npz -o out/
+      edgeship convert model.keras -f tflite -p int8 --calib calib.npz --prune 0.5 -o out/
+      edgeship convert model.keras -p int8 --calib calib.npz --target rpi5 -o out/
+      edgeship convert model.h5 -f openvino -p fp16 --dynamic-batch -o out/
+    """
+    from ..converters import convert as run_convert
+
+    fmts, prec = _from_target(target, formats, precision)
+    results = run_convert(
+        model, formats=fmts, precision=prec, out_dir=out_dir, calib=calib, name=name, io=io, prune=prune,
+        prune_schedule=prune_schedule, prune_frequency=prune_frequency, finetune=finetune, epochs=epochs,
+        input_size=input_size, labels=labels, task=task, preset=preset, dynamic_batch=dynamic_batch, max_drop=max_drop,
+    )
+    if as_json:
+        emit_json({"artifacts": [_summary(r) | {"manifest": r.manifest.to_dict()} for r in results]})
+        return
+    rows = [_row(r) for r in results]
+    click.echo(format_table(["artifact", "format", "precision", "io", "size", "gzip", "sparsity", "seconds"], rows))
+    sp = results[0].manifest.sparsity if results else {}
+    if sp.get("target") is not None:
+        s = sp["float_model_sizes"]
+        echo_err(f"pruned to {sp['overall']:.1%} ({sp['mode']}); float weights {s['before_gzip_bytes']} -> "
+                 f"{s['after_gzip_bytes']} bytes gzipped. {sp['note']}.")
+
+
+def _summary(r: Any) -> dict[str, Any]:
+    m = r.manifest
+    return {"path": str(r.path), "manifest_path": str(r.manifest_path), "format": m.format, "precision": m.precision,
+            "io": m.io_dtype, "sizes": m.sizes, "sparsity": m.sparsity.get("overall")}
+
+
+def _row(r: Any) -> list[Any]:
+    m = r.manifest
+    sp = m.sparsity.get("overall")
+    return [str(r.path), m.format, m.precision, f"{m.io_dtype.get('input')}/{m.io_dtype.get('output')}",
+            m.sizes["raw_bytes"], m.sizes["gzip_bytes"], "-" if sp is None else f"{sp:.1%}",
+            m.conversion["timings"].get("convert_s")]

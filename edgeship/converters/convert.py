@@ -1,0 +1,456 @@
+"""``convert()``: one Keras model -> prune (optional) -> SavedModel -> one artifact per format, each with its manifest.
+
+The sequence per call: validate options, load the model and the calibration set, settle the
+InputSpec, prune (optional), export a SavedModel, then for every format: convert, read the
+tensors back, write the manifest. Everything is produced in a hidden staging folder inside
+``out_dir`` and moved into place only when every artifact succeeded, so a failure leaves
+nothing behind.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import logging
+import os
+import shutil
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Iterator, Sequence
+
+import numpy as np
+
+from ..errors import ConversionError, InputError, SpecError
+from ..fileio import file_size, gzip_size, sha256_file
+from ..manifest import Manifest, TensorInfo, manifest_path, tool_versions
+from ..spec import InputSpec
+from . import keras_io
+from .openvino import PRECISIONS as OV_PRECISIONS
+from .openvino import PRESETS, ir_files, openvino_tensors, to_openvino
+from .tflite import IO_TYPES
+from .tflite import PRECISIONS as TFLITE_PRECISIONS
+from .tflite import tflite_tensors, to_tflite
+
+log = logging.getLogger(__name__)
+
+TASKS = ("classify", "detect", "raw")
+
+
+@dataclass(frozen=True)
+class FormatSpec:
+    """How one artifact format is produced and read back."""
+
+    suffix: str
+    precisions: tuple[str, ...]
+    build: Callable[["_Context", Path], Path]
+    tensors: Callable[[Path], tuple[list[TensorInfo], list[TensorInfo]]]
+    files: Callable[[Path], list[Path]]
+
+
+@dataclass
+class ConvertResult:
+    """One artifact and its manifest (already written next to it as NAME.manifest.json)."""
+
+    path: Path
+    manifest: Manifest
+
+    @property
+    def manifest_path(self) -> Path:
+        return manifest_path(self.path)
+
+    @property
+    def format(self) -> str:
+        return self.manifest.format
+
+    @property
+    def precision(self) -> str:
+        return self.manifest.precision
+
+
+@dataclass
+class _Context:
+    """Everything the per-artifact steps need (built once per convert() call)."""
+
+    model: Any
+    source: dict[str, Any]
+    spec: InputSpec
+    precision: str
+    dataset: Any
+    saved_model: Path
+    name: str
+    options: dict[str, Any]
+    labels: list[str] | None
+    task: str
+    pruning: Any = None
+    timings: dict[str, float] = field(default_factory=dict)
+
+
+def _build_tflite(ctx: _Context, out: Path) -> Path:
+    o = ctx.options
+    return to_tflite(ctx.saved_model, out, precision=ctx.precision, dataset=ctx.dataset, io=o["io"],
+                     denylisted_nodes=o["denylisted_nodes"], denylisted_ops=o["denylisted_ops"])
+
+
+def _build_openvino(ctx: _Context, out: Path) -> Path:
+    o = ctx.options
+    return to_openvino(ctx.saved_model, out, precision=ctx.precision, dataset=ctx.dataset, preset=o["preset"],
+                       dynamic_batch=o["dynamic_batch"], ignored_scope=o["ignored_scope"])
+
+
+FORMATS: dict[str, FormatSpec] = {
+    "tflite": FormatSpec(".tflite", tuple(TFLITE_PRECISIONS), _build_tflite, tflite_tensors, lambda p: [p]),
+    "openvino": FormatSpec(".xml", tuple(OV_PRECISIONS), _build_openvino, openvino_tensors, ir_files),
+}
+
+
+# ---- the public entry point ---------------------------------------------------------------------------
+def convert(
+    model: Any,
+    *,
+    formats: Sequence[str] | str,
+    precision: str,
+    out_dir: str | os.PathLike,
+    calib: Any = None,
+    name: str | None = None,
+    io: str = "int8",
+    prune: float | None = None,
+    prune_schedule: str = "constant",
+    prune_frequency: int | None = None,
+    finetune: str | os.PathLike | None = None,
+    epochs: int = 1,
+    input_spec: InputSpec | None = None,
+    input_size: tuple[int, int] | None = None,
+    labels: Sequence[str] | str | os.PathLike | None = None,
+    task: str | None = None,
+    preset: str = "performance",
+    dynamic_batch: bool = False,
+    max_drop: float | None = 1.0,
+    denylisted_nodes: Sequence[str] = (),
+    denylisted_ops: Sequence[str] = (),
+    ignored_scope: Any = None,
+) -> list[ConvertResult]:
+    """Convert a Keras model (path or object) to every format in ``formats`` at ``precision``.
+
+    ``calib`` is a RepresentativeDataset or a calib.npz path (required for int8, and to prove the
+    Keras 3 -> tf_keras bridge when pruning). ``prune`` is a target sparsity (0.5 = 50%);
+    ``finetune`` a labelled image folder trained for ``epochs`` while pruning. ``max_drop`` is the
+    accuracy budget in percentage points for the accuracy gate (None = off). Returns one
+    :class:`ConvertResult` per format; files appear in ``out_dir`` only if all succeed.
+    """
+    formats = [formats] if isinstance(formats, str) else list(formats)
+    options = _validate(formats, precision, io=io, preset=preset, calib=calib, prune=prune, prune_schedule=prune_schedule,
+                        finetune=finetune, epochs=epochs, task=task, max_drop=max_drop,
+                        denylisted=bool(denylisted_nodes or denylisted_ops))
+    options.update(dynamic_batch=bool(dynamic_batch), denylisted_nodes=list(denylisted_nodes),
+                   denylisted_ops=list(denylisted_ops), ignored_scope=ignored_scope, prune_frequency=prune_frequency)
+    out_dir = Path(out_dir)
+    timings: dict[str, float] = {}
+    with _staging(out_dir) as stage:
+        with _timed(timings, "load_s"):
+            src_model, source = load_source(model)
+            dataset = load_calibration(calib)
+        spec = resolve_spec(src_model, dataset, input_spec, input_size)
+        label_list = resolve_labels(labels, dataset)
+        work_model, pruning = src_model, None
+        if prune:
+            with _timed(timings, "prune_s"):
+                work_model, pruning = _prune(src_model, dataset, spec, options, finetune, label_list, stage)
+        with _timed(timings, "export_s"):
+            saved = keras_io.export_saved_model(work_model, stage / "saved_model", sample_shape=spec.sample_shape)
+        ctx = _Context(
+            model=work_model, source=source, spec=spec, precision=precision, dataset=dataset, saved_model=saved,
+            name=name or _default_name(source, precision, prune), options=options, labels=label_list,
+            task=task or infer_task(work_model, dataset, spec), pruning=pruning, timings=timings,
+        )
+        results = [_convert_artifact(ctx, fmt, stage, _artifact_stem(ctx.name, fmt, formats)) for fmt in formats]
+        return _publish(results, stage, out_dir)
+
+
+# ---- validation ------------------------------------------------------------------------------------------
+def _validate(formats: list[str], precision: str, **o: Any) -> dict[str, Any]:
+    if not formats:
+        raise InputError("no output format given; expected one or more of " + ", ".join(FORMATS))
+    for fmt in formats:
+        if fmt not in FORMATS:
+            raise InputError(f"unknown format {fmt!r}; expected one of {', '.join(FORMATS)}")
+        if precision not in FORMATS[fmt].precisions:
+            raise InputError(f"precision {precision!r} is not available for {fmt}; expected one of {', '.join(FORMATS[fmt].precisions)}")
+    if len(set(formats)) != len(formats):
+        raise InputError(f"format given twice: {formats}")
+    if o["io"] not in IO_TYPES:
+        raise InputError(f"io must be one of {', '.join(IO_TYPES)}, got {o['io']!r}")
+    if o["preset"] not in PRESETS:
+        raise InputError(f"preset must be one of {', '.join(PRESETS)}, got {o['preset']!r}")
+    if precision == "int8" and o["calib"] is None:
+        raise InputError("int8 needs a calibration set: pass --calib calib.npz (made by `edgeship calibrate`)")
+    if o["prune"] is not None and not 0.0 < float(o["prune"]) < 1.0:
+        raise InputError(f"--prune must be a sparsity between 0 and 1 (0.5 = 50%), got {o['prune']}")
+    if o["prune_schedule"] not in ("constant", "polynomial"):
+        raise InputError(f"prune schedule must be constant or polynomial, got {o['prune_schedule']!r}")
+    if o["finetune"] is not None and not o["prune"]:
+        raise InputError("--finetune only applies when pruning: add --prune SPARSITY")
+    if o["task"] is not None and o["task"] not in TASKS:
+        raise InputError(f"task must be one of {', '.join(TASKS)}, got {o['task']!r}")
+    if o["max_drop"] is not None and not float(o["max_drop"]) >= 0:
+        raise InputError(f"max_drop must be >= 0 percentage points or None, got {o['max_drop']}")
+    if o["denylisted"] and precision != "int8":
+        raise InputError(f"nodes kept in float only apply to int8, not {precision}")
+    io = o["io"] if precision == "int8" else "float"
+    return {"precision": precision, "formats": formats, "io": io, "preset": o["preset"], "prune": o["prune"],
+            "prune_schedule": o["prune_schedule"], "finetune": None if o["finetune"] is None else str(o["finetune"]),
+            "epochs": int(o["epochs"]), "max_drop": None if o["max_drop"] is None else float(o["max_drop"])}
+
+
+# ---- inputs ---------------------------------------------------------------------------------------------
+def load_source(model: Any) -> tuple[Any, dict[str, Any]]:
+    """The model object and a description for the manifest (path, flavor, sha256)."""
+    obj = keras_io.load_keras_model(model)
+    flavor = keras_io.model_flavor(obj)
+    if flavor != "saved_model":
+        keras_io.check_graph_model(obj, "convert")
+    if isinstance(model, (str, os.PathLike)):
+        path = Path(model)
+        return obj, {"path": str(path.resolve()), "name": path.stem if path.is_file() else path.name, "flavor": flavor,
+                     "sha256": sha256_file(path)}
+    return obj, {"path": None, "name": getattr(obj, "name", "model"), "flavor": flavor, "sha256": _model_sha256(obj)}
+
+
+def _model_sha256(model: Any) -> str:
+    """Hash of an in-memory model: architecture JSON plus every weight array."""
+    h = hashlib.sha256(model.to_json().encode())
+    for w in model.get_weights():
+        h.update(np.ascontiguousarray(w).tobytes())
+    return h.hexdigest()
+
+
+def load_calibration(calib: Any) -> Any:
+    if calib is None:
+        return None
+    from ..calibration import RepresentativeDataset
+
+    if isinstance(calib, RepresentativeDataset):
+        return calib
+    if isinstance(calib, (str, os.PathLike)):
+        return RepresentativeDataset.load(calib)
+    raise InputError(f"calib must be a RepresentativeDataset or a path to calib.npz, got {type(calib).__name__}")
+
+
+def resolve_spec(model: Any, dataset: Any, spec: InputSpec | None, size: tuple[int, int] | None) -> InputSpec:
+    """The InputSpec: from the calibration set, else ``spec``, else the model's input (+ ``size``); checked against the model."""
+    shape = keras_io.input_shape(model)
+    if dataset is not None:
+        if spec is not None and spec != dataset.spec:
+            raise SpecError(f"the InputSpec given ({spec.to_json()}) differs from the calibration set's ({dataset.spec.to_json()})")
+        spec = dataset.spec
+        if size is not None and tuple(size) != spec.size:
+            raise SpecError(f"--input-size {size[0]}x{size[1]} differs from the calibration set's {spec.height}x{spec.width}")
+    elif spec is None:
+        if size is not None:
+            spec = _spec_from_shape(shape, size)
+        else:
+            spec = InputSpec.from_model(model)
+    elif size is not None and tuple(size) != spec.size:
+        spec = spec.with_size(*size)
+    want = tuple(spec.sample_shape)
+    have = shape[1:]
+    if len(have) != len(want) or any(h is not None and h != w for h, w in zip(have, want)):
+        source = "calibration set" if dataset is not None else "InputSpec"
+        raise SpecError(f"the {source} has samples of shape {list(want)} but the model expects {list(shape)}")
+    return spec
+
+
+def _spec_from_shape(shape: tuple, size: tuple[int, int]) -> InputSpec:
+    dims = shape[1:]
+    if len(dims) != 3:
+        raise SpecError(f"expected an image input (N, H, W, C), got {list(shape)}")
+    if dims[-1] in (1, 3):
+        return InputSpec(height=size[0], width=size[1], channels=dims[-1])
+    if dims[0] in (1, 3):
+        return InputSpec(height=size[0], width=size[1], channels=dims[0], layout="NCHW")
+    raise SpecError(f"cannot tell the channel axis of input shape {list(shape)}; expected 1 or 3 channels")
+
+
+def resolve_labels(labels: Any, dataset: Any) -> list[str] | None:
+    if labels is None:
+        return list(dataset.labels) if dataset is not None and dataset.labels else None
+    if isinstance(labels, (str, os.PathLike)):
+        from ..calibration import read_label_file
+
+        return list(read_label_file(labels))
+    return [str(x) for x in labels]
+
+
+def infer_task(model: Any, dataset: Any, spec: InputSpec) -> str:
+    """``classify`` when the model has one 2-D output whose rows look like probabilities, else ``raw``."""
+    if dataset is not None:
+        x = dataset.split("all")[0][:16]
+    else:
+        lo, hi = spec.value_range()
+        x = np.random.default_rng(0).uniform(lo, hi, (4, *spec.sample_shape)).astype(np.float32)
+    outs = keras_io.predict(model, x)
+    if len(outs) != 1 or outs[0].ndim != 2 or outs[0].shape[1] < 2:
+        return "raw"
+    y = outs[0]
+    softmax_like = np.all(y >= -1e-6) and np.all(y <= 1 + 1e-6) and np.allclose(y.sum(axis=1), 1.0, atol=1e-3)
+    return "classify" if softmax_like else "raw"
+
+
+# ---- pruning --------------------------------------------------------------------------------------------
+def _prune(model: Any, dataset: Any, spec: InputSpec, options: dict[str, Any], finetune: Any,
+           labels: list[str] | None, stage: Path) -> tuple[Any, Any]:
+    from .prune import is_probability_output, prune_model
+
+    calib_x = dataset.split("calib")[0] if dataset is not None else None
+    data = None
+    from_logits = False
+    if finetune is not None:
+        data = _finetune_data(Path(finetune), spec, labels)
+        if calib_x is None:
+            calib_x = data[0][:64]
+        outs = keras_io.predict(model, calib_x[:4])
+        if len(outs) != 1 or outs[0].ndim != 2:
+            raise ConversionError("fine-tuning needs a single-output classifier (one (N, classes) output)")
+        if int(data[1].max()) >= outs[0].shape[1]:
+            raise InputError(f"{finetune} has {int(data[1].max()) + 1} classes, the model outputs {outs[0].shape[1]}")
+        from_logits = not is_probability_output(model, calib_x)
+    if calib_x is None and keras_io.model_flavor(model) == "keras":
+        raise InputError("pruning a Keras 3 model needs --calib (to prove the tf_keras bridge exact) or --finetune DIR")
+    if calib_x is None:
+        lo, hi = spec.value_range()
+        calib_x = np.random.default_rng(0).uniform(lo, hi, (32, *spec.sample_shape)).astype(np.float32)
+    return prune_model(model, sparsity=float(options["prune"]), calib_x=calib_x, workdir=stage,
+                       schedule=options["prune_schedule"], finetune=data, epochs=options["epochs"],
+                       frequency=options["prune_frequency"], from_logits=from_logits)
+
+
+def _finetune_data(root: Path, spec: InputSpec, labels: list[str] | None) -> tuple[np.ndarray, np.ndarray]:
+    from ..calibration import build_dataset
+    from ..calibration.folder import list_images
+
+    if not root.is_dir():
+        raise InputError(f"--finetune {root} is not a folder; expected a labelled image folder root/<class>/*.png")
+    n = len(list_images(root)[0])
+    if n == 0:
+        raise InputError(f"--finetune {root} has no images; expected root/<class>/*.png")
+    ds = build_dataset([str(root)], spec=spec, count=n, holdout=0.0, dedup=False, labels=labels)
+    x, y = ds.split("calib")
+    if y is None:
+        raise InputError(f"--finetune {root} is not labelled; expected one sub-folder per class")
+    return x, y
+
+
+# ---- per artifact ------------------------------------------------------------------------------------------
+def _artifact_stem(name: str, fmt: str, formats: Sequence[str]) -> str:
+    """NAME for one format; NAME_FORMAT when several formats share one call (their manifests would collide)."""
+    return name if len(formats) == 1 else f"{name}_{fmt}"
+
+
+def _convert_artifact(ctx: _Context, fmt: str, stage: Path, stem: str) -> ConvertResult:
+    fs = FORMATS[fmt]
+    artifact = stage / f"{stem}{fs.suffix}"
+    t0 = time.monotonic()
+    try:
+        fs.build(ctx, artifact)
+    except ConversionError as e:
+        raise _blame(ctx.model, fmt, e) from None
+    seconds = time.monotonic() - t0
+    manifest = build_manifest(ctx, fmt, artifact, seconds)
+    # the accuracy gate (max_drop) checks the artifact here, before its manifest is written
+    manifest.save(artifact)
+    log.info("wrote %s (%s %s, %.1f s)", artifact.name, fmt, ctx.precision, seconds)
+    return ConvertResult(artifact, manifest)
+
+
+def _blame(model: Any, fmt: str, err: ConversionError) -> ConversionError:
+    """Name the layer a converter error is about, when the message lets us find it."""
+    hit = keras_io.blame_layer(model, str(err))
+    if hit is None:
+        return err
+    return ConversionError(f"{fmt}: layer {hit[0]!r} ({hit[1]}) cannot be converted: {err}")
+
+
+def build_manifest(ctx: _Context, fmt: str, artifact: Path, seconds: float) -> Manifest:
+    fs = FORMATS[fmt]
+    files = fs.files(artifact)
+    inputs, outputs = fs.tensors(artifact)
+    hashes: dict[str, str | None] = {"source_model": ctx.source["sha256"], "artifact": sha256_file(artifact)}
+    for extra in files[1:]:
+        hashes[f"artifact{extra.suffix}"] = sha256_file(extra)
+    hashes["calibration"] = ctx.dataset.sha256 if ctx.dataset is not None else None
+    options = {k: v for k, v in ctx.options.items() if k != "ignored_scope"}
+    options["ignored_scope"] = _scope_names(ctx.options.get("ignored_scope"))
+    conversion = {
+        "source": {k: ctx.source[k] for k in ("path", "name", "flavor")},
+        "options": options,
+        "timings": {**{k: round(v, 3) for k, v in ctx.timings.items()}, "convert_s": round(seconds, 3)},
+        "accuracy_gate": {"max_drop_pp": ctx.options["max_drop"], "status": "not run"},
+    }
+    return Manifest(
+        name=artifact.stem, format=fmt, precision=ctx.precision, artifact=artifact.name, input_spec=ctx.spec,
+        labels=ctx.labels, task=ctx.task, hashes=hashes, inputs=inputs, outputs=outputs,
+        io_dtype={"input": inputs[0].dtype if inputs else None, "output": outputs[0].dtype if outputs else None},
+        sparsity=_sparsity_section(ctx.pruning),
+        sizes={"raw_bytes": sum(file_size(f) for f in files), "gzip_bytes": sum(gzip_size(f) for f in files)},
+        versions=tool_versions(), conversion=conversion,
+    )
+
+
+def _scope_names(scope: Any) -> list[str] | None:
+    if scope is None:
+        return None
+    names = getattr(scope, "names", scope)
+    return [str(n) for n in names]
+
+
+def _sparsity_section(report: Any) -> dict[str, Any]:
+    if report is None:
+        return {"target": None, "overall": None, "layers": {}}
+    return {
+        "target": report.target, "overall": report.overall, "mode": report.mode, "schedule": report.schedule,
+        "layers": {k: v["sparsity"] for k, v in report.layers.items()},
+        "weights_pruned": int(sum(v["weights"] for v in report.layers.values())),
+        "float_model_sizes": report.sizes, "bridge_max_abs_diff": report.bridge_max_abs_diff, "note": report.note,
+    }
+
+
+def _default_name(source: dict[str, Any], precision: str, prune: float | None) -> str:
+    base = "".join(c if c.isalnum() or c in "-_." else "_" for c in str(source["name"])) or "model"
+    return f"{base}_{precision}" + (f"_p{round(float(prune) * 100)}" if prune else "")
+
+
+# ---- staging ------------------------------------------------------------------------------------------------
+@contextlib.contextmanager
+def _staging(out_dir: Path) -> Iterator[Path]:
+    """A hidden folder inside ``out_dir``, removed whatever happens (``out_dir`` too if we created it and it stays empty)."""
+    created = not out_dir.exists()
+    out_dir.mkdir(parents=True, exist_ok=True)
+    stage = Path(tempfile.mkdtemp(prefix=".edgeship-convert-", dir=out_dir))
+    try:
+        yield stage
+    finally:
+        shutil.rmtree(stage, ignore_errors=True)
+        if created and not any(out_dir.iterdir()):
+            out_dir.rmdir()
+
+
+def _publish(results: list[ConvertResult], stage: Path, out_dir: Path) -> list[ConvertResult]:
+    """Move every artifact (data files first, manifest last) from the staging folder into ``out_dir``."""
+    published = []
+    for r in results:
+        fs = FORMATS[r.manifest.format]
+        for f in reversed(fs.files(r.path)):  # .bin before .xml
+            os.replace(f, out_dir / f.name)
+        os.replace(manifest_path(r.path), manifest_path(out_dir / r.path.name))
+        published.append(ConvertResult(out_dir / r.path.name, r.manifest))
+    return published
+
+
+@contextlib.contextmanager
+def _timed(timings: dict[str, float], key: str) -> Iterator[None]:
+    t0 = time.monotonic()
+    try:
+        yield
+    finally:
+        timings[key] = timings.get(key, 0.0) + time.monotonic() - t0
