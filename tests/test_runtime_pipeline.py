@@ -1,0 +1,207 @@
+"""The pipeline end to end on real artifacts and videos, with the jsonl, video and HTTP sinks and gates."""
+
+import json
+import threading
+import time
+import urllib.error
+import urllib.request
+
+import cv2
+import numpy as np
+import pytest
+
+from edgeship.runtime import build_pipeline
+from edgeship.runtime.sinks import HttpSink, JsonlSink, VideoSink, make_sink
+from edgeship.errors import InputError
+from tests.helpers.data import digits_bgr, moving_digit_frames, write_video
+from tests.helpers.runtime_artifacts import YOLO_LABELS, artifacts
+
+
+@pytest.fixture(scope="session")
+def art(tmp_path_factory):
+    return artifacts(tmp_path_factory)
+
+
+@pytest.fixture(scope="module")
+def digits_video(tmp_path_factory):
+    """60 real digits, one per frame (96x96, lossless MJPG-in-AVI), and their labels."""
+    imgs, y = digits_bgr(32)
+    idx = np.random.default_rng(3).permutation(len(imgs))[:60]
+    frames = [cv2.resize(imgs[i], (96, 96), interpolation=cv2.INTER_NEAREST) for i in idx]
+    path = write_video(tmp_path_factory.mktemp("vid") / "digits.avi", frames, fps=30, codec="MJPG")
+    return path, y[idx]
+
+
+@pytest.fixture(scope="module")
+def belt_video(tmp_path_factory):
+    frames, _ = moving_digit_frames(60)
+    return write_video(tmp_path_factory.mktemp("vid") / "belt.mp4", frames, fps=30)
+
+
+def test_classify_pipeline_every_frame_with_jsonl(art, digits_video, tmp_path):
+    video, labels = digits_video
+    out = tmp_path / "res.jsonl"
+    pipe = build_pipeline(art["tflite_int8"], str(video), sinks=[f"jsonl:{out}"], top_k=3, handle_signals=False)
+    s = pipe.run()
+    assert s["stopped_by"] == "end_of_source" and s["task"] == "classify" and s["executed_precision"] == "int8"
+    assert s["frames_processed"] == 60 and s["frames_dropped"] == 0 and s["skipped"] == 0
+    for key in ("preprocess", "infer", "postprocess", "sinks"):
+        assert s["latency_ms"][key]["count"] == 60 and s["latency_ms"][key]["p50"] >= 0
+    g = s["glass_to_glass_ms"]
+    assert g["p50"] <= g["p90"] <= g["p99"] <= g["max"] and g["p50"] >= s["latency_ms"]["infer"]["p50"]
+    assert s["frame_age_ms"]["count"] == 60 and s["processed_fps"] > 0 and s["inference_fps"] > 0
+    rows = [json.loads(ln) for ln in out.read_text().splitlines()]
+    assert [r["frame"] for r in rows] == list(range(60))
+    pred = np.array([int(r["classification"][0]["label"]) for r in rows])
+    assert len(rows[0]["classification"]) == 3
+    assert (pred == labels).mean() > 0.8  # the manifest's InputSpec + labels reach the model intact
+
+
+def test_detect_pipeline_maps_boxes_to_the_frame_and_draws_them(art, belt_video, tmp_path):
+    out_video, out_jsonl = tmp_path / "annotated.mp4", tmp_path / "det.jsonl"
+    for key in ("yolo_tflite", "yolo_openvino"):
+        s = build_pipeline(art[key], str(belt_video), sinks=[f"jsonl:{out_jsonl}", f"video:{out_video}"],
+                           max_frames=12, handle_signals=False).run()
+        assert s["task"] == "detect" and s["frames_processed"] == 12 and s["stopped_by"] == "max_frames"
+        rows = [json.loads(ln) for ln in out_jsonl.read_text().splitlines()]
+        assert len(rows) == 12
+        det = rows[0]["detections"]
+        # the constant detector's box: centre (0.5, 0.5), size (0.5, 0.25) of a 320x240 frame (stretch)
+        assert len(det) == 1 and det[0]["label"] == YOLO_LABELS[1]
+        assert det[0]["box"] == pytest.approx([80, 90, 240, 150], abs=1.0) and det[0]["score"] == pytest.approx(0.9, abs=0.01)
+    cap = cv2.VideoCapture(str(out_video))
+    n, first = 0, None
+    while True:
+        ok, f = cap.read()
+        if not ok:
+            break
+        first = f if first is None else first
+        n += 1
+    assert n == 12 and first.shape == (240, 320, 3)
+    src = moving_digit_frames(1)[0][0]
+    # the box outline is drawn in the class colour at x=80 (untouched background elsewhere)
+    assert np.abs(first[120, 78:83].astype(int) - src[120, 78:83].astype(int)).max() > 60
+    assert not list(tmp_path.glob(".annotated*"))  # atomic: no temporary left
+
+
+class EveryOther:
+    """A gate that lets every second frame through."""
+
+    def __init__(self):
+        self.seen = 0
+
+    def should_infer(self, frame):
+        self.seen += 1
+        return self.seen % 2 == 1
+
+
+class Recorder:
+    def __init__(self):
+        self.events = []
+
+    def open(self, info):
+        self.events.append(("open", info["task"], info["labels"][:2], info["source"]))
+
+    def write(self, frame, result):
+        self.events.append(("write", frame.index))
+
+    def skip(self, frame):
+        self.events.append(("skip", frame.index))
+
+    def close(self):
+        self.events.append(("close",))
+
+
+class Broken:
+    def open(self, info):
+        return None
+
+    def write(self, frame, result):
+        raise RuntimeError("disk full")
+
+    def close(self):
+        return None
+
+
+def test_gates_skip_and_count_and_a_failing_sink_does_not_stop_the_run(art, digits_video):
+    video, _ = digits_video
+    gate, rec = EveryOther(), Recorder()
+    s = build_pipeline(art["tflite_f32"], str(video), sinks=[Broken(), rec], gates=[gate], max_frames=20,
+                       handle_signals=False).run()
+    assert gate.seen == 20 and s["frames_processed"] == 10 and s["frames_skipped_gate"] == 10 and s["skipped"] == 10
+    assert s["sink_errors"] == 10
+    assert rec.events[0] == ("open", "classify", ["0", "1"], str(video))
+    assert rec.events[1:3] == [("write", 0), ("skip", 1)] and rec.events[-1] == ("close",)
+
+
+def test_duration_and_realtime_pacing(art, belt_video):
+    t = time.monotonic()
+    s = build_pipeline(art["tflite_f32"], str(belt_video), realtime=True, loop=True, duration=1.5,
+                       task="raw", handle_signals=False).run()
+    assert 1.4 < time.monotonic() - t < 5 and s["stopped_by"] == "duration" and s["task"] == "raw"
+    assert 25 <= s["frames_captured"] <= 60  # ~30 fps like the camera it simulates
+    assert s["source_fps"] == pytest.approx(30, rel=0.35)
+
+
+def _get(url, timeout=5):
+    with urllib.request.urlopen(url, timeout=timeout) as r:
+        return r.status, r.headers.get("Content-Type"), r.read()
+
+
+def test_http_sink_health_metrics_mjpeg_and_app_routes(art, belt_video):
+    sink = HttpSink("127.0.0.1", 0)
+    sink.add_route("POST", "/api/echo", lambda body, q: (201, "application/json", json.dumps({"got": body.decode(), "q": q}).encode()))
+    pipe = build_pipeline(art["yolo_tflite"], str(belt_video), sinks=[sink], realtime=True, loop=True, handle_signals=False)
+    th = threading.Thread(target=pipe.run)
+    th.start()
+    try:
+        deadline = time.monotonic() + 20
+        while pipe.metrics.processed < 5 and time.monotonic() < deadline:
+            time.sleep(0.05)
+        base = sink.url
+        assert base.startswith("http://127.0.0.1:")
+        status, ctype, body = _get(base + "/health")
+        h = json.loads(body)
+        assert status == 200 and ctype == "application/json" and h["status"] == "ok" and h["task"] == "detect"
+        assert h["frames_processed"] >= 5 and h["last_result"]["detections"][0]["label"] == "nut"
+        status, ctype, body = _get(base + "/metrics")
+        text = body.decode()
+        assert status == 200 and ctype.startswith("text/plain; version=0.0.4")
+        assert "# TYPE edgeship_frames_processed_total counter" in text
+        assert 'edgeship_frames_skipped_total{model="yolo_const",task="detect",reason="dropped"}' in text
+        assert 'stage="glass_to_glass",quantile="0.99"' in text
+        processed = float(next(ln.split()[-1] for ln in text.splitlines() if ln.startswith("edgeship_frames_processed_total")))
+        assert processed >= 5
+        # the MJPEG live view: read two JPEG parts from the multipart stream
+        with urllib.request.urlopen(base + "/stream.mjpg", timeout=10) as r:
+            assert r.headers.get_content_type() == "multipart/x-mixed-replace"
+            buf = b""
+            while buf.count(b"\xff\xd9") < 2:
+                buf += r.read1(65536)
+        start = buf.index(b"\xff\xd8")
+        img = cv2.imdecode(np.frombuffer(buf[start : buf.index(b"\xff\xd9", start) + 2], np.uint8), cv2.IMREAD_COLOR)
+        assert img.shape == (240, 320, 3)
+        req = urllib.request.Request(base + "/api/echo?x=1", data=b"hi", method="POST")
+        with urllib.request.urlopen(req, timeout=5) as r:
+            assert r.status == 201 and json.loads(r.read()) == {"got": "hi", "q": {"x": "1"}}
+        with pytest.raises(urllib.error.HTTPError) as e:
+            _get(base + "/nope")
+        assert e.value.code == 404
+        assert "stream.mjpg" in _get(base + "/")[2].decode()
+    finally:
+        pipe.stop()
+        th.join(15)
+    assert not th.is_alive() and pipe.summary["stopped_by"] == "stop"
+    with pytest.raises(urllib.error.URLError):
+        _get(base + "/health", timeout=2)
+
+
+def test_make_sink_registry_errors(tmp_path):
+    assert isinstance(make_sink("jsonl:-"), JsonlSink) and isinstance(make_sink(f"video:{tmp_path}/a.avi"), VideoSink)
+    h = make_sink("http:0.0.0.0:8099")
+    assert (h.server.host, h.server.port) == ("0.0.0.0", 8099)
+    assert make_sink("http:8098").server.host == "127.0.0.1"
+    for bad, msg in (("ftp:x", "sink must look like"), ("video:", "needs a file name"), ("video:out.gif", "expected a file ending"),
+                     ("http:abc", "http:PORT")):
+        with pytest.raises(InputError, match=msg):
+            make_sink(bad)
