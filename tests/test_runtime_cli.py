@@ -1,0 +1,121 @@
+"""``edgeship run`` and ``edgeship bench`` as a user runs them: real subprocesses, signals, exit codes."""
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import cv2
+import pytest
+from click.testing import CliRunner
+
+from edgeship.cli import cli
+from edgeship.manifest import Manifest
+from tests.helpers.data import moving_digit_frames, write_video
+from tests.helpers.mjpeg import MjpegServer
+from tests.helpers.runtime_artifacts import artifacts
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="session")
+def art(tmp_path_factory):
+    return artifacts(tmp_path_factory)
+
+
+@pytest.fixture(scope="module")
+def video(tmp_path_factory):
+    frames, _ = moving_digit_frames(60)
+    return write_video(tmp_path_factory.mktemp("cli") / "belt.mp4", frames, fps=30)
+
+
+def edgeship(*args, **kw):
+    env = {**os.environ, "EDGESHIP_PROGRESS": "0", "PYTHONPATH": str(ROOT)}
+    return subprocess.Popen([sys.executable, "-m", "edgeship.cli", *map(str, args)], cwd=ROOT, env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, **kw)
+
+
+def test_sigterm_stops_cleanly_and_flushes_every_sink(art, video, tmp_path):
+    out, vid = tmp_path / "res.jsonl", tmp_path / "out.mp4"
+    p = edgeship("run", art["yolo_tflite"], "--source", video, "--loop", "--realtime", "--sink", f"jsonl:{out}",
+                 "--sink", f"video:{vid}", "--json")
+    deadline = time.monotonic() + 60
+    while (not out.exists() or len(out.read_text().splitlines()) < 10) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    p.send_signal(signal.SIGTERM)
+    stdout, stderr = p.communicate(timeout=30)
+    assert p.returncode == 0, stderr
+    summary = json.loads(stdout)  # exactly one JSON object on stdout
+    assert summary["stopped_by"] == "signal" and summary["frames_processed"] >= 10
+    lines = out.read_text().splitlines()
+    assert len(lines) == summary["frames_processed"] and all(json.loads(ln)["task"] == "detect" for ln in lines)
+    cap = cv2.VideoCapture(str(vid))
+    assert int(cap.get(cv2.CAP_PROP_FRAME_COUNT)) == summary["frames_processed"]  # video closed properly
+    assert not list(tmp_path.glob(".out.mp4*"))
+
+
+def test_run_over_mjpeg_survives_a_camera_restart(art, video, tmp_path):
+    out = tmp_path / "res.jsonl"
+    with MjpegServer(video, fps=30) as cam:
+        p = edgeship("run", art["tflite_int8"], "--source", cam.url, "--duration", 7, "--sink", f"jsonl:{out}", "--json")
+        deadline = time.monotonic() + 30
+        while (not out.exists() or len(out.read_text().splitlines()) < 5) and time.monotonic() < deadline:
+            time.sleep(0.1)
+        cam.kill()
+        time.sleep(1.0)
+        n_down = len(out.read_text().splitlines())
+        cam.start()
+        stdout, stderr = p.communicate(timeout=60)
+    assert p.returncode == 0, stderr
+    s = json.loads(stdout)
+    assert s["stopped_by"] == "duration" and s["reconnects"] == 1
+    assert s["frames_processed"] > n_down + 5  # frames kept coming after the reconnect
+    assert "reconnect" in stderr
+
+
+def test_run_cli_exit_codes_and_messages(art, video, tmp_path):
+    r = CliRunner()
+    res = r.invoke(cli, ["run", str(tmp_path / "missing.tflite"), "--source", str(video)])
+    assert res.exit_code == 1 and res.output.count("\n") == 1 and "error: model file" in res.output
+    res = r.invoke(cli, ["run", str(art["tflite_f32"]), "--source", str(tmp_path / "nope.mp4")])
+    assert res.exit_code == 1 and "does not exist" in res.output
+    res = r.invoke(cli, ["run", str(art["tflite_f32"]), "--source", str(video), "--task", "segment"])
+    assert res.exit_code == 2
+    res = r.invoke(cli, ["run", str(art["tflite_f32"]), "--source", str(video), "--json", "--sink", "jsonl:-"])
+    assert res.exit_code == 2 and "--json" in res.output
+    res = r.invoke(cli, ["run", str(art["tflite_f32"]), "--source", str(video), "--sink", "ftp:x"])
+    assert res.exit_code == 1 and "sink must look like" in res.output
+    labels = tmp_path / "labels.txt"
+    labels.write_text("\n".join(f"digit-{i}" for i in range(10)))
+    res = r.invoke(cli, ["run", str(art["tflite_f32"]), "--source", str(video), "--max-frames", "3", "--labels", str(labels),
+                         "--threshold", "0.0", "--top-k", "1"])
+    assert res.exit_code == 0, res.output
+    rows = [json.loads(ln) for ln in res.stdout.splitlines() if ln.startswith("{")]
+    assert len(rows) == 3 and rows[0]["classification"][0]["label"].startswith("digit-")
+    assert "3 frames" in res.stderr and "glass_to_glass" in res.stderr
+
+
+def test_bench_cli_json_and_save(art, tmp_path):
+    model = tmp_path / "digits_int8.tflite"
+    shutil.copy(art["tflite_int8"], model)
+    shutil.copy(art["tflite_int8"].with_name("digits_int8.manifest.json"), tmp_path / "digits_int8.manifest.json")
+    res = CliRunner().invoke(cli, ["bench", str(model), "--duration", "0.5", "--warmup", "2", "--threads", "1", "--json", "--save"])
+    assert res.exit_code == 0, res.output
+    b = json.loads(res.stdout)
+    lat = b["latency_ms"]
+    assert lat["min"] <= lat["p50"] <= lat["p90"] <= lat["p99"] <= lat["max"] and b["iterations"] >= 10
+    assert b["executed_precision"] == "int8" and b["load_ms"] > 0 and b["first_inference_ms"] > 0
+    assert b["throughput_fps"] > 0 and b["peak_rss_mb"] > 10 and b["machine"]["cores"] >= 1
+    saved = Manifest.load(model).latency
+    assert saved["p50_ms"] == lat["p50"] and saved["threads"] == 1 and saved["executed_precision"] == "int8"
+    res = CliRunner().invoke(cli, ["bench", str(art["openvino"]), "--duration", "0.3", "--precision", "f32", "--hint", "throughput"])
+    assert res.exit_code == 0 and "(f32)" in res.output and "throughput (async" in res.output
+    bad = tmp_path / "bad.xml"
+    bad.write_text("<net>")
+    bad.with_suffix(".bin").write_bytes(b"")
+    res = CliRunner().invoke(cli, ["bench", str(bad)])
+    assert res.exit_code == 1 and res.output.startswith("error: ") and res.output.count("\n") == 1
