@@ -12,8 +12,9 @@ TASK_CHOICES = ("classify", "detect", "raw")
 
 
 @click.command("run")
-@click.argument("artifact", type=click.Path(dir_okay=False))
-@click.option("--source", "-s", required=True, help="Camera index or /dev/videoN, rtsp:// or http:// URL, gst:PIPELINE, image folder or video file.")
+@click.argument("artifact", type=click.Path(dir_okay=False), required=False)
+@click.option("--config", "config", type=click.Path(dir_okay=False), default=None, help="Deployment config (YAML/TOML): artifact, source, task, app (security|industrial|robot), sinks, server. Only --max-frames, --duration and --json combine with it.")
+@click.option("--source", "-s", default=None, help="Camera index or /dev/videoN, rtsp:// or http:// URL, gst:PIPELINE, image folder or video file.")
 @click.option("--task", type=click.Choice(TASK_CHOICES), default=None, help="Post-processing (default: the manifest's task, else guessed from the outputs).")
 @click.option("--labels", type=click.Path(exists=True, dir_okay=False), default=None, help="Class names: one per line, or a JSON list (default: the manifest's labels).")
 @click.option("--sink", "sinks", multiple=True, metavar="KIND:ARG", help="jsonl:- | jsonl:FILE | video:FILE.mp4 | http:[HOST:]PORT (repeatable; default jsonl:- unless --json).")
@@ -32,7 +33,7 @@ TASK_CHOICES = ("classify", "detect", "raw")
 @click.option("--source-timeout", type=click.FloatRange(min=0, min_open=True), default=10.0, show_default=True, help="Seconds to wait for the source to open.")
 @click.option("--reconnect-timeout", type=click.FloatRange(min=0, min_open=True), default=None, help="Give up on a lost stream after S seconds (default: keep retrying).")
 @click.option("--json", "as_json", is_flag=True, help="Print the final summary as one JSON object on stdout.")
-def run(artifact: str, source: str, sinks: tuple[str, ...], as_json: bool, **options: Any) -> None:
+def run(artifact: str | None, source: str | None, config: str | None, sinks: tuple[str, ...], as_json: bool, **options: Any) -> None:
     """Run ARTIFACT (.tflite or OpenVINO .xml, with its manifest) on a live source.
 
     Capture runs in its own thread into a one-slot buffer, so the model always sees the newest
@@ -45,9 +46,15 @@ def run(artifact: str, source: str, sinks: tuple[str, ...], as_json: bool, **opt
       edgeship run model_int8.tflite --source rtsp://10.0.0.5/stream --sink http:8080
       edgeship run model_int8.tflite --source 0 --sink jsonl:results.jsonl --duration 60
       edgeship run det.xml --source clip.mp4 --task detect --sink video:out.mp4 --json
+      edgeship run --config examples/security.yaml --duration 60
     """
     from ..runtime.pipeline import failed
     from ..runtime.runner import build_pipeline
+
+    if config is not None:
+        return _run_config(config, artifact, source, sinks, as_json, options)
+    if artifact is None or source is None:
+        raise click.UsageError("give ARTIFACT and --source, or --config deploy.yaml")
 
     if as_json and any(s == "jsonl:-" or s == "jsonl" for s in sinks):
         raise click.UsageError("--json prints the summary on stdout; send results to a file (jsonl:FILE) instead of jsonl:-")
@@ -60,6 +67,26 @@ def run(artifact: str, source: str, sinks: tuple[str, ...], as_json: bool, **opt
         emit_json(summary)
     else:
         echo_err(format_summary(summary))
+    err = failed(summary)
+    if err is not None:
+        raise err
+
+
+def _run_config(config: str, artifact: str | None, source: str | None, sinks: tuple[str, ...], as_json: bool,
+                options: dict[str, Any]) -> None:
+    """``--config``: everything but --max-frames / --duration / --json comes from the file."""
+    from ..runtime.apps.deploy import run_config
+    from ..runtime.pipeline import failed
+
+    if artifact is not None or source is not None or sinks:
+        raise click.UsageError("--config names the artifact, source and sinks; do not pass them on the command line too")
+    summary = run_config(config, max_frames=options.get("max_frames"), duration=options.get("duration"))
+    if as_json:
+        emit_json(summary)
+    else:
+        echo_err(format_summary(summary))
+        if summary.get("app"):
+            echo_err("app: " + ", ".join(f"{k}={v}" for k, v in summary["app"].items() if not isinstance(v, (dict, list))))
     err = failed(summary)
     if err is not None:
         raise err

@@ -65,33 +65,47 @@ class Counters:
             self._db.close()
 
 
-def yield_per_hour(path: str | os.PathLike, hours: int | None = None, now: float | None = None) -> list[dict]:
-    """Rows {'hour' (ISO start), 'total', 'pass', 'fail', 'yield'} from a counters database, oldest first.
-
-    ``hours`` keeps only the last N hours (counting the current one).
-    """
-    import datetime as dt
-
+def _query(path: str | os.PathLike, sql: str, args: tuple) -> list[tuple]:
     p = Path(path)
     if not p.is_file():
         raise InputError(f"counters database {p} does not exist")
     try:
         db = sqlite3.connect(f"file:{p}?mode=ro", uri=True, timeout=30)
         try:
-            where, args = "", ()
-            if hours is not None:
-                where, args = "WHERE hour > ?", (int((time.time() if now is None else now) // 3600) - int(hours),)
-            rows = db.execute(
-                f"SELECT hour, SUM(total), SUM(passed), SUM(failed) FROM inspections {where} GROUP BY hour ORDER BY hour",
-                args,
-            ).fetchall()
+            return db.execute(sql, args).fetchall()
         finally:
             db.close()
     except sqlite3.DatabaseError as e:
         raise InputError(f"{p} is not an edgeship counters database: {e}") from e
+
+
+def _since(hours: int | None, now: float | None) -> tuple[str, tuple]:
+    if hours is None:
+        return "", ()
+    return "WHERE hour > ?", (int((time.time() if now is None else now) // 3600) - int(hours),)
+
+
+def yield_per_hour(path: str | os.PathLike, hours: int | None = None, now: float | None = None) -> list[dict]:
+    """Rows {'hour' (UTC start), 'total', 'pass', 'fail', 'yield'} from a counters database, oldest first.
+
+    ``hours`` keeps only the last N hours (counting the current one).
+    """
+    import datetime as dt
+
+    where, args = _since(hours, now)
+    rows = _query(path, f"SELECT hour, SUM(total), SUM(passed), SUM(failed) FROM inspections {where} "
+                        "GROUP BY hour ORDER BY hour", args)
     out = []
     for hour, total, passed, failed in rows:
         start = dt.datetime.fromtimestamp(hour * 3600, tz=dt.timezone.utc).strftime("%Y-%m-%dT%H:00Z")
         out.append({"hour": start, "total": int(total), "pass": int(passed), "fail": int(failed),
                     "yield": round(passed / total, 6) if total else None})
     return out
+
+
+def class_totals(path: str | os.PathLike, hours: int | None = None, now: float | None = None) -> dict[str, dict]:
+    """{label: {'total', 'pass', 'fail'}} over the same window as :func:`yield_per_hour`."""
+    where, args = _since(hours, now)
+    rows = _query(path, f"SELECT label, SUM(total), SUM(passed), SUM(failed) FROM inspections {where} "
+                        "GROUP BY label ORDER BY label", args)
+    return {r[0]: {"total": int(r[1]), "pass": int(r[2]), "fail": int(r[3])} for r in rows}

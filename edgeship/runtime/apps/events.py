@@ -88,10 +88,11 @@ class WebhookEventSink:
         self._thread: threading.Thread | None = None
         self.delivered = 0
         self.failures = 0
+        self._left: int | None = None
 
     def open(self) -> None:
         self.outbox = Outbox(self.queue_path, base_s=self.backoff_s, max_s=self.max_backoff_s)
-        left = len(self.outbox)
+        left = self._left = len(self.outbox)
         if left:
             log.info("webhook: %d event(s) left from an earlier run will be delivered to %s", left, self.url)
         self._thread = threading.Thread(target=self._worker, name="webhook-outbox", daemon=True)
@@ -152,7 +153,7 @@ class WebhookEventSink:
         self._wake.set()
         self._thread.join(timeout=self.timeout + 1.0)
         self._thread = None
-        left = len(self.outbox)
+        left = self._left = len(self.outbox)
         if left:
             log.warning("webhook %s: %d event(s) still queued in %s; they are sent on the next run",
                         self.url, left, self.queue_path)
@@ -160,7 +161,7 @@ class WebhookEventSink:
 
     def status(self) -> dict:
         return {"type": "webhook", "url": self.url, "delivered": self.delivered, "failures": self.failures,
-                "queued": len(self.outbox) if self.outbox and self._thread else None}
+                "queued": len(self.outbox) if self.outbox and self._thread else self._left}
 
 
 class MqttEventSink:

@@ -124,6 +124,7 @@ class IndustrialApp(App):
         self.recent: deque[dict] = deque(maxlen=recent)
         self.session = {"total": 0, "pass": 0, "fail": 0}
         self._opened: list[Any] = []
+        self._final_counters: dict | None = None
 
     def open(self, info: dict) -> None:
         super().open(info)
@@ -182,7 +183,7 @@ class IndustrialApp(App):
         with self._lock:
             out = {"app": self.name, "frames": self.frames, "session": dict(self.session),
                    "recent_inspections": list(self.recent)[:20]}
-        out["counters"] = self.counters.totals() if self.counters else None
+        out["counters"] = self.counters.totals() if self.counters else self._final_counters
         out["trigger"] = self.trigger.status()
         out["outputs"] = [o.status() for o in self.outputs if hasattr(o, "status")]
         return out
@@ -196,5 +197,6 @@ class IndustrialApp(App):
             except Exception:
                 log.exception("closing %s failed", type(item).__name__)
         if self.counters is not None:
+            self._final_counters = self.counters.totals()
             self.counters.close()
             self.counters = None

@@ -109,7 +109,7 @@ class SecurityApp(App):
                 "events_per_zone": dict(self.per_zone),
                 "occupancy": self.tracker.occupancy(),
                 "recent_events": list(self.recent)[:20],
-                "sinks": [s.status() for s in self._opened],
+                "sinks": [s.status() for s in self.event_sinks],
             }
         if self.motion is not None:
             out["motion"] = self.motion.status()

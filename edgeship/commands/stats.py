@@ -1,0 +1,46 @@
+"""``edgeship stats``: inspection yield per hour from an industrial app's counters database."""
+
+from __future__ import annotations
+
+import click
+
+from ._common import emit_json, format_table
+
+
+@click.command("stats")
+@click.argument("db", type=click.Path(dir_okay=False))
+@click.option("--hours", type=click.IntRange(min=1), default=None, help="Only the last N hours (default: everything recorded).")
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON object: per-hour rows, totals and per-class counts.")
+def stats(db: str, hours: int | None, as_json: bool) -> None:
+    """Print total, pass, fail and yield per hour from the SQLite counters DB.
+
+    The industrial app (``app: {type: industrial, counters: FILE}`` in a deployment config) counts
+    every inspection per hour and class; the counters survive restarts. Hours are UTC.
+
+    \b
+    Example:
+      edgeship stats industrial-out/counters.sqlite
+      edgeship stats /var/lib/edgeship/counters.sqlite --hours 8 --json
+    """
+    from ..runtime.apps.counters import class_totals, yield_per_hour
+
+    rows = yield_per_hour(db, hours)
+    per_class = class_totals(db, hours)
+    total = sum(r["total"] for r in rows)
+    passed = sum(r["pass"] for r in rows)
+    summary = {"db": db, "hours": hours, "total": total, "pass": passed, "fail": total - passed,
+               "yield": round(passed / total, 6) if total else None, "per_hour": rows, "per_class": per_class}
+    if as_json:
+        emit_json(summary)
+        return
+    table = [[r["hour"], r["total"], r["pass"], r["fail"], _pct(r["yield"])] for r in rows]
+    table.append(["all", total, passed, total - passed, _pct(summary["yield"])])
+    click.echo(format_table(["hour (UTC)", "total", "pass", "fail", "yield"], table))
+    if per_class:
+        click.echo()
+        click.echo(format_table(["class", "total", "pass", "fail"],
+                                [[k, v["total"], v["pass"], v["fail"]] for k, v in per_class.items()]))
+
+
+def _pct(v: float | None) -> str:
+    return "-" if v is None else f"{100.0 * v:.1f}%"

@@ -1,0 +1,80 @@
+"""Turn a validated deployment config into a running pipeline: backend, source, app, server, sinks.
+
+    from edgeship.runtime.apps.deploy import run_config
+    summary = run_config("examples/security.yaml", max_frames=300)
+
+The summary is the pipeline's (fps, latency percentiles, skipped frames...) plus ``app`` (the
+app's final status: events, counters or published states) and ``url`` when a server ran.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from typing import Any
+
+from . import DEFAULTS, build_app
+
+
+@dataclass
+class Deployment:
+    pipeline: Any
+    app: Any
+    server: Any
+    config: Any
+
+    def run(self) -> dict[str, Any]:
+        summary = self.pipeline.run()
+        if self.app is not None:
+            status = self.app.status()
+            for key in ("recent_events", "recent_inspections"):
+                status.pop(key, None)
+            summary["app"] = status
+        if self.server is not None:
+            summary["url"] = self.server.url
+        return summary
+
+
+def build_deployment(cfg, *, max_frames: int | None = None, duration: float | None = None,
+                     handle_signals: bool = True) -> Deployment:
+    """Build everything ``cfg`` (a :class:`~edgeship.runtime.config.DeployConfig`) names; nothing runs yet."""
+    from ..runner import build_pipeline
+    from .dashboard import DashboardSink
+
+    app = build_app(cfg.app) if cfg.app is not None else None
+    defaults = DEFAULTS.get(cfg.app.type if cfg.app is not None else "", {"realtime": False, "annotate": True})
+    realtime = cfg.source.realtime if cfg.source.realtime is not None else defaults["realtime"]
+    sinks: list[Any] = list(cfg.sinks)
+    server = None
+    if cfg.server is not None:
+        s = cfg.server
+        server = DashboardSink(s.host, s.port, app=app, token=s.token, max_fps=s.max_fps,
+                               annotate=defaults["annotate"], dashboard=s.dashboard)
+        sinks.append(server)
+    elif app is not None and app.routes():
+        # the app's routes (POST /trigger, GET /state) need a server: serve them on the default port
+        server = DashboardSink(app=app, annotate=defaults["annotate"])
+        sinks.append(server)
+    if app is not None:
+        sinks.insert(0, app)  # the app sees each result before the other sinks
+    b = cfg.backend
+    pipe = build_pipeline(
+        str(cfg.artifact), cfg.source.uri, task=cfg.task, labels=str(cfg.labels) if cfg.labels else None,
+        sinks=sinks, gates=list(app.gates) if app is not None else [],
+        max_frames=max_frames if max_frames is not None else cfg.max_frames,
+        duration=duration if duration is not None else cfg.duration,
+        threads=b.threads, backend=b.name, device=b.device, hint=b.hint, precision=b.precision,
+        realtime=realtime, loop=cfg.source.loop, open_timeout=cfg.source.timeout_s,
+        reconnect_timeout=cfg.source.reconnect_timeout_s, top_k=cfg.top_k, threshold=cfg.threshold, iou=cfg.iou,
+        handle_signals=handle_signals,
+    )
+    return Deployment(pipe, app, server, cfg)
+
+
+def run_config(path: str | os.PathLike, *, max_frames: int | None = None, duration: float | None = None,
+               handle_signals: bool = True) -> dict[str, Any]:
+    """Load, validate and run a deployment config; returns the run summary."""
+    from ..config import load_config
+
+    cfg = load_config(path)
+    return build_deployment(cfg, max_frames=max_frames, duration=duration, handle_signals=handle_signals).run()

@@ -1,0 +1,395 @@
+"""The deployment config: one YAML (or TOML) file names the artifact, source, task, app and sinks.
+
+    edgeship run --config deploy.yaml [--max-frames N] [--duration S] [--json]
+
+Validated up front with pydantic (unknown keys are errors): a wrong key, type or missing file is
+one line naming the key's path, e.g. ``deploy.yaml: app.zones[0].points: expected at least 3
+points``. Relative paths resolve against the config file's folder. See ``examples/*.yaml``.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Annotated, Any, Literal, Optional, Union
+
+from pydantic import (AfterValidator, BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator,
+                      model_validator)
+
+from ..errors import ConfigError
+
+APP_KINDS = ("security", "industrial", "robot")
+
+
+# ---- path types (resolved against the config's folder, passed in the validation context) -------
+def _base(info: ValidationInfo) -> Path:
+    return Path((info.context or {}).get("base", "."))
+
+
+def _resolve(p: Path, info: ValidationInfo) -> Path:
+    p = Path(os.path.expanduser(str(p)))
+    return p if p.is_absolute() else (_base(info) / p).resolve()
+
+
+def _existing_file(p: Path, info: ValidationInfo) -> Path:
+    p = _resolve(p, info)
+    if not p.is_file():
+        raise ValueError(f"file not found: {p}")
+    return p
+
+
+InFile = Annotated[Path, AfterValidator(_existing_file)]
+OutPath = Annotated[Path, AfterValidator(_resolve)]
+Score = Annotated[float, Field(ge=0.0, le=1.0)]
+Port = Annotated[int, Field(ge=0, le=65535)]
+
+
+class Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+def _is_file_source(text: str) -> bool:
+    t = text.strip()
+    return not (t.isdigit() or t.startswith(("/dev/video", "gst:")) or "://" in t or " ! " in t)
+
+
+class SourceCfg(Strict):
+    uri: str = Field(min_length=1)
+    loop: bool = False
+    realtime: Optional[bool] = None  # None: the app's default (robot: True = one-slot live buffer)
+    timeout_s: float = Field(10.0, gt=0)
+    reconnect_timeout_s: Optional[float] = Field(None, gt=0)
+
+    @field_validator("uri")
+    @classmethod
+    def _file_exists(cls, v: str, info: ValidationInfo) -> str:
+        if not _is_file_source(v):
+            return v
+        p = _resolve(Path(v), info)
+        if not p.exists():
+            raise ValueError(f"file not found: {p}")
+        return str(p)
+
+
+class BackendCfg(Strict):
+    name: Optional[Literal["tflite", "litert", "openvino"]] = None
+    threads: Optional[int] = Field(None, ge=1)
+    device: str = "CPU"
+    hint: Literal["latency", "throughput"] = "latency"
+    precision: Optional[Literal["f32", "f16", "bf16"]] = None
+
+
+class ServerCfg(Strict):
+    host: str = "127.0.0.1"
+    port: Port = 8080
+    token: Optional[str] = Field(None, min_length=8)
+    dashboard: bool = True
+    max_fps: float = Field(10.0, gt=0)
+
+    @model_validator(mode="after")
+    def _token_off_loopback(self) -> "ServerCfg":
+        if self.host not in ("127.0.0.1", "localhost", "::1") and not self.token:
+            raise ValueError(f"a token (8+ characters) is required when binding {self.host}, not only 127.0.0.1")
+        return self
+
+
+def _broker(v: str) -> str:
+    from .apps.mqtt import parse_mqtt_url
+
+    try:
+        parse_mqtt_url(v)
+    except ConfigError as e:
+        raise ValueError(str(e)) from None
+    return v
+
+
+Broker = Annotated[str, AfterValidator(_broker)]
+
+
+# ---- event sinks ---------------------------------------------------------------------------------
+class JsonlEvents(Strict):
+    type: Literal["jsonl"]
+    path: OutPath
+
+
+class WebhookEvents(Strict):
+    type: Literal["webhook"]
+    url: str = Field(pattern=r"^https?://")
+    queue: OutPath
+    timeout_s: float = Field(5.0, gt=0)
+    backoff_s: float = Field(0.5, gt=0)
+    max_backoff_s: float = Field(60.0, gt=0)
+    headers: dict[str, str] = {}
+    include_snapshot: bool = False
+    drain_s: float = Field(3.0, ge=0)
+
+
+class MqttEvents(Strict):
+    type: Literal["mqtt"]
+    broker: Broker = "127.0.0.1:1883"
+    topic: str = "edgeship/events"
+    snapshots: bool = True
+    username: Optional[str] = None
+    password: Optional[str] = None
+
+
+EventSinkCfg = Annotated[Union[JsonlEvents, WebhookEvents, MqttEvents], Field(discriminator="type")]
+
+
+class SnapshotCfg(Strict):
+    dir: OutPath
+    quota_mb: float = Field(200.0, gt=0)
+
+
+# ---- security -------------------------------------------------------------------------------------
+class ZoneCfg(Strict):
+    name: str = Field(min_length=1)
+    points: list[tuple[float, float]]
+    normalized: Optional[bool] = None  # None: normalised when every coordinate is within 0..1
+    classes: list[str] = []
+    min_score: Score = 0.5
+    min_dwell_frames: int = Field(1, ge=1)
+    min_dwell_s: float = Field(0.0, ge=0)
+    cooldown_s: float = Field(30.0, ge=0)
+    max_gap_frames: int = Field(2, ge=0)
+    anchor: Literal["bottom-center", "center", "top-center"] = "bottom-center"
+
+    @field_validator("points")
+    @classmethod
+    def _three(cls, v: list) -> list:
+        if len(v) < 3:
+            raise ValueError(f"expected at least 3 points, got {len(v)}")
+        return v
+
+
+class MotionCfg(Strict):
+    threshold: float = Field(25.0, gt=0, le=255)
+    min_area: float = Field(0.002, ge=0, le=1)
+    alpha: float = Field(0.2, gt=0, le=1)
+    width: int = Field(96, ge=16)
+    hold_frames: int = Field(5, ge=0)
+    max_skip: int = Field(150, ge=1)
+
+
+class SecurityCfg(Strict):
+    type: Literal["security"]
+    camera: str = "camera"
+    zones: list[ZoneCfg] = Field(min_length=1)
+    motion: Optional[MotionCfg] = None
+    snapshots: Optional[SnapshotCfg] = None
+    events: list[EventSinkCfg] = []
+
+    @field_validator("zones")
+    @classmethod
+    def _unique(cls, v: list[ZoneCfg]) -> list[ZoneCfg]:
+        names = [z.name for z in v]
+        dup = sorted({n for n in names if names.count(n) > 1})
+        if dup:
+            raise ValueError(f"zone names must be unique, got {dup} more than once")
+        return v
+
+
+# ---- industrial -------------------------------------------------------------------------------------
+class MqttTopicCfg(Strict):
+    broker: Broker = "127.0.0.1:1883"
+    topic: str = "edgeship/trigger"
+
+
+class TriggerCfg(Strict):
+    mode: Literal["frame", "interval", "external"] = "frame"
+    interval_ms: Optional[float] = Field(None, gt=0)
+    mqtt: Optional[MqttTopicCfg] = None
+
+    @model_validator(mode="after")
+    def _consistent(self) -> "TriggerCfg":
+        if self.mode == "interval" and self.interval_ms is None:
+            raise ValueError("mode 'interval' needs interval_ms")
+        if self.mqtt is not None and self.mode != "external":
+            raise ValueError("an MQTT trigger needs mode 'external'")
+        return self
+
+
+class InspectCfg(Strict):
+    pass_classes: list[str] = []
+    fail_classes: list[str] = []
+    min_score: Score = 0.0
+    class_thresholds: dict[str, Score] = {}
+    uncertain: Literal["pass", "fail"] = "fail"
+    fail_above: Optional[float] = None
+
+    @model_validator(mode="after")
+    def _one_rule(self) -> "InspectCfg":
+        if self.pass_classes and self.fail_classes:
+            raise ValueError("give pass_classes or fail_classes, not both")
+        return self
+
+
+class NoOutputCfg(Strict):
+    type: Literal["none"]
+
+
+class MqttOutputCfg(Strict):
+    type: Literal["mqtt"]
+    broker: Broker = "127.0.0.1:1883"
+    topic: str = "edgeship/reject"
+
+
+class HttpOutputCfg(Strict):
+    type: Literal["http"]
+    url: str = Field(pattern=r"^https?://")
+    timeout_s: float = Field(2.0, gt=0)
+
+
+class GpioOutputCfg(Strict):
+    type: Literal["gpio"]
+    pin: int = Field(ge=0, le=40)
+    pulse_ms: float = Field(100.0, gt=0)
+    active_high: bool = True
+
+
+OutputCfg = Annotated[Union[NoOutputCfg, MqttOutputCfg, HttpOutputCfg, GpioOutputCfg], Field(discriminator="type")]
+
+
+class IndustrialCfg(Strict):
+    type: Literal["industrial"]
+    counters: OutPath
+    inspect: InspectCfg = InspectCfg()
+    trigger: TriggerCfg = TriggerCfg()
+    outputs: list[OutputCfg] = []
+    rejects: Optional[SnapshotCfg] = None
+    events: list[EventSinkCfg] = []
+
+
+# ---- robot ---------------------------------------------------------------------------------------------
+class RobotCfg(Strict):
+    type: Literal["robot"]
+    rate_hz: float = Field(30.0, gt=0, le=1000)
+    stale_ms: float = Field(200.0, gt=0)
+    udp: list[str] = []
+
+    @field_validator("udp")
+    @classmethod
+    def _targets(cls, v: list[str]) -> list[str]:
+        from .apps.robot import parse_udp_target
+
+        for t in v:
+            try:
+                parse_udp_target(t)
+            except ConfigError as e:
+                raise ValueError(str(e)) from None
+        return v
+
+
+AppCfg = Annotated[Union[SecurityCfg, IndustrialCfg, RobotCfg], Field(discriminator="type")]
+
+
+class DeployConfig(Strict):
+    """The whole deployment."""
+
+    artifact: InFile
+    source: SourceCfg
+    task: Optional[Literal["classify", "detect", "raw"]] = None
+    labels: Optional[InFile] = None
+    threshold: Optional[Score] = None
+    iou: Score = 0.45
+    top_k: int = Field(5, ge=1)
+    backend: BackendCfg = BackendCfg()
+    app: Optional[AppCfg] = None
+    sinks: list[str] = []
+    server: Optional[ServerCfg] = None
+    max_frames: Optional[int] = Field(None, ge=1)
+    duration: Optional[float] = Field(None, gt=0)
+
+    @field_validator("source", mode="before")
+    @classmethod
+    def _source_text(cls, v: Any) -> Any:
+        return {"uri": str(v)} if isinstance(v, (str, int)) and not isinstance(v, bool) else v
+
+    @field_validator("sinks")
+    @classmethod
+    def _sinks(cls, v: list[str], info: ValidationInfo) -> list[str]:
+        out = []
+        for s in v:
+            kind, sep, arg = s.partition(":")
+            if kind not in ("jsonl", "video"):
+                raise ValueError(f"sinks take jsonl:FILE or video:FILE (the HTTP server is 'server:'), got {s!r}")
+            if not arg:
+                raise ValueError(f"{kind} sink needs a file, got {s!r}")
+            out.append(s if arg == "-" else f"{kind}:{_resolve(Path(arg), info)}")
+        return out
+
+
+# ---- loading -------------------------------------------------------------------------------------------
+def read_mapping(path: Path) -> dict:
+    """Parse a YAML (.yaml/.yml) or TOML (.toml) file into a dict."""
+    if not path.is_file():
+        raise ConfigError(f"config file {path} does not exist")
+    text = path.read_text(encoding="utf-8")
+    try:
+        if path.suffix.lower() == ".toml":
+            import tomllib
+
+            data = tomllib.loads(text)
+        else:
+            import yaml
+
+            data = yaml.safe_load(text)
+    except Exception as e:  # yaml.YAMLError / tomllib.TOMLDecodeError
+        first = " ".join(str(e).split())[:300]
+        raise ConfigError(f"{path}: not valid {'TOML' if path.suffix.lower() == '.toml' else 'YAML'}: {first}") from None
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: expected a mapping of keys at the top level, got {type(data).__name__}")
+    return data
+
+
+_TAGS = {"security", "industrial", "robot", "jsonl", "webhook", "mqtt", "none", "http", "gpio"}
+
+
+def key_path(loc: tuple) -> str:
+    """pydantic's error location -> ``app.zones[0].points`` (discriminator tags dropped)."""
+    out = ""
+    prev: Any = None
+    for part in loc:
+        if isinstance(part, int):
+            out += f"[{part}]"
+        elif part in _TAGS and (prev == "app" or isinstance(prev, int)):
+            pass
+        elif isinstance(part, str) and "[" in part:  # function-after[...] wrappers
+            pass
+        else:
+            out += ("." if out else "") + str(part)
+        prev = part
+    return out or "(top level)"
+
+
+def _message(err: dict) -> str:
+    kind, msg = err.get("type", ""), str(err.get("msg", ""))
+    if kind == "missing":
+        return "required key is missing"
+    if kind == "extra_forbidden":
+        return "unknown key"
+    if kind == "union_tag_invalid":
+        return f"type must be one of {err.get('ctx', {}).get('expected_tags', '')}, got {err.get('input')!r}"
+    if kind == "union_tag_not_found":
+        return "needs a 'type' key"
+    for prefix in ("Value error, ", "Assertion failed, "):
+        if msg.startswith(prefix):
+            msg = msg[len(prefix):]
+    if kind not in ("value_error",) and "input" in err and not isinstance(err["input"], (dict, list)):
+        msg += f", got {err['input']!r}"
+    return msg
+
+
+def load_config(path: str | os.PathLike) -> DeployConfig:
+    """Read and validate a deployment config; a problem raises ConfigError naming the key's path."""
+    p = Path(path)
+    data = read_mapping(p)
+    try:
+        return DeployConfig.model_validate(data, context={"base": str(p.resolve().parent)})
+    except ValidationError as e:
+        errs = e.errors(include_url=False)
+        first = errs[0]
+        more = f" (and {len(errs) - 1} more problem{'s' if len(errs) > 2 else ''})" if len(errs) > 1 else ""
+        raise ConfigError(f"{path}: {key_path(first['loc'])}: {_message(first)}{more}") from None
+    except ConfigError as e:  # raised by helpers such as parse_mqtt_url
+        raise ConfigError(f"{path}: {e}") from None
