@@ -1,0 +1,117 @@
+"""``edgeship verify``: check an artifact's accuracy against the float Keras model."""
+
+from __future__ import annotations
+
+import math
+
+import click
+
+from ._common import echo_err, emit_json, format_table
+
+
+def max_drop_option(ctx: click.Context, param: click.Parameter, value: str | None):
+    """click callback: a budget in points (``1.0``) or ``none`` (no budget)."""
+    if value is None:
+        return None
+    if str(value).strip().lower() in ("none", "off", "no"):
+        return None
+    try:
+        v = float(value)
+    except ValueError:
+        raise click.BadParameter(f"expected a number of points (e.g. 1.0) or 'none', got {value!r}") from None
+    if not math.isfinite(v) or v < 0:
+        raise click.BadParameter(f"expected a non-negative number of points, got {value!r}")
+    return v
+
+
+EXAMPLES = """
+\b
+Example:
+  edgeship verify out/model.tflite --reference model.keras --data calib.npz
+  edgeship verify out/model.xml --reference model.keras --data calib.npz --max-drop 0.5 --layers 5
+  edgeship verify out/model.tflite --reference model.keras --data calib.npz --split all --json
+\b
+Exit codes: 0 within budget, 1 over budget (one-line reason on stderr) or an error.
+"""
+
+
+@click.command(epilog=EXAMPLES)
+@click.argument("artifact", type=click.Path(exists=True, dir_okay=False))
+@click.option("--reference", required=True, type=click.Path(exists=True), help="The float Keras model (.keras, .h5 or SavedModel folder).")
+@click.option("--data", required=True, type=click.Path(exists=True, dir_okay=False), help="Calibration set (.npz from edgeship calibrate).")
+@click.option("--split", type=click.Choice(["holdout", "all", "calib"]), default="holdout", show_default=True,
+              help="Which samples to verify on (holdout: never seen by calibration).")
+@click.option("--max-drop", "max_drop", default="1.0", show_default=True, callback=max_drop_option, metavar="PP|none",
+              help="Budget in points: accuracy drop with labels, top-1 disagreement without. 'none' only reports.")
+@click.option("--layers", default=0, show_default=True, type=click.IntRange(min=0),
+              help="Also list the N layers with the largest quantization error (int8 artifacts).")
+@click.option("--precision", type=click.Choice(["f32", "bf16", "f16"]),
+              help="OpenVINO inference precision [f32 for FP32 artifacts, the device default otherwise].")
+@click.option("--save", is_flag=True, help="Record the result in the artifact's manifest (accuracy).")
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON object on stdout.")
+@click.pass_context
+def verify(ctx: click.Context, artifact: str, reference: str, data: str, split: str, max_drop: float | None, layers: int,
+           precision: str | None, save: bool, as_json: bool) -> None:
+    """Check ARTIFACT (.tflite or .xml) against the float Keras model it came from.
+
+    Runs both on the calibration set's holdout split (the artifact through edgeship's runtime,
+    exactly as the device runs it) and reports top-1 agreement, both accuracies and the drop in
+    points with a 95% interval, per-class deltas, cosine similarity, SQNR and max error per
+    output, and the precision the backend executed. Warns about the classic mistakes: a float
+    model that predicts one class, or calibration data in the wrong value range.
+    """
+    from ..converters.verify import verify_artifact
+
+    report = verify_artifact(artifact, reference, data, split=split, max_drop=max_drop, layers=layers, precision=precision)
+    if save:
+        from ..manifest import Manifest
+
+        manifest = Manifest.load_optional(artifact)
+        if manifest is None:
+            echo_err(f"warning: {artifact} has no manifest; nothing saved")
+        else:
+            manifest.accuracy = report.accuracy_record()
+            manifest.save(artifact)
+    if as_json:
+        emit_json(report.to_dict())
+    else:
+        click.echo(render(report))
+    if report.passed is False:
+        echo_err(f"error: {report.reason}")
+        ctx.exit(1)
+
+
+def render(report) -> str:
+    """The human-readable report."""
+    lines = [f"{report.artifact}  ({report.format}, {report.precision or '?'}; ran {report.executed_precision} on {report.backend})",
+             f"{report.samples} samples from the {report.split} split"]
+    rows = []
+    if report.agreement is not None:
+        rows.append(("top-1 agreement", f"{report.agreement:.2f}%"))
+    if report.drop is not None:
+        lo, hi = report.drop_ci
+        rows += [("float accuracy", f"{report.reference_accuracy:.2f}%"), ("artifact accuracy", f"{report.accuracy:.2f}%"),
+                 ("drop", f"{report.drop:+.2f} points (95% CI {lo:+.2f} .. {hi:+.2f})")]
+    for o in report.outputs:
+        rows.append((f"output {o.index}", f"cosine {o.cosine:.5f}  SQNR {o.sqnr_db:.1f} dB  max|err| {o.max_abs_error:.4g}"))
+    lines.append(format_table(["metric", "value"], rows))
+    worst = sorted((c for c in report.per_class if c["delta"] < 0), key=lambda c: c["delta"])[:5]
+    if worst:
+        lines.append("classes that lost accuracy:")
+        lines.append(format_table(["class", "samples", "float %", "artifact %", "delta"],
+                                  [(c["label"], c["samples"], c["reference"], c["artifact"], c["delta"]) for c in worst]))
+    if report.layers:
+        lines.append("layers with the largest quantization error (channel noise/signal, 1 = signal lost):")
+        lines.append(format_table(["tensor", "op", "error", "SQNR dB", "consumers"],
+                                  [(_short(e["name"]), e["op"], e["error"], e["sqnr_db"], ", ".join(_short(c) for c in e["consumers"]))
+                                   for e in report.layers]))
+    for w in report.warnings:
+        lines.append(f"warning: {w}")
+    if report.reason:
+        lines.append(("PASS: " if report.passed else ("FAIL: " if report.passed is False else "")) + report.reason)
+    return "\n".join(lines)
+
+
+def _short(name: str, width: int = 48) -> str:
+    first = str(name).split(";")[0]
+    return first if len(first) <= width else "..." + first[-(width - 3):]

@@ -1,0 +1,292 @@
+"""The accuracy gate: verify an int8 artifact, keep the most damaged tensors in float until it fits a budget.
+
+1. Verify the int8 artifact on the holdout split (through the runtime backend). Within budget: done.
+2. Rank the activation tensors by quantization error (:mod:`edgeship.converters.layers`). Keep
+   the worst in float and re-verify. The
+   earliest severely damaged tensor goes first (damage upstream makes everything downstream look
+   bad), the ranking is refreshed after each step, and the number of tensors added doubles each
+   step (1, 2, 4...); a passing multi-tensor step is trimmed by bisection.
+   Every candidate is a real artifact, measured through the runtime backend: TFLite re-quantizes
+   the cached calibration with ``denylisted_nodes`` (the converter's own MLIR quantizer call);
+   OpenVINO runs ``nncf.quantize`` on the FP32 model with a ranked ``nncf.IgnoredScope``.
+3. The passing candidate replaces the artifact.
+4. Only when no mixed model fits, fall back to fp16, and say so.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import tempfile
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Sequence
+
+import numpy as np
+
+from ..errors import InputError
+from .layers import LayerError
+from .verify import compare, judge, run_artifact
+
+log = logging.getLogger(__name__)
+
+SEVERE = 0.5  # tensors within this factor of the worst error count as "severely damaged"
+MIN_ERROR = 1e-3  # below this a tensor is not worth keeping in float
+MAX_STEPS = 12
+
+
+@dataclass
+class GateResult:
+    """Outcome of the gate for one artifact (``precision`` is int8, int8-mixed or fp16)."""
+
+    artifact: Path
+    precision: str
+    budget: float
+    measured: str | None
+    value: float | None  # final drop (labels) or disagreement (no labels), in points
+    passed: bool | None
+    initial_value: float | None
+    accuracy: dict[str, Any] = field(default_factory=dict)
+    float_layers: list[dict[str, Any]] = field(default_factory=list)
+    float_nodes: list[str] = field(default_factory=list)
+    steps: list[dict[str, Any]] = field(default_factory=list)
+    fallback: str | None = None
+    reason: str | None = None
+    seconds: float = 0.0
+
+    def conversion_record(self) -> dict[str, Any]:
+        """What the manifest keeps under ``conversion["accuracy_gate"]``."""
+        d = asdict(self)
+        d.pop("artifact")
+        d.pop("accuracy")
+        return d
+
+
+class _Evaluator:
+    """Runs candidates through the runtime backend and measures them against cached reference outputs."""
+
+    def __init__(self, ref: list[np.ndarray], x: np.ndarray, y: np.ndarray | None, labels: Sequence[str] | None) -> None:
+        self.ref, self.x, self.y, self.labels = ref, x, y, labels
+
+    def measure(self, artifact: Path) -> tuple[str | None, float | None, dict[str, Any]]:
+        outs, info = run_artifact(artifact, self.x)
+        cmp = compare(self.ref, outs, labels=self.y, class_names=self.labels)
+        if cmp.get("drop") is not None:
+            measured, value = "drop", float(cmp["drop"])
+        elif cmp.get("agreement") is not None:
+            measured, value = "disagreement", 100.0 - float(cmp["agreement"])
+        else:
+            measured, value = None, None
+        record = {k: cmp.get(k) for k in ("agreement", "reference_accuracy", "accuracy", "drop", "drop_ci")}
+        record.update(measured=measured, executed_precision=info["executed_precision"], samples=len(self.x),
+                      outputs=[asdict(o) for o in cmp["outputs"]])
+        return measured, value, record
+
+
+def pick(ranking: Sequence[LayerError], k: int) -> list[LayerError]:
+    """The next ``k`` tensors to keep in float: severe ones earliest in the graph first, then by error."""
+    usable = [e for e in ranking if e.consumers and math.isfinite(e.error) and e.error >= MIN_ERROR]
+    if not usable:
+        return []
+    top = max(e.error for e in usable)
+    severe = sorted((e for e in usable if e.error >= SEVERE * top), key=lambda e: e.order)
+    rest = [e for e in usable if e not in severe]
+    return (severe + rest)[:k]
+
+
+def search(rank: Callable[[list[LayerError]], list[LayerError]], measure: Callable[[list[LayerError]], float | None],
+           budget: float, *, max_steps: int = MAX_STEPS) -> tuple[list[LayerError] | None, list[dict[str, Any]]]:
+    """Grow the float set until ``measure`` is within ``budget``; (chosen tensors or None, steps)."""
+    chosen: list[LayerError] = []
+    steps: list[dict[str, Any]] = []
+    chunk = 1
+    for _ in range(max_steps):
+        picks = pick([e for e in rank(chosen) if e.name not in {c.name for c in chosen}], chunk)
+        if not picks:
+            return None, steps
+        candidate = chosen + picks
+        value = measure(candidate)
+        steps.append({"float": [e.name for e in candidate], "value": value})
+        if value is None or value <= budget:
+            return _trim(chosen, picks, measure, budget, steps), steps
+        chosen, chunk = candidate, chunk * 2
+    return None, steps
+
+
+def _trim(base: list[LayerError], picks: list[LayerError], measure: Callable[[list[LayerError]], float | None],
+          budget: float, steps: list[dict[str, Any]]) -> list[LayerError]:
+    """Smallest prefix of ``picks`` (on top of ``base``) that still passes, by bisection."""
+    lo, hi = 0, len(picks)  # hi passes
+    while hi - lo > 1:
+        mid = (lo + hi) // 2
+        value = measure(base + picks[:mid])
+        steps.append({"float": [e.name for e in base + picks[:mid]], "value": value, "trim": True})
+        if value is not None and value <= budget:
+            hi = mid
+        else:
+            lo = mid
+    return base + picks[:hi]
+
+
+def _layers_record(chosen: Sequence[LayerError], budget: float) -> list[dict[str, Any]]:
+    return [{"tensor": e.name, "op": e.op, "consumers": e.consumers, "error": e.to_dict()["error"],
+             "reason": f"int8 loses {min(e.error, 1.0) * 100:.0f}% of this tensor's per-channel signal; "
+                       f"kept in float to bring the drop within {budget:g} points"} for e in chosen]
+
+
+# ---- per format ---------------------------------------------------------------------------------------
+class _TFLiteFormat:
+    """Ranks with the QuantizationDebugger; candidates are re-quantized from one calibration."""
+
+    def __init__(self, saved: Path, ds: Any, io: str, tmp: Path) -> None:
+        from .layers import TFLiteProbe
+
+        self.saved, self.ds, self.io, self.tmp = saved, ds, io, tmp
+        self.probe = TFLiteProbe(saved, ds.x_calib, io=io)
+
+    @staticmethod
+    def nodes(chosen: Sequence[LayerError]) -> list[str]:
+        return list(dict.fromkeys(n for e in chosen for n in e.keep_float))
+
+    def rank(self, chosen: list[LayerError]) -> list[LayerError]:
+        return self.probe.rank(self.nodes(chosen))
+
+    def build(self, chosen: list[LayerError]) -> Path:
+        # the same MLIR quantizer call as to_tflite(..., denylisted_nodes=...), on the cached calibration
+        path = self.tmp / f"candidate_{len(chosen)}_{abs(hash(tuple(self.nodes(chosen))))}.tflite"
+        path.write_bytes(self.probe.quantize(self.nodes(chosen)))
+        return path
+
+    def fp16(self, out: Path) -> Path:
+        from .tflite import to_tflite
+
+        return to_tflite(self.saved, out, precision="fp16")
+
+
+class _OpenVINOFormat:
+    """Ranks the artifact's activation quantizers; candidates are ``nncf.quantize`` runs with an ignored scope."""
+
+    def __init__(self, saved: Path, ds: Any, artifact: Path, preset: str, dynamic_batch: bool, tmp: Path) -> None:
+        import openvino as ov
+
+        from .layers import OpenVINOProbe, map_node_names
+        from .openvino import to_openvino
+
+        self.saved, self.ds, self.preset, self.dynamic_batch, self.tmp = saved, ds, preset, dynamic_batch, tmp
+        # OpenVINO numbers node names per conversion: every candidate is quantized from this one FP32
+        # IR, and the artifact's names are mapped onto it.
+        self.fp32 = ov.Core().read_model(str(to_openvino(saved, tmp / "fp32.xml", precision="fp32", dynamic_batch=dynamic_batch)))
+        self.first = OpenVINOProbe(artifact, ds.x_calib)
+        self.names = map_node_names(self.first.model, self.fp32)
+        self.last: Any = None  # the latest candidate's probe (FP32 names)
+
+    def rank(self, chosen: list[LayerError]) -> list[LayerError]:
+        from .layers import OpenVINOProbe, rename
+
+        if self.last is None and self.names is None:  # the graphs do not line up: rank a fresh quantization
+            self.last = OpenVINOProbe(self._quantize([]), self.ds.x_calib)
+        if self.last is not None:
+            return self.last.rank()
+        return rename(self.first.rank(), self.names)
+
+    def _quantize(self, scope: list[str]) -> Any:
+        from .openvino import PRECISIONS
+
+        return PRECISIONS["int8"](self.fp32.clone(), self.ds, self.preset, scope)[0]
+
+    def build(self, chosen: list[LayerError]) -> Path:
+        from .layers import OpenVINOProbe
+        from .openvino import _save_ir
+
+        scope = list(dict.fromkeys(n for e in chosen for n in e.keep_float))
+        model = self._quantize(scope)
+        self.last = OpenVINOProbe(model, self.ds.x_calib)
+        return _save_ir(model, self.tmp / f"candidate_{len(chosen)}_{abs(hash(tuple(scope)))}.xml", False)
+
+    def fp16(self, out: Path) -> Path:
+        from .openvino import to_openvino
+
+        return to_openvino(self.saved, out, precision="fp16", dynamic_batch=self.dynamic_batch)
+
+
+# ---- the API ------------------------------------------------------------------------------------------
+def accuracy_gate(artifact: str | Path, *, fmt: str, model: Any, saved_model_dir: str | Path, dataset: Any, max_drop: float,
+                  io: str = "int8", preset: str = "performance", dynamic_batch: bool = False) -> GateResult:
+    """Make the int8 ``artifact`` (rewritten in place when needed) fit ``max_drop`` points on the holdout split.
+
+    ``model`` is the float Keras model (object or path), ``saved_model_dir`` its SavedModel export
+    (what the artifact was converted from), ``dataset`` the RepresentativeDataset it was calibrated on.
+    Every candidate is measured through the runtime backend; the one kept is the one measured.
+    """
+    from .keras_io import load_keras_model, predict
+
+    t0 = time.perf_counter()
+    artifact = Path(artifact)
+    if fmt not in ("tflite", "openvino"):
+        raise InputError(f"the accuracy gate handles tflite and openvino artifacts, got {fmt!r}")
+    x, y = dataset.split("holdout")
+    if len(x) == 0:
+        log.warning("the calibration set has no holdout samples; the accuracy gate verifies on the calibration samples")
+        x, y = dataset.split("calib")
+    ev = _Evaluator(predict(load_keras_model(model), x), x, y, dataset.labels)
+    measured, value, record = ev.measure(artifact)
+    result = GateResult(artifact, "int8", max_drop, measured, value, None, value, accuracy=record)
+    result.passed, result.reason = judge(measured, value, max_drop)
+    if result.passed is not False:
+        log.info("%s: %s", artifact.name, result.reason)
+        return _finish(result, t0)
+    log.warning("%s: %s; keeping the most damaged layers in float", artifact.name, result.reason)
+    with tempfile.TemporaryDirectory(prefix="edgeship-gate-") as tmpdir:
+        tmp = Path(tmpdir)
+        impl = _TFLiteFormat(Path(saved_model_dir), dataset, io, tmp) if fmt == "tflite" else _OpenVINOFormat(
+            Path(saved_model_dir), dataset, artifact, preset, dynamic_batch, tmp)
+        built: dict[tuple[str, ...], tuple[Path, tuple[str | None, float | None, dict[str, Any]]]] = {}
+
+        def candidate(chosen: list[LayerError]) -> tuple[Path, tuple[str | None, float | None, dict[str, Any]]]:
+            key = tuple(sorted(e.name for e in chosen))
+            if key not in built:
+                path = impl.build(chosen)
+                built[key] = (path, ev.measure(path))
+            return built[key]
+
+        chosen, steps = search(impl.rank, lambda c: candidate(c)[1][1], max_drop)
+        result.steps = steps
+        if chosen:
+            path, (measured, value, record) = candidate(chosen)
+            _replace(path, artifact)
+            result.precision, result.accuracy = "int8-mixed", record
+            result.float_nodes = list(dict.fromkeys(n for e in chosen for n in e.keep_float))
+            result.float_layers = _layers_record(chosen, max_drop)
+            result.value = value
+            result.passed, result.reason = judge(measured, value, max_drop)
+            log.warning("%s: %d tensor(s) kept in float; %s", artifact.name, len(chosen), result.reason)
+            return _finish(result, t0)
+        path = impl.fp16(tmp / artifact.name)
+        measured, value, record = ev.measure(path)
+        _replace(path, artifact)
+        result.precision, result.fallback, result.accuracy, result.value = "fp16", "fp16", record, value
+        result.passed, why = judge(measured, value, max_drop)
+        result.reason = f"no mixed int8/float model fits {max_drop:g} points; fell back to fp16 ({why})"
+        log.warning("%s: %s", artifact.name, result.reason)
+        return _finish(result, t0)
+
+
+def _replace(src: Path, dst: Path) -> None:
+    """Move a built artifact (and an IR's .bin) over ``dst`` atomically, file by file."""
+    import os
+    import shutil
+
+    pairs = [(src, dst)]
+    if src.suffix == ".xml":
+        pairs.insert(0, (src.with_suffix(".bin"), dst.with_suffix(".bin")))
+    for s, d in pairs:
+        tmp = d.with_name(f".{d.name}.gate.tmp")
+        shutil.copyfile(s, tmp)
+        os.replace(tmp, d)
+
+
+def _finish(result: GateResult, t0: float) -> GateResult:
+    result.seconds = time.perf_counter() - t0
+    result.accuracy.update(budget=result.budget, passed=result.passed, initial=result.initial_value)
+    return result

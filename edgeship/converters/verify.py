@@ -1,0 +1,307 @@
+"""Verify an artifact against its float Keras model on a RepresentativeDataset split.
+
+The artifact runs through edgeship's own runtime backend, exactly as the device runs it (an FP32
+OpenVINO artifact is forced to f32: on AMX / avx512_bf16 CPUs OpenVINO would otherwise execute it
+in bf16). The report gives top-1 agreement, both accuracies and the drop in points with a 95%
+interval (paired normal approximation), per-class deltas, per-output cosine / SQNR / max error,
+the precision the backend executed, optional per-layer quantization errors and warnings for the
+classic mistakes.
+
+    from edgeship.converters.verify import verify_artifact
+    report = verify_artifact("out/model.tflite", "model.keras", "calib.npz", max_drop=1.0)
+    report.passed, report.drop, report.reason
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import os
+import tempfile
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+
+from ..errors import InputError, ModelError, SpecError
+from ..fileio import to_jsonable
+from ..manifest import Manifest
+from . import metrics as M
+
+log = logging.getLogger(__name__)
+
+SPLITS = ("holdout", "all", "calib")
+COLLAPSE_PCT = 90.0  # a float model that puts this share of samples in one class is suspect
+
+
+@dataclass
+class OutputReport:
+    index: int
+    shape: list[int]
+    cosine: float
+    sqnr_db: float
+    max_abs_error: float
+
+
+@dataclass
+class VerificationReport:
+    """What :func:`verify_artifact` measured. Percentages and drops are in points (0-100)."""
+
+    artifact: str
+    reference: str
+    split: str
+    samples: int
+    format: str | None = None
+    precision: str | None = None  # what the manifest says
+    backend: str | None = None
+    executed_precision: str | None = None  # what the backend actually ran
+    labelled: bool = False
+    agreement: float | None = None
+    reference_accuracy: float | None = None
+    accuracy: float | None = None
+    drop: float | None = None  # reference - artifact accuracy
+    drop_ci: tuple[float, float] | None = None  # 95% interval of the drop
+    per_class: list[dict[str, Any]] = field(default_factory=list)
+    outputs: list[OutputReport] = field(default_factory=list)
+    layers: list[dict[str, Any]] = field(default_factory=list)
+    max_drop: float | None = None
+    measured: str | None = None  # "drop" (labels) or "disagreement" (no labels)
+    passed: bool | None = None
+    reason: str | None = None
+    warnings: list[str] = field(default_factory=list)
+    seconds: float = 0.0
+
+    @property
+    def disagreement(self) -> float | None:
+        return None if self.agreement is None else 100.0 - self.agreement
+
+    @property
+    def measured_value(self) -> float | None:
+        return self.drop if self.measured == "drop" else self.disagreement
+
+    def to_dict(self) -> dict[str, Any]:
+        d = asdict(self)
+        d["disagreement"] = self.disagreement
+        return _finite(to_jsonable(d))
+
+    def accuracy_record(self) -> dict[str, Any]:
+        """The subset a manifest keeps under ``accuracy``."""
+        keys = ("split", "samples", "executed_precision", "agreement", "reference_accuracy", "accuracy", "drop",
+                "drop_ci", "max_drop", "measured", "passed")
+        d = {k: getattr(self, k) for k in keys}
+        d["disagreement"] = self.disagreement
+        d["outputs"] = [asdict(o) for o in self.outputs]
+        return _finite(to_jsonable(d))
+
+
+def _finite(obj: Any) -> Any:
+    """JSON has no inf/NaN: inf SQNR (identical outputs) -> 999.0, NaN -> None."""
+    if isinstance(obj, float):
+        if math.isnan(obj):
+            return None
+        if math.isinf(obj):
+            return 999.0 if obj > 0 else -999.0
+        return obj
+    if isinstance(obj, dict):
+        return {k: _finite(v) for k, v in obj.items()}
+    if isinstance(obj, list):
+        return [_finite(v) for v in obj]
+    return obj
+
+
+# ---- running the two models ---------------------------------------------------------------------
+def load_dataset(data: Any):
+    """A RepresentativeDataset from a path or passed through."""
+    from ..calibration import RepresentativeDataset
+
+    if isinstance(data, RepresentativeDataset):
+        return data
+    if isinstance(data, (str, os.PathLike)):
+        return RepresentativeDataset.load(data)
+    raise InputError(f"data must be a calibration .npz path or a RepresentativeDataset, got {type(data).__name__}")
+
+
+def forced_precision(artifact: Path, manifest: Manifest | None) -> str | None:
+    """``"f32"`` for a float OpenVINO artifact (so a bf16-capable CPU does not run it in bf16), else None."""
+    if artifact.suffix.lower() != ".xml":
+        return None
+    if manifest is not None:
+        return "f32" if manifest.precision == "fp32" else None
+    try:
+        text = artifact.read_text(errors="ignore")
+    except OSError as e:
+        raise ModelError(f"cannot read {artifact}: {e}") from None
+    return None if 'type="FakeQuantize"' in text else "f32"
+
+
+def run_artifact(artifact: str | os.PathLike, x: np.ndarray, *, precision: str | None = None) -> tuple[list[np.ndarray], dict[str, Any]]:
+    """Outputs of ``artifact`` on ``x`` through the runtime backend, and what ran them."""
+    from ..runtime.backends import open_backend
+
+    path = Path(artifact)
+    with open_backend(path, precision=precision) as backend:
+        outs = backend.infer(np.ascontiguousarray(x, dtype=np.float32))
+        info = {"backend": backend.name, "executed_precision": backend.executed_precision}
+    return outs, info
+
+
+def reference_outputs(reference: Any, x: np.ndarray) -> list[np.ndarray]:
+    """The float Keras model's outputs on ``x`` (model given as a path or an object)."""
+    from .keras_io import load_keras_model, predict
+
+    return predict(load_keras_model(reference), x)
+
+
+# ---- comparing ------------------------------------------------------------------------------------
+def compare(ref: Sequence[np.ndarray], art: Sequence[np.ndarray], *, labels: np.ndarray | None = None,
+            class_names: Sequence[str] | None = None) -> dict[str, Any]:
+    """Every metric of a report from the two models' outputs (pure numpy; the gate calls it per candidate)."""
+    if len(ref) != len(art):
+        raise ModelError(f"the artifact has {len(art)} outputs, the reference model {len(ref)}")
+    outputs = []
+    for i, (r, a) in enumerate(zip(ref, art)):
+        a = np.asarray(a).reshape(np.asarray(r).shape) if np.asarray(a).size == np.asarray(r).size else a
+        if np.shape(a) != np.shape(r):
+            raise ModelError(f"output {i}: the artifact gives shape {np.shape(a)}, the reference {np.shape(r)}")
+        outputs.append(OutputReport(i, list(np.shape(r)), M.cosine_similarity(r, a), M.sqnr_db(r, a), M.max_abs_error(r, a)))
+    out: dict[str, Any] = {"outputs": outputs, "per_class": []}
+    pr, pa = M.class_predictions(ref[0]), M.class_predictions(art[0])
+    if pr is None:
+        return out
+    out.update(ref_pred=pr, art_pred=pa, agreement=M.agreement(pr, pa))
+    if labels is None or len(labels) != len(pr):
+        return out
+    y = np.asarray(labels)
+    drop, lo, hi = M.paired_drop_ci(pr == y, pa == y)
+    out.update(reference_accuracy=M.accuracy(pr, y), accuracy=M.accuracy(pa, y), drop=drop, drop_ci=(lo, hi))
+    n_classes = max(int(np.asarray(ref[0]).shape[1]), int(y.max()) + 1)
+    acc_r, counts = M.per_class_accuracy(pr, y, n_classes)
+    acc_a, _ = M.per_class_accuracy(pa, y, n_classes)
+    out["per_class"] = [
+        {"class": c, "label": class_names[c] if class_names and c < len(class_names) else str(c), "samples": int(counts[c]),
+         "reference": float(acc_r[c]), "artifact": float(acc_a[c]), "delta": float(acc_a[c] - acc_r[c])}
+        for c in range(n_classes) if counts[c] > 0
+    ]
+    return out
+
+
+def judge(measured: str | None, value: float | None, max_drop: float | None) -> tuple[bool | None, str | None]:
+    """(passed, one-line reason) for a budget of ``max_drop`` points."""
+    if max_drop is None:
+        return None, None
+    if value is None:
+        return None, "no classification output: the point budget does not apply (see cosine and SQNR)"
+    what = "accuracy drop" if measured == "drop" else "top-1 disagreement with the float model"
+    if value > max_drop:
+        return False, f"{what} {value:.2f} points exceeds the budget of {max_drop:g} points"
+    return True, f"{what} {value:.2f} points is within the budget of {max_drop:g} points"
+
+
+def mistakes(ref_pred: np.ndarray | None, art_pred: np.ndarray | None, labels: np.ndarray | None, x: np.ndarray,
+             spec: Any, artifact_spec: Any = None) -> list[str]:
+    """The classic mistakes, as warning sentences: a one-class float model, a collapsed artifact, wrong input range."""
+    out = []
+    if ref_pred is not None and len(ref_pred):
+        cls, pct = M.dominant_class(ref_pred)
+        expected = 0.0 if labels is None else float(np.mean(np.asarray(labels) == cls) * 100.0)
+        if pct >= COLLAPSE_PCT or (labels is not None and pct - expected > 30.0):
+            out.append(f"the float model predicts class {cls} for {pct:.0f}% of the samples"
+                       + (f" (the labels have {expected:.0f}%)" if labels is not None else "")
+                       + "; check the InputSpec (scale, mean/std, colour order) matches how the model was trained")
+        if art_pred is not None:
+            acls, apct = M.dominant_class(art_pred)
+            share = float(np.mean(ref_pred == acls) * 100.0)
+            if apct >= COLLAPSE_PCT and apct - share > 30.0:
+                out.append(f"the artifact predicts class {acls} for {apct:.0f}% of the samples (the float model {share:.0f}%): "
+                           "quantization collapsed the model")
+    if spec is not None:
+        why = M.range_mismatch(x, spec.value_range())
+        if why:
+            out.append(f"calibration data: {why}")
+    if artifact_spec is not None and spec is not None and artifact_spec.to_dict() != spec.to_dict():
+        out.append(f"the calibration set's InputSpec {spec.to_json()} differs from the artifact's {artifact_spec.to_json()}")
+    return out
+
+
+# ---- the API ----------------------------------------------------------------------------------------
+def verify_artifact(artifact: str | os.PathLike, reference: Any, data: Any, *, split: str = "holdout",
+                    max_drop: float | None = 1.0, layers: int = 0, precision: str | None = None) -> VerificationReport:
+    """Verify ``artifact`` (.tflite / .xml) against ``reference`` (Keras path or model) on ``data``'s ``split``.
+
+    ``max_drop`` is the budget in points: the accuracy drop with labels, the top-1 disagreement
+    without. ``layers`` > 0 adds the N layers with the largest quantization error. ``precision``
+    overrides the OpenVINO inference precision (default: f32 for FP32 artifacts, the device's
+    default otherwise).
+    """
+    t0 = time.perf_counter()
+    path = Path(artifact)
+    if not path.exists():
+        raise ModelError(f"artifact {path} does not exist")
+    if split not in SPLITS:
+        raise InputError(f"split must be one of {', '.join(SPLITS)}, got {split!r}")
+    if max_drop is not None and (not math.isfinite(max_drop) or max_drop < 0):
+        raise InputError(f"max_drop must be a non-negative number of points, got {max_drop}")
+    ds = load_dataset(data)
+    x, y = ds.split(split)
+    if len(x) == 0:
+        raise InputError(f"the {split!r} split of the calibration set is empty; use --split all or a larger --holdout")
+    manifest = Manifest.load_optional(path)
+    if manifest is not None and manifest.input_spec is not None and tuple(manifest.input_spec.sample_shape) != tuple(ds.spec.sample_shape):
+        raise SpecError(f"{path.name} takes samples of shape {manifest.input_spec.sample_shape}, "
+                        f"the calibration set has {ds.spec.sample_shape}")
+    ref = reference_outputs(reference, x)
+    art, info = run_artifact(path, x, precision=precision or forced_precision(path, manifest))
+    cmp = compare(ref, art, labels=y, class_names=ds.labels)
+    measured = "drop" if cmp.get("drop") is not None else ("disagreement" if cmp.get("agreement") is not None else None)
+    report = VerificationReport(
+        artifact=str(path), reference=str(reference) if isinstance(reference, (str, os.PathLike)) else getattr(reference, "name", "model"),
+        split=split, samples=len(x), format=manifest.format if manifest else info["backend"],
+        precision=manifest.precision if manifest else None, backend=info["backend"],
+        executed_precision=info["executed_precision"], labelled=y is not None,
+        agreement=cmp.get("agreement"), reference_accuracy=cmp.get("reference_accuracy"), accuracy=cmp.get("accuracy"),
+        drop=cmp.get("drop"), drop_ci=cmp.get("drop_ci"), per_class=cmp["per_class"], outputs=cmp["outputs"],
+        max_drop=max_drop, measured=measured,
+    )
+    report.passed, report.reason = judge(measured, report.measured_value, max_drop)
+    report.warnings = mistakes(cmp.get("ref_pred"), cmp.get("art_pred"), y, x, ds.spec,
+                               manifest.input_spec if manifest else None)
+    for w in report.warnings:
+        log.warning("%s: %s", path.name, w)
+    if layers > 0:
+        report.layers = [e.to_dict() for e in layer_errors(path, reference, ds, manifest=manifest)[:layers]]
+    report.seconds = time.perf_counter() - t0
+    return report
+
+
+def layer_errors(artifact: Path, reference: Any, ds: Any, *, manifest: Manifest | None = None, limit: int = 100) -> list[Any]:
+    """Per-layer quantization errors of an int8 artifact, worst first (empty, with a warning, for float artifacts)."""
+    from . import layers as L
+    from .keras_io import export_saved_model, load_keras_model
+
+    fmt = manifest.format if manifest else ("tflite" if artifact.suffix.lower() == ".tflite" else "openvino")
+    if manifest is not None and not str(manifest.precision).startswith("int8"):
+        log.warning("%s is %s: per-layer quantization errors apply to int8 artifacts only", artifact.name, manifest.precision)
+        return []
+    x = ds.x_calib if len(ds.x_calib) else ds.split("all")[0]
+    conversion = manifest.conversion if manifest else {}
+    float_nodes = list((conversion.get("accuracy_gate") or {}).get("float_nodes") or [])
+    with tempfile.TemporaryDirectory(prefix="edgeship-layers-") as tmp:
+        saved = export_saved_model(load_keras_model(reference), Path(tmp) / "saved_model")
+        if fmt == "tflite":
+            io = (manifest.io_dtype.get("input") if manifest and manifest.io_dtype else None) or "int8"
+            probe = L.TFLiteProbe(saved, x, io=io if io in ("float", "int8", "uint8") else "int8", limit=limit)
+            return probe.rank(float_nodes)
+        from .openvino import to_openvino
+
+        errors = L.OpenVINOProbe(artifact, x, limit=limit).rank()
+        fp32 = to_openvino(saved, Path(tmp) / "fp32.xml", precision="fp32")
+        import openvino as ov
+
+        core = ov.Core()
+        sqnr = L.compare_with_fp32(core.read_model(str(artifact)), core.read_model(str(fp32)), x, limit=limit)
+        for e in errors:
+            if e.consumers and e.consumers[0] in sqnr:
+                e.fp32_sqnr_db = sqnr[e.consumers[0]]
+        return errors
