@@ -356,8 +356,10 @@ def _convert_artifact(ctx: _Context, fmt: str, stage: Path, stem: str) -> Conver
     except ConversionError as e:
         raise _blame(ctx.model, fmt, e) from None
     seconds = time.monotonic() - t0
-    manifest = build_manifest(ctx, fmt, artifact, seconds)
-    # the accuracy gate (max_drop) checks the artifact here, before its manifest is written
+    from .gate import gate_convert_step, record_gate  # the accuracy gate (max_drop), before the manifest is written
+
+    gate = gate_convert_step(ctx, fmt, artifact)
+    manifest = record_gate(build_manifest(ctx, fmt, artifact, seconds), gate)
     manifest.save(artifact)
     log.info("wrote %s (%s %s, %.1f s)", artifact.name, fmt, ctx.precision, seconds)
     return ConvertResult(artifact, manifest)

@@ -139,15 +139,14 @@ def _layers_record(chosen: Sequence[LayerError], budget: float) -> list[dict[str
 class _TFLiteFormat:
     """Ranks with the QuantizationDebugger; candidates are re-quantized from one calibration."""
 
-    def __init__(self, saved: Path, ds: Any, io: str, tmp: Path) -> None:
+    def __init__(self, saved: Path, ds: Any, io: str, tmp: Path, nodes: Sequence[str] = (), ops: Sequence[str] = ()) -> None:
         from .layers import TFLiteProbe
 
-        self.saved, self.ds, self.io, self.tmp = saved, ds, io, tmp
-        self.probe = TFLiteProbe(saved, ds.x_calib, io=io)
+        self.saved, self.ds, self.io, self.tmp, self.base = saved, ds, io, tmp, list(nodes)
+        self.probe = TFLiteProbe(saved, ds.x_calib, io=io, denylisted_ops=ops)
 
-    @staticmethod
-    def nodes(chosen: Sequence[LayerError]) -> list[str]:
-        return list(dict.fromkeys(n for e in chosen for n in e.keep_float))
+    def nodes(self, chosen: Sequence[LayerError]) -> list[str]:
+        return list(dict.fromkeys(self.base + [n for e in chosen for n in e.keep_float]))
 
     def rank(self, chosen: list[LayerError]) -> list[LayerError]:
         return self.probe.rank(self.nodes(chosen))
@@ -212,12 +211,13 @@ class _OpenVINOFormat:
 
 # ---- the API ------------------------------------------------------------------------------------------
 def accuracy_gate(artifact: str | Path, *, fmt: str, model: Any, saved_model_dir: str | Path, dataset: Any, max_drop: float,
-                  io: str = "int8", preset: str = "performance", dynamic_batch: bool = False) -> GateResult:
+                  io: str = "int8", preset: str = "performance", dynamic_batch: bool = False,
+                  denylisted_nodes: Sequence[str] = (), denylisted_ops: Sequence[str] = ()) -> GateResult:
     """Make the int8 ``artifact`` (rewritten in place when needed) fit ``max_drop`` points on the holdout split.
 
     ``model`` is the float Keras model (object or path), ``saved_model_dir`` its SavedModel export
     (what the artifact was converted from), ``dataset`` the RepresentativeDataset it was calibrated on.
-    Every candidate is measured through the runtime backend; the one kept is the one measured.
+    ``denylisted_nodes`` / ``denylisted_ops`` (TFLite) stay in float in every candidate. Every candidate is measured through the runtime backend; the one kept is the one measured.
     """
     from .keras_io import load_keras_model, predict
 
@@ -239,7 +239,7 @@ def accuracy_gate(artifact: str | Path, *, fmt: str, model: Any, saved_model_dir
     log.warning("%s: %s; keeping the most damaged layers in float", artifact.name, result.reason)
     with tempfile.TemporaryDirectory(prefix="edgeship-gate-") as tmpdir:
         tmp = Path(tmpdir)
-        impl = _TFLiteFormat(Path(saved_model_dir), dataset, io, tmp) if fmt == "tflite" else _OpenVINOFormat(
+        impl = _TFLiteFormat(Path(saved_model_dir), dataset, io, tmp, denylisted_nodes, denylisted_ops) if fmt == "tflite" else _OpenVINOFormat(
             Path(saved_model_dir), dataset, artifact, preset, dynamic_batch, tmp)
         built: dict[tuple[str, ...], tuple[Path, tuple[str | None, float | None, dict[str, Any]]]] = {}
 
@@ -256,7 +256,7 @@ def accuracy_gate(artifact: str | Path, *, fmt: str, model: Any, saved_model_dir
             path, (measured, value, record) = candidate(chosen)
             _replace(path, artifact)
             result.precision, result.accuracy = "int8-mixed", record
-            result.float_nodes = list(dict.fromkeys(n for e in chosen for n in e.keep_float))
+            result.float_nodes = list(dict.fromkeys(n for e in chosen for n in e.keep_float)) if fmt == "openvino" else impl.nodes(chosen)
             result.float_layers = _layers_record(chosen, max_drop)
             result.value = value
             result.passed, result.reason = judge(measured, value, max_drop)
@@ -270,6 +270,32 @@ def accuracy_gate(artifact: str | Path, *, fmt: str, model: Any, saved_model_dir
         result.reason = f"no mixed int8/float model fits {max_drop:g} points; fell back to fp16 ({why})"
         log.warning("%s: %s", artifact.name, result.reason)
         return _finish(result, t0)
+
+
+def gate_convert_step(ctx: Any, fmt: str, artifact: Path) -> GateResult | None:
+    """The gate as a step of :func:`edgeship.converters.convert`: int8 artifacts with a budget only."""
+    o = ctx.options
+    if ctx.precision != "int8" or o.get("max_drop") is None:
+        return None
+    if fmt == "openvino" and o.get("ignored_scope"):
+        log.warning("%s: the accuracy gate's candidates do not carry the given ignored scope over (OpenVINO renames "
+                    "nodes per conversion); only the ranked layers stay in float", artifact.name)
+    return accuracy_gate(artifact, fmt=fmt, model=ctx.model, saved_model_dir=ctx.saved_model, dataset=ctx.dataset,
+                         max_drop=float(o["max_drop"]), io=o.get("io", "int8"), preset=o.get("preset", "performance"),
+                         dynamic_batch=bool(o.get("dynamic_batch")), denylisted_nodes=o.get("denylisted_nodes") or (),
+                         denylisted_ops=o.get("denylisted_ops") or ())
+
+
+def record_gate(manifest: Any, result: GateResult | None) -> Any:
+    """Write the gate's outcome into a manifest: precision, ``accuracy`` and ``conversion["accuracy_gate"]``."""
+    if result is None:
+        return manifest
+    manifest.precision = result.precision
+    manifest.accuracy = dict(result.accuracy)
+    status = "passed" if result.passed else ("failed" if result.passed is False else "not applicable")
+    manifest.conversion["accuracy_gate"] = {"max_drop_pp": result.budget, "status": status, **result.conversion_record()}
+    manifest.conversion.setdefault("timings", {})["gate_s"] = round(result.seconds, 3)
+    return manifest
 
 
 def _replace(src: Path, dst: Path) -> None:

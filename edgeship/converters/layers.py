@@ -116,11 +116,13 @@ class TFLiteProbe:
     the same denylist (same calibration, same MLIR quantizer call), without calibrating again.
     """
 
-    def __init__(self, saved_model_dir: str | Path, x: np.ndarray, *, io: str = "int8", limit: int = 100) -> None:
+    def __init__(self, saved_model_dir: str | Path, x: np.ndarray, *, io: str = "int8", limit: int = 100,
+                 denylisted_ops: Sequence[str] = ()) -> None:
         import tensorflow as tf
 
         self._tf = tf
         self.io = io
+        self.denylisted_ops = list(denylisted_ops)
         samples = np.ascontiguousarray(x, dtype=np.float32)
         debug = samples[:limit]
 
@@ -137,7 +139,7 @@ class TFLiteProbe:
         converter.representative_dataset = calib
         self._options = lambda nodes: tf.lite.experimental.QuantizationDebugOptions(
             layer_direct_compare_metrics={"channel_noise": _direct_channel_ratio, "sqnr_db": _direct_sqnr},
-            denylisted_nodes=list(nodes) or None,
+            denylisted_nodes=list(nodes) or None, denylisted_ops=self.denylisted_ops or None,
         )
         self.debugger = tf.lite.experimental.QuantizationDebugger(
             converter=converter, debug_dataset=debug_data, debug_options=self._options(()))
@@ -154,6 +156,7 @@ class TFLiteProbe:
             fully_quantize=self.io != "float",
             input_data_type=io_type,
             output_data_type=io_type,
+            denylisted_ops=self.denylisted_ops or None,
             denylisted_nodes=list(denylisted_nodes) or None,
         ))
 

@@ -291,6 +291,7 @@ def layer_errors(artifact: Path, reference: Any, ds: Any, *, manifest: Manifest 
         saved = export_saved_model(load_keras_model(reference), Path(tmp) / "saved_model")
         if fmt == "tflite":
             io = (manifest.io_dtype.get("input") if manifest and manifest.io_dtype else None) or "int8"
+            io = {"float32": "float"}.get(io, io)
             probe = L.TFLiteProbe(saved, x, io=io if io in ("float", "int8", "uint8") else "int8", limit=limit)
             return probe.rank(float_nodes)
         from .openvino import to_openvino

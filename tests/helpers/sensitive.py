@@ -7,8 +7,8 @@ float model computes the same function, but that one channel now dominates the a
 the tensor between ``conv2`` and ``conv3``. Per-tensor int8 activation quantization (TFLite and
 NNCF both quantize activations per tensor) then gives the tensor a step of roughly ``K`` times the
 other channels' values, rounding every other channel to zero: plain int8 collapses. Keeping that
-tensor in float (the producer ``conv2``, its consumers up to ``conv3``) restores the accuracy while
-the other layers stay int8. This is the failure cross-layer equalisation exists for, made exact.
+one tensor in float (TFLite: ``conv2`` and ``conv3`` run in float; OpenVINO: ``conv3``'s input is
+not quantized) restores the accuracy while ``conv1``, ``conv4``, ``conv5`` and the head stay int8. This is the failure cross-layer equalisation exists for, made exact.
 """
 
 from __future__ import annotations
@@ -36,19 +36,28 @@ def _split(n: int, seed: int = 0, holdout: float = 0.25) -> tuple[np.ndarray, np
 
 
 def build_classifier(name: str = "digits_cnn", size: int = SIZE):
-    """Conv(16) -> pool -> Conv(32) -> pool -> Conv(32) -> GAP -> Dense(10), Keras 3, untrained."""
+    """Five convolutions and a dense head (Keras 3, untrained)::
+
+        conv1(16) -> pool -> conv2(32) -> conv3(32) -> pool -> conv4(32) -> conv5(32) -> GAP -> dense(10)
+    """
     import keras
 
     keras.utils.set_random_seed(0)
+    L = keras.layers
     inp = keras.Input((size, size, 1), name="image")
-    x = keras.layers.Conv2D(16, 3, padding="same", activation="relu", name="conv1")(inp)
-    x = keras.layers.MaxPooling2D(2, name="pool1")(x)
-    x = keras.layers.Conv2D(32, 3, padding="same", activation="relu", name="conv2")(x)
-    x = keras.layers.MaxPooling2D(2, name="pool2")(x)
-    x = keras.layers.Conv2D(32, 3, padding="same", activation="relu", name="conv3")(x)
-    x = keras.layers.GlobalAveragePooling2D(name="gap")(x)
-    out = keras.layers.Dense(10, activation="softmax", name="probs")(x)
+    x = L.Conv2D(16, 3, padding="same", activation="relu", name="conv1")(inp)
+    x = L.MaxPooling2D(2, name="pool1")(x)
+    x = L.Conv2D(32, 3, padding="same", activation="relu", name="conv2")(x)
+    x = L.Conv2D(32, 3, padding="same", activation="relu", name="conv3")(x)
+    x = L.MaxPooling2D(2, name="pool2")(x)
+    x = L.Conv2D(32, 3, padding="same", activation="relu", name="conv4")(x)
+    x = L.Conv2D(32, 3, padding="same", activation="relu", name="conv5")(x)
+    x = L.GlobalAveragePooling2D(name="gap")(x)
+    out = L.Dense(10, activation="softmax", name="probs")(x)
     return keras.Model(inp, out, name=name)
+
+
+CONV_LAYERS = ("conv1", "conv2", "conv3", "conv4", "conv5")
 
 
 def train_classifier(epochs: int = 15, size: int = SIZE, seed: int = 0) -> tuple[Any, dict[str, np.ndarray]]:
