@@ -140,13 +140,13 @@ class WebhookEventSink:
             self._wake.clear()
 
     def close(self) -> None:
-        """Stop the worker after trying (for at most ``drain_s``) to send what is due; the rest stays queued."""
+        """Stop the worker after trying (for at most ``drain_s``) to send what is queued; the rest stays on disk."""
         import time
 
         if self._thread is None:
             return
         deadline = time.monotonic() + self.drain_s
-        while time.monotonic() < deadline and self.outbox.next_due_in() == 0.0:
+        while time.monotonic() < deadline and len(self.outbox) > 0:  # retries keep their backoff
             self._wake.set()
             time.sleep(0.05)
         self._stop.set()
@@ -158,10 +158,11 @@ class WebhookEventSink:
             log.warning("webhook %s: %d event(s) still queued in %s; they are sent on the next run",
                         self.url, left, self.queue_path)
         self.outbox.close()
+        self.outbox = None
 
     def status(self) -> dict:
         return {"type": "webhook", "url": self.url, "delivered": self.delivered, "failures": self.failures,
-                "queued": len(self.outbox) if self.outbox and self._thread else self._left}
+                "queued": len(self.outbox) if self.outbox is not None else self._left}
 
 
 class MqttEventSink:
