@@ -248,5 +248,8 @@ def _export_keras3(model: Any, out_dir: Path, shape: Sequence[int]) -> None:
 def _export_tf_keras(model: Any, out_dir: Path, shape: Sequence[int]) -> None:
     import tensorflow as tf
 
-    serve = _serving_fn(model, shape)
-    tf.saved_model.save(model, str(out_dir), signatures={"serving_default": serve.get_concrete_function()})
+    # a plain tf.Module holding the variables: saving the tf_keras model itself would trace every layer
+    module = tf.Module()
+    module.variables_ = list(model.variables)
+    module.serve = _serving_fn(model, shape)
+    tf.saved_model.save(module, str(out_dir), signatures={"serving_default": module.serve.get_concrete_function()})

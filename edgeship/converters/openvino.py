@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import re
 import shutil
 import sys
 import tempfile
@@ -93,6 +94,7 @@ def to_openvino(
         raise ConversionError(f"openvino: {ov_error_summary(e)}") from None
     model = _fix_shapes(model, dynamic_batch)
     model = _ordered_outputs(model)
+    stable_names(model)
     try:
         model, compress = PRECISIONS[precision](model, dataset, preset, ignored_scope)
     except (InputError, ConversionError):
@@ -132,6 +134,26 @@ def _ordered_outputs(model: Any) -> Any:
     if keyed == results:
         return model
     return ov.Model(keyed, model.get_parameters(), model.get_friendly_name())
+
+
+_AUTO_NAME = re.compile(r"^[A-Za-z]+_\d+$")
+
+
+def stable_names(model: Any) -> Any:
+    """Replace the frontend's process-global counters (``Transpose_71594``) by ``Type_k``.
+
+    ``k`` counts ops of that type in topological order, so the same SavedModel always yields the
+    same node names: an ``ignored_scope`` found on one conversion applies to the next one.
+    Names the frontend took from the TensorFlow graph (``model/fc/MatMul``) are kept.
+    """
+    counts: dict[str, int] = {}
+    for op in model.get_ordered_ops():
+        kind = op.get_type_name()
+        k = counts.get(kind, 0)
+        counts[kind] = k + 1
+        if _AUTO_NAME.match(op.get_friendly_name()):
+            op.set_friendly_name(f"{kind}_{k}")
+    return model
 
 
 def _save_ir(model: Any, out_xml: Path, compress: bool) -> Path:
