@@ -369,7 +369,8 @@ def _message(err: dict) -> str:
     if kind == "extra_forbidden":
         return "unknown key"
     if kind == "union_tag_invalid":
-        return f"type must be one of {err.get('ctx', {}).get('expected_tags', '')}, got {err.get('input')!r}"
+        ctx = err.get("ctx") or {}
+        return f"type must be one of {ctx.get('expected_tags', '')}, got {ctx.get('tag', err.get('input'))!r}"
     if kind == "union_tag_not_found":
         return "needs a 'type' key"
     for prefix in ("Value error, ", "Assertion failed, "):
