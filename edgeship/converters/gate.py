@@ -26,12 +26,11 @@ from typing import Any, Callable, Sequence
 import numpy as np
 
 from ..errors import InputError
-from .layers import LayerError
+from .layers import LayerError, prioritise
 from .verify import compare, judge, run_artifact
 
 log = logging.getLogger(__name__)
 
-SEVERE = 0.5  # tensors within this factor of the worst error count as "severely damaged"
 MIN_ERROR = 1e-3  # below this a tensor is not worth keeping in float
 MAX_STEPS = 12
 
@@ -85,14 +84,13 @@ class _Evaluator:
 
 
 def pick(ranking: Sequence[LayerError], k: int) -> list[LayerError]:
-    """The next ``k`` tensors to keep in float: severe ones earliest in the graph first, then by error."""
+    """The next ``k`` tensors to keep in float: severe ones earliest in the graph first, then by error.
+
+    Only tensors read by a compute layer qualify (keeping a model output in float is not a mixed
+    int8 model), and only when their error is worth it (>= MIN_ERROR).
+    """
     usable = [e for e in ranking if e.consumers and math.isfinite(e.error) and e.error >= MIN_ERROR]
-    if not usable:
-        return []
-    top = max(e.error for e in usable)
-    severe = sorted((e for e in usable if e.error >= SEVERE * top), key=lambda e: e.order)
-    rest = [e for e in usable if e not in severe]
-    return (severe + rest)[:k]
+    return prioritise(usable)[:k]
 
 
 def search(rank: Callable[[list[LayerError]], list[LayerError]], measure: Callable[[list[LayerError]], float | None],

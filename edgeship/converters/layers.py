@@ -62,9 +62,23 @@ class LayerError:
         return d
 
 
-def _rank(errors: Iterable[LayerError]) -> list[LayerError]:
-    """Worst first: by channel noise ratio, then by lowest SQNR; NaN errors last."""
-    return sorted(errors, key=lambda e: (-(e.error if math.isfinite(e.error) else -1.0), e.sqnr_db))
+SEVERE = 0.5  # tensors within this factor of the worst error count as severely damaged
+
+
+def prioritise(errors: Iterable[LayerError]) -> list[LayerError]:
+    """Culprits first: severely damaged tensors in graph order, then the rest by error; NaN last.
+
+    Damage upstream makes every tensor downstream look damaged too (their float reference is
+    computed from damaged inputs), so among the severe ones the earliest is the likely cause.
+    """
+    errors = list(errors)
+    finite = [e for e in errors if math.isfinite(e.error)]
+    if not finite:
+        return errors
+    top = max(e.error for e in finite)
+    severe = sorted((e for e in finite if top > 0 and e.error >= SEVERE * top), key=lambda e: e.order)
+    rest = sorted((e for e in finite if e not in severe), key=lambda e: (-e.error, e.sqnr_db))
+    return severe + rest + [e for e in errors if not math.isfinite(e.error)]
 
 
 class _Accumulator:
@@ -180,7 +194,7 @@ class TFLiteProbe:
                 consumers=consumers, keep_float=keep, scale=_float(row.get("scale")),
                 order=self._graph["producer"].get(name, ("", [], 10**6))[2], producer=name,
             ))
-        return _rank(out)
+        return prioritise(out)
 
 
 def _float(v: Any) -> float:
@@ -322,7 +336,7 @@ class OpenVINOProbe:
             out.append(LayerError(name=fq.get_friendly_name(), op=src.get_type_name(), error=a.ratio(), sqnr_db=a.sqnr(),
                                   producer=src.get_friendly_name(),
                                   consumers=compute, keep_float=keep, order=position[fq.get_friendly_name()]))
-        return _rank(out)
+        return prioritise(out)
 
 
 def _ov_batch(model: Any) -> int:

@@ -93,3 +93,71 @@ def make_sensitive(model: Any, x_probe: np.ndarray, *, factor: float = 1000.0, l
     k2[:, :, ch, :] /= factor
     clone.get_layer(consumer).set_weights([k2, b2])
     return clone
+
+
+def logit_dominated(model: Any, *, offset: float = -1e4):
+    """``model``'s classifier with an 11th, never-winning logit at ``offset`` next to the 10 real logits.
+
+    The model output is a concatenation no compute layer reads, so when its int8 range (dominated
+    by the extra logit) wipes out the real logits there is no tensor a mixed model could keep in
+    float to fix it: the accuracy gate has to fall back to fp16.
+    """
+    import keras
+
+    feats = model.get_layer("gap").output
+    w, b = model.get_layer("probs").get_weights()
+    logits = keras.layers.Dense(10, name="logits")(feats)
+    extra = keras.layers.Dense(1, name="reject")(feats)
+    out = keras.layers.Concatenate(name="scores")([logits, extra])
+    clone = keras.Model(model.inputs, out, name="logit_dominated")
+    clone.get_layer("logits").set_weights([w, b])
+    clone.get_layer("reject").set_weights([np.zeros((w.shape[0], 1), np.float32), np.array([offset], np.float32)])
+    return clone
+
+
+_CACHE: dict[str, Any] = {}
+
+
+def workspace() -> dict[str, Any]:
+    """Trained models, a calibration set and plain/gated conversions, built once per test process.
+
+    Keys: root, good / sensitive (``.keras`` paths), calib (``.npz`` path), dataset, data.
+    """
+    if "root" in _CACHE:
+        return _CACHE
+    import atexit
+    import shutil
+    import tempfile
+    from pathlib import Path
+
+    from edgeship.calibration import RepresentativeDataset
+    from edgeship.spec import InputSpec
+
+    root = Path(tempfile.mkdtemp(prefix="edgeship-sensitive-"))
+    atexit.register(shutil.rmtree, root, True)
+    model, d = train_classifier()
+    sens = make_sensitive(model, d["x_train"][:200])
+    model.save(root / "good.keras")
+    sens.save(root / "sensitive.keras")
+    rng = np.random.default_rng(0)
+    idx = rng.permutation(len(d["x"]))[:750]
+    ds = RepresentativeDataset.from_arrays(d["x"][idx], d["y"][idx], spec=InputSpec(SIZE, SIZE, channels=1),
+                                           labels=[str(i) for i in range(10)], holdout=0.6, seed=0)
+    ds.save(root / "calib.npz")
+    _CACHE.update(root=root, good=root / "good.keras", sensitive=root / "sensitive.keras", calib=root / "calib.npz",
+                  dataset=ds, data=d, good_model=model)
+    return _CACHE
+
+
+def converted(kind: str, max_drop: float | None) -> dict[str, Any]:
+    """int8 TFLite + OpenVINO conversions of the "good" or "sensitive" model (cached): {format: ConvertResult}."""
+    key = f"{kind}:{max_drop}"
+    if key not in _CACHE:
+        from edgeship.converters import convert
+
+        ws = workspace()
+        out = ws["root"] / f"{kind}_{max_drop}"
+        results = convert(ws[kind], formats=["tflite", "openvino"], precision="int8", calib=ws["calib"], out_dir=out,
+                          name=kind, max_drop=max_drop)
+        _CACHE[key] = {r.format: r for r in results}
+    return _CACHE[key]
