@@ -153,4 +153,4 @@ def test_stamps_trust_only_complete_outputs(tmp_path):
 def test_cli_help_has_an_example():
     proc = subprocess.run(EDGESHIP + ["quickstart", "--help"], capture_output=True, text=True, timeout=60)
     assert proc.returncode == 0 and "Example:" in proc.stdout and "--force" in proc.stdout
-    assert "\n      edgeship quickstart\n" in proc.stdout
+    assert "\n    edgeship quickstart\n" in proc.stdout

@@ -36,8 +36,8 @@ class Options:
     def make(cls, small: bool = False, seed: int = 0) -> "Options":
         if not small:
             return cls(seed=seed)
-        return cls(small=True, seed=seed, digits_epochs=6, shapes_train=600, shapes_epochs=8, finetune_epochs=1,
-                   shapes_calib=80, shapes_eval=100, bench_seconds=0.3, histogram_samples=150,
+        return cls(small=True, seed=seed, digits_epochs=6, shapes_train=1200, shapes_epochs=8, finetune_epochs=1,
+                   shapes_calib=100, shapes_eval=100, bench_seconds=0.3, histogram_samples=150,
                    belt_frames=60, shapes_frames=240)
 
     def to_dict(self) -> dict[str, Any]:

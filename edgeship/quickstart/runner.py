@@ -20,14 +20,14 @@ from .stamps import StampStore, Unit, fingerprint
 log = logging.getLogger(__name__)
 
 STEPS: dict[str, str] = {
-    "train": "train the demo models, write the demo videos",
-    "calibrate": "build calibration sets with holdout splits",
-    "convert": "convert: pruning, TFLite int8/fp16, OpenVINO INT8, accuracy-gated",
-    "verify": "verify every artifact against its float model",
-    "bench": "benchmark every artifact",
-    "run": "run the runtime on the demo videos",
-    "bundle": "bundle for the target device",
-    "report": "write report.html and report.md",
+    "train": "digits CNN, shapes detector, demo videos",
+    "calibrate": "calibration sets with holdout splits",
+    "convert": "50% pruning, TFLite int8/fp16, OpenVINO INT8, accuracy-gated",
+    "verify": "every artifact against its float model",
+    "bench": "latency and throughput of every artifact",
+    "run": "the runtime and apps on the demo videos",
+    "bundle": "deploy bundle for the target",
+    "report": "report.html and report.md",
 }
 
 Status = Callable[[str], None]
@@ -130,10 +130,13 @@ def run_quickstart(out_dir: str | os.PathLike = "quickstart-out", force: bool = 
 
 
 def _status_line(i: int, n: int, step: str, units: list[Unit], ran: list[str], seconds: float) -> str:
-    what = f"{len(ran)} built" if ran else "reused"
-    if ran and len(ran) < len(units):
-        what += f", {len(units) - len(ran)} reused"
-    return f"[{i}/{n}] {step}: {STEPS[step]}: {what} ({', '.join(u.name for u in units)}) in {seconds:.1f} s"
+    if not ran:
+        what = f"reused ({len(units)} up to date)"
+    elif len(ran) == len(units):
+        what = f"{len(ran)} built"
+    else:
+        what = f"{len(ran)} built ({', '.join(ran)}), {len(units) - len(ran)} reused"
+    return f"[{i}/{n}] {step} - {STEPS[step]}: {what} in {seconds:.1f} s"
 
 
 def _summary(ctx: Context, steps: dict[str, dict[str, Any]], seconds: float) -> dict[str, Any]:
