@@ -297,7 +297,8 @@ def layer_errors(artifact: Path, reference: Any, ds: Any, *, manifest: Manifest 
         from .openvino import to_openvino
 
         errors = L.OpenVINOProbe(artifact, x, limit=limit).rank()
-        fp32 = to_openvino(saved, Path(tmp) / "fp32.xml", precision="fp32")
+        dynamic = bool((conversion.get("options") or {}).get("dynamic_batch"))
+        fp32 = to_openvino(saved, Path(tmp) / "fp32.xml", precision="fp32", dynamic_batch=dynamic)
         import openvino as ov
 
         core = ov.Core()
