@@ -105,3 +105,10 @@ def test_range_mismatch():
     assert "normalised twice" in m.range_mismatch(twice, (0.0, 1.0))
     raw = good * 255.0
     assert "outside" in m.range_mismatch(raw, (0.0, 1.0))
+
+
+def test_channel_ratio_caps_and_skips_silent_channels():
+    # channel 2 is numerically silent next to the median: skipped; channel 1's noise exceeds its signal: capped at 1
+    signal = np.array([4.0, 1.0, 1e-12])
+    noise = np.array([1.0, 9.0, 5.0])
+    assert m.channel_ratio_from_energy(signal, noise) == pytest.approx((0.25 + 1.0) / 2)

@@ -124,11 +124,12 @@ def max_abs_error(ref: np.ndarray, test: np.ndarray) -> float:
 
 
 def channel_noise_ratio(ref: np.ndarray, test: np.ndarray, *, axis: int = -1) -> float:
-    """Mean over channels of ``sum((ref - test)^2) / sum(ref^2)`` (channels whose reference is all zero are skipped).
+    """Mean over channels of ``sum((ref - test)^2) / sum(ref^2)``, each channel's ratio capped at 1.
 
     The error measure the accuracy gate ranks layers by: a per-tensor quantizer whose range one
-    channel dominates rounds the other channels to zero, a ratio near 1 for each of them, even
-    though the tensor-wide error relative to its scale looks small. NaN when every channel is zero.
+    channel dominates rounds the other channels to zero, a ratio of 1 for each of them, even
+    though the tensor-wide error relative to its scale looks small. Channels with (next to) no
+    signal are skipped (see :func:`channel_ratio_from_energy`). NaN when every channel is zero.
     """
     r = np.moveaxis(np.asarray(ref, dtype=np.float64), axis, -1)
     t = np.moveaxis(np.asarray(test, dtype=np.float64), axis, -1)
@@ -136,12 +137,23 @@ def channel_noise_ratio(ref: np.ndarray, test: np.ndarray, *, axis: int = -1) ->
         raise ValueError(f"channel_noise_ratio needs tensors of equal shape, got {r.shape} and {t.shape}")
     c = r.shape[-1] if r.ndim else 1
     r, t = r.reshape(-1, c), t.reshape(-1, c)
-    signal = (r**2).sum(axis=0)
-    noise = ((r - t) ** 2).sum(axis=0)
+    return channel_ratio_from_energy((r**2).sum(axis=0), ((r - t) ** 2).sum(axis=0))
+
+
+def channel_ratio_from_energy(signal: np.ndarray, noise: np.ndarray, *, floor: float = 1e-3) -> float:
+    """Mean of ``min(noise_c / signal_c, 1)`` over channels whose signal is at least ``floor`` x the median.
+
+    The floor is relative to the median channel (not the largest), so the weak channels of a
+    tensor dominated by one channel still count, while channels that are all but silent (a
+    numerically-zero logit) do not blow the mean up.
+    """
+    signal = np.asarray(signal, dtype=np.float64).ravel()
+    noise = np.asarray(noise, dtype=np.float64).ravel()
     live = signal > 0
     if not live.any():
         return math.nan
-    return float(np.mean(noise[live] / signal[live]))
+    live &= signal >= floor * float(np.median(signal[live]))
+    return float(np.mean(np.minimum(noise[live] / signal[live], 1.0)))
 
 
 def dominant_class(pred: np.ndarray) -> tuple[int, float]:
