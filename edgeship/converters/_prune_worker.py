@@ -3,7 +3,7 @@
 Runs in its own process because importing tensorflow-model-optimization switches the whole
 process to legacy Keras (TF_USE_LEGACY_KERAS=1). Reads a tf_keras ``.h5`` and the samples in the
 request's ``.npz``, wraps every prunable layer with ``prune_low_magnitude``, runs the schedule
-(one-shot: learning rate 0 and BatchNorm frozen, so the kept weights do not change; fine-tune:
+(one-shot: a few training-mode calls without an optimizer, BatchNorm frozen, so the kept weights do not change; fine-tune:
 Adam on the labelled samples), strips the wrappers, measures the sparsity of every pruned weight
 and writes the stripped ``.h5`` and a result JSON (``{"layers": ..., "overall": ...}`` or
 ``{"error": ...}``). The parent (:mod:`edgeship.converters.prune`) checks the numbers.
@@ -82,33 +82,34 @@ def run(req: dict[str, Any]) -> dict[str, Any]:
     finetune = req["mode"] == "finetune"
     bs = max(1, min(int(req.get("batch_size", 32)), len(x)))
     if finetune:
-        steps_per_epoch = math.ceil(len(x) / bs)
-        total = steps_per_epoch * int(req["epochs"])
+        total = math.ceil(len(x) / bs) * int(req["epochs"])
     else:
         for layer in model.layers:  # frozen BatchNorm runs in inference mode: statistics unchanged
             if isinstance(layer, tf_keras.layers.BatchNormalization):
                 layer.trainable = False
-        total = int(req.get("oneshot_steps", 4))
-        steps_per_epoch = total
-        y = model.predict(x[:bs], verbose=0)
+        # a few steps on one small batch: enough for the schedule to set every mask
+        bs = min(bs, 8)
+        total = int(req.get("oneshot_steps") or (4 if req["schedule"] == "polynomial" else 2))
         x = x[:bs]
     sched, sched_info = _schedule(tfmot, req, total)
     wrapped, prunable = _wrap(tfmot, tf_keras, model, sched)
     if not prunable:
         raise ValueError("the model has no layer tfmot can prune (Conv, DepthwiseConv, Dense...)")
+    step_callback = tfmot.sparsity.keras.UpdatePruningStep()
     if finetune:
         opt = tf_keras.optimizers.Adam(float(req.get("learning_rate", 5e-4)))
         loss = tf_keras.losses.SparseCategoricalCrossentropy(from_logits=bool(req.get("from_logits", False)))
         ds = tf.data.Dataset.from_tensor_slices((x, y)).shuffle(len(x), seed=0).batch(bs)
-        epochs = int(req["epochs"])
+        wrapped.compile(optimizer=opt, loss=loss)
+        wrapped.fit(ds, epochs=int(req["epochs"]), verbose=0, callbacks=[step_callback])
     else:
-        opt = tf_keras.optimizers.SGD(learning_rate=0.0)
-        loss = "mse"
-        ds = tf.data.Dataset.from_tensor_slices((x, tuple(y) if isinstance(y, list) else y)).repeat().batch(bs)
-        epochs = 1
-    wrapped.compile(optimizer=opt, loss=loss)
-    wrapped.fit(ds, epochs=epochs, steps_per_epoch=steps_per_epoch, verbose=0,
-                callbacks=[tfmot.sparsity.keras.UpdatePruningStep()])
+        # eager training-mode calls step the schedule and set the masks; no optimizer touches a weight
+        step_callback.set_model(wrapped)
+        step_callback.on_train_begin()
+        xb = tf.constant(x)
+        for _ in range(total):
+            wrapped(xb, training=True)
+        step_callback.on_epoch_end(0)
     stripped = tfmot.sparsity.keras.strip_pruning(wrapped)
     for layer in stripped.layers:
         layer.trainable = True

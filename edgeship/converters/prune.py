@@ -92,7 +92,7 @@ def prune_model(
 ) -> tuple[Any, PruneReport]:
     """Prune a Keras 3 or tf_keras model; return the pruned tf_keras model and a :class:`PruneReport`.
 
-    One-shot (``finetune=None``): masks are applied with learning rate 0, the kept weights do not
+    One-shot (``finetune=None``): masks are applied without an optimizer, the kept weights do not
     change. Fine-tune: ``finetune=(x, y)`` trains ``epochs`` epochs while the schedule prunes.
     ``frequency`` overrides the mask-update interval (default: about ten updates per run).
     """
