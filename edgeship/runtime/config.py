@@ -5,6 +5,25 @@
 Validated up front with pydantic (unknown keys are errors): a wrong key, type or missing file is
 one line naming the key's path, e.g. ``deploy.yaml: app.zones[0].points: expected at least 3
 points``. Relative paths resolve against the config file's folder. See ``examples/*.yaml``.
+
+Top level: ``artifact`` (file), ``source`` (text, or {uri, loop, realtime, timeout_s,
+reconnect_timeout_s}), ``task``, ``labels`` (file), ``threshold``, ``iou``, ``top_k``, ``backend``
+{name, threads, device, hint, precision}, ``app`` (below), ``sinks`` [jsonl:FILE | video:FILE],
+``server`` {host (127.0.0.1), port, token (required off loopback), dashboard, max_fps},
+``max_frames``, ``duration``.
+
+``app`` by ``type``:
+
+- ``security``: camera, zones [{name, points (>= 3, pixels or 0..1), normalized, classes,
+  min_score, min_dwell_frames, min_dwell_s, cooldown_s, max_gap_frames, anchor}], motion
+  {threshold, min_area, alpha, width, hold_frames, max_skip}, snapshots {dir, quota_mb},
+  events [{type: jsonl, path} | {type: webhook, url, queue, timeout_s, backoff_s, max_backoff_s,
+  headers, include_snapshot, drain_s} | {type: mqtt, broker, topic, snapshots, username, password}].
+- ``industrial``: counters (SQLite file), inspect {pass_classes | fail_classes, min_score,
+  class_thresholds, uncertain, fail_above}, trigger {mode: frame | interval (interval_ms) |
+  external (POST /trigger, mqtt {broker, topic})}, outputs [{type: none | mqtt {broker, topic} |
+  http {url, timeout_s} | gpio {pin, pulse_ms, active_high}}], rejects {dir, quota_mb}, events.
+- ``robot``: rate_hz, stale_ms, udp [host:port].
 """
 
 from __future__ import annotations

@@ -35,6 +35,8 @@ class Counters:
         self._lock = threading.Lock()
         self._db = sqlite3.connect(str(self.path), check_same_thread=False, isolation_level=None, timeout=30)
         self._db.execute("PRAGMA journal_mode=WAL")
+        # WAL + NORMAL: never corrupt, ~40x faster per count than FULL; a power cut may lose the last counts
+        self._db.execute("PRAGMA synchronous=NORMAL")
         self._db.executescript(SCHEMA)
 
     def record(self, label: str, passed: bool, t: float | None = None) -> None:

@@ -92,6 +92,16 @@ class DashboardSink(HttpSink):
             frame = Frame(image, frame.index, frame.t_capture, frame.t_mono, frame.source)
         self.view.offer(frame, result, fps)
 
+    def skip(self, frame: Frame) -> None:
+        """Frames a gate skipped still reach the live view (with the app's overlays, no result)."""
+        if self.view.viewers <= 0:
+            return
+        if self.annotate and self.app is not None:
+            image = frame.image.copy()
+            self.app.annotate(image, None)
+            frame = Frame(image, frame.index, frame.t_capture, frame.t_mono, frame.source)
+        self.view.offer(frame, None)
+
     def status(self) -> dict:
         """What ``/api/status`` returns: health, metrics, the app's status."""
         metrics = self.metrics.snapshot() if self.metrics is not None else {}
