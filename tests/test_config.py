@@ -4,7 +4,6 @@ TOML, and the examples run as they are once the demo data sits in ./quickstart-o
 from __future__ import annotations
 
 import json
-import shutil
 from pathlib import Path
 
 import pytest

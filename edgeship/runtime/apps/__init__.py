@@ -102,6 +102,21 @@ DEFAULTS: dict[str, dict[str, Any]] = {
 }
 
 
+_EXPORTS = {
+    "run_config": "deploy", "build_deployment": "deploy", "SecurityApp": "security", "IndustrialApp": "industrial",
+    "RobotApp": "robot", "Zone": "zones", "PassRule": "industrial", "DashboardSink": "dashboard",
+}
+
+
+def __getattr__(name: str) -> Any:
+    """Lazy access to the public classes (``from edgeship.runtime.apps import run_config``)."""
+    if name in _EXPORTS:
+        import importlib
+
+        return getattr(importlib.import_module(f"{__name__}.{_EXPORTS[name]}"), name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
 def build_app(cfg) -> Any:
     """The app for a validated ``app:`` section."""
     try:

@@ -16,7 +16,7 @@ import logging
 import socket
 import threading
 import time
-from typing import Any, Sequence
+from typing import Sequence
 
 from .base import App
 
