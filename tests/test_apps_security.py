@@ -124,3 +124,33 @@ def test_mqtt_events_and_snapshots_reach_a_real_broker(demo, tmp_path):
     assert sorted((e["zone"], e["class"]) for e in payloads) == sorted(EXPECTED)
     assert len(snaps) == 2 and all(s[:2] == b"\xff\xd8" for s in snaps)
     assert next(s for s in summary["app"]["sinks"] if s["type"] == "mqtt")["published"] == 2
+
+
+def test_webhook_receiver_stopped_and_restarted_mid_stream(tmp_path):
+    """Receiver up, down (events queue), runtime stops, receiver back, runtime restarts: each event once, in order."""
+    from edgeship.runtime.apps.events import WebhookEventSink
+
+    def event(n: int) -> dict:
+        return {"id": f"evt-{n}", "zone": "door", "class": "person", "n": n}
+
+    receiver = WebhookReceiver().start()
+    sink = WebhookEventSink(receiver.url, tmp_path / "q.sqlite", backoff_s=0.1, max_backoff_s=0.3, drain_s=0.5)
+    sink.open()
+    sink.emit(event(1))
+    assert [r["json"]["n"] for r in receiver.wait(1, timeout=10)] == [1]
+    receiver.stop()
+    sink.emit(event(2))
+    sink.emit(event(2))  # the same event twice (a replay) is queued once
+    sink.emit(event(3))
+    sink.close()  # runtime stops with the receiver still down
+    assert sink.status()["queued"] == 2 and sink.failures >= 1
+    receiver.start()  # same port
+    again = WebhookEventSink(receiver.url, tmp_path / "q.sqlite", backoff_s=0.1, max_backoff_s=0.3, drain_s=5)
+    again.open()  # runtime restart: the queue is picked up
+    again.emit(event(4))
+    got = receiver.wait(4, timeout=15)
+    again.close()
+    receiver.stop()
+    assert [r["json"]["n"] for r in got] == [1, 2, 3, 4]
+    assert [r["headers"]["Idempotency-Key"] for r in got] == ["evt-1", "evt-2", "evt-3", "evt-4"]
+    assert again.status()["queued"] == 0 and len(receiver.received) == 4
