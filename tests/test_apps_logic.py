@@ -128,13 +128,16 @@ def test_outbox_is_durable_idempotent_and_backs_off(tmp_path):
     assert box.put("a", b"1") and not box.put("a", b"1") and box.put("b", b"2")
     assert [p.id for p in box.due()] == ["a", "b"]
     delay = box.fail("a", "down")
-    assert delay == 0.5 and [p.id for p in box.due()] == ["b"]
+    assert delay == 0.5 and box.due() == []  # in order: "b" waits behind "a"'s backoff
     assert [p.id for p in box.due(now=time.time() + 1)] == ["a", "b"]
+    assert 0 < box.next_due_in() <= 0.5
     box.close()
     again = Outbox(db)  # a restart keeps what was not acknowledged
     assert len(again) == 2
     again.ack("b")
     assert len(again) == 1 and again.due(now=time.time() + 1)[0].attempts == 1
+    again.bury("a", "HTTP 400")  # rejected for good: out of the queue, kept in the dead table
+    assert len(again) == 0 and again.dead_count() == 1 and again.next_due_in() is None
     again.close()
     assert [backoff_delay(n, 0.5, 4) for n in (1, 2, 3, 4, 5)] == [0.5, 1, 2, 4, 4]
 

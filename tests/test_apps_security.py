@@ -154,3 +154,19 @@ def test_webhook_receiver_stopped_and_restarted_mid_stream(tmp_path):
     assert [r["json"]["n"] for r in got] == [1, 2, 3, 4]
     assert [r["headers"]["Idempotency-Key"] for r in got] == ["evt-1", "evt-2", "evt-3", "evt-4"]
     assert again.status()["queued"] == 0 and len(receiver.received) == 4
+
+
+def test_webhook_rejected_event_does_not_block_the_queue(tmp_path):
+    from edgeship.runtime.apps.events import WebhookEventSink
+
+    with WebhookReceiver() as receiver:
+        receiver.reject_next = 1  # HTTP 400 for the first event: retrying cannot help
+        sink = WebhookEventSink(receiver.url, tmp_path / "q.sqlite", backoff_s=0.1, drain_s=5)
+        sink.open()
+        sink.emit({"id": "bad"})
+        sink.emit({"id": "good"})
+        got = receiver.wait(1, timeout=10)
+        sink.close()
+    assert [r["json"]["id"] for r in got] == ["good"] and [r["id"] for r in receiver.rejected] == ["bad"]
+    st = sink.status()
+    assert st["rejected"] == 1 and st["delivered"] == 1 and st["queued"] == 0

@@ -1,7 +1,8 @@
 """A webhook receiver on 127.0.0.1 that a test can stop and restart on the same port.
 
 Every POST is recorded (path, headers, JSON body) in ``received`` and survives restarts, so a test
-can check that queued events arrive exactly once. ``fail_next`` makes the next N requests answer 503.
+can check that queued events arrive exactly once. ``fail_next`` makes the next N requests answer 503
+(try again later), ``reject_next`` the next N answer 400 (never send this again).
 """
 
 from __future__ import annotations
@@ -19,6 +20,8 @@ class WebhookReceiver:
         self.port = port or free_port()
         self.received: list[dict] = []
         self.fail_next = 0
+        self.reject_next = 0
+        self.rejected: list[dict] = []
         self._cond = threading.Condition()
         self._httpd: ThreadingHTTPServer | None = None
         self._thread: threading.Thread | None = None
@@ -44,6 +47,10 @@ class WebhookReceiver:
                     if receiver.fail_next > 0:
                         receiver.fail_next -= 1
                         status = 503
+                    elif receiver.reject_next > 0:
+                        receiver.reject_next -= 1
+                        receiver.rejected.append(json.loads(body or b"null"))
+                        status = 400
                     else:
                         status = 200
                         receiver.received.append({"path": self.path, "headers": dict(self.headers),

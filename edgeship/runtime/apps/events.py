@@ -5,9 +5,12 @@ through :data:`EVENT_SINKS`:
 
 - ``jsonl``: one JSON object per line, appended and flushed per event.
 - ``webhook``: HTTP POST of the event JSON with an ``Idempotency-Key`` header (the event id). The
-  event is first written to a SQLite outbox (:mod:`.outbox`), then delivered by a background
-  thread with exponential backoff, so it survives the receiver being down and the runtime being
-  restarted; it is removed only after a 2xx answer, and the same id is never queued twice.
+  event is first written to a SQLite outbox (:mod:`.outbox`), then delivered in order by a
+  background thread with exponential backoff, so it survives the receiver being down and the
+  runtime being restarted; it is removed only after a 2xx answer, and the same id is never queued
+  twice. A 4xx answer (other than 408/425/429) rejects the event for good: it moves to the
+  outbox's ``dead`` table. The receiver should deduplicate on ``Idempotency-Key``: an answer lost
+  on the way back (crash between the 2xx and the delete) is the one case that repeats a POST.
 - ``mqtt``: the event JSON to ``TOPIC`` (QoS 1) and, when there is one, the JPEG snapshot to
   ``TOPIC/snapshot``.
 """
@@ -28,6 +31,8 @@ from ...errors import ConfigError
 from .outbox import Outbox
 
 log = logging.getLogger(__name__)
+
+RETRY_4XX = (408, 425, 429)  # client errors worth retrying; any other 4xx rejects the event for good
 
 
 class EventSink(Protocol):
@@ -88,6 +93,7 @@ class WebhookEventSink:
         self._thread: threading.Thread | None = None
         self.delivered = 0
         self.failures = 0
+        self.rejected = 0
         self._left: int | None = None
 
     def open(self) -> None:
@@ -122,7 +128,18 @@ class WebhookEventSink:
                 break
             try:
                 self.post(item.id, item.body)
-            except (OSError, urllib.error.HTTPError) as e:
+            except urllib.error.HTTPError as e:
+                if 400 <= e.code < 500 and e.code not in RETRY_4XX:
+                    self.rejected += 1
+                    self.outbox.bury(item.id, f"HTTP {e.code}: {e.reason}")
+                    log.error("webhook %s rejected event %s with HTTP %d; moved to the dead table of %s",
+                              self.url, item.id, e.code, self.queue_path)
+                    continue
+                self.failures += 1
+                delay = self.outbox.fail(item.id, f"HTTP {e.code}: {e.reason}")
+                log.info("webhook %s: delivery of %s failed (HTTP %d); retry in %.1fs", self.url, item.id, e.code, delay)
+                break
+            except OSError as e:
                 self.failures += 1
                 delay = self.outbox.fail(item.id, f"{type(e).__name__}: {e}")
                 log.info("webhook %s: delivery of %s failed (%s); retry in %.1fs", self.url, item.id, e, delay)
@@ -162,6 +179,7 @@ class WebhookEventSink:
 
     def status(self) -> dict:
         return {"type": "webhook", "url": self.url, "delivered": self.delivered, "failures": self.failures,
+                "rejected": self.rejected,
                 "queued": len(self.outbox) if self.outbox is not None else self._left}
 
 

@@ -2,8 +2,10 @@
 
 An event is inserted under its id (the idempotency key) before any delivery is attempted, so it
 survives the receiver being down and the runtime being restarted. A row is deleted only after a
-2xx answer; a failed attempt pushes ``next_try`` back with exponential backoff. Inserting the same
-id twice is a no-op, so a replayed event is never queued twice.
+2xx answer; a failed attempt pushes ``next_try`` back with exponential backoff. Delivery is in
+order: the oldest event goes first and younger ones wait behind it. An event the receiver rejects
+for good (a 4xx answer) is moved to the ``dead`` table so it cannot block the queue. Inserting the
+same id twice is a no-op, so a replayed event is never queued twice.
 """
 
 from __future__ import annotations
@@ -24,7 +26,14 @@ CREATE TABLE IF NOT EXISTS outbox (
     next_try REAL NOT NULL,
     last_error TEXT
 );
-CREATE INDEX IF NOT EXISTS outbox_next_try ON outbox(next_try);
+CREATE INDEX IF NOT EXISTS outbox_created ON outbox(created, id);
+CREATE TABLE IF NOT EXISTS dead (
+    id TEXT PRIMARY KEY,
+    body BLOB NOT NULL,
+    created REAL NOT NULL,
+    buried REAL NOT NULL,
+    error TEXT
+);
 """
 
 
@@ -64,14 +73,18 @@ class Outbox:
             return cur.rowcount == 1
 
     def due(self, limit: int = 20, now: float | None = None) -> list[Pending]:
-        """Rows whose retry time has come, oldest first."""
+        """The oldest rows, in order, up to the first one still waiting for its retry time."""
         now = time.time() if now is None else now
         with self._lock:
             rows = self._db.execute(
-                "SELECT id, body, attempts FROM outbox WHERE next_try <= ? ORDER BY created, id LIMIT ?",
-                (now, int(limit)),
+                "SELECT id, body, attempts, next_try FROM outbox ORDER BY created, id LIMIT ?", (int(limit),)
             ).fetchall()
-        return [Pending(r[0], bytes(r[1]), int(r[2])) for r in rows]
+        out = []
+        for r in rows:
+            if r[3] > now:
+                break
+            out.append(Pending(r[0], bytes(r[1]), int(r[2])))
+        return out
 
     def ack(self, event_id: str) -> None:
         """The receiver accepted the event: forget it."""
@@ -90,10 +103,24 @@ class Outbox:
             )
         return delay
 
-    def next_due_in(self) -> float | None:
-        """Seconds until the earliest queued row is due (0 if overdue), None when empty."""
+    def bury(self, event_id: str, error: str) -> None:
+        """Move an event the receiver will never accept to the ``dead`` table."""
         with self._lock:
-            row = self._db.execute("SELECT MIN(next_try) FROM outbox").fetchone()
+            self._db.execute("BEGIN")
+            self._db.execute(
+                "INSERT OR REPLACE INTO dead (id, body, created, buried, error) "
+                "SELECT id, body, created, ?, ? FROM outbox WHERE id = ?", (time.time(), error[:500], event_id))
+            self._db.execute("DELETE FROM outbox WHERE id = ?", (event_id,))
+            self._db.execute("COMMIT")
+
+    def dead_count(self) -> int:
+        with self._lock:
+            return int(self._db.execute("SELECT COUNT(*) FROM dead").fetchone()[0])
+
+    def next_due_in(self) -> float | None:
+        """Seconds until the oldest queued row is due (0 if overdue), None when empty."""
+        with self._lock:
+            row = self._db.execute("SELECT next_try FROM outbox ORDER BY created, id LIMIT 1").fetchone()
         if row is None or row[0] is None:
             return None
         return max(0.0, float(row[0]) - time.time())
