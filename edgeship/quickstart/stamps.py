@@ -4,7 +4,7 @@ Every unit of work (train one model, convert one artifact, bench it...) writes i
 atomically and then, last, a stamp ``OUT/.quickstart/<step>.<unit>.json`` holding:
 
 - ``key``: a hash of the unit's recipe (its parameters, the edgeship version) and of the
-  fingerprints of the units it reads from;
+  fingerprints of the units it reads from (so rebuilding a unit rebuilds what depends on it);
 - ``outputs``: the sha256 of every output file (or only its existence, for files a later step
   updates, such as manifests that verify and bench annotate);
 - ``result``: what the unit measured (JSON), so the report is rebuilt without recomputing.
@@ -20,6 +20,7 @@ import hashlib
 import json
 import logging
 import os
+import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
@@ -125,8 +126,8 @@ class StampStore:
             if not (self.out / rel).exists():
                 raise InputError(f"quickstart unit {unit.id} did not write its output {self.out / rel}")
             outputs[rel] = None
-        stamp = {"key": key, "unit": unit.id, "outputs": outputs, "result": to_jsonable(result),
-                 "seconds": round(seconds, 3)}
+        stamp = {"key": key, "unit": unit.id, "build": uuid.uuid4().hex, "outputs": outputs,
+                 "result": to_jsonable(result), "seconds": round(seconds, 3)}
         atomic_write_json(self.path(unit), stamp)
         return stamp
 
@@ -138,5 +139,10 @@ class StampStore:
 
 
 def fingerprint(stamp: dict[str, Any]) -> str:
-    """What downstream keys depend on: this unit's key and its outputs' hashes."""
-    return digest({"key": stamp["key"], "outputs": stamp.get("outputs", {})})
+    """What downstream keys depend on: this unit's key, its outputs' hashes and which build made them.
+
+    The build id makes every rebuild cascade to the units that read it (a re-converted artifact
+    is verified and benchmarked again, even when its bytes came out identical: its manifest was
+    rewritten without their results).
+    """
+    return digest({"key": stamp["key"], "build": stamp.get("build"), "outputs": stamp.get("outputs", {})})
