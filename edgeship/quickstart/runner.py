@@ -108,25 +108,31 @@ def run_quickstart(out_dir: str | os.PathLike = "quickstart-out", force: bool = 
         units_by_step = plan(options, out)
         for i, (step, units) in enumerate(units_by_step.items(), 1):
             t0 = time.monotonic()
-            ran: list[str] = []
-            bar = progress(units, desc=f"{step}", unit="unit", total=len(units))
-            for unit in bar:
-                if hasattr(bar, "set_postfix_str"):
-                    bar.set_postfix_str(unit.name)
-                key = store.key(unit, fingerprints)
-                stamp = store.load_valid(unit, key)
-                if stamp is None:
-                    t = time.monotonic()
-                    result = unit.run(ctx)
-                    stamp = store.write(unit, key, result, time.monotonic() - t)
-                    ran.append(unit.name)
-                ctx.results[unit.id] = stamp["result"]
-                ctx.seconds[unit.id] = float(stamp["seconds"])
-                fingerprints[unit.id] = fingerprint(stamp)
+            ran = _run_step(step, units, ctx, store, fingerprints)
             seconds = time.monotonic() - t0
             steps_done[step] = {"units": len(units), "ran": ran, "reused": len(units) - len(ran), "seconds": round(seconds, 2)}
             say(_status_line(i, len(units_by_step), step, units, ran, seconds))
     return _summary(ctx, steps_done, time.monotonic() - t_start)
+
+
+def _run_step(step: str, units: list[Unit], ctx: Context, store: StampStore, fingerprints: dict[str, str]) -> list[str]:
+    """Reuse or run every unit of one step (with a progress bar); returns the names of the units that ran."""
+    ran: list[str] = []
+    bar = progress(units, desc=step, unit="unit", total=len(units))
+    for unit in bar:
+        if hasattr(bar, "set_postfix_str"):
+            bar.set_postfix_str(unit.name)
+        key = store.key(unit, fingerprints)
+        stamp = store.load_valid(unit, key)
+        if stamp is None:
+            t = time.monotonic()
+            result = unit.run(ctx)
+            stamp = store.write(unit, key, result, time.monotonic() - t)
+            ran.append(unit.name)
+        ctx.results[unit.id] = stamp["result"]
+        ctx.seconds[unit.id] = float(stamp["seconds"])
+        fingerprints[unit.id] = fingerprint(stamp)
+    return ran
 
 
 def _status_line(i: int, n: int, step: str, units: list[Unit], ran: list[str], seconds: float) -> str:
