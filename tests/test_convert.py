@@ -169,10 +169,10 @@ def test_io_float_and_uint8(tmp_path, classifier, calib, holdout, reference):
         assert np.mean(got.argmax(1) == reference.argmax(1)) >= 0.98
 
 
-def test_denylisted_nodes_stay_float(tmp_path, classifier, calib):
+def test_denylisted_nodes_stay_float(tmp_path, classifier, calib, converted):
     from edgeship.converters.tflite import tflite_ops
 
-    fp32 = tflite_ops(convert(classifier, formats="tflite", precision="fp32", out_dir=tmp_path, name="f")[0].path)
+    fp32 = tflite_ops(converted[("tflite", "fp32")].path)
     first_conv = next(op["outputs"][0] for op in fp32 if op["op"] == "CONV_2D")
     (r,) = convert(classifier, formats="tflite", precision="int8", calib=calib, out_dir=tmp_path, name="deny",
                    denylisted_nodes=[first_conv])
@@ -184,13 +184,14 @@ def test_denylisted_nodes_stay_float(tmp_path, classifier, calib):
     assert r.manifest.conversion["options"]["denylisted_nodes"] == [first_conv]
 
 
-def test_openvino_ignored_scope_and_dynamic_batch(tmp_path, classifier, calib, holdout):
+def test_openvino_ignored_scope_and_dynamic_batch(tmp_path, classifier, calib, holdout, converted):
     import openvino as ov
 
     from edgeship.converters.openvino import openvino_layers
 
-    fp32 = convert(classifier, formats="openvino", precision="fp32", out_dir=tmp_path, name="f")[0]
-    convs = openvino_layers(fp32.path, types=("Convolution",))
+    # node names are stable across conversions: a name read from the fp32 IR applies to a new one
+    convs = openvino_layers(converted[("openvino", "fp32")].path, types=("Convolution",))
+    assert convs[0] == "Convolution_0"
     (r,) = convert(classifier, formats="openvino", precision="int8", calib=calib, out_dir=tmp_path, name="q",
                    ignored_scope=[convs[0]], dynamic_batch=True, preset="mixed")
     model = ov.Core().read_model(str(r.path))
@@ -201,6 +202,15 @@ def test_openvino_ignored_scope_and_dynamic_batch(tmp_path, classifier, calib, h
     assert r.manifest.inputs[0].shape[0] == -1 and r.manifest.conversion["options"]["ignored_scope"] == [convs[0]]
     compiled = ov.Core().compile_model(str(r.path), "CPU")
     assert compiled(holdout[:5])[compiled.outputs[0]].shape == (5, 10)
+
+
+def test_importing_converters_stays_light():
+    import subprocess
+    import sys
+
+    code = "import sys, edgeship.converters; print([m for m in ('tensorflow', 'keras', 'tf_keras', 'openvino', 'nncf') if m in sys.modules])"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "[]"
 
 
 # ---- every input form --------------------------------------------------------------------------------------
@@ -321,7 +331,18 @@ def test_cli_json_and_target(tmp_path, classifier, calib):
     assert art["format"] == get_target("intel-x86").format and art["precision"] == "fp16"
     assert Path(art["path"]).name == "cam" + (".xml" if art["format"] == "openvino" else ".tflite")
     assert art["manifest"]["labels"] == M.digits_labels()
-    r = _cli(classifier, "-f", "tflite", "-p", "fp32", "--max-drop", "none", "--input-size", "32x32", "-o", out)
+    labels = tmp_path / "labels.txt"
+    labels.write_text("\n".join(f"digit {i}" for i in range(10)) + "\n")
+    r = _cli(classifier, "-f", "tflite", "-p", "fp32", "--max-drop", "none", "--input-size", "32x32",
+             "--labels", labels, "--task", "raw", "-o", out)
     assert r.exit_code == 0, r.output
     assert "digits_classifier_fp32.tflite" in r.output
-    assert Manifest.load(out / "digits_classifier_fp32.tflite").conversion["accuracy_gate"]["max_drop_pp"] is None
+    m = Manifest.load(out / "digits_classifier_fp32.tflite")
+    assert m.conversion["accuracy_gate"]["max_drop_pp"] is None and m.conversion["options"]["max_drop"] is None
+    assert m.labels == [f"digit {i}" for i in range(10)] and m.task == "raw"
+    assert m.input_spec.size == (32, 32) and m.hashes["calibration"] is None
+    notdir = tmp_path / "file"
+    notdir.write_text("x")
+    assert _cli(classifier, "-f", "tflite", "-p", "fp32", "-o", notdir).exit_code == 2  # click: usage error
+    with pytest.raises(InputError, match="is a file"):
+        convert(classifier, formats="tflite", precision="fp32", out_dir=notdir)

@@ -426,6 +426,8 @@ def _default_name(source: dict[str, Any], precision: str, prune: float | None) -
 @contextlib.contextmanager
 def _staging(out_dir: Path) -> Iterator[Path]:
     """A hidden folder inside ``out_dir``, removed whatever happens (``out_dir`` too if we created it and it stays empty)."""
+    if out_dir.exists() and not out_dir.is_dir():
+        raise InputError(f"--out {out_dir} is a file; expected a folder for the artifacts")
     created = not out_dir.exists()
     out_dir.mkdir(parents=True, exist_ok=True)
     stage = Path(tempfile.mkdtemp(prefix=".edgeship-convert-", dir=out_dir))
