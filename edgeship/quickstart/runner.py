@@ -6,6 +6,7 @@ import contextlib
 import fcntl
 import logging
 import os
+import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -126,13 +127,36 @@ def _run_step(step: str, units: list[Unit], ctx: Context, store: StampStore, fin
         stamp = store.load_valid(unit, key)
         if stamp is None:
             t = time.monotonic()
-            result = unit.run(ctx)
+            with _ticking(bar):
+                result = unit.run(ctx)
             stamp = store.write(unit, key, result, time.monotonic() - t)
             ran.append(unit.name)
         ctx.results[unit.id] = stamp["result"]
         ctx.seconds[unit.id] = float(stamp["seconds"])
         fingerprints[unit.id] = fingerprint(stamp)
     return ran
+
+
+@contextlib.contextmanager
+def _ticking(bar: Any, every: float = 1.0) -> Iterator[None]:
+    """Redraw ``bar`` every second while a long unit runs, so its elapsed time keeps moving."""
+    refresh = getattr(bar, "refresh", None)
+    if refresh is None or getattr(bar, "disable", True):
+        yield
+        return
+    done = threading.Event()
+
+    def tick() -> None:
+        while not done.wait(every):
+            refresh()
+
+    thread = threading.Thread(target=tick, name="quickstart-progress", daemon=True)
+    thread.start()
+    try:
+        yield
+    finally:
+        done.set()
+        thread.join()
 
 
 def _status_line(i: int, n: int, step: str, units: list[Unit], ran: list[str], seconds: float) -> str:
