@@ -60,6 +60,21 @@ def run_openvino(path: Path, x: np.ndarray) -> list[np.ndarray]:
 RUNNERS = {"tflite": run_tflite, "openvino": run_openvino}
 
 
+def _tflite_output_names(path: Path) -> list[str]:
+    from ai_edge_litert.interpreter import Interpreter
+
+    return [d["name"] for d in Interpreter(model_path=str(path)).get_output_details()]
+
+
+def _openvino_output_names(path: Path) -> list[str]:
+    import openvino as ov
+
+    return [p.get_any_name() for p in ov.Core().read_model(str(path)).outputs]
+
+
+RUNNER_OUTPUTS = {"tflite": _tflite_output_names, "openvino": _openvino_output_names}
+
+
 def keras_outputs(path: Path, x: np.ndarray) -> list[np.ndarray]:
     from edgeship.converters.keras_io import load_keras_model, predict
 
@@ -244,6 +259,8 @@ def test_two_output_model_keeps_output_order(tmp_path, root, holdout):
          "digits_two_output_fp32_openvino.manifest.json"])
     for r in results:
         assert r.manifest.task == "raw" and [t.shape[-1] for t in r.manifest.outputs] == [10, 1]
+        # the artifact itself lists its outputs in Keras order (runtimes read them in file order)
+        assert [t.name for t in r.manifest.outputs] == RUNNER_OUTPUTS[r.format](r.path)
         got = RUNNERS[r.format](r.path, holdout)
         for g, e in zip(got, ref):
             assert float(np.max(np.abs(g - e))) <= 1e-4

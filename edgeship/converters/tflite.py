@@ -96,7 +96,31 @@ def to_tflite(
         raise
     except Exception as e:  # noqa: BLE001 - ConverterError, ValueError, RuntimeError...
         raise ConversionError(f"tflite {precision}: {converter_error_summary(e)}") from None
-    return atomic_write_bytes(out_path, bytes(data))
+    return atomic_write_bytes(out_path, outputs_in_signature_order(bytes(data)))
+
+
+def outputs_in_signature_order(data: bytes) -> bytes:
+    """Reorder the graph outputs as the signature's ``output_0``, ``output_1``... (the Keras order).
+
+    The converter lists a multi-output model's outputs in its own order (a two-output model can
+    come out reversed), and runtimes read ``get_output_details()`` in that order. Single-output
+    models are returned unchanged.
+    """
+    from tensorflow.lite.tools import flatbuffer_utils
+
+    from .keras_io import _output_sort_key
+
+    model = flatbuffer_utils.convert_bytearray_to_object(bytearray(data))
+    if not model.signatureDefs or len(model.subgraphs[0].outputs) < 2:
+        return data
+    sig = model.signatureDefs[0]
+    names = lambda t: t.name.decode() if isinstance(t.name, bytes) else t.name  # noqa: E731
+    wanted = [t.tensorIndex for t in sorted(sig.outputs, key=lambda t: _output_sort_key(names(t)))]
+    graph = model.subgraphs[sig.subgraphIndex or 0]
+    if sorted(wanted) != sorted(int(i) for i in graph.outputs) or list(graph.outputs) == wanted:
+        return data
+    graph.outputs = np.asarray(wanted, dtype=np.int32)
+    return flatbuffer_utils.convert_object_to_bytearray(model)
 
 
 def _quantize_with_denylist(converter: Any, tf: Any, io: str, nodes: list[str], ops: list[str]) -> bytes:
