@@ -125,13 +125,15 @@ def main() -> None:
     for kind, r in runs:
         m = r.manifest
         t = m.conversion["timings"]
-        rows.append([m.format, m.precision, kind, f"{t['convert_s']:.1f}", f"{m.sizes['raw_bytes'] / 1e6:.2f}",
+        gate = m.conversion.get("accuracy_gate", {})
+        rows.append([m.format, m.precision, kind, f"{t['convert_s']:.1f}",
+                     f"{t['gate_s']:.1f} ({gate.get('status')})" if "gate_s" in t else "-", f"{m.sizes['raw_bytes'] / 1e6:.2f}",
                      f"{m.sizes['gzip_bytes'] / 1e6:.2f}",
                      "-" if m.sparsity.get("overall") is None else f"{m.sparsity['overall']:.1%}",
                      f"{LATENCY[m.format](r.path, x, args.runs):.2f}"])
     t = pruned[0].manifest.conversion["timings"]
-    print("| format | precision | weights | convert s | size MB | gzip MB | sparsity | latency ms (median) |")
-    print("|---|---|---|---|---|---|---|---|")
+    print("| format | precision | weights | convert s | accuracy gate s | size MB | gzip MB | sparsity | latency ms (median) |")
+    print("|---|---|---|---|---|---|---|---|---|")
     for row in rows:
         print("| " + " | ".join(row) + " |")
     print()
