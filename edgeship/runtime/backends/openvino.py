@@ -142,17 +142,19 @@ class OpenVINOBackend(Backend):
 
         q = self.prepare_inputs(x)
         nreq = int(requests or self.optimal_requests or 1)
+        # No Python callback: a callback-holding AsyncInferQueue can deadlock when the compiled
+        # model is released afterwards. Count submissions; wait_all() guarantees they finished.
         queue = ov.AsyncInferQueue(self._compiled, nreq)
         done = [0]
-
-        def callback(_req: Any, _data: Any) -> None:
-            done[0] += 1
-
-        queue.set_callback(callback)
+        inputs = {i: t for i, t in enumerate(q)}
         t0 = time.perf_counter()
-        while time.perf_counter() - t0 < duration:
-            queue.start_async({i: t for i, t in enumerate(q)})
-        queue.wait_all()
+        try:
+            while time.perf_counter() - t0 < duration:
+                queue.start_async(inputs)
+                done[0] += 1
+            queue.wait_all()
+        finally:
+            del queue
         elapsed = time.perf_counter() - t0
         return {"fps": done[0] * x.shape[0] / elapsed, "requests": nreq, "iterations": done[0]}
 
