@@ -10,7 +10,6 @@ nothing behind.
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import logging
 import os
 import shutil
@@ -22,11 +21,12 @@ from typing import Any, Callable, Iterator, Sequence
 
 import numpy as np
 
-from ..errors import ConversionError, InputError, SpecError
+from ..errors import ConversionError, InputError
 from ..fileio import file_size, gzip_size, sha256_file
 from ..manifest import Manifest, TensorInfo, manifest_path, tool_versions
 from ..spec import InputSpec
 from . import keras_io
+from .inputs import finetune_data, infer_task, load_calibration, load_source, resolve_labels, resolve_spec
 from .openvino import PRECISIONS as OV_PRECISIONS
 from .openvino import PRESETS, ir_files, openvino_tensors, to_openvino
 from .tflite import IO_TYPES
@@ -203,100 +203,6 @@ def _validate(formats: list[str], precision: str, **o: Any) -> dict[str, Any]:
             "epochs": int(o["epochs"]), "max_drop": None if o["max_drop"] is None else float(o["max_drop"])}
 
 
-# ---- inputs ---------------------------------------------------------------------------------------------
-def load_source(model: Any) -> tuple[Any, dict[str, Any]]:
-    """The model object and a description for the manifest (path, flavor, sha256)."""
-    obj = keras_io.load_keras_model(model)
-    flavor = keras_io.model_flavor(obj)
-    if flavor != "saved_model":
-        keras_io.check_graph_model(obj, "convert")
-    if isinstance(model, (str, os.PathLike)):
-        path = Path(model)
-        return obj, {"path": str(path.resolve()), "name": path.stem if path.is_file() else path.name, "flavor": flavor,
-                     "sha256": sha256_file(path)}
-    return obj, {"path": None, "name": getattr(obj, "name", "model"), "flavor": flavor, "sha256": _model_sha256(obj)}
-
-
-def _model_sha256(model: Any) -> str:
-    """Hash of an in-memory model: architecture JSON plus every weight array."""
-    h = hashlib.sha256(model.to_json().encode())
-    for w in model.get_weights():
-        h.update(np.ascontiguousarray(w).tobytes())
-    return h.hexdigest()
-
-
-def load_calibration(calib: Any) -> Any:
-    if calib is None:
-        return None
-    from ..calibration import RepresentativeDataset
-
-    if isinstance(calib, RepresentativeDataset):
-        return calib
-    if isinstance(calib, (str, os.PathLike)):
-        return RepresentativeDataset.load(calib)
-    raise InputError(f"calib must be a RepresentativeDataset or a path to calib.npz, got {type(calib).__name__}")
-
-
-def resolve_spec(model: Any, dataset: Any, spec: InputSpec | None, size: tuple[int, int] | None) -> InputSpec:
-    """The InputSpec: from the calibration set, else ``spec``, else the model's input (+ ``size``); checked against the model."""
-    shape = keras_io.input_shape(model)
-    if dataset is not None:
-        if spec is not None and spec != dataset.spec:
-            raise SpecError(f"the InputSpec given ({spec.to_json()}) differs from the calibration set's ({dataset.spec.to_json()})")
-        spec = dataset.spec
-        if size is not None and tuple(size) != spec.size:
-            raise SpecError(f"--input-size {size[0]}x{size[1]} differs from the calibration set's {spec.height}x{spec.width}")
-    elif spec is None:
-        if size is not None:
-            spec = _spec_from_shape(shape, size)
-        else:
-            spec = InputSpec.from_model(model)
-    elif size is not None and tuple(size) != spec.size:
-        spec = spec.with_size(*size)
-    want = tuple(spec.sample_shape)
-    have = shape[1:]
-    if len(have) != len(want) or any(h is not None and h != w for h, w in zip(have, want)):
-        source = "calibration set" if dataset is not None else "InputSpec"
-        raise SpecError(f"the {source} has samples of shape {list(want)} but the model expects {list(shape)}")
-    return spec
-
-
-def _spec_from_shape(shape: tuple, size: tuple[int, int]) -> InputSpec:
-    dims = shape[1:]
-    if len(dims) != 3:
-        raise SpecError(f"expected an image input (N, H, W, C), got {list(shape)}")
-    if dims[-1] in (1, 3):
-        return InputSpec(height=size[0], width=size[1], channels=dims[-1])
-    if dims[0] in (1, 3):
-        return InputSpec(height=size[0], width=size[1], channels=dims[0], layout="NCHW")
-    raise SpecError(f"cannot tell the channel axis of input shape {list(shape)}; expected 1 or 3 channels")
-
-
-def resolve_labels(labels: Any, dataset: Any) -> list[str] | None:
-    if labels is None:
-        return list(dataset.labels) if dataset is not None and dataset.labels else None
-    if isinstance(labels, (str, os.PathLike)):
-        from ..calibration import read_label_file
-
-        return list(read_label_file(labels))
-    return [str(x) for x in labels]
-
-
-def infer_task(model: Any, dataset: Any, spec: InputSpec) -> str:
-    """``classify`` when the model has one 2-D output whose rows look like probabilities, else ``raw``."""
-    if dataset is not None:
-        x = dataset.split("all")[0][:16]
-    else:
-        lo, hi = spec.value_range()
-        x = np.random.default_rng(0).uniform(lo, hi, (4, *spec.sample_shape)).astype(np.float32)
-    outs = keras_io.predict(model, x)
-    if len(outs) != 1 or outs[0].ndim != 2 or outs[0].shape[1] < 2:
-        return "raw"
-    y = outs[0]
-    softmax_like = np.all(y >= -1e-6) and np.all(y <= 1 + 1e-6) and np.allclose(y.sum(axis=1), 1.0, atol=1e-3)
-    return "classify" if softmax_like else "raw"
-
-
 # ---- pruning --------------------------------------------------------------------------------------------
 def _prune(model: Any, dataset: Any, spec: InputSpec, options: dict[str, Any], finetune: Any,
            labels: list[str] | None, stage: Path) -> tuple[Any, Any]:
@@ -306,7 +212,7 @@ def _prune(model: Any, dataset: Any, spec: InputSpec, options: dict[str, Any], f
     data = None
     from_logits = False
     if finetune is not None:
-        data = _finetune_data(Path(finetune), spec, labels)
+        data = finetune_data(Path(finetune), spec, labels)
         if calib_x is None:
             calib_x = data[0][:64]
         outs = keras_io.predict(model, calib_x[:4])
@@ -323,22 +229,6 @@ def _prune(model: Any, dataset: Any, spec: InputSpec, options: dict[str, Any], f
     return prune_model(model, sparsity=float(options["prune"]), calib_x=calib_x, workdir=stage,
                        schedule=options["prune_schedule"], finetune=data, epochs=options["epochs"],
                        frequency=options["prune_frequency"], from_logits=from_logits)
-
-
-def _finetune_data(root: Path, spec: InputSpec, labels: list[str] | None) -> tuple[np.ndarray, np.ndarray]:
-    from ..calibration import build_dataset
-    from ..calibration.folder import list_images
-
-    if not root.is_dir():
-        raise InputError(f"--finetune {root} is not a folder; expected a labelled image folder root/<class>/*.png")
-    n = len(list_images(root)[0])
-    if n == 0:
-        raise InputError(f"--finetune {root} has no images; expected root/<class>/*.png")
-    ds = build_dataset([str(root)], spec=spec, count=n, holdout=0.0, dedup=False, labels=labels)
-    x, y = ds.split("calib")
-    if y is None:
-        raise InputError(f"--finetune {root} is not labelled; expected one sub-folder per class")
-    return x, y
 
 
 # ---- per artifact ------------------------------------------------------------------------------------------
