@@ -160,3 +160,17 @@ def test_postprocess_registry_and_task_resolution():
     assert resolve_task(None, None, [(1, 4, 8), (1, 8)]) == "raw"
     with pytest.raises(SpecError, match="detection format"):
         detect_format([(1, 2, 3, 4, 5)])
+
+
+def test_litert_outputs_follow_the_manifest_order():
+    from types import SimpleNamespace
+
+    from edgeship.manifest import TensorInfo
+    from edgeship.runtime.backends.litert import order_by_manifest
+
+    details = [{"name": "b", "index": 7}, {"name": "a", "index": 3}]
+    m = SimpleNamespace(outputs=[TensorInfo("a", [1, 2], "float32"), TensorInfo("b", [1, 2], "float32")])
+    assert [d["index"] for d in order_by_manifest(details, m)] == [3, 7]
+    assert [d["index"] for d in order_by_manifest(details, None)] == [7, 3]
+    m2 = SimpleNamespace(outputs=[TensorInfo("a", [1], "float32"), TensorInfo("zzz", [1], "float32")])
+    assert [d["index"] for d in order_by_manifest(details, m2)] == [7, 3]  # names don't match: file order

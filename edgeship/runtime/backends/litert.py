@@ -62,6 +62,19 @@ def _executed_precision(tensors: list[dict[str, Any]]) -> str:
     return "f32"
 
 
+def order_by_manifest(details: list[dict[str, Any]], manifest: Any) -> list[dict[str, Any]]:
+    """Output details in the manifest's order (matched by tensor name) when every name matches.
+
+    The interpreter lists outputs in the file's order, which for files from other tools need not
+    be the Keras model's; the manifest written at conversion time records the intended order.
+    """
+    names = [t.name for t in (manifest.outputs if manifest is not None else [])]
+    by_name = {d["name"]: d for d in details}
+    if len(names) != len(details) or set(names) != set(by_name):
+        return list(details)
+    return [by_name[n] for n in names]
+
+
 class LiteRTBackend(Backend):
     """Runs a ``.tflite`` file with the LiteRT Interpreter (XNNPACK delegate, ``threads`` CPU threads)."""
 
@@ -79,7 +92,7 @@ class LiteRTBackend(Backend):
             first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
             raise ModelError(f"{self.path} is not a valid TFLite model: {first}") from None
         in_details = self._it.get_input_details()
-        out_details = self._it.get_output_details()
+        out_details = order_by_manifest(self._it.get_output_details(), self.manifest)
         self._in_idx = [d["index"] for d in in_details]
         self._out_idx = [d["index"] for d in out_details]
         self.inputs = [_tensor_info(d) for d in in_details]
