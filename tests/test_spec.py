@@ -94,3 +94,11 @@ def test_spec_module_is_light():
     code = "import sys, edgeship.spec, edgeship.manifest; bad=[m for m in ('tensorflow','keras','tf_keras','nncf') if m in sys.modules]; print(bad)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip() == "[]"
+
+
+@pytest.mark.parametrize("resize", ["stretch", "letterbox", "center-crop"])
+def test_gray_model_from_colour_and_gray_frames(resize):
+    s = InputSpec(20, 30, channels=1, resize=resize)
+    for f in (frame(), frame()[:, :, 0], frame()[:, :, :1]):
+        out = preprocess(f, s)
+        assert out.shape == (20, 30, 1) and out.dtype == np.float32
