@@ -164,13 +164,15 @@ class _TFLiteFormat:
 class _OpenVINOFormat:
     """Ranks the artifact's activation quantizers; candidates are ``nncf.quantize`` runs with an ignored scope."""
 
-    def __init__(self, saved: Path, ds: Any, artifact: Path, preset: str, dynamic_batch: bool, tmp: Path) -> None:
+    def __init__(self, saved: Path, ds: Any, artifact: Path, preset: str, dynamic_batch: bool, tmp: Path,
+                 user_scope: Sequence[str] = ()) -> None:
         import openvino as ov
 
         from .layers import OpenVINOProbe, map_node_names
         from .openvino import to_openvino
 
         self.saved, self.ds, self.preset, self.dynamic_batch, self.tmp = saved, ds, preset, dynamic_batch, tmp
+        self.user_scope = list(user_scope)  # the caller's own ignored scope, kept in every candidate
         # OpenVINO numbers node names per conversion: every candidate is quantized from this one FP32
         # IR, and the artifact's names are mapped onto it.
         self.fp32 = ov.Core().read_model(str(to_openvino(saved, tmp / "fp32.xml", precision="fp32", dynamic_batch=dynamic_batch)))
@@ -190,7 +192,8 @@ class _OpenVINOFormat:
     def _quantize(self, scope: list[str]) -> Any:
         from .openvino import PRECISIONS
 
-        return PRECISIONS["int8"](self.fp32.clone(), self.ds, self.preset, scope)[0]
+        full = list(dict.fromkeys(self.user_scope + list(scope)))
+        return PRECISIONS["int8"](self.fp32.clone(), self.ds, self.preset, full)[0]
 
     def build(self, chosen: list[LayerError]) -> Path:
         from .layers import OpenVINOProbe
@@ -210,7 +213,8 @@ class _OpenVINOFormat:
 # ---- the API ------------------------------------------------------------------------------------------
 def accuracy_gate(artifact: str | Path, *, fmt: str, model: Any, saved_model_dir: str | Path, dataset: Any, max_drop: float,
                   io: str = "int8", preset: str = "performance", dynamic_batch: bool = False,
-                  denylisted_nodes: Sequence[str] = (), denylisted_ops: Sequence[str] = ()) -> GateResult:
+                  denylisted_nodes: Sequence[str] = (), denylisted_ops: Sequence[str] = (),
+                  ignored_scope: Sequence[str] = ()) -> GateResult:
     """Make the int8 ``artifact`` (rewritten in place when needed) fit ``max_drop`` points on the holdout split.
 
     ``model`` is the float Keras model (object or path), ``saved_model_dir`` its SavedModel export
@@ -238,7 +242,7 @@ def accuracy_gate(artifact: str | Path, *, fmt: str, model: Any, saved_model_dir
     with tempfile.TemporaryDirectory(prefix="edgeship-gate-") as tmpdir:
         tmp = Path(tmpdir)
         impl = _TFLiteFormat(Path(saved_model_dir), dataset, io, tmp, denylisted_nodes, denylisted_ops) if fmt == "tflite" else _OpenVINOFormat(
-            Path(saved_model_dir), dataset, artifact, preset, dynamic_batch, tmp)
+            Path(saved_model_dir), dataset, artifact, preset, dynamic_batch, tmp, ignored_scope)
         built: dict[tuple[str, ...], tuple[Path, tuple[str | None, float | None, dict[str, Any]]]] = {}
 
         def candidate(chosen: list[LayerError]) -> tuple[Path, tuple[str | None, float | None, dict[str, Any]]]:
@@ -275,13 +279,18 @@ def gate_convert_step(ctx: Any, fmt: str, artifact: Path) -> GateResult | None:
     o = ctx.options
     if ctx.precision != "int8" or o.get("max_drop") is None:
         return None
-    if fmt == "openvino" and o.get("ignored_scope"):
-        log.warning("%s: the accuracy gate's candidates do not carry the given ignored scope over (OpenVINO renames "
-                    "nodes per conversion); only the ranked layers stay in float", artifact.name)
     return accuracy_gate(artifact, fmt=fmt, model=ctx.model, saved_model_dir=ctx.saved_model, dataset=ctx.dataset,
                          max_drop=float(o["max_drop"]), io=o.get("io", "int8"), preset=o.get("preset", "performance"),
                          dynamic_batch=bool(o.get("dynamic_batch")), denylisted_nodes=o.get("denylisted_nodes") or (),
-                         denylisted_ops=o.get("denylisted_ops") or ())
+                         denylisted_ops=o.get("denylisted_ops") or (), ignored_scope=_scope_names(o.get("ignored_scope")))
+
+
+def _scope_names(scope: Any) -> list[str]:
+    """Node names of an ignored scope given as names or as an ``nncf.IgnoredScope`` (names only)."""
+    if scope is None:
+        return []
+    names = getattr(scope, "names", scope)
+    return [str(n) for n in names]
 
 
 def record_gate(manifest: Any, result: GateResult | None) -> Any:
