@@ -93,6 +93,7 @@ class LiteRTBackend(Backend):
             raise ModelError(f"{self.path} is not a valid TFLite model: {first}") from None
         in_details = self._it.get_input_details()
         out_details = order_by_manifest(self._it.get_output_details(), self.manifest)
+        self._batch = int(in_details[0]["shape"][0]) if len(in_details[0]["shape"]) else 1  # read once, not per call
         self._in_idx = [d["index"] for d in in_details]
         self._out_idx = [d["index"] for d in out_details]
         self.inputs = [_tensor_info(d) for d in in_details]
@@ -104,10 +105,10 @@ class LiteRTBackend(Backend):
         self.executed_precision = _executed_precision(details)
 
     def _accepts_batch(self, n: int) -> bool:
-        return n == self._static_batch()
+        return n == self._batch
 
     def _static_batch(self) -> int:
-        return int(self._it.get_input_details()[0]["shape"][0])
+        return self._batch
 
     def _run(self, tensors: list[np.ndarray]) -> list[np.ndarray]:
         try:
