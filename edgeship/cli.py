@@ -64,6 +64,12 @@ class LazyGroup(click.Group):
     def invoke(self, ctx: click.Context):
         try:
             return super().invoke(ctx)
+        except click.BadParameter as e:
+            # A file that is missing or unreadable is bad input (one line, exit 1), not a usage error.
+            if isinstance(getattr(e.param, "type", None), click.Path):
+                name = max(e.param.opts, key=len) if isinstance(e.param, click.Option) else e.param.human_readable_name
+                raise CommandError(f"{name}: {e.message}") from e
+            raise
         except EdgeshipError as e:
             if (ctx.obj or {}).get("verbose"):
                 traceback.print_exc()

@@ -33,3 +33,13 @@ def test_help_does_not_import_tensorflow():
             "print([m for m in ('tensorflow','keras','nncf','openvino') if m in sys.modules])")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip().splitlines()[-1] == "[]"
+
+
+def test_missing_input_file_is_one_line_exit_1(tmp_path):
+    r = CliRunner().invoke(cli, ["convert", str(tmp_path / "missing.keras"), "-f", "tflite", "-o", str(tmp_path / "out")])
+    assert r.exit_code == 1
+    lines = [ln for ln in r.output.splitlines() if ln.strip()]
+    assert len(lines) == 1 and lines[0].startswith("error: MODEL:") and "missing.keras" in lines[0]
+    assert not (tmp_path / "out").exists()
+    r = CliRunner().invoke(cli, ["convert", str(tmp_path / "missing.keras"), "-f", "nope", "-o", str(tmp_path)])
+    assert r.exit_code == 2  # a wrong choice is still a usage error

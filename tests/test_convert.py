@@ -360,6 +360,7 @@ def test_cli_json_and_target(tmp_path, classifier, calib):
     assert m.input_spec.size == (32, 32) and m.hashes["calibration"] is None
     notdir = tmp_path / "file"
     notdir.write_text("x")
-    assert _cli(classifier, "-f", "tflite", "-p", "fp32", "-o", notdir).exit_code == 2  # click: usage error
+    r = _cli(classifier, "-f", "tflite", "-p", "fp32", "-o", notdir)
+    assert r.exit_code == 1 and r.output.strip().startswith("error: --out:")  # bad path: one line, exit 1
     with pytest.raises(InputError, match="is a file"):
         convert(classifier, formats="tflite", precision="fp32", out_dir=notdir)
