@@ -139,3 +139,23 @@ def test_gate_numbers_are_json_clean(ws):
     for r in converted("good", 1.0).values():
         json.dumps(Manifest.load(r.path).to_dict(), allow_nan=False)
     assert np.isfinite(converted("good", 1.0)["tflite"].manifest.accuracy["drop"])
+
+
+def test_gate_keeps_the_callers_openvino_ignored_scope(ws, tmp_path):
+    import openvino as ov
+
+    from edgeship.converters import convert
+
+    user_node = "Convolution_0"  # node names are stable across conversions
+    (r,) = convert(ws["sensitive"], formats="openvino", precision="int8", calib=ws["calib"], out_dir=tmp_path,
+                   name="scoped", max_drop=1.0, ignored_scope=[user_node])
+    gate = r.manifest.conversion["accuracy_gate"]
+    assert r.manifest.precision == "int8-mixed" and gate["value"] <= 1.0 and gate["fallback"] is None
+    model = ov.Core().read_model(str(r.path))
+    conv = next(op for op in model.get_ops() if op.get_friendly_name() == user_node)
+    producers = [conv.input_value(i).get_node() for i in range(2)]
+    # NNCF quantizes activations with FakeQuantize and stores weights as int8 + a "fq_weights" Multiply
+    quantized = [n.get_friendly_name() for n in producers if n.get_type_name() == "FakeQuantize" or "/fq_" in n.get_friendly_name()]
+    assert not quantized, f"the caller's ignored convolution was quantized by a gate candidate: {quantized}"
+    int8, total = openvino_int8_convs(r.path)
+    assert total - int8 >= 1 and int8 >= 3, (int8, total)
