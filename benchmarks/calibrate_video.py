@@ -12,7 +12,6 @@ from __future__ import annotations
 import argparse
 import os
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -28,13 +27,10 @@ from tests.helpers.data import moving_digit_frames, write_video  # noqa: E402
 
 
 def machine() -> str:
-    try:
-        out = subprocess.run(["lscpu"], capture_output=True, text=True, check=True).stdout
-        model = next((ln.split(":", 1)[1].strip() for ln in out.splitlines() if ln.startswith("Model name")), "unknown CPU")
-    except (OSError, subprocess.CalledProcessError):
-        model = "unknown CPU"
-    nproc = subprocess.run(["nproc"], capture_output=True, text=True).stdout.strip() or str(os.cpu_count())
-    return f"{model}, {nproc} cores (nproc)"
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+    from edgeship.report import machine_description
+
+    return machine_description()
 
 
 def make_video(path: Path, seconds: int = 30, fps: int = 30) -> Path:

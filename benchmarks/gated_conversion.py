@@ -14,9 +14,7 @@ from __future__ import annotations
 import argparse
 import logging
 import os
-import platform
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -29,12 +27,10 @@ os.environ.setdefault("EDGESHIP_PROGRESS", "0")
 
 
 def machine() -> str:
-    try:
-        out = subprocess.run(["lscpu"], capture_output=True, text=True, check=True).stdout
-        model = next((ln.split(":", 1)[1].strip() for ln in out.splitlines() if ln.startswith("Model name")), platform.processor())
-    except (OSError, subprocess.CalledProcessError):
-        model = platform.processor() or "unknown CPU"
-    return f"{model}, {os.cpu_count()} cores, Python {platform.python_version()}"
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+    from edgeship.report import machine_description
+
+    return machine_description()
 
 
 def run(model: Path, calib: Path, fmt: str, max_drop: float | None, out: Path) -> tuple[float, object]:

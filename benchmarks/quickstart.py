@@ -20,12 +20,10 @@ from pathlib import Path
 
 
 def machine() -> str:
-    try:
-        out = subprocess.run(["lscpu"], capture_output=True, text=True, check=True).stdout
-        model = next((ln.split(":", 1)[1].strip() for ln in out.splitlines() if ln.startswith("Model name")), "unknown CPU")
-    except (OSError, subprocess.CalledProcessError):
-        model = "unknown CPU"
-    return f"{model}, {os.cpu_count()} cores; load average before the run {os.getloadavg()[0]:.1f}"
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+    from edgeship.report import machine_description
+
+    return machine_description() + f"; load average before the run {os.getloadavg()[0]:.1f}"
 
 
 def run(out: Path, small: bool) -> tuple[float, dict]:

@@ -8,7 +8,6 @@ the benchmark process itself stays TF-free.
 
 from __future__ import annotations
 
-import platform
 import subprocess
 import sys
 from pathlib import Path
@@ -75,8 +74,7 @@ def _manifest(path: Path) -> None:
 
 
 def machine() -> str:
-    sys.path.insert(0, str(ROOT))
-    from edgeship.runtime.bench import machine_info
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+    from edgeship.report import machine_description
 
-    m = machine_info()
-    return f"{m['cpu']}, {m['cores']} cores, {m['arch']}, Python {platform.python_version()}"
+    return machine_description()

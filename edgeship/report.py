@@ -256,18 +256,13 @@ def write_report(data: ReportData, out_dir: str | os.PathLike) -> tuple[Path, Pa
 
 
 def machine_description() -> str:
-    """CPU model and core count, read from /proc/cpuinfo (no subprocess)."""
-    model = "unknown CPU"
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                model = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
+    """CPU model, cores, OS, architecture and Python, from :func:`edgeship.runtime.bench.machine_info`."""
     import platform
 
-    return f"{model}, {os.cpu_count()} cores, {platform.system()} {platform.machine()}, Python {platform.python_version()}"
+    from .runtime.bench import machine_info
+
+    m = machine_info()
+    return f"{m['cpu']}, {m['cores']} cores, {platform.system()} {m['arch']}, Python {m['python']}"
 
 
 def to_dict(data: ReportData) -> dict[str, Any]:
