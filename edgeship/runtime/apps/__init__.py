@@ -14,18 +14,23 @@ from ...errors import ConfigError
 
 def _event_sinks(cfgs) -> list[Any]:
     from .events import make_event_sink
+
+    return [make_event_sink(c.type, **_plugin_options(c)) for c in cfgs]
+
+
+def _plugin_options(cfg) -> dict[str, Any]:
+    """Constructor keywords of an event sink or reject output from its config entry.
+
+    ``broker: HOST:PORT`` becomes ``host``/``port``; ``timeout_s`` becomes ``timeout``.
+    """
     from .mqtt import parse_mqtt_url
 
-    out = []
-    for c in cfgs:
-        opts = c.model_dump(exclude={"type"})
-        if c.type == "mqtt":
-            host, port = parse_mqtt_url(opts.pop("broker"))
-            opts.update(host=host, port=port)
-        if c.type == "webhook":
-            opts["timeout"] = opts.pop("timeout_s")
-        out.append(make_event_sink(c.type, **opts))
-    return out
+    opts = cfg.model_dump(exclude={"type"})
+    if "broker" in opts:
+        opts["host"], opts["port"] = parse_mqtt_url(opts.pop("broker"))
+    if "timeout_s" in opts:
+        opts["timeout"] = opts.pop("timeout_s")
+    return opts
 
 
 def build_security(cfg) -> Any:
@@ -63,15 +68,7 @@ def build_industrial(cfg) -> Any:
         trigger = TRIGGERS["external"](mqtt=mqtt)
     else:
         trigger = TRIGGERS["frame"]()
-    outputs = []
-    for o in cfg.outputs:
-        opts = o.model_dump(exclude={"type"})
-        if o.type == "mqtt":
-            host, port = parse_mqtt_url(opts.pop("broker"))
-            opts.update(host=host, port=port)
-        if o.type == "http":
-            opts["timeout"] = opts.pop("timeout_s")
-        outputs.append(make_output(o.type, **opts))
+    outputs = [make_output(o.type, **_plugin_options(o)) for o in cfg.outputs]
     i = cfg.inspect
     rule = PassRule(tuple(i.pass_classes), tuple(i.fail_classes), i.min_score, dict(i.class_thresholds),
                     i.uncertain, i.fail_above)
