@@ -167,3 +167,18 @@ def test_manifest_path_opens_its_artifact(art):
         assert b.describe()["device"] == "CPU"
     with pytest.raises(BackendError, match="device NPU"):
         open_backend(art["openvino"], device="NPU")
+
+
+def test_already_quantized_input_gives_the_same_outputs(art, holdout):
+    from edgeship.spec import preprocess
+    from tests.helpers.data import digits_bgr
+
+    imgs, _ = digits_bgr(8)
+    with open_backend(art["tflite_int8"]) as b, open_backend(art["tflite_f32"]) as f:
+        spec, quant = b.manifest.input_spec, b.input_quantization
+        assert quant is not None and quant.dtype == "int8" and f.input_quantization is None
+        xq = np.stack([preprocess(i, spec, quant) for i in imgs[:8]])
+        xf = np.stack([preprocess(i, spec) for i in imgs[:8]])
+        np.testing.assert_array_equal(b.infer(xq, quantized=True)[0], b.infer(xf)[0])
+        with pytest.raises(SpecError, match="is int8; got an already-quantized float32 array"):
+            b.infer(xf, quantized=True)

@@ -205,3 +205,29 @@ def test_make_sink_registry_errors(tmp_path):
                      ("http:abc", "http:PORT")):
         with pytest.raises(InputError, match=msg):
             make_sink(bad)
+
+
+def test_int8_pipeline_feeds_the_quantized_tensor_made_in_the_capture_thread(art, digits_video):
+    from edgeship.runtime import open_backend
+    from edgeship.spec import preprocess
+
+    video, _ = digits_video
+    seen = []
+
+    class Keep:
+        def open(self, info):
+            pass
+
+        def write(self, frame, result):
+            seen.append((frame.image.copy(), result.classification.top[0]))
+
+        def close(self):
+            pass
+
+    pipe = build_pipeline(art["tflite_int8"], str(video), sinks=[Keep()], max_frames=12, handle_signals=False)
+    assert pipe.quant is not None and pipe.source.prepare is not None
+    pipe.run()
+    with open_backend(art["tflite_int8"]) as b:
+        for img, (cid, _, score) in seen:
+            ref = b.infer(preprocess(img, b.manifest.input_spec)[None])[0][0]
+            assert cid == int(ref.argmax()) and score == pytest.approx(float(ref.max()), abs=1e-6)

@@ -63,6 +63,19 @@ def test_video_every_frame_keeps_all_with_timestamps(video):
     assert items[0].frame.image.shape == (240, 320, 3) and items[0].frame.image.dtype == np.uint8
 
 
+def test_every_frame_mode_reads_ahead_by_one_frame_only(video):
+    """A frame never waits behind two inferences: the next one is read only once the slot is free."""
+    with open_source(str(video)) as src:
+        for k in range(1, 6):
+            it = src.get(2.0)
+            assert it is not None and it.frame.index == k - 1
+            time.sleep(0.15)  # a slow consumer: the capture thread must not run ahead
+            assert src.captured <= k + 1
+            # the frame in the slot was read after the previous one was taken
+            nxt = src._slot
+            assert nxt is None or nxt.frame.t_mono >= it.frame.t_mono
+
+
 def test_video_realtime_drops_old_frames_and_counts_them(video):
     with open_source(str(video), realtime=True) as src:
         assert src.mode == "latest"

@@ -102,3 +102,61 @@ def test_gray_model_from_colour_and_gray_frames(resize):
     for f in (frame(), frame()[:, :, 0], frame()[:, :, :1]):
         out = preprocess(f, s)
         assert out.shape == (20, 30, 1) and out.dtype == np.float32
+
+
+# ---- interpolation and the quantized look-up-table path -------------------------------------------
+def natural_frame(h=480, w=640, seed=0):
+    """Smooth structure plus fine noise: the case where interpolations differ."""
+    import cv2
+
+    rng = np.random.default_rng(seed)
+    base = cv2.resize(rng.integers(0, 255, (h // 8, w // 8, 3), dtype=np.uint8), (w, h), interpolation=cv2.INTER_CUBIC)
+    return cv2.add(base, rng.integers(0, 40, (h, w, 3), dtype=np.uint8))
+
+
+def test_interpolation_area_is_opencv_area_and_pyramid_stays_close_to_it():
+    import cv2
+
+    from edgeship.spec import INTERPOLATIONS
+
+    f = natural_frame()
+    assert InputSpec(8, 8).interpolation == "pyramid" and set(INTERPOLATIONS) == {"pyramid", "area", "linear"}
+    area = preprocess(f, InputSpec(224, 224, scale=1.0, color_order="BGR", interpolation="area"))
+    np.testing.assert_array_equal(area, cv2.resize(f, (224, 224), interpolation=cv2.INTER_AREA).astype(np.float32))
+    pyr = preprocess(f, InputSpec(224, 224, scale=1.0, color_order="BGR", interpolation="pyramid"))
+    lin = preprocess(f, InputSpec(224, 224, scale=1.0, color_order="BGR", interpolation="linear"))
+    np.testing.assert_array_equal(lin, cv2.resize(f, (224, 224), interpolation=cv2.INTER_LINEAR).astype(np.float32))
+    # pyramid anti-aliases like area; plain bilinear aliases the fine noise
+    assert np.abs(pyr - area).mean() < 3.0 < np.abs(lin - area).mean()
+    # a grown axis is always bilinear, whatever the interpolation
+    small = f[:20, :30]
+    for interp in INTERPOLATIONS:
+        np.testing.assert_array_equal(preprocess(small, InputSpec(40, 60, scale=1.0, color_order="BGR", interpolation=interp)),
+                                      cv2.resize(small, (60, 40), interpolation=cv2.INTER_LINEAR).astype(np.float32))
+
+
+def test_specs_saved_before_interpolation_existed_read_back_as_area():
+    d = InputSpec(32, 32).to_dict()
+    assert d["interpolation"] == "pyramid" and InputSpec.from_dict(d).interpolation == "pyramid"
+    d.pop("interpolation")
+    assert InputSpec.from_dict(d).interpolation == "area"  # how those artifacts were calibrated
+    with pytest.raises(SpecError, match="interpolation must be one of pyramid, area, linear, got 'cubic'"):
+        InputSpec(32, 32, interpolation="cubic")
+
+
+@pytest.mark.parametrize("spec", [
+    InputSpec(224, 224, scale=1 / 127.5, mean=(1.0,), std=(1.0,)),
+    InputSpec(64, 80, mean=(0.485, 0.456, 0.406), std=(0.229, 0.224, 0.225), resize="letterbox"),
+    InputSpec(32, 32, channels=1, interpolation="area"),
+    InputSpec(48, 48, color_order="BGR", layout="NCHW", resize="center-crop", interpolation="linear"),
+], ids=["mobilenet", "imagenet-letterbox", "gray-area", "bgr-nchw-crop"])
+@pytest.mark.parametrize("quant", [("int8", 1 / 128, 0), ("int8", 0.0041, -128), ("uint8", 0.02, 3)], ids=["i8", "i8zp", "u8"])
+def test_quantized_preprocess_is_bit_identical_to_quantizing_the_float_sample(spec, quant):
+    from edgeship.spec import Quantization, quantize_values
+
+    q = Quantization(quant[1], quant[2], quant[0])
+    f = natural_frame(120, 160, seed=3)
+    direct = preprocess(f, spec, q)
+    ref = quantize_values(preprocess(f, spec), q)
+    assert direct.dtype == np.dtype(quant[0]) and direct.shape == spec.sample_shape and direct.flags.c_contiguous
+    np.testing.assert_array_equal(direct, ref)

@@ -9,7 +9,7 @@ from typing import Any
 
 import click
 
-from ..spec import COLOR_ORDERS, DTYPES, LAYOUTS, RESIZE_MODES, InputSpec
+from ..spec import COLOR_ORDERS, DTYPES, INTERPOLATIONS, LAYOUTS, RESIZE_MODES, InputSpec
 from ._common import echo_err, emit_json, format_table, size_option
 
 
@@ -71,6 +71,10 @@ Example:
 @click.option("--timeout", default=10.0, show_default=True, type=click.FloatRange(min=0.0, min_open=True),
               help="Seconds a stream may take to answer before it is an error.")
 @click.option("--resize", type=click.Choice(RESIZE_MODES), help="Resize mode [stretch].")
+@click.option("--interpolation", type=click.Choice(INTERPOLATIONS),
+              help="How frames are shrunk [pyramid]: pyramid = 2x box halvings then bilinear (anti-aliased, fast); "
+                   "area = OpenCV INTER_AREA (exact box filter, 5-7x slower); linear = bilinear like Keras / tf.image.resize "
+                   "(fastest, aliases on big shrinks). The runtime uses the same one.")
 @click.option("--color-order", type=click.Choice(COLOR_ORDERS, case_sensitive=False), metavar="[RGB|BGR|GRAY]", help="Model colour order [RGB].")
 @click.option("--scale", type=float, help="Pixel multiplier before mean/std [1/255].")
 @click.option("--mean", callback=_floats, help="Per-channel mean subtracted after scaling, e.g. 0.485,0.456,0.406 [0].")
@@ -85,7 +89,7 @@ Example:
               help="Channel order of uint8 frames in .npz/.npy sources.")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object (summary, spec, sources) on stdout.")
 def calibrate(sources, input_size, model, out, count, holdout, seed, dedup, dedup_threshold, duration, timeout, resize,
-              color_order, scale, mean, std, layout, dtype, labels_file, folder_labels, array_color, as_json) -> None:
+              interpolation, color_order, scale, mean, std, layout, dtype, labels_file, folder_labels, array_color, as_json) -> None:
     """Build a representative dataset for int8 calibration and accuracy checks.
 
     SOURCE can be mixed freely: image folders (recursive; class sub-folders become labels;
@@ -109,7 +113,7 @@ def calibrate(sources, input_size, model, out, count, holdout, seed, dedup, dedu
     if not str(out).lower().endswith(".npz"):
         raise click.BadParameter(f"expected a .npz file name, got {out!r}", param_hint="--out")
     spec = resolve_spec(input_size, model, {
-        "resize": resize, "color_order": color_order.upper() if color_order else None, "scale": scale,
+        "resize": resize, "interpolation": interpolation, "color_order": color_order.upper() if color_order else None, "scale": scale,
         "mean": mean, "std": std, "layout": layout, "dtype": dtype})
     labels = read_label_file(labels_file) if labels_file else None
     ds = build_dataset(list(sources), spec=spec, count=count, holdout=holdout, seed=seed, dedup=dedup,

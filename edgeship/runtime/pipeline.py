@@ -1,7 +1,9 @@
 """The real-time pipeline: source -> preprocess -> infer -> postprocess -> sinks.
 
-Capture (and, for files, preprocessing) runs in the source's thread; this loop always takes the
-newest frame, so decoding overlaps inference and latency never builds up. SIGINT / SIGTERM stop
+Capture and preprocessing run in the source's thread; this loop always takes the newest frame, so
+decoding and preprocessing overlap inference and latency never builds up. For an int8/uint8 model
+the capture thread produces the quantized input tensor directly (one look-up table per channel),
+so the inference loop does nothing but run the model, post-process and write the sinks. SIGINT / SIGTERM stop
 the loop cleanly: every sink is closed (flushed, files renamed into place) before ``run`` returns.
 """
 
@@ -33,8 +35,9 @@ class Pipeline:
     ``source``: a :class:`LatestFrameSource` (not started) or source text for :func:`open_source`.
     ``postprocess(outputs, frame_hw) -> dict`` of Result fields (see :mod:`edgeship.runtime.processing`).
     ``gates``: objects with ``should_infer(frame) -> bool``; a False skips the frame (counted).
-    ``preprocess_in_capture``: preprocess in the capture thread (default: when every frame is kept,
-    i.e. files and folders, so no work is spent on frames that will be dropped).
+    ``preprocess_in_capture``: preprocess in the capture thread (default True: the inference loop
+    then never waits for preprocessing; with a source faster than the model the frames it drops were
+    preprocessed for nothing, which costs ~0.2 ms of a spare core per 640x480 frame).
     """
 
     def __init__(self, source: LatestFrameSource | str | int, backend: Any, *, spec: InputSpec, postprocess: PostProcess,
@@ -45,8 +48,9 @@ class Pipeline:
         self.backend, self.spec, self.postprocess = backend, spec, postprocess
         self.sinks, self.gates = list(sinks), list(gates)
         self.max_frames, self.duration, self.task = max_frames, duration, task
+        self.quant = getattr(backend, "input_quantization", None) if spec.dtype == "float32" else None
         if preprocess_in_capture is None:
-            preprocess_in_capture = self.source.mode == "all"
+            preprocess_in_capture = True
         if preprocess_in_capture and self.source.prepare is None:
             self.source.prepare = self._prepare
         self.handle_signals = handle_signals
@@ -59,7 +63,8 @@ class Pipeline:
         self._failed_sinks: set[int] = set()
 
     def _prepare(self, image: np.ndarray) -> np.ndarray:
-        return preprocess(image, self.spec)
+        """Frame -> model input: the quantized tensor for an int8/uint8 model, else the float sample."""
+        return preprocess(image, self.spec, self.quant)
 
     def stop(self, reason: str = "stop") -> None:
         """Ask the loop to finish after the current frame (thread- and signal-safe)."""
@@ -137,10 +142,11 @@ class Pipeline:
         t_in = time.monotonic()
         age = (t_in - frame.t_mono) * 1e3
         if sample is None:
-            sample = preprocess(frame.image, self.spec)
+            sample = self._prepare(frame.image)
             prepare_ms = (time.monotonic() - t_in) * 1e3
+        quantized = self.quant is not None and sample.dtype == np.dtype(self.quant.dtype)
         t1 = time.monotonic()
-        outputs = self.backend.infer(sample[None])
+        outputs = self.backend.infer(sample[None], quantized=quantized) if quantized else self.backend.infer(sample[None])
         t2 = time.monotonic()
         fields = self.postprocess(outputs, frame.image.shape[:2])
         t3 = time.monotonic()

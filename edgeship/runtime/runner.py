@@ -20,7 +20,7 @@ from .backends import Backend, open_backend
 from .pipeline import Pipeline
 from .processing import make_postprocess, resolve_task
 from .sinks import make_sink
-from .sources import open_source
+from .sources import LatestFrameSource, open_source
 
 
 def load_labels(path: str | os.PathLike) -> list[str]:
@@ -62,7 +62,7 @@ def input_spec_for(backend: Backend, spec: InputSpec | None = None) -> InputSpec
 
 def build_pipeline(
     artifact: str | os.PathLike | Backend,
-    source: str | int,
+    source: str | int | LatestFrameSource,
     *,
     task: str | None = None,
     labels: Sequence[str] | str | os.PathLike | None = None,
@@ -87,6 +87,7 @@ def build_pipeline(
 ) -> Pipeline:
     """Open the model and the source and assemble the pipeline (nothing runs until ``.run()``).
 
+    ``source``: source text (see :func:`open_source`) or an unstarted :class:`LatestFrameSource`;
     ``sinks`` items are sink objects or text such as ``"jsonl:-"`` (see :func:`make_sink`);
     ``labels`` is a list, a labels file, or None for the manifest's labels. The backend is
     closed by ``Pipeline.run`` only if this function opened it.
@@ -100,7 +101,7 @@ def build_pipeline(
         sp = input_spec_for(b, spec)
         post = make_postprocess(chosen, spec=sp, labels=names, top_k=top_k, threshold=threshold, iou=iou,
                                 output_shapes=shapes, output_names=[o.name for o in b.outputs])
-        src = open_source(source, realtime=realtime, loop=loop, open_timeout=open_timeout, reconnect_timeout=reconnect_timeout)
+        src = source if isinstance(source, LatestFrameSource) else open_source(source, realtime=realtime, loop=loop, open_timeout=open_timeout, reconnect_timeout=reconnect_timeout)
         built = [make_sink(s) if isinstance(s, str) else s for s in sinks]
     except BaseException:
         if own:

@@ -15,19 +15,21 @@ import numpy as np
 
 from ...errors import BackendError, ModelError, SpecError
 from ...manifest import Manifest, TensorInfo
+from ...spec import Quantization, quantize_values
 
 log = logging.getLogger(__name__)
 
-_INT_RANGES = {"int8": (-128, 127), "uint8": (0, 255), "int16": (-32768, 32767)}
+def quantization(info: TensorInfo) -> Quantization | None:
+    """The tensor's quantization parameters, or None for a float (or unquantized integer) tensor."""
+    return Quantization(float(info.scale), int(info.zero_point or 0), np.dtype(info.dtype).name) if info.quantized else None
 
 
 def quantize(x: np.ndarray, info: TensorInfo) -> np.ndarray:
     """Float -> the tensor's dtype: ``round(x / scale + zero_point)`` clipped for quantized tensors."""
     dtype = np.dtype(info.dtype)
-    if info.quantized:
-        lo, hi = _INT_RANGES.get(dtype.name, (np.iinfo(dtype).min, np.iinfo(dtype).max))
-        q = np.rint(np.asarray(x, np.float32) / np.float32(info.scale) + np.float32(info.zero_point or 0))
-        return np.clip(q, lo, hi).astype(dtype)
+    q = quantization(info)
+    if q is not None:
+        return quantize_values(x, q)
     if dtype.kind in "iu":
         return np.clip(np.rint(x), np.iinfo(dtype).min, np.iinfo(dtype).max).astype(dtype)
     return np.asarray(x, dtype=dtype)
@@ -96,13 +98,22 @@ class Backend:
     def input_shape(self) -> tuple[int, ...]:
         return tuple(self.inputs[0].shape)
 
-    def infer(self, x: np.ndarray | Sequence[np.ndarray]) -> list[np.ndarray]:
-        """Run a float batch (N, *sample_shape) (or one array per model input); float32 outputs, batch N."""
-        q = self.prepare_inputs(x)
+    @property
+    def input_quantization(self) -> Quantization | None:
+        """The single input's quantization (int8/uint8 models), else None: what ``preprocess(quant=)`` takes."""
+        return quantization(self.inputs[0]) if len(self.inputs) == 1 else None
+
+    def infer(self, x: np.ndarray | Sequence[np.ndarray], *, quantized: bool = False) -> list[np.ndarray]:
+        """Run a float batch (N, *sample_shape) (or one array per model input); float32 outputs, batch N.
+
+        ``quantized=True``: ``x`` is already in the input tensor's dtype (e.g. from
+        ``preprocess(frame, spec, quant=backend.input_quantization)``) and is passed through as is.
+        """
+        q = self.prepare_inputs(x, quantized=quantized)
         raw = self.run_prepared(q)
         return [dequantize(r, info) for r, info in zip(raw, self.outputs)]
 
-    def prepare_inputs(self, x: np.ndarray | Sequence[np.ndarray]) -> list[np.ndarray]:
+    def prepare_inputs(self, x: np.ndarray | Sequence[np.ndarray], *, quantized: bool = False) -> list[np.ndarray]:
         """Check shapes and quantize a float batch into the model's input tensors (what :meth:`run_prepared` takes)."""
         if self._closed:
             raise BackendError(f"{self.path.name}: backend is closed")
@@ -111,9 +122,13 @@ class Backend:
             raise SpecError(f"{self.path.name}: model takes {len(self.inputs)} input(s), got {len(xs)}")
         for a, info in zip(xs, self.inputs):
             check_shape(a, info, self.path.name)
+            if quantized and a.dtype != np.dtype(info.dtype):
+                raise SpecError(f"{self.path.name}: input {info.name!r} is {info.dtype}; got an already-quantized {a.dtype} array")
         n = xs[0].shape[0]
         if any(a.shape[0] != n for a in xs):
             raise SpecError(f"{self.path.name}: inputs have different batch sizes {[a.shape[0] for a in xs]}")
+        if quantized:
+            return [np.ascontiguousarray(a) for a in xs]
         return [np.ascontiguousarray(quantize(a, info)) for a, info in zip(xs, self.inputs)]
 
     def run_prepared(self, q: list[np.ndarray]) -> list[np.ndarray]:

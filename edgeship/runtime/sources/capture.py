@@ -4,7 +4,8 @@ Capture runs in its own thread so decoding overlaps inference. In ``latest`` mod
 streams, real-time file playback) a new frame replaces the unread one, which is counted as
 dropped: the consumer always gets the freshest frame and latency never builds up. In ``all``
 mode (offline processing of a file or folder) the reader waits for the consumer instead, so every
-frame is processed while the next one is already being decoded.
+frame is processed while the next one is being decoded; it reads the next frame only once the
+slot is free, so a frame waits for at most one inference, not two.
 """
 
 from __future__ import annotations
@@ -165,6 +166,8 @@ class LatestFrameSource:
         fps = getattr(self.reader, "fps", None) or 30.0
         t0, n = time.monotonic(), 0
         while not self._stop.is_set():
+            if self.mode == "all" and not self._wait_slot_free():
+                return
             try:
                 img = self.reader.read()
             except (OSError, ValueError) as e:
@@ -206,6 +209,13 @@ class LatestFrameSource:
                 self.dropped += 1
             self._slot = item
             self._cond.notify_all()
+
+    def _wait_slot_free(self) -> bool:
+        """Block until the consumer took the previous frame; False when stopping."""
+        with self._cond:
+            while self._slot is not None and not self._stop.is_set():
+                self._cond.wait(0.1)
+        return not self._stop.is_set()
 
     def _reconnect(self) -> bool:
         """Reopen a dropped live source with exponential backoff; False when giving up or stopping."""
