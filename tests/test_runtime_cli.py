@@ -119,3 +119,19 @@ def test_bench_cli_json_and_save(art, tmp_path):
     bad.with_suffix(".bin").write_bytes(b"")
     res = CliRunner().invoke(cli, ["bench", str(bad)])
     assert res.exit_code == 1 and res.output.startswith("error: ") and res.output.count("\n") == 1
+
+
+def test_native_litert_info_line_is_filtered_but_native_errors_are_kept(art, tmp_path):
+    from edgeship.native_stderr import keep_lines
+
+    text = "INFO: Created TensorFlow Lite XNNPACK delegate for CPU.\nERROR: tensor 3 is broken\n"
+    assert keep_lines(text, (r"^INFO: Created TensorFlow Lite XNNPACK",)) == "ERROR: tensor 3 is broken\n"
+    p = edgeship("bench", art["tflite_int8"], "--duration", "0.2", "--warmup", "1", "--json")
+    out, err = p.communicate(timeout=120)
+    assert p.returncode == 0 and json.loads(out)["iterations"] > 0
+    assert "XNNPACK" not in err, err
+    bad = tmp_path / "bad.tflite"
+    bad.write_bytes(b"not a flatbuffer")
+    p = edgeship("bench", bad)
+    out, err = p.communicate(timeout=60)
+    assert p.returncode == 1 and err.strip().splitlines()[-1].startswith(f"error: {bad} is not a valid TFLite model")

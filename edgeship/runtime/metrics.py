@@ -60,6 +60,19 @@ class Metrics:
         with self._lock:
             self.stages.setdefault(stage, LatencyStats()).add(float(ms))
 
+    def observe_frame(self, latency_ms: dict[str, float]) -> None:
+        """Record one processed frame: every stage latency and the result time, under one lock."""
+        now = time.monotonic()
+        with self._lock:
+            for stage, ms in latency_ms.items():
+                st = self.stages.get(stage)
+                if st is None:
+                    st = self.stages[stage] = LatencyStats()
+                st.add(ms)
+            self.processed += 1
+            self.last_result_mono = now
+            self._recent.append(now)
+
     def frame_done(self) -> None:
         now = time.monotonic()
         with self._lock:

@@ -158,9 +158,7 @@ class Pipeline:
             self._write(sink, frame, result)
         t4 = time.monotonic()
         lat["sinks"] = (t4 - t3) * 1e3
-        for k, v in lat.items():
-            m.observe(k, v)
-        m.frame_done()
+        m.observe_frame(lat)
         return result
 
     def _write(self, sink: Any, frame: Frame, result: Result) -> None:

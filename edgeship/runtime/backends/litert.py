@@ -16,6 +16,7 @@ import numpy as np
 
 from ...errors import BackendError, ModelError
 from ...manifest import TensorInfo
+from ...native_stderr import filtered_stderr
 from .base import Backend
 
 log = logging.getLogger(__name__)
@@ -86,8 +87,9 @@ class LiteRTBackend(Backend):
         if self.threads:
             kw["num_threads"] = int(self.threads)
         try:
-            self._it = cls(**kw)
-            self._it.allocate_tensors()
+            with filtered_stderr():  # LiteRT's "Created XNNPACK delegate" INFO line on every load
+                self._it = cls(**kw)
+                self._it.allocate_tensors()
         except (ValueError, RuntimeError) as e:
             first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
             raise ModelError(f"{self.path} is not a valid TFLite model: {first}") from None
