@@ -15,10 +15,14 @@ reconnect_timeout_s}), ``task``, ``labels`` (file), ``threshold``, ``iou``, ``to
 ``app`` by ``type``:
 
 - ``security``: camera, zones [{name, points (>= 3, pixels or 0..1), normalized, classes,
-  min_score, min_dwell_frames, min_dwell_s, cooldown_s, max_gap_frames, anchor}], motion
+  min_score, min_dwell_frames, min_dwell_s, cooldown_s, max_gap_frames, anchor, events [enter,
+  exit]}], lines [{name, points (2: A, B), normalized, classes, min_score, direction (both | in |
+  out), anchor, hysteresis_px}], tracker {enabled, iou, max_age, min_hits, velocity, class_aware,
+  matcher (greedy | hungarian)}, motion
   {threshold, min_area, alpha, width, hold_frames, max_skip}, snapshots {dir, quota_mb},
   events [{type: jsonl, path} | {type: webhook, url, queue, timeout_s, backoff_s, max_backoff_s,
-  headers, include_snapshot, drain_s} | {type: mqtt, broker, topic, snapshots, username, password}].
+  headers, include_snapshot, drain_s} | {type: mqtt, broker, topic, snapshots, username, password,
+  queue (SQLite outbox: durable), timeout_s, backoff_s, max_backoff_s, drain_s}].
 - ``industrial``: counters (SQLite file), inspect {pass_classes | fail_classes, min_score,
   class_thresholds, uncertain, fail_above}, trigger {mode: frame | interval (interval_ms) |
   external (POST /trigger, mqtt {broker, topic})}, outputs [{type: none | mqtt {broker, topic} |
@@ -150,6 +154,11 @@ class MqttEvents(Strict):
     snapshots: bool = True
     username: Optional[str] = None
     password: Optional[str] = None
+    queue: Optional[OutPath] = None  # durable outbox; without it events wait in memory while the broker is down
+    timeout_s: float = Field(5.0, gt=0)
+    backoff_s: float = Field(0.5, gt=0)
+    max_backoff_s: float = Field(30.0, gt=0)
+    drain_s: float = Field(3.0, ge=0)
 
 
 EventSinkCfg = Annotated[Union[JsonlEvents, WebhookEvents, MqttEvents], Field(discriminator="type")]
@@ -172,12 +181,53 @@ class ZoneCfg(Strict):
     cooldown_s: float = Field(30.0, ge=0)
     max_gap_frames: int = Field(2, ge=0)
     anchor: Literal["bottom-center", "center", "top-center"] = "bottom-center"
+    events: list[Literal["enter", "exit"]] = ["enter"]  # per-track events (with the tracker)
 
     @field_validator("points")
     @classmethod
     def _three(cls, v: list) -> list:
         if len(v) < 3:
             raise ValueError(f"expected at least 3 points, got {len(v)}")
+        return v
+
+
+class LineCfg(Strict):
+    name: str = Field(min_length=1)
+    points: list[tuple[float, float]]
+    normalized: Optional[bool] = None  # None: normalised when every coordinate is within 0..1
+    classes: list[str] = []
+    min_score: Score = 0.5
+    direction: Literal["both", "in", "out"] = "both"  # crossings that raise events; counters count both
+    anchor: Literal["bottom-center", "center", "top-center"] = "bottom-center"
+    hysteresis_px: float = Field(2.0, ge=0)
+
+    @field_validator("points")
+    @classmethod
+    def _two(cls, v: list) -> list:
+        if len(v) != 2:
+            raise ValueError(f"a line is 2 points [[x1, y1], [x2, y2]], got {len(v)}")
+        if tuple(v[0]) == tuple(v[1]):
+            raise ValueError(f"the 2 points must differ, got {[list(p) for p in v]}")
+        return v
+
+
+class TrackerCfg(Strict):
+    enabled: bool = True  # false: presence per (zone, class), no track ids, no lines
+    iou: float = Field(0.3, gt=0, le=1)
+    max_age: int = Field(15, ge=0)
+    min_hits: int = Field(2, ge=1)
+    velocity: bool = True
+    class_aware: bool = True
+    matcher: Literal["greedy", "hungarian"] = "greedy"
+
+    @field_validator("matcher")
+    @classmethod
+    def _scipy(cls, v: str) -> str:
+        if v == "hungarian":
+            import importlib.util
+
+            if importlib.util.find_spec("scipy") is None:
+                raise ValueError("'hungarian' needs SciPy (pip install scipy); use 'greedy' without it")
         return v
 
 
@@ -193,19 +243,29 @@ class MotionCfg(Strict):
 class SecurityCfg(Strict):
     type: Literal["security"]
     camera: str = "camera"
-    zones: list[ZoneCfg] = Field(min_length=1)
+    zones: list[ZoneCfg] = []
+    lines: list[LineCfg] = []
+    tracker: TrackerCfg = TrackerCfg()
     motion: Optional[MotionCfg] = None
     snapshots: Optional[SnapshotCfg] = None
     events: list[EventSinkCfg] = []
 
-    @field_validator("zones")
+    @field_validator("zones", "lines")
     @classmethod
-    def _unique(cls, v: list[ZoneCfg]) -> list[ZoneCfg]:
+    def _unique(cls, v: list, info: ValidationInfo) -> list:
         names = [z.name for z in v]
         dup = sorted({n for n in names if names.count(n) > 1})
         if dup:
-            raise ValueError(f"zone names must be unique, got {dup} more than once")
+            raise ValueError(f"{info.field_name[:-1]} names must be unique, got {dup} more than once")
         return v
+
+    @model_validator(mode="after")
+    def _something_to_watch(self) -> "SecurityCfg":
+        if not self.zones and not self.lines:
+            raise ValueError("give at least one zone (zones:) or tripwire (lines:)")
+        if self.lines and not self.tracker.enabled:
+            raise ValueError("lines count tracked objects: they need tracker.enabled: true")
+        return self
 
 
 # ---- industrial -------------------------------------------------------------------------------------

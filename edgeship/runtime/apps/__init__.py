@@ -33,18 +33,25 @@ def _plugin_options(cfg) -> dict[str, Any]:
     return opts
 
 
+def _shape_options(cfg) -> dict[str, Any]:
+    """A zone or line config entry as constructor keywords (``normalized`` decided when not given)."""
+    d = cfg.model_dump()
+    if d["normalized"] is None:
+        d["normalized"] = all(0.0 <= v <= 1.0 for p in d["points"] for v in p)
+    return {**d, "classes": tuple(d["classes"])}
+
+
 def build_security(cfg) -> Any:
+    from .lines import Line
     from .security import SecurityApp
+    from .tracking import tracker_from_options
     from .zones import Zone
 
-    zones = []
-    for z in cfg.zones:
-        d = z.model_dump()
-        if d["normalized"] is None:
-            d["normalized"] = all(0.0 <= v <= 1.0 for p in d["points"] for v in p)
-        zones.append(Zone(**{**d, "classes": tuple(d["classes"])}))
+    tracker = tracker_from_options(cfg.tracker.model_dump())
     return SecurityApp(
-        zones, event_sinks=_event_sinks(cfg.events), camera=cfg.camera,
+        [Zone(**_shape_options(z)) for z in cfg.zones], lines=[Line(**_shape_options(ln)) for ln in cfg.lines],
+        tracker=tracker if tracker is not None else False,
+        event_sinks=_event_sinks(cfg.events), camera=cfg.camera,
         snapshot_dir=cfg.snapshots.dir if cfg.snapshots else None,
         snapshot_quota_mb=cfg.snapshots.quota_mb if cfg.snapshots else 200.0,
         motion=cfg.motion.model_dump() if cfg.motion else None,

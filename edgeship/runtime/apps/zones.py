@@ -3,21 +3,33 @@
 Pure numpy and plain Python: no camera, no model. A :class:`Zone` is a polygon in source-frame
 pixels or in normalised (0..1) coordinates; a detection is "in" a zone when its anchor point
 (bottom-centre of the box by default, the way Frigate places a person's feet) is inside.
-:class:`ZoneTracker` turns per-frame detections into events: a (zone, class) pair must be seen
-for ``min_dwell_frames`` consecutive inferred frames *and* ``min_dwell_s`` seconds, fires once per
-presence, and is then silent until it has left the zone and its cooldown has passed.
+
+Two engines turn per-frame detections into events:
+
+- :class:`TrackZones` (the default, fed by :mod:`.tracking`): per tracked object. A track whose
+  anchor stays in a zone for ``min_dwell_frames`` inferred frames *and* ``min_dwell_s`` seconds
+  fires one ``enter`` event with its ``track_id`` and dwell; leaving (or being lost) fires an
+  ``exit`` event with the total dwell when the zone asks for it (``events``). Occupancy is the
+  number of tracks inside. ``cooldown_s`` silences the same track coming back into the same zone.
+- :class:`ZoneTracker` (``tracker: {enabled: false}``): per (zone, class) presence, for detectors
+  too sparse in time to track: a (zone, class) pair fires once per presence, then waits for its
+  cooldown. It cannot tell two objects of one class apart.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Iterable, Sequence
+from typing import TYPE_CHECKING, Iterable, Sequence
 
 import numpy as np
 
 from ...errors import ConfigError
 
+if TYPE_CHECKING:
+    from .tracking import Track
+
 ANCHORS = ("bottom-center", "center", "top-center")
+ZONE_EVENTS = ("enter", "exit")
 
 
 @dataclass(frozen=True)
@@ -34,9 +46,14 @@ class Zone:
     cooldown_s: float = 30.0
     max_gap_frames: int = 2  # frames an object may be missed before its presence ends
     anchor: str = "bottom-center"
+    events: tuple[str, ...] = ("enter",)  # per-track events this zone emits (TrackZones only)
 
     def __post_init__(self) -> None:
         pts = tuple((float(x), float(y)) for x, y in self.points)
+        bad = [e for e in self.events if e not in ZONE_EVENTS]
+        if bad:
+            raise ConfigError(f"zone {self.name!r}: events must be among {', '.join(ZONE_EVENTS)}, got {bad}")
+        object.__setattr__(self, "events", tuple(self.events))
         if len(pts) < 3:
             raise ConfigError(f"zone {self.name!r}: expected at least 3 points, got {len(pts)}")
         if self.normalized and any(not (0.0 <= v <= 1.0) for p in pts for v in p):
@@ -178,3 +195,112 @@ class ZoneTracker:
             if p.missed == 0:
                 out[zone].append(label)
         return out
+
+
+# ---- per-track zones ---------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class ZoneEvent:
+    """A track entering (dwell reached) or leaving a zone; ``dwell_s`` is the time inside so far / in total."""
+
+    kind: str  # "enter" | "exit"
+    zone: str
+    track: "Track"
+    dwell_s: float
+    dwell_frames: int
+
+
+@dataclass
+class _Visit:
+    track: "Track"
+    first_t: float
+    last_t: float
+    frames: int = 1
+    missed: int = 0
+    qualified: bool = False  # reached the zone's dwell (an exit is reported only for these)
+
+
+@dataclass
+class TrackZones:
+    """Dwell, enter/exit and occupancy per (zone, track); :meth:`update` once per inferred frame."""
+
+    zones: Sequence[Zone]
+    _visits: dict[tuple[str, int], _Visit] = field(default_factory=dict)
+    _last_fired: dict[tuple[str, int], float] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        self._by_name = {z.name: z for z in self.zones}
+        if len(self._by_name) != len(self.zones):
+            raise ConfigError(f"zone names must be unique, got {[z.name for z in self.zones]}")
+
+    def update(self, tracks: Sequence["Track"], frame_wh: tuple[int, int], t: float) -> list[ZoneEvent]:
+        """Feed the tracker's live tracks (tentative ones included) at time ``t``; return the events now."""
+        alive = {tr.track_id: tr for tr in tracks}
+        inside = self._inside(tracks, frame_wh)
+        events: list[ZoneEvent] = []
+        for key in list(self._visits):
+            visit, zone = self._visits[key], self._by_name[key[0]]
+            tr = alive.get(key[1])
+            if key in inside:
+                visit.track, visit.frames, visit.missed, visit.last_t = tr, visit.frames + 1, 0, t
+                continue
+            if tr is not None and not tr.seen:  # coasting through an occlusion: the visit holds for a while
+                visit.track, visit.missed = tr, visit.missed + 1
+                if visit.missed <= zone.max_gap_frames:
+                    continue
+            del self._visits[key]  # seen outside, lost, or unseen too long
+            if visit.qualified and "exit" in zone.events:
+                events.append(ZoneEvent("exit", zone.name, visit.track, visit.last_t - visit.first_t, visit.frames))
+        for key, tr in inside.items():
+            if key not in self._visits:
+                self._visits[key] = _Visit(tr, first_t=t, last_t=t)
+        for key, visit in self._visits.items():
+            zone = self._by_name[key[0]]
+            if visit.qualified or not visit.track.confirmed or visit.missed:
+                continue
+            if visit.frames < zone.min_dwell_frames or t - visit.first_t < zone.min_dwell_s:
+                continue
+            visit.qualified = True
+            last = self._last_fired.get(key)
+            if last is not None and t - last < zone.cooldown_s:
+                continue  # the same track back in the same zone within the cooldown
+            self._last_fired[key] = t
+            if "enter" in zone.events:
+                events.append(ZoneEvent("enter", zone.name, visit.track, t - visit.first_t, visit.frames))
+        self._forget(alive, t)
+        return events
+
+    def _inside(self, tracks: Sequence["Track"], frame_wh: tuple[int, int]) -> dict[tuple[str, int], "Track"]:
+        seen = [tr for tr in tracks if tr.seen]
+        out: dict[tuple[str, int], Track] = {}
+        if not seen:
+            return out
+        boxes = np.asarray([tr.box for tr in seen], dtype=np.float64)
+        for zone in self.zones:
+            hit = points_in_polygon(anchor_points(boxes, zone.anchor), zone.polygon_px(*frame_wh))
+            for tr, h in zip(seen, hit):
+                if h and zone.wants(tr.label, tr.score):
+                    out[(zone.name, tr.track_id)] = tr
+        return out
+
+    def _forget(self, alive: dict, t: float) -> None:
+        """Drop cooldown memories of tracks that are gone and whose cooldown is over (bounded memory)."""
+        for key, last in list(self._last_fired.items()):
+            if key[1] not in alive and t - last >= self._by_name[key[0]].cooldown_s:
+                del self._last_fired[key]
+
+    @property
+    def active(self) -> int:
+        """Visits in progress."""
+        return len(self._visits)
+
+    def occupants(self) -> dict[str, list[dict]]:
+        """Zone name -> the confirmed tracks inside: track_id, label, dwell_s (oldest first)."""
+        out: dict[str, list[dict]] = {z.name: [] for z in self.zones}
+        for (zone, tid), v in sorted(self._visits.items(), key=lambda kv: kv[1].first_t):
+            if v.track.confirmed:
+                out[zone].append({"track_id": tid, "label": v.track.label, "dwell_s": round(v.last_t - v.first_t, 3)})
+        return out
+
+    def occupancy(self) -> dict[str, list[str]]:
+        """Zone name -> the label of each confirmed track inside (one entry per object)."""
+        return {z: [o["label"] for o in occ] for z, occ in self.occupants().items()}
