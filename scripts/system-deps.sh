@@ -1,10 +1,11 @@
 #!/usr/bin/env bash
-# Debian packages the tests use as real peers: OpenSSH server (flash), mosquitto (MQTT),
+# Debian packages the tests use as real peers: OpenSSH server and sudo (flash), mosquitto (MQTT),
 # chromium (dashboard), GStreamer RTSP server (RTSP camera). Installed only when missing.
 set -uo pipefail
 want=()
 command -v sshd >/dev/null 2>&1 || [ -x /usr/sbin/sshd ] || want+=(openssh-server)
 command -v ssh >/dev/null 2>&1 || want+=(openssh-client)
+command -v sudo >/dev/null 2>&1 || want+=(sudo)
 command -v mosquitto >/dev/null 2>&1 || [ -x /usr/sbin/mosquitto ] || want+=(mosquitto)
 command -v chromium >/dev/null 2>&1 || want+=(chromium)
 /usr/bin/python3 -c "import gi; gi.require_version('GstRtspServer','1.0')" >/dev/null 2>&1 || \

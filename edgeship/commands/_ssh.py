@@ -21,6 +21,9 @@ def ssh_options(f: Callable) -> Callable:
         click.option("--init", "init", type=click.Choice(["systemd", "none"]), default="systemd", show_default=True,
                      help="Run the service with systemd, or (none) with edgeship's own pidfile supervisor."),
         click.option("--service", default="edgeship", show_default=True, help="systemd unit name."),
+        click.option("--sudo", is_flag=True,
+                     help="Log in as a normal user and run the device steps under passwordless `sudo -n` "
+                          "(releases root-owned; the runtime still runs unprivileged)."),
         click.option("--python", "python", default="python3", show_default=True, help="Python interpreter on the device."),
         click.option("--parallel", default=4, show_default=True, type=click.IntRange(min=1), help="Devices handled at once."),
         click.option("--json", "as_json", is_flag=True, help="Print one JSON object."),
@@ -31,7 +34,8 @@ def ssh_options(f: Callable) -> Callable:
 
 
 def build(kw: dict[str, Any], **flash_kw: Any):
-    """(hosts, SSHOptions, FlashOptions) from the shared options in ``kw`` (consumed)."""
+    """(hosts, SSHOptions, FlashOptions) from the shared options in ``kw`` (consumed); ``hosts`` may
+    be pre-extended with positional USER@HOST arguments."""
     from ..targets.fleet import collect_hosts
     from ..targets.flash import FlashOptions
     from ..targets.remote import SSHOptions
@@ -40,5 +44,5 @@ def build(kw: dict[str, Any], **flash_kw: Any):
     ssh = SSHOptions(identity=kw.pop("identity"), known_hosts=kw.pop("known_hosts"),
                      accept_new_host_key=kw.pop("accept_new_host_key"), port=kw.pop("port"))
     options = FlashOptions(device_root=kw.pop("device_root"), init=kw.pop("init"), service=kw.pop("service"),
-                           python=kw.pop("python"), **flash_kw)
+                           python=kw.pop("python"), sudo=kw.pop("sudo"), **flash_kw)
     return hosts, ssh, options

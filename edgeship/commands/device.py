@@ -17,6 +17,7 @@ def device() -> None:
       edgeship device status --host pi@10.0.0.21
       edgeship device logs --host pi@10.0.0.21 --lines 200
       edgeship device rollback --hosts line3.txt --json
+      edgeship device status --host pi@10.0.0.21 --sudo
     """
 
 

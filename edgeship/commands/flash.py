@@ -11,6 +11,7 @@ EXAMPLES = """
 \b
 Example:
   edgeship flash digits-rpi5.tar.gz --host pi@10.0.0.21 --identity ~/.ssh/id_ed25519
+  edgeship flash digits-rpi5.tar.gz pi@10.0.0.5 --sudo
   edgeship flash line3.tar.gz --hosts line3.txt --parallel 8 --health-timeout 90 --json
   edgeship flash b.tar.gz --host me@cam1:2222 --init none --device-root /home/me/edgeship
 """
@@ -18,14 +19,15 @@ Example:
 
 @click.command(epilog=EXAMPLES)
 @click.argument("bundle", type=click.Path(exists=True, dir_okay=False))
+@click.argument("targets", nargs=-1, metavar="[USER@HOST[:PORT]]...")
 @ssh_options
 @click.option("--health-timeout", default=60.0, show_default=True, type=click.FloatRange(min=1),
               help="Seconds the new release has to answer /health before it is rolled back.")
 @click.option("--keep", default=3, show_default=True, type=click.IntRange(min=2), help="Releases kept on each device.")
 @click.option("--venvs-dir", help="Runtime venvs folder on the device, shared between device roots [DEVICE_ROOT/venvs].")
 @click.option("--bwlimit", type=click.FloatRange(min=1), help="Upload bandwidth limit per device, KiB/s.")
-def flash(bundle, health_timeout, keep, venvs_dir, bwlimit, **kw) -> None:
-    """Deploy BUNDLE to one or many devices over SSH.
+def flash(bundle, targets, health_timeout, keep, venvs_dir, bwlimit, **kw) -> None:
+    """Deploy BUNDLE to one or many devices over SSH (devices as arguments, --host or --hosts).
 
     \b
     Per device: preflight (architecture, OS, Python, glibc, free disk, camera) -> upload into
@@ -34,10 +36,17 @@ def flash(bundle, health_timeout, keep, venvs_dir, bwlimit, **kw) -> None:
     wheels) -> switch DEVICE_ROOT/current atomically -> start -> health check (process alive,
     /health answers). A release that fails its health check is rolled back to the previous one.
     Exit 1 when any device failed.
+
+    \b
+    Log in as root, or as a user with passwordless sudo and --sudo (Raspberry Pi OS, Jetson,
+    Ubuntu): device steps run under `sudo -n`, releases are root-owned, the service still runs
+    as the profile's service user (systemd) or as the login user (--init none). A sudo that asks
+    for a password is refused in the preflight, before anything changes on the device.
     """
     from ..targets.fleet import flash_many
 
     as_json, parallel = kw.pop("as_json"), kw.pop("parallel")
+    kw["hosts"] = (*targets, *kw["hosts"])
     hosts, ssh, options = build(kw, health_timeout=health_timeout, keep=keep, venvs=venvs_dir, bwlimit_kbps=bwlimit)
 
     def done(r):

@@ -14,14 +14,22 @@ Layout under DEVICE_ROOT::
     current -> releases/V   switched atomically (symlink + rename); previous -> releases/U
     history.json            activation history (newest last), drives rollback and pruning
     run/ logs/ data/        pid and state files, logs, the runtime's working directory
+
+Run as root (a root login, or ``sudo -n`` with ``flash --sudo``) the code (releases, venvs,
+current) stays root-owned and the runtime drops privileges: systemd runs it as the unit's
+``User=`` (created here as a system user when missing; data/ and logs/ are given to it), and the
+``--init none`` supervisor runs it as ``--run-as USER`` (the login user), who then owns run/,
+logs/ and data/.
 """
 
 from __future__ import annotations
 
 import argparse
+import grp
 import hashlib
 import json
 import os
+import pwd
 import shutil
 import signal
 import subprocess
@@ -136,6 +144,23 @@ def free_mb(path: str) -> int:
     return int(st.f_bavail * st.f_frsize // (1 << 20))
 
 
+def sudo_ability() -> str:
+    """root (logged in as root), passwordless (``sudo -n`` works, or we run under it), password, missing."""
+    if os.geteuid() == 0:
+        return "passwordless" if os.environ.get("SUDO_USER") else "root"
+    if not shutil.which("sudo"):
+        return "missing"
+    proc = subprocess.run(["sudo", "-n", "true"], stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    return "passwordless" if proc.returncode == 0 else "password"
+
+
+def login_user() -> str:
+    try:
+        return os.environ.get("SUDO_USER") or pwd.getpwuid(os.getuid()).pw_name
+    except KeyError:
+        return str(os.getuid())
+
+
 def cmd_preflight(a) -> dict:
     import platform
 
@@ -151,6 +176,8 @@ def cmd_preflight(a) -> dict:
         "cameras": {d: os.path.exists(d) for d in a.device},
         "systemd": os.path.isdir("/run/systemd/system"),
         "root_user": os.geteuid() == 0,
+        "user": login_user(),
+        "sudo": sudo_ability(),
         "current": current_version(a.root),
         "has_venv_module": _has_module("venv") and _has_module("ensurepip"),
     }
@@ -304,15 +331,51 @@ def health_url(root: str, meta: dict) -> str:
     return f"http://127.0.0.1:{port}{meta.get('health_path', '/health')}"
 
 
-def none_start(root: str) -> None:
-    p = paths(root)
-    for d in (p["run"], p["logs"], p["data"]):
+def account(user: str):
+    """(passwd entry, supplementary gids) of an existing user on the device."""
+    try:
+        pw = pwd.getpwnam(user)
+    except KeyError:
+        raise StepFailed(f"user {user!r} does not exist on the device") from None
+    return pw, os.getgrouplist(user, pw.pw_gid)
+
+
+def give_dirs(dirs, uid: int, gid: int) -> None:
+    """Create ``dirs`` and hand them (recursively, when not already) to uid:gid; only root can."""
+    for d in dirs:
         os.makedirs(d, exist_ok=True)
+        if os.geteuid() != 0:
+            continue
+        st = os.stat(d)
+        if (st.st_uid, st.st_gid) == (uid, gid):
+            continue
+        for base, subdirs, files in os.walk(d):
+            for name in [base, *(os.path.join(base, n) for n in subdirs + files)]:
+                os.lchown(name, uid, gid)
+
+
+def none_start(a) -> dict:
+    root = a.root
+    p = paths(root)
+    env = service_env(root)
+    drop = {}
+    if a.run_as and os.geteuid() == 0 and a.run_as != "root":
+        pw, groups = account(a.run_as)
+        give_dirs((p["run"], p["logs"], p["data"]), pw.pw_uid, pw.pw_gid)
+        drop = {"user": pw.pw_uid, "group": pw.pw_gid, "extra_groups": groups}
+        env.update(HOME=pw.pw_dir, USER=pw.pw_name, LOGNAME=pw.pw_name)
+    else:
+        for d in (p["run"], p["logs"], p["data"]):
+            os.makedirs(d, exist_ok=True)
     release = os.path.realpath(os.path.join(root, "current"))
     argv = [sys.executable, os.path.join(release, "agent.py"), "supervise", "--root", root]
-    log = open(os.path.join(p["logs"], "edgeship.log"), "ab")
+    log_path = os.path.join(p["logs"], "edgeship.log")
+    log = open(log_path, "ab")
+    if drop:
+        os.chown(log_path, drop["user"], drop["group"])
     subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=log, stderr=log, cwd=p["data"],
-                     start_new_session=True, close_fds=True, env=service_env(root))
+                     start_new_session=True, close_fds=True, env=env, **drop)
+    return {"run_as": a.run_as if drop else login_user()}
 
 
 def none_stop(root: str, timeout: float = 15.0) -> None:
@@ -354,10 +417,67 @@ def systemd_state(service: str) -> dict:
             "restarts": int(kv.get("NRestarts") or 0), "last_exit": kv.get("ExecMainStatus")}
 
 
-def install_unit(root: str, service: str) -> None:
+def unit_value(unit: str, key: str) -> str:
+    for line in unit.splitlines():
+        if line.startswith(key + "="):
+            return line.split("=", 1)[1].strip()
+    return ""
+
+
+NOLOGIN = next((s for s in ("/usr/sbin/nologin", "/sbin/nologin", "/bin/false") if os.path.exists(s)), "/bin/false")
+ADD_GROUP = {"groupadd": lambda g: ["groupadd", "--system", g], "addgroup": lambda g: ["addgroup", "-S", g]}
+ADD_USER = {
+    "useradd": lambda u, g: ["useradd", "--system", "--gid", g, "--no-create-home", "--home-dir", "/nonexistent", "--shell", NOLOGIN, u],
+    "adduser": lambda u, g: ["adduser", "-S", "-D", "-H", "-G", g, "-s", NOLOGIN, u],  # busybox
+}
+
+
+def _exists(db, name: str) -> bool:
+    try:
+        db(name)
+        return True
+    except KeyError:
+        return False
+
+
+def _add(tools: dict, what: str, *args: str) -> None:
+    tool = next((t for t in tools if shutil.which(t)), None)
+    if tool is None:
+        raise StepFailed(f"cannot create {what}: neither {' nor '.join(tools)} is installed on the device")
+    run_checked(tools[tool](*args), f"create {what}")
+
+
+def prepare_service_identity(root: str, unit: str):
+    """Make the unit's User=/Group= exist (system accounts), give them data/ and logs/ (its
+    ReadWritePaths), and drop SupplementaryGroups= the device does not have (systemd would refuse
+    to start). Returns (unit text, facts)."""
+    user, group = unit_value(unit, "User") or "root", unit_value(unit, "Group")
+    group = group or user
+    facts = {"service_user": user, "created_user": False, "created_group": False, "dropped_groups": []}
+    if user != "root":
+        if not _exists(grp.getgrnam, group):
+            _add(ADD_GROUP, f"group {group}", group)
+            facts["created_group"] = True
+        if not _exists(pwd.getpwnam, user):
+            _add(ADD_USER, f"user {user}", user, group)
+            facts["created_user"] = True
+        give_dirs([os.path.join(root, d) for d in ("data", "logs")], pwd.getpwnam(user).pw_uid, grp.getgrnam(group).gr_gid)
+    else:
+        give_dirs([os.path.join(root, d) for d in ("data", "logs")], 0, 0)
+    wanted = unit_value(unit, "SupplementaryGroups").split()
+    present = [g for g in wanted if _exists(grp.getgrnam, g)]
+    facts["dropped_groups"] = [g for g in wanted if g not in present]
+    if facts["dropped_groups"]:
+        unit = "\n".join(f"SupplementaryGroups={' '.join(present)}" if line.startswith("SupplementaryGroups=") else line
+                         for line in unit.split("\n"))
+    return unit, facts
+
+
+def install_unit(root: str, service: str) -> dict:
     release = os.path.realpath(os.path.join(root, "current"))
     with open(os.path.join(release, "systemd", "edgeship.service.in")) as f:
         unit = f.read().replace("@DEVICE_ROOT@", root)
+    unit, facts = prepare_service_identity(root, unit)
     path = f"/etc/systemd/system/{service}.service"
     old = open(path).read() if os.path.exists(path) else None
     if old != unit:
@@ -366,12 +486,19 @@ def install_unit(root: str, service: str) -> None:
         os.replace(path + ".tmp", path)
         systemctl("daemon-reload")
     systemctl("enable", f"{service}.service")
+    return facts
+
+
+def systemd_start(a) -> dict:
+    facts = install_unit(a.root, a.service)
+    systemctl("restart", f"{a.service}.service")
+    return facts
 
 
 INIT = {
-    "none": {"start": lambda a: none_start(a.root), "stop": lambda a: none_stop(a.root), "state": lambda a: none_state(a.root)},
+    "none": {"start": none_start, "stop": lambda a: none_stop(a.root), "state": lambda a: none_state(a.root)},
     "systemd": {
-        "start": lambda a: (install_unit(a.root, a.service), systemctl("restart", f"{a.service}.service")),
+        "start": systemd_start,
         "stop": lambda a: systemctl("stop", f"{a.service}.service", check=False),
         "state": lambda a: systemd_state(a.service),
     },
@@ -428,9 +555,9 @@ def cmd_activate(a) -> dict:
         os.replace(os.path.join(a.root, "device.env.tmp"), os.path.join(a.root, "device.env"))
     INIT[a.init]["stop"](a)
     switch(a.root, a.version)
-    INIT[a.init]["start"](a)
+    started = INIT[a.init]["start"](a) or {}
     health = wait_healthy(a, meta)
-    out = {"ok": health["healthy"], "version": a.version, **health}
+    out = {"ok": health["healthy"], "version": a.version, **started, **health}
     if not health["healthy"]:
         out["log"] = tail(os.path.join(a.root, "logs", "edgeship.log"), 20) if a.init == "none" else \
             subprocess.run(["journalctl", "-u", a.service, "-n", "20", "--no-pager"], stdout=subprocess.PIPE).stdout.decode(errors="replace")
@@ -561,12 +688,14 @@ def parser() -> argparse.ArgumentParser:
     ap.add_argument("--lines", type=int, default=100)
     ap.add_argument("--restart-sec", type=float, default=3.0)
     ap.add_argument("--env", action="append", default=[])
+    ap.add_argument("--run-as", help="--init none, run as root: the user the runtime runs as")
     return ap
 
 
 def main(argv=None) -> int:
     a = parser().parse_args(argv)
     a.root = os.path.abspath(a.root)
+    os.umask(0o022)  # releases and venvs must stay readable by the (unprivileged) service user
     try:
         out = COMMANDS[a.command](a)
     except (StepFailed, OSError, tarfile.TarError, EOFError) as e:

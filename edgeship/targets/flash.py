@@ -3,6 +3,11 @@
 The order is what makes it safe: nothing on the device changes until the upload is complete and
 its checksums verified there; the running release is replaced only by a switch of the ``current``
 symlink (atomic rename); a release that is not healthy within the timeout is switched back.
+
+``sudo=True`` is for devices reached as a normal user with passwordless sudo (Raspberry Pi OS,
+Jetson, Ubuntu): the agent and the upload run under ``sudo -n``, the code under the device root is
+root-owned, and the runtime still runs unprivileged (systemd: the unit's ``User=``; ``--init
+none``: the login user).
 """
 
 from __future__ import annotations
@@ -19,7 +24,7 @@ from ..errors import DeployError, InputError
 from ..fileio import sha256_file
 from .bundle import read_release
 from .profiles import get_target
-from .remote import HostSpec, Remote, SSHOptions
+from .remote import HostSpec, Remote, SSHOptions, SudoRefused
 
 log = logging.getLogger(__name__)
 INITS = ("systemd", "none")
@@ -28,7 +33,11 @@ ARCH_ALIASES = {"arm64": "aarch64", "amd64": "x86_64", "armv7": "armv7l", "armhf
 
 @dataclass
 class FlashOptions:
-    """Where and how a bundle is installed on each device."""
+    """Where and how a bundle is installed on each device.
+
+    ``sudo``: log in as a normal user and run the device steps under passwordless ``sudo -n``
+    (ignored for ``root@`` logins).
+    """
 
     device_root: str = "/opt/edgeship"
     init: str = "systemd"
@@ -38,6 +47,7 @@ class FlashOptions:
     service: str = "edgeship"
     venvs: str | None = None
     bwlimit_kbps: float | None = None
+    sudo: bool = False
 
     def __post_init__(self) -> None:
         if self.init not in INITS:
@@ -67,6 +77,20 @@ class FlashResult:
         return asdict(self)
 
 
+def uses_sudo(host: HostSpec, options: FlashOptions) -> bool:
+    """``--sudo`` applies to non-root logins only (a hosts file may mix ``root@`` and ``pi@``)."""
+    return options.sudo and host.user != "root"
+
+
+def agent_args(host: HostSpec, options: FlashOptions) -> list[str]:
+    """The arguments every agent command gets: device root, init system, service, and with ``sudo``
+    and ``--init none`` the login user the runtime drops to."""
+    args = ["--root", host.device_root or options.device_root, "--init", options.init, "--service", options.service]
+    if uses_sudo(host, options) and options.init == "none":
+        args += ["--run-as", host.user]
+    return args
+
+
 def preflight_problems(meta: dict[str, Any], facts: dict[str, Any], *, size_mb: float, init: str) -> list[str]:
     """Why this bundle cannot go on this device (empty when it can)."""
     problems = []
@@ -90,8 +114,19 @@ def preflight_problems(meta: dict[str, Any], facts: dict[str, Any], *, size_mb: 
     if init == "systemd" and not facts.get("systemd"):
         problems.append("--init systemd but systemd is not running on the device (use --init none)")
     if init == "systemd" and not facts.get("root_user"):
-        problems.append("--init systemd installs a unit and needs root on the device: log in as root or use --init none")
+        problems.append(f"--init systemd installs a unit and needs root on the device: {_root_hint(facts)}")
     return problems
+
+
+def _root_hint(facts: dict[str, Any]) -> str:
+    user = facts.get("user") or "the login user"
+    hints = {
+        "passwordless": f"{user} has passwordless sudo: add --sudo (or use --init none)",
+        "password": f"add --sudo after allowing passwordless sudo for {user} (a sudoers.d entry), "
+                    "log in as root, or use --init none",
+        "missing": "sudo is not installed there: log in as root or use --init none",
+    }
+    return hints.get(facts.get("sudo"), "add --sudo, log in as root, or use --init none")
 
 
 def _ver(v: str) -> tuple[int, ...]:
@@ -108,8 +143,8 @@ def flash_host(bundle: str | os.PathLike, host: HostSpec, *, ssh: SSHOptions | N
     result = FlashResult(host=host.label, ok=False, status="failed", version=meta["version"])
     clock = _Clock(result.seconds)
     try:
-        with Remote(host, ssh) as remote:
-            common = ["--root", root, "--init", options.init, "--service", options.service]
+        with Remote(host, ssh, sudo=uses_sudo(host, options)) as remote:
+            common = agent_args(host, options)
             with clock("preflight"):
                 devices = [a for d in get_target(meta["target"]).camera_devices for a in ("--device", d)]
                 facts = remote.agent(options.python, "preflight", *common, *devices, timeout=120)
@@ -157,6 +192,9 @@ def flash_host(bundle: str | os.PathLike, host: HostSpec, *, ssh: SSHOptions | N
             else:
                 result.reason += "; no previous release to roll back to"
             return result
+    except SudoRefused as e:
+        result.status, result.reason = "refused", str(e)
+        return result
     except DeployError as e:
         result.reason = str(e)
         return result

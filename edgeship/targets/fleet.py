@@ -8,7 +8,7 @@ from typing import Any, Callable, Sequence
 
 from ..errors import DeployError, InputError
 from .bundle import read_release
-from .flash import FlashOptions, FlashResult, flash_host
+from .flash import FlashOptions, FlashResult, agent_args, flash_host, uses_sudo
 from .remote import HostSpec, Remote, SSHOptions, parse_host, parse_hosts_file
 
 
@@ -48,13 +48,17 @@ def flash_many(bundle: str | os.PathLike, hosts: Sequence[HostSpec], *, ssh: SSH
 
 def device_call(host: HostSpec, command: str, *, ssh: SSHOptions | None = None, options: FlashOptions | None = None,
                 **kwargs: Any) -> dict[str, Any]:
-    """Run one agent command (status, logs, rollback) on a device and return its answer."""
+    """Run one agent command (status, logs, rollback) on a device and return its answer.
+
+    ``options.sudo`` runs it under ``sudo -n`` (see :class:`FlashOptions`); a sudo that wants a
+    password raises :class:`~edgeship.targets.remote.SudoRefused` (``device_many`` reports it).
+    """
     options = options or FlashOptions()
-    args = ["--root", host.device_root or options.device_root, "--init", options.init, "--service", options.service]
+    args = agent_args(host, options)
     for key, value in kwargs.items():
         if value is not None:
             args += [f"--{key.replace('_', '-')}", str(value)]
-    with Remote(host, ssh) as remote:
+    with Remote(host, ssh, sudo=uses_sudo(host, options)) as remote:
         answer = remote.agent(options.python, command, *args)
     answer["host"] = host.label
     return answer

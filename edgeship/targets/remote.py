@@ -2,6 +2,10 @@
 
 Every call goes through one multiplexed connection (ControlMaster), so the dozen steps of a
 flash cost one handshake. Remote paths are always ``shlex.quote``d into the command line.
+
+With ``sudo=True`` (a login user that is not root) the device agent runs as ``sudo -n PYTHON -``
+and uploads as ``sudo -n sh -c ...``; ``-n`` means sudo never prompts: a sudo that wants a
+password is refused with :class:`SudoRefused` before anything runs.
 """
 
 from __future__ import annotations
@@ -78,6 +82,16 @@ def parse_hosts_file(path: str | os.PathLike) -> list[HostSpec]:
     return hosts
 
 
+class SudoRefused(DeployError):
+    """``--sudo`` was asked for but sudo on the device cannot run without a password (or is missing)."""
+
+
+# exit codes of the sudo guard (the agent itself exits 0, 2 or 3; Python crashes exit 1)
+_SUDO_MISSING, _SUDO_REFUSED = 96, 97
+SUDO_GUARD = (f"command -v sudo >/dev/null 2>&1 || exit {_SUDO_MISSING}; "
+              f"sudo -n true </dev/null >/dev/null || exit {_SUDO_REFUSED}; ")
+
+
 @dataclass
 class SSHOptions:
     """How to reach devices: identity, known_hosts and host-key policy, timeouts."""
@@ -92,11 +106,12 @@ class SSHOptions:
 class Remote:
     """One device over SSH. Use as a context manager (closes the shared connection)."""
 
-    def __init__(self, host: HostSpec, options: SSHOptions | None = None):
+    def __init__(self, host: HostSpec, options: SSHOptions | None = None, *, sudo: bool = False):
         if shutil.which("ssh") is None:
             raise DeployError("the OpenSSH client (ssh) is not installed on this machine")
         self.host = host
         self.options = options or SSHOptions()
+        self.sudo = sudo
         self._control_dir = tempfile.mkdtemp(prefix="edgeship-ssh-")
 
     # ---- command lines -----------------------------------------------------------------------
@@ -118,6 +133,23 @@ class Remote:
 
     def argv(self, command: str) -> list[str]:
         return [*self.base_argv(), "--", self.host.destination, command]
+
+    def privileged(self, command: str) -> str:
+        """``command`` (a POSIX shell line) as it runs on the device: under ``sudo -n sh -c`` with ``sudo``."""
+        return f"{SUDO_GUARD}exec sudo -n -- sh -c {shlex.quote(command)}" if self.sudo else command
+
+    def _raise_for_sudo(self, proc: subprocess.CompletedProcess) -> None:
+        if not self.sudo or proc.returncode not in (_SUDO_MISSING, _SUDO_REFUSED):
+            return
+        if proc.returncode == _SUDO_MISSING:
+            raise SudoRefused(f"sudo is not installed on {self.host.label}: install it (apt install sudo) "
+                              f"or log in as root")
+        err = _text(proc.stderr)
+        if "tty" in err:
+            raise SudoRefused(f"sudo on {self.host.label} requires a terminal (Defaults requiretty): allow "
+                              f"`Defaults:{self.host.user} !requiretty` in a sudoers.d entry or log in as root")
+        raise SudoRefused(f"sudo on {self.host.label} asks for a password: allow passwordless sudo for this user "
+                          f"(e.g. a sudoers.d entry for the edgeship commands) or log in as root")
 
     # ---- running -----------------------------------------------------------------------------
     def run(self, command: str, *, input: bytes | None = None, timeout: float | None = 600, check: bool = True) -> subprocess.CompletedProcess:
@@ -149,7 +181,10 @@ class Remote:
     def agent(self, python: str, command: str, *args: str, timeout: float | None = 900) -> dict[str, Any]:
         """Run the device agent (streamed over stdin, nothing installed first) and return its JSON answer."""
         remote = " ".join([shlex.quote(python), "-", shlex.quote(command), *(shlex.quote(a) for a in args)])
+        if self.sudo:  # python reads the agent from stdin: no `sh -c` in between
+            remote = f"{SUDO_GUARD}exec sudo -n -- {remote}"
         proc = self.run(remote, input=AGENT.read_bytes(), timeout=timeout, check=False)
+        self._raise_for_sudo(proc)
         lines = _text(proc.stdout).splitlines()
         try:
             answer = json.loads(lines[-1]) if lines else None
@@ -162,10 +197,15 @@ class Remote:
 
     def upload(self, local: str | os.PathLike, remote_path: str, *, bwlimit_kbps: float | None = None,
                on_progress: Callable[[int], None] | None = None, timeout: float = 3600) -> None:
-        """Stream ``local`` into ``remote_path`` (``cat >``), optionally paced to ``bwlimit_kbps`` KiB/s."""
-        parent = shlex.quote(os.path.dirname(remote_path) or ".")
-        command = f"umask 077 && mkdir -p {parent} && cat > {shlex.quote(remote_path)}"
-        proc = subprocess.Popen(self.argv(command), stdin=subprocess.PIPE, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        """Stream ``local`` into ``remote_path`` (``cat >``), optionally paced to ``bwlimit_kbps`` KiB/s.
+
+        The folder above the upload's folder (the device root) is made with the default umask, so
+        the service user can reach ``current``; the upload folder itself is private (0700).
+        """
+        parent = os.path.dirname(remote_path) or "."
+        command = (f"mkdir -p {shlex.quote(os.path.dirname(parent) or '.')} && umask 077 && "
+                   f"mkdir -p {shlex.quote(parent)} && cat > {shlex.quote(remote_path)}")
+        proc = subprocess.Popen(self.argv(self.privileged(command)), stdin=subprocess.PIPE, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
         start, sent = time.monotonic(), 0
         try:
             with open(local, "rb") as f:
@@ -185,8 +225,10 @@ class Remote:
             proc.kill()
             err, code = proc.stderr.read(), proc.wait()
             self._raise_for_ssh(subprocess.CompletedProcess(proc.args, code, b"", err))
+            self._raise_for_sudo(subprocess.CompletedProcess(proc.args, code, b"", err))
             raise DeployError(f"{self.host.label}: upload to {remote_path} broke off after {sent} bytes: {e}: {_text(err)}") from e
         self._raise_for_ssh(subprocess.CompletedProcess(proc.args, code, b"", err))
+        self._raise_for_sudo(subprocess.CompletedProcess(proc.args, code, b"", err))
         if code != 0:
             raise DeployError(f"{self.host.label}: upload to {remote_path} failed (exit {code}): {_text(err)}")
 

@@ -54,3 +54,31 @@ def deploy_inputs(tmp_path_factory) -> dict[str, Any]:
         port=free_port(),
     )
     return _CACHE
+
+
+def health(port: int) -> int | None:
+    """HTTP status of the runtime's /health on 127.0.0.1 (None when nothing answers)."""
+    import urllib.request
+
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=2) as r:
+            return r.status
+    except OSError:
+        return None
+
+
+def stop_supervisor(root: Path, timeout: float = 10.0) -> None:
+    """Stop the ``--init none`` supervisor of a test device root by its pidfile (and wait for it)."""
+    import os
+    import signal
+    import time
+
+    pidfile = Path(root) / "run" / "supervisor.pid"
+    try:
+        pid = int(pidfile.read_text())
+        os.kill(pid, signal.SIGTERM)
+    except (OSError, ValueError):
+        return
+    deadline = time.monotonic() + timeout
+    while Path(f"/proc/{pid}").exists() and time.monotonic() < deadline:
+        time.sleep(0.1)

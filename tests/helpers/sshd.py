@@ -5,6 +5,10 @@
 
 Generated host and user keys, AuthorizedKeysFile in the temp dir, StrictModes off, started as a
 non-daemon child (``sshd -D -e``) and killed by the context manager.
+
+``SSHServer(dir, user="alice")`` logs in as another (existing) account: sshd reads the
+authorized_keys file as that user, so ``dir`` and its parents must be traversable by it (the file
+itself is made world-readable: it holds a public key).
 """
 
 from __future__ import annotations
@@ -38,14 +42,15 @@ def keygen(path: Path, comment: str = "edgeship-test") -> Path:
 class SSHServer:
     """sshd on 127.0.0.1:<free port> with its own host key; the user key is authorised for the current user."""
 
-    def __init__(self, workdir: Path, *, user_key: Path | None = None):
+    def __init__(self, workdir: Path, *, user_key: Path | None = None, user: str | None = None):
         self.dir = Path(workdir)
         self.dir.mkdir(parents=True, exist_ok=True)
-        self.user = getpass.getuser()
+        self.user = user or getpass.getuser()
         self.port = free_port()
         self.host_key = keygen(self.dir / "ssh_host_ed25519_key", "host")
         self.user_key = user_key or keygen(self.dir / "id_ed25519", "user")
         (self.dir / "authorized_keys").write_text(Path(str(self.user_key) + ".pub").read_text())
+        (self.dir / "authorized_keys").chmod(0o644)
         host_pub = Path(str(self.host_key) + ".pub").read_text().split()
         self.known_hosts = self.dir / "known_hosts"
         self.known_hosts.write_text(f"[127.0.0.1]:{self.port} {host_pub[0]} {host_pub[1]}\n")
