@@ -434,7 +434,7 @@ def test_two_objects_side_by_side_are_two_tracks_with_the_real_detector(demo, tm
         if tracker.get("enabled", True):
             app["lines"] = [{"name": "middle", "points": [[160, 0], [160, 240]], "direction": "out"}]
         cfg = {"artifact": str(demo / "models" / "shapes_int8.tflite"), "source": str(tmp_path / "two.mp4"),
-               "task": "detect", "threshold": 0.5, "app": app}
+               "task": "detect", "threshold": 0.5, "app": app, "sinks": [f"video:{name}.mp4"]}
         (tmp_path / f"{name}.yaml").write_text(yaml.safe_dump(cfg))
         summary = run_config(tmp_path / f"{name}.yaml", handle_signals=False)
         return summary["app"], read_jsonl(tmp_path / f"{name}.jsonl")
@@ -455,5 +455,51 @@ def test_two_objects_side_by_side_are_two_tracks_with_the_real_detector(demo, tm
         assert min(err) < 12
         matched.add(int(np.argmin(err)))
     assert matched == {0, 1}
+    # the annotated video carries the app's overlays: the tripwire (magenta) down the frame's centre column
+    import cv2
+
+    cap = cv2.VideoCapture(str(tmp_path / "tracked.mp4"))
+    ok, img = cap.read()
+    cap.release()
+    assert ok and img.shape == (240, 320, 3)
+    magenta = (img[:, :, 0] > 180) & (img[:, :, 1] < 90) & (img[:, :, 2] > 180)
+    assert magenta[:, 158:163].sum() > 150 and magenta[:, :150].sum() < 20
     legacy, legacy_events = run({"enabled": False}, "legacy")
     assert len(legacy_events) == 1 and legacy["events_per_zone"] == {"yard": 1} and "lines" not in legacy
+
+
+def test_dashboard_shows_line_counts_and_track_ids(demo, tmp_path):
+    """The live dashboard in headless Chromium: the tripwire's counts in the app summary, track ids in the table."""
+    import threading
+
+    from edgeship.runtime.apps.deploy import build_deployment
+    from edgeship.runtime.config import load_config
+    from tests.helpers.chromium import Chromium, chromium_binary
+    from tests.helpers.mjpeg import free_port, wait_port
+
+    if chromium_binary() is None:
+        pytest.skip("chromium not installed (scripts/system-deps.sh)")
+    port = free_port()
+    cfg = tmp_path / "deploy.yaml"
+    cfg.write_text(yaml.safe_dump({
+        "artifact": str(demo / "models" / "shapes_int8.tflite"),
+        "source": {"uri": str(demo / "videos" / "shapes.mp4"), "loop": True, "realtime": True},
+        "threshold": 0.5,
+        "app": {"type": "security", "lines": [{"name": "middle", "points": [[160, 0], [160, 240]]}]},
+        "server": {"port": port},
+    }))
+    dep = build_deployment(load_config(cfg), duration=60, handle_signals=False)
+    runner = threading.Thread(target=dep.run)
+    runner.start()
+    try:
+        wait_port(port)
+        with Chromium() as browser:
+            browser.open(f"http://127.0.0.1:{port}/")
+            browser.wait_for("/middle in \\d+ out [1-9]/.test(document.getElementById('app-summary').textContent)",
+                             timeout=30)
+            row = browser.eval("document.querySelector('#app-table tbody tr').textContent")
+            assert "middle" in row and "out" in row and "square" in row and "#" in row
+            assert not browser.eval("document.body.dataset.error || ''")
+    finally:
+        dep.pipeline.stop()
+        runner.join(30)

@@ -13,6 +13,8 @@ import os
 from dataclasses import dataclass
 from typing import Any
 
+from ..sinks.files import VideoSink
+from ..types import Frame
 from . import DEFAULTS, build_app
 
 
@@ -44,7 +46,7 @@ def build_deployment(cfg, *, max_frames: int | None = None, duration: float | No
     app = build_app(cfg.app) if cfg.app is not None else None
     defaults = DEFAULTS.get(cfg.app.type if cfg.app is not None else "", {"realtime": False, "annotate": True})
     realtime = cfg.source.realtime if cfg.source.realtime is not None else defaults["realtime"]
-    sinks: list[Any] = list(cfg.sinks)
+    sinks: list[Any] = [_with_overlays(s, app) if defaults["annotate"] else s for s in cfg.sinks]
     server = None
     if cfg.server is not None:
         s = cfg.server
@@ -69,6 +71,32 @@ def build_deployment(cfg, *, max_frames: int | None = None, duration: float | No
         handle_signals=handle_signals,
     )
     return Deployment(pipe, app, server, cfg)
+
+
+class AppVideoSink(VideoSink):
+    """The annotated ``video:FILE`` sink plus the app's overlays (zones, lines, track ids, verdicts)."""
+
+    def __init__(self, path: str, app: Any) -> None:
+        super().__init__(path)
+        self.app = app
+
+    def _drawn(self, frame: Frame, result) -> Frame:
+        image = frame.image.copy()
+        self.app.annotate(image, result)
+        return Frame(image, frame.index, frame.t_capture, frame.t_mono, frame.source)
+
+    def write(self, frame: Frame, result) -> None:
+        super().write(self._drawn(frame, result), result)
+
+    def skip(self, frame: Frame) -> None:
+        super().skip(self._drawn(frame, None))
+
+
+def _with_overlays(sink: str, app: Any) -> Any:
+    """``video:FILE`` with an app becomes an :class:`AppVideoSink`; other sinks stay as they are."""
+    if app is None or not sink.startswith("video:"):
+        return sink
+    return AppVideoSink(sink.partition(":")[2], app)
 
 
 def run_config(path: str | os.PathLike, *, max_frames: int | None = None, duration: float | None = None,

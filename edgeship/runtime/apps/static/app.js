@@ -54,10 +54,14 @@
   var renderApp = {
     security: function (a) {
       var occ = Object.keys(a.occupancy || {}).map(function (z) { return z + ": " + (a.occupancy[z].join(", ") || "empty"); });
-      $("app-summary").textContent = a.events + " events \u00b7 " + occ.join(" \u00b7 ") +
+      var lines = Object.keys(a.lines || {}).map(function (n) { return n + " in " + a.lines[n]["in"] + " out " + a.lines[n].out; });
+      $("app-summary").textContent = a.events + " events \u00b7 " + occ.concat(lines).join(" \u00b7 ") +
         (a.motion ? " \u00b7 motion skipped " + a.motion.skipped : "");
-      table(["time", "zone", "class", "score", "box"], (a.recent_events || []).map(function (e) {
-        return [[e.time], [e.zone], [e["class"]], [fmt(e.score, 2)], [e.box.map(function (v) { return Math.round(v); }).join(",")]];
+      table(["time", "where", "what", "class", "track", "score", "box"], (a.recent_events || []).map(function (e) {
+        var what = e.action || e.direction || "";
+        if (e.dwell_s !== undefined && e.action === "exit") what += " (" + fmt(e.dwell_s, 1) + " s)";
+        return [[e.time], [e.zone || e.line], [what], [e["class"]], [e.track_id === undefined ? "-" : "#" + e.track_id],
+                [fmt(e.score, 2)], [e.box.map(function (v) { return Math.round(v); }).join(",")]];
       }));
     },
     industrial: function (a) {
