@@ -4,10 +4,16 @@
         with Subscriber(broker.port, "edgeship/#") as sub:
             ...                      # publish something
             msgs = sub.wait(2)       # [(topic, payload bytes)]
+
+``Mosquitto(tmp, persistent=True)`` keeps sessions and queued messages across ``stop()`` /
+``start()`` on the same port (mosquitto's persistence file, saved on SIGTERM), so a
+``Subscriber(port, topic, client_id="x", clean_session=False)`` misses nothing published while it
+was cut off: what tests of a broker outage need to count messages reliably.
 """
 
 from __future__ import annotations
 
+import getpass
 import shutil
 import subprocess
 import threading
@@ -22,9 +28,10 @@ def mosquitto_binary() -> str | None:
 
 
 class Mosquitto:
-    def __init__(self, workdir: Path, port: int | None = None) -> None:
+    def __init__(self, workdir: Path, port: int | None = None, *, persistent: bool = False) -> None:
         self.workdir = Path(workdir)
         self.port = port or free_port()
+        self.persistent = persistent
         self.proc: subprocess.Popen | None = None
 
     def start(self) -> "Mosquitto":
@@ -33,8 +40,12 @@ class Mosquitto:
             raise RuntimeError("mosquitto is not installed (scripts/system-deps.sh installs it)")
         self.workdir.mkdir(parents=True, exist_ok=True)
         conf = self.workdir / f"mosquitto-{self.port}.conf"
-        conf.write_text(f"listener {self.port} 127.0.0.1\nallow_anonymous true\npersistence false\n")
-        self.log = open(self.workdir / f"mosquitto-{self.port}.log", "wb")
+        # run as root, mosquitto drops to user "mosquitto", which cannot write its database here
+        persistence = (f"persistence true\npersistence_location {self.workdir}/\n"
+                       f"persistence_file mosquitto-{self.port}.db\nuser {getpass.getuser()}\n"
+                       ) if self.persistent else "persistence false\n"
+        conf.write_text(f"listener {self.port} 127.0.0.1\nallow_anonymous true\n{persistence}")
+        self.log = open(self.workdir / f"mosquitto-{self.port}.log", "ab")
         self.proc = subprocess.Popen([binary, "-c", str(conf)], stdout=self.log, stderr=subprocess.STDOUT)
         wait_port(self.port, timeout=10)
         return self
@@ -48,6 +59,9 @@ class Mosquitto:
                 self.proc.kill()
                 self.proc.wait(5)
         self.proc = None
+        if getattr(self, "log", None) is not None:
+            self.log.close()
+            self.log = None
 
     def __enter__(self) -> "Mosquitto":
         return self.start()
@@ -59,13 +73,15 @@ class Mosquitto:
 class Subscriber:
     """A paho client that records every message on ``topic`` (wildcards allowed)."""
 
-    def __init__(self, port: int, topic: str, host: str = "127.0.0.1") -> None:
+    def __init__(self, port: int, topic: str, host: str = "127.0.0.1", *, client_id: str = "",
+                 clean_session: bool = True) -> None:
         import paho.mqtt.client as paho
 
         self.messages: list[tuple[str, bytes]] = []
         self._cond = threading.Condition()
         self._subscribed = threading.Event()
-        self.client = paho.Client(paho.CallbackAPIVersion.VERSION2)
+        self.client = paho.Client(paho.CallbackAPIVersion.VERSION2, client_id=client_id, clean_session=clean_session)
+        self.client.reconnect_delay_set(min_delay=0.1, max_delay=1)  # back quickly after a broker restart
         self.client.on_connect = lambda c, u, f, rc, p=None: c.subscribe(topic, 1)
         self.client.on_subscribe = lambda *a: self._subscribed.set()
         self.client.on_message = self._on_message

@@ -11,8 +11,11 @@ through :data:`EVENT_SINKS`:
   twice. A 4xx answer (other than 408/425/429) rejects the event for good: it moves to the
   outbox's ``dead`` table. The receiver should deduplicate on ``Idempotency-Key``: an answer lost
   on the way back (crash between the 2xx and the delete) is the one case that repeats a POST.
-- ``mqtt``: the event JSON to ``TOPIC`` (QoS 1) and, when there is one, the JPEG snapshot to
-  ``TOPIC/snapshot``.
+- ``mqtt``: the event JSON (with its ``id``) to ``TOPIC`` (QoS 1) and, when there is one, the
+  JPEG snapshot to ``TOPIC/snapshot`` right after it. With ``queue`` (a SQLite file) the messages
+  go through the same durable outbox as the webhook and are deleted only after the broker's
+  PUBACK, so they survive a broker outage and a runtime restart; QoS 1 is at-least-once, so a
+  consumer de-duplicates on the event ``id`` (a repeated snapshot is the same image).
 """
 
 from __future__ import annotations
@@ -184,35 +187,191 @@ class WebhookEventSink:
 
 
 class MqttEventSink:
-    """Publish events (QoS 1) and their snapshots to an MQTT broker."""
+    """Publish events (QoS 1) and their snapshots to an MQTT broker, durably when given a ``queue`` file.
+
+    With ``queue`` every message (the event JSON, then its snapshot) is written to a SQLite
+    :class:`~.outbox.Outbox` before delivery; a worker publishes the due rows in order and deletes a
+    row only after the broker's PUBACK. While the broker is down nothing is published: paho
+    reconnects with exponential backoff (``backoff_s`` doubling up to ``max_backoff_s``) and, once
+    connected, the queue is sent oldest first. A PUBACK missing after ``timeout`` seconds backs off
+    that row the same way (paho resends it on the next connection). What is still queued at
+    ``close()`` (after up to ``drain_s`` of trying) stays on disk for the next run.
+
+    Without ``queue`` messages wait in paho's memory only (lost when the process ends).
+
+    QoS 1 is at-least-once: a PUBACK lost with the connection, or a crash between the PUBACK and
+    the delete, sends a message again. Consumers de-duplicate events on their ``id`` field.
+    """
 
     def __init__(self, host: str = "127.0.0.1", port: int = 1883, *, topic: str = "edgeship/events",
-                 snapshots: bool = True, username: str | None = None, password: str | None = None) -> None:
+                 snapshots: bool = True, username: str | None = None, password: str | None = None,
+                 queue: str | os.PathLike | None = None, timeout: float = 5.0, backoff_s: float = 0.5,
+                 max_backoff_s: float = 30.0, drain_s: float = 3.0, window: int = 20) -> None:
         self.host, self.port, self.topic, self.snapshots = host, int(port), topic.rstrip("/"), snapshots
         self.username, self.password = username, password
+        self.queue_path = Path(queue) if queue is not None else None
+        self.timeout, self.backoff_s, self.max_backoff_s = float(timeout), float(backoff_s), float(max_backoff_s)
+        self.drain_s, self.window = float(drain_s), int(window)
         self.client = None
+        self.outbox: Outbox | None = None
         self.count = 0
+        self.delivered = 0
+        self.failures = 0
+        self.rejected = 0
+        self.last_error: str | None = None
+        self._inflight: dict[str, Any] = {}  # outbox id -> paho MQTTMessageInfo, oldest first
+        self._wake = threading.Event()
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._left: int | None = None
+
+    @property
+    def broker(self) -> str:
+        return f"{self.host}:{self.port}"
 
     def open(self) -> None:
         from .mqtt import MqttClient
 
-        self.client = MqttClient(self.host, self.port, username=self.username, password=self.password)
-        if not self.client.wait_connected(5.0):
-            log.warning("MQTT broker %s:%d not reachable yet; events are queued until it is", self.host, self.port)
+        if self.queue_path is not None:
+            self.outbox = Outbox(self.queue_path, base_s=self.backoff_s, max_s=self.max_backoff_s)
+            left = self._left = len(self.outbox)
+            if left:
+                log.info("mqtt: %d message(s) left from an earlier run will be published to %s", left, self.broker)
+        else:
+            log.warning("MQTT events to %s are kept in memory only while the broker is unreachable; "
+                        "set 'queue:' to keep them across outages and restarts", self.broker)
+        self.client = MqttClient(self.host, self.port, username=self.username, password=self.password,
+                                 reconnect_min_s=self.backoff_s, reconnect_max_s=self.max_backoff_s,
+                                 on_connected=self._on_connected)
+        if self.outbox is not None:
+            self._thread = threading.Thread(target=self._worker, name="mqtt-outbox", daemon=True)
+            self._thread.start()
+        if not self.client.wait_connected(self.timeout if self.outbox is None else 0.5):
+            self.last_error = f"broker {self.broker} not reachable"
+            log.warning("MQTT broker %s not reachable yet; events are queued (%s) until it is", self.broker,
+                        self.queue_path or "in memory")
+
+    def messages(self, event: dict, jpeg: bytes | None) -> list[tuple[str, str, bytes]]:
+        """(outbox id, topic, payload) of what one event publishes: its JSON, then its snapshot."""
+        out = [(str(event["id"]), self.topic, event_json(event))]
+        if self.snapshots and jpeg is not None:
+            out.append((f"{event['id']}/snapshot", f"{self.topic}/snapshot", bytes(jpeg)))
+        return out
 
     def emit(self, event: dict, jpeg: bytes | None = None) -> None:
-        self.client.publish(self.topic, event_json(event), qos=1)
-        if self.snapshots and jpeg is not None:
-            self.client.publish(f"{self.topic}/snapshot", jpeg, qos=1)
+        from .mqtt import pack_message
+
+        for key, topic, payload in self.messages(event, jpeg):
+            if self.outbox is not None:
+                self.outbox.put(key, pack_message(topic, payload))
+            else:
+                self.client.publish(topic, payload, qos=1)
         self.count += 1
+        self._wake.set()
+
+    def _on_connected(self) -> None:
+        if self.outbox is not None:
+            self.outbox.retry_now()  # the broker is back: no reason to sit out a backoff
+        self.last_error = None
+        self._wake.set()
+
+    def deliver_due(self) -> int:
+        """Publish the due rows (up to ``window``) in order and wait for their PUBACKs; returns how many were acked."""
+        import time
+
+        from .mqtt import NO_PUBACK, unpack_message, wait_puback
+
+        items = self.outbox.due(limit=self.window)
+        for item in items:
+            if item.id in self._inflight:
+                continue  # paho still holds it and resends it after a reconnect: never publish twice
+            try:
+                topic, payload = unpack_message(item.body)
+                self._inflight[item.id] = self.client.publish(topic, payload, qos=1)
+            except ValueError as e:  # a body/topic paho can never send (bad topic, payload > 256 MB)
+                self.rejected += 1
+                self.outbox.bury(item.id, f"{type(e).__name__}: {e}")
+                log.error("mqtt: message %s cannot be published (%s); moved to the dead table of %s",
+                          item.id, e, self.queue_path)
+        deadline = time.monotonic() + self.timeout
+        n = 0
+        for item in items:
+            info = self._inflight.get(item.id)
+            if info is None:
+                continue  # buried above
+            error = wait_puback(info, max(0.0, deadline - time.monotonic()), self._stop)
+            if error is None:
+                self.outbox.ack(item.id)
+                del self._inflight[item.id]
+                self.delivered += 1
+                n += 1
+                continue
+            if error != NO_PUBACK:  # paho gave up on it (queue full...): publish it afresh next time
+                del self._inflight[item.id]
+            self.failures += 1
+            self.last_error = f"{error} from {self.broker} for {item.id}"
+            if not self._stop.is_set():
+                delay = self.outbox.fail(item.id, self.last_error)
+                log.info("mqtt %s: %s not acknowledged (%s); retry in %.1fs", self.broker, item.id, error, delay)
+            break  # keep order: younger rows wait behind this one
+        return n
+
+    def _worker(self) -> None:
+        while not self._stop.is_set():
+            wait = 1.0
+            if self.client.connected:
+                self.deliver_due()
+                due_in = self.outbox.next_due_in()
+                wait = 1.0 if due_in is None else min(max(due_in, 0.01), 1.0)
+            elif len(self.outbox):
+                self.last_error = f"broker {self.broker} not connected"
+            self._wake.wait(timeout=wait)
+            self._wake.clear()
 
     def close(self) -> None:
-        if self.client is not None:
-            self.client.close()
-            self.client = None
+        """Stop publishing after trying (for at most ``drain_s``) to empty the queue; the rest stays on disk."""
+        import time
+
+        from .mqtt import wait_puback
+
+        if self.client is None:
+            return
+        if self._thread is not None:
+            deadline = time.monotonic() + self.drain_s
+            while time.monotonic() < deadline and len(self.outbox) > 0 and self.client.connected:
+                self._wake.set()
+                time.sleep(0.05)
+            self._stop.set()
+            self._wake.set()
+            self._thread.join(timeout=self.timeout + 1.0)
+            self._thread = None
+        self.client.close()  # waits (up to 2 s) for the PUBACKs of what is in flight
+        self.client = None
+        if self.outbox is not None:
+            for key, info in list(self._inflight.items()):  # acknowledged during that wait: do not send again
+                if wait_puback(info, 0.0, self._stop) is not None:
+                    break
+                self.outbox.ack(key)
+                self.delivered += 1
+            left = self._left = len(self.outbox)
+            if left:
+                log.warning("mqtt %s: %d message(s) still queued in %s; they are published on the next run",
+                            self.broker, left, self.queue_path)
+            self.outbox.close()
+            self.outbox = None
+        self._inflight.clear()
 
     def status(self) -> dict:
-        return {"type": "mqtt", "broker": f"{self.host}:{self.port}", "topic": self.topic, "published": self.count,
+        if self.outbox is not None:
+            queued = len(self.outbox)
+        elif self.queue_path is not None:
+            queued = self._left  # closed: what stays on disk for the next run
+        else:
+            queued = self.client.pending() if self.client is not None else 0  # in paho's memory
+        return {"type": "mqtt", "broker": self.broker, "topic": self.topic, "published": self.count,
+                "durable": self.queue_path is not None, "queue": str(self.queue_path) if self.queue_path else None,
+                "queued": queued, "delivered": self.delivered, "failures": self.failures,
+                "rejected": self.rejected, "last_error": self.last_error,
                 "connected": bool(self.client and self.client.connected)}
 
 

@@ -1,8 +1,15 @@
 """A small paho-mqtt (2.x) client wrapper shared by event sinks, reject outputs and triggers.
 
-Connects in the background (``connect_async`` + ``loop_start``), reconnects with backoff when the
-broker goes away, and re-subscribes after every reconnect. QoS 1 messages published while the
-broker is down are queued by paho and sent after the reconnect.
+Connects in the background (``connect_async`` + ``loop_start``), reconnects with exponential backoff
+(``reconnect_min_s`` doubling up to ``reconnect_max_s``) when the broker goes away, and
+re-subscribes after every reconnect. QoS 1 messages published while the broker is down are queued
+by paho **in memory** and sent after the reconnect; they are lost if the process ends first. For
+messages that must survive a restart, put them in an :class:`~.outbox.Outbox` first (the MQTT event
+sink does, see :mod:`.events`) and delete them once :meth:`MqttClient.publish`'s
+``MQTTMessageInfo`` reports the broker's PUBACK.
+
+An outbox row for MQTT holds the topic and the payload: :func:`pack_message` /
+:func:`unpack_message` (``topic NUL payload``; MQTT forbids NUL in topic names).
 """
 
 from __future__ import annotations
@@ -28,11 +35,28 @@ def parse_mqtt_url(url: str) -> tuple[str, int]:
         raise ConfigError(f"MQTT broker must look like host:port, got {url!r}") from None
 
 
+def pack_message(topic: str, payload: bytes) -> bytes:
+    """One outbox body holding ``topic`` and ``payload`` (see :func:`unpack_message`)."""
+    if not topic or "\0" in topic:
+        raise ConfigError(f"MQTT topic must be non-empty without NUL characters, got {topic!r}")
+    return topic.encode("utf-8") + b"\0" + bytes(payload)
+
+
+def unpack_message(body: bytes) -> tuple[str, bytes]:
+    """(topic, payload) from a :func:`pack_message` body."""
+    topic, sep, payload = bytes(body).partition(b"\0")
+    if not sep:
+        raise ValueError("not an MQTT outbox body: no NUL between topic and payload")
+    return topic.decode("utf-8"), payload
+
+
 class MqttClient:
     """One broker connection: ``publish``, ``subscribe`` and ``close``."""
 
     def __init__(self, host: str = "127.0.0.1", port: int = 1883, *, client_id: str | None = None,
-                 username: str | None = None, password: str | None = None, keepalive: int = 30) -> None:
+                 username: str | None = None, password: str | None = None, keepalive: int = 30,
+                 reconnect_min_s: float = 1.0, reconnect_max_s: float = 30.0,
+                 on_connected: Callable[[], None] | None = None) -> None:
         try:
             import paho.mqtt.client as paho
         except ImportError as e:  # pragma: no cover - paho-mqtt is in the runtime extra
@@ -46,7 +70,8 @@ class MqttClient:
                                    client_id=client_id or f"edgeship-{uuid.uuid4().hex[:10]}")
         if username:
             self._client.username_pw_set(username, password)
-        self._client.reconnect_delay_set(min_delay=1, max_delay=30)
+        self._on_connected = on_connected
+        self._client.reconnect_delay_set(min_delay=reconnect_min_s, max_delay=max(reconnect_min_s, reconnect_max_s))
         self._client.max_queued_messages_set(10000)
         self._client.on_connect = self._on_connect
         self._client.on_disconnect = self._on_disconnect
@@ -63,6 +88,11 @@ class MqttClient:
             client.subscribe(topic, qos)
         self._connected.set()
         log.info("MQTT connected to %s:%d", self.host, self.port)
+        if self._on_connected is not None:
+            try:
+                self._on_connected()
+            except Exception:  # never kill paho's network thread
+                log.exception("MQTT on_connected hook failed")
 
     def _on_disconnect(self, client, userdata, flags, reason_code, properties=None) -> None:
         self._connected.clear()
@@ -86,12 +116,29 @@ class MqttClient:
         """Block until connected (True) or ``timeout`` seconds passed (False)."""
         return self._connected.wait(timeout)
 
-    def publish(self, topic: str, payload: bytes | str, *, qos: int = 1, retain: bool = False) -> None:
+    def publish(self, topic: str, payload: bytes | str, *, qos: int = 1, retain: bool = False):
+        """Hand a message to paho; returns its ``MQTTMessageInfo`` (``is_published()`` turns True on PUBACK).
+
+        A QoS>0 message published while disconnected is queued by paho and sent after the reconnect,
+        but paho marks it ``MQTT_ERR_NO_CONN``, which makes ``is_published()`` raise even once it went
+        out; it is marked as queued (``MQTT_ERR_SUCCESS``) here. A full queue stays an error.
+        """
+        import paho.mqtt.client as paho
+
         info = self._client.publish(topic, payload, qos=qos, retain=retain)
         if qos > 0:
+            if info.rc == paho.MQTT_ERR_NO_CONN:
+                info.rc = paho.MQTT_ERR_SUCCESS
             with self._lock:
-                self._pending = [i for i in self._pending if not i.is_published()]
+                self._pending = [i for i in self._pending if not _done(i)]
                 self._pending.append(info)
+        return info
+
+    def pending(self) -> int:
+        """QoS>0 messages handed to paho and not acknowledged by the broker yet (held in memory)."""
+        with self._lock:
+            self._pending = [i for i in self._pending if not _done(i)]
+            return len(self._pending)
 
     def subscribe(self, topic: str, callback: Callable[[str, bytes], None], *, qos: int = 1) -> None:
         self._subs[topic] = (qos, callback)
@@ -105,7 +152,7 @@ class MqttClient:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline and self.connected:
             with self._lock:
-                self._pending = [i for i in self._pending if not i.is_published()]
+                self._pending = [i for i in self._pending if not _done(i)]
                 if not self._pending:
                     return
             time.sleep(0.02)
@@ -114,3 +161,30 @@ class MqttClient:
         self.flush()
         self._client.disconnect()
         self._client.loop_stop()
+
+
+def _done(info) -> bool:
+    """True once paho is finished with a message: acknowledged, or refused (queue full)."""
+    try:
+        return info.is_published()
+    except (ValueError, RuntimeError):
+        return True
+
+
+NO_PUBACK = "no PUBACK yet"
+
+
+def wait_puback(info, timeout: float, stop: threading.Event | None = None) -> str | None:
+    """None once the broker acknowledged ``info``; otherwise why not (after at most ``timeout`` s)."""
+    import time
+
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            info.wait_for_publish(min(0.1, max(0.0, deadline - time.monotonic())))
+            if info.is_published():
+                return None
+        except (ValueError, RuntimeError) as e:  # paho's outgoing queue full, or the publish failed
+            return f"{type(e).__name__}: {e}"
+        if time.monotonic() >= deadline or (stop is not None and stop.is_set()):
+            return NO_PUBACK

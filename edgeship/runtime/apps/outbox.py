@@ -6,6 +6,11 @@ survives the receiver being down and the runtime being restarted. A row is delet
 order: the oldest event goes first and younger ones wait behind it. An event the receiver rejects
 for good (a 4xx answer) is moved to the ``dead`` table so it cannot block the queue. Inserting the
 same id twice is a no-op, so a replayed event is never queued twice.
+
+The outbox knows nothing about the transport: the webhook sink stores the JSON body, the MQTT
+event sink stores ``topic NUL payload`` (:func:`.mqtt.pack_message`) and acknowledges on the
+broker's PUBACK. When the transport tells that the receiver is back (an MQTT reconnect),
+:meth:`Outbox.retry_now` cancels the pending backoff.
 """
 
 from __future__ import annotations
@@ -102,6 +107,12 @@ class Outbox:
                 (attempts, time.time() + delay, error[:500], event_id),
             )
         return delay
+
+    def retry_now(self) -> int:
+        """Make every waiting row due now (the receiver is reachable again); returns how many were waiting."""
+        now = time.time()
+        with self._lock:
+            return self._db.execute("UPDATE outbox SET next_try = ? WHERE next_try > ?", (now, now)).rowcount
 
     def bury(self, event_id: str, error: str) -> None:
         """Move an event the receiver will never accept to the ``dead`` table."""
