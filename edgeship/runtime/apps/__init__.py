@@ -109,6 +109,7 @@ DEFAULTS: dict[str, dict[str, Any]] = {
 _EXPORTS = {
     "run_config": "deploy", "build_deployment": "deploy", "SecurityApp": "security", "IndustrialApp": "industrial",
     "RobotApp": "robot", "Zone": "zones", "PassRule": "industrial", "DashboardSink": "dashboard",
+    "Line": "lines", "Tracker": "tracking",
 }
 
 

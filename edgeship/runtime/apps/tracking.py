@@ -146,7 +146,8 @@ class _State:
         self.last_index = index
 
     def predicted(self, index: int) -> np.ndarray:
-        return self.box + self.velocity * float(index - self.last_index)
+        """The box moved on by its velocity to frame ``index`` (at least one frame: counters may restart)."""
+        return self.box + self.velocity * float(max(1, index - self.last_index))
 
 
 class Tracker:
