@@ -175,3 +175,27 @@ def test_config_mqtt_queue_key(tmp_path):
     (sink,) = _event_sinks([cfg])
     assert sink.queue_path == tmp_path / "state" / "mqtt.sqlite" and sink.port == 1999
     assert sink.timeout == 2 and sink.backoff_s == 0.2
+
+
+def test_dashboard_api_status_shows_the_queue(tmp_path):
+    """The queue shows on the dashboard: /api/status -> app.sinks[] with queued / delivered / last_error."""
+    import urllib.request
+
+    from edgeship.runtime.apps.dashboard import DashboardSink
+    from edgeship.runtime.apps.industrial import IndustrialApp, PassRule
+
+    sink = sink_for(free_port(), tmp_path / "mqtt-outbox.sqlite")  # no broker on that port
+    app = IndustrialApp(PassRule(pass_classes=("ok",)), counters_db=tmp_path / "counters.sqlite", event_sinks=[sink])
+    server = DashboardSink(port=free_port(), app=app)
+    app.open({})
+    server.open({})
+    try:
+        sink.emit(event(0), JPEG)
+        with urllib.request.urlopen(f"{server.url}/api/status", timeout=5) as resp:
+            status = json.loads(resp.read())
+    finally:
+        server.close()
+        app.close()
+    (st,) = status["app"]["sinks"]
+    assert st["type"] == "mqtt" and st["durable"] and st["queued"] == 2 and st["delivered"] == 0
+    assert st["last_error"] and str(sink.port) in st["last_error"]

@@ -186,6 +186,7 @@ class IndustrialApp(App):
         out["counters"] = self.counters.totals() if self.counters else self._final_counters
         out["trigger"] = self.trigger.status()
         out["outputs"] = [o.status() for o in self.outputs if hasattr(o, "status")]
+        out["sinks"] = [s.status() for s in self.event_sinks if hasattr(s, "status")]
         return out
 
     def close(self) -> None:

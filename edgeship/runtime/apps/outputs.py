@@ -10,6 +10,14 @@ Each output has ``open()``, ``reject(record)`` and ``close()`` and is built thro
 - ``none``: nothing (counters and saved frames only).
 
 Signals are sent from a worker thread so a slow receiver never stalls the camera pipeline.
+
+Reject signals are deliberately **not durable** (no SQLite outbox, unlike the event sinks in
+:mod:`.events`): a reject is useful only while the part is still in front of the ejector, and one
+replayed after a restart or a long outage would push a good part off the line. The durable record
+of a reject is the counters database and the saved frame; for a durable copy of every verdict, add
+an ``events`` sink with a ``queue``. During a short broker outage paho still holds QoS 1 signals in
+memory and sends them after the reconnect, so each record carries its capture ``time`` and the PLC
+should ignore signals older than the belt's travel time.
 """
 
 from __future__ import annotations
