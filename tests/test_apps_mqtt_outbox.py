@@ -199,3 +199,19 @@ def test_dashboard_api_status_shows_the_queue(tmp_path):
     (st,) = status["app"]["sinks"]
     assert st["type"] == "mqtt" and st["durable"] and st["queued"] == 2 and st["delivered"] == 0
     assert st["last_error"] and str(sink.port) in st["last_error"]
+
+
+def test_webhook_status_reports_last_error_too(tmp_path):
+    from edgeship.runtime.apps.events import WebhookEventSink
+
+    port = free_port()  # nothing listens there
+    sink = WebhookEventSink(f"http://127.0.0.1:{port}/events", tmp_path / "hook.sqlite", backoff_s=0.05,
+                            max_backoff_s=0.1, timeout=1.0, drain_s=0)
+    sink.open()
+    try:
+        sink.emit(event(0))
+        assert wait_until(lambda: sink.status()["last_error"] is not None, 5)
+        st = sink.status()
+    finally:
+        sink.close()
+    assert st["queued"] == 1 and st["failures"] >= 1 and "Connection refused" in st["last_error"]

@@ -97,6 +97,7 @@ class WebhookEventSink:
         self.delivered = 0
         self.failures = 0
         self.rejected = 0
+        self.last_error: str | None = None
         self._left: int | None = None
 
     def open(self) -> None:
@@ -139,16 +140,19 @@ class WebhookEventSink:
                               self.url, item.id, e.code, self.queue_path)
                     continue
                 self.failures += 1
-                delay = self.outbox.fail(item.id, f"HTTP {e.code}: {e.reason}")
+                self.last_error = f"HTTP {e.code}: {e.reason}"
+                delay = self.outbox.fail(item.id, self.last_error)
                 log.info("webhook %s: delivery of %s failed (HTTP %d); retry in %.1fs", self.url, item.id, e.code, delay)
                 break
             except OSError as e:
                 self.failures += 1
-                delay = self.outbox.fail(item.id, f"{type(e).__name__}: {e}")
+                self.last_error = f"{type(e).__name__}: {e}"
+                delay = self.outbox.fail(item.id, self.last_error)
                 log.info("webhook %s: delivery of %s failed (%s); retry in %.1fs", self.url, item.id, e, delay)
                 break  # keep order: wait for the backoff before trying younger events
             self.outbox.ack(item.id)
             self.delivered += 1
+            self.last_error = None
             n += 1
         return n
 
@@ -182,7 +186,7 @@ class WebhookEventSink:
 
     def status(self) -> dict:
         return {"type": "webhook", "url": self.url, "delivered": self.delivered, "failures": self.failures,
-                "rejected": self.rejected,
+                "rejected": self.rejected, "last_error": self.last_error,
                 "queued": len(self.outbox) if self.outbox is not None else self._left}
 
 
