@@ -248,6 +248,7 @@ class MqttEventSink:
                                  reconnect_min_s=self.backoff_s, reconnect_max_s=self.max_backoff_s,
                                  on_connected=self._on_connected)
         if self.outbox is not None:
+            self._stop.clear()  # a sink may be opened again after close()
             self._thread = threading.Thread(target=self._worker, name="mqtt-outbox", daemon=True)
             self._thread.start()
         if not self.client.wait_connected(self.timeout if self.outbox is None else 0.5):
