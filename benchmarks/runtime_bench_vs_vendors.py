@@ -3,7 +3,11 @@
     python benchmarks/runtime_bench_vs_vendors.py [--threads 1] [--rounds 3] [--runs 600]
 
 LiteRT: `edgeship bench` vs `litert-benchmark` (ai-edge-litert). OpenVINO (which reads the same
-.tflite directly): `edgeship bench --backend openvino` vs `benchmark_app -hint none -nstreams 1 -api sync` (its UI only takes -nthreads without a hint; edgeship uses the LATENCY hint, one stream).
+.tflite directly): `edgeship bench --backend openvino --threads N` vs `benchmark_app -hint none
+-nstreams 1 -nthreads N -api sync` (its UI takes -nthreads only without a hint). Both end up with
+the same compiled configuration, which benchmark_app prints: PERFORMANCE_HINT LATENCY, NUM_STREAMS
+1, INFERENCE_NUM_THREADS N, ENABLE_CPU_PINNING on. Both time the synchronous model call on an
+input that is already in the model's dtype.
 Tools run interleaved for ``--rounds`` rounds and the median p50 of each is compared (the machine
 is shared, so single runs are noisy). Target: edgeship within 5% of the vendor tool.
 """

@@ -57,7 +57,8 @@ def _manifest(path: Path) -> None:
     from edgeship.manifest import Manifest, TensorInfo, manifest_path, tool_versions
     from edgeship.spec import InputSpec
 
-    if manifest_path(path).exists():
+    spec = InputSpec(224, 224, scale=1 / 127.5, mean=(1.0,), std=(1.0,))  # pixels -> [-1, 1], default interpolation
+    if manifest_path(path).exists() and Manifest.load(path).input_spec == spec:
         return
     from ai_edge_litert.interpreter import Interpreter
 
@@ -67,7 +68,6 @@ def _manifest(path: Path) -> None:
         s, z = d["quantization"]
         return TensorInfo(d["name"], [int(v) for v in d["shape"]], str(d["dtype"].__name__), float(s) or None, int(z) if s else None)
 
-    spec = InputSpec(224, 224, scale=1 / 127.5, mean=(1.0,), std=(1.0,))  # pixels -> [-1, 1]
     Manifest(name=path.stem, format="tflite", precision="int8", artifact=path.name, input_spec=spec,
              labels=[f"class{i}" for i in range(1000)], task="classify", inputs=[info(d) for d in it.get_input_details()],
              outputs=[info(d) for d in it.get_output_details()], versions=tool_versions()).save(path)
