@@ -503,3 +503,25 @@ def test_dashboard_shows_line_counts_and_track_ids(demo, tmp_path):
     finally:
         dep.pipeline.stop()
         runner.join(30)
+
+
+def test_dwell_follows_the_files_clock_not_the_processing_speed(tmp_path):
+    """A recorded clip processed 100x faster than real time fires the same 2-second dwell event."""
+    from edgeship.runtime.apps.events import JsonlEventSink
+    from edgeship.runtime.apps.security import SecurityApp
+
+    door = Zone("door", [(0, 0), (400, 0), (400, 200), (0, 200)], min_dwell_frames=1, min_dwell_s=2.0)
+    app = SecurityApp([door], tracker=Tracker(min_hits=1), event_sinks=[JsonlEventSink(tmp_path / "e.jsonl")])
+    app.open({})
+    t0 = 1_700_000_000.0
+    for i in range(75):  # 2.5 s of a 30 fps file, "captured" within 0.075 s of wall time
+        img = np.full((200, 400, 3), 30, np.uint8)
+        f = Frame(img, i, t0 + i / 1000, time.monotonic(), "clip.mp4", t_media=i / 30, t_scene=t0 + i / 30)
+        app.write(f, Result(i, f.t_capture, f.t_capture, "detect", detections=dets(box(100, 100))))
+    app.close()
+    events = [json.loads(line) for line in (tmp_path / "e.jsonl").read_text().splitlines()]
+    assert len(events) == 1 and events[0]["frame"] == 60 and events[0]["media_s"] == 2.0
+    assert events[0]["dwell_s"] == pytest.approx(2.0)
+    # a live frame has no media time: the scene clock is the capture time
+    live = Frame(np.zeros((2, 2, 3), np.uint8), 0, t0, 0.0, "rtsp://cam")
+    assert live.t_media is None and live.scene_time == t0

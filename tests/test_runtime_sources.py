@@ -76,6 +76,16 @@ def test_every_frame_mode_reads_ahead_by_one_frame_only(video):
             assert nxt is None or nxt.frame.t_mono >= it.frame.t_mono
 
 
+def test_file_frames_carry_the_files_clock(video):
+    with open_source(str(video)) as src:
+        items = drain(src)
+    media = np.array([it.frame.t_media for it in items])
+    np.testing.assert_allclose(media, np.arange(90) / 30.0, atol=1e-3)  # frames / fps, whatever the read speed
+    scene = np.array([it.frame.scene_time for it in items])
+    np.testing.assert_allclose(scene - scene[0], media, atol=1e-6)
+    assert items[0].frame.t_scene == pytest.approx(items[0].frame.t_capture)
+
+
 def test_video_realtime_drops_old_frames_and_counts_them(video):
     with open_source(str(video), realtime=True) as src:
         assert src.mode == "latest"

@@ -21,6 +21,10 @@ class Frame:
     ``image`` is BGR uint8 (H, W, 3) as OpenCV delivers it; ``index`` counts frames read from the
     source (so gaps show frames the one-slot buffer dropped); ``t_capture`` is wall-clock
     ``time.time()`` and ``t_mono`` is ``time.monotonic()`` at the moment the frame was read.
+    For files and folders, ``t_media`` is the frame's position in the file (seconds, frames / fps,
+    still growing across a loop) and ``t_scene`` is the first frame's capture time plus it; for
+    live sources both are None. :attr:`scene_time` is the clock apps measure dwell and cooldowns
+    on, so a recorded clip behaves as it did in front of the camera however fast it is processed.
     """
 
     image: np.ndarray
@@ -28,6 +32,13 @@ class Frame:
     t_capture: float
     t_mono: float
     source: str = ""
+    t_media: float | None = None
+    t_scene: float | None = None
+
+    @property
+    def scene_time(self) -> float:
+        """The scene's clock: ``t_scene`` for files, the capture time for live sources."""
+        return self.t_capture if self.t_scene is None else self.t_scene
 
     @property
     def shape(self) -> tuple[int, ...]:

@@ -12,6 +12,7 @@ from __future__ import annotations
 import hmac
 import json
 import time
+from dataclasses import replace
 from importlib import resources
 from typing import Any, Callable
 
@@ -89,7 +90,7 @@ class DashboardSink(HttpSink):
         if self.app is not None:
             image = frame.image.copy()
             self.app.annotate(image, result)
-            frame = Frame(image, frame.index, frame.t_capture, frame.t_mono, frame.source)
+            frame = replace(frame, image=image)
         self.view.offer(frame, result, fps)
 
     def skip(self, frame: Frame) -> None:
@@ -99,7 +100,7 @@ class DashboardSink(HttpSink):
         if self.annotate and self.app is not None:
             image = frame.image.copy()
             self.app.annotate(image, None)
-            frame = Frame(image, frame.index, frame.t_capture, frame.t_mono, frame.source)
+            frame = replace(frame, image=image)
         self.view.offer(frame, None)
 
     def status(self) -> dict:

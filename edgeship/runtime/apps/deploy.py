@@ -10,7 +10,7 @@ app's final status: events, counters or published states) and ``url`` when a ser
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 from ..sinks.files import VideoSink
@@ -83,7 +83,7 @@ class AppVideoSink(VideoSink):
     def _drawn(self, frame: Frame, result) -> Frame:
         image = frame.image.copy()
         self.app.annotate(image, result)
-        return Frame(image, frame.index, frame.t_capture, frame.t_mono, frame.source)
+        return replace(frame, image=image)
 
     def write(self, frame: Frame, result) -> None:
         super().write(self._drawn(frame, result), result)

@@ -87,15 +87,15 @@ class SecurityApp(App):
         if self.tracker is None:
             hits = zone_hits(self.zones, dets.xyxy, dets.scores, dets.class_ids, dets.labels, wh)
             with self._lock:
-                fired = self.zone_tracker.update(hits, frame.t_capture)
+                fired = self.zone_tracker.update(hits, frame.scene_time)
             for hit in fired:
                 self._fire(frame, {"type": "zone", "zone": hit.zone, "action": "enter"},
                            hit.label, hit.class_id, hit.score, hit.box)
             return
         with self._lock:
-            tracks = self.tracker.update(dets, frame.t_capture, frame_index=frame.index, tentative=True)
+            tracks = self.tracker.update(dets, frame.scene_time, frame_index=frame.index, tentative=True)
             self._tracks = [tr for tr in tracks if tr.confirmed and tr.seen]
-            zone_events = self.track_zones.update(tracks, wh, frame.t_capture)
+            zone_events = self.track_zones.update(tracks, wh, frame.scene_time)
             crossings = self.line_counter.update(tracks, wh)
         for ev in zone_events:
             self._fire(frame, {"type": "zone", "zone": ev.zone, "action": ev.kind, "track_id": ev.track.track_id,
@@ -112,6 +112,7 @@ class SecurityApp(App):
             "camera": self.camera,
             "time": iso_time(frame.t_capture),
             "t_capture": round(frame.t_capture, 6),
+            "media_s": None if frame.t_media is None else round(frame.t_media, 3),
             "frame": frame.index,
             **{k: v for k, v in fields.items() if k != "type"},
             "class": label,

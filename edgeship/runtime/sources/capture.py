@@ -68,6 +68,7 @@ class LatestFrameSource:
         self.captured = self.dropped = self.reconnects = self.reconnect_attempts = self.read_failures = 0
         self.connected = False
         self.t_start: float | None = None
+        self._t_origin: float | None = None  # wall time of a file's first frame (its scene clock's zero)
         self.last_error: str | None = None
 
     # ---- consumer side ------------------------------------------------------------------------
@@ -193,7 +194,14 @@ class LatestFrameSource:
             self._publish(img)
 
     def _publish(self, img: np.ndarray) -> None:
-        frame = Frame(img, self.captured, time.time(), time.monotonic(), self.name)
+        now = time.time()
+        t_media = t_scene = None
+        if not getattr(self.reader, "live", False):  # files and folders: the scene runs on the file's clock
+            t_media = self.captured / (getattr(self.reader, "fps", None) or 30.0)
+            if self._t_origin is None:
+                self._t_origin = now
+            t_scene = self._t_origin + t_media
+        frame = Frame(img, self.captured, now, time.monotonic(), self.name, t_media, t_scene)
         self.captured += 1
         sample, ms = None, 0.0
         if self.prepare is not None:
