@@ -12,6 +12,8 @@ Example:
   edgeship bundle out/digits.int8.tflite --target rpi5 --source /dev/video0 --out digits-rpi5.tar.gz
   edgeship bundle out/model.xml --target intel-x86 --config deploy.yaml --wheels --out line3.tar.gz
   edgeship bundle m.tflite --target generic-x86_64 --source rtsp://10.0.0.7/s --wheels --wheelhouse ./mirror --out b.tar.gz
+  edgeship bundle m.tflite --target rpi5 --source 'gst:libcamerasrc ! videoconvert ! video/x-raw,format=BGR ! appsink' --out cam.tar.gz
+  edgeship bundle m.tflite --target jetson-orin-nano --source /dev/video0 --no-system-opencv --out usb.tar.gz
 """
 
 
@@ -27,15 +29,25 @@ Example:
 @click.option("--python", "python", help="With --wheels: the device's Python version, e.g. 3.11 [the target's stock Python].")
 @click.option("--run-arg", "run_args", multiple=True, metavar="ARG",
               help="Extra argument for the service's `edgeship run` (repeatable), e.g. --run-arg=--threads --run-arg=4.")
+@click.option("--system-opencv/--no-system-opencv", "system_opencv", default=None,
+              help="Use the device's system OpenCV (apt python3-opencv / JetPack, built with GStreamer) instead of "
+                   "pip's opencv-python-headless: the device venv gets --system-site-packages [on for Jetson "
+                   "profiles and gst: sources].")
 @click.option("--version", "version", help="Release name [artifact name + content hash].")
 @click.option("--edgeship-wheel", type=click.Path(exists=True, dir_okay=False), help="Ship this edgeship wheel instead of building one.")
 @click.option("--out", required=True, type=click.Path(dir_okay=False), help="Output .tar.gz (written atomically).")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
-def bundle(artifact, target, config, source, task, http_port, wheels, wheelhouse, python, run_args, version, edgeship_wheel, out, as_json) -> None:
+def bundle(artifact, target, config, source, task, http_port, wheels, wheelhouse, python, run_args, system_opencv, version,
+           edgeship_wheel, out, as_json) -> None:
     """Pack ARTIFACT for a device: model + manifest, deployment config, systemd unit, runtime
     requirements (and with --wheels the wheels themselves), edgeship's own wheel and SHA256SUMS.
 
     The same inputs give the same bytes. Flash it with `edgeship flash BUNDLE --host USER@HOST`.
+
+    GStreamer cameras (`gst:` sources: Jetson CSI, Pi libcamera) need the device's system OpenCV:
+    with --system-opencv pip's OpenCV is left out, the venv is built from the device's system
+    Python with --system-site-packages (NumPy kept at the major that cv2 was built for), and the
+    flash preflight refuses a device Python without cv2.
     """
     from ..targets.bundle import build_bundle
 
@@ -43,10 +55,11 @@ def bundle(artifact, target, config, source, task, http_port, wheels, wheelhouse
         raise click.UsageError("--wheelhouse and --python only apply with --wheels")
     r = build_bundle(artifact, target, out, config=config, source=source, task=task, wheels=wheels, wheelhouse=wheelhouse,
                      python=python, version=version, http_port=http_port, edgeship_wheel=edgeship_wheel,
-                     run_args=run_args)
+                     run_args=run_args, system_opencv=system_opencv)
     if as_json:
         emit_json(r.to_dict())
         return
     echo_err(f"wrote {r.path} ({r.size / 2**20:.1f} MiB, {len(r.files)} files, {len(r.wheels)} wheels) "
-             f"release {r.version} for {r.target}; sha256 {r.sha256}")
+             f"release {r.version} for {r.target}" + ("; uses the device's system OpenCV" if r.system_opencv else "")
+             + f"; sha256 {r.sha256}")
     click.echo(str(r.path))

@@ -42,6 +42,11 @@ def flash(bundle, targets, health_timeout, keep, venvs_dir, bwlimit, **kw) -> No
     Ubuntu): device steps run under `sudo -n`, releases are root-owned, the service still runs
     as the profile's service user (systemd) or as the login user (--init none). A sudo that asks
     for a password is refused in the preflight, before anything changes on the device.
+
+    \b
+    A bundle made with --system-opencv (Jetson profiles, gst: sources) needs cv2 in the device's
+    Python (--python, default python3; apt install python3-opencv): refused when it is missing,
+    a warning when that cv2 has no GStreamer.
     """
     from ..targets.fleet import flash_many
 
@@ -52,6 +57,8 @@ def flash(bundle, targets, health_timeout, keep, venvs_dir, bwlimit, **kw) -> No
     def done(r):
         if not as_json:
             echo_err(f"{r.host}: {r.status}" + (f" ({r.reason})" if r.reason else ""))
+            for w in r.warnings:
+                echo_err(f"{r.host}: warning: {w}")
 
     results = flash_many(bundle, hosts, ssh=ssh, options=options, parallel=parallel, on_done=done)
     ok = all(r.ok for r in results)

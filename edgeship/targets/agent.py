@@ -11,6 +11,8 @@ Layout under DEVICE_ROOT::
     releases/.incoming-*    extraction in progress (never a release; removed by the next install)
     incoming/*.part         uploads in progress
     venvs/<hash>/           runtime venvs, shared by releases with identical requirements and wheels
+                            (a release with ``system_opencv`` gets a ``--system-site-packages`` venv
+                            that sees the system Python's cv2; never shared with plain venvs)
     current -> releases/V   switched atomically (symlink + rename); previous -> releases/U
     history.json            activation history (newest last), drives rollback and pruning
     run/ logs/ data/        pid and state files, logs, the runtime's working directory
@@ -161,10 +163,44 @@ def login_user() -> str:
         return str(os.getuid())
 
 
+CV2_PROBE = r"""
+import json, sys
+out = {"ok": False, "python": sys.executable, "numpy": None}
+try:
+    import numpy
+    out["numpy"] = numpy.__version__
+except Exception as e:
+    pass
+try:
+    import cv2
+    info = cv2.getBuildInformation()
+    out.update(ok=True, path=cv2.__file__, version=cv2.__version__,
+               gstreamer=any("GStreamer" in ln and "YES" in ln for ln in info.splitlines()))
+except Exception as e:
+    out["error"] = (type(e).__name__ + ": " + str(e)).strip().splitlines()[0][:300]
+print(json.dumps(out))
+"""
+
+
+def probe_cv2(python: str) -> dict:
+    """Which cv2 ``python`` imports (path, version, GStreamer in its build) and its NumPy, in a child
+    process (a cv2 built for another NumPy can abort the interpreter)."""
+    try:
+        proc = subprocess.run([python, "-I", "-c", CV2_PROBE], stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                              stderr=subprocess.PIPE, timeout=120)
+    except (OSError, subprocess.TimeoutExpired) as e:
+        return {"ok": False, "python": python, "error": f"{type(e).__name__}: {e}"}
+    try:
+        return json.loads(proc.stdout.decode("utf-8", "replace").strip().splitlines()[-1])
+    except (ValueError, IndexError):
+        err = proc.stderr.decode("utf-8", "replace").strip().splitlines()
+        return {"ok": False, "python": python, "error": f"exit {proc.returncode}: {err[-1] if err else 'no output'}"}
+
+
 def cmd_preflight(a) -> dict:
     import platform
 
-    return {
+    facts = {
         "ok": True,
         "architecture": platform.machine(),
         "os": os_name(),
@@ -181,6 +217,9 @@ def cmd_preflight(a) -> dict:
         "current": current_version(a.root),
         "has_venv_module": _has_module("venv") and _has_module("ensurepip"),
     }
+    if a.system_opencv:  # the bundle's venv will see this Python's cv2
+        facts["system_cv2"] = probe_cv2(sys.executable)
+    return facts
 
 
 def _has_module(name: str) -> bool:
@@ -224,9 +263,11 @@ def verify_sums(release_dir: str) -> int:
     return len(listed)
 
 
-def venv_key(release_dir: str, req_file: str, python: str) -> str:
+def venv_key(release_dir: str, req_file: str, python: str, system_site: bool = False) -> str:
     h = hashlib.sha256()
     h.update(python.encode())
+    if system_site:  # a venv that sees the system's packages is never shared with an isolated one
+        h.update(b"\0--system-site-packages")
     with open(req_file, "rb") as f:
         h.update(f.read())
     wheels = os.path.join(release_dir, "wheels")
@@ -235,14 +276,41 @@ def venv_key(release_dir: str, req_file: str, python: str) -> str:
     return h.hexdigest()[:16]
 
 
-def build_venv(release_dir: str, venvs: str, python: str, offline: bool) -> tuple:
+def numpy_constraint(system_numpy) -> str:
+    """Keep the venv's NumPy at the major version the system cv2 was built against (``numpy<2``)."""
+    try:
+        return f"numpy<{int(str(system_numpy).split('.')[0]) + 1}\n"
+    except ValueError:
+        return ""
+
+
+def check_system_cv2(venv: str, system: dict) -> dict:
+    """The venv must import the system's cv2 (not a pip one a dependency pulled in, not one broken by
+    the venv's NumPy)."""
+    got = probe_cv2(os.path.join(venv, "bin", "python"))
+    if not got.get("ok"):
+        raise StepFailed(f"the venv cannot import the system cv2 {system.get('path')}: {got.get('error')} "
+                         f"(system NumPy {system.get('numpy')}, venv NumPy {got.get('numpy')})")
+    if os.path.realpath(got["path"]).startswith(os.path.realpath(venv) + os.sep):
+        raise StepFailed(f"a pip OpenCV was installed into the venv ({got['path']}) and hides the system cv2 "
+                         f"{system.get('path')}: a runtime requirement depends on opencv-python")
+    return got
+
+
+def build_venv(release_dir: str, venvs: str, python: str, offline: bool, system_site: bool = False) -> tuple:
+    """The release's runtime venv (shared by releases with the same key): ``(path, reused, cv2)``,
+    ``cv2`` being the system cv2 the venv imports when ``system_site``."""
     import platform
 
     py = ".".join(platform.python_version_tuple()[:2])
     req = os.path.join(release_dir, "requirements", f"py{py}.txt")
     if not os.path.isfile(req):
         raise StepFailed(f"bundle has no runtime requirements for Python {py} (requirements/py{py}.txt)")
-    key = venv_key(release_dir, req, sys.version)
+    key = venv_key(release_dir, req, sys.version, system_site)
+    system = probe_cv2(python) if system_site else {}
+    if system_site and not system.get("ok"):
+        raise StepFailed(f"the bundle uses the device's system OpenCV but {python} has no cv2: apt install python3-opencv "
+                         f"({system.get('error')})")
     final = os.path.join(venvs, key)
     os.makedirs(venvs, exist_ok=True)
     import fcntl
@@ -250,19 +318,26 @@ def build_venv(release_dir: str, venvs: str, python: str, offline: bool) -> tupl
     with open(final + ".lock", "w") as lock:  # releases flashed at once share one build
         fcntl.flock(lock, fcntl.LOCK_EX)
         if os.path.isfile(os.path.join(final, VENV_MARKER)):
-            return final, True
+            return final, True, check_system_cv2(final, system) if system_site else None
         shutil.rmtree(final, ignore_errors=True)  # an interrupted build: start over
-        run_checked([python, "-m", "venv", final], "create the venv")
+        run_checked([python, "-m", "venv", *(["--system-site-packages"] if system_site else []), final], "create the venv")
         wheels = os.path.join(release_dir, "wheels")
         own = sorted(f for f in os.listdir(wheels) if f.startswith("edgeship-") and f.endswith(".whl"))
         if not own:
             raise StepFailed("bundle has no edgeship wheel in wheels/")
         pip = [os.path.join(final, "bin", "python"), "-m", "pip", "install", "--disable-pip-version-check", "-q"]
         pip += ["--no-index", "--find-links", wheels] if offline else ["--find-links", wheels]
-        run_checked(pip + ["-r", req, os.path.join(wheels, own[-1])], "install the runtime")
+        constraints = []
+        if system_site and numpy_constraint(system.get("numpy")):
+            path = os.path.join(final, "edgeship-constraints.txt")
+            with open(path, "w") as f:
+                f.write(numpy_constraint(system["numpy"]))
+            constraints = ["-c", path]
+        run_checked(pip + constraints + ["-r", req, os.path.join(wheels, own[-1])], "install the runtime")
+        cv2 = check_system_cv2(final, system) if system_site else None
         with open(os.path.join(final, VENV_MARKER), "w") as f:
             f.write(key + "\n")
-    return final, False
+    return final, False, cv2
 
 
 def run_checked(argv: list, what: str) -> None:
@@ -304,13 +379,13 @@ def cmd_install(a) -> dict:
         shutil.rmtree(tmp, ignore_errors=True)
         os.unlink(a.part)
     offline = meta.get("wheels") == "all"
-    venv, venv_reused = build_venv(final, a.venvs or p["venvs"], a.python, offline)
+    venv, venv_reused, cv2 = build_venv(final, a.venvs or p["venvs"], a.python, offline, bool(meta.get("system_opencv")))
     link = os.path.join(final, "venv")
     if os.path.islink(link) or os.path.exists(link):
         os.unlink(link)
     os.symlink(venv, link)
     return {"ok": True, "version": version, "files_verified": count, "release_reused": reused,
-            "venv": venv, "venv_reused": venv_reused}
+            "venv": venv, "venv_reused": venv_reused, "cv2": cv2}
 
 
 # ---- service control --------------------------------------------------------------------------
@@ -689,6 +764,7 @@ def parser() -> argparse.ArgumentParser:
     ap.add_argument("--restart-sec", type=float, default=3.0)
     ap.add_argument("--env", action="append", default=[])
     ap.add_argument("--run-as", help="--init none, run as root: the user the runtime runs as")
+    ap.add_argument("--system-opencv", action="store_true", help="preflight: report the cv2 of this Python")
     return ap
 
 

@@ -2,7 +2,8 @@
 
 Contents (flat, sorted, fixed mtimes/owners, gzip mtime 0, so the same inputs give the same bytes)::
 
-    release.json            version, target, artifact, format, run command, health port, Pythons
+    release.json            version, target, artifact, format, run command, health port, Pythons,
+                            system_opencv (the device venv then sees the system's cv2: GStreamer cameras)
     model/<artifact files>  the artifact (.tflite, or .xml + .bin) and its manifest
     deploy.yaml             the deployment config (given with --config, artifact path rewritten)
     run.sh                  what the service runs: ``edgeship run ...`` from the release's venv
@@ -54,10 +55,12 @@ class BundleResult:
     files: list[str] = field(default_factory=list)
     wheels: list[str] = field(default_factory=list)
     python: list[str] = field(default_factory=list)
+    system_opencv: bool = False
 
     def to_dict(self) -> dict[str, Any]:
         return {"path": str(self.path), "version": self.version, "target": self.target, "sha256": self.sha256,
-                "size": self.size, "files": self.files, "wheels": self.wheels, "python": self.python}
+                "size": self.size, "files": self.files, "wheels": self.wheels, "python": self.python,
+                "system_opencv": self.system_opencv}
 
 
 def artifact_files(artifact: Path) -> tuple[str, list[Path]]:
@@ -147,6 +150,27 @@ def find_http_port(cfg: Any) -> int | None:
     return None
 
 
+def uses_gstreamer(value: Any) -> bool:
+    """Whether a source string or a parsed deployment config reads a GStreamer pipeline (``gst:...``)."""
+    if isinstance(value, str):
+        return value.strip().startswith("gst:") or " ! " in value
+    items = value.values() if isinstance(value, dict) else value if isinstance(value, list) else ()
+    return any(uses_gstreamer(v) for v in items)
+
+
+def resolve_system_opencv(profile: Profile, explicit: bool | None, *, gstreamer: bool) -> bool:
+    """Use the device's system OpenCV? ``explicit`` (``--system-opencv/--no-system-opencv``) wins;
+    otherwise the profile's default, or yes when the service reads a ``gst:`` pipeline (pip's OpenCV
+    has no GStreamer, so only the system's can open it)."""
+    if explicit is not None:
+        if gstreamer and not explicit:
+            log.warning("the service reads a gst: source but the bundle installs pip's OpenCV, which has no GStreamer")
+        return explicit
+    if gstreamer and not profile.system_opencv:
+        log.info("the service reads a gst: source: the bundle uses the device's system OpenCV (built with GStreamer)")
+    return profile.system_opencv or gstreamer
+
+
 def default_version(name: str, digest: str) -> str:
     return f"{re.sub(r'[^A-Za-z0-9._-]+', '-', name)[:40]}-{digest[:12]}"
 
@@ -156,7 +180,7 @@ def build_bundle(artifact: str | os.PathLike, target: str | Profile, out: str | 
                  wheels: bool = False, wheelhouse: str | os.PathLike | None = None, python: str | None = None,
                  version: str | None = None, http_port: int | None = None,
                  edgeship_wheel: str | os.PathLike | None = None, run_args: tuple[str, ...] = (),
-                 compresslevel: int = 6) -> BundleResult:
+                 system_opencv: bool | None = None, compresslevel: int = 6) -> BundleResult:
     """Write a reproducible deploy bundle for ``target`` to ``out`` (atomically) and describe it.
 
     ``config`` (a deploy.yaml) or ``source`` (a camera/stream/video the service reads) is required.
@@ -164,6 +188,11 @@ def build_bundle(artifact: str | os.PathLike, target: str | Profile, out: str | 
     target's stock Python) is included so the device installs without internet; ``wheelhouse``
     resolves them from a local folder instead of PyPI. ``run_args`` are added to the service's
     ``edgeship run`` command (e.g. ``--loop``, ``--threads 4``).
+
+    ``system_opencv`` (default: the profile's ``system_opencv``, or True when the service reads a
+    ``gst:`` source) leaves pip's OpenCV out of the requirements and wheels and has the device build
+    the venv with ``--system-site-packages`` from its system Python, whose distribution cv2 (apt
+    ``python3-opencv``, JetPack) is built with GStreamer; the flash preflight checks that cv2.
     """
     profile = get_target(target)
     if (config is None) == (source is None):
@@ -186,15 +215,18 @@ def build_bundle(artifact: str | os.PathLike, target: str | Profile, out: str | 
             raise InputError(f"config {config} has no HTTP server for the health check: add an http sink or pass --http-port")
     argv = run_command(artifact_rel, config=config is not None, source=source, http_port=port, task=task,
                        extra_args=tuple(run_args))
+    gst = uses_gstreamer(source) if config is None else uses_gstreamer(_yaml(entries["deploy.yaml"]))
+    system_opencv = resolve_system_opencv(profile, system_opencv, gstreamer=gst)
     entries["run.sh"] = run_script(argv).encode()
     pys = [python] if wheels and python else ([profile.python] if wheels else list(profile.python_versions(fmt)))
     for py in pys:
-        entries[f"requirements/py{py}.txt"] = ("\n".join(profile.requirements(py, fmt)) + "\n").encode()
+        entries[f"requirements/py{py}.txt"] = ("\n".join(profile.requirements(py, fmt, system_opencv=system_opencv)) + "\n").encode()
     own = wheelmod.edgeship_wheel(edgeship_wheel)
     entries[f"wheels/{own.name}"] = own.read_bytes()
     if wheels:
         with tempfile.TemporaryDirectory(prefix="edgeship-wheels-") as tmp:
-            for w in wheelmod.download(profile, pys[0], profile.requirements(pys[0], fmt), own, Path(tmp), wheelhouse=wheelhouse):
+            reqs = profile.requirements(pys[0], fmt, system_opencv=system_opencv)
+            for w in wheelmod.download(profile, pys[0], reqs, own, Path(tmp), wheelhouse=wheelhouse):
                 entries[f"wheels/{w.name}"] = w.read_bytes()
     manifest = Manifest.load_optional(artifact)
     entries["systemd/edgeship.service.in"] = unit_template(profile.service, target=profile.name, artifact=Path(artifact).name).encode()
@@ -209,7 +241,7 @@ def build_bundle(artifact: str | os.PathLike, target: str | Profile, out: str | 
         "version": version, "target": profile.name, "architecture": profile.architecture, "glibc": profile.glibc,
         "artifact": artifact_rel, "format": fmt, "precision": manifest.precision if manifest else None,
         "python": pys, "wheels": "all" if wheels else "edgeship", "http_port": port, "health_path": "/health",
-        "run": argv, "init": ["systemd", "none"], "edgeship": wheelmod.own_version(),
+        "run": argv, "init": ["systemd", "none"], "edgeship": wheelmod.own_version(), "system_opencv": system_opencv,
     }
     entries["release.json"] = (json.dumps(meta, indent=2, sort_keys=True) + "\n").encode()
     entries["SHA256SUMS"] = "".join(f"{hashlib.sha256(entries[n]).hexdigest()}  {n}\n" for n in sorted(entries)).encode()
@@ -218,7 +250,14 @@ def build_bundle(artifact: str | os.PathLike, target: str | Profile, out: str | 
         write_tar(tmp, entries, level=compresslevel)
     digest = hashlib.sha256(out.read_bytes()).hexdigest()
     return BundleResult(path=out, version=version, target=profile.name, sha256=digest, size=out.stat().st_size,
-                        files=sorted(entries), wheels=sorted(n[7:] for n in entries if n.startswith("wheels/")), python=pys)
+                        files=sorted(entries), wheels=sorted(n[7:] for n in entries if n.startswith("wheels/")), python=pys,
+                        system_opencv=system_opencv)
+
+
+def _yaml(data: bytes) -> Any:
+    import yaml
+
+    return yaml.safe_load(data)
 
 
 def write_tar(path: Path, entries: dict[str, bytes], *, level: int = 6) -> None:

@@ -8,6 +8,11 @@ symlink (atomic rename); a release that is not healthy within the timeout is swi
 Jetson, Ubuntu): the agent and the upload run under ``sudo -n``, the code under the device root is
 root-owned, and the runtime still runs unprivileged (systemd: the unit's ``User=``; ``--init
 none``: the login user).
+
+A bundle with ``system_opencv`` (``edgeship bundle --system-opencv``, the Jetson profiles, any
+``gst:`` source) runs from a venv that sees the device Python's own cv2 (apt ``python3-opencv``,
+JetPack: built with GStreamer): the preflight refuses a Python without cv2 and warns when its cv2
+has no GStreamer.
 """
 
 from __future__ import annotations
@@ -72,6 +77,8 @@ class FlashResult:
     seconds: dict[str, float] = field(default_factory=dict)
     device: dict[str, Any] = field(default_factory=dict)
     health: dict[str, Any] = field(default_factory=dict)
+    warnings: list[str] = field(default_factory=list)
+    install: dict[str, Any] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -100,6 +107,8 @@ def preflight_problems(meta: dict[str, Any], facts: dict[str, Any], *, size_mb: 
     py = ".".join(str(facts.get("python", "")).split(".")[:2])
     if py not in meta["python"]:
         extra = " (its wheels are built for that Python only)" if meta.get("wheels") == "all" else ""
+        if meta.get("system_opencv"):
+            extra += f"; with the system OpenCV the venv is made from the device's own Python: bundle for --python {py}"
         problems.append(f"the device runs Python {py or 'unknown'} but the bundle's runtime serves Python "
                         f"{', '.join(meta['python'])}{extra}")
     profile = get_target(meta["target"])
@@ -109,6 +118,13 @@ def preflight_problems(meta: dict[str, Any], facts: dict[str, Any], *, size_mb: 
     need_mb = int(size_mb * 3) + profile.min_free_mb
     if facts.get("free_mb", 0) < need_mb:
         problems.append(f"the device has {facts.get('free_mb')} MB free under the device root, needs {need_mb} MB")
+    cv2 = facts.get("system_cv2") or {}
+    if meta.get("system_opencv") and not cv2.get("ok"):
+        python = facts.get("python_executable") or "the device's Python"
+        err = cv2.get("error", "")
+        problems.append(f"the bundle uses the device's system OpenCV but {python} has no cv2: apt install python3-opencv"
+                        if not err or err.startswith("ModuleNotFoundError") else
+                        f"the bundle uses the device's system OpenCV but {python} cannot import cv2 ({err})")
     if not facts.get("has_venv_module"):
         problems.append("the device's Python has no venv/ensurepip module (Debian/Ubuntu: apt install python3-venv)")
     if init == "systemd" and not facts.get("systemd"):
@@ -116,6 +132,16 @@ def preflight_problems(meta: dict[str, Any], facts: dict[str, Any], *, size_mb: 
     if init == "systemd" and not facts.get("root_user"):
         problems.append(f"--init systemd installs a unit and needs root on the device: {_root_hint(facts)}")
     return problems
+
+
+def preflight_warnings(meta: dict[str, Any], facts: dict[str, Any]) -> list[str]:
+    """What may not work on this device but does not stop the flash."""
+    warnings = [f"camera device {d} is not present" for d, ok in sorted(facts.get("cameras", {}).items()) if not ok]
+    cv2 = facts.get("system_cv2") or {}
+    if meta.get("system_opencv") and cv2.get("ok") and not cv2.get("gstreamer"):
+        warnings.append(f"the system cv2 {cv2.get('path')} ({cv2.get('version')}) is built without GStreamer: "
+                        "gst: sources (CSI cameras) will not open")
+    return warnings
 
 
 def _root_hint(facts: dict[str, Any]) -> str:
@@ -147,16 +173,17 @@ def flash_host(bundle: str | os.PathLike, host: HostSpec, *, ssh: SSHOptions | N
             common = agent_args(host, options)
             with clock("preflight"):
                 devices = [a for d in get_target(meta["target"]).camera_devices for a in ("--device", d)]
-                facts = remote.agent(options.python, "preflight", *common, *devices, timeout=120)
+                cv2 = ["--system-opencv"] if meta.get("system_opencv") else []
+                facts = remote.agent(options.python, "preflight", *common, *devices, *cv2, timeout=120)
             result.device = facts
             result.previous = result.running = facts.get("current")
             problems = preflight_problems(meta, facts, size_mb=bundle.stat().st_size / 2**20, init=options.init)
             if problems:
                 result.status, result.reason = "refused", "; ".join(problems)
                 return result
-            missing = [d for d, ok in facts.get("cameras", {}).items() if not ok]
-            if missing:
-                log.warning("%s: camera devices not present: %s", host.label, ", ".join(missing))
+            result.warnings = preflight_warnings(meta, facts)
+            for w in result.warnings:
+                log.warning("%s: %s", host.label, w)
             part = f"{root}/incoming/{meta['version']}.{secrets.token_hex(4)}.part"
             with clock("upload"):
                 remote.upload(bundle, part, bwlimit_kbps=options.bwlimit_kbps)
@@ -164,6 +191,7 @@ def flash_host(bundle: str | os.PathLike, host: HostSpec, *, ssh: SSHOptions | N
             with clock("install"):
                 installed = remote.agent(options.python, "install", *common, *venvs, "--part", part,
                                          "--sha256", sha256_file(bundle), "--python", facts.get("python_executable") or options.python)
+            result.install = installed
             if not installed.get("ok"):
                 result.reason = f"install failed: {installed.get('reason')}"
                 return result

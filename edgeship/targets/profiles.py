@@ -22,6 +22,14 @@ PROFILE_DIR = Path(__file__).with_name("profiles")
 FORMATS = ("tflite", "openvino")
 PRECISIONS = ("fp32", "fp16", "dynamic", "int8")
 ARCHITECTURES = ("aarch64", "x86_64", "armv7l")
+# pip's OpenCV distributions: a bundle that uses the device's system OpenCV (built with GStreamer)
+# leaves them out, or their cv2 would shadow the system one in the venv.
+OPENCV_DISTS = ("opencv-python", "opencv-python-headless", "opencv-contrib-python", "opencv-contrib-python-headless")
+# The distributions' python3-opencv for these Pythons (Debian 11/12, Raspberry Pi OS, Ubuntu 20.04-24.10,
+# JetPack 5/6) is compiled against NumPy 1.x and fails to import under NumPy 2: a system-OpenCV venv
+# must keep NumPy 1 (pip then also picks runtime wheels that accept it). Python 3.13+ distributions
+# (Debian 13, Ubuntu 25.04) ship NumPy 2. The agent adds the device's exact bound at install time.
+SYSTEM_OPENCV_NUMPY = {"3.8": "numpy<2", "3.9": "numpy<2", "3.10": "numpy<2", "3.11": "numpy<2", "3.12": "numpy<2"}
 _REQUIRED = ("name", "description", "architecture", "format", "precision", "glibc", "python", "packages")
 
 
@@ -44,6 +52,9 @@ class Profile:
     camera: dict[str, Any] = field(default_factory=dict)
     service: dict[str, Any] = field(default_factory=dict)
     min_free_mb: int = 500
+    # bundles use the device's system OpenCV (apt python3-opencv / JetPack's: built with GStreamer,
+    # which CSI cameras need) instead of pip's opencv-python-headless; `bundle` can override it
+    system_opencv: bool = False
 
     # ---- runtime packages ----------------------------------------------------------------
     @property
@@ -66,8 +77,12 @@ class Profile:
                 f"target {self.name} cannot run {format} artifacts: it has runtimes for {', '.join(self.formats)}"
             )
 
-    def requirements(self, python: str, format: str | None = None) -> list[str]:
-        """Runtime requirement lines for ``python`` ("3.11") and artifact ``format``: one line per package."""
+    def requirements(self, python: str, format: str | None = None, *, system_opencv: bool = False) -> list[str]:
+        """Runtime requirement lines for ``python`` ("3.11") and artifact ``format``: one line per package.
+
+        With ``system_opencv`` pip's OpenCV is left out (the venv sees the system's cv2) and NumPy
+        is kept at the major version the distributions' cv2 for that Python is built against.
+        """
         format = format or self.format
         self.check_format(format)
         py = _major_minor(python)
@@ -77,7 +92,11 @@ class Profile:
                 f"target {self.name} has no {format} runtime for Python {py}: "
                 f"supported are {', '.join(per_py)}"
             )
-        return merge_requirements([*self.packages.get("common", ()), *per_py[py]])
+        lines = [*self.packages.get("common", ()), *per_py[py]]
+        if system_opencv:
+            lines = [line for line in lines if requirement_name(line) not in OPENCV_DISTS]
+            lines += [SYSTEM_OPENCV_NUMPY[py]] if py in SYSTEM_OPENCV_NUMPY else []
+        return merge_requirements(lines)
 
     @property
     def platforms(self) -> tuple[str, ...]:
@@ -126,6 +145,12 @@ def _major_minor(version: str) -> str:
 _NAME_RE = re.compile(r"^\s*([A-Za-z0-9][A-Za-z0-9._-]*)(\[[^\]]*\])?\s*(.*)$")
 
 
+def requirement_name(line: str) -> str:
+    """The normalised distribution name of a requirement line (``OpenCV_Python>=4`` -> ``opencv-python``)."""
+    m = _NAME_RE.match(line)
+    return re.sub(r"[-_.]+", "-", m.group(1)).lower() if m else ""
+
+
 def merge_requirements(lines: list[str]) -> list[str]:
     """Merge requirement lines naming the same package (``numpy>=1.23`` + ``numpy<2`` -> ``numpy<2,>=1.23``).
 
@@ -162,6 +187,8 @@ def _validate(d: dict[str, Any], source: Path) -> None:
             f"target profile {source}: packages must hold 'common' and per-format tables for "
             f"{', '.join(FORMATS)} including the preferred format {d['format']!r}, got {sorted(d['packages'])}"
         )
+    if not isinstance(d.get("system_opencv", False), bool):
+        raise InputError(f"target profile {source}: system_opencv must be true or false, got {d['system_opencv']!r}")
     if not re.fullmatch(r"\d+\.\d+", str(d["glibc"])):
         raise InputError(f"target profile {source}: glibc must look like 2.31, got {d['glibc']!r}")
 

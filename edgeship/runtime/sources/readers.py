@@ -184,8 +184,10 @@ class GStreamerReader(CaptureReader):
         cv2 = _cv2()
         if not gstreamer_available():
             raise SourceError(
-                f"{self.name}: this OpenCV ({cv2.__version__}) was built without GStreamer; install the "
-                "distribution's OpenCV (apt install python3-opencv) or use a camera index / URL instead")
+                f"{self.name}: the cv2 imported from {getattr(cv2, '__file__', '?')} (OpenCV {cv2.__version__}, "
+                f"Python {sys.executable}) was built without GStreamer (pip's opencv-python wheels are); use the "
+                "system OpenCV (apt install python3-opencv, JetPack's): on a device flash a bundle made with "
+                "`edgeship bundle --system-opencv`, or use a camera index / URL instead")
         return cv2.VideoCapture(self.target, cv2.CAP_GSTREAMER)
 
 
