@@ -66,6 +66,7 @@ def test_requirements_leave_pip_opencv_out_and_keep_numpy_1():
 def test_gst_sources_turn_it_on_unless_told_otherwise():
     cfg = {"artifact": "m.xml", "source": {"uri": "gst:libcamerasrc ! videoconvert ! appsink"}, "server": {"port": 8080}}
     assert uses_gstreamer(cfg) and uses_gstreamer("nvarguscamerasrc ! appsink") and not uses_gstreamer({"source": "/dev/video0"})
+    assert not uses_gstreamer({"source": "/dev/video0", "app": {"zones": [{"name": "gate ! 2"}]}}) and not uses_gstreamer(None)
     rpi5, orin = get_target("rpi5"), get_target("jetson-orin-nano")
     assert resolve_system_opencv(rpi5, None, gstreamer=True) is True
     assert resolve_system_opencv(rpi5, None, gstreamer=False) is False

@@ -151,11 +151,12 @@ def find_http_port(cfg: Any) -> int | None:
 
 
 def uses_gstreamer(value: Any) -> bool:
-    """Whether a source string or a parsed deployment config reads a GStreamer pipeline (``gst:...``)."""
-    if isinstance(value, str):
-        return value.strip().startswith("gst:") or " ! " in value
-    items = value.values() if isinstance(value, dict) else value if isinstance(value, list) else ()
-    return any(uses_gstreamer(v) for v in items)
+    """Whether a source string, or a parsed deployment config's ``source`` (text or ``{uri: ...}``),
+    is a GStreamer pipeline (``gst:...`` or ``... ! appsink``), as the runtime's source detection reads it."""
+    if isinstance(value, dict):
+        value = value.get("source", value.get("uri"))
+        return uses_gstreamer(value) if isinstance(value, (str, dict)) else False
+    return isinstance(value, str) and (value.strip().startswith("gst:") or " ! " in value)
 
 
 def resolve_system_opencv(profile: Profile, explicit: bool | None, *, gstreamer: bool) -> bool:
