@@ -59,7 +59,8 @@ def test_requirements_leave_pip_opencv_out_and_keep_numpy_1():
     sys_reqs = g.requirements("3.11", system_opencv=True)
     assert not any(r.startswith("opencv") for r in sys_reqs) and "numpy<2" in sys_reqs
     assert g.requirements("3.13", "openvino", system_opencv=True) == ["paho-mqtt>=2.0", "openvino>=2024.4"]
-    assert get_target("jetson-orin-nano").system_opencv and get_target("jetson-nano").system_opencv
+    # JetPack 6's python3-opencv serves the stock Python 3.10; JetPack 4.6's only Python 3.6, older than edgeship's
+    assert get_target("jetson-orin-nano").system_opencv and not get_target("jetson-nano").system_opencv
     assert not get_target("rpi5").system_opencv and not get_target("intel-x86").system_opencv
 
 
