@@ -231,3 +231,36 @@ def test_int8_pipeline_feeds_the_quantized_tensor_made_in_the_capture_thread(art
         for img, (cid, _, score) in seen:
             ref = b.infer(preprocess(img, b.manifest.input_spec)[None])[0][0]
             assert cid == int(ref.argmax()) and score == pytest.approx(float(ref.max()), abs=1e-6)
+
+
+def test_capture_and_inference_are_pinned_apart_and_the_caller_is_restored(art, digits_video):
+    import os
+
+    from edgeship.runtime.affinity import allowed_cpus, plan
+
+    assert plan({0}) is None and plan({0, 1, 2, 3}) == (frozenset({0, 1, 2}), frozenset({3}))
+    cpus = allowed_cpus()
+    if len(cpus) < 2:
+        pytest.skip("needs 2 CPUs")
+    video, _ = digits_video
+    seen = {}
+
+    class Probe:
+        def open(self, info):
+            pass
+
+        def write(self, frame, result):
+            cap = next(t for t in threading.enumerate() if t.name.startswith("capture:"))
+            seen["infer"] = os.sched_getaffinity(0)
+            seen["capture"] = os.sched_getaffinity(cap.native_id)
+
+        def close(self):
+            pass
+
+    s = build_pipeline(art["tflite_int8"], str(video), sinks=[Probe()], max_frames=5, handle_signals=False).run()
+    infer, capture = plan(cpus)
+    assert seen == {"infer": set(infer), "capture": set(capture)}
+    assert s["cpus"] == {"inference": sorted(infer), "capture": sorted(capture)}
+    assert os.sched_getaffinity(0) == set(cpus)  # the caller's thread gets its CPUs back
+    s = build_pipeline(art["tflite_int8"], str(video), sinks=[Probe()], max_frames=5, handle_signals=False, pin=False).run()
+    assert s["cpus"] is None and seen["capture"] == set(cpus)

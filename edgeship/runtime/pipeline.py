@@ -19,6 +19,7 @@ import numpy as np
 
 from ..errors import EdgeshipError
 from ..spec import InputSpec, preprocess
+from .affinity import allowed_cpus, pin_current_thread, plan
 from .metrics import Metrics
 from .sources import LatestFrameSource, open_source
 from .types import Frame, Result
@@ -35,6 +36,8 @@ class Pipeline:
     ``source``: a :class:`LatestFrameSource` (not started) or source text for :func:`open_source`.
     ``postprocess(outputs, frame_hw) -> dict`` of Result fields (see :mod:`edgeship.runtime.processing`).
     ``gates``: objects with ``should_infer(frame) -> bool``; a False skips the frame (counted).
+    ``pin``: pin the capture thread to one CPU and this loop to the others while it runs (default:
+    when the process may use 2 CPUs or more; see :mod:`edgeship.runtime.affinity`).
     ``preprocess_in_capture``: preprocess in the capture thread (default True: the inference loop
     then never waits for preprocessing; with a source faster than the model the frames it drops were
     preprocessed for nothing, which costs ~0.2 ms of a spare core per 640x480 frame).
@@ -43,7 +46,7 @@ class Pipeline:
     def __init__(self, source: LatestFrameSource | str | int, backend: Any, *, spec: InputSpec, postprocess: PostProcess,
                  sinks: Sequence[Any] = (), gates: Sequence[Any] = (), max_frames: int | None = None,
                  duration: float | None = None, task: str = "raw", preprocess_in_capture: bool | None = None,
-                 handle_signals: bool = True, info: dict[str, Any] | None = None) -> None:
+                 handle_signals: bool = True, info: dict[str, Any] | None = None, pin: bool | None = None) -> None:
         self.source = source if isinstance(source, LatestFrameSource) else open_source(source)
         self.backend, self.spec, self.postprocess = backend, spec, postprocess
         self.sinks, self.gates = list(sinks), list(gates)
@@ -54,6 +57,8 @@ class Pipeline:
         if preprocess_in_capture and self.source.prepare is None:
             self.source.prepare = self._prepare
         self.handle_signals = handle_signals
+        self.pin = pin
+        self.cpu_plan: dict[str, list[int]] | None = None
         self.extra_info = dict(info or {})
         self.metrics = Metrics()
         self.metrics.source = self.source
@@ -88,6 +93,7 @@ class Pipeline:
     def run(self) -> dict[str, Any]:
         """Process frames until done; returns the summary (fps, latency percentiles, skipped, reconnects...)."""
         restore = self._install_signals()
+        unpin = self._pin()
         opened: list[Any] = []
         error: BaseException | None = None
         try:
@@ -107,6 +113,7 @@ class Pipeline:
             self.metrics.finish()
             close_error = self._close_sinks(opened)
             restore()
+            unpin()
         if error is not None and not isinstance(error, KeyboardInterrupt):
             raise error
         if close_error is not None:
@@ -190,6 +197,17 @@ class Pipeline:
                 first = first or e
         return first
 
+    def _pin(self) -> Callable[[], None]:
+        """Pin capture and inference apart (see ``pin``); returns what undoes it for this thread."""
+        split = plan(allowed_cpus()) if self.pin is not False else None
+        if split is None:
+            return lambda: None
+        infer_cpus, capture_cpus = split
+        self.source.cpus = capture_cpus
+        before = pin_current_thread(infer_cpus)
+        self.cpu_plan = {"inference": sorted(infer_cpus), "capture": sorted(capture_cpus)}
+        return (lambda: pin_current_thread(before)) if before else (lambda: None)
+
     def _install_signals(self) -> Callable[[], None]:
         if not self.handle_signals or threading.current_thread() is not threading.main_thread():
             return lambda: None
@@ -215,6 +233,7 @@ class Pipeline:
             "source": self.source.name, "model": str(getattr(b, "path", "")), "backend": getattr(b, "name", None),
             "executed_precision": getattr(b, "executed_precision", None), "task": self.task,
             "stopped_by": self.stopped_by, "error": str(self.source.error) if self.source.error else None,
+            "cpus": self.cpu_plan,
         }
         out.update(snap)
         out.pop("recent_fps", None)

@@ -84,6 +84,7 @@ def build_pipeline(
     iou: float = 0.45,
     spec: InputSpec | None = None,
     handle_signals: bool = True,
+    pin: bool | None = None,
 ) -> Pipeline:
     """Open the model and the source and assemble the pipeline (nothing runs until ``.run()``).
 
@@ -108,7 +109,7 @@ def build_pipeline(
             b.close()
         raise
     pipe = _OwningPipeline(src, b, spec=sp, postprocess=post, sinks=built, gates=gates, max_frames=max_frames,
-                           duration=duration, task=chosen, handle_signals=handle_signals, info={"labels": names})
+                           duration=duration, task=chosen, handle_signals=handle_signals, info={"labels": names}, pin=pin)
     pipe.owns_backend = own
     return pipe
 

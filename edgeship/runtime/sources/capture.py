@@ -19,6 +19,7 @@ from typing import Any, Callable
 import numpy as np
 
 from ...errors import SourceError
+from ..affinity import pin_current_thread
 from ..types import Frame
 
 log = logging.getLogger(__name__)
@@ -69,6 +70,7 @@ class LatestFrameSource:
         self.connected = False
         self.t_start: float | None = None
         self._t_origin: float | None = None  # wall time of a file's first frame (its scene clock's zero)
+        self.cpus: frozenset[int] | None = None  # CPUs the capture thread is pinned to (set before start)
         self.last_error: str | None = None
 
     # ---- consumer side ------------------------------------------------------------------------
@@ -130,6 +132,7 @@ class LatestFrameSource:
 
     # ---- capture thread -------------------------------------------------------------------------
     def _run(self) -> None:
+        pin_current_thread(self.cpus)
         try:
             self._open_first()
         except SourceError as e:
