@@ -5,7 +5,8 @@
 Model: the int8 MobileNetV2 224 (LiteRT, ``--threads`` inference threads). "Pure inference" is
 the bare model call on an already-quantized input (what ``edgeship bench`` and the vendors'
 tools time), so the pipeline is held to the strictest reference. It is measured twice: on an
-idle machine, and while another process keeps the other core busy (a Python spin loop). On a VM
+idle machine, and while another process keeps the other core busy (a Python spin loop, pinned
+apart from the inference the way the pipeline pins its capture thread). On a VM
 whose vCPUs share physical cores the second is what any pipeline that decodes on one core while
 inferring on the other can reach at best; the gap between the two is the machine, the gap
 between the second and the pipeline is edgeship.
@@ -86,18 +87,28 @@ def timed(fn, n: int) -> float:
 
 
 class BusyOtherCore:
-    """Keep one other core busy with a pure-Python spin loop (a stand-in for a decoding thread)."""
+    """Keep the capture thread's core busy with a pure-Python spin loop (a stand-in for decoding),
+    pinned the way the pipeline pins: the spinner on the last CPU, the measuring thread on the others."""
 
     def __enter__(self):
+        import os
         import subprocess
 
-        self.proc = subprocess.Popen([sys.executable, "-c", "while True: pass"])
+        from edgeship.runtime.affinity import allowed_cpus, pin_current_thread, plan
+
+        split = plan(allowed_cpus())
+        spin = "import os, sys; os.sched_setaffinity(0, {%d})\nwhile True: pass" % max(split[1]) if split else "while True: pass"
+        self.proc = subprocess.Popen([sys.executable, "-c", spin])
+        self.before = pin_current_thread(split[0]) if split else None
         time.sleep(0.5)
         return self
 
     def __exit__(self, *exc):
+        from edgeship.runtime.affinity import pin_current_thread
+
         self.proc.kill()
         self.proc.wait()
+        pin_current_thread(self.before)
 
 
 def inference_ms(model: Path, threads: int, rounds: int = 3, n: int = 400) -> tuple[float, float]:

@@ -112,6 +112,11 @@ def test_bench_cli_json_and_save(art, tmp_path):
     assert b["throughput_fps"] > 0 and b["peak_rss_mb"] > 10 and b["machine"]["cores"] >= 1
     saved = Manifest.load(model).latency
     assert saved["p50_ms"] == lat["p50"] and saved["threads"] == 1 and saved["executed_precision"] == "int8"
+    assert b["latency_source"] == "wall clock" and b["call_ms"]["p50"] == lat["p50"]  # LiteRT: timed around invoke
+    res = CliRunner().invoke(cli, ["bench", str(art["openvino"]), "--duration", "0.3", "--json"])
+    ov = json.loads(res.stdout)
+    # OpenVINO: its own per-request latency (what benchmark_app reports), taken inside each Python call
+    assert ov["latency_source"] == "openvino request latency" and 0 < ov["latency_ms"]["p50"] <= ov["call_ms"]["p50"]
     res = CliRunner().invoke(cli, ["bench", str(art["openvino"]), "--duration", "0.3", "--precision", "f32", "--hint", "throughput"])
     assert res.exit_code == 0 and "(f32)" in res.output and "throughput (async" in res.output
     bad = tmp_path / "bad.xml"

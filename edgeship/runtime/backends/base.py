@@ -143,6 +143,10 @@ class Backend:
             ]
         return raw
 
+    def last_call_ms(self) -> float | None:
+        """The runtime's own timing of the last model call in ms, where it keeps one (OpenVINO), else None."""
+        return None
+
     def close(self) -> None:
         if not self._closed:
             self._closed = True

@@ -136,6 +136,13 @@ class OpenVINOBackend(Backend):
         except RuntimeError as e:
             raise BackendError(f"{self.path.name}: OpenVINO inference failed: {_first_line(e)}") from None
 
+    def last_call_ms(self) -> float | None:
+        """OpenVINO's latency of the last request (measured in C++ around the call: what benchmark_app reports)."""
+        try:
+            return float(self._request.latency)
+        except (AttributeError, RuntimeError, TypeError):
+            return None
+
     def throughput(self, x: np.ndarray, *, duration: float = 5.0, requests: int | None = None) -> dict[str, float]:
         """Asynchronous throughput with ``requests`` parallel infer requests (default: OpenVINO's optimum)."""
         import time
