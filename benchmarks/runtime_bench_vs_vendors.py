@@ -10,7 +10,7 @@ the same compiled configuration, which benchmark_app prints: PERFORMANCE_HINT LA
 input that is already in the model's dtype, and both report OpenVINO's own per-request latency
 (benchmark_app's Python code reads ``request.latency``); edgeship's Python wall clock around the
 same call is printed too.
-Tools run interleaved for ``--rounds`` rounds and the median p50 of each is compared (the machine
+Tools run interleaved (alternating which goes first) for ``--rounds`` rounds and the median p50 of each is compared (the machine
 is shared, so single runs are noisy). Target: edgeship within 5% of the vendor tool.
 """
 
@@ -75,9 +75,13 @@ def main() -> None:
     rows = []
     for name, (ours, theirs, tool) in pairs.items():
         e, v = [], []
-        for _ in range(a.rounds):
-            e.append(ours())
-            v.append(theirs())
+        for r in range(a.rounds):  # alternate who goes first: the machine drifts within a round
+            if r % 2:
+                v.append(theirs())
+                e.append(ours())
+            else:
+                e.append(ours())
+                v.append(theirs())
         pe, pv = statistics.median(e), statistics.median(v)
         rows.append((name, tool, pe, pv, (pe - pv) / pv * 100, e, v))
     print(f"\nMachine: {machine()}; model: MobileNetV2 224 int8 (int8 I/O), {a.threads} thread(s), "
