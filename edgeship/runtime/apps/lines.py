@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Sequence
 import numpy as np
 
 from ...errors import ConfigError
-from .zones import ANCHORS, anchor_points
+from .zones import anchor_points, check_geometry, points_px, wants
 
 if TYPE_CHECKING:
     from .tracking import Track
@@ -47,13 +47,10 @@ class Line:
             raise ConfigError(f"line {self.name!r}: expected exactly 2 points, got {len(pts)}")
         if pts[0] == pts[1]:
             raise ConfigError(f"line {self.name!r}: the 2 points must differ, got {list(pts)}")
-        if self.normalized and any(not (0.0 <= v <= 1.0) for p in pts for v in p):
-            raise ConfigError(f"line {self.name!r}: normalised points must lie in 0..1, got {list(pts)}")
+        check_geometry("line", self.name, pts, self.normalized, self.anchor)
         if self.direction not in LINE_DIRECTIONS:
             raise ConfigError(f"line {self.name!r}: direction must be one of {', '.join(LINE_DIRECTIONS)}, "
                               f"got {self.direction!r}")
-        if self.anchor not in ANCHORS:
-            raise ConfigError(f"line {self.name!r}: anchor must be one of {', '.join(ANCHORS)}, got {self.anchor!r}")
         if self.hysteresis_px < 0:
             raise ConfigError(f"line {self.name!r}: hysteresis_px must be >= 0, got {self.hysteresis_px}")
         object.__setattr__(self, "points", pts)
@@ -61,13 +58,10 @@ class Line:
 
     def segment_px(self, width: int, height: int) -> np.ndarray:
         """A and B as a (2, 2) float array in pixels of a ``width`` x ``height`` frame."""
-        p = np.asarray(self.points, dtype=np.float64)
-        if self.normalized:
-            p = p * np.asarray([width, height], dtype=np.float64)
-        return p
+        return points_px(self.points, self.normalized, width, height)
 
     def wants(self, label: str, score: float) -> bool:
-        return (not self.classes or label in self.classes) and score >= self.min_score
+        return wants(self.classes, self.min_score, label, score)
 
 
 def side_of(points: np.ndarray, a: np.ndarray, b: np.ndarray, hysteresis_px: float = 0.0) -> np.ndarray:

@@ -29,6 +29,27 @@ if TYPE_CHECKING:
     from .tracking import Track
 
 ANCHORS = ("bottom-center", "center", "top-center")
+
+
+def check_geometry(kind: str, name: str, pts: tuple[tuple[float, float], ...], normalized: bool, anchor: str) -> None:
+    """The checks a zone and a line share: normalised points in 0..1, a known anchor (one-line ConfigErrors)."""
+    if normalized and any(not (0.0 <= v <= 1.0) for p in pts for v in p):
+        raise ConfigError(f"{kind} {name!r}: normalised points must lie in 0..1, got {list(pts)}")
+    if anchor not in ANCHORS:
+        raise ConfigError(f"{kind} {name!r}: anchor must be one of {', '.join(ANCHORS)}, got {anchor!r}")
+
+
+def points_px(points: Sequence[tuple[float, float]], normalized: bool, width: int, height: int) -> np.ndarray:
+    """Points as an (N, 2) float array in pixels of a ``width`` x ``height`` frame."""
+    p = np.asarray(points, dtype=np.float64)
+    if normalized:
+        p = p * np.asarray([width, height], dtype=np.float64)
+    return p
+
+
+def wants(classes: tuple[str, ...], min_score: float, label: str, score: float) -> bool:
+    """Whether a detection of ``label`` at ``score`` counts for a zone or line with these filters."""
+    return (not classes or label in classes) and score >= min_score
 ZONE_EVENTS = ("enter", "exit")
 
 
@@ -56,10 +77,7 @@ class Zone:
         object.__setattr__(self, "events", tuple(self.events))
         if len(pts) < 3:
             raise ConfigError(f"zone {self.name!r}: expected at least 3 points, got {len(pts)}")
-        if self.normalized and any(not (0.0 <= v <= 1.0) for p in pts for v in p):
-            raise ConfigError(f"zone {self.name!r}: normalised points must lie in 0..1, got {list(pts)}")
-        if self.anchor not in ANCHORS:
-            raise ConfigError(f"zone {self.name!r}: anchor must be one of {', '.join(ANCHORS)}, got {self.anchor!r}")
+        check_geometry("zone", self.name, pts, self.normalized, self.anchor)
         if self.min_dwell_frames < 1:
             raise ConfigError(f"zone {self.name!r}: min_dwell_frames must be >= 1, got {self.min_dwell_frames}")
         object.__setattr__(self, "points", pts)
@@ -67,13 +85,10 @@ class Zone:
 
     def polygon_px(self, width: int, height: int) -> np.ndarray:
         """The polygon as an (N, 2) float array in pixels of a ``width`` x ``height`` frame."""
-        p = np.asarray(self.points, dtype=np.float64)
-        if self.normalized:
-            p = p * np.asarray([width, height], dtype=np.float64)
-        return p
+        return points_px(self.points, self.normalized, width, height)
 
     def wants(self, label: str, score: float) -> bool:
-        return (not self.classes or label in self.classes) and score >= self.min_score
+        return wants(self.classes, self.min_score, label, score)
 
 
 def anchor_points(xyxy: np.ndarray, anchor: str = "bottom-center") -> np.ndarray:
