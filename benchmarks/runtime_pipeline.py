@@ -136,19 +136,24 @@ def preprocess_table(spec, quant) -> list[tuple[str, str, float]]:
     return rows
 
 
+PASSES = 3  # every-frame runs go through the file this many times, so start-up costs are amortised
+
+
 def naive_fps(model: Path, video: Path, threads: int) -> float:
     import cv2
 
     with open_backend(model, threads=threads) as b:
         spec, quant = b.manifest.input_spec, b.input_quantization
-        cap = cv2.VideoCapture(str(video))
         n, t = 0, time.perf_counter()
-        while True:
-            ok, f = cap.read()
-            if not ok:
-                break
-            b.infer(preprocess(f, spec, quant)[None], quantized=True)
-            n += 1
+        for _ in range(PASSES):
+            cap = cv2.VideoCapture(str(video))
+            while True:
+                ok, f = cap.read()
+                if not ok:
+                    break
+                b.infer(preprocess(f, spec, quant)[None], quantized=True)
+                n += 1
+            cap.release()
         return n / (time.perf_counter() - t)
 
 
@@ -177,7 +182,10 @@ def live_run(model: Path, video: Path, threads: int, seconds: float) -> tuple[di
 
 
 def every_frame_run(model: Path, video: Path, threads: int) -> dict:
-    return build_pipeline(model, str(video), threads=threads, handle_signals=False).run()
+    import cv2
+
+    n = int(cv2.VideoCapture(str(video)).get(cv2.CAP_PROP_FRAME_COUNT))
+    return build_pipeline(model, str(video), threads=threads, loop=True, max_frames=PASSES * n, handle_signals=False).run()
 
 
 def main() -> None:
