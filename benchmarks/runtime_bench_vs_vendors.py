@@ -7,7 +7,8 @@ LiteRT: `edgeship bench` vs `litert-benchmark` (ai-edge-litert). OpenVINO (which
 -nstreams 1 -nthreads N -api sync` (its UI takes -nthreads only without a hint). Both end up with
 the same compiled configuration, which benchmark_app prints: PERFORMANCE_HINT LATENCY, NUM_STREAMS
 1, INFERENCE_NUM_THREADS N, ENABLE_CPU_PINNING on. Both time the synchronous model call on an
-input that is already in the model's dtype, and both report OpenVINO's own per-request latency
+input that is already in the model's dtype, on a static batch of 1 (benchmark_app's ``-shape``;
+edgeship fixes the .tflite's dynamic batch to 1 at load), and both report OpenVINO's own per-request latency
 (benchmark_app's Python code reads ``request.latency``); edgeship's Python wall clock around the
 same call is printed too.
 Tools run interleaved (alternating which goes first) for ``--rounds`` rounds and the median p50 of each is compared (the machine

@@ -182,3 +182,17 @@ def test_already_quantized_input_gives_the_same_outputs(art, holdout):
         np.testing.assert_array_equal(b.infer(xq, quantized=True)[0], b.infer(xf)[0])
         with pytest.raises(SpecError, match="is int8; got an already-quantized float32 array"):
             b.infer(xf, quantized=True)
+
+
+@pytest.mark.parametrize("key", ["openvino", "tflite_int8"])
+def test_openvino_fixes_a_dynamic_batch_to_one_and_gives_the_same_outputs(art, holdout, key):
+    """A .tflite read by OpenVINO (and many IRs) has batch ``?``: static batch 1 unless batch=None."""
+    import openvino as ov
+
+    path = art[key]
+    dynamic = ov.Core().read_model(str(path)).inputs[0].get_partial_shape()[0].is_dynamic
+    x = holdout[0][:5]
+    with open_backend(path, backend="openvino") as one, open_backend(path, backend="openvino", batch=None) as free:
+        assert one.inputs[0].shape[0] == 1
+        assert free.inputs[0].shape[0] == (-1 if dynamic else 1)
+        np.testing.assert_allclose(one.infer(x)[0], free.infer(x)[0], atol=1e-5)  # batch 1 looped == one batched call

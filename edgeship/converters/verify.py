@@ -141,7 +141,7 @@ def run_artifact(artifact: str | os.PathLike, x: np.ndarray, *, precision: str |
     from ..runtime.backends import open_backend
 
     path = Path(artifact)
-    with open_backend(path, precision=precision) as backend:
+    with open_backend(path, precision=precision, batch=None) as backend:  # the whole set in one call
         outs = backend.infer(np.ascontiguousarray(x, dtype=np.float32))
         info = {"backend": backend.name, "executed_precision": backend.executed_precision}
     return outs, info

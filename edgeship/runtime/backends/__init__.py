@@ -71,11 +71,14 @@ def open_backend(
     hint: str = "latency",
     precision: str | None = None,
     streams: int | str | None = None,
+    batch: int | None = 1,
 ) -> Backend:
     """Load an artifact with the right backend; the manifest next to it (if any) is attached as ``.manifest``.
 
     ``path`` may also be the manifest itself (``NAME.manifest.json``). ``device``, ``hint``,
-    ``streams`` and ``precision`` apply to OpenVINO; ``threads`` to both.
+    ``streams``, ``precision`` and ``batch`` apply to OpenVINO; ``threads`` to both. ``batch``
+    fixes a dynamic batch dimension (default 1: one frame per call, the camera case and what the
+    vendors' benchmarks measure; None keeps it dynamic for large batched calls such as verify).
     """
     path = Path(path)
     manifest = None
@@ -87,7 +90,8 @@ def open_backend(
     if not path.exists():
         raise ModelError(f"model file {path} does not exist")
     cls = backend_class(resolve_backend(path, manifest, backend))
-    return cls(path, threads=threads, manifest=manifest, device=device, hint=hint, precision=precision, streams=streams)
+    return cls(path, threads=threads, manifest=manifest, device=device, hint=hint, precision=precision, streams=streams,
+               batch=batch)
 
 
 def __getattr__(name: str) -> Any:  # pragma: no cover - convenience for `from ...backends import LiteRTBackend`
