@@ -128,7 +128,10 @@ def test_interpolation_area_is_opencv_area_and_pyramid_stays_close_to_it():
     np.testing.assert_array_equal(lin, cv2.resize(f, (224, 224), interpolation=cv2.INTER_LINEAR).astype(np.float32))
     # pyramid anti-aliases like area; plain bilinear aliases the fine noise
     assert np.abs(pyr - area).mean() < 3.0 < np.abs(lin - area).mean()
-    # a grown axis is always bilinear, whatever the interpolation
+    # one axis shrinking, the other growing: area keeps INTER_AREA (the rule older specs were calibrated with)
+    np.testing.assert_array_equal(preprocess(f, InputSpec(100, 900, scale=1.0, color_order="BGR", interpolation="area")),
+                                  cv2.resize(f, (900, 100), interpolation=cv2.INTER_AREA).astype(np.float32))
+    # growing only is always bilinear, whatever the interpolation
     small = f[:20, :30]
     for interp in INTERPOLATIONS:
         np.testing.assert_array_equal(preprocess(small, InputSpec(40, 60, scale=1.0, color_order="BGR", interpolation=interp)),
