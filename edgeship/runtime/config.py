@@ -171,17 +171,22 @@ class SnapshotCfg(Strict):
 
 
 # ---- security -------------------------------------------------------------------------------------
-class ZoneCfg(Strict):
+class _PlaceCfg(Strict):
+    """What a zone and a tripwire line share: a name, points, and which detections count."""
+
     name: str = Field(min_length=1)
     points: list[tuple[float, float]]
     normalized: Optional[bool] = None  # None: normalised when every coordinate is within 0..1
     classes: list[str] = []
     min_score: Score = 0.5
+    anchor: Literal["bottom-center", "center", "top-center"] = "bottom-center"
+
+
+class ZoneCfg(_PlaceCfg):
     min_dwell_frames: int = Field(1, ge=1)
     min_dwell_s: float = Field(0.0, ge=0)
     cooldown_s: float = Field(30.0, ge=0)
     max_gap_frames: int = Field(2, ge=0)
-    anchor: Literal["bottom-center", "center", "top-center"] = "bottom-center"
     events: list[Literal["enter", "exit"]] = ["enter"]  # per-track events (with the tracker)
 
     @field_validator("points")
@@ -192,14 +197,8 @@ class ZoneCfg(Strict):
         return v
 
 
-class LineCfg(Strict):
-    name: str = Field(min_length=1)
-    points: list[tuple[float, float]]
-    normalized: Optional[bool] = None  # None: normalised when every coordinate is within 0..1
-    classes: list[str] = []
-    min_score: Score = 0.5
+class LineCfg(_PlaceCfg):
     direction: Literal["both", "in", "out"] = "both"  # crossings that raise events; counters count both
-    anchor: Literal["bottom-center", "center", "top-center"] = "bottom-center"
     hysteresis_px: float = Field(2.0, ge=0)
 
     @field_validator("points")

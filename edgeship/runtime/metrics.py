@@ -56,10 +56,6 @@ class Metrics:
         self._lock = threading.Lock()
         self.source: Any = None  # a LatestFrameSource: captured / dropped / reconnects come from it
 
-    def observe(self, stage: str, ms: float) -> None:
-        with self._lock:
-            self.stages.setdefault(stage, LatencyStats()).add(float(ms))
-
     def observe_frame(self, latency_ms: dict[str, float]) -> None:
         """Record one processed frame: every stage latency and the result time, under one lock."""
         now = time.monotonic()
@@ -69,13 +65,6 @@ class Metrics:
                 if st is None:
                     st = self.stages[stage] = LatencyStats()
                 st.add(ms)
-            self.processed += 1
-            self.last_result_mono = now
-            self._recent.append(now)
-
-    def frame_done(self) -> None:
-        now = time.monotonic()
-        with self._lock:
             self.processed += 1
             self.last_result_mono = now
             self._recent.append(now)

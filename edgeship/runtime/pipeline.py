@@ -153,7 +153,7 @@ class Pipeline:
             prepare_ms = (time.monotonic() - t_in) * 1e3
         quantized = self.quant is not None and sample.dtype == np.dtype(self.quant.dtype)
         t1 = time.monotonic()
-        outputs = self.backend.infer(sample[None], quantized=quantized) if quantized else self.backend.infer(sample[None])
+        outputs = self.backend.infer(sample[None], quantized=quantized)
         t2 = time.monotonic()
         fields = self.postprocess(outputs, frame.image.shape[:2])
         t3 = time.monotonic()

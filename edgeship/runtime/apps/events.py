@@ -45,6 +45,21 @@ class EventSink(Protocol):
     def status(self) -> dict: ...
 
 
+def drain_and_stop(sink: Any, can_send: Callable[[], bool] = lambda: True) -> None:
+    """Wake a durable sink's delivery worker until its outbox is empty (for at most ``sink.drain_s``,
+    while ``can_send()``), then stop and join the worker; what is left stays on disk."""
+    import time
+
+    deadline = time.monotonic() + sink.drain_s
+    while time.monotonic() < deadline and len(sink.outbox) > 0 and can_send():
+        sink._wake.set()
+        time.sleep(0.05)
+    sink._stop.set()
+    sink._wake.set()
+    sink._thread.join(timeout=sink.timeout + 1.0)
+    sink._thread = None
+
+
 def event_json(event: dict) -> bytes:
     return json.dumps(event, sort_keys=True, separators=(",", ":")).encode("utf-8")
 
@@ -165,18 +180,9 @@ class WebhookEventSink:
 
     def close(self) -> None:
         """Stop the worker after trying (for at most ``drain_s``) to send what is queued; the rest stays on disk."""
-        import time
-
         if self._thread is None:
             return
-        deadline = time.monotonic() + self.drain_s
-        while time.monotonic() < deadline and len(self.outbox) > 0:  # retries keep their backoff
-            self._wake.set()
-            time.sleep(0.05)
-        self._stop.set()
-        self._wake.set()
-        self._thread.join(timeout=self.timeout + 1.0)
-        self._thread = None
+        drain_and_stop(self)  # retries keep their backoff
         left = self._left = len(self.outbox)
         if left:
             log.warning("webhook %s: %d event(s) still queued in %s; they are sent on the next run",
@@ -335,21 +341,12 @@ class MqttEventSink:
 
     def close(self) -> None:
         """Stop publishing after trying (for at most ``drain_s``) to empty the queue; the rest stays on disk."""
-        import time
-
         from .mqtt import wait_puback
 
         if self.client is None:
             return
         if self._thread is not None:
-            deadline = time.monotonic() + self.drain_s
-            while time.monotonic() < deadline and len(self.outbox) > 0 and self.client.connected:
-                self._wake.set()
-                time.sleep(0.05)
-            self._stop.set()
-            self._wake.set()
-            self._thread.join(timeout=self.timeout + 1.0)
-            self._thread = None
+            drain_and_stop(self, lambda: self.client.connected)
         self.client.close()  # waits (up to 2 s) for the PUBACKs of what is in flight
         self.client = None
         if self.outbox is not None:

@@ -213,10 +213,7 @@ class LatestFrameSource:
             ms = (time.perf_counter() - t) * 1e3
         item = Captured(frame, sample, ms)
         with self._cond:
-            if self.mode == "all":
-                while self._slot is not None and not self._stop.is_set():
-                    self._cond.wait(0.1)
-            elif self._slot is not None:
+            if self._slot is not None:  # latest mode ("all" waited for a free slot before reading)
                 self.dropped += 1
             self._slot = item
             self._cond.notify_all()
