@@ -251,16 +251,86 @@ def test_capture_and_inference_are_pinned_apart_and_the_caller_is_restored(art, 
 
         def write(self, frame, result):
             cap = next(t for t in threading.enumerate() if t.name.startswith("capture:"))
-            seen["infer"] = os.sched_getaffinity(0)
+            seen["infer"] = os.sched_getaffinity(threading.main_thread().native_id)  # the loop runs in the caller's thread
             seen["capture"] = os.sched_getaffinity(cap.native_id)
+            seen["output"] = os.sched_getaffinity(0)  # sinks are written by the output thread
 
         def close(self):
             pass
 
     s = build_pipeline(art["tflite_int8"], str(video), sinks=[Probe()], max_frames=5, handle_signals=False).run()
     infer, capture = plan(cpus)
-    assert seen == {"infer": set(infer), "capture": set(capture)}
-    assert s["cpus"] == {"inference": sorted(infer), "capture": sorted(capture)}
+    assert seen == {"infer": set(infer), "capture": set(capture), "output": set(capture)}
+    assert s["cpus"] == {"inference": sorted(infer), "capture": sorted(capture), "output": sorted(capture)}
     assert os.sched_getaffinity(0) == set(cpus)  # the caller's thread gets its CPUs back
     s = build_pipeline(art["tflite_int8"], str(video), sinks=[Probe()], max_frames=5, handle_signals=False, pin=False).run()
     assert s["cpus"] is None and seen["capture"] == set(cpus)
+
+
+def test_output_thread_keeps_order_loses_nothing_behind_a_slow_sink_and_flushes_on_stop(art, digits_video):
+    """Post-processing and sinks run in their own thread; a slow sink makes the model wait (a full
+    hand-off queue), never drops a result, and results already inferred are written before close."""
+    video, labels = digits_video
+    main = threading.get_ident()
+    log = []
+
+    class Slow:
+        def open(self, info):
+            log.append("open")
+
+        def write(self, frame, result):
+            assert threading.get_ident() != main  # written by the output thread, not the inference loop
+            time.sleep(0.02)
+            log.append(("write", frame.index, result.classification.label))
+
+        def close(self):
+            log.append("close")
+
+    pipe = build_pipeline(art["tflite_int8"], str(video), sinks=[Slow()], output_queue=2, handle_signals=False)
+    waiting = []
+    pipe.backend.run_prepared = (lambda run: lambda x: (waiting.append(pipe._out_q.qsize()), run(x))[1])(pipe.backend.run_prepared)
+    s = pipe.run()
+    writes = [e for e in log if isinstance(e, tuple)]
+    assert log[0] == "open" and log[-1] == "close" and s["frames_processed"] == 60
+    assert [w[1] for w in writes] == list(range(60))  # in frame order, none lost
+    assert np.mean([int(w[2]) == y for w, y in zip(writes, labels)]) > 0.8
+    assert max(waiting) <= 2  # the model waited for the sink instead of queueing without bound
+
+    log.clear()
+    pipe = build_pipeline(art["tflite_int8"], str(video), sinks=[Slow()], output_queue=3, handle_signals=False)
+    threading.Timer(0.2, pipe.stop, args=("signal",)).start()
+    s = pipe.run()
+    writes = [e for e in log if isinstance(e, tuple)]
+    assert s["stopped_by"] == "signal" and 0 < len(writes) < 60 and log[-1] == "close"
+    assert len(writes) == s["frames_processed"] == s["latency_ms"]["infer"]["count"]  # every inferred frame written
+
+
+def test_a_post_processing_error_in_the_output_thread_ends_the_run(art, digits_video):
+    from edgeship.errors import SpecError
+    from edgeship.runtime.pipeline import Pipeline
+
+    video, _ = digits_video
+    closed = []
+
+    class Sink:
+        def open(self, info):
+            pass
+
+        def write(self, frame, result):
+            pass
+
+        def close(self):
+            closed.append(True)
+
+    def post(outputs, hw):
+        raise SpecError("detection needs 4 outputs, got 1")
+
+    from edgeship.runtime import open_backend
+
+    with open_backend(art["tflite_int8"]) as b:
+        pipe = Pipeline(str(video), b, spec=b.manifest.input_spec, postprocess=post, sinks=[Sink()], handle_signals=False)
+        with pytest.raises(SpecError, match="needs 4 outputs"):
+            pipe.run()
+        assert pipe.stopped_by == "error" and closed == [True]
+        with pytest.raises(Exception, match="output_queue must be at least 1"):
+            Pipeline(str(video), b, spec=b.manifest.input_spec, postprocess=post, output_queue=0)

@@ -8,7 +8,7 @@ points``. Relative paths resolve against the config file's folder. See ``example
 
 Top level: ``artifact`` (file), ``source`` (text, or {uri, loop, realtime, timeout_s,
 reconnect_timeout_s}), ``task``, ``labels`` (file), ``threshold``, ``iou``, ``top_k``, ``backend``
-{name, threads, device, hint, precision, pin}, ``app`` (below), ``sinks`` [jsonl:FILE | video:FILE],
+{name, threads, device, hint, precision, pin, output_queue}, ``app`` (below), ``sinks`` [jsonl:FILE | video:FILE],
 ``server`` {host (127.0.0.1), port, token (required off loopback), dashboard, max_fps},
 ``max_frames``, ``duration``.
 
@@ -101,6 +101,7 @@ class BackendCfg(Strict):
     hint: Literal["latency", "throughput"] = "latency"
     precision: Optional[Literal["f32", "f16", "bf16"]] = None
     pin: Optional[bool] = None  # capture and inference pinned to different CPUs (None: when 2+ CPUs)
+    output_queue: int = Field(2, ge=1, le=1000)  # inferred frames waiting for post-processing and sinks
 
 
 class ServerCfg(Strict):

@@ -1,15 +1,22 @@
-"""The real-time pipeline: source -> preprocess -> infer -> postprocess -> sinks.
+"""The real-time pipeline: source -> preprocess -> infer -> postprocess -> sinks, in three threads.
 
-Capture and preprocessing run in the source's thread; this loop always takes the newest frame, so
-decoding and preprocessing overlap inference and latency never builds up. For an int8/uint8 model
-the capture thread produces the quantized input tensor directly (one look-up table per channel),
-so the inference loop does nothing but run the model, post-process and write the sinks. SIGINT / SIGTERM stop
-the loop cleanly: every sink is closed (flushed, files renamed into place) before ``run`` returns.
+1. The source's capture thread decodes and preprocesses; the inference loop always takes the
+   newest frame, so decoding overlaps inference and latency never builds up. For an int8/uint8
+   model it produces the quantized input tensor directly (one look-up table per channel).
+2. The inference loop (the caller's thread) runs the gates and the model, nothing else.
+3. The output thread dequantizes, post-processes, records the metrics and writes the sinks, in
+   frame order, while the model already runs on the next frame. A slow sink (video encoding, a
+   webhook) therefore costs no inference time until the small hand-off queue (``output_queue``
+   results) is full; then the model waits for it, so no result is ever lost.
+
+SIGINT / SIGTERM stop the loop cleanly: the results already inferred are written and every sink is
+closed (flushed, files renamed into place) before ``run`` returns.
 """
 
 from __future__ import annotations
 
 import logging
+import queue
 import signal
 import threading
 import time
@@ -21,7 +28,7 @@ from ..errors import EdgeshipError
 from ..spec import InputSpec, preprocess
 from .affinity import allowed_cpus, pin_current_thread, plan
 from .metrics import Metrics
-from .sources import LatestFrameSource, open_source
+from .sources import Captured, LatestFrameSource, open_source
 from .types import Frame, Result
 
 log = logging.getLogger(__name__)
@@ -41,12 +48,15 @@ class Pipeline:
     ``preprocess_in_capture``: preprocess in the capture thread (default True: the inference loop
     then never waits for preprocessing; with a source faster than the model the frames it drops were
     preprocessed for nothing, which costs ~0.2 ms of a spare core per 640x480 frame).
+    ``output_queue``: how many inferred frames may wait for the output thread (post-processing and
+    sinks) before the model waits for it (default 2).
     """
 
     def __init__(self, source: LatestFrameSource | str | int, backend: Any, *, spec: InputSpec, postprocess: PostProcess,
                  sinks: Sequence[Any] = (), gates: Sequence[Any] = (), max_frames: int | None = None,
                  duration: float | None = None, task: str = "raw", preprocess_in_capture: bool | None = None,
-                 handle_signals: bool = True, info: dict[str, Any] | None = None, pin: bool | None = None) -> None:
+                 handle_signals: bool = True, info: dict[str, Any] | None = None, pin: bool | None = None,
+                 output_queue: int = 2) -> None:
         self.source = source if isinstance(source, LatestFrameSource) else open_source(source)
         self.backend, self.spec, self.postprocess = backend, spec, postprocess
         self.sinks, self.gates = list(sinks), list(gates)
@@ -66,6 +76,16 @@ class Pipeline:
         self.stopped_by: str | None = None
         self.summary: dict[str, Any] | None = None
         self._failed_sinks: set[int] = set()
+        if int(output_queue) < 1:
+            raise EdgeshipError(f"output_queue must be at least 1, got {output_queue}")
+        self._out_q: queue.SimpleQueue[tuple | None] = queue.SimpleQueue()
+        self._out_slots = threading.BoundedSemaphore(int(output_queue))
+        self._out_thread: threading.Thread | None = None
+        self._out_error: BaseException | None = None
+        self._out_cpus: frozenset[int] | None = None
+        inputs = getattr(backend, "inputs", None) or []
+        self._in_dtype = np.dtype(inputs[0].dtype) if len(inputs) == 1 else None
+        self._checked_shape: tuple[int, ...] | None = None
 
     def _prepare(self, image: np.ndarray) -> np.ndarray:
         """Frame -> model input: the quantized tensor for an int8/uint8 model, else the float sample."""
@@ -103,6 +123,7 @@ class Pipeline:
                 sink.open(info)
                 opened.append(sink)
             self.metrics.t_start = time.monotonic()
+            self._start_output()
             self._loop()
         except BaseException as e:  # noqa: BLE001 - re-raised below after every sink is closed
             error = e
@@ -110,10 +131,12 @@ class Pipeline:
                 self.stop("signal")
         finally:
             self.source.stop()
+            self._finish_output()
             self.metrics.finish()
             close_error = self._close_sinks(opened)
             restore()
             unpin()
+        error = error or self._out_error
         if error is not None and not isinstance(error, KeyboardInterrupt):
             raise error
         if close_error is not None:
@@ -135,37 +158,89 @@ class Pipeline:
                     self.stop("source_error" if self.source.error else "end_of_source")
                 continue
             taken += 1
-            frame = item.frame
-            if self.gates and not all([g.should_infer(frame) for g in self.gates]):  # every gate sees every frame
+            if self.gates and not all([g.should_infer(item.frame) for g in self.gates]):  # every gate sees every frame
                 self.metrics.skipped_gate += 1
-                self._notify_skip(frame)
+                self._hand_off(("skip", item.frame))
             else:
-                self._process(frame, item.sample, item.prepare_ms)
+                self._hand_off(self._infer(item))
             if self.max_frames is not None and taken >= self.max_frames:
                 self.stop("max_frames")
 
-    def _process(self, frame: Frame, sample: np.ndarray | None, prepare_ms: float) -> Result:
-        m = self.metrics
+    def _infer(self, item: Captured) -> tuple:
+        """Run the model on one captured frame; what the output thread needs to finish it."""
+        frame, sample, prepare_ms = item.frame, item.sample, item.prepare_ms
         t_in = time.monotonic()
-        age = (t_in - frame.t_mono) * 1e3
         if sample is None:
             sample = self._prepare(frame.image)
             prepare_ms = (time.monotonic() - t_in) * 1e3
-        quantized = self.quant is not None and sample.dtype == np.dtype(self.quant.dtype)
+        x = self._model_inputs(sample)
         t1 = time.monotonic()
-        outputs = self.backend.infer(sample[None], quantized=quantized)
+        raw = self.backend.run_prepared(x)
         t2 = time.monotonic()
+        return ("result", frame, raw, prepare_ms, t_in, t1, t2)
+
+    def _model_inputs(self, sample: np.ndarray) -> list[np.ndarray]:
+        """The model's input tensors for one sample. The first sample is checked (shape, dtype) and
+        converted by the backend; later samples of that same shape and of the input's dtype (what
+        ``preprocess`` always produces) go in as they are."""
+        x = sample[None]
+        native = sample.dtype == self._in_dtype
+        if native and sample.shape == self._checked_shape:
+            return [x]
+        prepared = self.backend.prepare_inputs(x, quantized=native)
+        if native:
+            self._checked_shape = sample.shape
+        return prepared
+
+    # ---- output thread -------------------------------------------------------------------------
+    def _start_output(self) -> None:
+        self._out_thread = threading.Thread(target=self._output_loop, name="pipeline-output", daemon=True)
+        self._out_thread.start()
+
+    def _hand_off(self, item: tuple) -> None:
+        """Queue an inferred (or gated) frame for the output thread; waits while ``output_queue`` are pending."""
+        self._out_slots.acquire()
+        self._out_q.put(item)
+
+    def _finish_output(self) -> None:
+        """Let the output thread write what is queued, then end it."""
+        if self._out_thread is not None:
+            self._out_q.put(None)
+            self._out_thread.join()
+            self._out_thread = None
+
+    def _output_loop(self) -> None:
+        pin_current_thread(self._out_cpus)
+        while (item := self._out_q.get()) is not None:
+            try:
+                if self._out_error is None:
+                    self._emit(item)
+            except BaseException as e:  # noqa: BLE001 - ends the run; raised by run() after the sinks are closed
+                self._out_error = e
+                self.stop("error")
+            finally:
+                self._out_slots.release()
+
+    def _emit(self, item: tuple) -> None:
+        if item[0] == "skip":
+            self._notify_skip(item[1])
+        else:
+            self._finish(*item[1:])
+
+    def _finish(self, frame: Frame, raw: list[np.ndarray], prepare_ms: float, t_in: float, t1: float, t2: float) -> Result:
+        """Post-process one inferred frame, write it to every sink and record its latencies."""
+        t_post = time.monotonic()
+        outputs = self.backend.dequantize_outputs(raw)
         fields = self.postprocess(outputs, frame.image.shape[:2])
         t3 = time.monotonic()
-        lat = {"preprocess": prepare_ms, "infer": (t2 - t1) * 1e3, "postprocess": (t3 - t2) * 1e3,
-               "age": age, "glass_to_glass": (t3 - frame.t_mono) * 1e3}
+        lat = {"preprocess": prepare_ms, "infer": (t2 - t1) * 1e3, "postprocess": (t3 - t_post) * 1e3,
+               "age": (t_in - frame.t_mono) * 1e3, "glass_to_glass": (t3 - frame.t_mono) * 1e3}
         result = Result(frame.index, frame.t_capture, frame.t_capture + (t3 - frame.t_mono), self.task,
                         raw=tuple(outputs), latency_ms=lat, **fields)
         for sink in self.sinks:
             self._write(sink, frame, result)
-        t4 = time.monotonic()
-        lat["sinks"] = (t4 - t3) * 1e3
-        m.observe_frame(lat)
+        lat["sinks"] = (time.monotonic() - t3) * 1e3
+        self.metrics.observe_frame(lat)
         return result
 
     def _write(self, sink: Any, frame: Frame, result: Result) -> None:
@@ -203,9 +278,9 @@ class Pipeline:
         if split is None:
             return lambda: None
         infer_cpus, capture_cpus = split
-        self.source.cpus = capture_cpus
+        self.source.cpus = self._out_cpus = capture_cpus
         before = pin_current_thread(infer_cpus)
-        self.cpu_plan = {"inference": sorted(infer_cpus), "capture": sorted(capture_cpus)}
+        self.cpu_plan = {"inference": sorted(infer_cpus), "capture": sorted(capture_cpus), "output": sorted(capture_cpus)}
         return (lambda: pin_current_thread(before)) if before else (lambda: None)
 
     def _install_signals(self) -> Callable[[], None]:

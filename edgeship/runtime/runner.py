@@ -85,6 +85,7 @@ def build_pipeline(
     spec: InputSpec | None = None,
     handle_signals: bool = True,
     pin: bool | None = None,
+    output_queue: int = 2,
 ) -> Pipeline:
     """Open the model and the source and assemble the pipeline (nothing runs until ``.run()``).
 
@@ -109,7 +110,8 @@ def build_pipeline(
             b.close()
         raise
     pipe = _OwningPipeline(src, b, spec=sp, postprocess=post, sinks=built, gates=gates, max_frames=max_frames,
-                           duration=duration, task=chosen, handle_signals=handle_signals, info={"labels": names}, pin=pin)
+                           duration=duration, task=chosen, handle_signals=handle_signals, info={"labels": names}, pin=pin,
+                           output_queue=output_queue)
     pipe.owns_backend = own
     return pipe
 

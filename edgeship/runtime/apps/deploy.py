@@ -68,7 +68,7 @@ def build_deployment(cfg, *, max_frames: int | None = None, duration: float | No
         threads=b.threads, backend=b.name, device=b.device, hint=b.hint, precision=b.precision,
         realtime=realtime, loop=cfg.source.loop, open_timeout=cfg.source.timeout_s,
         reconnect_timeout=cfg.source.reconnect_timeout_s, top_k=cfg.top_k, threshold=cfg.threshold, iou=cfg.iou,
-        handle_signals=handle_signals, pin=b.pin,
+        handle_signals=handle_signals, pin=b.pin, output_queue=b.output_queue,
     )
     return Deployment(pipe, app, server, cfg)
 

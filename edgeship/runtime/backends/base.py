@@ -109,8 +109,10 @@ class Backend:
         ``quantized=True``: ``x`` is already in the input tensor's dtype (e.g. from
         ``preprocess(frame, spec, quant=backend.input_quantization)``) and is passed through as is.
         """
-        q = self.prepare_inputs(x, quantized=quantized)
-        raw = self.run_prepared(q)
+        return self.dequantize_outputs(self.run_prepared(self.prepare_inputs(x, quantized=quantized)))
+
+    def dequantize_outputs(self, raw: Sequence[np.ndarray]) -> list[np.ndarray]:
+        """Raw outputs of :meth:`run_prepared` -> float32 (scale and zero point of each output tensor)."""
         return [dequantize(r, info) for r, info in zip(raw, self.outputs)]
 
     def prepare_inputs(self, x: np.ndarray | Sequence[np.ndarray], *, quantized: bool = False) -> list[np.ndarray]:
