@@ -63,17 +63,19 @@ def test_video_every_frame_keeps_all_with_timestamps(video):
     assert items[0].frame.image.shape == (240, 320, 3) and items[0].frame.image.dtype == np.uint8
 
 
-def test_every_frame_mode_reads_ahead_by_one_frame_only(video):
-    """A frame never waits behind two inferences: the next one is read only once the slot is free."""
-    with open_source(str(video)) as src:
+def test_every_frame_mode_reads_ahead_a_bounded_number_of_frames(video):
+    """Decoding overlaps the consumer's work, ``read_ahead`` frames ahead and no further: with a slow
+    consumer the queue holds the next frames in order, the capture thread one more, nothing is dropped."""
+    with open_source(str(video), read_ahead=3) as src:
         for k in range(1, 6):
             it = src.get(2.0)
             assert it is not None and it.frame.index == k - 1
-            time.sleep(0.15)  # a slow consumer: the capture thread must not run ahead
-            assert src.captured <= k + 1
-            # the frame in the slot was read after the previous one was taken
-            nxt = src._slot
-            assert nxt is None or nxt.frame.t_mono >= it.frame.t_mono
+            time.sleep(0.15)  # a slow consumer: the capture thread must not run further ahead
+            assert src.captured <= k + 3 + 1  # k taken, up to 3 queued, one decoded and waiting
+            assert [f.frame.index for f in src._frames][:1] == [k]
+        assert src.captured >= 5 + 2 and src.stats()["frames_dropped"] == 0
+    with pytest.raises(SourceError, match="read_ahead must be at least 1"):
+        open_source(str(video), read_ahead=0)
 
 
 def test_file_frames_carry_the_files_clock(video):

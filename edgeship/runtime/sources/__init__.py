@@ -80,14 +80,16 @@ def open_source(
     reconnect_timeout: float | None = None,
     prepare: Callable[[np.ndarray], np.ndarray] | None = None,
     mode: str | None = None,
+    read_ahead: int = 4,
     **reader_options: Any,
 ) -> LatestFrameSource:
     """A (not yet started) :class:`LatestFrameSource` for ``source``; use it as a context manager or call ``start()``.
 
     Files and folders deliver every frame unless ``realtime`` (then they are paced at their fps and
     frames the consumer cannot keep up with are dropped, as with a camera). Live sources always
-    keep only the newest frame.
+    keep only the newest frame. ``read_ahead``: frames decoded ahead of the consumer when every
+    frame is delivered.
     """
     reader = make_reader(source, **reader_options)
     return LatestFrameSource(reader, mode=mode, realtime=realtime, loop=loop, open_timeout=open_timeout,
-                             reconnect_timeout=reconnect_timeout, prepare=prepare)
+                             reconnect_timeout=reconnect_timeout, prepare=prepare, read_ahead=read_ahead)

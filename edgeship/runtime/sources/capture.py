@@ -1,11 +1,13 @@
-"""LatestFrameSource: a capture thread feeding a one-slot buffer, with reconnects and pacing.
+"""LatestFrameSource: a capture thread feeding a one-slot buffer (or a short read-ahead queue for
+offline files), with reconnects and pacing.
 
 Capture runs in its own thread so decoding overlaps inference. In ``latest`` mode (cameras,
 streams, real-time file playback) a new frame replaces the unread one, which is counted as
 dropped: the consumer always gets the freshest frame and latency never builds up. In ``all``
-mode (offline processing of a file or folder) the reader waits for the consumer instead, so every
-frame is processed while the next one is being decoded; it reads the next frame only once the
-slot is free, so a frame waits for at most one inference, not two.
+mode (offline processing of a file or folder) the reader waits for the consumer instead: it
+decodes and preprocesses up to ``read_ahead`` frames while the consumer still works, so every
+frame is processed, decoding never idles and a slow frame (a key frame takes 2-3x longer to
+decode) does not stall the model.
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from collections import deque
 from dataclasses import dataclass
 from typing import Any, Callable
 
@@ -44,23 +47,28 @@ class LatestFrameSource:
     camera); ``loop`` restarts a finished file; a live reader that fails is reopened with
     exponential backoff (``backoff`` = (first delay, max delay)), giving up after
     ``reconnect_timeout`` seconds (None: never). ``prepare(image) -> sample`` runs in the capture
-    thread (preprocessing overlapped with inference).
+    thread (preprocessing overlapped with inference). ``read_ahead``: frames decoded ahead of the
+    consumer in ``all`` mode (``latest`` mode keeps one, the newest).
     """
 
     def __init__(self, reader: Any, *, mode: str | None = None, realtime: bool = False, loop: bool = False,
                  open_timeout: float = 10.0, reconnect_timeout: float | None = None,
-                 backoff: tuple[float, float] = (0.25, 8.0), prepare: Callable[[np.ndarray], np.ndarray] | None = None) -> None:
+                 backoff: tuple[float, float] = (0.25, 8.0), prepare: Callable[[np.ndarray], np.ndarray] | None = None,
+                 read_ahead: int = 4) -> None:
         live = bool(getattr(reader, "live", False))
         mode = mode or ("latest" if (live or realtime) else "all")
         if mode not in MODES:
             raise SourceError(f"capture mode must be one of {', '.join(MODES)}, got {mode!r}")
+        if int(read_ahead) < 1:
+            raise SourceError(f"read_ahead must be at least 1 frame, got {read_ahead}")
         self.reader = reader
         self.name = str(getattr(reader, "name", reader))
         self.mode, self.realtime, self.loop = mode, realtime, loop
         self.open_timeout, self.reconnect_timeout, self.backoff = float(open_timeout), reconnect_timeout, backoff
         self.prepare = prepare
         self._cond = threading.Condition()
-        self._slot: Captured | None = None
+        self._depth = int(read_ahead) if mode == "all" else 1
+        self._frames: deque[Captured] = deque()  # the newest frame (latest mode) or the frames read ahead (all mode)
         self._stop = threading.Event()
         self._opened = threading.Event()
         self._thread: threading.Thread | None = None
@@ -88,23 +96,27 @@ class LatestFrameSource:
         return self
 
     def get(self, timeout: float = 1.0) -> Captured | None:
-        """The newest unread frame, or None after ``timeout`` s or once the source is finished and drained."""
+        """The next frame (latest mode: the newest unread one), or None after ``timeout`` s or once the
+        source is finished and drained."""
         deadline = time.monotonic() + timeout
         with self._cond:
-            while self._slot is None and not self.finished:
+            while not self._frames and not self.finished:
                 left = deadline - time.monotonic()
                 if left <= 0:
                     return None
                 self._cond.wait(left)
-            item, self._slot = self._slot, None
-            self._cond.notify_all()
+            if not self._frames:
+                return None
+            item = self._frames.popleft()
+            if len(self._frames) <= self._depth // 2:  # the capture thread refills the queue in bursts
+                self._cond.notify_all()
             return item
 
     @property
     def exhausted(self) -> bool:
         """True when the source has ended (end of file, or a stream given up) and nothing is left to read."""
         with self._cond:
-            return self.finished and self._slot is None
+            return self.finished and not self._frames
 
     def stop(self) -> None:
         """Stop the capture thread and close the reader."""
@@ -170,8 +182,6 @@ class LatestFrameSource:
         fps = getattr(self.reader, "fps", None) or 30.0
         t0, n = time.monotonic(), 0
         while not self._stop.is_set():
-            if self.mode == "all" and not self._wait_slot_free():
-                return
             try:
                 img = self.reader.read()
             except (OSError, ValueError) as e:
@@ -194,9 +204,11 @@ class LatestFrameSource:
                 wait = t0 + n / fps - time.monotonic()
                 if wait > 0 and self._stop.wait(wait):
                     return
-            self._publish(img)
+            if not self._publish(img):
+                return
 
-    def _publish(self, img: np.ndarray) -> None:
+    def _publish(self, img: np.ndarray) -> bool:
+        """Frame the image, preprocess it and hand it to the consumer; False when stopping."""
         now = time.time()
         t_media = t_scene = None
         if not getattr(self.reader, "live", False):  # files and folders: the scene runs on the file's clock
@@ -213,17 +225,17 @@ class LatestFrameSource:
             ms = (time.perf_counter() - t) * 1e3
         item = Captured(frame, sample, ms)
         with self._cond:
-            if self._slot is not None:  # latest mode ("all" waited for a free slot before reading)
+            if self.mode == "all":  # wait while ``read_ahead`` frames are already waiting
+                while len(self._frames) >= self._depth and not self._stop.is_set():
+                    self._cond.wait(0.1)
+                if self._stop.is_set():
+                    return False
+            elif self._frames:
+                self._frames.clear()
                 self.dropped += 1
-            self._slot = item
+            self._frames.append(item)
             self._cond.notify_all()
-
-    def _wait_slot_free(self) -> bool:
-        """Block until the consumer took the previous frame; False when stopping."""
-        with self._cond:
-            while self._slot is not None and not self._stop.is_set():
-                self._cond.wait(0.1)
-        return not self._stop.is_set()
+        return True
 
     def _reconnect(self) -> bool:
         """Reopen a dropped live source with exponential backoff; False when giving up or stopping."""
