@@ -11,7 +11,7 @@ import numpy as np
 
 PERCENTILES = (50, 90, 99)
 # stages recorded by the pipeline, in display order
-STAGES = ("preprocess", "infer", "postprocess", "sinks", "glass_to_glass", "age")
+STAGES = ("read", "preprocess", "infer", "postprocess", "sinks", "glass_to_glass", "age")
 
 
 class LatencyStats:

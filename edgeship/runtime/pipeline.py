@@ -177,7 +177,7 @@ class Pipeline:
         t1 = time.monotonic()
         raw = self.backend.run_prepared(x)
         t2 = time.monotonic()
-        return ("result", frame, raw, prepare_ms, t_in, t1, t2)
+        return ("result", frame, raw, item.read_ms, prepare_ms, t_in, t1, t2)
 
     def _model_inputs(self, sample: np.ndarray) -> list[np.ndarray]:
         """The model's input tensors for one sample. The first sample is checked (shape, dtype) and
@@ -227,13 +227,14 @@ class Pipeline:
         else:
             self._finish(*item[1:])
 
-    def _finish(self, frame: Frame, raw: list[np.ndarray], prepare_ms: float, t_in: float, t1: float, t2: float) -> Result:
+    def _finish(self, frame: Frame, raw: list[np.ndarray], read_ms: float, prepare_ms: float, t_in: float, t1: float,
+                t2: float) -> Result:
         """Post-process one inferred frame, write it to every sink and record its latencies."""
         t_post = time.monotonic()
         outputs = self.backend.dequantize_outputs(raw)
         fields = self.postprocess(outputs, frame.image.shape[:2])
         t3 = time.monotonic()
-        lat = {"preprocess": prepare_ms, "infer": (t2 - t1) * 1e3, "postprocess": (t3 - t_post) * 1e3,
+        lat = {"read": read_ms, "preprocess": prepare_ms, "infer": (t2 - t1) * 1e3, "postprocess": (t3 - t_post) * 1e3,
                "age": (t_in - frame.t_mono) * 1e3, "glass_to_glass": (t3 - frame.t_mono) * 1e3}
         result = Result(frame.index, frame.t_capture, frame.t_capture + (t3 - frame.t_mono), self.task,
                         raw=tuple(outputs), latency_ms=lat, **fields)

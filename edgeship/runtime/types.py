@@ -20,7 +20,9 @@ class Frame:
 
     ``image`` is BGR uint8 (H, W, 3) as OpenCV delivers it; ``index`` counts frames read from the
     source (so gaps show frames the one-slot buffer dropped); ``t_capture`` is wall-clock
-    ``time.time()`` and ``t_mono`` is ``time.monotonic()`` at the moment the frame was read.
+    ``time.time()`` and ``t_mono`` is ``time.monotonic()`` at the moment the frame was captured:
+    when a live reader handed it over, and for files and folders when its reading (decoding)
+    began, so glass-to-glass latency counts a file frame's decoding like a camera's exposure.
     For files and folders, ``t_media`` is the frame's position in the file (seconds, frames / fps,
     still growing across a loop) and ``t_scene`` is the first frame's capture time plus it; for
     live sources both are None. :attr:`scene_time` is the clock apps measure dwell and cooldowns
@@ -192,7 +194,8 @@ class Result:
 
     ``task`` is "classify", "detect" or "raw"; exactly the matching field is set
     (``classification``, ``detections`` or only ``raw``); ``raw`` always holds the float outputs.
-    ``latency_ms`` has one entry per stage (``preprocess``, ``infer``, ``postprocess``) plus
+    ``latency_ms`` has one entry per stage (``read``: the source's read, a file's decoding;
+    ``preprocess``, ``infer``, ``postprocess``, ``sinks``) plus
     ``glass_to_glass`` (capture -> result) and ``age`` (capture -> inference start).
     """
 

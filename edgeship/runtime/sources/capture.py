@@ -32,11 +32,15 @@ MODES = ("latest", "all")
 
 @dataclass(frozen=True)
 class Captured:
-    """A frame plus its preprocessed sample when the source was given a ``prepare`` function."""
+    """A frame plus its preprocessed sample when the source was given a ``prepare`` function.
+
+    ``read_ms``: time in the reader's ``read`` (a file's decoding; for a live source it includes
+    waiting for the frame); ``prepare_ms``: time in ``prepare``."""
 
     frame: Frame
     sample: np.ndarray | None = None
     prepare_ms: float = 0.0
+    read_ms: float = 0.0
 
 
 class LatestFrameSource:
@@ -180,8 +184,15 @@ class LatestFrameSource:
 
     def _capture_loop(self) -> None:
         fps = getattr(self.reader, "fps", None) or 30.0
+        live = bool(getattr(self.reader, "live", False))
+        paced = self.realtime and not live
         t0, n = time.monotonic(), 0
         while not self._stop.is_set():
+            if paced:  # a simulated camera: the next frame exists at its time on the file's clock
+                wait = t0 + n / fps - time.monotonic()
+                if wait > 0 and self._stop.wait(wait):
+                    return
+            stamp = (time.time(), time.monotonic())  # a file's frame exists once its decoding begins
             try:
                 img = self.reader.read()
             except (OSError, ValueError) as e:
@@ -189,7 +200,7 @@ class LatestFrameSource:
             if img is None:
                 if self._stop.is_set():
                     return
-                if not getattr(self.reader, "live", False):
+                if not live:
                     if self.loop and self.reader.rewind():
                         t0, n = time.monotonic(), 0
                         continue
@@ -199,31 +210,29 @@ class LatestFrameSource:
                     return
                 t0, n = time.monotonic(), 0
                 continue
-            if self.realtime and not getattr(self.reader, "live", False):
-                n += 1
-                wait = t0 + n / fps - time.monotonic()
-                if wait > 0 and self._stop.wait(wait):
-                    return
-            if not self._publish(img):
+            n += 1
+            read_ms = (time.monotonic() - stamp[1]) * 1e3
+            if live:  # a camera's or stream's frame exists when the reader hands it over
+                stamp = (time.time(), time.monotonic())
+            if not self._publish(img, *stamp, read_ms):
                 return
 
-    def _publish(self, img: np.ndarray) -> bool:
+    def _publish(self, img: np.ndarray, now: float, t_mono: float, read_ms: float = 0.0) -> bool:
         """Frame the image, preprocess it and hand it to the consumer; False when stopping."""
-        now = time.time()
         t_media = t_scene = None
         if not getattr(self.reader, "live", False):  # files and folders: the scene runs on the file's clock
             t_media = self.captured / (getattr(self.reader, "fps", None) or 30.0)
             if self._t_origin is None:
                 self._t_origin = now
             t_scene = self._t_origin + t_media
-        frame = Frame(img, self.captured, now, time.monotonic(), self.name, t_media, t_scene)
+        frame = Frame(img, self.captured, now, t_mono, self.name, t_media, t_scene)
         self.captured += 1
         sample, ms = None, 0.0
         if self.prepare is not None:
             t = time.perf_counter()
             sample = self.prepare(img)
             ms = (time.perf_counter() - t) * 1e3
-        item = Captured(frame, sample, ms)
+        item = Captured(frame, sample, ms, read_ms)
         with self._cond:
             if self.mode == "all":  # wait while ``read_ahead`` frames are already waiting
                 while len(self._frames) >= self._depth and not self._stop.is_set():
