@@ -60,6 +60,24 @@ def drain_and_stop(sink: Any, can_send: Callable[[], bool] = lambda: True) -> No
     sink._thread = None
 
 
+def open_outbox(sink: Any, kind: str, target: str) -> None:
+    """Open a durable sink's SQLite outbox and say how many events an earlier run left for ``target``."""
+    sink.outbox = Outbox(sink.queue_path, base_s=sink.backoff_s, max_s=sink.max_backoff_s)
+    left = sink._left = len(sink.outbox)
+    if left:
+        log.info("%s: %d event(s) left from an earlier run will be delivered to %s", kind, left, target)
+
+
+def close_outbox(sink: Any, kind: str, target: str) -> None:
+    """Close a durable sink's outbox, warning about what stays on disk for the next run."""
+    left = sink._left = len(sink.outbox)
+    if left:
+        log.warning("%s %s: %d event(s) still queued in %s; they are delivered on the next run",
+                    kind, target, left, sink.queue_path)
+    sink.outbox.close()
+    sink.outbox = None
+
+
 def event_json(event: dict) -> bytes:
     return json.dumps(event, sort_keys=True, separators=(",", ":")).encode("utf-8")
 
@@ -116,10 +134,7 @@ class WebhookEventSink:
         self._left: int | None = None
 
     def open(self) -> None:
-        self.outbox = Outbox(self.queue_path, base_s=self.backoff_s, max_s=self.max_backoff_s)
-        left = self._left = len(self.outbox)
-        if left:
-            log.info("webhook: %d event(s) left from an earlier run will be delivered to %s", left, self.url)
+        open_outbox(self, "webhook", self.url)
         self._thread = threading.Thread(target=self._worker, name="webhook-outbox", daemon=True)
         self._thread.start()
 
@@ -183,12 +198,7 @@ class WebhookEventSink:
         if self._thread is None:
             return
         drain_and_stop(self)  # retries keep their backoff
-        left = self._left = len(self.outbox)
-        if left:
-            log.warning("webhook %s: %d event(s) still queued in %s; they are sent on the next run",
-                        self.url, left, self.queue_path)
-        self.outbox.close()
-        self.outbox = None
+        close_outbox(self, "webhook", self.url)
 
     def status(self) -> dict:
         return {"type": "webhook", "url": self.url, "delivered": self.delivered, "failures": self.failures,
@@ -243,10 +253,7 @@ class MqttEventSink:
         from .mqtt import MqttClient
 
         if self.queue_path is not None:
-            self.outbox = Outbox(self.queue_path, base_s=self.backoff_s, max_s=self.max_backoff_s)
-            left = self._left = len(self.outbox)
-            if left:
-                log.info("mqtt: %d message(s) left from an earlier run will be published to %s", left, self.broker)
+            open_outbox(self, "mqtt", self.broker)
         else:
             log.warning("MQTT events to %s are kept in memory only while the broker is unreachable; "
                         "set 'queue:' to keep them across outages and restarts", self.broker)
@@ -355,12 +362,7 @@ class MqttEventSink:
                     break
                 self.outbox.ack(key)
                 self.delivered += 1
-            left = self._left = len(self.outbox)
-            if left:
-                log.warning("mqtt %s: %d message(s) still queued in %s; they are published on the next run",
-                            self.broker, left, self.queue_path)
-            self.outbox.close()
-            self.outbox = None
+            close_outbox(self, "mqtt", self.broker)
         self._inflight.clear()
 
     def status(self) -> dict:

@@ -217,7 +217,7 @@ class LatestFrameSource:
             if not self._publish(img, *stamp, read_ms):
                 return
 
-    def _publish(self, img: np.ndarray, now: float, t_mono: float, read_ms: float = 0.0) -> bool:
+    def _publish(self, img: np.ndarray, now: float, t_mono: float, read_ms: float) -> bool:
         """Frame the image, preprocess it and hand it to the consumer; False when stopping."""
         t_media = t_scene = None
         if not getattr(self.reader, "live", False):  # files and folders: the scene runs on the file's clock
