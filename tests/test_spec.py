@@ -153,7 +153,8 @@ def test_specs_saved_before_interpolation_existed_read_back_as_area():
     InputSpec(32, 32, channels=1, interpolation="area"),
     InputSpec(48, 48, color_order="BGR", layout="NCHW", resize="center-crop", interpolation="linear"),
 ], ids=["mobilenet", "imagenet-letterbox", "gray-area", "bgr-nchw-crop"])
-@pytest.mark.parametrize("quant", [("int8", 1 / 128, 0), ("int8", 0.0041, -128), ("uint8", 0.02, 3)], ids=["i8", "i8zp", "u8"])
+@pytest.mark.parametrize("quant", [("int8", 1 / 128, 0), ("int8", 0.0041, -128), ("uint8", 0.02, 3), ("int8", 0.003921568859368563, -128),
+                                   ("uint8", 0.003921568859368563, 0)], ids=["i8", "i8zp", "u8", "i8-255", "u8-255"])
 def test_quantized_preprocess_is_bit_identical_to_quantizing_the_float_sample(spec, quant):
     from edgeship.spec import Quantization, quantize_values
 
@@ -163,3 +164,27 @@ def test_quantized_preprocess_is_bit_identical_to_quantizing_the_float_sample(sp
     ref = quantize_values(preprocess(f, spec), q)
     assert direct.dtype == np.dtype(quant[0]) and direct.shape == spec.sample_shape and direct.flags.c_contiguous
     np.testing.assert_array_equal(direct, ref)
+
+
+def test_byte_shift_takes_the_place_of_the_table_only_where_it_is_bit_identical():
+    import cv2
+
+    from edgeship.spec import Quantization, apply_value_table, byte_shift, value_table
+
+    rgb255 = InputSpec(32, 32, scale=1 / 255)
+    int8_255 = Quantization(0.003921568859368563, -128, "int8")  # a [0, 1] input quantized as TFLite does
+    cases = {  # (spec, quantization): expected (low, high, offset, dtype) or None
+        (rgb255, int8_255): (0, 255, -128, np.dtype(np.int8)),
+        (rgb255, Quantization(0.003921568859368563, 0, "uint8")): (0, 255, 0, np.dtype(np.uint8)),
+        (rgb255, Quantization(0.003921568859368563, -100, "int8")): (0, 227, -100, np.dtype(np.int8)),  # clips high
+        (InputSpec(32, 32, scale=1 / 255, mean=(0.2,), std=(1.0,)), Quantization(0.003921568859368563, 0, "uint8")):
+            (51, 255, -51, np.dtype(np.uint8)),  # clips low
+        (rgb255, Quantization(0.0041, -128, "int8")): None,  # not one step per byte
+        (InputSpec(32, 32, scale=1 / 127.5, mean=(1.0,), std=(1.0,)), Quantization(0.007843137718737125, -1, "int8")): None,
+        (InputSpec(32, 32, mean=(0.485, 0.456, 0.406), std=(0.229, 0.224, 0.225)), int8_255): None,  # per channel
+        (rgb255, None): None,  # float32 values
+    }
+    img = np.arange(256, dtype=np.uint8).reshape(16, 16, 1).repeat(3, axis=2)
+    for (spec, q), want in cases.items():
+        assert byte_shift(spec, q) == want, (spec, q)
+        np.testing.assert_array_equal(apply_value_table(img, spec, q), cv2.LUT(img, value_table(spec, q)))
