@@ -4,7 +4,7 @@ import sys
 from click.testing import CliRunner
 
 from edgeship import __version__
-from edgeship.cli import COMMANDS, cli
+from edgeship.cli import cli
 
 
 def test_version_and_help():

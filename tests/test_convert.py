@@ -83,16 +83,6 @@ def keras_outputs(path: Path, x: np.ndarray) -> list[np.ndarray]:
 
 # ---- fixtures -------------------------------------------------------------------------------------------
 @pytest.fixture(scope="session")
-def root(tmp_path_factory) -> Path:
-    return M.models_root(tmp_path_factory)
-
-
-@pytest.fixture(scope="session")
-def calib(root) -> Path:
-    return M.digits_calibration(root)
-
-
-@pytest.fixture(scope="session")
 def holdout(calib):
     from edgeship.calibration import RepresentativeDataset
 

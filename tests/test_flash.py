@@ -18,7 +18,7 @@ import pytest
 from edgeship.targets.bundle import build_bundle
 from edgeship.targets.fleet import device_call, flash_many
 from edgeship.targets.flash import FlashOptions
-from edgeship.targets.remote import SSHOptions, parse_host, HostSpec
+from edgeship.targets.remote import SSHOptions, parse_host
 from tests.helpers import sshd
 from tests.helpers.deploy import deploy_inputs
 

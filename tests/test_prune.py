@@ -18,16 +18,6 @@ from tests.helpers.data import write_digits_folder
 from tests.test_convert import run_tflite
 
 
-@pytest.fixture(scope="session")
-def root(tmp_path_factory) -> Path:
-    return M.models_root(tmp_path_factory)
-
-
-@pytest.fixture(scope="session")
-def calib(root) -> Path:
-    return M.digits_calibration(root)
-
-
 def test_bridge_is_exact_for_functional_sequential_and_two_outputs(root):
     from edgeship.converters.bridge import check_bridge, to_tf_keras
 

@@ -12,12 +12,6 @@ from edgeship.runtime import backends as B
 from edgeship.runtime.backends import dequantize, open_backend, quantize
 from edgeship.manifest import TensorInfo
 from tests.helpers.models import digits_split
-from tests.helpers.runtime_artifacts import artifacts
-
-
-@pytest.fixture(scope="session")
-def art(tmp_path_factory):
-    return artifacts(tmp_path_factory)
 
 
 @pytest.fixture(scope="module")

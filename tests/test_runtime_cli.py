@@ -17,14 +17,8 @@ from edgeship.cli import cli
 from edgeship.manifest import Manifest
 from tests.helpers.data import moving_digit_frames, write_video
 from tests.helpers.mjpeg import MjpegServer
-from tests.helpers.runtime_artifacts import artifacts
 
 ROOT = Path(__file__).resolve().parents[1]
-
-
-@pytest.fixture(scope="session")
-def art(tmp_path_factory):
-    return artifacts(tmp_path_factory)
 
 
 @pytest.fixture(scope="module")

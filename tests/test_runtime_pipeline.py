@@ -14,12 +14,7 @@ from edgeship.runtime import build_pipeline
 from edgeship.runtime.sinks import HttpSink, JsonlSink, VideoSink, make_sink
 from edgeship.errors import InputError
 from tests.helpers.data import digits_bgr, moving_digit_frames, write_video
-from tests.helpers.runtime_artifacts import YOLO_LABELS, artifacts
-
-
-@pytest.fixture(scope="session")
-def art(tmp_path_factory):
-    return artifacts(tmp_path_factory)
+from tests.helpers.runtime_artifacts import YOLO_LABELS
 
 
 @pytest.fixture(scope="module")

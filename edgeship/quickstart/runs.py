@@ -21,8 +21,6 @@ import shutil
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
 from ..fileio import atomic_write_text
 from .plan import Options, paths
 from .stamps import Unit

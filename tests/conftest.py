@@ -1,0 +1,29 @@
+"""Session fixtures shared by several test files: the models folder, its calibration set and the
+runtime artifacts. Each is built once per pytest session (and cached in ``<basetemp>/edgeship-models``)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from tests.helpers import models as M
+from tests.helpers.runtime_artifacts import artifacts
+
+
+@pytest.fixture(scope="session")
+def root(tmp_path_factory) -> Path:
+    """``<basetemp>/edgeship-models``: the folder every test file's models are built in."""
+    return M.models_root(tmp_path_factory)
+
+
+@pytest.fixture(scope="session")
+def calib(root) -> Path:
+    """The digits calibration set (an .npz of preprocessed samples)."""
+    return M.digits_calibration(root)
+
+
+@pytest.fixture(scope="session")
+def art(tmp_path_factory) -> dict[str, Path]:
+    """The runtime test artifacts (TFLite fp32/int8, OpenVINO, detectors), each with its manifest."""
+    return artifacts(tmp_path_factory)
