@@ -23,7 +23,8 @@ ratios are taken within the round; the tables show every round and the median.
    (target >= 1.5x), and on a 640x480 one;
 3. the camera-faster-than-the-model run for ``--minutes``: frame age p99 per window must stay flat
    (no latency build-up);
-4. preprocessing cost of each interpolation (640x480 .. 1920x1080 -> 224x224, int8 tensor out).
+4. preprocessing cost of each interpolation (640x480 .. 1920x1080 -> 224x224, int8 tensor out), and of
+   the default for a model that takes pixels / 255 (its int8 values come from a clip and an add).
 """
 
 from __future__ import annotations
@@ -144,7 +145,19 @@ def preprocess_table(spec, quant) -> list[tuple[str, str, float]]:
         for interp in INTERPOLATIONS:
             s = replace(spec, interpolation=interp)
             rows.append((f"{w}x{h}", interp, timed(lambda: preprocess(f, s, quant), 300)))
+        rows.append((f"{w}x{h}", UNIT_INPUT, timed(lambda: preprocess(f, *unit_input(spec)), 300)))
     return rows
+
+
+UNIT_INPUT = "pyramid, [0, 1] input"
+
+
+def unit_input(spec):
+    """The same spec for a model that takes pixels / 255, quantized as TFLite does (scale 1/255, zero
+    point -128): its value table is one step per byte, applied as a clip and an add (spec.byte_shift)."""
+    from edgeship.spec import Quantization
+
+    return replace(spec, scale=1 / 255, mean=(0.0,), std=(1.0,)), Quantization(0.003921568859368563, -128, "int8")
 
 
 PASSES = 3  # every-frame runs go through the file this many times, so start-up costs are amortised
@@ -168,17 +181,39 @@ def naive_fps(model: Path, video: Path, threads: int) -> float:
         return n / (time.perf_counter() - t)
 
 
-class AgeRecorder:
-    """A sink that keeps (time, frame age ms, glass-to-glass ms) for every result."""
+def rss_mb() -> float:
+    """This process's resident memory now (Linux /proc), in MB."""
+    import os
 
-    def __init__(self) -> None:
-        self.rows: list[tuple[float, float, float]] = []
+    with open("/proc/self/statm") as f:
+        return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 1e6
+
+
+class AgeRecorder:
+    """A sink that keeps (time, frame age ms, glass-to-glass ms, resident MB) for every result.
+
+    The rows go into a buffer allocated and written once up front (room for 3000 fps), so the
+    recorder itself adds nothing to the resident memory while the run goes on; the resident figure
+    (read every 256th result) leaves that buffer out."""
+
+    def __init__(self, seconds: float) -> None:
+        self.buf = np.full((int(seconds * 3000) + 1000, 4), np.nan)
+        self.n = 0
+        self.rss = 0.0
+
+    @property
+    def rows(self) -> np.ndarray:
+        return self.buf[: self.n]
 
     def open(self, info):
         self.t0 = time.monotonic()
 
     def write(self, frame, result):
-        self.rows.append((time.monotonic() - self.t0, result.latency_ms["age"], result.latency_ms["glass_to_glass"]))
+        if self.n % 256 == 0:
+            self.rss = rss_mb() - self.buf.nbytes / 1e6
+        if self.n < len(self.buf):
+            self.buf[self.n] = (time.monotonic() - self.t0, result.latency_ms["age"], result.latency_ms["glass_to_glass"], self.rss)
+            self.n += 1
 
     def close(self):
         return None
@@ -188,10 +223,10 @@ def live_run(model, video: Path, threads: int, seconds: float) -> tuple[dict, np
     """The video decoded as fast as it goes into the latest-frame buffer (a camera faster than the model).
 
     ``model``: a path or an open backend (kept open, so short runs can alternate with bare loops)."""
-    rec = AgeRecorder()
+    rec = AgeRecorder(seconds)
     live = open_source(str(video), loop=True, mode="latest")
     rt = build_pipeline(model, live, threads=threads, duration=seconds, sinks=[rec], handle_signals=False)
-    return rt.run(), np.array(rec.rows)
+    return rt.run(), rec.rows.copy()
 
 
 def every_frame_run(model: Path, video: Path, threads: int) -> dict:
@@ -238,17 +273,8 @@ def _decoding(video: Path, fn):
         return fn()
 
 
-def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--threads", type=int, default=1)
-    ap.add_argument("--rounds", type=int, default=15, help="interleaved rounds of every comparison")
-    ap.add_argument("--seconds", type=float, default=2.0, help="length of each run in a round")
-    ap.add_argument("--minutes", type=float, default=10.0, help="length of the frame-age run (0: skip it)")
-    a = ap.parse_args()
-    model = mobilenet_int8()
-    vga = make_video(CACHE / "bench_640x480_600.mp4", 600, 30)
-    hd = make_video(CACHE / "bench_1280x720_300.mp4", 300, 30, (1280, 720))
-
+def compare_in_rounds(a, model: Path, vga: Path, hd: Path) -> None:
+    """Sections 1, 2 and 4 of the module doc: ``a.rounds`` alternating rounds, then the tables."""
     with open_backend(model) as b:
         spec, quant = b.manifest.input_spec, b.input_quantization
     pre = preprocess_table(spec, quant)
@@ -299,28 +325,46 @@ def main() -> None:
     print(f"| every frame of 640x480: pipeline / naive loop | {med(vga_ratio):.2f}x "
           f"({', '.join(f'{p:.0f}/{n:.0f}' for p, n in every['vga'])} fps) | - | - |")
     print("\nPreprocessing one frame into the int8 tensor (median ms):\n")
-    print("| frame | " + " | ".join(INTERPOLATIONS) + " |")
-    print("|---|" + "---|" * len(INTERPOLATIONS))
+    print("| frame | " + " | ".join(INTERPOLATIONS + (UNIT_INPUT,)) + " |")
+    print("|---|" + "---|" * (len(INTERPOLATIONS) + 1))
     for size in dict.fromkeys(r[0] for r in pre):
         print(f"| {size} | " + " | ".join(f"{ms:.2f}" for s, _, ms in pre if s == size) + " |")
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--rounds", type=int, default=15, help="interleaved rounds of every comparison (0: only the long run)")
+    ap.add_argument("--seconds", type=float, default=2.0, help="length of each run in a round")
+    ap.add_argument("--minutes", type=float, default=10.0, help="length of the frame-age run (0: skip it)")
+    a = ap.parse_args()
+    model = mobilenet_int8()
+    vga = make_video(CACHE / "bench_640x480_600.mp4", 600, 30)
+    hd = make_video(CACHE / "bench_1280x720_300.mp4", 300, 30, (1280, 720))
+
+    if a.rounds > 0:
+        compare_in_rounds(a, model, vga, hd)
     if a.minutes <= 0:
         return
     long, lrows = live_run(model, vga, a.threads, a.minutes * 60)
     windows = []
     step = max(10.0, a.minutes * 6)
     for w0 in np.arange(0, a.minutes * 60, step):
+        span = min(step, a.minutes * 60 - w0)
         sel = lrows[(lrows[:, 0] >= w0) & (lrows[:, 0] < w0 + step)]
-        if sel.size:
-            windows.append((w0, w0 + step, len(sel) / step, float(np.percentile(sel[:, 1], 99)), float(np.median(sel[:, 2]))))
+        if sel.size and span >= 1.0:
+            windows.append((w0, w0 + span, len(sel) / span, float(np.percentile(sel[:, 1], 99)), float(np.median(sel[:, 2])),
+                            float(sel[:, 3].max())))
     print(f"\nCamera faster than the model for {a.minutes:g} min ({long['source_fps']:.0f} fps captured, "
           f"{long['processed_fps']:.0f} fps processed, {long['frames_dropped']} frames dropped by the one-slot buffer):\n")
-    print("| window (s) | processed fps | frame age p99 (ms) | glass-to-glass p50 (ms) |")
-    print("|---|---|---|---|")
-    for w0, w1, f, p, g in windows:
-        print(f"| {w0:.0f}-{w1:.0f} | {f:.1f} | {p:.2f} | {g:.2f} |")
+    print("| window (s) | processed fps | frame age p99 (ms) | glass-to-glass p50 (ms) | resident memory, max (MB, without the recorder) |")
+    print("|---|---|---|---|---|")
+    for w0, w1, f, p, g, m in windows:
+        print(f"| {w0:.0f}-{w1:.0f} | {f:.1f} | {p:.2f} | {g:.2f} | {m:.1f} |")
     if windows:
-        p99s = [w[3] for w in windows]
-        print(f"\nframe age p99: first window {p99s[0]:.2f} ms, last {p99s[-1]:.2f} ms, max {max(p99s):.2f} ms (flat = no build-up)")
+        p99s, mem = [w[3] for w in windows], [w[5] for w in windows]
+        print(f"\nframe age p99: first window {p99s[0]:.2f} ms, last {p99s[-1]:.2f} ms, max {max(p99s):.2f} ms (flat = no build-up); "
+              f"resident memory: first window {mem[0]:.1f} MB, last {mem[-1]:.1f} MB (flat = no leak)")
 
 
 if __name__ == "__main__":
