@@ -2,7 +2,10 @@
 
 Commands live one per module in :mod:`edgeship.commands` and are imported only when invoked,
 so ``edgeship --help`` and the device runtime start fast and never import TensorFlow.
-Library errors print one line ``error: ...`` and exit 1; usage errors exit 2.
+Bad input prints one line ``error: ...`` and exits 1: a library error, and a command line that
+click rejects (a value out of range, an unknown option or command, a missing argument), which
+names the option and the command's ``--help``. Only running a group without a command (its help)
+keeps click's exit code 2.
 """
 
 from __future__ import annotations
@@ -62,15 +65,17 @@ class LazyGroup(click.Group):
             with formatter.section("Commands"):
                 formatter.write_dl(rows)
 
+    def parse_args(self, ctx: click.Context, args: list[str]) -> list[str]:
+        try:
+            return super().parse_args(ctx, args)
+        except click.UsageError as e:
+            raise usage_error_line(e, ctx) from e
+
     def invoke(self, ctx: click.Context):
         try:
             return super().invoke(ctx)
-        except click.BadParameter as e:
-            # A file that is missing or unreadable is bad input (one line, exit 1), not a usage error.
-            if isinstance(getattr(e.param, "type", None), click.Path):
-                name = max(e.param.opts, key=len) if isinstance(e.param, click.Option) else e.param.human_readable_name
-                raise CommandError(f"{name}: {e.message}") from e
-            raise
+        except click.UsageError as e:
+            raise usage_error_line(e, ctx) from e
         except EdgeshipError as e:
             if (ctx.obj or {}).get("verbose"):
                 traceback.print_exc()
@@ -78,6 +83,24 @@ class LazyGroup(click.Group):
         except KeyboardInterrupt:
             click.echo("interrupted", err=True)
             ctx.exit(130)
+
+
+def usage_error_line(e: click.UsageError, ctx: click.Context) -> click.UsageError | CommandError:
+    """A rejected command line as one line with exit code 1: a missing or unreadable file as
+    ``OPTION: message``, anything else as click's message plus where the help is. A group run
+    without a command (click shows its help) is left as it is."""
+    if isinstance(e, click.exceptions.NoArgsIsHelpError):
+        return e
+    if (isinstance(e, click.BadParameter) and not isinstance(e, click.MissingParameter)
+            and isinstance(getattr(e.param, "type", None), click.Path)):
+        name = max(e.param.opts, key=len) if isinstance(e.param, click.Option) else e.param.human_readable_name
+        return CommandError(f"{name}: {e.message}")
+    if e.ctx is not None and e.ctx is not ctx:
+        where = e.ctx.command_path
+    else:  # raised while parsing, before the command's own context existed
+        where = " ".join(filter(None, (ctx.command_path, ctx.invoked_subcommand)))
+    message = " ".join(e.format_message().split())
+    return CommandError(f"{message} (see '{where} --help')")
 
 
 def _module_exists(target: str) -> bool:

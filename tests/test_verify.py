@@ -45,7 +45,7 @@ def test_cli_exit_codes_and_json(ws):
 
     assert invoke(bad, "--reference", ws["sensitive"], "--data", ws["calib"], "--max-drop", "none").exit_code == 0
     assert invoke(bad, "--reference", ws["sensitive"], "--data", ws["calib"], "--max-drop", "99.5").exit_code == 0
-    assert invoke(bad, "--reference", ws["sensitive"], "--data", ws["calib"], "--max-drop", "x").exit_code == 2
+    assert invoke(bad, "--reference", ws["sensitive"], "--data", ws["calib"], "--max-drop", "x").exit_code == 1
 
 
 def test_cli_bad_data_is_one_line_error(ws, tmp_path):
