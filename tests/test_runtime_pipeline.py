@@ -1,6 +1,8 @@
 """The pipeline end to end on real artifacts and videos, with the jsonl, video and HTTP sinks and gates."""
 
 import json
+import platform
+import sys
 import threading
 import time
 import urllib.error
@@ -229,7 +231,7 @@ def test_int8_pipeline_feeds_the_quantized_tensor_made_in_the_capture_thread(art
             assert cid == int(ref.argmax()) and score == pytest.approx(float(ref.max()), abs=1e-6)
 
 
-def test_capture_and_inference_are_pinned_apart_and_the_caller_is_restored(art, digits_video):
+def test_capture_and_inference_are_pinned_apart_the_caller_is_restored_and_freed_frames_kept(art, digits_video):
     import os
 
     from edgeship.runtime.affinity import allowed_cpus, plan
@@ -259,8 +261,14 @@ def test_capture_and_inference_are_pinned_apart_and_the_caller_is_restored(art, 
     assert seen == {"infer": set(infer), "capture": set(capture), "output": set(capture)}
     assert s["cpus"] == {"inference": sorted(infer), "capture": sorted(capture), "output": sorted(capture)}
     assert os.sched_getaffinity(0) == set(cpus)  # the caller's thread gets its CPUs back
-    s = build_pipeline(art["tflite_int8"], str(video), sinks=[Probe()], max_frames=5, handle_signals=False, pin=False).run()
-    assert s["cpus"] is None and seen["capture"] == set(cpus)
+    from edgeship.runtime.allocator import user_tuned
+
+    if platform.libc_ver()[0] == "glibc" and not user_tuned():  # freed frames are kept for reuse
+        assert s["allocator"] == {"mmap_threshold": 4 * 1024 * 1024 * (8 if sys.maxsize > 2**32 else 4),
+                                  "trim_threshold": 64 * 1024 * 1024}
+    s = build_pipeline(art["tflite_int8"], str(video), sinks=[Probe()], max_frames=5, handle_signals=False, pin=False,
+                       keep_freed_frames=False).run()
+    assert s["cpus"] is None and seen["capture"] == set(cpus) and s["allocator"] is None
 
 
 def test_output_thread_keeps_order_loses_nothing_behind_a_slow_sink_and_flushes_on_stop(art, digits_video):

@@ -26,6 +26,7 @@ import numpy as np
 
 from ..errors import EdgeshipError
 from ..spec import InputSpec, preprocess
+from . import allocator
 from .affinity import allowed_cpus, pin_current_thread, plan
 from .metrics import Metrics
 from .sources import Captured, LatestFrameSource, open_source
@@ -50,13 +51,16 @@ class Pipeline:
     preprocessed for nothing, which costs ~0.2 ms of a spare core per 640x480 frame).
     ``output_queue``: how many inferred frames may wait for the output thread (post-processing and
     sinks) before the model waits for it (default 2).
+    ``keep_freed_frames``: fix glibc's malloc thresholds for this process when the run starts, so
+    freed frame buffers are reused instead of page-faulting back in (see
+    :mod:`edgeship.runtime.allocator`; default True, a no-op off glibc).
     """
 
     def __init__(self, source: LatestFrameSource | str | int, backend: Any, *, spec: InputSpec, postprocess: PostProcess,
                  sinks: Sequence[Any] = (), gates: Sequence[Any] = (), max_frames: int | None = None,
                  duration: float | None = None, task: str = "raw", preprocess_in_capture: bool | None = None,
                  handle_signals: bool = True, info: dict[str, Any] | None = None, pin: bool | None = None,
-                 output_queue: int = 2) -> None:
+                 output_queue: int = 2, keep_freed_frames: bool = True) -> None:
         self.source = source if isinstance(source, LatestFrameSource) else open_source(source)
         self.backend, self.spec, self.postprocess = backend, spec, postprocess
         self.sinks, self.gates = list(sinks), list(gates)
@@ -68,6 +72,8 @@ class Pipeline:
             self.source.prepare = self._prepare
         self.handle_signals = handle_signals
         self.pin = pin
+        self.keep_freed_frames = keep_freed_frames
+        self.allocator: dict[str, Any] | None = None
         self.cpu_plan: dict[str, list[int]] | None = None
         self.extra_info = dict(info or {})
         self.metrics = Metrics()
@@ -113,6 +119,8 @@ class Pipeline:
     def run(self) -> dict[str, Any]:
         """Process frames until done; returns the summary (fps, latency percentiles, skipped, reconnects...)."""
         restore = self._install_signals()
+        if self.keep_freed_frames:
+            self.allocator = allocator.keep_freed_frames()
         unpin = self._pin()
         opened: list[Any] = []
         error: BaseException | None = None
@@ -309,7 +317,7 @@ class Pipeline:
             "source": self.source.name, "model": str(getattr(b, "path", "")), "backend": getattr(b, "name", None),
             "executed_precision": getattr(b, "executed_precision", None), "task": self.task,
             "stopped_by": self.stopped_by, "error": str(self.source.error) if self.source.error else None,
-            "cpus": self.cpu_plan,
+            "cpus": self.cpu_plan, "allocator": self.allocator,
         }
         out.update(snap)
         out.pop("recent_fps", None)

@@ -86,6 +86,7 @@ def build_pipeline(
     handle_signals: bool = True,
     pin: bool | None = None,
     output_queue: int = 2,
+    keep_freed_frames: bool = True,
 ) -> Pipeline:
     """Open the model and the source and assemble the pipeline (nothing runs until ``.run()``).
 
@@ -111,7 +112,7 @@ def build_pipeline(
         raise
     pipe = _OwningPipeline(src, b, spec=sp, postprocess=post, sinks=built, gates=gates, max_frames=max_frames,
                            duration=duration, task=chosen, handle_signals=handle_signals, info={"labels": names}, pin=pin,
-                           output_queue=output_queue)
+                           output_queue=output_queue, keep_freed_frames=keep_freed_frames)
     pipe.owns_backend = own
     return pipe
 
