@@ -18,7 +18,9 @@ PROBE = """
 import json, resource, sys
 import numpy as np
 from edgeship.runtime import allocator
+assert allocator.in_effect() is None
 applied = allocator.keep_freed_frames() if sys.argv[1] == "tuned" else None
+assert allocator.in_effect() == applied
 def frames():
     a = np.ones(4 << 20, np.uint8); b = np.ones(4 << 20, np.uint8); del b; del a
 frames()

@@ -263,12 +263,14 @@ def test_capture_and_inference_are_pinned_apart_the_caller_is_restored_and_freed
     assert os.sched_getaffinity(0) == set(cpus)  # the caller's thread gets its CPUs back
     from edgeship.runtime.allocator import user_tuned
 
+    kept = None
     if platform.libc_ver()[0] == "glibc" and not user_tuned():  # freed frames are kept for reuse
-        assert s["allocator"] == {"mmap_threshold": 4 * 1024 * 1024 * (8 if sys.maxsize > 2**32 else 4),
-                                  "trim_threshold": 64 * 1024 * 1024}
+        kept = {"mmap_threshold": 4 * 1024 * 1024 * (8 if sys.maxsize > 2**32 else 4), "trim_threshold": 64 * 1024 * 1024}
+    assert s["allocator"] == kept
     s = build_pipeline(art["tflite_int8"], str(video), sinks=[Probe()], max_frames=5, handle_signals=False, pin=False,
                        keep_freed_frames=False).run()
-    assert s["cpus"] is None and seen["capture"] == set(cpus) and s["allocator"] is None
+    assert s["cpus"] is None and seen["capture"] == set(cpus)
+    assert s["allocator"] == kept  # process-wide: what the first run set is still in effect
 
 
 def test_output_thread_keeps_order_loses_nothing_behind_a_slow_sink_and_flushes_on_stop(art, digits_video):

@@ -57,6 +57,12 @@ def keep_freed_frames() -> dict[str, Any] | None:
     return result
 
 
+def in_effect() -> dict[str, Any] | None:
+    """What :func:`keep_freed_frames` set in this process so far (None: nothing, or not called yet).
+    The setting is process-wide: it stays for every later run in the process."""
+    return _state.get("result")
+
+
 def _apply() -> dict[str, Any] | None:
     if platform.system() != "Linux" or platform.libc_ver()[0] != "glibc":
         return None

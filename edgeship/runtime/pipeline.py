@@ -53,7 +53,8 @@ class Pipeline:
     sinks) before the model waits for it (default 2).
     ``keep_freed_frames``: fix glibc's malloc thresholds for this process when the run starts, so
     freed frame buffers are reused instead of page-faulting back in (see
-    :mod:`edgeship.runtime.allocator`; default True, a no-op off glibc).
+    :mod:`edgeship.runtime.allocator`; default True, a no-op off glibc; process-wide, so it stays
+    for later runs in the process). The summary's ``allocator`` says what is in effect.
     """
 
     def __init__(self, source: LatestFrameSource | str | int, backend: Any, *, spec: InputSpec, postprocess: PostProcess,
@@ -120,7 +121,8 @@ class Pipeline:
         """Process frames until done; returns the summary (fps, latency percentiles, skipped, reconnects...)."""
         restore = self._install_signals()
         if self.keep_freed_frames:
-            self.allocator = allocator.keep_freed_frames()
+            allocator.keep_freed_frames()
+        self.allocator = allocator.in_effect()
         unpin = self._pin()
         opened: list[Any] = []
         error: BaseException | None = None
