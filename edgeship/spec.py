@@ -361,15 +361,24 @@ def value_table(spec: InputSpec, quant: Quantization | None = None) -> np.ndarra
 
 
 @lru_cache(maxsize=32)
+def value_map(spec: InputSpec, quant: Quantization | None = None) -> tuple[np.ndarray, tuple[int, int, int, np.dtype] | None]:
+    """:func:`value_table` and its :func:`byte_shift` form, looked up together (once per frame)."""
+    table = value_table(spec, quant)
+    return table, _shift_of(table)
+
+
 def byte_shift(spec: InputSpec, quant: Quantization | None = None) -> tuple[int, int, int, np.dtype] | None:
     """``(low, high, offset, dtype)`` when the value table is ``clip(byte, low, high) + offset`` in an
     8-bit ``dtype`` (one table for every channel), else None.
 
-    That is what the common int8 inputs come to (pixels / 127.5 - 1 or pixels / 255 quantized with
-    scale 2/255 or 1/255 and zero point -1 or -128): one clip and one wrapping uint8 add, bit-identical
-    to the look-up table at a fraction of its cost.
+    That is what the common int8 inputs come to (pixels / 255 quantized with scale 1/255 and zero
+    point -128 or 0): one clip and one wrapping uint8 add, bit-identical to the look-up table at a
+    fraction of its cost.
     """
-    table = value_table(spec, quant)
+    return value_map(spec, quant)[1]
+
+
+def _shift_of(table: np.ndarray) -> tuple[int, int, int, np.dtype] | None:
     if table.shape[2] != 1 or table.dtype not in (np.dtype(np.int8), np.dtype(np.uint8)):
         return None
     t = table.reshape(256).astype(np.int16)
@@ -385,9 +394,9 @@ def apply_value_table(img: np.ndarray, spec: InputSpec, quant: Quantization | No
     :func:`byte_shift` applies, else cv2.LUT)."""
     import cv2
 
-    shift = byte_shift(spec, quant)
+    table, shift = value_map(spec, quant)
     if shift is None:
-        return cv2.LUT(img, value_table(spec, quant))
+        return cv2.LUT(img, table)
     low, high, offset, dtype = shift
     out = np.minimum(img, np.uint8(high)) if high < 255 else img.copy()
     if low > 0:

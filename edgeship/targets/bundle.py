@@ -152,11 +152,13 @@ def find_http_port(cfg: Any) -> int | None:
 
 def uses_gstreamer(value: Any) -> bool:
     """Whether a source string, or a parsed deployment config's ``source`` (text or ``{uri: ...}``),
-    is a GStreamer pipeline (``gst:...`` or ``... ! appsink``), as the runtime's source detection reads it."""
+    is a GStreamer pipeline, by the runtime's own source detection (``source_kind``)."""
+    from ..runtime.sources import source_kind
+
     if isinstance(value, dict):
         value = value.get("source", value.get("uri"))
         return uses_gstreamer(value) if isinstance(value, (str, dict)) else False
-    return isinstance(value, str) and (value.strip().startswith("gst:") or " ! " in value)
+    return isinstance(value, str) and bool(value.strip()) and source_kind(value) == "gstreamer"
 
 
 def resolve_system_opencv(profile: Profile, explicit: bool | None, *, gstreamer: bool) -> bool:

@@ -29,6 +29,7 @@ if TYPE_CHECKING:
     from .tracking import Track
 
 ANCHORS = ("bottom-center", "center", "top-center")
+ZONE_EVENTS = ("enter", "exit")
 
 
 def check_geometry(kind: str, name: str, pts: tuple[tuple[float, float], ...], normalized: bool, anchor: str) -> None:
@@ -50,7 +51,6 @@ def points_px(points: Sequence[tuple[float, float]], normalized: bool, width: in
 def wants(classes: tuple[str, ...], min_score: float, label: str, score: float) -> bool:
     """Whether a detection of ``label`` at ``score`` counts for a zone or line with these filters."""
     return (not classes or label in classes) and score >= min_score
-ZONE_EVENTS = ("enter", "exit")
 
 
 @dataclass(frozen=True)
