@@ -15,10 +15,12 @@ from typing import Any
 
 from .errors import ModelError
 from .fileio import atomic_write_json, to_jsonable
+from .formats.tensors import TensorInfo
 from .spec import InputSpec
 
-SCHEMA_VERSION = 1
-ARTIFACT_SUFFIXES = (".tflite", ".xml")
+__all__ = ["Manifest", "TensorInfo", "manifest_path", "tool_versions", "SCHEMA_VERSION"]
+
+SCHEMA_VERSION = 1  # a manifest whose major version is newer is refused; older ones load
 
 
 def manifest_path(artifact: str | os.PathLike) -> Path:
@@ -30,22 +32,9 @@ def manifest_path(artifact: str | os.PathLike) -> Path:
 
 
 @dataclass
-class TensorInfo:
-    name: str
-    shape: list[int]
-    dtype: str
-    scale: float | None = None
-    zero_point: int | None = None
-
-    @property
-    def quantized(self) -> bool:
-        return self.scale is not None and self.scale != 0.0
-
-
-@dataclass
 class Manifest:
     name: str
-    format: str  # "tflite" | "openvino"
+    format: str  # a name in edgeship.formats.FORMATS
     precision: str  # "fp32" | "fp16" | "dynamic" | "int8" (or "int8-mixed" after a gated conversion)
     artifact: str  # file name, relative to the manifest's folder
     input_spec: InputSpec | None = None
@@ -81,6 +70,12 @@ class Manifest:
         extra = {k: d.pop(k) for k in list(d) if k not in known}
         if extra:
             d.setdefault("conversion", {}).setdefault("unknown_keys", extra)
+        version = d.get("schema_version", 1)
+        if not isinstance(version, int) or isinstance(version, bool) or version < 1:
+            raise ModelError(f"manifest schema_version must be a positive integer, got {version!r}")
+        if version > SCHEMA_VERSION:
+            raise ModelError(f"manifest schema_version {version} is newer than this edgeship reads ({SCHEMA_VERSION}): "
+                             "upgrade edgeship (pip install -U edgeship)")
         missing = [k for k in ("name", "format", "precision", "artifact") if k not in d]
         if missing:
             raise ModelError(f"manifest is missing required keys {missing}")
@@ -98,8 +93,12 @@ class Manifest:
             raise ModelError(f"no manifest for {path}: expected {mp}")
         try:
             return cls.from_dict(json.loads(mp.read_text()))
-        except (json.JSONDecodeError, TypeError, UnicodeDecodeError) as e:
-            raise ModelError(f"manifest {mp} is not valid: {e}") from e
+        except (json.JSONDecodeError, TypeError, UnicodeDecodeError, AttributeError) as e:
+            raise ModelError(f"manifest {mp} is not valid: {e}") from None
+        except ModelError as e:
+            raise ModelError(f"{mp}: {e}") from None
+        except OSError as e:
+            raise ModelError(f"cannot read manifest {mp}: {e.strerror or e}") from None
 
     @classmethod
     def load_optional(cls, artifact: str | os.PathLike) -> "Manifest | None":

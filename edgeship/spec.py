@@ -436,17 +436,14 @@ def _model_input_hwc(model: Any) -> tuple[int, int, int, str]:
         path = Path(model)
         if not path.exists():
             raise SpecError(f"model {path} does not exist")
-        suffix = path.suffix.lower()
-        if suffix == ".tflite":
-            from ai_edge_litert.interpreter import Interpreter
+        from . import formats
 
-            det = Interpreter(model_path=str(path)).get_input_details()[0]
-            return _shape_to_hwc(list(det["shape"]), str(path))
-        if suffix == ".xml":
-            import openvino as ov
-
-            ps = ov.Core().read_model(str(path)).inputs[0].get_partial_shape()
-            return _shape_to_hwc([d.get_length() if d.is_static else None for d in ps], str(path))
+        fmt = formats.for_path(path)
+        if fmt is not None:
+            inputs, _ = fmt.read_tensors(path)
+            if not inputs:
+                raise SpecError(f"{path} has no input tensor")
+            return _shape_to_hwc([d if d >= 0 else None for d in inputs[0].shape], str(path))
         from .converters.keras_io import load_keras_model
 
         model = load_keras_model(path)

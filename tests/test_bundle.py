@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from edgeship.errors import DeployError, InputError
+from edgeship.errors import DeployError, InputError, ModelError
 from edgeship.targets.bundle import build_bundle, read_release
 from edgeship.targets.systemd import render_unit
 from edgeship.targets.wheels import edgeship_wheel, source_tree
@@ -96,6 +96,13 @@ def test_wrong_inputs_are_refused(inputs, tmp_path):
     (tmp_path / "m.bin").write_bytes(b"\0")
     with pytest.raises(InputError, match="jetson-nano cannot run openvino"):
         build_bundle(xml, "jetson-nano", tmp_path / "b.tar.gz", source="0", edgeship_wheel=inputs["edgeship_wheel"])
+    assert not (tmp_path / "b.tar.gz").exists()
+    with pytest.raises(InputError, match="m.xml is not a valid OpenVINO IR model"):  # refused here, not on the device
+        build_bundle(xml, "generic-x86_64", tmp_path / "b.tar.gz", source="0", edgeship_wheel=inputs["edgeship_wheel"])
+    for bad in (b"", b"not a model at all"):
+        (tmp_path / "m.tflite").write_bytes(bad)
+        with pytest.raises((InputError, ModelError), match="m.tflite is not a valid TFLite model"):
+            build_bundle(tmp_path / "m.tflite", "rpi4", tmp_path / "b.tar.gz", source="0", edgeship_wheel=inputs["edgeship_wheel"])
     assert not (tmp_path / "b.tar.gz").exists()
     cut = tmp_path / "cut.tar.gz"
     good = build_bundle(inputs["artifact"], "rpi4", tmp_path / "g.tar.gz", source="0", edgeship_wheel=inputs["edgeship_wheel"])

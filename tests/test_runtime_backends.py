@@ -114,7 +114,7 @@ def test_bad_files_are_one_line_model_errors(tmp_path, art):
         assert "\n" not in str(e.value) and (name in str(e.value) or "notes" in str(e.value))
     lone = tmp_path / "lone.xml"
     lone.write_bytes(art["openvino"].read_bytes())
-    with pytest.raises(ModelError, match=r"no weights file: expected .*lone\.bin"):
+    with pytest.raises(ModelError, match=r"is incomplete: .*lone\.bin missing"):
         open_backend(lone)
     with pytest.raises(ModelError, match="is a folder"):
         open_backend(tmp_path, backend="tflite")
@@ -140,8 +140,10 @@ def test_registry_dispatch_by_manifest_suffix_and_override(art, monkeypatch, tmp
         def _run(self, tensors):
             return [tensors[0] * 2]
 
-    monkeypatch.setitem(B.BACKENDS, "fake", f"{__name__}:_FAKE")
-    monkeypatch.setitem(B.SUFFIXES, ".fake", "fake")
+    from edgeship import formats
+
+    monkeypatch.setitem(formats.FORMATS, "fake", formats.Format("fake", "Fake", ".fake", (), ("fp32",), "edgeship.formats.tflite",
+                                                                f"{__name__}:_FAKE"))
     monkeypatch.setattr(sys.modules[__name__], "_FAKE", Fake, raising=False)
     p = tmp_path / "m.fake"
     p.write_bytes(b"x")

@@ -166,7 +166,7 @@ def test_litert_outputs_follow_the_manifest_order():
     from types import SimpleNamespace
 
     from edgeship.manifest import TensorInfo
-    from edgeship.runtime.backends.litert import order_by_manifest
+    from edgeship.formats.tflite import order_by_manifest
 
     details = [{"name": "b", "index": 7}, {"name": "a", "index": 3}]
     m = SimpleNamespace(outputs=[TensorInfo("a", [1, 2], "float32"), TensorInfo("b", [1, 2], "float32")])

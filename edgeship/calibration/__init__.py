@@ -10,6 +10,6 @@ Imports numpy only; OpenCV is imported when a source is read, nncf by ``to_nncf(
 
 from .build import build_dataset
 from .dataset import RepresentativeDataset
-from .sources import SOURCE_KINDS, open_source, read_label_file
+from .sources import SOURCE_KINDS, open_source
 
-__all__ = ["RepresentativeDataset", "build_dataset", "SOURCE_KINDS", "open_source", "read_label_file"]
+__all__ = ["RepresentativeDataset", "build_dataset", "SOURCE_KINDS", "open_source"]

@@ -15,7 +15,8 @@ import numpy as np
 
 from ..errors import CalibrationError, InputError
 from ..progress import progress
-from .sources import IMAGE_SUFFIXES, Candidate, SourceOptions, SourceStats, interleave_by_class
+from ..runtime.sources.readers import IMAGE_SUFFIXES
+from .sources import Candidate, SourceOptions, SourceStats, interleave_by_class
 from .video import import_cv2
 
 log = logging.getLogger(__name__)

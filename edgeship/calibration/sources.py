@@ -13,20 +13,16 @@ import logging
 import re
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Iterator, Protocol
+from typing import Any, Iterator, Protocol
 
 import numpy as np
 
-from ..errors import InputError
+from ..errors import InputError, SourceError
 from ..spec import InputSpec
 
 log = logging.getLogger(__name__)
 
-IMAGE_SUFFIXES = frozenset(
-    ".png .jpg .jpeg .jpe .bmp .dib .tif .tiff .webp .pgm .ppm .pbm .pnm .jp2 .ras .sr".split()
-)
 ARRAY_SUFFIXES = frozenset((".npz", ".npy"))
-STREAM_SCHEMES = ("rtsp://", "rtsps://", "rtmp://", "http://", "https://", "udp://", "tcp://", "srt://")
 
 
 @dataclass
@@ -88,54 +84,51 @@ class Source(Protocol):
 
 
 # ---- matching a source text to a kind ---------------------------------------------------------
-def _is_stream(text: str) -> bool:
-    t = text.strip()
-    return t.lower().startswith(STREAM_SCHEMES) or t.isdigit() or bool(re.fullmatch(r"/dev/video\d+", t))
-
-
+# The device's resolver (edgeship.runtime.sources) decides what a source text is; calibration
+# adds arrays of frames. Live kinds (camera, RTSP/RTMP/HTTP stream, MJPEG, GStreamer) are all
+# captured by StreamSource through the device's own readers, so a calibration set is made from
+# the frames the device will see.
 def _is_array(text: str) -> bool:
     return Path(text).suffix.lower() in ARRAY_SUFFIXES
 
 
-def _is_folder(text: str) -> bool:
-    p = Path(text)
-    return p.is_dir() or (p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
-
-
-def _is_video(text: str) -> bool:
-    return Path(text).is_file()
-
-
-# kind -> (matcher, "module:Class"); matchers are cheap and import nothing heavy.
-SOURCE_KINDS: dict[str, tuple[Callable[[str], bool], str]] = {
-    "stream": (_is_stream, "edgeship.calibration.video:StreamSource"),
-    "array": (_is_array, "edgeship.calibration.arrays:ArraySource"),
-    "folder": (_is_folder, "edgeship.calibration.folder:FolderSource"),
-    "video": (_is_video, "edgeship.calibration.video:VideoSource"),
+# calibration kind -> "module:Class"
+SOURCE_KINDS: dict[str, str] = {
+    "stream": "edgeship.calibration.video:StreamSource",
+    "array": "edgeship.calibration.arrays:ArraySource",
+    "folder": "edgeship.calibration.folder:FolderSource",
+    "video": "edgeship.calibration.video:VideoSource",
 }
 
 
 def source_kind(text: str) -> tuple[str, str]:
-    """Return (kind, target) for a source text; raise InputError naming it when nothing matches."""
+    """Return (calibration kind, target) for a source text; raise InputError naming it when nothing matches."""
+    from ..runtime.sources import LIVE_KINDS, parse_source
+
     text = str(text)
-    m = re.match(r"^([a-z]+):(?!//)(.+)$", text)
-    if m and m.group(1) in SOURCE_KINDS:
-        return m.group(1), m.group(2)
-    for kind, (matches, _) in SOURCE_KINDS.items():
-        if matches(text):
-            return kind, text
-    if not Path(text).exists():
+    m = re.match(r"^(array):(?!//)(.+)$", text)
+    if m:
+        return "array", m.group(2)
+    if _is_array(text) and not text.startswith(("video:", "folder:")):
+        return "array", text
+    try:
+        kind, target = parse_source(text)
+    except SourceError as e:
+        raise InputError(f"calibration source: {e}") from None
+    if kind in LIVE_KINDS:
+        return "stream", text
+    if not Path(target).exists():
         raise InputError(
             f"calibration source {text!r} does not exist; expected an image folder, a video file, "
-            f"a .npz/.npy array, a stream URL (rtsp://, http://) or a camera index"
+            f"a .npz/.npy array, a stream URL (rtsp://, http://), a gst: pipeline or a camera index"
         )
-    raise InputError(f"calibration source {text!r} is not an image folder, video file, array or stream")
+    return kind, target
 
 
 def open_source(text: str, options: SourceOptions) -> Source:
     """Open one source through the registry. Checks that it exists; streams connect later."""
     kind, target = source_kind(text)
-    module_name, attr = SOURCE_KINDS[kind][1].split(":")
+    module_name, attr = SOURCE_KINDS[kind].split(":")
     cls = getattr(importlib.import_module(module_name), attr)
     return cls(target, options)
 
@@ -186,17 +179,3 @@ def natural_key(name: Any) -> tuple:
         return (2, "")
     s = str(name)
     return (0, int(s), "") if s.isdigit() else (1, 0, s)
-
-
-def read_label_file(path: str | Path) -> tuple[str, ...]:
-    """Class names, one per line (blank lines and # comments ignored)."""
-    p = Path(path)
-    if not p.is_file():
-        raise InputError(f"labels file {p} does not exist; expected a text file with one class name per line")
-    names = [ln.strip() for ln in p.read_text(encoding="utf-8").splitlines()]
-    names = [n for n in names if n and not n.startswith("#")]
-    if not names:
-        raise InputError(f"labels file {p} has no class names; expected one name per line")
-    if len(set(names)) != len(names):
-        raise InputError(f"labels file {p} repeats class names: {names}")
-    return tuple(names)

@@ -1,19 +1,19 @@
-"""Video files and live streams (RTSP, HTTP MJPEG, camera index, /dev/videoN) as calibration sources.
+"""Video files and live sources (cameras, RTSP/RTMP/HTTP streams, MJPEG, GStreamer) as calibration sources.
 
 Video files are sampled evenly across the whole file: frames in between are skipped with
-``grab()`` and only chosen frames are decoded into images with ``retrieve()``. Streams are
-captured for ``duration`` seconds, keeping frames evenly spread over that time. A stream that
-does not deliver a frame within ``timeout`` seconds is an error naming it.
+``grab()`` and only chosen frames are decoded into images with ``retrieve()``. Live sources are
+read by the device runtime's own readers for ``duration`` seconds, keeping frames evenly spread
+over that time. A source that does not deliver a frame within ``timeout`` seconds is an error
+naming it.
 """
 
 from __future__ import annotations
 
 import logging
 import os
-import threading
 import time
 from pathlib import Path
-from typing import Any, Callable, Iterator, TypeVar
+from typing import Any, Iterator
 
 import numpy as np
 
@@ -22,7 +22,6 @@ from ..progress import progress
 from .sources import Candidate, SourceOptions, SourceStats, evenly_spaced
 
 log = logging.getLogger(__name__)
-T = TypeVar("T")
 
 
 def import_cv2():
@@ -41,30 +40,6 @@ def import_cv2():
         except AttributeError:  # pragma: no cover - very old OpenCV
             pass
     return cv2
-
-
-class CaptureTimeout(CalibrationError):
-    """A capture call is still blocked after its timeout (the capture must not be released)."""
-
-
-def call_with_timeout(fn: Callable[[], T], timeout: float, what: str) -> T:
-    """Run a blocking call (opening or reading a capture) and give up after ``timeout`` seconds."""
-    box: dict[str, Any] = {}
-
-    def work() -> None:
-        try:
-            box["value"] = fn()
-        except BaseException as e:  # noqa: BLE001 - re-raised in the caller's thread
-            box["error"] = e
-
-    t = threading.Thread(target=work, name="edgeship-capture", daemon=True)
-    t.start()
-    t.join(timeout)
-    if t.is_alive():
-        raise CaptureTimeout(f"{what} did not answer within {timeout:g} s (--timeout)")
-    if "error" in box:
-        raise box["error"]
-    return box["value"]
 
 
 # ---- video files ----------------------------------------------------------------------------------
@@ -150,14 +125,12 @@ class VideoSource:
 
 
 # ---- live streams --------------------------------------------------------------------------------
-def _capture_target(target: str) -> int | str:
-    """What to hand to cv2.VideoCapture: an int for a camera index, else the URL/path."""
-    t = target.strip()
-    return int(t) if t.isdigit() else t
-
-
 class StreamSource:
-    """A live stream or camera, captured for ``options.duration`` seconds."""
+    """A live source (camera, RTSP/RTMP/HTTP stream, MJPEG, GStreamer pipeline) captured for ``options.duration`` s.
+
+    It is read by the device runtime's own reader and capture thread (newest frame only, as on the
+    device), and a frame is kept every ``duration / want`` seconds.
+    """
 
     kind = "stream"
 
@@ -174,85 +147,55 @@ class StreamSource:
     def available(self) -> None:
         return None
 
-    @property
-    def _is_device(self) -> bool:
-        return isinstance(_capture_target(self.name), int) or self.name.startswith("/dev/")
+    def _start(self) -> Any:
+        from ..errors import SourceError
+        from ..runtime.sources import open_source
 
-    def _call(self, fn: Callable[[], T]) -> tuple[T, float]:
-        """Run a blocking capture call; return its value and how long it took.
-
-        FFmpeg (URLs) enforces --timeout itself through the open/read timeout properties, so the
-        call returns on its own. Local cameras have no such property: a watchdog thread gives up.
-        """
+        timeout = self.options.timeout
         t0 = time.monotonic()
-        if self._is_device:
-            value = call_with_timeout(fn, self.options.timeout, f"stream {self.name}")
-        else:
-            value = fn()
-        return value, time.monotonic() - t0
-
-    def _no_answer(self, elapsed: float) -> bool:
-        return elapsed >= 0.9 * self.options.timeout
-
-    def _open(self):
-        cv2 = import_cv2()
-        target = _capture_target(self.name)
-        ms = int(self.options.timeout * 1000)
-        if self._is_device:
-            opener = lambda: cv2.VideoCapture(target)  # noqa: E731
-        else:
-            params = [cv2.CAP_PROP_OPEN_TIMEOUT_MSEC, ms, cv2.CAP_PROP_READ_TIMEOUT_MSEC, ms]
-            opener = lambda: cv2.VideoCapture(target, cv2.CAP_FFMPEG, params)  # noqa: E731
-        cap, elapsed = self._call(opener)
-        if not cap.isOpened():
-            cap.release()
-            if self._no_answer(elapsed):
-                raise CalibrationError(f"stream {self.name} did not answer within {self.options.timeout:g} s (--timeout)")
-            raise CalibrationError(
-                f"stream {self.name} could not be opened (expected a reachable RTSP/HTTP MJPEG URL or camera)"
-            )
-        return cap
+        try:
+            src = open_source(self.name, open_timeout=timeout, reconnect_timeout=timeout, read_timeout=timeout)
+            return src.start()
+        except SourceError as e:
+            if time.monotonic() - t0 >= 0.9 * timeout:
+                raise CalibrationError(f"stream {self.name} did not answer within {timeout:g} s (--timeout): {e}") from None
+            raise CalibrationError(f"stream {self.name} could not be opened: {e}") from None
 
     def candidates(self, want: int, rng: np.random.Generator) -> Iterator[Candidate]:
         if want <= 0:
             return
-        cap = self._open()
         timeout, duration = self.options.timeout, self.options.duration
+        src = self._start()
         interval = duration / want
-        taken, grabbed = 0, 0
+        taken = seen = 0
         bar = progress(total=want, desc=f"stream {self.name}", unit="frame")
-        stuck = False
         try:
-            ok, elapsed = self._call(cap.grab)
-            if not ok:
-                if self._no_answer(elapsed):
-                    raise CalibrationError(f"stream {self.name} sent no frame within {timeout:g} s (--timeout)")
-                raise CalibrationError(f"stream {self.name} opened but delivered no frame")
-            t0 = time.monotonic()
+            t0 = last = time.monotonic()
             next_keep = 0.0
-            while True:
-                now = time.monotonic() - t0
-                if now >= next_keep and taken < want:
-                    frame = cap.retrieve()[1]
-                    if frame is None:
-                        self.stats.unreadable += 1
-                    else:
-                        self.stats.read += 1
-                        taken += 1
-                        bar.update(1)
-                        yield Candidate(frame, None, f"{self.name}@{now:.2f}s")
+            while taken < want:
+                item = src.get(timeout=min(0.25, timeout))
+                now = time.monotonic()
+                if item is None:
+                    if src.exhausted:
+                        log.warning("stream %s stopped after %.1f s of %.1f s; keeping %d frames", self.name, now - t0, duration, taken)
+                        break
+                    if now - last >= timeout:
+                        if seen == 0:
+                            raise CalibrationError(f"stream {self.name} sent no frame within {timeout:g} s (--timeout)")
+                        log.warning("stream %s sent nothing for %.1f s; keeping %d frames", self.name, now - last, taken)
+                        break
+                    continue
+                seen += 1
+                last = now
+                if now - t0 >= next_keep:
+                    self.stats.read += 1
+                    taken += 1
+                    bar.update(1)
+                    yield Candidate(item.frame.image, None, f"{self.name}@{now - t0:.2f}s")
                     next_keep = taken * interval
-                if now >= duration or taken >= want:
+                if now - t0 >= duration:
                     break
-                grabbed += 1
-                if not self._call(cap.grab)[0]:
-                    log.warning("stream %s stopped after %.1f s of %.1f s; keeping %d frames", self.name, now, duration, taken)
-                    break
-            self.stats.details.update(frames_seen=grabbed + 1, captured_s=round(time.monotonic() - t0, 2))
-        except CaptureTimeout:
-            stuck = True  # a reader thread still holds the capture: releasing it now could crash
-            raise
+            self.stats.details.update(frames_seen=seen, captured_s=round(time.monotonic() - t0, 2))
         finally:
             bar.close()
-            if not stuck:
-                cap.release()
+            src.stop()

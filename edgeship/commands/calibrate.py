@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import os
 from dataclasses import replace
-from pathlib import Path
 from typing import Any
 
 import click
@@ -34,9 +33,10 @@ def resolve_spec(input_size: tuple[int, int] | None, model: str | None, override
     if model is None:
         h, w = input_size
         return InputSpec(height=h, width=w, **overrides)
+    from .. import formats
     from ..manifest import Manifest
 
-    manifest = Manifest.load_optional(model) if Path(model).suffix.lower() in (".tflite", ".xml") else None
+    manifest = Manifest.load_optional(model) if formats.is_artifact(model) else None
     if manifest is not None and manifest.input_spec is not None:
         spec = replace(manifest.input_spec, **overrides)
     else:
@@ -82,7 +82,7 @@ Example:
 @click.option("--layout", type=click.Choice(LAYOUTS), help="Sample layout [NHWC, or the model's].")
 @click.option("--dtype", type=click.Choice(DTYPES), help="Sample dtype the model takes [float32].")
 @click.option("--labels", "labels_file", type=click.Path(exists=True, dir_okay=False),
-              help="Class names, one per line, in the model's output order (default: sorted folder names).")
+              help="Class names in the model's output order: one per line (# comments ignored), a JSON list or {id: name} (default: sorted folder names).")
 @click.option("--folder-labels/--no-folder-labels", default=True, show_default=True,
               help="Use class sub-folders of image folders as labels.")
 @click.option("--array-color", type=click.Choice(["BGR", "RGB"]), default="BGR", show_default=True,
@@ -104,7 +104,8 @@ def calibrate(sources, input_size, model, out, count, holdout, seed, dedup, dedu
     The .npz holds float32 samples preprocessed with the InputSpec (set from --input-size or
     --model plus the preprocessing options) and its metadata as a JSON string (no pickles).
     """
-    from ..calibration import build_dataset, read_label_file
+    from ..calibration import build_dataset
+    from ..labels import read_labels
     from ..calibration.dedup import DEFAULT_THRESHOLD
     from ..calibration.summary import summary_tables
 
@@ -115,7 +116,7 @@ def calibrate(sources, input_size, model, out, count, holdout, seed, dedup, dedu
     spec = resolve_spec(input_size, model, {
         "resize": resize, "interpolation": interpolation, "color_order": color_order.upper() if color_order else None, "scale": scale,
         "mean": mean, "std": std, "layout": layout, "dtype": dtype})
-    labels = read_label_file(labels_file) if labels_file else None
+    labels = tuple(read_labels(labels_file)) if labels_file else None
     ds = build_dataset(list(sources), spec=spec, count=count, holdout=holdout, seed=seed, dedup=dedup,
                        duration=duration, timeout=timeout, labels=labels,
                        dedup_threshold=DEFAULT_THRESHOLD if dedup_threshold is None else dedup_threshold,

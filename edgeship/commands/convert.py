@@ -6,9 +6,10 @@ from typing import Any
 
 import click
 
+from .. import formats
 from ._common import echo_err, emit_json, format_table, size_option
 
-PRECISION_CHOICES = ("fp32", "fp16", "dynamic", "int8")
+PRECISION_CHOICES = formats.all_precisions()
 
 
 def _max_drop(ctx: click.Context, param: click.Parameter, value: str | None) -> float | None:
@@ -42,7 +43,7 @@ def _from_target(name: str | None, formats: tuple[str, ...], precision: str | No
 
 @click.command("convert")
 @click.argument("model", type=click.Path(exists=True, path_type=str))
-@click.option("-f", "--format", "formats", multiple=True, type=click.Choice(["tflite", "openvino"]),
+@click.option("-f", "--format", "formats", multiple=True, type=click.Choice(formats.names()),
               help="Artifact format; repeat for several (default: the --target's).")
 @click.option("-p", "--precision", type=click.Choice(PRECISION_CHOICES),
               help="fp32, fp16 (weights), dynamic (TFLite dynamic range) or int8 (full integer, needs --calib). Default: the --target's, else fp32.")
@@ -56,7 +57,7 @@ def _from_target(name: str | None, formats: tuple[str, ...], precision: str | No
 @click.option("--finetune", type=click.Path(exists=True, file_okay=False), help="Labelled image folder (root/<class>/*) to fine-tune on while pruning.")
 @click.option("--epochs", type=click.IntRange(1), default=1, show_default=True, help="Fine-tuning epochs.")
 @click.option("--input-size", callback=size_option, help="HxW for models with a dynamic input size (without --calib).")
-@click.option("--labels", "labels", type=click.Path(exists=True, dir_okay=False), help="Class names, one per line (default: the calibration set's).")
+@click.option("--labels", "labels", type=click.Path(exists=True, dir_okay=False), help="Class names: one per line (# comments and blank lines ignored), a JSON list or a JSON {id: name} object (default: the calibration set's).")
 @click.option("--task", type=click.Choice(["classify", "detect", "raw"]), help="Override the task written to the manifest.")
 @click.option("--name", help="Artifact name (default: MODEL_PRECISION; with several formats NAME_FORMAT).")
 @click.option("--preset", type=click.Choice(["performance", "mixed"]), default="performance", show_default=True,

@@ -6,6 +6,7 @@ from typing import Any
 
 import click
 
+from .. import formats
 from ._common import echo_err, emit_json, format_table
 
 TASK_CHOICES = ("classify", "detect", "raw")
@@ -16,12 +17,12 @@ TASK_CHOICES = ("classify", "detect", "raw")
 @click.option("--config", "config", type=click.Path(dir_okay=False), default=None, help="Deployment config (YAML/TOML): artifact, source, task, app (security|industrial|robot), sinks, server. Only --max-frames, --duration and --json combine with it.")
 @click.option("--source", "-s", default=None, help="Camera index or /dev/videoN, rtsp:// or http:// URL, gst:PIPELINE, image folder or video file.")
 @click.option("--task", type=click.Choice(TASK_CHOICES), default=None, help="Post-processing (default: the manifest's task, else guessed from the outputs).")
-@click.option("--labels", type=click.Path(exists=True, dir_okay=False), default=None, help="Class names: one per line, or a JSON list (default: the manifest's labels).")
+@click.option("--labels", type=click.Path(exists=True, dir_okay=False), default=None, help="Class names: one per line (# comments and blank lines ignored), a JSON list or a JSON {id: name} object (default: the manifest's labels).")
 @click.option("--sink", "sinks", multiple=True, metavar="KIND:ARG", help="jsonl:- | jsonl:FILE | video:FILE.mp4 | http:[HOST:]PORT (repeatable; default jsonl:- unless --json).")
 @click.option("--max-frames", type=click.IntRange(min=1), default=None, help="Stop after N frames taken from the source.")
 @click.option("--duration", type=click.FloatRange(min=0, min_open=True), default=None, help="Stop after S seconds.")
 @click.option("--threads", type=click.IntRange(min=1), default=None, help="Inference threads.")
-@click.option("--backend", type=click.Choice(("tflite", "litert", "openvino")), default=None, help="Override the backend chosen from the manifest / suffix.")
+@click.option("--backend", type=click.Choice(formats.backend_names()), default=None, help="Override the backend chosen from the manifest / suffix.")
 @click.option("--device", default="CPU", show_default=True, help="OpenVINO device: CPU, GPU, NPU, AUTO.")
 @click.option("--hint", type=click.Choice(("latency", "throughput")), default="latency", show_default=True, help="OpenVINO performance hint.")
 @click.option("--precision", type=click.Choice(("f32", "f16", "bf16")), default=None, help="OpenVINO inference precision (f32 stops bf16 on AMX CPUs).")

@@ -5,10 +5,11 @@
                       calib="calib.npz", out_dir="artifacts/")
 
 Modules: ``keras_io`` (load, run, export SavedModel), ``bridge`` (Keras 3 -> tf_keras),
-``prune`` (tfmot in a subprocess), ``tflite``, ``openvino``, ``convert`` (the sequence).
+``prune`` (tfmot in a subprocess), ``tflite``, ``openvino``, ``convert`` (the sequence). What each
+artifact format is (suffix, files, tensors, builder) lives in :mod:`edgeship.formats`.
 TensorFlow, tfmot, OpenVINO and NNCF are imported only inside the functions that use them.
 """
 
-from .convert import FORMATS, ConvertResult, convert
+from .convert import ConvertResult, convert
 
-__all__ = ["FORMATS", "ConvertResult", "convert"]
+__all__ = ["ConvertResult", "convert"]

@@ -17,36 +17,23 @@ import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Iterator, Sequence
+from typing import Any, Iterator, Sequence
 
 import numpy as np
 
+from .. import formats as fmts
 from ..errors import ConversionError, InputError
 from ..fileio import file_size, gzip_size, sha256_file
-from ..manifest import Manifest, TensorInfo, manifest_path, tool_versions
+from ..manifest import Manifest, manifest_path, tool_versions
 from ..spec import InputSpec
 from . import keras_io
 from .inputs import finetune_data, infer_task, load_calibration, load_source, resolve_labels, resolve_spec
-from .openvino import PRECISIONS as OV_PRECISIONS
-from .openvino import PRESETS, ir_files, openvino_tensors, to_openvino
+from .openvino import PRESETS
 from .tflite import IO_TYPES
-from .tflite import PRECISIONS as TFLITE_PRECISIONS
-from .tflite import tflite_tensors, to_tflite
 
 log = logging.getLogger(__name__)
 
 TASKS = ("classify", "detect", "raw")
-
-
-@dataclass(frozen=True)
-class FormatSpec:
-    """How one artifact format is produced and read back."""
-
-    suffix: str
-    precisions: tuple[str, ...]
-    build: Callable[["_Context", Path], Path]
-    tensors: Callable[[Path], tuple[list[TensorInfo], list[TensorInfo]]]
-    files: Callable[[Path], list[Path]]
 
 
 @dataclass
@@ -85,24 +72,6 @@ class _Context:
     task: str
     pruning: Any = None
     timings: dict[str, float] = field(default_factory=dict)
-
-
-def _build_tflite(ctx: _Context, out: Path) -> Path:
-    o = ctx.options
-    return to_tflite(ctx.saved_model, out, precision=ctx.precision, dataset=ctx.dataset, io=o["io"],
-                     denylisted_nodes=o["denylisted_nodes"], denylisted_ops=o["denylisted_ops"])
-
-
-def _build_openvino(ctx: _Context, out: Path) -> Path:
-    o = ctx.options
-    return to_openvino(ctx.saved_model, out, precision=ctx.precision, dataset=ctx.dataset, preset=o["preset"],
-                       dynamic_batch=o["dynamic_batch"], ignored_scope=o["ignored_scope"])
-
-
-FORMATS: dict[str, FormatSpec] = {
-    "tflite": FormatSpec(".tflite", tuple(TFLITE_PRECISIONS), _build_tflite, tflite_tensors, lambda p: [p]),
-    "openvino": FormatSpec(".xml", tuple(OV_PRECISIONS), _build_openvino, openvino_tensors, ir_files),
-}
 
 
 # ---- the public entry point ---------------------------------------------------------------------------
@@ -170,15 +139,7 @@ def convert(
 
 # ---- validation ------------------------------------------------------------------------------------------
 def _validate(formats: list[str], precision: str, **o: Any) -> dict[str, Any]:
-    if not formats:
-        raise InputError("no output format given; expected one or more of " + ", ".join(FORMATS))
-    for fmt in formats:
-        if fmt not in FORMATS:
-            raise InputError(f"unknown format {fmt!r}; expected one of {', '.join(FORMATS)}")
-        if precision not in FORMATS[fmt].precisions:
-            raise InputError(f"precision {precision!r} is not available for {fmt}; expected one of {', '.join(FORMATS[fmt].precisions)}")
-    if len(set(formats)) != len(formats):
-        raise InputError(f"format given twice: {formats}")
+    fmts.validate_formats(formats, precision)
     if o["io"] not in IO_TYPES:
         raise InputError(f"io must be one of {', '.join(IO_TYPES)}, got {o['io']!r}")
     if o["preset"] not in PRESETS:
@@ -238,11 +199,11 @@ def _artifact_stem(name: str, fmt: str, formats: Sequence[str]) -> str:
 
 
 def _convert_artifact(ctx: _Context, fmt: str, stage: Path, stem: str) -> ConvertResult:
-    fs = FORMATS[fmt]
-    artifact = stage / f"{stem}{fs.suffix}"
+    fs = fmts.get(fmt)
+    artifact = fs.path(stage, stem)
     t0 = time.monotonic()
     try:
-        fs.build(ctx, artifact)
+        fs.impl().build(ctx.saved_model, artifact, precision=ctx.precision, dataset=ctx.dataset, options=ctx.options)
     except ConversionError as e:
         raise _blame(ctx.model, fmt, e) from None
     seconds = time.monotonic() - t0
@@ -264,15 +225,18 @@ def _blame(model: Any, fmt: str, err: ConversionError) -> ConversionError:
 
 
 def build_manifest(ctx: _Context, fmt: str, artifact: Path, seconds: float) -> Manifest:
-    fs = FORMATS[fmt]
+    from .gate import scope_names
+
+    fs = fmts.get(fmt)
     files = fs.files(artifact)
-    inputs, outputs = fs.tensors(artifact)
+    inputs, outputs = fs.read_tensors(artifact)
     hashes: dict[str, str | None] = {"source_model": ctx.source["sha256"], "artifact": sha256_file(artifact)}
     for extra in files[1:]:
         hashes[f"artifact{extra.suffix}"] = sha256_file(extra)
     hashes["calibration"] = ctx.dataset.sha256 if ctx.dataset is not None else None
     options = {k: v for k, v in ctx.options.items() if k != "ignored_scope"}
-    options["ignored_scope"] = _scope_names(ctx.options.get("ignored_scope"))
+    scope = ctx.options.get("ignored_scope")
+    options["ignored_scope"] = None if scope is None else scope_names(scope)
     conversion = {
         "source": {k: ctx.source[k] for k in ("path", "name", "flavor")},
         "options": options,
@@ -287,13 +251,6 @@ def build_manifest(ctx: _Context, fmt: str, artifact: Path, seconds: float) -> M
         sizes={"raw_bytes": sum(file_size(f) for f in files), "gzip_bytes": sum(gzip_size(f) for f in files)},
         versions=tool_versions(), conversion=conversion,
     )
-
-
-def _scope_names(scope: Any) -> list[str] | None:
-    if scope is None:
-        return None
-    names = getattr(scope, "names", scope)
-    return [str(n) for n in names]
 
 
 def _sparsity_section(report: Any) -> dict[str, Any]:
@@ -333,7 +290,7 @@ def _publish(results: list[ConvertResult], stage: Path, out_dir: Path) -> list[C
     """Move every artifact (data files first, manifest last) from the staging folder into ``out_dir``."""
     published = []
     for r in results:
-        fs = FORMATS[r.manifest.format]
+        fs = fmts.get(r.manifest.format)
         for f in reversed(fs.files(r.path)):  # .bin before .xml
             os.replace(f, out_dir / f.name)
         os.replace(manifest_path(r.path), manifest_path(out_dir / r.path.name))

@@ -25,7 +25,7 @@ from typing import Any, Callable, Sequence
 
 import numpy as np
 
-from ..errors import InputError
+from .. import formats
 from .layers import LayerError, prioritise
 from .verify import compare, judge, run_artifact
 
@@ -133,8 +133,8 @@ def _layers_record(chosen: Sequence[LayerError], budget: float) -> list[dict[str
                        f"kept in float to bring the drop within {budget:g} points"} for e in chosen]
 
 
-# ---- per format ---------------------------------------------------------------------------------------
-class _TFLiteFormat:
+# ---- candidate builders (picked through edgeship.formats: each format's gate_candidates) -----------------
+class TFLiteCandidates:
     """Ranks with the QuantizationDebugger; candidates are re-quantized from one calibration."""
 
     def __init__(self, saved: Path, ds: Any, io: str, tmp: Path, nodes: Sequence[str] = (), ops: Sequence[str] = ()) -> None:
@@ -146,12 +146,16 @@ class _TFLiteFormat:
     def nodes(self, chosen: Sequence[LayerError]) -> list[str]:
         return list(dict.fromkeys(self.base + [n for e in chosen for n in e.keep_float]))
 
+    def float_nodes(self, chosen: Sequence[LayerError]) -> list[str]:
+        """What the manifest records as kept in float (the caller's denylist included)."""
+        return self.nodes(chosen)
+
     def rank(self, chosen: list[LayerError]) -> list[LayerError]:
         return self.probe.rank(self.nodes(chosen))
 
     def build(self, chosen: list[LayerError]) -> Path:
         # the same MLIR quantizer call as to_tflite(..., denylisted_nodes=...), on the cached calibration
-        path = self.tmp / f"candidate_{len(chosen)}_{abs(hash(tuple(self.nodes(chosen))))}.tflite"
+        path = formats.get("tflite").path(self.tmp, f"candidate_{len(chosen)}_{abs(hash(tuple(self.nodes(chosen))))}")
         path.write_bytes(self.probe.quantize(self.nodes(chosen)))
         return path
 
@@ -161,7 +165,7 @@ class _TFLiteFormat:
         return to_tflite(self.saved, out, precision="fp16")
 
 
-class _OpenVINOFormat:
+class OpenVINOCandidates:
     """Ranks the artifact's activation quantizers; candidates are ``nncf.quantize`` runs with an ignored scope."""
 
     def __init__(self, saved: Path, ds: Any, artifact: Path, preset: str, dynamic_batch: bool, tmp: Path,
@@ -175,10 +179,13 @@ class _OpenVINOFormat:
         self.user_scope = list(user_scope)  # the caller's own ignored scope, kept in every candidate
         # OpenVINO numbers node names per conversion: every candidate is quantized from this one FP32
         # IR, and the artifact's names are mapped onto it.
-        self.fp32 = ov.Core().read_model(str(to_openvino(saved, tmp / "fp32.xml", precision="fp32", dynamic_batch=dynamic_batch)))
+        self.fp32 = ov.Core().read_model(str(to_openvino(saved, formats.get("openvino").path(tmp, "fp32"), precision="fp32", dynamic_batch=dynamic_batch)))
         self.first = OpenVINOProbe(artifact, ds.x_calib)
         self.names = map_node_names(self.first.model, self.fp32)
         self.last: Any = None  # the latest candidate's probe (FP32 names)
+
+    def float_nodes(self, chosen: Sequence[LayerError]) -> list[str]:
+        return list(dict.fromkeys(n for e in chosen for n in e.keep_float))
 
     def rank(self, chosen: list[LayerError]) -> list[LayerError]:
         from .layers import OpenVINOProbe, rename
@@ -202,7 +209,7 @@ class _OpenVINOFormat:
         scope = list(dict.fromkeys(n for e in chosen for n in e.keep_float))
         model = self._quantize(scope)
         self.last = OpenVINOProbe(model, self.ds.x_calib)
-        return _save_ir(model, self.tmp / f"candidate_{len(chosen)}_{abs(hash(tuple(scope)))}.xml", False)
+        return _save_ir(model, formats.get("openvino").path(self.tmp, f"candidate_{len(chosen)}_{abs(hash(tuple(scope)))}"), False)
 
     def fp16(self, out: Path) -> Path:
         from .openvino import to_openvino
@@ -225,8 +232,7 @@ def accuracy_gate(artifact: str | Path, *, fmt: str, model: Any, saved_model_dir
 
     t0 = time.perf_counter()
     artifact = Path(artifact)
-    if fmt not in ("tflite", "openvino"):
-        raise InputError(f"the accuracy gate handles tflite and openvino artifacts, got {fmt!r}")
+    fs = formats.get(fmt)
     x, y = dataset.split("holdout")
     if len(x) == 0:
         log.warning("the calibration set has no holdout samples; the accuracy gate verifies on the calibration samples")
@@ -241,8 +247,9 @@ def accuracy_gate(artifact: str | Path, *, fmt: str, model: Any, saved_model_dir
     log.warning("%s: %s; keeping the most damaged layers in float", artifact.name, result.reason)
     with tempfile.TemporaryDirectory(prefix="edgeship-gate-") as tmpdir:
         tmp = Path(tmpdir)
-        impl = _TFLiteFormat(Path(saved_model_dir), dataset, io, tmp, denylisted_nodes, denylisted_ops) if fmt == "tflite" else _OpenVINOFormat(
-            Path(saved_model_dir), dataset, artifact, preset, dynamic_batch, tmp, ignored_scope)
+        options = {"io": io, "preset": preset, "dynamic_batch": dynamic_batch, "denylisted_nodes": denylisted_nodes,
+                   "denylisted_ops": denylisted_ops, "ignored_scope": ignored_scope}
+        impl = fs.impl().gate_candidates(Path(saved_model_dir), dataset, artifact, tmp, options)
         built: dict[tuple[str, ...], tuple[Path, tuple[str | None, float | None, dict[str, Any]]]] = {}
 
         def candidate(chosen: list[LayerError]) -> tuple[Path, tuple[str | None, float | None, dict[str, Any]]]:
@@ -256,9 +263,9 @@ def accuracy_gate(artifact: str | Path, *, fmt: str, model: Any, saved_model_dir
         result.steps = steps
         if chosen:
             path, (measured, value, record) = candidate(chosen)
-            _replace(path, artifact)
+            _replace(fs, path, artifact)
             result.precision, result.accuracy = "int8-mixed", record
-            result.float_nodes = list(dict.fromkeys(n for e in chosen for n in e.keep_float)) if fmt == "openvino" else impl.nodes(chosen)
+            result.float_nodes = impl.float_nodes(chosen)
             result.float_layers = _layers_record(chosen, max_drop)
             result.value = value
             result.passed, result.reason = judge(measured, value, max_drop)
@@ -266,7 +273,7 @@ def accuracy_gate(artifact: str | Path, *, fmt: str, model: Any, saved_model_dir
             return _finish(result, t0)
         path = impl.fp16(tmp / artifact.name)
         measured, value, record = ev.measure(path)
-        _replace(path, artifact)
+        _replace(fs, path, artifact)
         result.precision, result.fallback, result.accuracy, result.value = "fp16", "fp16", record, value
         result.passed, why = judge(measured, value, max_drop)
         result.reason = f"no mixed int8/float model fits {max_drop:g} points; fell back to fp16 ({why})"
@@ -282,10 +289,10 @@ def gate_convert_step(ctx: Any, fmt: str, artifact: Path) -> GateResult | None:
     return accuracy_gate(artifact, fmt=fmt, model=ctx.model, saved_model_dir=ctx.saved_model, dataset=ctx.dataset,
                          max_drop=float(o["max_drop"]), io=o.get("io", "int8"), preset=o.get("preset", "performance"),
                          dynamic_batch=bool(o.get("dynamic_batch")), denylisted_nodes=o.get("denylisted_nodes") or (),
-                         denylisted_ops=o.get("denylisted_ops") or (), ignored_scope=_scope_names(o.get("ignored_scope")))
+                         denylisted_ops=o.get("denylisted_ops") or (), ignored_scope=scope_names(o.get("ignored_scope")))
 
 
-def _scope_names(scope: Any) -> list[str]:
+def scope_names(scope: Any) -> list[str]:
     """Node names of an ignored scope given as names or as an ``nncf.IgnoredScope`` (names only)."""
     if scope is None:
         return []
@@ -305,15 +312,12 @@ def record_gate(manifest: Any, result: GateResult | None) -> Any:
     return manifest
 
 
-def _replace(src: Path, dst: Path) -> None:
-    """Move a built artifact (and an IR's .bin) over ``dst`` atomically, file by file."""
+def _replace(fs: formats.Format, src: Path, dst: Path) -> None:
+    """Move a built artifact (companion files first) over ``dst`` atomically, file by file."""
     import os
     import shutil
 
-    pairs = [(src, dst)]
-    if src.suffix == ".xml":
-        pairs.insert(0, (src.with_suffix(".bin"), dst.with_suffix(".bin")))
-    for s, d in pairs:
+    for s, d in reversed(list(zip(fs.files(src), fs.files(dst)))):
         tmp = d.with_name(f".{d.name}.gate.tmp")
         shutil.copyfile(s, tmp)
         os.replace(tmp, d)

@@ -88,13 +88,10 @@ def _spec_from_shape(shape: tuple, size: tuple[int, int]) -> InputSpec:
 
 
 def resolve_labels(labels: Any, dataset: Any) -> list[str] | None:
-    if labels is None:
-        return list(dataset.labels) if dataset is not None and dataset.labels else None
-    if isinstance(labels, (str, os.PathLike)):
-        from ..calibration import read_label_file
+    """The labels given (list or file, read by :func:`edgeship.labels.read_labels`), else the calibration set's."""
+    from ..labels import resolve_labels as resolve
 
-        return list(read_label_file(labels))
-    return [str(x) for x in labels]
+    return resolve(labels, dataset.labels if dataset is not None else None)
 
 
 def infer_task(model: Any, dataset: Any, spec: InputSpec) -> str:

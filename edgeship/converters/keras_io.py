@@ -21,6 +21,7 @@ from typing import Any, Sequence
 import numpy as np
 
 from ..errors import ConversionError, ModelError
+from ..formats.tensors import output_sort_key
 
 log = logging.getLogger(__name__)
 
@@ -49,7 +50,7 @@ class SavedModelGraph:
             raise ModelError(f"SavedModel {self.path} has {len(specs)} inputs ({sorted(specs)}); edgeship converts single-image-input models")
         self.input_name, spec = next(iter(specs.items()))
         self.input_shape = tuple(None if d is None else int(d) for d in spec.shape.as_list())
-        self.output_keys = sorted(sig.structured_outputs, key=_output_sort_key)
+        self.output_keys = sorted(sig.structured_outputs, key=output_sort_key)
         self.output_shape = [tuple(sig.structured_outputs[k].shape.as_list()) for k in self.output_keys]
         self.name = self.path.name
         self.layers: list[Any] = []
@@ -59,11 +60,6 @@ class SavedModelGraph:
 
         out = self._fn(**{self.input_name: tf.constant(x, dtype=tf.float32)})
         return [np.asarray(out[k]) for k in self.output_keys]
-
-
-def _output_sort_key(name: str) -> tuple[int, Any]:
-    m = re.fullmatch(r"output_(\d+)", name)
-    return (0, int(m.group(1))) if m else (1, name)
 
 
 def _first_line(e: BaseException) -> str:

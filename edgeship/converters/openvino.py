@@ -18,8 +18,8 @@ import tempfile
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
+from .. import formats
 from ..errors import ConversionError, InputError
-from ..manifest import TensorInfo
 
 log = logging.getLogger(__name__)
 
@@ -127,10 +127,10 @@ def _ordered_outputs(model: Any) -> Any:
     """Results sorted as output_0, output_1... (the Keras output order the SavedModel was exported with)."""
     import openvino as ov
 
-    from .keras_io import _output_sort_key
+    from ..formats.tensors import output_sort_key
 
     results = list(model.get_results())
-    keyed = sorted(results, key=lambda r: _output_sort_key(r.output(0).get_any_name() if r.output(0).get_names() else ""))
+    keyed = sorted(results, key=lambda r: output_sort_key(r.output(0).get_any_name() if r.output(0).get_names() else ""))
     if keyed == results:
         return model
     return ov.Model(keyed, model.get_parameters(), model.get_friendly_name())
@@ -159,37 +159,18 @@ def stable_names(model: Any) -> Any:
 def _save_ir(model: Any, out_xml: Path, compress: bool) -> Path:
     import openvino as ov
 
-    if out_xml.suffix != ".xml":
-        raise InputError(f"OpenVINO IR path must end in .xml, got {out_xml}")
+    fmt = formats.get("openvino")
+    if out_xml.suffix != fmt.suffix:
+        raise InputError(f"OpenVINO IR path must end in {fmt.suffix}, got {out_xml}")
     out_xml.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{out_xml.stem}.", suffix=".tmp", dir=out_xml.parent))
     try:
         ov.save_model(model, str(tmp / out_xml.name), compress_to_fp16=compress)
-        os.replace(tmp / out_xml.with_suffix(".bin").name, out_xml.with_suffix(".bin"))
-        os.replace(tmp / out_xml.name, out_xml)
+        for f in reversed(fmt.files(out_xml)):  # weights before the .xml that points at them
+            os.replace(tmp / f.name, f)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     return out_xml
-
-
-def ir_files(out_xml: str | os.PathLike) -> list[Path]:
-    """The files an IR consists of (``.xml`` and ``.bin``)."""
-    p = Path(out_xml)
-    return [p, p.with_suffix(".bin")]
-
-
-def openvino_tensors(path: str | os.PathLike) -> tuple[list[TensorInfo], list[TensorInfo]]:
-    """Input and output tensors of an IR: names, shapes (-1 for dynamic) and element types."""
-    import openvino as ov
-
-    model = ov.Core().read_model(str(path))
-
-    def info(port: Any) -> TensorInfo:
-        ps = port.get_partial_shape()
-        shape = [d.get_length() if d.is_static else -1 for d in ps]
-        return TensorInfo(name=port.get_any_name(), shape=shape, dtype=port.get_element_type().to_dtype().name)
-
-    return [info(p) for p in model.inputs], [info(p) for p in model.outputs]
 
 
 def openvino_layers(path: str | os.PathLike, types: Sequence[str] = ("Convolution", "GroupConvolution", "MatMul")) -> list[str]:

@@ -19,7 +19,6 @@ import numpy as np
 
 from ..errors import ConversionError, InputError
 from ..fileio import atomic_write_bytes
-from ..manifest import TensorInfo
 
 log = logging.getLogger(__name__)
 
@@ -108,14 +107,14 @@ def outputs_in_signature_order(data: bytes) -> bytes:
     """
     from tensorflow.lite.tools import flatbuffer_utils
 
-    from .keras_io import _output_sort_key
+    from ..formats.tensors import output_sort_key
 
     model = flatbuffer_utils.convert_bytearray_to_object(bytearray(data))
     if not model.signatureDefs or len(model.subgraphs[0].outputs) < 2:
         return data
     sig = model.signatureDefs[0]
     names = lambda t: t.name.decode() if isinstance(t.name, bytes) else t.name  # noqa: E731
-    wanted = [t.tensorIndex for t in sorted(sig.outputs, key=lambda t: _output_sort_key(names(t)))]
+    wanted = [t.tensorIndex for t in sorted(sig.outputs, key=lambda t: output_sort_key(names(t)))]
     graph = model.subgraphs[sig.subgraphIndex or 0]
     if sorted(wanted) != sorted(int(i) for i in graph.outputs) or list(graph.outputs) == wanted:
         return data
@@ -152,47 +151,11 @@ def converter_error_summary(e: BaseException) -> str:
 
 
 # ---- reading back ---------------------------------------------------------------------------------
-def _tensor_info(detail: dict[str, Any], key: str | None = None) -> TensorInfo:
-    scale, zero = detail.get("quantization", (0.0, 0))
-    qp = detail.get("quantization_parameters") or {}
-    scales = np.asarray(qp.get("scales", []))
-    if scales.size > 1:  # per-axis on an I/O tensor is unusual; record the first, warn
-        log.warning("tensor %s has per-axis quantization; recording the first scale", detail["name"])
-    quantized = bool(scale) and np.dtype(detail["dtype"]).kind in "iu"
-    shape = [int(d) for d in (detail.get("shape_signature") if detail.get("shape_signature") is not None else detail["shape"])]
-    return TensorInfo(
-        name=str(detail["name"]),
-        shape=shape,
-        dtype=np.dtype(detail["dtype"]).name,
-        scale=float(scale) if quantized else None,
-        zero_point=int(zero) if quantized else None,
-    )
-
-
-def tflite_tensors(path: str | os.PathLike) -> tuple[list[TensorInfo], list[TensorInfo]]:
-    """Input and output tensors of a .tflite, in signature order (``output_0``, ``output_1``...)."""
-    from ai_edge_litert.interpreter import Interpreter
-
-    interp = Interpreter(model_path=str(path))
-    details = {d["index"]: d for d in interp.get_input_details() + interp.get_output_details()}
-    sigs = interp.get_signature_list()
-    if sigs:
-        runner = interp.get_signature_runner(next(iter(sigs)))
-        from .keras_io import _output_sort_key
-
-        ins = runner.get_input_details()
-        outs = runner.get_output_details()
-        inputs = [_tensor_info(details[ins[k]["index"]]) for k in sorted(ins, key=_output_sort_key)]
-        outputs = [_tensor_info(details[outs[k]["index"]]) for k in sorted(outs, key=_output_sort_key)]
-        return inputs, outputs
-    return [_tensor_info(d) for d in interp.get_input_details()], [_tensor_info(d) for d in interp.get_output_details()]
-
-
 def tflite_ops(path: str | os.PathLike) -> list[dict[str, Any]]:
     """Every op of a .tflite with its output tensor names and dtypes (what ran in float, what in int8)."""
-    from ai_edge_litert.interpreter import Interpreter
+    from ..runtime.backends.litert import load_interpreter
 
-    interp = Interpreter(model_path=str(path))
+    interp = load_interpreter(Path(path))
     tensors = {t["index"]: t for t in interp.get_tensor_details()}
     return [
         {

@@ -25,6 +25,7 @@ from typing import Any, Sequence
 
 import numpy as np
 
+from .. import formats
 from ..errors import InputError, ModelError, SpecError
 from ..fileio import to_jsonable
 from ..manifest import Manifest
@@ -123,19 +124,6 @@ def load_dataset(data: Any):
     raise InputError(f"data must be a calibration .npz path or a RepresentativeDataset, got {type(data).__name__}")
 
 
-def forced_precision(artifact: Path, manifest: Manifest | None) -> str | None:
-    """``"f32"`` for a float OpenVINO artifact (so a bf16-capable CPU does not run it in bf16), else None."""
-    if artifact.suffix.lower() != ".xml":
-        return None
-    if manifest is not None:
-        return "f32" if manifest.precision == "fp32" else None
-    try:
-        text = artifact.read_text(errors="ignore")
-    except OSError as e:
-        raise ModelError(f"cannot read {artifact}: {e}") from None
-    return None if 'type="FakeQuantize"' in text else "f32"
-
-
 def run_artifact(artifact: str | os.PathLike, x: np.ndarray, *, precision: str | None = None) -> tuple[list[np.ndarray], dict[str, Any]]:
     """Outputs of ``artifact`` on ``x`` through the runtime backend, and what ran them."""
     from ..runtime.backends import open_backend
@@ -232,7 +220,7 @@ def verify_artifact(artifact: str | os.PathLike, reference: Any, data: Any, *, s
 
     ``max_drop`` is the budget in points: the accuracy drop with labels, the top-1 disagreement
     without. ``layers`` > 0 adds the N layers with the largest quantization error. ``precision``
-    overrides the OpenVINO inference precision (default: f32 for FP32 artifacts, the device's
+    overrides the OpenVINO inference precision (default, as on every runtime path: f32 for FP32 artifacts, the device's
     default otherwise).
     """
     t0 = time.perf_counter()
@@ -252,7 +240,7 @@ def verify_artifact(artifact: str | os.PathLike, reference: Any, data: Any, *, s
         raise SpecError(f"{path.name} takes samples of shape {manifest.input_spec.sample_shape}, "
                         f"the calibration set has {ds.spec.sample_shape}")
     ref = reference_outputs(reference, x)
-    art, info = run_artifact(path, x, precision=precision or forced_precision(path, manifest))
+    art, info = run_artifact(path, x, precision=precision)
     cmp = compare(ref, art, labels=y, class_names=ds.labels)
     measured = "drop" if cmp.get("drop") is not None else ("disagreement" if cmp.get("agreement") is not None else None)
     report = VerificationReport(
@@ -277,10 +265,9 @@ def verify_artifact(artifact: str | os.PathLike, reference: Any, data: Any, *, s
 
 def layer_errors(artifact: Path, reference: Any, ds: Any, *, manifest: Manifest | None = None, limit: int = 100) -> list[Any]:
     """Per-layer quantization errors of an int8 artifact, worst first (empty, with a warning, for float artifacts)."""
-    from . import layers as L
     from .keras_io import export_saved_model, load_keras_model
 
-    fmt = manifest.format if manifest else ("tflite" if artifact.suffix.lower() == ".tflite" else "openvino")
+    fs = formats.resolve(artifact, manifest)
     if manifest is not None and not str(manifest.precision).startswith("int8"):
         log.warning("%s is %s: per-layer quantization errors apply to int8 artifacts only", artifact.name, manifest.precision)
         return []
@@ -289,21 +276,5 @@ def layer_errors(artifact: Path, reference: Any, ds: Any, *, manifest: Manifest 
     float_nodes = list((conversion.get("accuracy_gate") or {}).get("float_nodes") or [])
     with tempfile.TemporaryDirectory(prefix="edgeship-layers-") as tmp:
         saved = export_saved_model(load_keras_model(reference), Path(tmp) / "saved_model")
-        if fmt == "tflite":
-            io = (manifest.io_dtype.get("input") if manifest and manifest.io_dtype else None) or "int8"
-            io = {"float32": "float"}.get(io, io)
-            probe = L.TFLiteProbe(saved, x, io=io if io in ("float", "int8", "uint8") else "int8", limit=limit)
-            return probe.rank(float_nodes)
-        from .openvino import to_openvino
-
-        errors = L.OpenVINOProbe(artifact, x, limit=limit).rank()
-        dynamic = bool((conversion.get("options") or {}).get("dynamic_batch"))
-        fp32 = to_openvino(saved, Path(tmp) / "fp32.xml", precision="fp32", dynamic_batch=dynamic)
-        import openvino as ov
-
-        core = ov.Core()
-        sqnr = L.compare_with_fp32(core.read_model(str(artifact)), core.read_model(str(fp32)), x, limit=limit)
-        for e in errors:
-            if e.consumers and e.consumers[0] in sqnr:
-                e.fp32_sqnr_db = sqnr[e.consumers[0]]
-        return errors
+        return fs.impl().layer_errors(artifact, saved, x, manifest=manifest, float_nodes=float_nodes, tmp=Path(tmp),
+                                      limit=limit)

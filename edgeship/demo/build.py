@@ -80,7 +80,8 @@ def export_int8(demo: Any, out_path: str | os.PathLike) -> Path:
     """Convert a trained :class:`~edgeship.demo.train.DemoModel` to int8 TFLite and write its manifest."""
     from ..calibration import RepresentativeDataset
     from ..converters.keras_io import export_saved_model
-    from ..converters.tflite import tflite_tensors, to_tflite
+    from .. import formats
+    from ..converters.tflite import to_tflite
     from ..manifest import Manifest, tool_versions
 
     out_path = Path(out_path)
@@ -88,7 +89,7 @@ def export_int8(demo: Any, out_path: str | os.PathLike) -> Path:
     with tempfile.TemporaryDirectory(prefix="edgeship-demo-") as tmp:
         saved = export_saved_model(demo.model, Path(tmp) / "saved_model", sample_shape=demo.spec.sample_shape)
         to_tflite(saved, out_path, precision="int8", dataset=ds, io="int8")
-    inputs, outputs = tflite_tensors(out_path)
+    inputs, outputs = formats.get("tflite").read_tensors(out_path)
     Manifest(
         name=out_path.stem, format="tflite", precision="int8", artifact=out_path.name, input_spec=demo.spec,
         labels=list(demo.labels), task=demo.task, hashes={"artifact": sha256_file(out_path)},

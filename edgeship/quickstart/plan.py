@@ -10,6 +10,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
+from .. import formats
 from ..demo import demo_paths
 
 
@@ -56,17 +57,12 @@ class ArtifactPlan:
     note: str = ""
 
     @property
-    def suffix(self) -> str:
-        return ".tflite" if self.format == "tflite" else ".xml"
-
-    @property
     def filename(self) -> str:
-        return self.name + self.suffix
+        return formats.get(self.format).path(".", self.name).name
 
     def files(self) -> list[str]:
         """The artifact's model files relative to the output folder (an IR has its .bin)."""
-        main = f"models/{self.filename}"
-        return [main, f"models/{self.name}.bin"] if self.format == "openvino" else [main]
+        return [f"models/{f.name}" for f in formats.get(self.format).files(self.filename)]
 
     @property
     def manifest(self) -> str:

@@ -24,7 +24,7 @@ _EXPORTS = {
     "Pipeline": "edgeship.runtime.pipeline",
     "build_pipeline": "edgeship.runtime.runner",
     "run": "edgeship.runtime.runner",
-    "load_labels": "edgeship.runtime.runner",
+    "read_labels": "edgeship.labels",
     "make_postprocess": "edgeship.runtime.processing",
     "benchmark": "edgeship.runtime.bench",
     "Frame": "edgeship.runtime.types",

@@ -39,7 +39,8 @@ from typing import Annotated, Any, Literal, Optional, Union
 from pydantic import (AfterValidator, BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator,
                       model_validator)
 
-from ..errors import ConfigError
+from .. import formats
+from ..errors import ConfigError, SourceError
 
 APP_KINDS = ("security", "industrial", "robot")
 
@@ -71,11 +72,6 @@ class Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
-def _is_file_source(text: str) -> bool:
-    t = text.strip()
-    return not (t.isdigit() or t.startswith(("/dev/video", "gst:")) or "://" in t or " ! " in t)
-
-
 class SourceCfg(Strict):
     uri: str = Field(min_length=1)
     loop: bool = False
@@ -86,16 +82,22 @@ class SourceCfg(Strict):
     @field_validator("uri")
     @classmethod
     def _file_exists(cls, v: str, info: ValidationInfo) -> str:
-        if not _is_file_source(v):
+        from .sources import LIVE_KINDS, parse_source  # the one source resolver
+
+        try:
+            kind, target = parse_source(v)
+        except SourceError as e:
+            raise ValueError(str(e)) from None
+        if kind in LIVE_KINDS:
             return v
-        p = _resolve(Path(v), info)
+        p = _resolve(Path(target), info)
         if not p.exists():
             raise ValueError(f"file not found: {p}")
-        return str(p)
+        return str(p) if target == v.strip() else f"{kind}:{p}"
 
 
 class BackendCfg(Strict):
-    name: Optional[Literal["tflite", "litert", "openvino"]] = None
+    name: Optional[Literal[formats.backend_names()]] = None  # type: ignore[valid-type]
     threads: Optional[int] = Field(None, ge=1)
     device: str = "CPU"
     hint: Literal["latency", "throughput"] = "latency"

@@ -9,43 +9,16 @@ same call from YAML.
 
 from __future__ import annotations
 
-import json
 import os
-from pathlib import Path
 from typing import Any, Sequence
 
-from ..errors import InputError
+from ..labels import resolve_labels
 from ..spec import InputSpec
 from .backends import Backend, open_backend
 from .pipeline import Pipeline
 from .processing import make_postprocess, resolve_task
 from .sinks import make_sink
 from .sources import LatestFrameSource, open_source
-
-
-def load_labels(path: str | os.PathLike) -> list[str]:
-    """Class names from a text file (one per line) or a JSON list / {id: name} object."""
-    p = Path(path)
-    if not p.is_file():
-        raise InputError(f"labels file {p} does not exist")
-    text = p.read_text(encoding="utf-8")
-    if p.suffix.lower() == ".json":
-        try:
-            data = json.loads(text)
-        except json.JSONDecodeError as e:
-            raise InputError(f"labels file {p} is not valid JSON: {e}") from None
-        if isinstance(data, dict):
-            try:
-                return [str(data[k]) for k in sorted(data, key=lambda k: int(k))]
-            except ValueError:
-                raise InputError(f"labels file {p}: expected integer keys, got {list(data)[:3]}") from None
-        if isinstance(data, list):
-            return [str(x) for x in data]
-        raise InputError(f"labels file {p}: expected a JSON list or object, got {type(data).__name__}")
-    labels = [ln.strip() for ln in text.splitlines() if ln.strip()]
-    if not labels:
-        raise InputError(f"labels file {p} is empty")
-    return labels
 
 
 def input_spec_for(backend: Backend, spec: InputSpec | None = None) -> InputSpec:
@@ -131,11 +104,7 @@ class _OwningPipeline(Pipeline):
 
 
 def _labels(labels: Sequence[str] | str | os.PathLike | None, b: Backend) -> list[str] | None:
-    if labels is None:
-        return list(b.manifest.labels) if b.manifest is not None and b.manifest.labels else None
-    if isinstance(labels, (str, os.PathLike)):
-        return load_labels(labels)
-    return [str(x) for x in labels]
+    return resolve_labels(labels, b.manifest.labels if b.manifest is not None else None)
 
 
 def run(artifact: str | os.PathLike, source: str | int, **options: Any) -> dict[str, Any]:
@@ -143,4 +112,4 @@ def run(artifact: str | os.PathLike, source: str | int, **options: Any) -> dict[
     return build_pipeline(artifact, source, **options).run()
 
 
-__all__ = ["build_pipeline", "run", "load_labels", "input_spec_for"]
+__all__ = ["build_pipeline", "run", "input_spec_for"]

@@ -30,6 +30,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from .. import formats
 from ..errors import DeployError, InputError
 from ..fileio import atomic_path
 from ..manifest import Manifest, manifest_path
@@ -39,7 +40,6 @@ from .systemd import unit_template
 
 log = logging.getLogger(__name__)
 AGENT = Path(__file__).with_name("agent.py")
-FORMAT_BY_SUFFIX = {".tflite": "tflite", ".xml": "openvino"}
 _VERSION_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._+-]{0,80}$")
 
 
@@ -64,23 +64,30 @@ class BundleResult:
 
 
 def artifact_files(artifact: Path) -> tuple[str, list[Path]]:
-    """The artifact's format and every file that belongs to it (model, OpenVINO .bin, manifest)."""
+    """The artifact's format and every file that belongs to it (model, companions such as an IR's .bin, manifest)."""
     artifact = Path(artifact)
     if not artifact.is_file():
-        raise InputError(f"artifact {artifact} does not exist: expected a .tflite or OpenVINO .xml file")
+        raise InputError(f"artifact {artifact} does not exist: expected a {formats.describe_suffixes()} file")
     manifest = Manifest.load_optional(artifact)
-    fmt = manifest.format if manifest else FORMAT_BY_SUFFIX.get(artifact.suffix)
-    if fmt is None:
-        raise InputError(f"cannot tell the format of {artifact}: expected a .tflite or .xml file or a manifest next to it")
-    files = [artifact]
-    if artifact.suffix == ".xml":
-        weights = artifact.with_suffix(".bin")
-        if not weights.is_file():
-            raise InputError(f"OpenVINO artifact {artifact} has no weights file {weights}")
-        files.append(weights)
+    fs = formats.resolve(artifact, manifest)
+    fs.check_files(artifact)
+    files = fs.files(artifact)
     if manifest is not None:
         files.append(manifest_path(artifact))
-    return fmt, files
+    return fs.name, files
+
+
+def check_model(artifact: Path, fmt: str) -> None:
+    """Open the model the way the device will (its tensors), so that a file that is not a model is
+    refused at bundle time instead of found out on the device as a rollback."""
+    fs = formats.get(fmt)
+    try:
+        fs.read_tensors(artifact)
+    except ImportError as e:  # the format's runtime is not installed on this workstation
+        log.warning("cannot open %s here to check it: %s", artifact, e)
+    except RuntimeError as e:
+        first = next((ln.strip() for ln in str(e).splitlines() if ln.strip()), type(e).__name__)
+        raise InputError(f"{artifact} is not a valid {fs.title} model: {first[:200]}") from None
 
 
 def run_command(artifact_rel: str, *, config: bool, source: str | None, http_port: int, task: str | None,
@@ -202,6 +209,7 @@ def build_bundle(artifact: str | os.PathLike, target: str | Profile, out: str | 
         raise InputError("a bundle needs exactly one of --config FILE or --source SRC")
     fmt, files = artifact_files(Path(artifact))
     profile.check_format(fmt)
+    check_model(Path(artifact), fmt)
     port = int(http_port or profile.service.get("http_port", 8080))
     entries: dict[str, bytes] = {}
     for f in files:

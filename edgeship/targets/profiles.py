@@ -16,11 +16,12 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
+from .. import formats
 from ..errors import InputError
 
 PROFILE_DIR = Path(__file__).with_name("profiles")
-FORMATS = ("tflite", "openvino")
-PRECISIONS = ("fp32", "fp16", "dynamic", "int8")
+FORMATS = formats.names()
+PRECISIONS = formats.all_precisions()
 ARCHITECTURES = ("aarch64", "x86_64", "armv7l")
 # pip's OpenCV distributions: a bundle that uses the device's system OpenCV (built with GStreamer)
 # leaves them out, or their cv2 would shadow the system one in the venv.

@@ -15,28 +15,21 @@ import os
 from pathlib import Path
 from typing import Any
 
+from ... import formats
 from ...errors import BackendError, ModelError
 from ...manifest import Manifest
 from .base import Backend, dequantize, quantize
 
-# registry: backend name (= manifest "format") -> "module:Class"
-BACKENDS: dict[str, str] = {
-    "tflite": "edgeship.runtime.backends.litert:LiteRTBackend",
-    "openvino": "edgeship.runtime.backends.openvino:OpenVINOBackend",
-}
-# file suffix -> backend name
-SUFFIXES: dict[str, str] = {".tflite": "tflite", ".xml": "openvino", ".onnx": "openvino"}
-# aliases users may type for --backend
-ALIASES: dict[str, str] = {"litert": "tflite", "tflite": "tflite", "openvino": "openvino", "ov": "openvino"}
-
-__all__ = ["Backend", "BACKENDS", "SUFFIXES", "open_backend", "backend_class", "resolve_backend", "quantize", "dequantize"]
+# The registry is the format table (edgeship.formats.FORMATS): each row names its backend "module:Class".
+__all__ = ["Backend", "open_backend", "backend_class", "resolve_backend", "quantize", "dequantize"]
 
 
 def backend_class(name: str) -> type[Backend]:
-    """The Backend class registered under ``name`` (imports its module)."""
-    target = BACKENDS.get(ALIASES.get(name, name))
-    if target is None:
-        raise BackendError(f"unknown backend {name!r}; expected one of {', '.join(sorted(BACKENDS))}")
+    """The Backend class registered under ``name`` or one of its aliases (imports its module)."""
+    try:
+        target = formats.get(name).backend
+    except ModelError:
+        raise BackendError(f"unknown backend {name!r}; expected one of {', '.join(formats.backend_names())}") from None
     module, attr = target.split(":")
     try:
         return getattr(importlib.import_module(module), attr)
@@ -47,19 +40,11 @@ def backend_class(name: str) -> type[Backend]:
 def resolve_backend(path: str | os.PathLike, manifest: Manifest | None, backend: str | None = None) -> str:
     """Which registry entry runs ``path``: the explicit choice, else the manifest format, else the suffix."""
     if backend:
-        name = ALIASES.get(backend, backend)
-        if name not in BACKENDS:
-            raise BackendError(f"unknown backend {backend!r}; expected one of {', '.join(sorted(ALIASES))}")
-        return name
-    if manifest is not None and manifest.format in BACKENDS:
-        return manifest.format
-    suffix = Path(path).suffix.lower()
-    if suffix in SUFFIXES:
-        return SUFFIXES[suffix]
-    raise ModelError(
-        f"cannot tell which backend runs {path}: expected a file ending in {', '.join(SUFFIXES)} "
-        f"or a manifest with format {', '.join(BACKENDS)}, got suffix {suffix or '(none)'!r}"
-    )
+        try:
+            return formats.get(backend).name
+        except ModelError:
+            raise BackendError(f"unknown backend {backend!r}; expected one of {', '.join(formats.backend_names())}") from None
+    return formats.resolve(path, manifest).name
 
 
 def open_backend(
@@ -95,7 +80,7 @@ def open_backend(
 
 
 def __getattr__(name: str) -> Any:  # pragma: no cover - convenience for `from ...backends import LiteRTBackend`
-    classes = {"LiteRTBackend": "tflite", "OpenVINOBackend": "openvino"}
-    if name in classes:
-        return backend_class(classes[name])
+    for f in formats.FORMATS.values():
+        if f.backend.endswith(":" + name):
+            return backend_class(f.name)
     raise AttributeError(name)

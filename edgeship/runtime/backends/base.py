@@ -13,6 +13,7 @@ from typing import Any, Sequence
 
 import numpy as np
 
+from ... import formats
 from ...errors import BackendError, ModelError, SpecError
 from ...manifest import Manifest, TensorInfo
 from ...spec import Quantization, quantize_values
@@ -75,7 +76,7 @@ class Backend:
         if not self.path.exists():
             raise ModelError(f"model file {self.path} does not exist")
         if self.path.is_dir():
-            raise ModelError(f"model {self.path} is a folder; expected a .tflite or .xml file")
+            raise ModelError(f"model {self.path} is a folder; expected a {formats.describe_suffixes()} file")
         self._load()
 
     # ---- subclass hooks ------------------------------------------------------------------

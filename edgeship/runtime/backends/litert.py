@@ -10,12 +10,13 @@ from __future__ import annotations
 import importlib
 import importlib.util
 import logging
+import re
 from typing import Any, Callable
 
 import numpy as np
 
 from ...errors import BackendError, ModelError
-from ...manifest import TensorInfo
+from ...formats.tflite import io_details, tensor_info
 from ...native_stderr import filtered_stderr
 from .base import Backend
 
@@ -42,18 +43,6 @@ def interpreter_class() -> tuple[Callable[..., Any], str]:
     )
 
 
-def _tensor_info(d: dict[str, Any]) -> TensorInfo:
-    scale, zero_point = d.get("quantization", (0.0, 0))
-    shape = [int(s) for s in (d.get("shape_signature") if d.get("shape_signature") is not None else d["shape"])]
-    return TensorInfo(
-        name=str(d["name"]),
-        shape=shape,
-        dtype=np.dtype(d["dtype"]).name,
-        scale=float(scale) if scale else None,
-        zero_point=int(zero_point) if scale else None,
-    )
-
-
 def _executed_precision(tensors: list[dict[str, Any]]) -> str:
     """int8 when the graph carries quantized int8/uint8 tensors (XNNPACK runs them in int8), else f32."""
     for t in tensors:
@@ -63,17 +52,33 @@ def _executed_precision(tensors: list[dict[str, Any]]) -> str:
     return "f32"
 
 
-def order_by_manifest(details: list[dict[str, Any]], manifest: Any) -> list[dict[str, Any]]:
-    """Output details in the manifest's order (matched by tensor name) when every name matches.
+def load_interpreter(path: Any, threads: int | None = None) -> Any:
+    """A LiteRT Interpreter for ``path`` with its tensors allocated; a file LiteRT refuses is one ModelError line.
 
-    The interpreter lists outputs in the file's order, which for files from other tools need not
-    be the Keras model's; the manifest written at conversion time records the intended order.
+    A model that needs an op LiteRT does not have built in is named as such (with the op), not
+    called an invalid file.
     """
-    names = [t.name for t in (manifest.outputs if manifest is not None else [])]
-    by_name = {d["name"]: d for d in details}
-    if len(names) != len(details) or set(names) != set(by_name):
-        return list(details)
-    return [by_name[n] for n in names]
+    cls, _ = interpreter_class()
+    kw: dict[str, Any] = {"model_path": str(path)}
+    if threads:
+        kw["num_threads"] = int(threads)
+    try:
+        with filtered_stderr():  # LiteRT's "Created XNNPACK delegate" INFO line on every load
+            it = cls(**kw)
+            it.allocate_tensors()
+    except (ValueError, RuntimeError) as e:
+        raise ModelError(_load_error(path, e)) from None
+    return it
+
+
+def _load_error(path: Any, e: BaseException) -> str:
+    text = str(e)
+    m = re.search(r"Encountered unresolved custom op: ([A-Za-z0-9_.\-]+)", text) or re.search(r"custom op[^A-Za-z0-9]*([A-Za-z0-9_.\-]+)", text, re.I)
+    if m and "custom" in text.lower():
+        return (f"{path} needs the custom op {m.group(1)}, which is not built into LiteRT: run it where that op is "
+                "registered (a LiteRT build or interpreter with the op added), or re-export the model without it")
+    lines = [ln.strip() for ln in text.splitlines() if ln.strip()]
+    return f"{path} is not a valid TFLite model: {lines[0] if lines else type(e).__name__}"
 
 
 class LiteRTBackend(Backend):
@@ -82,24 +87,14 @@ class LiteRTBackend(Backend):
     name = "tflite"
 
     def _load(self) -> None:
-        cls, self.runtime = interpreter_class()
-        kw: dict[str, Any] = {"model_path": str(self.path)}
-        if self.threads:
-            kw["num_threads"] = int(self.threads)
-        try:
-            with filtered_stderr():  # LiteRT's "Created XNNPACK delegate" INFO line on every load
-                self._it = cls(**kw)
-                self._it.allocate_tensors()
-        except (ValueError, RuntimeError) as e:
-            first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-            raise ModelError(f"{self.path} is not a valid TFLite model: {first}") from None
-        in_details = self._it.get_input_details()
-        out_details = order_by_manifest(self._it.get_output_details(), self.manifest)
+        self.runtime = interpreter_class()[1]
+        self._it = load_interpreter(self.path, self.threads)
+        in_details, out_details = io_details(self._it, self.manifest)
         self._batch = int(in_details[0]["shape"][0]) if len(in_details[0]["shape"]) else 1  # read once, not per call
         self._in_idx = [d["index"] for d in in_details]
         self._out_idx = [d["index"] for d in out_details]
-        self.inputs = [_tensor_info(d) for d in in_details]
-        self.outputs = [_tensor_info(d) for d in out_details]
+        self.inputs = [tensor_info(d) for d in in_details]
+        self.outputs = [tensor_info(d) for d in out_details]
         try:
             details = self._it.get_tensor_details()
         except (ValueError, RuntimeError):  # some runtimes cannot describe every tensor
@@ -108,9 +103,6 @@ class LiteRTBackend(Backend):
 
     def _accepts_batch(self, n: int) -> bool:
         return n == self._batch
-
-    def _static_batch(self) -> int:
-        return self._batch
 
     def _run(self, tensors: list[np.ndarray]) -> list[np.ndarray]:
         try:

@@ -16,8 +16,9 @@ from typing import Any
 
 import numpy as np
 
+from ... import formats
 from ...errors import BackendError, InputError, ModelError
-from ...manifest import TensorInfo
+from ...formats.openvino import inference_precision, model_tensors
 from .base import Backend
 
 log = logging.getLogger(__name__)
@@ -74,19 +75,6 @@ def static_batch(model: Any, batch: int | None) -> Any:
     return model
 
 
-def _dim(d: Any) -> int:
-    return int(d.get_length()) if d.is_static else -1
-
-
-def _tensor_info(port: Any, fallback: str) -> TensorInfo:
-    names = sorted(port.get_names())
-    return TensorInfo(
-        name=names[0] if names else fallback,
-        shape=[_dim(d) for d in port.get_partial_shape()],
-        dtype=np.dtype(port.get_element_type().to_dtype()).name,
-    )
-
-
 def _type_name(t: Any) -> str:
     s = str(getattr(t, "get_type_name", lambda: t)() if not isinstance(t, str) else t).lower()
     s = s.replace("<type: '", "").replace("'>", "")
@@ -121,11 +109,12 @@ class OpenVINOBackend(Backend):
         except ImportError:
             raise BackendError("openvino is not installed: pip install 'edgeship[openvino]'") from None
         device = str(self.options.get("device") or "CPU").upper()
+        # run what the manifest states: an FP32 artifact in f32 even where the CPU would pick bf16
+        precision = self.options.get("precision") or inference_precision(self.path, self.manifest)
         cfg = compile_config(hint=self.options.get("hint") or "latency", threads=self.threads,
-                             streams=self.options.get("streams"), precision=self.options.get("precision"))
+                             streams=self.options.get("streams"), precision=precision)
         core = ov.Core()
-        if self.path.suffix.lower() == ".xml" and not self.path.with_suffix(".bin").exists():
-            raise ModelError(f"OpenVINO IR {self.path} has no weights file: expected {self.path.with_suffix('.bin')}")
+        formats.get("openvino").check_files(self.path)
         try:
             model = core.read_model(str(self.path))
         except RuntimeError as e:
@@ -139,8 +128,7 @@ class OpenVINOBackend(Backend):
                                f"(available: {devices}): {_first_line(e)}") from None
         self.device = device
         self.config = cfg
-        self.inputs = [_tensor_info(p, f"input{i}") for i, p in enumerate(self._compiled.inputs)]
-        self.outputs = [_tensor_info(p, f"output{i}") for i, p in enumerate(self._compiled.outputs)]
+        self.inputs, self.outputs = model_tensors(self._compiled)
         self._request = self._compiled.create_infer_request()
         self._n_out = len(self.outputs)
         hint_prec = _type_name(self._compiled.get_property("INFERENCE_PRECISION_HINT")) if device != "AUTO" else None

@@ -25,7 +25,7 @@ from .mjpeg import MjpegReader
 from .readers import (GST_TEMPLATES, IMAGE_SUFFIXES, CameraReader, GStreamerReader, ImageFolderReader, StreamReader,
                       VideoFileReader, gst_pipeline, gstreamer_available)
 
-__all__ = ["open_source", "make_reader", "source_kind", "READERS", "LatestFrameSource", "Captured", "GST_TEMPLATES",
+__all__ = ["open_source", "make_reader", "source_kind", "parse_source", "LIVE_KINDS", "READERS", "LatestFrameSource", "Captured", "GST_TEMPLATES",
            "gst_pipeline", "gstreamer_available"]
 
 # registry: source kind -> reader class
@@ -47,20 +47,31 @@ _RULES: list[tuple[Callable[[str], bool], str]] = [
     (lambda s: Path(s).is_dir() or Path(s).suffix.lower() in IMAGE_SUFFIXES, "folder"),
     (lambda s: True, "video"),
 ]
+# kinds that are cameras or streams (reconnected, newest frame only) rather than files
+LIVE_KINDS = frozenset(k for k, cls in READERS.items() if getattr(cls, "live", False))
+# "KIND:target" names the kind outright (video:cam1.bin, folder:shots, stream:udp://...); gst: is GStreamer's own
+_EXPLICIT = re.compile(r"^(camera|stream|mjpeg|folder|video):(?!//)(.+)$")
+
+
+def parse_source(source: str | int) -> tuple[str, str]:
+    """``(kind, target)`` for a source text: the one resolver calibration and the runtime share."""
+    text = str(source).strip()
+    if not text:
+        raise SourceError("source is empty; expected a camera index, URL, folder or video file")
+    m = _EXPLICIT.match(text)
+    if m:
+        return m.group(1), m.group(2)
+    return next(kind for test, kind in _RULES if test(text)), text
 
 
 def source_kind(source: str | int) -> str:
     """Which reader handles ``source`` (a key of :data:`READERS`)."""
-    text = str(source).strip()
-    if not text:
-        raise SourceError("source is empty; expected a camera index, URL, folder or video file")
-    return next(kind for test, kind in _RULES if test(text))
+    return parse_source(source)[0]
 
 
 def make_reader(source: str | int, **options: Any):
     """The reader for ``source``; ``options`` that the reader does not take are ignored."""
-    kind = source_kind(source)
-    text = str(source).strip()
+    kind, text = parse_source(source)
     if kind == "camera":
         target: Any = int(text) if text.isdigit() else text
         return CameraReader(target, width=options.get("width"), height=options.get("height"), fps=options.get("fps"))

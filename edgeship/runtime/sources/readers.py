@@ -19,7 +19,9 @@ from ...errors import SourceError
 
 log = logging.getLogger(__name__)
 
-IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff", ".pgm", ".ppm")
+# every still-image suffix OpenCV's imread decodes (folders of images, for calibration and the runtime)
+IMAGE_SUFFIXES = (".jpg", ".jpeg", ".jpe", ".png", ".bmp", ".dib", ".webp", ".tif", ".tiff", ".pgm", ".ppm", ".pbm",
+                  ".pnm", ".jp2", ".ras", ".sr")
 
 # GStreamer pipeline templates for board cameras (need an OpenCV built with GStreamer, as on JetPack
 # and Raspberry Pi OS's python3-opencv; the PyPI wheels are built without it).
