@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from edgeship.errors import DeployError, InputError, ModelError
+from edgeship.errors import ConfigError, DeployError, InputError, ModelError
 from edgeship.targets.bundle import build_bundle, read_release
 from edgeship.targets.systemd import render_unit
 from edgeship.targets.wheels import edgeship_wheel, source_tree
@@ -75,17 +75,47 @@ def test_edgeship_wheel_is_reproducible(tmp_path, monkeypatch):
 def test_config_is_rewritten_to_the_release(inputs, tmp_path):
     cfg = tmp_path / "deploy.yaml"
     cfg.write_text(yaml.safe_dump({"artifact": "/somewhere/else/model.tflite", "source": "/dev/video0",
-                                   "sinks": ["jsonl:events.jsonl", "http:0.0.0.0:9090"]}))
+                                   "sinks": ["jsonl:events.jsonl"],
+                                   "server": {"host": "0.0.0.0", "port": 9090, "token": "a-secret-token"}}))
     r = build_bundle(inputs["artifact"], "rpi4", tmp_path / "b.tar.gz", config=cfg, edgeship_wheel=inputs["edgeship_wheel"])
     files = _members(r.path)
     deployed = yaml.safe_load(files["deploy.yaml"])
-    assert deployed["artifact"] == f"model/{inputs['artifact'].name}" and deployed["sinks"][1] == "http:0.0.0.0:9090"
+    assert deployed["artifact"] == f"model/{inputs['artifact'].name}" and deployed["sinks"] == ["jsonl:events.jsonl"]
     meta = json.loads(files["release.json"])
     assert meta["http_port"] == 9090 and meta["run"][:3] == ["run", "--config", "$REL/deploy.yaml"]
+    with tarfile.open(r.path) as tar:  # the config holds the dashboard token: not world-readable
+        assert tar.getmember("deploy.yaml").mode == 0o600 and tar.getmember("release.json").mode == 0o644
     nohttp = tmp_path / "nohttp.yaml"
     nohttp.write_text(yaml.safe_dump({"artifact": "m.tflite", "source": "0"}))
     with pytest.raises(InputError, match="no HTTP server"):
         build_bundle(inputs["artifact"], "rpi4", tmp_path / "x.tar.gz", config=nohttp, edgeship_wheel=inputs["edgeship_wheel"])
+
+
+def test_config_is_validated_by_the_runtime_loader(inputs, tmp_path):
+    """YAML and TOML, the runtime's own rules and one-line errors; the port comes from the validated config."""
+    toml = tmp_path / "deploy.toml"
+    toml.write_text('artifact = "x.tflite"\nsource = "rtsp://cam/s"\n[server]\n')  # an empty server section serves on 8080
+    r = build_bundle(inputs["artifact"], "rpi4", tmp_path / "t.tar.gz", config=toml, edgeship_wheel=inputs["edgeship_wheel"])
+    assert json.loads(_members(r.path)["release.json"])["http_port"] == 8080
+    assert yaml.safe_load(_members(r.path)["deploy.yaml"])["source"] == "rtsp://cam/s"
+    bad = {
+        "model.yaml": ({"model": "x.tflite", "source": "0", "server": {}}, "model: unknown key"),
+        "sink.yaml": ({"artifact": "x", "source": "0", "sinks": ["http:0.0.0.0:9090"], "server": {}}, "sinks take jsonl:FILE"),
+        "zone.yaml": ({"artifact": "x", "source": "0", "server": {}, "app": {"type": "security", "zones": [
+            {"name": "z", "points": [[0, 0], [1, 1]]}]}}, r"app.zones\[0\].points: expected at least 3 points"),
+        "token.yaml": ({"artifact": "x", "source": "0", "server": {"host": "0.0.0.0"}}, "token"),
+        "port0.yaml": ({"artifact": "x", "source": "0", "server": {"port": 0}}, "needs a fixed port"),
+    }
+    for name, (data, message) in bad.items():
+        path = tmp_path / name
+        path.write_text(yaml.safe_dump(data))
+        with pytest.raises((InputError, ConfigError), match=message) as e:
+            build_bundle(inputs["artifact"], "rpi4", tmp_path / "bad.tar.gz", config=path, edgeship_wheel=inputs["edgeship_wheel"])
+        assert "\n" not in str(e.value) and not (tmp_path / "bad.tar.gz").exists()
+    binary = tmp_path / "binary.yaml"
+    binary.write_bytes(b"\x89PNG\r\n\x1a\n\x00\xff")
+    with pytest.raises(ConfigError, match="not a text file"):
+        build_bundle(inputs["artifact"], "rpi4", tmp_path / "bad.tar.gz", config=binary, edgeship_wheel=inputs["edgeship_wheel"])
 
 
 def test_wrong_inputs_are_refused(inputs, tmp_path):

@@ -52,9 +52,9 @@ def running(demo, tmp_path):
     runner.join(30)
 
 
-def get(url: str) -> tuple[int, bytes]:
+def get(url: str, **headers: str) -> tuple[int, bytes]:
     try:
-        with urllib.request.urlopen(url, timeout=5) as resp:
+        with urllib.request.urlopen(urllib.request.Request(url, headers=headers), timeout=5) as resp:
             return resp.status, resp.read()
     except urllib.error.HTTPError as e:
         return e.code, e.read()
@@ -64,16 +64,22 @@ def get(url: str) -> tuple[int, bytes]:
 def test_dashboard_in_headless_chromium(running):
     port, dep, out = running
     base = f"http://127.0.0.1:{port}"
-    # every route needs the token off loopback
-    for path in ("/", "/api/status", "/health", "/metrics", "/static/app.js"):
+    # every route needs the token off loopback; /health without it says only its status and release
+    for path in ("/", "/api/status", "/metrics", "/static/app.js", "/stream.mjpg"):
         assert get(base + path)[0] == 401, path
-    assert get(base + "/api/status?token=wrong")[0] == 401
-    status, body = get(base + f"/api/status?token={TOKEN}")
-    assert status == 200 and json.loads(body)["app"]["app"] == "security"
+    status, body = get(base + "/health")
+    assert status in (200, 503) and set(json.loads(body)) == {"status", "release"}
+    assert get(base + "/api/status", Authorization="Bearer wrong-token")[0] == 401
+    assert get(base + f"/api/status?token={TOKEN}")[0] == 401  # a token in a URL is not accepted (it ends up in logs)
+    for headers in ({"Authorization": f"Bearer {TOKEN}"}, {"X-Edgeship-Token": TOKEN}, {"Cookie": f"edgeship_token={TOKEN}"}):
+        status, body = get(base + "/api/status", **headers)
+        assert status == 200 and json.loads(body)["app"]["app"] == "security"
+    assert "model" in json.loads(get(base + "/health", Authorization=f"Bearer {TOKEN}")[1])
 
     with Chromium() as browser:
-        browser.open(f"{base}/?token={TOKEN}")
+        browser.open(f"{base}/?token={TOKEN}")  # swapped for an HttpOnly cookie, and the URL loses the token
         assert browser.eval("document.title") == "edgeship dashboard"
+        assert browser.eval("location.search") == "" and "edgeship_token" not in browser.eval("document.cookie")
         assert browser.eval("getComputedStyle(document.body).backgroundColor") == "rgb(16, 19, 23)"  # CSS loaded
         # the stream canvas is receiving decoded JPEG frames of the camera's size
         browser.wait_for("Number(document.body.dataset.frames) >= 5", timeout=30)

@@ -14,7 +14,7 @@ import pytest
 
 from edgeship.runtime import build_pipeline
 from edgeship.runtime.sinks import HttpSink, JsonlSink, VideoSink, make_sink
-from edgeship.errors import InputError
+from edgeship.errors import ConfigError, InputError
 from tests.helpers.data import digits_bgr, moving_digit_frames, write_video
 from tests.helpers.runtime_artifacts import YOLO_LABELS
 
@@ -196,13 +196,15 @@ def test_http_sink_health_metrics_mjpeg_and_app_routes(art, belt_video):
 
 def test_make_sink_registry_errors(tmp_path):
     assert isinstance(make_sink("jsonl:-"), JsonlSink) and isinstance(make_sink(f"video:{tmp_path}/a.avi"), VideoSink)
-    h = make_sink("http:0.0.0.0:8099")
-    assert (h.server.host, h.server.port) == ("0.0.0.0", 8099)
+    h = make_sink("http:0.0.0.0:8099", token="s3cret-token")
+    assert (h.server.host, h.server.port, h.server.token) == ("0.0.0.0", 8099, "s3cret-token")
     assert make_sink("http:8098").server.host == "127.0.0.1"
     for bad, msg in (("ftp:x", "sink must look like"), ("video:", "needs a file name"), ("video:out.gif", "expected a file ending"),
-                     ("http:abc", "http:PORT")):
+                     ("http:abc", "http:PORT"), ("http:127.0.0.1:99999", "must be 0-65535")):
         with pytest.raises(InputError, match=msg):
             make_sink(bad)
+    with pytest.raises(ConfigError, match="needs a token"):  # off loopback, however the server is started
+        make_sink("http:0.0.0.0:8099")
 
 
 def test_int8_pipeline_feeds_the_quantized_tensor_made_in_the_capture_thread(art, digits_video):

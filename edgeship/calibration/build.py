@@ -166,4 +166,6 @@ def build_dataset(
         "samples": {"calib": [chosen[i].origin for i in calib], "holdout": [chosen[i].origin for i in hold]},
     }
     meta["elapsed_s"] = round(time.monotonic() - t0, 3)
-    return RepresentativeDataset(spec, x[calib], x[hold], y_calib=y_calib, y_holdout=y_hold, labels=classes, meta=meta)
+    # the class names: the labelled samples' classes, else the labels file given (unlabelled frames of a classifier)
+    names = classes if classes else (list(labels) if labels else None)
+    return RepresentativeDataset(spec, x[calib], x[hold], y_calib=y_calib, y_holdout=y_hold, labels=names, meta=meta)

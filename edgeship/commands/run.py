@@ -35,6 +35,9 @@ TASK_CHOICES = ("classify", "detect", "raw")
 @click.option("--reconnect-timeout", type=click.FloatRange(min=0, min_open=True), default=None, help="Give up on a lost stream after S seconds (default: keep retrying).")
 @click.option("--pin/--no-pin", "pin", default=None, help="Pin the capture thread to one CPU and inference to the others (default: on with 2+ CPUs; it keeps them from evicting each other's cache).")
 @click.option("--output-queue", type=click.IntRange(min=1), default=2, show_default=True, help="Inferred frames that may wait for post-processing and the sinks (their own thread) before the model waits for them; raise it for bursty sinks such as webhooks.")
+@click.option("--token", "http_token", envvar="EDGESHIP_HTTP_TOKEN", default=None, metavar="TOKEN",
+              help="Token guarding an http: sink (8+ characters; required off 127.0.0.1). Clients send 'Authorization: "
+                   "Bearer TOKEN'. Default: $EDGESHIP_HTTP_TOKEN. Prefer the variable: a flag shows in ps.")
 @click.option("--json", "as_json", is_flag=True, help="Print the final summary as one JSON object on stdout.")
 def run(artifact: str | None, source: str | None, config: str | None, sinks: tuple[str, ...], as_json: bool, **options: Any) -> None:
     """Run ARTIFACT (.tflite or OpenVINO .xml, with its manifest) on a live source.

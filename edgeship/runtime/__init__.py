@@ -19,7 +19,6 @@ _EXPORTS = {
     "open_source": "edgeship.runtime.sources",
     "LatestFrameSource": "edgeship.runtime.sources",
     "make_sink": "edgeship.runtime.sinks",
-    "register_sink": "edgeship.runtime.sinks",
     "HttpServer": "edgeship.runtime.sinks",
     "Pipeline": "edgeship.runtime.pipeline",
     "build_pipeline": "edgeship.runtime.runner",

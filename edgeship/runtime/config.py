@@ -149,6 +149,8 @@ class WebhookEvents(Strict):
     headers: dict[str, str] = {}
     include_snapshot: bool = False
     drain_s: float = Field(3.0, ge=0)
+    max_queued: int = Field(10000, ge=1, le=10_000_000)  # outbox bound: the oldest events are dropped (and counted)
+    max_queue_mb: float = Field(64.0, gt=0, le=1_000_000)
 
 
 class MqttEvents(Strict):
@@ -163,6 +165,8 @@ class MqttEvents(Strict):
     backoff_s: float = Field(0.5, gt=0)
     max_backoff_s: float = Field(30.0, gt=0)
     drain_s: float = Field(3.0, ge=0)
+    max_queued: int = Field(10000, ge=1, le=10_000_000)
+    max_queue_mb: float = Field(64.0, gt=0, le=1_000_000)
 
 
 EventSinkCfg = Annotated[Union[JsonlEvents, WebhookEvents, MqttEvents], Field(discriminator="type")]
@@ -406,7 +410,14 @@ def read_mapping(path: Path) -> dict:
     """Parse a YAML (.yaml/.yml) or TOML (.toml) file into a dict."""
     if not path.is_file():
         raise ConfigError(f"config file {path} does not exist")
-    text = path.read_text(encoding="utf-8")
+    try:
+        text = path.read_text(encoding="utf-8")
+    except UnicodeDecodeError as e:
+        raise ConfigError(f"{path}: not a text file (byte {e.start} is not UTF-8); expected YAML or TOML") from None
+    except OSError as e:
+        raise ConfigError(f"cannot read config {path}: {e.strerror or e}") from None
+    if "\0" in text:
+        raise ConfigError(f"{path}: not a text file (it holds NUL bytes); expected YAML or TOML")
     try:
         if path.suffix.lower() == ".toml":
             import tomllib
@@ -466,9 +477,17 @@ def _message(err: dict) -> str:
 def load_config(path: str | os.PathLike) -> DeployConfig:
     """Read and validate a deployment config; a problem raises ConfigError naming the key's path."""
     p = Path(path)
-    data = read_mapping(p)
+    return validate_config(read_mapping(p), base=p.resolve().parent, where=str(path))
+
+
+def validate_config(data: dict, *, base: str | os.PathLike, where: str) -> DeployConfig:
+    """Validate a parsed config (relative paths against ``base``); ``where`` names it in the one-line error.
+
+    The runtime and ``edgeship bundle`` both call this: a config that bundles is one that runs.
+    """
+    path = where
     try:
-        return DeployConfig.model_validate(data, context={"base": str(p.resolve().parent)})
+        return DeployConfig.model_validate(data, context={"base": str(base)})
     except ValidationError as e:
         errs = e.errors(include_url=False)
         first = errs[0]

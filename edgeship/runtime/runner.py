@@ -60,6 +60,7 @@ def build_pipeline(
     pin: bool | None = None,
     output_queue: int = 2,
     keep_freed_frames: bool = True,
+    http_token: str | None = None,
 ) -> Pipeline:
     """Open the model and the source and assemble the pipeline (nothing runs until ``.run()``).
 
@@ -78,7 +79,7 @@ def build_pipeline(
         post = make_postprocess(chosen, spec=sp, labels=names, top_k=top_k, threshold=threshold, iou=iou,
                                 output_shapes=shapes, output_names=[o.name for o in b.outputs])
         src = source if isinstance(source, LatestFrameSource) else open_source(source, realtime=realtime, loop=loop, open_timeout=open_timeout, reconnect_timeout=reconnect_timeout)
-        built = [make_sink(s) if isinstance(s, str) else s for s in sinks]
+        built = [make_sink(s, token=http_token) if isinstance(s, str) else s for s in sinks]
     except BaseException:
         if own:
             b.close()

@@ -32,8 +32,10 @@ import hashlib
 import json
 import os
 import pwd
+import re
 import shutil
 import signal
+import stat
 import subprocess
 import sys
 import tarfile
@@ -41,6 +43,11 @@ import time
 import urllib.request
 
 VENV_MARKER = ".edgeship-complete"
+# a release name: one path component, never "." or ".."; the workstation's bundle checks the same rule
+VERSION_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._+-]{0,80}$")
+# files of a release that may hold secrets (MQTT password, webhook headers, dashboard token)
+SECRET_FILES = ("deploy.yaml",)
+FAILED_MARKER = ".failed"  # written into a release whose health check failed; rollback skips it
 
 
 # ---- small helpers ----------------------------------------------------------------------------
@@ -69,6 +76,41 @@ def write_json(path: str, obj) -> None:
     with open(tmp, "w") as f:
         json.dump(obj, f, indent=1)
     os.replace(tmp, path)
+
+
+def valid_version(version) -> str:
+    """``version`` if it is a safe release name (a single path component), else StepFailed."""
+    if not isinstance(version, str) or not VERSION_RE.match(version):
+        raise StepFailed(f"release version {version!r} is not valid: expected letters, digits and . _ + - "
+                         "(at most 81 characters, starting with a letter or digit)")
+    return version
+
+
+def open_log_safely(path: str, uid=None, gid=None) -> int:
+    """Open (create) a log file for appending without following a symlink planted in its place, and
+    hand it to uid:gid through the descriptor (never by path): the folder belongs to the service
+    account, which must not be able to point root at another file."""
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_NOFOLLOW | os.O_CLOEXEC, 0o640)
+    st = os.fstat(fd)
+    if not stat.S_ISREG(st.st_mode) or st.st_nlink != 1:
+        os.close(fd)
+        raise StepFailed(f"log file {path} is not a plain file of its own (a link?): remove it and start again")
+    if uid is not None and os.geteuid() == 0:
+        os.fchown(fd, uid, gid)
+    return fd
+
+
+def protect_secrets(release_dir: str, gid=None) -> None:
+    """Config files with secrets readable by root and the service account's group only (0640), or by their owner (0600)."""
+    for name in SECRET_FILES:
+        path = os.path.join(release_dir, name)
+        if not os.path.isfile(path) or os.path.islink(path):
+            continue
+        if gid is not None and os.geteuid() == 0:
+            os.chown(path, 0, gid)
+            os.chmod(path, 0o640)
+        else:
+            os.chmod(path, 0o600)
 
 
 def pid_alive(pid) -> bool:
@@ -242,11 +284,14 @@ def verify_sums(release_dir: str) -> int:
     if not os.path.isfile(sums):
         raise StepFailed("bundle has no SHA256SUMS file")
     listed = {}
-    with open(sums) as f:
-        for line in f:
-            if line.strip():
-                digest, name = line.rstrip("\n").split("  ", 1)
-                listed[name] = digest
+    with open(sums, encoding="utf-8", errors="replace") as f:
+        for number, line in enumerate(f, 1):
+            if not line.strip():
+                continue
+            digest, sep, name = line.rstrip("\n").partition("  ")
+            if not sep or not re.fullmatch(r"[0-9a-f]{64}", digest) or not name:
+                raise StepFailed(f"SHA256SUMS line {number} is malformed: expected '<64 hex digits>  <file name>'")
+            listed[name] = digest
     present = set()
     for base, _dirs, files in os.walk(release_dir):
         for fn in files:
@@ -367,10 +412,17 @@ def cmd_install(a) -> dict:
         meta = read_json(os.path.join(tmp, "release.json"))
         if not meta or "version" not in meta:
             raise StepFailed("bundle has no release.json with a version")
-        version = meta["version"]
+        version = valid_version(meta["version"])
         final = os.path.join(p["releases"], version)
         reused = os.path.isfile(os.path.join(final, ".verified"))
-        if not reused:
+        if reused:
+            with open(os.path.join(final, ".verified")) as f:
+                installed = f.read().strip()
+            if installed != a.sha256:
+                raise StepFailed(f"release {version} is already installed with different content (bundle sha256 "
+                                 f"{installed[:12]}..., this one {a.sha256[:12]}...): give the new bundle a new --version")
+        else:
+            protect_secrets(tmp)
             with open(os.path.join(tmp, ".verified"), "w") as f:
                 f.write(a.sha256 + "\n")
             shutil.rmtree(final, ignore_errors=True)
@@ -399,6 +451,15 @@ def service_env(root: str) -> dict:
                     k, v = line.strip().split("=", 1)
                     env[k] = v
     return env
+
+
+def health_release(body: str):
+    """The release a /health answer names (None when it names none or is not JSON)."""
+    try:
+        data = json.loads(body)
+    except ValueError:
+        return None
+    return data.get("release") if isinstance(data, dict) else None
 
 
 def health_url(root: str, meta: dict) -> str:
@@ -443,19 +504,40 @@ def none_start(a) -> dict:
         for d in (p["run"], p["logs"], p["data"]):
             os.makedirs(d, exist_ok=True)
     release = os.path.realpath(os.path.join(root, "current"))
+    protect_secrets(release, drop.get("group"))
     argv = [sys.executable, os.path.join(release, "agent.py"), "supervise", "--root", root]
-    log_path = os.path.join(p["logs"], "edgeship.log")
-    log = open(log_path, "ab")
-    if drop:
-        os.chown(log_path, drop["user"], drop["group"])
-    subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=log, stderr=log, cwd=p["data"],
-                     start_new_session=True, close_fds=True, env=env, **drop)
+    log_fd = open_log_safely(os.path.join(p["logs"], "edgeship.log"), drop.get("user"), drop.get("group"))
+    try:
+        subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=log_fd, stderr=log_fd, cwd=p["data"],
+                         start_new_session=True, close_fds=True, env=env, **drop)
+    finally:
+        os.close(log_fd)
     return {"run_as": a.run_as if drop else login_user()}
+
+
+def is_supervisor(pid, root: str) -> bool:
+    """Whether ``pid`` is this root's ``agent.py supervise`` leading its own process group.
+
+    The pid file lives in run/, which the service account owns: root must not take its word for
+    which process to signal."""
+    try:
+        with open(f"/proc/{int(pid)}/cmdline", "rb") as f:
+            args = [x.decode("utf-8", "replace") for x in f.read().split(b"\0") if x]
+        pgid = os.getpgid(int(pid))
+    except (OSError, ValueError):
+        return False
+    if pgid != int(pid) or "supervise" not in args or not any(x.endswith("agent.py") for x in args):
+        return False
+    return "--root" in args and args.index("--root") + 1 < len(args) and args[args.index("--root") + 1] == root
 
 
 def none_stop(root: str, timeout: float = 15.0) -> None:
     pidfile = os.path.join(root, "run", "supervisor.pid")
     pid = read_pid(pidfile)
+    if pid_alive(pid) and not is_supervisor(pid, root):
+        sys.stderr.write(f"edgeship-agent: {pidfile} names process {pid}, which is not this device root's supervisor: "
+                         "not signalling it\n")
+        pid = None
     if pid_alive(pid):
         os.kill(pid, signal.SIGTERM)
         deadline = time.monotonic() + timeout
@@ -528,7 +610,7 @@ def prepare_service_identity(root: str, unit: str):
     to start). Returns (unit text, facts)."""
     user, group = unit_value(unit, "User") or "root", unit_value(unit, "Group")
     group = group or user
-    facts = {"service_user": user, "created_user": False, "created_group": False, "dropped_groups": []}
+    facts = {"service_user": user, "service_group": group, "created_user": False, "created_group": False, "dropped_groups": []}
     if user != "root":
         if not _exists(grp.getgrnam, group):
             _add(ADD_GROUP, f"group {group}", group)
@@ -566,6 +648,8 @@ def install_unit(root: str, service: str) -> dict:
 
 def systemd_start(a) -> dict:
     facts = install_unit(a.root, a.service)
+    group = facts.get("service_group") or "root"
+    protect_secrets(os.path.realpath(os.path.join(a.root, "current")), 0 if group == "root" else grp.getgrnam(group).gr_gid)
     systemctl("restart", f"{a.service}.service")
     return facts
 
@@ -599,8 +683,10 @@ def wait_healthy(a, meta: dict) -> dict:
                     f"last exit {state.get('last_exit')})", **state, "url": url}
         if state["running"]:
             status, body = probe(url)
-            if status == 200:
+            if status == 200 and health_release(body) == a.version:
                 return {"healthy": True, "reason": "", **state, "url": url, "health": body[:500]}
+            if status == 200:  # something answers on the port, but not the release just started
+                body = f"answered by release {health_release(body)!r}, not {a.version!r}"
         time.sleep(0.25)
     why = f"/health at {url} did not answer 200 within {a.timeout:g}s ({body})" if state.get("running") else \
         f"the runtime is not running after {a.timeout:g}s"
@@ -623,17 +709,25 @@ def switch(root: str, version: str) -> None:
 
 
 def cmd_activate(a) -> dict:
+    valid_version(a.version)
     meta = read_json(os.path.join(a.root, "releases", a.version, "release.json"), {})
     if a.env:
-        with open(os.path.join(a.root, "device.env.tmp"), "w") as f:
+        tmp = os.path.join(a.root, "device.env.tmp")
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW, 0o600)  # may hold secrets
+        with os.fdopen(fd, "w") as f:
             f.write("".join(f"{kv}\n" for kv in a.env))
-        os.replace(os.path.join(a.root, "device.env.tmp"), os.path.join(a.root, "device.env"))
+        os.replace(tmp, os.path.join(a.root, "device.env"))
     INIT[a.init]["stop"](a)
     switch(a.root, a.version)
     started = INIT[a.init]["start"](a) or {}
     health = wait_healthy(a, meta)
     out = {"ok": health["healthy"], "version": a.version, **started, **health}
-    if not health["healthy"]:
+    marker = os.path.join(a.root, "releases", a.version, FAILED_MARKER)
+    if health["healthy"] and os.path.exists(marker):
+        os.unlink(marker)
+    elif not health["healthy"]:
+        with open(marker, "w") as f:
+            f.write(json.dumps({"time": time.time(), "reason": health.get("reason")}) + "\n")
         out["log"] = tail(os.path.join(a.root, "logs", "edgeship.log"), 20) if a.init == "none" else \
             subprocess.run(["journalctl", "-u", a.service, "-n", "20", "--no-pager"], stdout=subprocess.PIPE).stdout.decode(errors="replace")
     return out
@@ -642,14 +736,17 @@ def cmd_activate(a) -> dict:
 def rollback_target(root: str):
     cur = current_version(root)
     for entry in reversed(read_json(os.path.join(root, "history.json"), []) or []):
-        v = entry["version"]
-        if v != cur and os.path.isfile(os.path.join(root, "releases", v, ".verified")):
+        v = entry.get("version") if isinstance(entry, dict) else None
+        if not isinstance(v, str) or not VERSION_RE.match(v) or v == cur:
+            continue
+        release = os.path.join(root, "releases", v)
+        if os.path.isfile(os.path.join(release, ".verified")) and not os.path.exists(os.path.join(release, FAILED_MARKER)):
             return v
     return None
 
 
 def cmd_rollback(a) -> dict:
-    a.version = a.version or rollback_target(a.root)
+    a.version = valid_version(a.version) if a.version else rollback_target(a.root)
     if not a.version:
         raise StepFailed(f"no previous release to roll back to under {a.root}")
     return cmd_activate(a)

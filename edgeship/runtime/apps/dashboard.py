@@ -3,24 +3,22 @@
 ``GET /`` serves a page (``static/``: plain HTML/JS/CSS, no CDN: devices have no internet) with
 the annotated live stream, fps / latency / skipped-frame charts drawn on ``<canvas>``, and the
 app's recent events or counters, refreshed by polling ``GET /api/status``. The server binds
-127.0.0.1 by default; bound to any other address it requires a token on every route
-(``?token=...``, which the page passes on to its own requests).
+127.0.0.1 by default; bound to any other address it requires a token on every route (see
+:mod:`edgeship.runtime.sinks.http`: a header or a cookie; ``/?token=...`` opens the page once and
+swaps the token for the cookie).
 """
 
 from __future__ import annotations
 
-import hmac
 import json
 import time
 from dataclasses import replace
 from importlib import resources
 from typing import Any, Callable
 
-from ...errors import ConfigError
 from ..sinks.http import HttpSink
 from ..types import Frame
 
-LOOPBACK = ("127.0.0.1", "localhost", "::1")
 STATIC_TYPES = {".html": "text/html; charset=utf-8", ".js": "text/javascript; charset=utf-8",
                 ".css": "text/css; charset=utf-8", ".svg": "image/svg+xml"}
 
@@ -30,30 +28,13 @@ def static_file(name: str) -> bytes:
     return resources.files(__package__).joinpath("static", name).read_bytes()
 
 
-def require_token(handler: Callable, token: str) -> Callable:
-    """Wrap a route handler so it answers 401 unless the query carries ``token``."""
-
-    def guarded(body: bytes, query: dict):
-        given = str(query.get("token", ""))
-        if not hmac.compare_digest(given.encode(), token.encode()):
-            return 401, "application/json", b'{"error": "missing or wrong token (add ?token=...)"}'
-        return handler(body, query)
-
-    return guarded
-
-
 class DashboardSink(HttpSink):
     """The HTTP sink plus the dashboard page, ``/api/status``, the app's routes and its overlays."""
 
     def __init__(self, host: str = "127.0.0.1", port: int = 8080, *, app: Any = None, token: str | None = None,
                  max_fps: float = 10.0, annotate: bool = True, dashboard: bool = True) -> None:
-        if host not in LOOPBACK and not token:
-            raise ConfigError(f"the HTTP server on {host} needs a token; only 127.0.0.1 may run without one")
-        super().__init__(host, port, max_fps=max_fps)
-        if token:  # the base sink's /health, /metrics, /stream.mjpg
-            for key, handler in list(self.server.routes.items()):
-                self.server.routes[key] = require_token(handler, token)
-        self.app, self.token, self.annotate = app, token, annotate
+        super().__init__(host, port, max_fps=max_fps, token=token)  # the server checks the token on every route
+        self.app, self.annotate = app, annotate
         self.started = time.time()
         self.add_route("GET", "/api/status", self._status)
         if dashboard:
@@ -63,21 +44,13 @@ class DashboardSink(HttpSink):
         for method, path, handler in (app.routes() if app is not None else []):
             self.add_route(method, path, handler)
 
-    def add_route(self, method: str, path: str, handler: Callable) -> None:
-        if getattr(self, "token", None):
-            handler = require_token(handler, self.token)
-        super().add_route(method, path, handler)
-
     def _page(self, name: str) -> Callable:
         suffix = "." + name.rsplit(".", 1)[-1]
         data = static_file(name)
         return lambda body, query: (200, STATIC_TYPES.get(suffix, "application/octet-stream"), data)
 
     def _index_page(self, body: bytes, query: dict) -> tuple[int, str, bytes]:
-        from urllib.parse import quote
-
-        q = f"?token={quote(str(query['token']))}" if query.get("token") else ""
-        return 200, STATIC_TYPES[".html"], static_file("index.html").replace(b"{{q}}", q.encode())
+        return 200, STATIC_TYPES[".html"], static_file("index.html")
 
     def write(self, frame: Frame, result) -> None:
         self.last_result = result.to_dict()

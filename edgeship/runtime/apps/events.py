@@ -62,7 +62,8 @@ def drain_and_stop(sink: Any, can_send: Callable[[], bool] = lambda: True) -> No
 
 def open_outbox(sink: Any, kind: str, target: str) -> None:
     """Open a durable sink's SQLite outbox and say how many events an earlier run left for ``target``."""
-    sink.outbox = Outbox(sink.queue_path, base_s=sink.backoff_s, max_s=sink.max_backoff_s)
+    sink.outbox = Outbox(sink.queue_path, base_s=sink.backoff_s, max_s=sink.max_backoff_s, max_rows=sink.max_queued,
+                         max_bytes=int(sink.max_queue_mb * (1 << 20)))
     left = sink._left = len(sink.outbox)
     if left:
         log.info("%s: %d event(s) left from an earlier run will be delivered to %s", kind, left, target)
@@ -116,13 +117,15 @@ class WebhookEventSink:
 
     def __init__(self, url: str, queue: str | os.PathLike, *, timeout: float = 5.0, backoff_s: float = 0.5,
                  max_backoff_s: float = 60.0, headers: dict[str, str] | None = None,
-                 include_snapshot: bool = False, drain_s: float = 3.0) -> None:
+                 include_snapshot: bool = False, drain_s: float = 3.0, max_queued: int = 10000,
+                 max_queue_mb: float = 64.0) -> None:
         if not url.startswith(("http://", "https://")):
             raise ConfigError(f"webhook url must start with http:// or https://, got {url!r}")
         self.url, self.queue_path = url, Path(queue)
         self.timeout, self.backoff_s, self.max_backoff_s = float(timeout), float(backoff_s), float(max_backoff_s)
         self.headers = dict(headers or {})
         self.include_snapshot, self.drain_s = include_snapshot, float(drain_s)
+        self.max_queued, self.max_queue_mb = int(max_queued), float(max_queue_mb)
         self.outbox: Outbox | None = None
         self._wake = threading.Event()
         self._stop = threading.Event()
@@ -147,12 +150,10 @@ class WebhookEventSink:
 
     def post(self, event_id: str, body: bytes) -> None:
         """One delivery attempt; raises OSError/HTTPError on anything but a 2xx answer."""
-        req = urllib.request.Request(self.url, data=body, method="POST", headers={
-            "Content-Type": "application/json", "Idempotency-Key": event_id, "User-Agent": "edgeship", **self.headers})
-        with urllib.request.urlopen(req, timeout=self.timeout) as resp:
-            resp.read()
-            if not 200 <= resp.status < 300:  # urlopen raises for >= 400; 1xx/3xx land here
-                raise urllib.error.HTTPError(self.url, resp.status, "not a 2xx answer", resp.headers, None)
+        from ..httpclient import post
+
+        post(self.url, body, {"Content-Type": "application/json", "Idempotency-Key": event_id, "User-Agent": "edgeship",
+                              **self.headers}, self.timeout)
 
     def deliver_due(self) -> int:
         """Try every due event once; returns how many were delivered."""
@@ -203,7 +204,8 @@ class WebhookEventSink:
     def status(self) -> dict:
         return {"type": "webhook", "url": self.url, "delivered": self.delivered, "failures": self.failures,
                 "rejected": self.rejected, "last_error": self.last_error,
-                "queued": len(self.outbox) if self.outbox is not None else self._left}
+                "queued": len(self.outbox) if self.outbox is not None else self._left,
+                "dropped": self.outbox.dropped() if self.outbox is not None else None}
 
 
 class MqttEventSink:
@@ -226,12 +228,14 @@ class MqttEventSink:
     def __init__(self, host: str = "127.0.0.1", port: int = 1883, *, topic: str = "edgeship/events",
                  snapshots: bool = True, username: str | None = None, password: str | None = None,
                  queue: str | os.PathLike | None = None, timeout: float = 5.0, backoff_s: float = 0.5,
-                 max_backoff_s: float = 30.0, drain_s: float = 3.0, window: int = 20) -> None:
+                 max_backoff_s: float = 30.0, drain_s: float = 3.0, window: int = 20, max_queued: int = 10000,
+                 max_queue_mb: float = 64.0) -> None:
         self.host, self.port, self.topic, self.snapshots = host, int(port), topic.rstrip("/"), snapshots
         self.username, self.password = username, password
         self.queue_path = Path(queue) if queue is not None else None
         self.timeout, self.backoff_s, self.max_backoff_s = float(timeout), float(backoff_s), float(max_backoff_s)
         self.drain_s, self.window = float(drain_s), int(window)
+        self.max_queued, self.max_queue_mb = int(max_queued), float(max_queue_mb)
         self.client = None
         self.outbox: Outbox | None = None
         self.count = 0
@@ -375,6 +379,7 @@ class MqttEventSink:
         return {"type": "mqtt", "broker": self.broker, "topic": self.topic, "published": self.count,
                 "durable": self.queue_path is not None, "queue": str(self.queue_path) if self.queue_path else None,
                 "queued": queued, "delivered": self.delivered, "failures": self.failures,
+                "dropped": self.outbox.dropped() if self.outbox is not None else None,
                 "rejected": self.rejected, "last_error": self.last_error,
                 "connected": bool(self.client and self.client.connected)}
 

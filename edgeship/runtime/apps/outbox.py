@@ -7,6 +7,12 @@ order: the oldest event goes first and younger ones wait behind it. An event the
 for good (a 4xx answer) is moved to the ``dead`` table so it cannot block the queue. Inserting the
 same id twice is a no-op, so a replayed event is never queued twice.
 
+The outbox is bounded (``max_rows`` events, ``max_bytes`` of bodies; the dead table keeps the
+newest ``max_dead``): a long outage cannot fill the disk. When a new event would go over a
+bound, the OLDEST queued events are dropped to make room (the newest say most about what is
+happening now), and every drop is counted, durably, in :meth:`Outbox.dropped` and in the sinks'
+status.
+
 The outbox knows nothing about the transport: the webhook sink stores the JSON body, the MQTT
 event sink stores ``topic NUL payload`` (:func:`.mqtt.pack_message`) and acknowledges on the
 broker's PUBACK. When the transport tells that the receiver is back (an MQTT reconnect),
@@ -21,6 +27,8 @@ import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
+
+from ...errors import ConfigError
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS outbox (
@@ -39,7 +47,14 @@ CREATE TABLE IF NOT EXISTS dead (
     buried REAL NOT NULL,
     error TEXT
 );
+CREATE TABLE IF NOT EXISTS counters (
+    name TEXT PRIMARY KEY,
+    value INTEGER NOT NULL
+);
 """
+MAX_ROWS = 10000
+MAX_BYTES = 64 << 20
+MAX_DEAD = 1000
 
 
 def backoff_delay(attempts: int, base_s: float = 0.5, max_s: float = 60.0) -> float:
@@ -57,25 +72,72 @@ class Pending:
 class Outbox:
     """Thread-safe SQLite queue (WAL mode; one connection guarded by a lock)."""
 
-    def __init__(self, path: str | os.PathLike, *, base_s: float = 0.5, max_s: float = 60.0) -> None:
+    def __init__(self, path: str | os.PathLike, *, base_s: float = 0.5, max_s: float = 60.0, max_rows: int = MAX_ROWS,
+                 max_bytes: int = MAX_BYTES, max_dead: int = MAX_DEAD) -> None:
         self.path = Path(path)
-        self.path.parent.mkdir(parents=True, exist_ok=True)
+        if self.path.is_dir():
+            raise ConfigError(f"event queue {self.path} is a folder; expected a file name for the SQLite outbox")
+        if int(max_rows) < 1 or int(max_bytes) < 1 or int(max_dead) < 0:
+            raise ConfigError(f"outbox bounds must be positive, got {max_rows} events, {max_bytes} bytes, {max_dead} dead")
         self.base_s, self.max_s = float(base_s), float(max_s)
+        self.max_rows, self.max_bytes, self.max_dead = int(max_rows), int(max_bytes), int(max_dead)
         self._lock = threading.Lock()
-        self._db = sqlite3.connect(str(self.path), check_same_thread=False, isolation_level=None, timeout=30)
-        self._db.execute("PRAGMA journal_mode=WAL")
-        self._db.execute("PRAGMA synchronous=FULL")
-        self._db.executescript(SCHEMA)
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            self._db = sqlite3.connect(str(self.path), check_same_thread=False, isolation_level=None, timeout=30)
+            self._db.execute("PRAGMA journal_mode=WAL")
+            self._db.execute("PRAGMA synchronous=FULL")
+            self._db.executescript(SCHEMA)
+        except (OSError, sqlite3.Error) as e:
+            raise ConfigError(f"cannot open the event queue {self.path}: {e}") from None
 
     def put(self, event_id: str, body: bytes) -> bool:
-        """Queue ``body`` under ``event_id``; False when that id is already queued."""
+        """Queue ``body`` under ``event_id``; False when that id is already queued (or the body alone is over the
+        byte bound). Oldest events are dropped, and counted, to stay within the bounds."""
         now = time.time()
+        if len(body) > self.max_bytes:
+            self._count_drop(1)
+            return False
         with self._lock:
-            cur = self._db.execute(
-                "INSERT OR IGNORE INTO outbox (id, body, created, next_try) VALUES (?, ?, ?, ?)",
-                (event_id, body, now, now),
-            )
+            self._db.execute("BEGIN IMMEDIATE")
+            try:
+                cur = self._db.execute(
+                    "INSERT OR IGNORE INTO outbox (id, body, created, next_try) VALUES (?, ?, ?, ?)",
+                    (event_id, body, now, now),
+                )
+                dropped = self._enforce_bounds() if cur.rowcount == 1 else 0
+                if dropped:
+                    self._db.execute("INSERT INTO counters (name, value) VALUES ('dropped', ?) "
+                                     "ON CONFLICT(name) DO UPDATE SET value = value + excluded.value", (dropped,))
+                self._db.execute("COMMIT")
+            except BaseException:
+                self._db.execute("ROLLBACK")
+                raise
             return cur.rowcount == 1
+
+    def _enforce_bounds(self) -> int:
+        """Drop the oldest rows until the outbox is within ``max_rows`` and ``max_bytes``; how many were dropped."""
+        rows, size = self._db.execute("SELECT COUNT(*), COALESCE(SUM(LENGTH(body)), 0) FROM outbox").fetchone()
+        if rows <= self.max_rows and size <= self.max_bytes:
+            return 0
+        dropped = 0
+        for event_id, length in self._db.execute("SELECT id, LENGTH(body) FROM outbox ORDER BY created, id").fetchall():
+            if rows <= self.max_rows and size <= self.max_bytes:
+                break
+            self._db.execute("DELETE FROM outbox WHERE id = ?", (event_id,))
+            rows, size, dropped = rows - 1, size - int(length), dropped + 1
+        return dropped
+
+    def _count_drop(self, n: int) -> None:
+        with self._lock:
+            self._db.execute("INSERT INTO counters (name, value) VALUES ('dropped', ?) "
+                             "ON CONFLICT(name) DO UPDATE SET value = value + excluded.value", (int(n),))
+
+    def dropped(self) -> int:
+        """Events dropped to keep the outbox within its bounds (over its whole life, across restarts)."""
+        with self._lock:
+            row = self._db.execute("SELECT value FROM counters WHERE name = 'dropped'").fetchone()
+        return int(row[0]) if row else 0
 
     def due(self, limit: int = 20, now: float | None = None) -> list[Pending]:
         """The oldest rows, in order, up to the first one still waiting for its retry time."""
@@ -122,6 +184,8 @@ class Outbox:
                 "INSERT OR REPLACE INTO dead (id, body, created, buried, error) "
                 "SELECT id, body, created, ?, ? FROM outbox WHERE id = ?", (time.time(), error[:500], event_id))
             self._db.execute("DELETE FROM outbox WHERE id = ?", (event_id,))
+            self._db.execute("DELETE FROM dead WHERE id IN (SELECT id FROM dead ORDER BY buried DESC LIMIT -1 OFFSET ?)",
+                             (self.max_dead,))
             self._db.execute("COMMIT")
 
     def dead_count(self) -> int:

@@ -27,7 +27,6 @@ import logging
 import queue
 import threading
 import time
-import urllib.request
 from typing import Any, Callable
 
 from ...errors import ConfigError
@@ -128,10 +127,9 @@ class HttpOutput:
         self._worker: _Worker | None = None
 
     def _post(self, record: dict) -> None:
-        req = urllib.request.Request(self.url, data=json.dumps(record).encode(), method="POST",
-                                     headers={"Content-Type": "application/json", **self.headers})
-        with urllib.request.urlopen(req, timeout=self.timeout) as resp:
-            resp.read()
+        from ..httpclient import post
+
+        post(self.url, json.dumps(record).encode(), {"Content-Type": "application/json", **self.headers}, self.timeout)
 
     def open(self) -> None:
         self._worker = _Worker("reject-http", self._post)

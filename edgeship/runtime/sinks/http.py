@@ -1,22 +1,38 @@
 """HTTP sink: /health (JSON), /metrics (Prometheus text), /stream.mjpg (annotated MJPEG live view).
 
-Binds 127.0.0.1 unless told otherwise (``http:0.0.0.0:8080`` exposes it on the network). Apps add
-their own pages and APIs with :meth:`HttpServer.add_route`; a handler gets the request body and the
-query (a dict of single values) and returns ``(status, content_type, body)``, where ``body`` is
-bytes or an iterator of bytes (streamed until it ends or the client leaves).
+Binds 127.0.0.1 unless told otherwise (``http:0.0.0.0:8080`` exposes it on the network). Off
+loopback a token is required, however the server is started (``--token``, the environment
+variable ``EDGESHIP_HTTP_TOKEN``, or ``server.token`` in a deployment config). Clients send it as
+``Authorization: Bearer TOKEN``, an ``X-Edgeship-Token`` header or the ``edgeship_token`` cookie;
+opening ``/?token=TOKEN`` in a browser swaps it for the cookie and redirects to ``/``, so the
+token never stays in a URL. It is never logged. Without the token, ``/health`` answers only its
+status and release (what a health check needs); every other route answers 401.
+
+The server closes idle and slow connections after ``timeout`` seconds, serves at most
+``max_connections`` clients at once (more are refused with 503), answers HEAD, rejects a bad
+``Content-Length`` with 400, and treats a client that disconnects as routine (one debug line).
+
+Apps add their own pages and APIs with :meth:`HttpServer.add_route`; a handler gets the request
+body and the query (a dict of single values) and returns ``(status, content_type, body)``, where
+``body`` is bytes or an iterator of bytes (streamed until it ends or the client leaves).
 """
 
 from __future__ import annotations
 
+import hmac
 import json
 import logging
+import os
+import re
+import socket
 import threading
 import time
+from http.cookies import SimpleCookie
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any, Callable, Iterable, Iterator
 from urllib.parse import parse_qsl, urlsplit
 
-from ...errors import InputError
+from ...errors import ConfigError, InputError
 from ..draw import annotate, encode_jpeg
 from ..types import Frame, Result
 
@@ -25,13 +41,89 @@ log = logging.getLogger(__name__)
 Handler = Callable[[bytes, dict], tuple]
 BOUNDARY = "edgeshipframe"
 MAX_BODY = 16 << 20
+LOOPBACK = ("127.0.0.1", "localhost", "::1")
+TOKEN_ENV = "EDGESHIP_HTTP_TOKEN"
+COOKIE = "edgeship_token"
+MIN_TOKEN = 8
+OPEN_PATHS = ("/health",)  # answered without the token, reduced to status and release
+_QUIET = (BrokenPipeError, ConnectionResetError, ConnectionAbortedError, TimeoutError, socket.timeout)
+_SECRET_QUERY = re.compile(r"(token=)[^&\s]*", re.I)
+
+
+def check_token(host: str, token: str | None) -> str | None:
+    """The token a server on ``host`` uses: required (8+ characters) off loopback, optional on it."""
+    if token is not None and len(str(token)) < MIN_TOKEN:
+        raise ConfigError(f"the HTTP token must be at least {MIN_TOKEN} characters, got {len(str(token))}")
+    if host not in LOOPBACK and not token:
+        raise ConfigError(f"the HTTP server on {host} needs a token (--token or {TOKEN_ENV}, or server.token in a "
+                          "config); only 127.0.0.1 may run without one")
+    return token or None
+
+
+def redact(text: str) -> str:
+    """A request line or URL with any ``token=...`` value hidden (for logs)."""
+    return _SECRET_QUERY.sub(r"\1***", text)
+
+
+def check_port(port: Any, where: str = "port") -> int:
+    try:
+        p = int(port)
+    except (TypeError, ValueError):
+        raise InputError(f"{where} must be a number 0-65535, got {port!r}") from None
+    if not 0 <= p <= 65535:
+        raise InputError(f"{where} must be 0-65535 (0: any free port), got {p}")
+    return p
+
+
+class _Server(ThreadingHTTPServer):
+    """ThreadingHTTPServer with a cap on concurrent connections and quiet client disconnects."""
+
+    daemon_threads = True
+    allow_reuse_address = True
+
+    def __init__(self, addr: tuple, handler: type, max_connections: int) -> None:
+        self.slots = threading.BoundedSemaphore(max_connections)
+        super().__init__(addr, handler)
+
+    def process_request(self, request: Any, client_address: Any) -> None:
+        if not self.slots.acquire(blocking=False):
+            try:
+                request.sendall(b"HTTP/1.1 503 Service Unavailable\r\nContent-Length: 0\r\nConnection: close\r\n\r\n")
+            except OSError:
+                pass
+            self.shutdown_request(request)
+            log.debug("http: connection from %s refused: too many clients", client_address[0])
+            return
+        try:
+            super().process_request(request, client_address)
+        except BaseException:
+            self.slots.release()
+            raise
+
+    def process_request_thread(self, request: Any, client_address: Any) -> None:
+        try:
+            super().process_request_thread(request, client_address)
+        finally:
+            self.slots.release()
+
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        import sys
+
+        err = sys.exc_info()[1]
+        if isinstance(err, _QUIET):
+            log.debug("http client %s left: %s", client_address[0], type(err).__name__)
+        else:
+            log.warning("http: request from %s failed: %s: %s", client_address[0], type(err).__name__, err)
 
 
 class HttpServer:
-    """A small threaded HTTP server with a route table (method, path) -> handler."""
+    """A small threaded HTTP server with a route table (method, path) -> handler, guarded by a token off loopback."""
 
-    def __init__(self, host: str = "127.0.0.1", port: int = 8080) -> None:
-        self.host, self.port = host, int(port)
+    def __init__(self, host: str = "127.0.0.1", port: int = 8080, *, token: str | None = None, timeout: float = 10.0,
+                 max_connections: int = 32) -> None:
+        self.host, self.port = host, check_port(port)
+        self.token = check_token(host, token)
+        self.timeout, self.max_connections = float(timeout), int(max_connections)
         self.routes: dict[tuple[str, str], Handler] = {}
         self.closing = threading.Event()
         self._httpd: ThreadingHTTPServer | None = None
@@ -47,6 +139,24 @@ class HttpServer:
     def url(self) -> str:
         return f"http://{self.host}:{self.port}"
 
+    def authorized(self, headers: Any) -> bool:
+        """Whether a request's headers carry the token (always true without one)."""
+        if not self.token:
+            return True
+        given = ""
+        auth = headers.get("Authorization") or ""
+        if auth[:7].lower() == "bearer ":
+            given = auth[7:].strip()
+        given = given or (headers.get("X-Edgeship-Token") or "").strip()
+        if not given and headers.get("Cookie"):
+            jar: SimpleCookie = SimpleCookie()
+            try:
+                jar.load(headers.get("Cookie"))
+            except Exception:  # noqa: BLE001 - a malformed cookie header is just no token
+                jar = SimpleCookie()
+            given = jar[COOKIE].value if COOKIE in jar else ""
+        return bool(given) and hmac.compare_digest(given.encode(), self.token.encode())
+
     def start(self) -> "HttpServer":
         if self._httpd is not None:
             return self
@@ -54,23 +164,54 @@ class HttpServer:
 
         class RequestHandler(BaseHTTPRequestHandler):
             protocol_version = "HTTP/1.1"
+            timeout = server.timeout  # idle keep-alive and slow requests are closed after this
 
             def log_message(self, fmt: str, *args: Any) -> None:
-                log.debug("http %s", fmt % args)
+                log.debug("http %s", redact(fmt % args))
+
+            def log_request(self, code: Any = "-", size: Any = "-") -> None:
+                log.debug("http %s %s", redact(self.requestline), code)
+
+            def _error(self, status: int, message: str, **headers: str) -> None:
+                return self._send(status, "application/json", json.dumps({"error": message}).encode(), **headers)
 
             def _dispatch(self, method: str) -> None:
                 parts = urlsplit(self.path)
-                handler = server.routes.get((method, parts.path))
+                query = dict(parse_qsl(parts.query))
+                verb = "GET" if method == "HEAD" else method
+                handler = server.routes.get((verb, parts.path))
                 if handler is None:
                     allowed = [m for (m, p) in server.routes if p == parts.path]
                     status = 405 if allowed else 404
-                    return self._send(status, "application/json", json.dumps({"error": f"{method} {parts.path}: {'method not allowed' if allowed else 'not found'}"}).encode())
-                length = int(self.headers.get("Content-Length") or 0)
-                if length > MAX_BODY:
-                    return self._send(413, "application/json", b'{"error": "request body too large"}')
-                body = self.rfile.read(length) if length else b""
+                    return self._error(status, f"{method} {parts.path}: {'method not allowed' if allowed else 'not found'}")
+                raw_length = self.headers.get("Content-Length")
                 try:
-                    status, ctype, payload = handler(body, dict(parse_qsl(parts.query)))
+                    length = int(raw_length) if raw_length not in (None, "") else 0
+                except ValueError:
+                    length = -1
+                if length < 0:
+                    self.close_connection = True
+                    return self._error(400, f"bad Content-Length {raw_length!r}")
+                if length > MAX_BODY:
+                    self.close_connection = True
+                    return self._error(413, "request body too large")
+                body = self.rfile.read(length) if length else b""
+                if server.token and verb == "GET" and parts.path == "/" and "token" in query:
+                    if not hmac.compare_digest(str(query["token"]).encode(), server.token.encode()):
+                        return self._error(401, "wrong token")
+                    cookie = f"{COOKIE}={server.token}; Path=/; HttpOnly; SameSite=Strict"
+                    return self._send(303, "text/plain", b"", Location="/", **{"Set-Cookie": cookie})
+                if not server.authorized(self.headers):
+                    if parts.path in OPEN_PATHS and verb == "GET":
+                        query = {**query, "_public": "1"}
+                    else:
+                        return self._error(401, "missing or wrong token: send 'Authorization: Bearer TOKEN' or open "
+                                                "/?token=TOKEN in a browser")
+                else:
+                    query.pop("_public", None)
+                query.pop("token", None)
+                try:
+                    status, ctype, payload = handler(body, query)
                 except Exception as e:  # noqa: BLE001 - a handler bug is a 500, not a dead server
                     log.exception("handler for %s %s failed", method, parts.path)
                     return self._send(500, "application/json", json.dumps({"error": f"{type(e).__name__}: {e}"}).encode())
@@ -80,29 +221,39 @@ class HttpServer:
                     return self._send(status, ctype, payload.encode())
                 return self._stream(status, ctype, payload)
 
-            def _send(self, status: int, ctype: str, data: bytes) -> None:
-                self.send_response(status)
-                self.send_header("Content-Type", ctype)
-                self.send_header("Content-Length", str(len(data)))
-                self.send_header("Cache-Control", "no-store")
-                self.end_headers()
-                if self.command != "HEAD":
-                    self.wfile.write(data)
+            def _send(self, status: int, ctype: str, data: bytes, **headers: str) -> None:
+                try:
+                    self.send_response(status)
+                    self.send_header("Content-Type", ctype)
+                    self.send_header("Content-Length", str(len(data)))
+                    self.send_header("Cache-Control", "no-store")
+                    for k, v in headers.items():
+                        self.send_header(k, v)
+                    if self.close_connection:
+                        self.send_header("Connection", "close")
+                    self.end_headers()
+                    if self.command != "HEAD":
+                        self.wfile.write(data)
+                except _QUIET:
+                    self.close_connection = True
+                    log.debug("http client left %s", redact(parts_path(self.path)))
 
             def _stream(self, status: int, ctype: str, chunks: Iterable[bytes]) -> None:
-                self.send_response(status)
-                self.send_header("Content-Type", ctype)
-                self.send_header("Cache-Control", "no-store")
-                self.send_header("Connection", "close")
-                self.end_headers()
-                self.close_connection = True
                 it: Iterator[bytes] = iter(chunks)
                 try:
+                    self.send_response(status)
+                    self.send_header("Content-Type", ctype)
+                    self.send_header("Cache-Control", "no-store")
+                    self.send_header("Connection", "close")
+                    self.end_headers()
+                    self.close_connection = True
+                    if self.command == "HEAD":
+                        return
                     for chunk in it:
                         self.wfile.write(chunk)
                         self.wfile.flush()
-                except (BrokenPipeError, ConnectionResetError, TimeoutError):
-                    log.debug("http client left %s", self.path)
+                except _QUIET:
+                    log.debug("http client left %s", redact(parts_path(self.path)))
                 finally:
                     close = getattr(it, "close", None)
                     if close:
@@ -110,6 +261,9 @@ class HttpServer:
 
             def do_GET(self) -> None:  # noqa: N802
                 self._dispatch("GET")
+
+            def do_HEAD(self) -> None:  # noqa: N802
+                self._dispatch("HEAD")
 
             def do_POST(self) -> None:  # noqa: N802
                 self._dispatch("POST")
@@ -120,12 +274,10 @@ class HttpServer:
             def do_DELETE(self) -> None:  # noqa: N802
                 self._dispatch("DELETE")
 
-        ThreadingHTTPServer.allow_reuse_address = True
         try:
-            self._httpd = ThreadingHTTPServer((self.host, self.port), RequestHandler)
-        except OSError as e:
-            raise InputError(f"cannot serve HTTP on {self.host}:{self.port}: {e.strerror}") from None
-        self._httpd.daemon_threads = True
+            self._httpd = _Server((self.host, self.port), RequestHandler, self.max_connections)
+        except (OSError, OverflowError) as e:
+            raise InputError(f"cannot serve HTTP on {self.host}:{self.port}: {getattr(e, 'strerror', None) or e}") from None
         self.port = int(self._httpd.server_address[1])
         self._thread = threading.Thread(target=self._httpd.serve_forever, kwargs={"poll_interval": 0.2},
                                         name=f"http:{self.port}", daemon=True)
@@ -139,6 +291,10 @@ class HttpServer:
             self._httpd.shutdown()
             self._httpd.server_close()
             self._httpd = None
+
+
+def parts_path(path: str) -> str:
+    return urlsplit(path).path
 
 
 class LiveView:
@@ -188,10 +344,14 @@ INDEX_HTML = """<!doctype html><html><head><meta charset="utf-8"><title>edgeship
 
 
 class HttpSink:
-    """Serves /, /health, /metrics and /stream.mjpg for a running pipeline (``http:HOST:PORT``)."""
+    """Serves /, /health, /metrics and /stream.mjpg for a running pipeline (``http:HOST:PORT``).
 
-    def __init__(self, host: str = "127.0.0.1", port: int = 8080, *, max_fps: float = 15.0, stale_after: float = 5.0) -> None:
-        self.server = HttpServer(host, port)
+    ``token`` (default: the ``EDGESHIP_HTTP_TOKEN`` environment variable) guards every route; it is
+    required off loopback."""
+
+    def __init__(self, host: str = "127.0.0.1", port: int = 8080, *, max_fps: float = 15.0, stale_after: float = 5.0,
+                 token: str | None = None) -> None:
+        self.server = HttpServer(host, port, token=token if token is not None else (os.environ.get(TOKEN_ENV) or None))
         self.view = LiveView(max_fps=max_fps)
         self.stale_after = stale_after
         self.info: dict[str, Any] = {}
@@ -239,7 +399,7 @@ class HttpSink:
         elif not snap.get("source_connected", True) or (age is not None and age > self.stale_after):
             status = "degraded"
         return {
-            "status": status, "model": self.info.get("model"), "source": self.info.get("source"),
+            "status": status, "release": os.environ.get("EDGESHIP_RELEASE"), "model": self.info.get("model"), "source": self.info.get("source"),
             "task": self.info.get("task"), "uptime_s": snap.get("duration_s"),
             "frames_processed": snap.get("frames_processed"), "fps": snap.get("recent_fps"),
             "reconnects": snap.get("reconnects"), "source_connected": snap.get("source_connected"),
@@ -248,6 +408,8 @@ class HttpSink:
 
     def _health(self, body: bytes, query: dict) -> tuple[int, str, bytes]:
         h = self.health()
+        if query.get("_public"):  # no token: what a health check needs, nothing about the camera
+            h = {"status": h["status"], "release": h["release"]}
         return (200 if h["status"] == "ok" else 503), "application/json", json.dumps(h).encode()
 
     def _metrics(self, body: bytes, query: dict) -> tuple[int, str, bytes]:

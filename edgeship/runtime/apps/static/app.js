@@ -2,8 +2,7 @@
 // No external libraries: devices have no internet.
 (function () {
   "use strict";
-  var token = new URLSearchParams(location.search).get("token");
-  var q = token ? "?token=" + encodeURIComponent(token) : "";
+  var q = "";  // the token, when the server has one, travels in its HttpOnly cookie, never in a URL
   var HISTORY = 120;
   var series = { fps: [], infer: [], g2g: [], skipped: [] };
   var last = null;
