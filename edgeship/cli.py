@@ -72,17 +72,35 @@ class LazyGroup(click.Group):
             raise usage_error_line(e, ctx) from e
 
     def invoke(self, ctx: click.Context):
+        wants_json = "--json" in ctx.args  # the command's own arguments (ctx.args holds them before they are parsed)
         try:
             return super().invoke(ctx)
         except click.UsageError as e:
-            raise usage_error_line(e, ctx) from e
+            raise _json_too(usage_error_line(e, ctx), wants_json) from e
         except EdgeshipError as e:
             if (ctx.obj or {}).get("verbose"):
                 traceback.print_exc()
-            raise CommandError(str(e)) from e
+            raise _json_too(CommandError(str(e)), wants_json) from e
         except KeyboardInterrupt:
             click.echo("interrupted", err=True)
             ctx.exit(130)
+        except (click.exceptions.Exit, click.exceptions.Abort, click.ClickException, SystemExit):
+            raise
+        except Exception as e:  # noqa: BLE001 - the last resort: a bug, still one line (the traceback under -v)
+            if (ctx.obj or {}).get("verbose"):
+                traceback.print_exc()
+            first = next((ln.strip() for ln in str(e).splitlines() if ln.strip()), "")
+            raise _json_too(CommandError(f"internal error: {type(e).__name__}{': ' + first[:300] if first else ''} "
+                                         "(run with -v for the traceback)"), wants_json) from e
+
+
+def _json_too(err: click.ClickException, wants_json: bool) -> click.ClickException:
+    """With ``--json`` a failure also prints ``{"error": ...}`` on stdout, so a script reading stdout sees it."""
+    if wants_json and isinstance(err, CommandError):
+        import json
+
+        click.echo(json.dumps({"error": err.message}))
+    return err
 
 
 def usage_error_line(e: click.UsageError, ctx: click.Context) -> click.UsageError | CommandError:
@@ -139,7 +157,15 @@ def cli(ctx: click.Context, verbose: bool) -> None:
 
 
 def main(argv: list[str] | None = None) -> None:
-    """Console-script entry point."""
+    """Console-script entry point. SIGTERM ends a command like Ctrl-C does, so its clean-up (temporary
+    files, staging folders) runs; ``edgeship run`` installs its own graceful stop on top."""
+    import signal
+
+    def terminated(signum: int, frame) -> None:  # noqa: ANN001
+        raise KeyboardInterrupt
+
+    if signal.getsignal(signal.SIGTERM) in (signal.SIG_DFL, None):
+        signal.signal(signal.SIGTERM, terminated)
     cli.main(args=argv, prog_name="edgeship")
 
 

@@ -13,6 +13,42 @@ from pathlib import Path
 from typing import Any, Iterator
 
 
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except OSError:  # it exists but belongs to someone else
+        return True
+    return True
+
+
+def owned_temp_prefix(prefix: str) -> str:
+    """``PREFIX<pid>.``: temporary names carry their owner's pid, so a later run can tell leftovers
+    of a killed run (owner gone) from the work of one still running."""
+    return f"{prefix}{os.getpid()}."
+
+
+def sweep_stale(folder: str | os.PathLike, prefix: str) -> list[Path]:
+    """Remove ``folder/PREFIX<pid>.*`` entries whose process is gone (what a killed run left behind)."""
+    removed = []
+    folder = Path(folder)
+    if not folder.is_dir():
+        return removed
+    for entry in folder.iterdir():
+        if not entry.name.startswith(prefix):
+            continue
+        pid_text = entry.name[len(prefix):].split(".", 1)[0].split("-", 1)[0]
+        if not pid_text.isdigit() or int(pid_text) == os.getpid() or _pid_alive(int(pid_text)):
+            continue
+        if entry.is_dir() and not entry.is_symlink():
+            shutil.rmtree(entry, ignore_errors=True)
+        else:
+            entry.unlink(missing_ok=True)
+        removed.append(entry)
+    return removed
+
+
 @contextlib.contextmanager
 def atomic_path(final: str | os.PathLike, *, suffix: str = "") -> Iterator[Path]:
     """Yield a temporary path in the same folder as ``final``; rename it over ``final`` on success.
@@ -23,7 +59,8 @@ def atomic_path(final: str | os.PathLike, *, suffix: str = "") -> Iterator[Path]
     """
     final = Path(final)
     final.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{final.name}.", suffix=".tmp" + suffix, dir=final.parent)
+    sweep_stale(final.parent, f".{final.name}.")  # a killed earlier run's temporary file
+    fd, tmp = tempfile.mkstemp(prefix=owned_temp_prefix(f".{final.name}."), suffix=".tmp" + suffix, dir=final.parent)
     os.close(fd)
     os.unlink(tmp)
     tmp_path = Path(tmp)

@@ -36,6 +36,7 @@ DTYPES = ("float32", "uint8")
 #   area    - OpenCV INTER_AREA: exact box filter, slowest (5 ms for 1920x1080 -> 224x224 on a desktop core)
 #   linear  - OpenCV INTER_LINEAR, i.e. Keras / tf.image.resize "bilinear": fastest, aliases on big shrinks
 INTERPOLATIONS = ("pyramid", "area", "linear")
+MAX_SIDE = 16384  # the largest model input side edgeship accepts (pixels)
 # specs saved before ``interpolation`` existed were calibrated with INTER_AREA
 LEGACY_INTERPOLATION = "area"
 
@@ -56,8 +57,8 @@ class InputSpec:
     interpolation: str = "pyramid"
 
     def __post_init__(self) -> None:
-        if int(self.height) <= 0 or int(self.width) <= 0:
-            raise SpecError(f"input size must be positive, got {self.height}x{self.width}")
+        if not (0 < int(self.height) <= MAX_SIDE and 0 < int(self.width) <= MAX_SIDE):
+            raise SpecError(f"input size must be 1-{MAX_SIDE} pixels a side, got {self.height}x{self.width}")
         if self.channels not in (1, 3):
             raise SpecError(f"channels must be 1 or 3, got {self.channels}")
         if self.resize not in RESIZE_MODES:
@@ -78,6 +79,11 @@ class InputSpec:
         std = _per_channel(self.std, self.channels, "std")
         if any(s == 0 for s in std):
             raise SpecError(f"std must be non-zero, got {std}")
+        for name, values in (("scale", (float(self.scale),)), ("mean", mean), ("std", std)):
+            if not all(np.isfinite(values)):
+                raise SpecError(f"{name} must be a finite number, got {', '.join(f'{v:g}' for v in values)}")
+        if float(self.scale) == 0:
+            raise SpecError("scale must be non-zero (pixels * scale): got 0")
         object.__setattr__(self, "height", int(self.height))
         object.__setattr__(self, "width", int(self.width))
         object.__setattr__(self, "mean", mean)
@@ -182,6 +188,8 @@ def parse_size(text: str) -> tuple[int, int]:
         raise SpecError(f"input size must look like 224x224 (HxW), got {text!r}") from None
     if h <= 0 or w <= 0 or len(parts) != 2:
         raise SpecError(f"input size must look like 224x224 (HxW), got {text!r}")
+    if h > MAX_SIDE or w > MAX_SIDE:
+        raise SpecError(f"input size must be at most {MAX_SIDE}x{MAX_SIDE}, got {text!r}")
     return h, w
 
 

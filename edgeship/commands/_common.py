@@ -36,6 +36,38 @@ def _cell(v: Any) -> str:
     return str(v)
 
 
+class FiniteRange(click.FloatRange):
+    """click.FloatRange that also refuses nan and inf (which compare false with every bound)."""
+
+    name = "float range"
+
+    def convert(self, value, param, ctx):  # noqa: ANN001 - click's signature
+        import math
+
+        rv = super().convert(value, param, ctx)
+        if not math.isfinite(rv):
+            self.fail(f"{value!r} is not a finite number.", param, ctx)
+        return rv
+
+
+def max_drop_option(ctx: click.Context, param: click.Parameter, value: str | None):
+    """click callback: a budget in points (``1.0``) or ``none`` (no budget)."""
+    if value is None:
+        return None
+    if str(value).strip().lower() in ("none", "off", "no"):
+        return None
+    import math
+
+    try:
+        v = float(value)
+    except ValueError:
+        raise click.BadParameter(f"expected a number of points (e.g. 1.0) or 'none', got {value!r}") from None
+    if not math.isfinite(v) or v < 0:
+        raise click.BadParameter(f"expected a non-negative number of points, got {value!r}")
+    return v
+
+
+
 def size_option(ctx: click.Context, param: click.Parameter, value: str | None):
     """click callback: parse HxW into (h, w)."""
     if value is None:

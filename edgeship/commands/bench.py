@@ -7,15 +7,16 @@ from typing import Any
 import click
 
 from .. import formats
-from ._common import emit_json, format_table
+from ..limits import MAX_BENCH_SECONDS, MAX_THREADS, MAX_WARMUP
+from ._common import FiniteRange, emit_json, format_table
 
 
 @click.command("bench")
 @click.argument("artifact", type=click.Path(dir_okay=False))
-@click.option("--threads", type=click.IntRange(min=1), default=None, help="Inference threads (default: the runtime's choice).")
+@click.option("--threads", type=click.IntRange(1, MAX_THREADS), default=None, help="Inference threads (default: the runtime's choice).")
 @click.option("--hint", type=click.Choice(("latency", "throughput")), default="latency", show_default=True, help="OpenVINO performance hint; throughput also measures async parallel requests.")
-@click.option("--duration", type=click.FloatRange(min=0, min_open=True), default=10.0, show_default=True, help="Seconds of timed inference.")
-@click.option("--warmup", type=click.IntRange(min=0), default=10, show_default=True, help="Untimed inferences first.")
+@click.option("--duration", type=FiniteRange(0, MAX_BENCH_SECONDS, min_open=True), default=10.0, show_default=True, help="Seconds of timed inference.")
+@click.option("--warmup", type=click.IntRange(0, MAX_WARMUP), default=10, show_default=True, help="Untimed inferences first.")
 @click.option("--backend", type=click.Choice(formats.backend_names()), default=None, help="Override the backend chosen from the manifest / suffix.")
 @click.option("--device", default="CPU", show_default=True, help="OpenVINO device: CPU, GPU, NPU, AUTO.")
 @click.option("--precision", type=click.Choice(("f32", "f16", "bf16")), default=None, help="OpenVINO inference precision.")

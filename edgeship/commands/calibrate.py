@@ -9,7 +9,7 @@ from typing import Any
 import click
 
 from ..spec import COLOR_ORDERS, DTYPES, INTERPOLATIONS, LAYOUTS, RESIZE_MODES, InputSpec
-from ._common import echo_err, emit_json, format_table, size_option
+from ._common import FiniteRange, echo_err, emit_json, format_table, size_option
 
 
 def _floats(ctx: click.Context, param: click.Parameter, value: str | None):
@@ -60,15 +60,15 @@ Example:
 @click.option("--model", type=click.Path(exists=True, dir_okay=True), help="Keras model, .tflite or .xml to read the input size from.")
 @click.option("--out", "out", required=True, type=click.Path(dir_okay=False), help="Output .npz file (written atomically).")
 @click.option("--count", default=300, show_default=True, type=click.IntRange(min=1), help="Total samples kept (calib + holdout).")
-@click.option("--holdout", default=0.2, show_default=True, type=click.FloatRange(0.0, 1.0, max_open=True),
+@click.option("--holdout", default=0.2, show_default=True, type=FiniteRange(0.0, 1.0, max_open=True),
               help="Fraction set aside for accuracy verification (stratified per class).")
 @click.option("--seed", default=0, show_default=True, type=int, help="Random seed: same seed, same dataset.")
 @click.option("--dedup/--no-dedup", default=True, show_default=True, help="Drop near-identical frames.")
-@click.option("--dedup-threshold", default=None, type=click.FloatRange(min=0.0),
+@click.option("--dedup-threshold", default=None, type=FiniteRange(min=0.0),
               help="Frames whose 16x16 gray thumbnails differ by at most this many gray levels in every cell are duplicates [12].")
-@click.option("--duration", default=5.0, show_default=True, type=click.FloatRange(min=0.0, min_open=True),
+@click.option("--duration", default=5.0, show_default=True, type=FiniteRange(min=0.0, min_open=True),
               help="Seconds to capture from each live stream or camera.")
-@click.option("--timeout", default=10.0, show_default=True, type=click.FloatRange(min=0.0, min_open=True),
+@click.option("--timeout", default=10.0, show_default=True, type=FiniteRange(min=0.0, min_open=True),
               help="Seconds a stream may take to answer before it is an error.")
 @click.option("--resize", type=click.Choice(RESIZE_MODES), help="Resize mode [stretch].")
 @click.option("--interpolation", type=click.Choice(INTERPOLATIONS),
@@ -76,7 +76,7 @@ Example:
                    "area = OpenCV INTER_AREA (exact box filter, 5-7x slower); linear = bilinear like Keras / tf.image.resize "
                    "(fastest, aliases on big shrinks). The runtime uses the same one.")
 @click.option("--color-order", type=click.Choice(COLOR_ORDERS, case_sensitive=False), metavar="[RGB|BGR|GRAY]", help="Model colour order [RGB].")
-@click.option("--scale", type=float, help="Pixel multiplier before mean/std [1/255].")
+@click.option("--scale", type=FiniteRange(), help="Pixel multiplier before mean/std [1/255].")
 @click.option("--mean", callback=_floats, help="Per-channel mean subtracted after scaling, e.g. 0.485,0.456,0.406 [0].")
 @click.option("--std", callback=_floats, help="Per-channel std divided by, e.g. 0.229,0.224,0.225 [1].")
 @click.option("--layout", type=click.Choice(LAYOUTS), help="Sample layout [NHWC, or the model's].")

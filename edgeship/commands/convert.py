@@ -7,23 +7,9 @@ from typing import Any
 import click
 
 from .. import formats
-from ._common import echo_err, emit_json, format_table, size_option
+from ._common import FiniteRange, echo_err, emit_json, format_table, max_drop_option, size_option
 
 PRECISION_CHOICES = formats.all_precisions()
-
-
-def _max_drop(ctx: click.Context, param: click.Parameter, value: str | None) -> float | None:
-    if value is None:
-        return 1.0
-    if value.lower() in ("none", "off"):
-        return None
-    try:
-        v = float(value)
-    except ValueError:
-        raise click.BadParameter(f"expected percentage points (e.g. 1.0) or 'none', got {value!r}") from None
-    if v < 0:
-        raise click.BadParameter(f"must be >= 0, got {value}")
-    return v
 
 
 def _from_target(name: str | None, formats: tuple[str, ...], precision: str | None) -> tuple[list[str], str]:
@@ -50,7 +36,7 @@ def _from_target(name: str | None, formats: tuple[str, ...], precision: str | No
 @click.option("--calib", type=click.Path(exists=True, dir_okay=False), help="Calibration set from `edgeship calibrate` (calib.npz).")
 @click.option("--io", "io", type=click.Choice(["float", "int8", "uint8"]), default="int8", show_default=True,
               help="Input/output type of a TFLite int8 model (OpenVINO IR keeps float I/O).")
-@click.option("--prune", type=click.FloatRange(0.0, 1.0, min_open=True, max_open=True),
+@click.option("--prune", type=FiniteRange(0.0, 1.0, min_open=True, max_open=True),
               help="Target sparsity of the weights, e.g. 0.5 (tfmot magnitude pruning).")
 @click.option("--prune-schedule", type=click.Choice(["constant", "polynomial"]), default="constant", show_default=True)
 @click.option("--prune-frequency", type=click.IntRange(1), help="Steps between mask updates (default: ~10 updates per run).")
@@ -63,7 +49,8 @@ def _from_target(name: str | None, formats: tuple[str, ...], precision: str | No
 @click.option("--preset", type=click.Choice(["performance", "mixed"]), default="performance", show_default=True,
               help="NNCF preset for OpenVINO int8.")
 @click.option("--dynamic-batch", is_flag=True, help="OpenVINO IR with a dynamic batch (default: fixed batch 1).")
-@click.option("--max-drop", callback=_max_drop, help="Accuracy budget in percentage points for the accuracy gate, or 'none' [default: 1.0].")
+@click.option("--max-drop", default="1.0", show_default=True, callback=max_drop_option, metavar="PP|none",
+              help="Accuracy budget in percentage points for the accuracy gate, or 'none'.")
 @click.option("--target", "target", help="Device profile (see `edgeship targets list`) that picks --format/--precision.")
 @click.option("-o", "--out", "out_dir", required=True, type=click.Path(file_okay=False), help="Output folder.")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object with every artifact's manifest.")

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import click
 
-from ._common import emit_json, format_table
+from ._common import FiniteRange, emit_json, format_table
 from ._ssh import build, ssh_options
 
 
@@ -75,7 +75,7 @@ def logs(lines: int, **kw) -> None:
 @device.command()
 @ssh_options
 @click.option("--to", "version", help="Release to switch to [the one active before the current one].")
-@click.option("--health-timeout", default=60.0, show_default=True, type=click.FloatRange(min=1), help="Seconds to wait for /health.")
+@click.option("--health-timeout", default=60.0, show_default=True, type=FiniteRange(min=1), help="Seconds to wait for /health.")
 def rollback(version: str | None, health_timeout: float, **kw) -> None:
     """Switch back to the previous release (or --to VERSION), restart it and check its health.
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import click
 
-from ._common import echo_err, emit_json, format_table
+from ._common import FiniteRange, echo_err, emit_json, format_table
 from ._ssh import build, ssh_options
 
 EXAMPLES = """
@@ -21,11 +21,11 @@ Example:
 @click.argument("bundle", type=click.Path(exists=True, dir_okay=False))
 @click.argument("targets", nargs=-1, metavar="[USER@HOST[:PORT]]...")
 @ssh_options
-@click.option("--health-timeout", default=60.0, show_default=True, type=click.FloatRange(min=1),
+@click.option("--health-timeout", default=60.0, show_default=True, type=FiniteRange(min=1),
               help="Seconds the new release has to answer /health before it is rolled back.")
 @click.option("--keep", default=3, show_default=True, type=click.IntRange(min=2), help="Releases kept on each device.")
 @click.option("--venvs-dir", help="Runtime venvs folder on the device, shared between device roots [DEVICE_ROOT/venvs].")
-@click.option("--bwlimit", type=click.FloatRange(min=1), help="Upload bandwidth limit per device, KiB/s.")
+@click.option("--bwlimit", type=FiniteRange(min=1), help="Upload bandwidth limit per device, KiB/s.")
 def flash(bundle, targets, health_timeout, keep, venvs_dir, bwlimit, **kw) -> None:
     """Deploy BUNDLE to one or many devices over SSH (devices as arguments, --host or --hosts).
 

@@ -7,7 +7,8 @@ from typing import Any
 import click
 
 from .. import formats
-from ._common import echo_err, emit_json, format_table
+from ..limits import MAX_OUTPUT_QUEUE, MAX_THREADS
+from ._common import FiniteRange, echo_err, emit_json, format_table
 
 TASK_CHOICES = ("classify", "detect", "raw")
 
@@ -20,8 +21,8 @@ TASK_CHOICES = ("classify", "detect", "raw")
 @click.option("--labels", type=click.Path(exists=True, dir_okay=False), default=None, help="Class names: one per line (# comments and blank lines ignored), a JSON list or a JSON {id: name} object (default: the manifest's labels).")
 @click.option("--sink", "sinks", multiple=True, metavar="KIND:ARG", help="jsonl:- | jsonl:FILE | video:FILE.mp4 | http:[HOST:]PORT (repeatable; default jsonl:- unless --json).")
 @click.option("--max-frames", type=click.IntRange(min=1), default=None, help="Stop after N frames taken from the source.")
-@click.option("--duration", type=click.FloatRange(min=0, min_open=True), default=None, help="Stop after S seconds.")
-@click.option("--threads", type=click.IntRange(min=1), default=None, help="Inference threads.")
+@click.option("--duration", type=FiniteRange(min=0, min_open=True), default=None, help="Stop after S seconds.")
+@click.option("--threads", type=click.IntRange(1, MAX_THREADS), default=None, help="Inference threads.")
 @click.option("--backend", type=click.Choice(formats.backend_names()), default=None, help="Override the backend chosen from the manifest / suffix.")
 @click.option("--device", default="CPU", show_default=True, help="OpenVINO device: CPU, GPU, NPU, AUTO.")
 @click.option("--hint", type=click.Choice(("latency", "throughput")), default="latency", show_default=True, help="OpenVINO performance hint.")
@@ -29,12 +30,12 @@ TASK_CHOICES = ("classify", "detect", "raw")
 @click.option("--realtime", is_flag=True, help="Play files at their frame rate like a camera, dropping frames the model cannot keep up with (default: every frame).")
 @click.option("--loop", is_flag=True, help="Restart a video file or folder when it ends.")
 @click.option("--top-k", type=click.IntRange(min=1), default=5, show_default=True, help="Classes reported per frame (classify).")
-@click.option("--threshold", type=click.FloatRange(0, 1), default=None, help="Minimum score (detect default 0.25, classify 0).")
-@click.option("--iou", type=click.FloatRange(0, 1), default=0.45, show_default=True, help="NMS IoU threshold (YOLO-style detection).")
-@click.option("--source-timeout", type=click.FloatRange(min=0, min_open=True), default=10.0, show_default=True, help="Seconds to wait for the source to open.")
-@click.option("--reconnect-timeout", type=click.FloatRange(min=0, min_open=True), default=None, help="Give up on a lost stream after S seconds (default: keep retrying).")
+@click.option("--threshold", type=FiniteRange(0, 1), default=None, help="Minimum score (detect default 0.25, classify 0).")
+@click.option("--iou", type=FiniteRange(0, 1), default=0.45, show_default=True, help="NMS IoU threshold (YOLO-style detection).")
+@click.option("--source-timeout", type=FiniteRange(min=0, min_open=True), default=10.0, show_default=True, help="Seconds to wait for the source to open.")
+@click.option("--reconnect-timeout", type=FiniteRange(min=0, min_open=True), default=None, help="Give up on a lost stream after S seconds (default: keep retrying).")
 @click.option("--pin/--no-pin", "pin", default=None, help="Pin the capture thread to one CPU and inference to the others (default: on with 2+ CPUs; it keeps them from evicting each other's cache).")
-@click.option("--output-queue", type=click.IntRange(min=1), default=2, show_default=True, help="Inferred frames that may wait for post-processing and the sinks (their own thread) before the model waits for them; raise it for bursty sinks such as webhooks.")
+@click.option("--output-queue", type=click.IntRange(1, MAX_OUTPUT_QUEUE), default=2, show_default=True, help="Inferred frames that may wait for post-processing and the sinks (their own thread) before the model waits for them; raise it for bursty sinks such as webhooks.")
 @click.option("--token", "http_token", envvar="EDGESHIP_HTTP_TOKEN", default=None, metavar="TOKEN",
               help="Token guarding an http: sink (8+ characters; required off 127.0.0.1). Clients send 'Authorization: "
                    "Bearer TOKEN'. Default: $EDGESHIP_HTTP_TOKEN. Prefer the variable: a flag shows in ps.")

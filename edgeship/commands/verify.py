@@ -2,27 +2,9 @@
 
 from __future__ import annotations
 
-import math
-
 import click
 
-from ._common import echo_err, emit_json, format_table
-
-
-def max_drop_option(ctx: click.Context, param: click.Parameter, value: str | None):
-    """click callback: a budget in points (``1.0``) or ``none`` (no budget)."""
-    if value is None:
-        return None
-    if str(value).strip().lower() in ("none", "off", "no"):
-        return None
-    try:
-        v = float(value)
-    except ValueError:
-        raise click.BadParameter(f"expected a number of points (e.g. 1.0) or 'none', got {value!r}") from None
-    if not math.isfinite(v) or v < 0:
-        raise click.BadParameter(f"expected a non-negative number of points, got {value!r}")
-    return v
-
+from ._common import echo_err, emit_json, format_table, max_drop_option
 
 EXAMPLES = """
 \b

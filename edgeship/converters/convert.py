@@ -23,7 +23,7 @@ import numpy as np
 
 from .. import formats as fmts
 from ..errors import ConversionError, InputError
-from ..fileio import file_size, gzip_size, sha256_file
+from ..fileio import file_size, gzip_size, owned_temp_prefix, sha256_file, sweep_stale
 from ..manifest import Manifest, manifest_path, tool_versions
 from ..spec import InputSpec
 from . import keras_io
@@ -34,6 +34,7 @@ from .tflite import IO_TYPES
 log = logging.getLogger(__name__)
 
 TASKS = ("classify", "detect", "raw")
+STAGE_PREFIX = ".edgeship-convert-"
 
 
 @dataclass
@@ -277,7 +278,8 @@ def _staging(out_dir: Path) -> Iterator[Path]:
         raise InputError(f"--out {out_dir} is a file; expected a folder for the artifacts")
     created = not out_dir.exists()
     out_dir.mkdir(parents=True, exist_ok=True)
-    stage = Path(tempfile.mkdtemp(prefix=".edgeship-convert-", dir=out_dir))
+    sweep_stale(out_dir, STAGE_PREFIX)  # what a killed earlier convert left
+    stage = Path(tempfile.mkdtemp(prefix=owned_temp_prefix(STAGE_PREFIX), dir=out_dir))
     try:
         yield stage
     finally:

@@ -41,6 +41,7 @@ from pydantic import (AfterValidator, BaseModel, ConfigDict, Field, ValidationEr
 
 from .. import formats
 from ..errors import ConfigError, SourceError
+from ..limits import MAX_OUTPUT_QUEUE, MAX_THREADS
 
 APP_KINDS = ("security", "industrial", "robot")
 
@@ -98,12 +99,12 @@ class SourceCfg(Strict):
 
 class BackendCfg(Strict):
     name: Optional[Literal[formats.backend_names()]] = None  # type: ignore[valid-type]
-    threads: Optional[int] = Field(None, ge=1)
+    threads: Optional[int] = Field(None, ge=1, le=MAX_THREADS)
     device: str = "CPU"
     hint: Literal["latency", "throughput"] = "latency"
     precision: Optional[Literal["f32", "f16", "bf16"]] = None
     pin: Optional[bool] = None  # capture and inference pinned to different CPUs (None: when 2+ CPUs)
-    output_queue: int = Field(2, ge=1, le=1000)  # inferred frames waiting for post-processing and sinks
+    output_queue: int = Field(2, ge=1, le=MAX_OUTPUT_QUEUE)  # inferred frames waiting for post-processing and sinks
 
 
 class ServerCfg(Strict):

@@ -25,6 +25,7 @@ from typing import Any, Callable, Sequence
 import numpy as np
 
 from ..errors import EdgeshipError
+from ..limits import MAX_OUTPUT_QUEUE
 from ..spec import InputSpec, preprocess
 from . import allocator
 from .affinity import allowed_cpus, pin_current_thread, plan
@@ -83,8 +84,8 @@ class Pipeline:
         self.stopped_by: str | None = None
         self.summary: dict[str, Any] | None = None
         self._failed_sinks: set[int] = set()
-        if int(output_queue) < 1:
-            raise EdgeshipError(f"output_queue must be at least 1, got {output_queue}")
+        if not 1 <= int(output_queue) <= MAX_OUTPUT_QUEUE:
+            raise EdgeshipError(f"output_queue must be 1-{MAX_OUTPUT_QUEUE}, got {output_queue}")
         self._out_q: queue.SimpleQueue[tuple | None] = queue.SimpleQueue()
         self._out_slots = threading.BoundedSemaphore(int(output_queue))
         self._out_thread: threading.Thread | None = None

@@ -14,6 +14,7 @@ from typing import Any, Sequence
 import numpy as np
 
 from ... import formats
+from ...limits import check_threads
 from ...errors import BackendError, ModelError, SpecError
 from ...manifest import Manifest, TensorInfo
 from ...spec import Quantization, quantize_values
@@ -66,7 +67,7 @@ class Backend:
 
     def __init__(self, path: str | Path, *, threads: int | None = None, manifest: Manifest | None = None, **options: Any) -> None:
         self.path = Path(path)
-        self.threads = threads
+        self.threads = check_threads(threads)
         self.manifest = manifest
         self.options = options
         self.inputs: list[TensorInfo] = []
