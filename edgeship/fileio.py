@@ -12,6 +12,20 @@ import tempfile
 from pathlib import Path
 from typing import Any, Iterator
 
+from .errors import InputError
+
+
+def ensure_dir(folder: str | os.PathLike, what: str | None = None) -> Path:
+    """Create ``folder`` (and its parents); a folder that cannot be made is one InputError line."""
+    folder = Path(folder)
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise InputError(f"{what or f'cannot create folder {folder}'}: {folder}: {e.strerror or e}") from None
+    if not folder.is_dir():
+        raise InputError(f"{what or f'cannot create folder {folder}'}: {folder} is not a folder")
+    return folder
+
 
 def _pid_alive(pid: int) -> bool:
     try:
@@ -58,9 +72,12 @@ def atomic_path(final: str | os.PathLike, *, suffix: str = "") -> Iterator[Path]
     appears at ``final``.
     """
     final = Path(final)
-    final.parent.mkdir(parents=True, exist_ok=True)
+    ensure_dir(final.parent, f"cannot write {final}")
     sweep_stale(final.parent, f".{final.name}.")  # a killed earlier run's temporary file
-    fd, tmp = tempfile.mkstemp(prefix=owned_temp_prefix(f".{final.name}."), suffix=".tmp" + suffix, dir=final.parent)
+    try:
+        fd, tmp = tempfile.mkstemp(prefix=owned_temp_prefix(f".{final.name}."), suffix=".tmp" + suffix, dir=final.parent)
+    except OSError as e:
+        raise InputError(f"cannot write {final}: {e.strerror or e}") from None
     os.close(fd)
     os.unlink(tmp)
     tmp_path = Path(tmp)

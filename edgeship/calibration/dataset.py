@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import zipfile
 import logging
 import os
 from pathlib import Path
@@ -177,11 +178,14 @@ class RepresentativeDataset:
         try:
             with np.load(path, allow_pickle=False) as data:
                 arrays = {k: data[k] for k in data.files}
-        except (ValueError, OSError, EOFError, AttributeError) as e:
-            raise CalibrationError(f"{path} is not a readable .npz calibration file: {e}") from None
+        except (ValueError, OSError, EOFError, AttributeError, zipfile.BadZipFile) as e:
+            raise CalibrationError(f"{path} is not a readable .npz calibration file ({type(e).__name__}: {e}); "
+                                   "a truncated copy? Make it again with `edgeship calibrate`") from None
         missing = {"x_calib", "x_holdout", "meta"} - set(arrays)
         if missing:
-            raise CalibrationError(f"{path} is not an edgeship calibration file: missing {sorted(missing)}")
+            raise CalibrationError(
+                f"{path} is not an edgeship calibration file (missing {sorted(missing)}); turn a plain array of frames "
+                f"into one with `edgeship calibrate {path} --input-size HxW --out calib.npz`")
         meta = json.loads(str(arrays["meta"]))
         if meta.get("format") != FORMAT:
             raise CalibrationError(f"{path}: expected format {FORMAT!r}, found {meta.get('format')!r}")

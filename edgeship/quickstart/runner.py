@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any, Callable, Iterator
 
 from ..errors import InputError
+from ..fileio import ensure_dir
 from ..progress import progress
 from . import artifacts, data, runs, summary
 from .plan import Options, paths
@@ -96,7 +97,7 @@ def run_quickstart(out_dir: str | os.PathLike = "quickstart-out", force: bool = 
     out = Path(out_dir).resolve()
     if out.exists() and not out.is_dir():
         raise InputError(f"--out {out} is a file; expected a folder (it is created when missing)")
-    out.mkdir(parents=True, exist_ok=True)
+    ensure_dir(out, "cannot create the quickstart's output folder")
     say = status or log.info
     options = Options.make(small=small, seed=seed)
     ctx = Context(out, options)

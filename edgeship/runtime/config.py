@@ -63,8 +63,16 @@ def _existing_file(p: Path, info: ValidationInfo) -> Path:
     return p
 
 
+def _queue_file(p: Path, info: ValidationInfo) -> Path:
+    p = _resolve(p, info)
+    if p.is_dir():
+        raise ValueError(f"{p} is a folder; expected a file name for the SQLite event queue")
+    return p
+
+
 InFile = Annotated[Path, AfterValidator(_existing_file)]
 OutPath = Annotated[Path, AfterValidator(_resolve)]
+QueueFile = Annotated[Path, AfterValidator(_queue_file)]
 Score = Annotated[float, Field(ge=0.0, le=1.0)]
 Port = Annotated[int, Field(ge=0, le=65535)]
 
@@ -143,7 +151,7 @@ class JsonlEvents(Strict):
 class WebhookEvents(Strict):
     type: Literal["webhook"]
     url: str = Field(pattern=r"^https?://")
-    queue: OutPath
+    queue: QueueFile
     timeout_s: float = Field(5.0, gt=0)
     backoff_s: float = Field(0.5, gt=0)
     max_backoff_s: float = Field(60.0, gt=0)
@@ -161,7 +169,7 @@ class MqttEvents(Strict):
     snapshots: bool = True
     username: Optional[str] = None
     password: Optional[str] = None
-    queue: Optional[OutPath] = None  # durable outbox; without it events wait in memory while the broker is down
+    queue: Optional[QueueFile] = None  # durable outbox; without it events wait in memory while the broker is down
     timeout_s: float = Field(5.0, gt=0)
     backoff_s: float = Field(0.5, gt=0)
     max_backoff_s: float = Field(30.0, gt=0)

@@ -54,7 +54,10 @@ def parse_host(text: str) -> HostSpec:
     m = _HOST_RE.match(text.strip())
     if not m:
         raise InputError(f"host {text!r} is not USER@HOST or USER@HOST:PORT")
-    return HostSpec(user=m["user"], host=m["host"], port=int(m["port"]) if m["port"] else None)
+    port = int(m["port"]) if m["port"] else None
+    if port is not None and not 1 <= port <= 65535:
+        raise InputError(f"host {text!r}: port must be 1-65535, got {port}")
+    return HostSpec(user=m["user"], host=m["host"], port=port)
 
 
 def parse_hosts_file(path: str | os.PathLike) -> list[HostSpec]:

@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any, TextIO
 
 from ...errors import InputError
-from ...fileio import atomic_path
+from ...fileio import atomic_path, ensure_dir
 from ..draw import annotate
 from ..types import Frame, Result
 
@@ -35,7 +35,7 @@ class JsonlSink:
             self._fh = sys.stdout
         else:
             p = Path(self.target)
-            p.parent.mkdir(parents=True, exist_ok=True)
+            ensure_dir(p.parent, f"cannot write JSON lines to {p}")
             try:
                 self._fh = open(p, "w", encoding="utf-8", buffering=1)
             except OSError as e:

@@ -80,6 +80,7 @@ class _Server(ThreadingHTTPServer):
 
     daemon_threads = True
     allow_reuse_address = True
+    request_queue_size = 64  # connections waiting to be accepted (and then served or refused)
 
     def __init__(self, addr: tuple, handler: type, max_connections: int) -> None:
         self.slots = threading.BoundedSemaphore(max_connections)

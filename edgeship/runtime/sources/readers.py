@@ -210,6 +210,7 @@ class ImageFolderReader:
         self.fps = fps
         self.files: list[Path] = []
         self._i = 0
+        self._first: np.ndarray | None = None
 
     def open(self, timeout: float = 10.0) -> None:
         if self.root.is_file():
@@ -221,8 +222,26 @@ class ImageFolderReader:
         if not self.files:
             raise SourceError(f"image folder {self.root} has no images: expected files ending in {', '.join(IMAGE_SUFFIXES)}")
         self._i = 0
+        self._first = self._first_readable()
+
+    def _first_readable(self) -> np.ndarray:
+        """Decode images until one reads (it is the first frame served): a folder of broken or empty
+        files is an error here, not a run of 0 frames."""
+        cv2 = _cv2()
+        while self._i < len(self.files):
+            path = self.files[self._i]
+            self._i += 1
+            img = cv2.imread(str(path), cv2.IMREAD_COLOR)
+            if img is not None:
+                return img
+            log.warning("skipping unreadable image %s", path)
+        raise SourceError(f"image folder {self.root} has no readable image: all {len(self.files)} image file(s) failed "
+                          "to decode (empty or damaged files?)")
 
     def read(self) -> np.ndarray | None:
+        if self._first is not None:
+            img, self._first = self._first, None
+            return img
         cv2 = _cv2()
         while self._i < len(self.files):
             path = self.files[self._i]
@@ -234,7 +253,7 @@ class ImageFolderReader:
         return None
 
     def rewind(self) -> bool:
-        self._i = 0
+        self._i, self._first = 0, None
         return bool(self.files)
 
     def close(self) -> None:
