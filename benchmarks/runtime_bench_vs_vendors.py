@@ -56,10 +56,19 @@ def litert_p50(model: Path, threads: int, runs: int) -> float:
 def benchmark_app_p50(model: Path, threads: int, runs: int) -> float:
     out = subprocess.run([str(BIN / "benchmark_app"), "-m", str(model), "-d", "CPU", "-hint", "none", "-nstreams", "1", "-api", "sync",
                           "-nthreads", str(threads), "-niter", str(runs), "-shape", "[1,224,224,3]"], capture_output=True, text=True, check=True)
-    m = re.search(r"Median:\s+([\d.]+)\s*ms", out.stdout)
-    if not m:
+    ms = median_ms(out.stdout)
+    if ms is None:
         raise SystemExit(f"could not find the median latency in benchmark_app's output:\n{out.stdout[-2000:]}")
-    return float(m.group(1))
+    return ms
+
+
+UNITS_MS = {"ns": 1e-6, "us": 1e-3, "µs": 1e-3, "μs": 1e-3, "ms": 1.0, "s": 1e3, "sec": 1e3}
+
+
+def median_ms(text: str) -> float | None:
+    """benchmark_app's ``Median: 0.84 ms`` (or ``Median: 843.21 us``, ``ns``, ``s``) in milliseconds, else None."""
+    m = re.search(r"Median:\s+([\d.]+(?:[eE][-+]?\d+)?)\s*(ns|us|µs|μs|ms|sec|s)\b", text)
+    return float(m.group(1)) * UNITS_MS[m.group(2)] if m else None
 
 
 def main() -> None:

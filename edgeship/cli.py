@@ -154,6 +154,8 @@ def cli(ctx: click.Context, verbose: bool) -> None:
     )
     for noisy in ("tensorflow", "absl", "h5py", "nncf", "matplotlib", "PIL"):
         logging.getLogger(noisy).setLevel(logging.ERROR if not verbose else logging.INFO)
+    logging.captureWarnings(True)  # library warnings (Keras, tf.lite, NNCF) become log records: shown with -v
+    logging.getLogger("py.warnings").setLevel(logging.WARNING if verbose else logging.ERROR)
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -166,7 +168,30 @@ def main(argv: list[str] | None = None) -> None:
 
     if signal.getsignal(signal.SIGTERM) in (signal.SIG_DFL, None):
         signal.signal(signal.SIGTERM, terminated)
+    args = sys.argv[1:] if argv is None else list(argv)
+    if not verbose_requested(args):
+        quiet_libraries()
     cli.main(args=argv, prog_name="edgeship")
+
+
+def verbose_requested(args: list[str]) -> bool:
+    """``-v`` / ``--verbose`` before the command name."""
+    for a in args:
+        if a in ("-v", "--verbose"):
+            return True
+        if not a.startswith("-"):
+            return False
+    return False
+
+
+def quiet_libraries() -> None:
+    """Only edgeship's own lines on the terminal: TensorFlow's C++ log, absl, oneDNN, the quantizer's dumps and
+    LiteRT's INFO lines are dropped from stderr, library warnings go to logging (shown with -v)."""
+    from .native_stderr import install_filter
+
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+    os.environ.setdefault("GRPC_VERBOSITY", "ERROR")
+    install_filter()
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -31,10 +31,6 @@ class ConversionError(EdgeshipError):
     """A conversion, pruning or quantization step failed."""
 
 
-class VerificationError(EdgeshipError):
-    """An artifact missed its accuracy budget."""
-
-
 class SourceError(EdgeshipError):
     """A camera, stream or video source cannot be opened or read."""
 

@@ -51,3 +51,86 @@ def filtered_stderr(patterns: Sequence[str] = LITERT_NOISE) -> Iterator[None]:
             if rest:
                 sys.stderr.write(rest)
                 sys.stderr.flush()
+
+
+# What TensorFlow, XLA, absl, the MLIR quantizer and LiteRT print on fd 2 that is not edgeship's to say:
+# C++ log lines (I/W/E + date, including the harmless "failed call to cuInit" E-line on a machine
+# without a GPU), absl's pre-init notice, oneDNN and CPU-feature notices, the quantizer's option dump.
+WORKSTATION_NOISE = LITERT_NOISE + (
+    r"^WARNING: All log messages before absl::InitializeLog\(\) is called are written to STDERR$",
+    r"^[IWEF]\d{4} [\d:.]+\s+\d+ \S+:\d+\] ",
+    r"oneDNN custom operations are on",
+    r"^To enable the following instructions: .* in other operations, rebuild TensorFlow",
+    r"^This TensorFlow binary is optimized to use available CPU instructions",
+    r"Could not find cuda drivers on your machine",
+    r"^fully_quantize: \d+, inference_type: \d+, input_inference_type: ",
+    r"^WARNING:absl:",
+)
+
+
+class _Filter:
+    """fd 2 -> a pipe -> a thread that writes every line not matching the patterns to the real stderr."""
+
+    def __init__(self, patterns: Sequence[str]) -> None:
+        import threading
+
+        self.rx = [re.compile(p) for p in patterns]
+        sys.stderr.flush()
+        self.saved = os.dup(2)
+        read_fd, write_fd = os.pipe()
+        os.dup2(write_fd, 2)
+        os.close(write_fd)
+        self.reader = os.fdopen(read_fd, "rb", buffering=0)
+        self.thread = threading.Thread(target=self._pump, name="stderr-filter", daemon=True)
+        self.thread.start()
+
+    def _pump(self) -> None:
+        buf = b""
+        while True:
+            try:
+                chunk = self.reader.read(65536)
+            except OSError:
+                chunk = b""
+            if not chunk:
+                break
+            buf += chunk
+            *lines, buf = buf.split(b"\n")
+            self._write(lines, newline=True)
+        if buf:
+            self._write([buf], newline=False)
+
+    def _write(self, lines: list[bytes], *, newline: bool) -> None:
+        out = []
+        for raw in lines:
+            text = raw.decode("utf-8", errors="replace").rstrip("\r")
+            if not any(r.search(text) for r in self.rx):
+                out.append(raw + (b"\n" if newline else b""))
+        if out:
+            os.write(self.saved, b"".join(out))
+
+    def close(self) -> None:
+        try:
+            sys.stderr.flush()
+        except (OSError, ValueError):
+            pass
+        os.dup2(self.saved, 2)  # the pipe's last writer goes: the thread drains it and ends
+        self.thread.join(timeout=2.0)
+
+
+_ACTIVE: list[_Filter] = []
+
+
+def install_filter(patterns: Sequence[str] = WORKSTATION_NOISE) -> bool:
+    """For the rest of the process, drop native stderr lines matching ``patterns`` (the CLI's entry point
+    calls this unless ``-v``; ``EDGESHIP_NATIVE_LOGS=1`` turns it off). Returns whether it is active."""
+    import atexit
+
+    if _ACTIVE or os.environ.get("EDGESHIP_NATIVE_LOGS") == "1":
+        return bool(_ACTIVE)
+    try:
+        f = _Filter(patterns)
+    except (OSError, ValueError):
+        return False
+    _ACTIVE.append(f)
+    atexit.register(f.close)
+    return True

@@ -36,7 +36,7 @@ def test_a_rejected_command_line_is_one_line_exit_1_naming_the_value_and_the_hel
     assert r.exit_code == 1 and one_line(r) == "error: No such command 'frobnicate'. (see 'edgeship --help')"
     r = invoke(["run", "m.tflite", "--source", "0", "--threads", "0"])
     assert r.exit_code == 1
-    assert one_line(r) == "error: Invalid value for '--threads': 0 is not in the range x>=1. (see 'edgeship run --help')"
+    assert one_line(r) == "error: Invalid value for '--threads': 0 is not in the range 1<=x<=256. (see 'edgeship run --help')"
     r = invoke(["run", "m.tflite", "--thread", "2"])
     assert r.exit_code == 1 and "No such option '--thread'" in one_line(r) and "'--threads'" in one_line(r)
     r = invoke(["run", "m.tflite", "--source"])

@@ -80,7 +80,8 @@ def test_run_cli_exit_codes_and_messages(art, video, tmp_path):
     res = r.invoke(cli, ["run", str(art["tflite_f32"]), "--source", str(video), "--task", "segment"])
     assert res.exit_code == 1 and res.output.count("\n") == 1 and "'segment' is not one of" in res.output
     res = r.invoke(cli, ["run", str(art["tflite_f32"]), "--source", str(video), "--json", "--sink", "jsonl:-"])
-    assert res.exit_code == 1 and res.output.count("\n") == 1 and "--json" in res.output
+    assert res.exit_code == 1 and res.stderr.count("\n") == 1 and "--json" in res.stderr
+    assert json.loads(res.stdout)["error"] == res.stderr.strip()[len("error: "):]  # with --json, stdout says it too
     res = r.invoke(cli, ["run", str(art["tflite_f32"]), "--source", str(video), "--sink", "ftp:x"])
     assert res.exit_code == 1 and "sink must look like" in res.output
     labels = tmp_path / "labels.txt"

@@ -340,5 +340,5 @@ def test_a_post_processing_error_in_the_output_thread_ends_the_run(art, digits_v
         with pytest.raises(SpecError, match="needs 4 outputs"):
             pipe.run()
         assert pipe.stopped_by == "error" and closed == [True]
-        with pytest.raises(Exception, match="output_queue must be at least 1"):
+        with pytest.raises(Exception, match="output_queue must be 1-1000"):
             Pipeline(str(video), b, spec=b.manifest.input_spec, postprocess=post, output_queue=0)

@@ -143,13 +143,22 @@ class RepresentativeDataset:
 
         return representative_dataset
 
-    def to_nncf(self, split: str = "calib", limit: int | None = None):
-        """An ``nncf.Dataset`` of float32 batch-1 inputs (for ``nncf.quantize`` on an OpenVINO model)."""
+    def to_nncf(self, split: str = "calib", limit: int | None = None, on_sample: Any = None):
+        """An ``nncf.Dataset`` of float32 batch-1 inputs (for ``nncf.quantize`` on an OpenVINO model);
+        ``on_sample()`` is called for every sample NNCF takes (a progress bar)."""
         import nncf
 
         x, _ = self.split(split)
         x = x[:limit] if limit is not None else x
-        return nncf.Dataset([np.ascontiguousarray(s[None], dtype=np.float32) for s in x])
+        samples = [np.ascontiguousarray(s[None], dtype=np.float32) for s in x]
+        if on_sample is None:
+            return nncf.Dataset(samples)
+
+        def counted(item: np.ndarray) -> np.ndarray:
+            on_sample()
+            return item
+
+        return nncf.Dataset(samples, counted)
 
     # ---- files ---------------------------------------------------------------------------------
     def save(self, path: str | os.PathLike) -> Path:

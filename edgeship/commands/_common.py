@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import sys
 from typing import Any, Iterable, Sequence
 
 import click
@@ -16,15 +15,36 @@ def emit_json(obj: Any) -> None:
     click.echo(json.dumps(to_jsonable(obj), sort_keys=False))
 
 
-def format_table(headers: Sequence[str], rows: Iterable[Sequence[Any]]) -> str:
-    """A plain fixed-width text table."""
+MAX_ROWS = 15  # a longer table shows its first rows and "... and N more"
+
+
+def human_size(n: int | float | None) -> str:
+    """Bytes as B / KiB / MiB / GiB with 3 significant figures (``56.1 KiB``)."""
+    if n is None:
+        return "-"
+    n = float(n)
+    for unit in ("B", "KiB", "MiB", "GiB"):
+        if abs(n) < 1024 or unit == "GiB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.3g} {unit}"
+        n /= 1024
+    return f"{n:.3g} GiB"
+
+
+def format_table(headers: Sequence[str], rows: Iterable[Sequence[Any]], *, max_rows: int | None = MAX_ROWS) -> str:
+    """A plain fixed-width text table; past ``max_rows`` rows, the first ones and a line saying how many more."""
     rows = [[_cell(c) for c in r] for r in rows]
+    hidden = 0
+    if max_rows is not None and len(rows) > max_rows:
+        hidden = len(rows) - (max_rows - 1)
+        rows = rows[: max_rows - 1]
     widths = [len(h) for h in headers]
     for r in rows:
         widths = [max(w, len(c)) for w, c in zip(widths, r)]
     line = lambda cells: "  ".join(c.ljust(w) for c, w in zip(cells, widths)).rstrip()  # noqa: E731
     out = [line(list(headers)), line(["-" * w for w in widths])]
     out += [line(r) for r in rows]
+    if hidden:
+        out.append(f"... and {hidden} more (--json lists them all)")
     return "\n".join(out)
 
 
@@ -85,5 +105,3 @@ def echo_err(msg: str) -> None:
     click.echo(msg, err=True)
 
 
-def stdout_is_tty() -> bool:
-    return sys.stdout.isatty()

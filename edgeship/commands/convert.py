@@ -7,7 +7,7 @@ from typing import Any
 import click
 
 from .. import formats
-from ._common import FiniteRange, echo_err, emit_json, format_table, max_drop_option, size_option
+from ._common import FiniteRange, echo_err, emit_json, format_table, human_size, max_drop_option, size_option
 
 PRECISION_CHOICES = formats.all_precisions()
 
@@ -72,8 +72,11 @@ def convert(model: str, formats: tuple[str, ...], precision: str | None, calib: 
       edgeship convert model.keras -p int8 --calib calib.npz --target rpi5 -o out/
       edgeship convert model.h5 -f openvino -p fp16 --dynamic-batch -o out/
     """
+    import time
+
     from ..converters import convert as run_convert
 
+    t0 = time.monotonic()
     fmts, prec = _from_target(target, formats, precision)
     results = run_convert(
         model, formats=fmts, precision=prec, out_dir=out_dir, calib=calib, name=name, io=io, prune=prune,
@@ -84,12 +87,14 @@ def convert(model: str, formats: tuple[str, ...], precision: str | None, calib: 
         emit_json({"artifacts": [_summary(r) | {"manifest": r.manifest.to_dict()} for r in results]})
         return
     rows = [_row(r) for r in results]
-    click.echo(format_table(["artifact", "format", "precision", "io", "size", "gzip", "sparsity", "seconds"], rows))
+    click.echo(format_table(["artifact", "format", "precision", "io", "size", "gzip", "sparsity", "convert s"], rows))
     sp = results[0].manifest.sparsity if results else {}
     if sp.get("target") is not None:
         s = sp["float_model_sizes"]
-        echo_err(f"pruned to {sp['overall']:.1%} ({sp['mode']}); float weights {s['before_gzip_bytes']} -> "
-                 f"{s['after_gzip_bytes']} bytes gzipped. {sp['note']}.")
+        echo_err(f"pruned to {sp['overall']:.1%} ({sp['mode']}); float weights {human_size(s['before_gzip_bytes'])} -> "
+                 f"{human_size(s['after_gzip_bytes'])} gzipped. {sp['note']}.")
+    echo_err(f"{len(results)} artifact(s) in {time.monotonic() - t0:.1f} s (loading, export and the accuracy gate "
+             "included; 'convert s' is the converter alone)")
 
 
 def _summary(r: Any) -> dict[str, Any]:
@@ -102,5 +107,5 @@ def _row(r: Any) -> list[Any]:
     m = r.manifest
     sp = m.sparsity.get("overall")
     return [str(r.path), m.format, m.precision, f"{m.io_dtype.get('input')}/{m.io_dtype.get('output')}",
-            m.sizes["raw_bytes"], m.sizes["gzip_bytes"], "-" if sp is None else f"{sp:.1%}",
+            human_size(m.sizes["raw_bytes"]), human_size(m.sizes["gzip_bytes"]), "-" if sp is None else f"{sp:.1%}",
             m.conversion["timings"].get("convert_s")]

@@ -169,10 +169,6 @@ def predict(model: Any, x: np.ndarray, *, batch_size: int = 64) -> list[np.ndarr
     return [np.concatenate([o[k] for o in outs]) for k in range(len(outs[0]))]
 
 
-def layer_names(model: Any) -> list[str]:
-    return [layer.name for layer in getattr(model, "layers", [])]
-
-
 def blame_layer(model: Any, message: str) -> tuple[str, str] | None:
     """Find the layer a converter error message is about: ``(name, class)`` or None."""
     best = None

@@ -20,6 +20,7 @@ from typing import Any, Callable, Sequence
 
 from .. import formats
 from ..errors import ConversionError, InputError
+from ..progress import progress
 
 log = logging.getLogger(__name__)
 
@@ -43,9 +44,14 @@ def _int8(model: Any, dataset: Any, preset: str, ignored_scope: Any) -> tuple[An
     scope = _ignored_scope(ignored_scope)
     if scope is not None:
         kwargs["ignored_scope"] = scope
-    # NNCF draws its progress bars on stdout; keep stdout clean for --json
-    with contextlib.redirect_stdout(sys.stderr):
-        quantized = nncf.quantize(model, dataset.to_nncf(), **kwargs)
+    # NNCF draws its own progress bars on stdout: shown (on stderr) with -v, else replaced by edgeship's bar
+    verbose = logging.getLogger("edgeship").isEnabledFor(logging.DEBUG)
+    bar = progress(desc="int8 statistics (NNCF)", unit="sample")
+    with open(os.devnull, "w") as sink, contextlib.redirect_stdout(sys.stderr if verbose else sink):
+        try:
+            quantized = nncf.quantize(model, dataset.to_nncf(on_sample=lambda: bar.update(1)), **kwargs)
+        finally:
+            bar.close()
     return quantized, False
 
 

@@ -113,7 +113,7 @@ class Pipeline:
             "source": self.source.name, "fps": getattr(self.source.reader, "fps", None), "model": str(model) if model else None,
             "model_name": getattr(model, "stem", None), "task": self.task, "spec": self.spec,
             "labels": getattr(getattr(self.backend, "manifest", None), "labels", None), "metrics": self.metrics,
-            "backend": self.backend.describe() if hasattr(self.backend, "describe") else {}, "pipeline": self,
+            "backend": self.backend.describe() if hasattr(self.backend, "describe") else {},
             **self.extra_info,
         }
 

@@ -28,7 +28,7 @@ import threading
 import urllib.error
 import urllib.request
 from pathlib import Path
-from typing import Any, Callable, Protocol
+from typing import Any, Callable
 
 from ...errors import ConfigError
 from .outbox import Outbox
@@ -36,13 +36,6 @@ from .outbox import Outbox
 log = logging.getLogger(__name__)
 
 RETRY_4XX = (408, 425, 429)  # client errors worth retrying; any other 4xx rejects the event for good
-
-
-class EventSink(Protocol):
-    def open(self) -> None: ...
-    def emit(self, event: dict, jpeg: bytes | None = None) -> None: ...
-    def close(self) -> None: ...
-    def status(self) -> dict: ...
 
 
 def drain_and_stop(sink: Any, can_send: Callable[[], bool] = lambda: True) -> None:
