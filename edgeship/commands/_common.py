@@ -61,6 +61,11 @@ class FiniteRange(click.FloatRange):
 
     name = "float range"
 
+    def _describe_range(self) -> str:
+        if self.min is None and self.max is None:
+            return "finite"
+        return super()._describe_range()
+
     def convert(self, value, param, ctx):  # noqa: ANN001 - click's signature
         import math
 

@@ -8,18 +8,9 @@ from typing import Any
 
 import click
 
-from ..spec import COLOR_ORDERS, DTYPES, INTERPOLATIONS, LAYOUTS, RESIZE_MODES, InputSpec
+from ..spec import DTYPES, LAYOUTS, InputSpec
 from ._common import FiniteRange, echo_err, emit_json, format_table, size_option
-
-
-def _floats(ctx: click.Context, param: click.Parameter, value: str | None):
-    """click callback: "0.485,0.456,0.406" -> (0.485, 0.456, 0.406)."""
-    if value is None:
-        return None
-    try:
-        return tuple(float(v) for v in value.replace(" ", "").split(",") if v)
-    except ValueError:
-        raise click.BadParameter(f"expected comma-separated numbers, got {value!r}") from None
+from ._spec import spec_options, spec_overrides
 
 
 def resolve_spec(input_size: tuple[int, int] | None, model: str | None, overrides: dict[str, Any]) -> InputSpec:
@@ -28,8 +19,6 @@ def resolve_spec(input_size: tuple[int, int] | None, model: str | None, override
     A manifest next to an artifact wins over the defaults: its whole InputSpec is the start.
     """
     overrides = {k: v for k, v in overrides.items() if v is not None}
-    if overrides.get("color_order") == "GRAY":
-        overrides["channels"] = 1
     if model is None:
         h, w = input_size
         return InputSpec(height=h, width=w, **overrides)
@@ -70,15 +59,7 @@ Example:
               help="Seconds to capture from each live stream or camera.")
 @click.option("--timeout", default=10.0, show_default=True, type=FiniteRange(min=0.0, min_open=True),
               help="Seconds a stream may take to answer before it is an error.")
-@click.option("--resize", type=click.Choice(RESIZE_MODES), help="Resize mode [stretch].")
-@click.option("--interpolation", type=click.Choice(INTERPOLATIONS),
-              help="How frames are shrunk [pyramid]: pyramid = 2x box halvings then bilinear (anti-aliased, fast); "
-                   "area = OpenCV INTER_AREA (exact box filter, 5-7x slower); linear = bilinear like Keras / tf.image.resize "
-                   "(fastest, aliases on big shrinks). The runtime uses the same one.")
-@click.option("--color-order", type=click.Choice(COLOR_ORDERS, case_sensitive=False), metavar="[RGB|BGR|GRAY]", help="Model colour order [RGB].")
-@click.option("--scale", type=FiniteRange(), help="Pixel multiplier before mean/std [1/255].")
-@click.option("--mean", callback=_floats, help="Per-channel mean subtracted after scaling, e.g. 0.485,0.456,0.406 [0].")
-@click.option("--std", callback=_floats, help="Per-channel std divided by, e.g. 0.229,0.224,0.225 [1].")
+@spec_options
 @click.option("--layout", type=click.Choice(LAYOUTS), help="Sample layout [NHWC, or the model's].")
 @click.option("--dtype", type=click.Choice(DTYPES), help="Sample dtype the model takes [float32].")
 @click.option("--labels", "labels_file", type=click.Path(exists=True, dir_okay=False),
@@ -88,8 +69,8 @@ Example:
 @click.option("--array-color", type=click.Choice(["BGR", "RGB"]), default="BGR", show_default=True,
               help="Channel order of uint8 frames in .npz/.npy sources.")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object (summary, spec, sources) on stdout.")
-def calibrate(sources, input_size, model, out, count, holdout, seed, dedup, dedup_threshold, duration, timeout, resize,
-              interpolation, color_order, scale, mean, std, layout, dtype, labels_file, folder_labels, array_color, as_json) -> None:
+def calibrate(sources, input_size, model, out, count, holdout, seed, dedup, dedup_threshold, duration, timeout,
+              layout, dtype, labels_file, folder_labels, array_color, as_json, **spec_flags) -> None:
     """Build a representative dataset for int8 calibration and accuracy checks.
 
     SOURCE can be mixed freely: image folders (recursive; class sub-folders become labels;
@@ -113,9 +94,7 @@ def calibrate(sources, input_size, model, out, count, holdout, seed, dedup, dedu
         raise click.UsageError("pass --input-size HxW or --model MODEL")
     if not str(out).lower().endswith(".npz"):
         raise click.BadParameter(f"expected a .npz file name, got {out!r}", param_hint="--out")
-    spec = resolve_spec(input_size, model, {
-        "resize": resize, "interpolation": interpolation, "color_order": color_order.upper() if color_order else None, "scale": scale,
-        "mean": mean, "std": std, "layout": layout, "dtype": dtype})
+    spec = resolve_spec(input_size, model, {**spec_overrides(spec_flags), "layout": layout, "dtype": dtype})
     labels = tuple(read_labels(labels_file)) if labels_file else None
     ds = build_dataset(list(sources), spec=spec, count=count, holdout=holdout, seed=seed, dedup=dedup,
                        duration=duration, timeout=timeout, labels=labels,

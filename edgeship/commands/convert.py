@@ -8,6 +8,7 @@ import click
 
 from .. import formats
 from ._common import FiniteRange, echo_err, emit_json, format_table, human_size, max_drop_option, size_option
+from ._spec import spec_options, spec_overrides
 
 PRECISION_CHOICES = formats.all_precisions()
 
@@ -53,11 +54,16 @@ def _from_target(name: str | None, formats: tuple[str, ...], precision: str | No
               help="Accuracy budget in percentage points for the accuracy gate, or 'none'.")
 @click.option("--target", "target", help="Device profile (see `edgeship targets list`) that picks --format/--precision.")
 @click.option("-o", "--out", "out_dir", required=True, type=click.Path(file_okay=False), help="Output folder.")
+@click.option("--output", "output_roles", multiple=True, metavar="NAME=ROLE",
+              help="An output's role where the guess is wrong: NAME or INDEX = class_scores | boxes | raw (repeatable). "
+                   "Classification metrics apply to the class_scores output only.")
+@spec_options
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object with every artifact's manifest.")
 def convert(model: str, formats: tuple[str, ...], precision: str | None, calib: str | None, io: str, prune: float | None,
             prune_schedule: str, prune_frequency: int | None, finetune: str | None, epochs: int, input_size,
             labels: str | None, task: str | None, name: str | None, preset: str, dynamic_batch: bool,
-            max_drop: float | None, target: str | None, out_dir: str, as_json: bool) -> None:
+            max_drop: float | None, target: str | None, out_dir: str, as_json: bool, output_roles: tuple[str, ...],
+            **spec_flags: Any) -> None:
     """Prune and quantize a Keras model (.keras, .h5 or SavedModel folder) to TFLite and/or OpenVINO IR.
 
     Every artifact NAME.tflite / NAME.xml gets NAME.manifest.json (InputSpec, labels, tensors with
@@ -82,6 +88,7 @@ def convert(model: str, formats: tuple[str, ...], precision: str | None, calib: 
         model, formats=fmts, precision=prec, out_dir=out_dir, calib=calib, name=name, io=io, prune=prune,
         prune_schedule=prune_schedule, prune_frequency=prune_frequency, finetune=finetune, epochs=epochs,
         input_size=input_size, labels=labels, task=task, preset=preset, dynamic_batch=dynamic_batch, max_drop=max_drop,
+        output_roles=output_roles, spec_overrides=spec_overrides(spec_flags),
     )
     if as_json:
         emit_json({"artifacts": [_summary(r) | {"manifest": r.manifest.to_dict()} for r in results]})

@@ -9,6 +9,7 @@ import click
 from .. import formats
 from ..limits import MAX_OUTPUT_QUEUE, MAX_THREADS
 from ._common import FiniteRange, echo_err, emit_json, format_table
+from ._spec import spec_options, spec_overrides
 
 TASK_CHOICES = ("classify", "detect", "raw")
 
@@ -39,6 +40,7 @@ TASK_CHOICES = ("classify", "detect", "raw")
 @click.option("--token", "http_token", envvar="EDGESHIP_HTTP_TOKEN", default=None, metavar="TOKEN",
               help="Token guarding an http: sink (8+ characters; required off 127.0.0.1). Clients send 'Authorization: "
                    "Bearer TOKEN'. Default: $EDGESHIP_HTTP_TOKEN. Prefer the variable: a flag shows in ps.")
+@spec_options
 @click.option("--json", "as_json", is_flag=True, help="Print the final summary as one JSON object on stdout.")
 def run(artifact: str | None, source: str | None, config: str | None, sinks: tuple[str, ...], as_json: bool, **options: Any) -> None:
     """Run ARTIFACT (.tflite or OpenVINO .xml, with its manifest) on a live source.
@@ -68,6 +70,7 @@ def run(artifact: str | None, source: str | None, config: str | None, sinks: tup
     if not sinks and not as_json:
         sinks = ("jsonl:-",)
     options["open_timeout"] = options.pop("source_timeout")
+    options["spec_overrides"] = spec_overrides(options)
     pipe = build_pipeline(artifact, source, sinks=list(sinks), **options)
     summary = pipe.run()
     if as_json:

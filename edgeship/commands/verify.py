@@ -75,7 +75,12 @@ def render(report) -> str:
         rows += [("float accuracy", f"{report.reference_accuracy:.2f}%"), ("artifact accuracy", f"{report.accuracy:.2f}%"),
                  ("drop", f"{report.drop:+.2f} points (95% CI {lo:+.2f} .. {hi:+.2f})")]
     for o in report.outputs:
-        rows.append((f"output {o.index}", f"cosine {o.cosine:.5f}  SQNR {o.sqnr_db:.1f} dB  max|err| {o.max_abs_error:.4g}"))
+        rel = f" ({o.rel_max_error:.2%} of its range)" if o.rel_max_error is not None else ""
+        total = f"  rows sum to {o.row_sum:.3f}" if o.row_sum is not None else ""
+        rows.append((f"output {o.index} ({o.role or 'raw'})",
+                     f"cosine {o.cosine:.5f}  SQNR {o.sqnr_db:.1f} dB  max|err| {o.max_abs_error:.4g}{rel}{total}"))
+    if report.class_output is not None and len(report.outputs) > 1:
+        rows.append(("class scores", f"output {report.class_output} (top-1 metrics above)"))
     lines.append(format_table(["metric", "value"], rows))
     worst = sorted((c for c in report.per_class if c["delta"] < 0), key=lambda c: c["delta"])[:5]
     if worst:

@@ -27,7 +27,9 @@ from ..fileio import file_size, gzip_size, owned_temp_prefix, sha256_file, sweep
 from ..manifest import Manifest, manifest_path, tool_versions
 from ..spec import InputSpec
 from . import keras_io
-from .inputs import finetune_data, infer_task, load_calibration, load_source, resolve_labels, resolve_spec
+from .inputs import (collapsing_softmax, finetune_data, infer_task, load_calibration, load_source, resolve_labels,
+                     resolve_spec)
+from .inputs import output_roles as guess_output_roles
 from .openvino import PRESETS
 from .tflite import IO_TYPES
 
@@ -71,6 +73,7 @@ class _Context:
     options: dict[str, Any]
     labels: list[str] | None
     task: str
+    roles: list[str] = field(default_factory=list)
     pruning: Any = None
     timings: dict[str, float] = field(default_factory=dict)
 
@@ -100,13 +103,18 @@ def convert(
     denylisted_nodes: Sequence[str] = (),
     denylisted_ops: Sequence[str] = (),
     ignored_scope: Any = None,
+    output_roles: Sequence[str] = (),
+    spec_overrides: dict[str, Any] | None = None,
 ) -> list[ConvertResult]:
     """Convert a Keras model (path or object) to every format in ``formats`` at ``precision``.
 
     ``calib`` is a RepresentativeDataset or a calib.npz path (required for int8, and to prove the
     Keras 3 -> tf_keras bridge when pruning). ``prune`` is a target sparsity (0.5 = 50%);
     ``finetune`` a labelled image folder trained for ``epochs`` while pruning. ``max_drop`` is the
-    accuracy budget in percentage points for the accuracy gate (None = off). Returns one
+    accuracy budget in percentage points for the accuracy gate (None = off). ``output_roles``
+    (``NAME=ROLE`` / ``INDEX=ROLE``) sets outputs' roles where the guess is wrong (see
+    :mod:`edgeship.roles`); a class-score output that int8 would collapse keeps its softmax in float
+    (TFLite int8: int8 in, float scores out). Returns one
     :class:`ConvertResult` per format; files appear in ``out_dir`` only if all succeed.
     """
     formats = [formats] if isinstance(formats, str) else list(formats)
@@ -114,14 +122,15 @@ def convert(
                         finetune=finetune, epochs=epochs, task=task, max_drop=max_drop,
                         denylisted=bool(denylisted_nodes or denylisted_ops))
     options.update(dynamic_batch=bool(dynamic_batch), denylisted_nodes=list(denylisted_nodes),
-                   denylisted_ops=list(denylisted_ops), ignored_scope=ignored_scope, prune_frequency=prune_frequency)
+                   denylisted_ops=list(denylisted_ops), ignored_scope=ignored_scope, prune_frequency=prune_frequency,
+                   output_roles=list(output_roles))
     out_dir = Path(out_dir)
     timings: dict[str, float] = {}
     with _staging(out_dir) as stage:
         with _timed(timings, "load_s"):
             src_model, source = load_source(model)
             dataset = load_calibration(calib)
-        spec = resolve_spec(src_model, dataset, input_spec, input_size)
+        spec = resolve_spec(src_model, dataset, input_spec, input_size, spec_overrides)
         label_list = resolve_labels(labels, dataset)
         work_model, pruning = src_model, None
         if prune:
@@ -129,13 +138,31 @@ def convert(
                 work_model, pruning = _prune(src_model, dataset, spec, options, finetune, label_list, stage)
         with _timed(timings, "export_s"):
             saved = keras_io.export_saved_model(work_model, stage / "saved_model", sample_shape=spec.sample_shape)
+        roles, outs = guess_output_roles(work_model, dataset, spec, output_roles)
+        if precision == "int8":
+            _keep_softmax_float(options, roles, outs)
         ctx = _Context(
             model=work_model, source=source, spec=spec, precision=precision, dataset=dataset, saved_model=saved,
             name=name or _default_name(source, precision, prune), options=options, labels=label_list,
-            task=task or infer_task(work_model, dataset, spec), pruning=pruning, timings=timings,
+            task=task or infer_task(work_model, dataset, spec), roles=roles, pruning=pruning, timings=timings,
         )
         results = [_convert_artifact(ctx, fmt, stage, _artifact_stem(ctx.name, fmt, formats)) for fmt in formats]
         return _publish(results, stage, out_dir)
+
+
+def _keep_softmax_float(options: dict[str, Any], roles: list[str], outs: list[np.ndarray]) -> None:
+    """A class-score output that int8 would collapse keeps its softmax in float (and a float output)."""
+    from .. import roles as R
+
+    hit = collapsing_softmax(roles, outs)
+    if not hit:
+        return
+    options["denylisted_ops"] = list(dict.fromkeys([*options.get("denylisted_ops", []), "SOFTMAX"]))
+    options["out_io"] = "float"
+    for i in hit:
+        log.warning("output %d (%d class scores) would lose %.0f%% of its probability mass to int8 rounding: its softmax "
+                    "stays in float (TFLite: int8 in, float32 scores out)", i, outs[i].shape[1],
+                    100 * R.int8_lost_mass(outs[i], True))
 
 
 # ---- validation ------------------------------------------------------------------------------------------
@@ -231,6 +258,9 @@ def build_manifest(ctx: _Context, fmt: str, artifact: Path, seconds: float) -> M
     fs = fmts.get(fmt)
     files = fs.files(artifact)
     inputs, outputs = fs.read_tensors(artifact)
+    if len(outputs) == len(ctx.roles):  # outputs are in the Keras model's order (signature output_0, output_1...)
+        for t, role in zip(outputs, ctx.roles):
+            t.role = role
     hashes: dict[str, str | None] = {"source_model": ctx.source["sha256"], "artifact": sha256_file(artifact)}
     for extra in files[1:]:
         hashes[f"artifact{extra.suffix}"] = sha256_file(extra)

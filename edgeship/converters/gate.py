@@ -65,12 +65,13 @@ class GateResult:
 class _Evaluator:
     """Runs candidates through the runtime backend and measures them against cached reference outputs."""
 
-    def __init__(self, ref: list[np.ndarray], x: np.ndarray, y: np.ndarray | None, labels: Sequence[str] | None) -> None:
-        self.ref, self.x, self.y, self.labels = ref, x, y, labels
+    def __init__(self, ref: list[np.ndarray], x: np.ndarray, y: np.ndarray | None, labels: Sequence[str] | None,
+                 roles: Sequence[str] | None = None) -> None:
+        self.ref, self.x, self.y, self.labels, self.roles = ref, x, y, labels, roles
 
     def measure(self, artifact: Path) -> tuple[str | None, float | None, dict[str, Any]]:
         outs, info = run_artifact(artifact, self.x)
-        cmp = compare(self.ref, outs, labels=self.y, class_names=self.labels)
+        cmp = compare(self.ref, outs, labels=self.y, class_names=self.labels, roles=self.roles)
         if cmp.get("drop") is not None:
             measured, value = "drop", float(cmp["drop"])
         elif cmp.get("agreement") is not None:
@@ -137,11 +138,12 @@ def _layers_record(chosen: Sequence[LayerError], budget: float) -> list[dict[str
 class TFLiteCandidates:
     """Ranks with the QuantizationDebugger; candidates are re-quantized from one calibration."""
 
-    def __init__(self, saved: Path, ds: Any, io: str, tmp: Path, nodes: Sequence[str] = (), ops: Sequence[str] = ()) -> None:
+    def __init__(self, saved: Path, ds: Any, io: str, tmp: Path, nodes: Sequence[str] = (), ops: Sequence[str] = (),
+                 out_io: str | None = None) -> None:
         from .layers import TFLiteProbe
 
         self.saved, self.ds, self.io, self.tmp, self.base = saved, ds, io, tmp, list(nodes)
-        self.probe = TFLiteProbe(saved, ds.x_calib, io=io, denylisted_ops=ops)
+        self.probe = TFLiteProbe(saved, ds.x_calib, io=io, denylisted_ops=ops, out_io=out_io)
 
     def nodes(self, chosen: Sequence[LayerError]) -> list[str]:
         return list(dict.fromkeys(self.base + [n for e in chosen for n in e.keep_float]))
@@ -221,7 +223,8 @@ class OpenVINOCandidates:
 def accuracy_gate(artifact: str | Path, *, fmt: str, model: Any, saved_model_dir: str | Path, dataset: Any, max_drop: float,
                   io: str = "int8", preset: str = "performance", dynamic_batch: bool = False,
                   denylisted_nodes: Sequence[str] = (), denylisted_ops: Sequence[str] = (),
-                  ignored_scope: Sequence[str] = ()) -> GateResult:
+                  ignored_scope: Sequence[str] = (), out_io: str | None = None,
+                  roles: Sequence[str] | None = None) -> GateResult:
     """Make the int8 ``artifact`` (rewritten in place when needed) fit ``max_drop`` points on the holdout split.
 
     ``model`` is the float Keras model (object or path), ``saved_model_dir`` its SavedModel export
@@ -237,7 +240,7 @@ def accuracy_gate(artifact: str | Path, *, fmt: str, model: Any, saved_model_dir
     if len(x) == 0:
         log.warning("the calibration set has no holdout samples; the accuracy gate verifies on the calibration samples")
         x, y = dataset.split("calib")
-    ev = _Evaluator(predict(load_keras_model(model), x), x, y, dataset.labels)
+    ev = _Evaluator(predict(load_keras_model(model), x), x, y, dataset.labels, roles)
     measured, value, record = ev.measure(artifact)
     result = GateResult(artifact, "int8", max_drop, measured, value, None, value, accuracy=record)
     result.passed, result.reason = judge(measured, value, max_drop)
@@ -248,7 +251,7 @@ def accuracy_gate(artifact: str | Path, *, fmt: str, model: Any, saved_model_dir
     with tempfile.TemporaryDirectory(prefix="edgeship-gate-") as tmpdir:
         tmp = Path(tmpdir)
         options = {"io": io, "preset": preset, "dynamic_batch": dynamic_batch, "denylisted_nodes": denylisted_nodes,
-                   "denylisted_ops": denylisted_ops, "ignored_scope": ignored_scope}
+                   "denylisted_ops": denylisted_ops, "ignored_scope": ignored_scope, "out_io": out_io}
         impl = fs.impl().gate_candidates(Path(saved_model_dir), dataset, artifact, tmp, options)
         built: dict[tuple[str, ...], tuple[Path, tuple[str | None, float | None, dict[str, Any]]]] = {}
 
@@ -289,7 +292,8 @@ def gate_convert_step(ctx: Any, fmt: str, artifact: Path) -> GateResult | None:
     return accuracy_gate(artifact, fmt=fmt, model=ctx.model, saved_model_dir=ctx.saved_model, dataset=ctx.dataset,
                          max_drop=float(o["max_drop"]), io=o.get("io", "int8"), preset=o.get("preset", "performance"),
                          dynamic_batch=bool(o.get("dynamic_batch")), denylisted_nodes=o.get("denylisted_nodes") or (),
-                         denylisted_ops=o.get("denylisted_ops") or (), ignored_scope=scope_names(o.get("ignored_scope")))
+                         denylisted_ops=o.get("denylisted_ops") or (), ignored_scope=scope_names(o.get("ignored_scope")),
+                         out_io=o.get("out_io"), roles=getattr(ctx, "roles", None) or None)
 
 
 def scope_names(scope: Any) -> list[str]:

@@ -7,6 +7,7 @@ names the file or value, what was expected and what was found.
 from __future__ import annotations
 
 import hashlib
+import logging
 import os
 from pathlib import Path
 from typing import Any
@@ -17,6 +18,8 @@ from ..errors import InputError, SpecError
 from ..fileio import sha256_file
 from ..spec import InputSpec
 from . import keras_io
+
+log = logging.getLogger(__name__)
 
 
 def load_source(model: Any) -> tuple[Any, dict[str, Any]]:
@@ -52,22 +55,37 @@ def load_calibration(calib: Any) -> Any:
     raise InputError(f"calib must be a RepresentativeDataset or a path to calib.npz, got {type(calib).__name__}")
 
 
-def resolve_spec(model: Any, dataset: Any, spec: InputSpec | None, size: tuple[int, int] | None) -> InputSpec:
-    """The InputSpec: from the calibration set, else ``spec``, else the model's input (+ ``size``); checked against the model."""
+def resolve_spec(model: Any, dataset: Any, spec: InputSpec | None, size: tuple[int, int] | None,
+                 overrides: dict[str, Any] | None = None) -> InputSpec:
+    """The InputSpec: from the calibration set, else ``spec``, else the model's input (+ ``size``), with
+    ``overrides`` (the InputSpec flags) on top; checked against the model. A calibration set's spec is
+    what the samples were made with: flags that contradict it are an error."""
+    from dataclasses import replace
+
+    overrides = dict(overrides or {})
     shape = keras_io.input_shape(model)
     if dataset is not None:
         if spec is not None and spec != dataset.spec:
             raise SpecError(f"the InputSpec given ({spec.to_json()}) differs from the calibration set's ({dataset.spec.to_json()})")
         spec = dataset.spec
+        wanted = replace(spec, **overrides)
+        if wanted != spec:
+            raise SpecError(f"the InputSpec flags ({', '.join(f'{k}={v}' for k, v in overrides.items())}) differ from the "
+                            f"calibration set's {spec.to_json()}: make the set again with them (edgeship calibrate)")
         if size is not None and tuple(size) != spec.size:
             raise SpecError(f"--input-size {size[0]}x{size[1]} differs from the calibration set's {spec.height}x{spec.width}")
     elif spec is None:
         if size is not None:
-            spec = _spec_from_shape(shape, size)
+            spec = replace(_spec_from_shape(shape, size), **overrides)
         else:
-            spec = InputSpec.from_model(model)
-    elif size is not None and tuple(size) != spec.size:
-        spec = spec.with_size(*size)
+            spec = InputSpec.from_model(model, **overrides)
+        if not overrides:
+            log.warning("no --calib and no InputSpec flags: the manifest says RGB, pixels x 1/255, mean 0, std 1; if the "
+                        "model was trained otherwise (e.g. [-1, 1] or ImageNet mean/std) pass --scale/--mean/--std/--color-order")
+    else:
+        spec = replace(spec, **overrides)
+        if size is not None and tuple(size) != spec.size:
+            spec = spec.with_size(*size)
     want = tuple(spec.sample_shape)
     have = shape[1:]
     if len(have) != len(want) or any(h is not None and h != w for h, w in zip(have, want)):
@@ -92,6 +110,34 @@ def resolve_labels(labels: Any, dataset: Any) -> list[str] | None:
     from ..labels import resolve_labels as resolve
 
     return resolve(labels, dataset.labels if dataset is not None else None)
+
+
+def output_roles(model: Any, dataset: Any, spec: InputSpec, overrides: Any = ()) -> tuple[list[str], list[np.ndarray]]:
+    """Each output's role (:mod:`edgeship.roles`), guessed from the float model's outputs on the calibration
+    samples (or random inputs in the InputSpec's range) and overridden by ``NAME=ROLE`` / ``INDEX=ROLE``;
+    and those outputs."""
+    from .. import roles as R
+
+    if dataset is not None:
+        x = dataset.split("all")[0][:32]
+    else:
+        lo, hi = spec.value_range()
+        x = np.random.default_rng(0).uniform(lo, hi, (8, *spec.sample_shape)).astype(np.float32)
+    outs = keras_io.predict(model, x)
+    roles = R.guess_roles(outs)
+    names = [str(n) for n in (getattr(model, "output_names", None) or [])]
+    names = names if len(names) == len(outs) else [f"output_{i}" for i in range(len(outs))]
+    for i, role in R.parse_role_overrides(list(overrides or ()), names).items():
+        roles[i] = role
+    return roles, outs
+
+
+def collapsing_softmax(roles: list[str], outs: list[np.ndarray]) -> list[int]:
+    """Class-score outputs that int8 would collapse (most probabilities rounded to 0): they keep a float softmax."""
+    from .. import roles as R
+
+    return [i for i, (r, y) in enumerate(zip(roles, outs))
+            if r == "class_scores" and R.int8_lost_mass(y, True) > R.LOST_MASS_LIMIT]
 
 
 def infer_task(model: Any, dataset: Any, spec: InputSpec) -> str:

@@ -131,11 +131,11 @@ class TFLiteProbe:
     """
 
     def __init__(self, saved_model_dir: str | Path, x: np.ndarray, *, io: str = "int8", limit: int = 100,
-                 denylisted_ops: Sequence[str] = ()) -> None:
+                 denylisted_ops: Sequence[str] = (), out_io: str | None = None) -> None:
         import tensorflow as tf
 
         self._tf = tf
-        self.io = io
+        self.io, self.out_io = io, out_io or io
         self.denylisted_ops = list(denylisted_ops)
         samples = np.ascontiguousarray(x, dtype=np.float32)
         debug = samples[:limit]
@@ -161,18 +161,11 @@ class TFLiteProbe:
 
     def quantize(self, denylisted_nodes: Sequence[str]) -> bytes:
         """The int8 model with ``denylisted_nodes`` in float, I/O typed like ``to_tflite(io=...)``."""
-        from tensorflow.lite.python import convert as lite_convert
+        from .tflite import quantize_calibrated
 
-        io_type = {"float": self._tf.float32, "int8": self._tf.int8, "uint8": self._tf.uint8}[self.io]
-        return bytes(lite_convert.mlir_quantize(
-            self.debugger.calibrated_model,
-            disable_per_channel=self.debugger.converter._experimental_disable_per_channel,  # noqa: SLF001
-            fully_quantize=self.io != "float",
-            input_data_type=io_type,
-            output_data_type=io_type,
-            denylisted_ops=self.denylisted_ops or None,
-            denylisted_nodes=list(denylisted_nodes) or None,
-        ))
+        return quantize_calibrated(
+            self.debugger.calibrated_model, self._tf, io=self.io, out_io=self.out_io, nodes=denylisted_nodes,
+            ops=self.denylisted_ops, disable_per_channel=self.debugger.converter._experimental_disable_per_channel)  # noqa: SLF001
 
     def rank(self, denylisted_nodes: Sequence[str] = ()) -> list[LayerError]:
         """Every quantized tensor of the model (with ``denylisted_nodes`` in float), worst first."""

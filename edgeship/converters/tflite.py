@@ -68,16 +68,19 @@ def to_tflite(
     io: str = "int8",
     denylisted_nodes: Sequence[str] = (),
     denylisted_ops: Sequence[str] = (),
+    out_io: str | None = None,
 ) -> Path:
     """Convert a SavedModel to ``out_path`` (written atomically) and return the path.
 
     ``dataset`` (a RepresentativeDataset) is required for int8; ``io`` sets the int8 model's input
-    and output type; the denylists keep nodes/op types in float (int8 only).
+    and output type (``out_io`` the output's when it differs, e.g. float behind a float softmax); the
+    denylists keep nodes/op types in float (int8 only).
     """
+    out_io = out_io or io
     if precision not in PRECISIONS:
         raise InputError(f"tflite precision must be one of {', '.join(PRECISIONS)}, got {precision!r}")
-    if io not in IO_TYPES:
-        raise InputError(f"tflite io must be one of {', '.join(IO_TYPES)}, got {io!r}")
+    if io not in IO_TYPES or out_io not in IO_TYPES:
+        raise InputError(f"tflite io must be one of {', '.join(IO_TYPES)}, got {io!r} / {out_io!r}")
     if precision == "int8" and dataset is None:
         raise InputError("tflite int8 needs a calibration set (--calib calib.npz)")
     if (denylisted_nodes or denylisted_ops) and precision != "int8":
@@ -87,8 +90,8 @@ def to_tflite(
     converter = tf.lite.TFLiteConverter.from_saved_model(str(saved_model_dir))
     PRECISIONS[precision](converter, tf, dataset, io)
     try:
-        if denylisted_nodes or denylisted_ops:
-            data = _quantize_with_denylist(converter, tf, io, list(denylisted_nodes), list(denylisted_ops))
+        if precision == "int8" and (denylisted_nodes or denylisted_ops or out_io != io):
+            data = _quantize_with_denylist(converter, tf, io, list(denylisted_nodes), list(denylisted_ops), out_io)
         else:
             data = converter.convert()
     except ConversionError:
@@ -122,24 +125,37 @@ def outputs_in_signature_order(data: bytes) -> bytes:
     return flatbuffer_utils.convert_object_to_bytearray(model)
 
 
-def _quantize_with_denylist(converter: Any, tf: Any, io: str, nodes: list[str], ops: list[str]) -> bytes:
-    from tensorflow.lite.python import convert as lite_convert
-
+def _quantize_with_denylist(converter: Any, tf: Any, io: str, nodes: list[str], ops: list[str], out_io: str) -> bytes:
     converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS]
     converter.inference_input_type = tf.float32
     converter.inference_output_type = tf.float32
     converter._experimental_calibrate_only = True  # noqa: SLF001 - the QuantizationDebugger's own path
     calibrated = converter.convert()
-    io_type = _tf_io_type(tf, io)
-    return lite_convert.mlir_quantize(
-        calibrated,
-        disable_per_channel=converter._experimental_disable_per_channel,  # noqa: SLF001
-        fully_quantize=io != "float",
-        input_data_type=io_type,
-        output_data_type=io_type,
-        denylisted_ops=ops or None,
-        denylisted_nodes=nodes or None,
-    )
+    return quantize_calibrated(calibrated, tf, io=io, out_io=out_io, nodes=nodes, ops=ops,
+                               disable_per_channel=converter._experimental_disable_per_channel)  # noqa: SLF001
+
+
+def quantize_calibrated(calibrated: bytes, tf: Any, *, io: str, out_io: str, nodes: Sequence[str] = (),
+                        ops: Sequence[str] = (), disable_per_channel: bool = False) -> bytes:
+    """The MLIR quantizer on a calibrated model: ``nodes`` / ``ops`` stay in float; input typed ``io``,
+    output typed ``out_io``. A float output behind an int8 input (a softmax kept in float) is made by
+    quantizing with float I/O and then retyping the input only: asked directly, the quantizer would put
+    a QUANTIZE after the float softmax and collapse it again."""
+    from tensorflow.lite.python import convert as lite_convert
+
+    if out_io == io:
+        io_type = _tf_io_type(tf, io)
+        return bytes(lite_convert.mlir_quantize(
+            calibrated, disable_per_channel=disable_per_channel, fully_quantize=io != "float",
+            input_data_type=io_type, output_data_type=io_type,
+            denylisted_ops=list(ops) or None, denylisted_nodes=list(nodes) or None))
+    from tensorflow.lite.python import util as lite_util
+
+    q = lite_convert.mlir_quantize(
+        calibrated, disable_per_channel=disable_per_channel, fully_quantize=False,
+        input_data_type=tf.float32, output_data_type=tf.float32,
+        denylisted_ops=list(ops) or None, denylisted_nodes=list(nodes) or None)
+    return bytes(lite_util.modify_model_io_type(q, _tf_io_type(tf, io), _tf_io_type(tf, out_io)))
 
 
 def converter_error_summary(e: BaseException) -> str:

@@ -29,6 +29,7 @@ from .. import formats
 from ..errors import InputError, ModelError, SpecError
 from ..fileio import to_jsonable
 from ..manifest import Manifest
+from .. import roles as R
 from . import metrics as M
 
 log = logging.getLogger(__name__)
@@ -44,6 +45,10 @@ class OutputReport:
     cosine: float
     sqnr_db: float
     max_abs_error: float
+    role: str | None = None
+    rel_max_error: float | None = None  # max |error| / the float output's range
+    row_sum: float | None = None  # median row sum of a class-score output (1 when intact)
+    collapsed: str | None = None  # why the output collapsed, when it did
 
 
 @dataclass
@@ -69,6 +74,7 @@ class VerificationReport:
     layers: list[dict[str, Any]] = field(default_factory=list)
     max_drop: float | None = None
     measured: str | None = None  # "drop" (labels) or "disagreement" (no labels)
+    class_output: int | None = None  # the output classification metrics were measured on (None: none)
     passed: bool | None = None
     reason: str | None = None
     warnings: list[str] = field(default_factory=list)
@@ -143,19 +149,48 @@ def reference_outputs(reference: Any, x: np.ndarray) -> list[np.ndarray]:
 
 
 # ---- comparing ------------------------------------------------------------------------------------
-def compare(ref: Sequence[np.ndarray], art: Sequence[np.ndarray], *, labels: np.ndarray | None = None,
-            class_names: Sequence[str] | None = None) -> dict[str, Any]:
-    """Every metric of a report from the two models' outputs (pure numpy; the gate calls it per candidate)."""
+def align_outputs(ref: Sequence[np.ndarray], art: Sequence[np.ndarray]) -> list[np.ndarray]:
+    """The artifact's outputs in the reference's order: by position when the shapes agree, else by shape
+    when every shape is unique (a third-party file may list its outputs in another order)."""
     if len(ref) != len(art):
         raise ModelError(f"the artifact has {len(art)} outputs, the reference model {len(ref)}")
+    fit = lambda r, a: np.asarray(a).reshape(np.shape(r)) if np.size(a) == np.size(r) else np.asarray(a)  # noqa: E731
+    if all(np.shape(fit(r, a)) == np.shape(r) for r, a in zip(ref, art)):
+        return [fit(r, a) for r, a in zip(ref, art)]
+    shapes = [tuple(np.shape(a)) for a in art]
+    if len(set(shapes)) == len(shapes) and sorted(shapes) == sorted(tuple(np.shape(r)) for r in ref):
+        return [np.asarray(art[shapes.index(tuple(np.shape(r)))]) for r in ref]
+    bad = next(i for i, (r, a) in enumerate(zip(ref, art)) if np.shape(fit(r, a)) != np.shape(r))
+    raise ModelError(f"output {bad}: the artifact gives shape {np.shape(art[bad])}, the reference {np.shape(ref[bad])} "
+                     "(is --reference the model this artifact was converted from?)")
+
+
+def compare(ref: Sequence[np.ndarray], art: Sequence[np.ndarray], *, labels: np.ndarray | None = None,
+            class_names: Sequence[str] | None = None, roles: Sequence[str | None] | None = None) -> dict[str, Any]:
+    """Every metric of a report from the two models' outputs (pure numpy; the gate calls it per candidate).
+
+    ``roles`` (one per output, see :mod:`edgeship.roles`; guessed from ``ref`` when None) decide which
+    output the classification metrics apply to: the one class-score output, or a single 2-D output.
+    A model with no such output gets the per-output agreement metrics only.
+    """
+    art = align_outputs(ref, art)
+    roles = list(roles) if roles is not None and len(roles) == len(ref) else R.guess_roles(ref)
     outputs = []
     for i, (r, a) in enumerate(zip(ref, art)):
-        a = np.asarray(a).reshape(np.asarray(r).shape) if np.asarray(a).size == np.asarray(r).size else a
-        if np.shape(a) != np.shape(r):
-            raise ModelError(f"output {i}: the artifact gives shape {np.shape(a)}, the reference {np.shape(r)}")
-        outputs.append(OutputReport(i, list(np.shape(r)), M.cosine_similarity(r, a), M.sqnr_db(r, a), M.max_abs_error(r, a)))
-    out: dict[str, Any] = {"outputs": outputs, "per_class": []}
-    pr, pa = M.class_predictions(ref[0]), M.class_predictions(art[0])
+        span = float(np.ptp(np.asarray(r, dtype=np.float64))) if np.size(r) else 0.0
+        err = M.max_abs_error(r, a)
+        probs = roles[i] == "class_scores" and np.ndim(a) == 2
+        outputs.append(OutputReport(i, list(np.shape(r)), M.cosine_similarity(r, a), M.sqnr_db(r, a), err, role=roles[i],
+                                    rel_max_error=err / span if span > 0 else None,
+                                    row_sum=float(np.median(np.asarray(a, dtype=np.float64).sum(axis=1))) if probs else None,
+                                    collapsed=R.collapsed(r, a)))
+    cls = R.class_output(roles)
+    if cls is None and len(ref) == 1 and M.class_predictions(ref[0]) is not None and roles[0] != "boxes":
+        cls = 0  # one 2-D output (logits or scores): a classifier
+    out: dict[str, Any] = {"outputs": outputs, "per_class": [], "class_output": cls}
+    if cls is None:
+        return out
+    pr, pa = M.class_predictions(ref[cls]), M.class_predictions(art[cls])
     if pr is None:
         return out
     out.update(ref_pred=pr, art_pred=pa, agreement=M.agreement(pr, pa))
@@ -164,7 +199,7 @@ def compare(ref: Sequence[np.ndarray], art: Sequence[np.ndarray], *, labels: np.
     y = np.asarray(labels)
     drop, lo, hi = M.paired_drop_ci(pr == y, pa == y)
     out.update(reference_accuracy=M.accuracy(pr, y), accuracy=M.accuracy(pa, y), drop=drop, drop_ci=(lo, hi))
-    n_classes = max(int(np.asarray(ref[0]).shape[1]), int(y.max()) + 1)
+    n_classes = max(int(np.asarray(ref[cls]).shape[1]), int(y.max()) + 1)
     acc_r, counts = M.per_class_accuracy(pr, y, n_classes)
     acc_a, _ = M.per_class_accuracy(pa, y, n_classes)
     out["per_class"] = [
@@ -180,7 +215,8 @@ def judge(measured: str | None, value: float | None, max_drop: float | None) -> 
     if max_drop is None:
         return None, None
     if value is None:
-        return None, "no classification output: the point budget does not apply (see cosine and SQNR)"
+        return None, ("no class-score output identified (set one with --output NAME=class_scores): the point budget "
+                      "does not apply; see each output's cosine and SQNR")
     what = "accuracy drop" if measured == "drop" else "top-1 disagreement with the float model"
     if value > max_drop:
         return False, f"{what} {value:.2f} points exceeds the budget of {max_drop:g} points"
@@ -188,9 +224,17 @@ def judge(measured: str | None, value: float | None, max_drop: float | None) -> 
 
 
 def mistakes(ref_pred: np.ndarray | None, art_pred: np.ndarray | None, labels: np.ndarray | None, x: np.ndarray,
-             spec: Any, artifact_spec: Any = None) -> list[str]:
-    """The classic mistakes, as warning sentences: a one-class float model, a collapsed artifact, wrong input range."""
+             spec: Any, artifact_spec: Any = None, *, reference_accuracy: float | None = None, n_classes: int | None = None,
+             outputs: Sequence[OutputReport] = ()) -> list[str]:
+    """The classic mistakes, as warning sentences: a one-class or below-chance float model, a collapsed
+    artifact or output, a wrong input range."""
     out = []
+    for o in outputs:
+        if o.collapsed:
+            out.append(f"output {o.index} ({o.role or 'raw'}) collapsed in the artifact: {o.collapsed}")
+    if reference_accuracy is not None and n_classes and n_classes >= 2 and reference_accuracy < 100.0 / n_classes:
+        out.append(f"the float model scores {reference_accuracy:.1f}% on these labels, below chance ({100.0 / n_classes:.1f}%): "
+                   "check the InputSpec (scale, mean/std, colour order) and that the labels are in the model's class order")
     if ref_pred is not None and len(ref_pred):
         cls, pct = M.dominant_class(ref_pred)
         expected = 0.0 if labels is None else float(np.mean(np.asarray(labels) == cls) * 100.0)
@@ -241,7 +285,8 @@ def verify_artifact(artifact: str | os.PathLike, reference: Any, data: Any, *, s
                         f"the calibration set has {ds.spec.sample_shape}")
     ref = reference_outputs(reference, x)
     art, info = run_artifact(path, x, precision=precision)
-    cmp = compare(ref, art, labels=y, class_names=ds.labels)
+    roles = [t.role for t in manifest.outputs] if manifest is not None and manifest.outputs else None
+    cmp = compare(ref, art, labels=y, class_names=ds.labels, roles=roles if roles and any(roles) else None)
     measured = "drop" if cmp.get("drop") is not None else ("disagreement" if cmp.get("agreement") is not None else None)
     report = VerificationReport(
         artifact=str(path), reference=str(reference) if isinstance(reference, (str, os.PathLike)) else getattr(reference, "name", "model"),
@@ -250,11 +295,13 @@ def verify_artifact(artifact: str | os.PathLike, reference: Any, data: Any, *, s
         executed_precision=info["executed_precision"], labelled=y is not None,
         agreement=cmp.get("agreement"), reference_accuracy=cmp.get("reference_accuracy"), accuracy=cmp.get("accuracy"),
         drop=cmp.get("drop"), drop_ci=cmp.get("drop_ci"), per_class=cmp["per_class"], outputs=cmp["outputs"],
-        max_drop=max_drop, measured=measured,
+        max_drop=max_drop, measured=measured, class_output=cmp.get("class_output"),
     )
     report.passed, report.reason = judge(measured, report.measured_value, max_drop)
+    cls = cmp.get("class_output")
     report.warnings = mistakes(cmp.get("ref_pred"), cmp.get("art_pred"), y, x, ds.spec,
-                               manifest.input_spec if manifest else None)
+                               manifest.input_spec if manifest else None, reference_accuracy=cmp.get("reference_accuracy"),
+                               n_classes=int(np.shape(ref[cls])[1]) if cls is not None else None, outputs=cmp["outputs"])
     for w in report.warnings:
         log.warning("%s: %s", path.name, w)
     if layers > 0:

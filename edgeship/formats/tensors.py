@@ -20,6 +20,7 @@ class TensorInfo:
     dtype: str
     scale: float | None = None
     zero_point: int | None = None
+    role: str | None = None  # outputs: class_scores | boxes | raw (edgeship.roles), recorded by convert
 
     @property
     def quantized(self) -> bool:

@@ -80,7 +80,7 @@ def build(saved_model: Path, out: Path, *, precision: str, dataset: Any, options
 
     return to_tflite(saved_model, out, precision=precision, dataset=dataset, io=options.get("io", "int8"),
                      denylisted_nodes=options.get("denylisted_nodes") or (),
-                     denylisted_ops=options.get("denylisted_ops") or ())
+                     denylisted_ops=options.get("denylisted_ops") or (), out_io=options.get("out_io"))
 
 
 def gate_candidates(saved_model: Path, dataset: Any, artifact: Path, tmp: Path, options: dict[str, Any]) -> Any:
@@ -88,7 +88,8 @@ def gate_candidates(saved_model: Path, dataset: Any, artifact: Path, tmp: Path, 
     from ..converters.gate import TFLiteCandidates
 
     return TFLiteCandidates(saved_model, dataset, options.get("io", "int8"), tmp,
-                            options.get("denylisted_nodes") or (), options.get("denylisted_ops") or ())
+                            options.get("denylisted_nodes") or (), options.get("denylisted_ops") or (),
+                            out_io=options.get("out_io"))
 
 
 def layer_errors(artifact: Path, saved_model: Path, x: np.ndarray, *, manifest: Any, float_nodes: list[str],
@@ -96,7 +97,9 @@ def layer_errors(artifact: Path, saved_model: Path, x: np.ndarray, *, manifest: 
     """Per-layer int8 errors of a TFLite artifact (LiteRT's quantization debugger on ``x``)."""
     from ..converters import layers as L
 
-    io = (manifest.io_dtype.get("input") if manifest is not None and manifest.io_dtype else None) or "int8"
-    io = {"float32": "float"}.get(io, io)
-    probe = L.TFLiteProbe(saved_model, x, io=io if io in ("float", "int8", "uint8") else "int8", limit=limit)
+    dtypes = (manifest.io_dtype if manifest is not None and manifest.io_dtype else {}) or {}
+    io, out_io = ({"float32": "float"}.get(v, v) if v in ("float32", "int8", "uint8") else "int8"
+                  for v in (dtypes.get("input") or "int8", dtypes.get("output") or "int8"))
+    options = ((manifest.conversion if manifest is not None else {}).get("options") or {})
+    probe = L.TFLiteProbe(saved_model, x, io=io, out_io=out_io, limit=limit, denylisted_ops=options.get("denylisted_ops") or ())
     return probe.rank(float_nodes)

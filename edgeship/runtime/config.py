@@ -7,7 +7,8 @@ one line naming the key's path, e.g. ``deploy.yaml: app.zones[0].points: expecte
 points``. Relative paths resolve against the config file's folder. See ``examples/*.yaml``.
 
 Top level: ``artifact`` (file), ``source`` (text, or {uri, loop, realtime, timeout_s,
-reconnect_timeout_s}), ``task``, ``labels`` (file), ``threshold``, ``iou``, ``top_k``, ``backend``
+reconnect_timeout_s}), ``task``, ``labels`` (file), ``input_spec`` {resize, interpolation,
+color_order, scale, mean, std} (a model without a manifest), ``threshold``, ``iou``, ``top_k``, ``backend``
 {name, threads, device, hint, precision, pin, output_queue}, ``app`` (below), ``sinks`` [jsonl:FILE | video:FILE],
 ``server`` {host (127.0.0.1), port, token (required off loopback), dashboard, max_fps},
 ``max_frames``, ``duration``.
@@ -42,6 +43,7 @@ from pydantic import (AfterValidator, BaseModel, ConfigDict, Field, ValidationEr
 from .. import formats
 from ..errors import ConfigError, SourceError
 from ..limits import MAX_OUTPUT_QUEUE, MAX_THREADS
+from ..spec import COLOR_ORDERS, INTERPOLATIONS, RESIZE_MODES
 
 APP_KINDS = ("security", "industrial", "robot")
 
@@ -113,6 +115,23 @@ class BackendCfg(Strict):
     precision: Optional[Literal["f32", "f16", "bf16"]] = None
     pin: Optional[bool] = None  # capture and inference pinned to different CPUs (None: when 2+ CPUs)
     output_queue: int = Field(2, ge=1, le=MAX_OUTPUT_QUEUE)  # inferred frames waiting for post-processing and sinks
+
+
+class InputSpecCfg(Strict):
+    """How frames become the model's input, for a model without a manifest (or to override it)."""
+
+    resize: Optional[Literal[RESIZE_MODES]] = None  # type: ignore[valid-type]
+    interpolation: Optional[Literal[INTERPOLATIONS]] = None  # type: ignore[valid-type]
+    color_order: Optional[Literal[COLOR_ORDERS]] = None  # type: ignore[valid-type]
+    scale: Optional[float] = Field(None, allow_inf_nan=False)
+    mean: Optional[list[float]] = None
+    std: Optional[list[float]] = None
+
+    def overrides(self) -> dict[str, Any]:
+        out = {k: (tuple(v) if isinstance(v, list) else v) for k, v in self.model_dump().items() if v is not None}
+        if out.get("color_order") == "GRAY":
+            out["channels"] = 1
+        return out
 
 
 class ServerCfg(Strict):
@@ -385,6 +404,7 @@ class DeployConfig(Strict):
     source: SourceCfg
     task: Optional[Literal["classify", "detect", "raw"]] = None
     labels: Optional[InFile] = None
+    input_spec: Optional[InputSpecCfg] = None
     threshold: Optional[Score] = None
     iou: Score = 0.45
     top_k: int = Field(5, ge=1)

@@ -9,6 +9,7 @@ same call from YAML.
 
 from __future__ import annotations
 
+import logging
 import os
 from typing import Any, Sequence
 
@@ -20,17 +21,27 @@ from .processing import make_postprocess, resolve_task
 from .sinks import make_sink
 from .sources import LatestFrameSource, open_source
 
+log = logging.getLogger(__name__)
 
-def input_spec_for(backend: Backend, spec: InputSpec | None = None) -> InputSpec:
-    """The manifest's InputSpec, else one inferred from the model's input shape (RGB, /255)."""
-    if spec is not None:
-        return spec
-    if backend.manifest is not None and backend.manifest.input_spec is not None:
-        return backend.manifest.input_spec
-    from ..spec import _shape_to_hwc
 
-    h, w, c, layout = _shape_to_hwc(backend.inputs[0].shape, str(backend.path))
-    return InputSpec(height=h, width=w, channels=c, layout=layout)
+def input_spec_for(backend: Backend, spec: InputSpec | None = None, overrides: dict[str, Any] | None = None) -> InputSpec:
+    """``spec``, else the manifest's InputSpec, else one inferred from the model's input shape (RGB, /255,
+    with a warning); ``overrides`` (the InputSpec flags: scale, mean, std, color_order, resize,
+    interpolation) go on top, e.g. [-1, 1] for a third-party model without a manifest."""
+    from dataclasses import replace
+
+    overrides = dict(overrides or {})
+    if spec is None and backend.manifest is not None and backend.manifest.input_spec is not None:
+        spec = backend.manifest.input_spec
+    if spec is None:
+        from ..spec import _shape_to_hwc
+
+        h, w, c, layout = _shape_to_hwc(backend.inputs[0].shape, str(backend.path))
+        spec = InputSpec(height=h, width=w, channels=c, layout=layout)
+        if not overrides:
+            log.warning("%s has no manifest: feeding it RGB pixels x 1/255 (mean 0, std 1); pass --scale/--mean/--std/"
+                        "--color-order (or input_spec: in a config) if it was trained otherwise", backend.path.name)
+    return replace(spec, **overrides) if overrides else spec
 
 
 def build_pipeline(
@@ -61,6 +72,7 @@ def build_pipeline(
     output_queue: int = 2,
     keep_freed_frames: bool = True,
     http_token: str | None = None,
+    spec_overrides: dict[str, Any] | None = None,
 ) -> Pipeline:
     """Open the model and the source and assemble the pipeline (nothing runs until ``.run()``).
 
@@ -75,7 +87,7 @@ def build_pipeline(
         names = _labels(labels, b)
         shapes = [o.shape for o in b.outputs]
         chosen = resolve_task(task, b.manifest.task if b.manifest else None, shapes)
-        sp = input_spec_for(b, spec)
+        sp = input_spec_for(b, spec, spec_overrides)
         post = make_postprocess(chosen, spec=sp, labels=names, top_k=top_k, threshold=threshold, iou=iou,
                                 output_shapes=shapes, output_names=[o.name for o in b.outputs])
         src = source if isinstance(source, LatestFrameSource) else open_source(source, realtime=realtime, loop=loop, open_timeout=open_timeout, reconnect_timeout=reconnect_timeout)

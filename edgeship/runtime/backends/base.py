@@ -79,6 +79,9 @@ class Backend:
         if self.path.is_dir():
             raise ModelError(f"model {self.path} is a folder; expected a {formats.describe_suffixes()} file")
         self._load()
+        if manifest is not None and [t.name for t in manifest.outputs] == [t.name for t in self.outputs]:
+            for t, m in zip(self.outputs, manifest.outputs):  # each output's role, as convert recorded it
+                t.role = m.role
 
     # ---- subclass hooks ------------------------------------------------------------------
     def _load(self) -> None:  # pragma: no cover - abstract
