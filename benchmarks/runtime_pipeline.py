@@ -225,7 +225,8 @@ def live_run(model, video: Path, threads: int, seconds: float) -> tuple[dict, np
     ``model``: a path or an open backend (kept open, so short runs can alternate with bare loops)."""
     rec = AgeRecorder(seconds)
     live = open_source(str(video), loop=True, mode="latest")
-    rt = build_pipeline(model, live, threads=threads, duration=seconds, sinks=[rec], handle_signals=False)
+    rt = build_pipeline(model, live, threads=threads, duration=seconds, sinks=[rec], handle_signals=False, pin=None,
+                        keep_freed_frames=True)  # as `edgeship run` does
     return rt.run(), rec.rows.copy()
 
 
@@ -233,7 +234,8 @@ def every_frame_run(model: Path, video: Path, threads: int) -> dict:
     import cv2
 
     n = int(cv2.VideoCapture(str(video)).get(cv2.CAP_PROP_FRAME_COUNT))
-    return build_pipeline(model, str(video), threads=threads, loop=True, max_frames=PASSES * n, handle_signals=False).run()
+    return build_pipeline(model, str(video), threads=threads, loop=True, max_frames=PASSES * n, handle_signals=False,
+                          pin=None, keep_freed_frames=True).run()
 
 
 def live_round(b, vga: Path, seconds: float, r: int) -> dict:

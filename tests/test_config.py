@@ -78,7 +78,7 @@ def test_valid_config_resolves_paths_against_its_folder(files):
                "events": [{"type": "mqtt", "broker": "host:notaport"}]}), "app.events[0].broker: MQTT broker must look like host:port"),
     (base(app={"type": "robot", "udp": ["nowhere"]}), "app.udp: UDP target must look like host:port"),
     (base(server={"host": "0.0.0.0", "port": 8080}), "server: a token (8+ characters) is required when binding 0.0.0.0"),
-    (base(sinks=["http:8080"]), "sinks: sinks take jsonl:FILE or video:FILE"),
+    (base(sinks=["http:8080"]), "sinks: sinks take jsonl:FILE | jsonl-raw:FILE | npz:FILE | video:FILE"),
     (base(typo=1), "typo: unknown key"),
     ({"source": "clip.mp4"}, "artifact: required key is missing"),
 ])

@@ -210,3 +210,15 @@ def test_manifest_schema_version(art, tmp_path):
     old = {k: v for k, v in d.items() if k != "schema_version"}  # written before the key existed
     (tmp_path / "m.manifest.json").write_text(json.dumps(old))
     assert Manifest.load(tmp_path / "m.manifest.json").name == d["name"]
+
+
+def test_package_root_exports_the_public_api_lazily():
+    import subprocess
+    import sys
+
+    code = ("import sys, edgeship\n"
+            "from edgeship import InputSpec, build_dataset, open_backend, run, verify, convert, read_labels, formats\n"
+            "assert callable(convert) and callable(verify) and formats.get('litert').name == 'tflite'\n"
+            "print('tensorflow' in sys.modules, 'keras' in sys.modules)\n")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.split()
+    assert out == ["False", "False"]  # naming convert is not calling it: nothing heavy is imported

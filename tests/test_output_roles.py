@@ -128,3 +128,59 @@ def test_a_1000_class_softmax_keeps_summing_to_one_in_int8(tmp_path):
     with open_backend(plain) as b:
         collapsed = b.infer(ds.x_holdout)[0]
     assert "instead of 1" in R.collapsed(ref, collapsed)
+
+
+def test_openvino_conversion_error_keeps_its_cause():
+    from edgeship.converters.openvino import ov_error_summary
+
+    e = RuntimeError("Check 'is_conversion_successful' failed at src/frontends/tensorflow/src/frontend.cpp:436:\n"
+                     "FrontEnd API failed with OpConversionFailure:\n"
+                     "[TensorFlow Frontend] Internal error, no translator found for operation(s): Conv2DTransposeBias\n"
+                     "To facilitate the conversion of unsupported operations, refer to https://docs.openvino.ai/\n"
+                     "No translator found for Conv2DTransposeBias node.")
+    line = ov_error_summary(e)
+    assert "\n" not in line and line.startswith("[TensorFlow Frontend] Internal error")
+    assert line.endswith("(cause: No translator found for Conv2DTransposeBias node.)")
+
+
+def test_raw_outputs_in_full(art, tmp_path):
+    """npz:DIR keeps every output tensor of every frame; jsonl-raw:FILE writes their values in full."""
+    import json
+
+    import cv2
+    from click.testing import CliRunner
+
+    from edgeship.cli import cli
+
+    frames = tmp_path / "frames"
+    frames.mkdir()
+    for i in range(3):
+        cv2.imwrite(str(frames / f"{i}.png"), np.full((32, 32, 3), 60 * i, np.uint8))
+    r = CliRunner().invoke(cli, ["run", str(art["tflite_f32"]), "--source", str(frames), "--task", "raw",
+                                 "--sink", f"npz:{tmp_path / 'npz'}", "--sink", f"jsonl-raw:{tmp_path / 'r.jsonl'}", "--json"])
+    assert r.exit_code == 0, r.output
+    files = sorted((tmp_path / "npz").glob("frame_*.npz"))
+    assert len(files) == 3
+    with open_backend(art["tflite_f32"]) as b:
+        n_out = b.outputs[0].shape[-1]
+    with np.load(files[0]) as z:
+        assert z["output_0"].shape == (n_out,) and int(z["frame"]) >= 0
+    lines = [json.loads(ln) for ln in (tmp_path / "r.jsonl").read_text().splitlines()]
+    assert len(lines) == 3 and len(lines[0]["raw"][0]["values"][0]) == n_out
+
+
+def test_layouts_no_decoder_knows_are_refused_with_their_shapes():
+    from edgeship.errors import SpecError
+    from edgeship.runtime.processing import make_postprocess
+    from edgeship.spec import InputSpec
+
+    spec = InputSpec(128, 128)
+    with pytest.raises(SpecError, match=r"anchor-based SSD head"):  # MediaPipe face detection's raw head
+        make_postprocess("detect", spec=spec, output_shapes=[(1, 896, 16), (1, 896, 1)])
+    with pytest.raises(SpecError, match=r"\(1, 4\), \(1, 10\)"):  # boxes first, scores second, no roles known
+        make_postprocess("classify", spec=spec, output_shapes=[(1, 4), (1, 10)])
+    post = make_postprocess("classify", spec=spec, output_shapes=[(1, 4), (1, 10)], output_roles=["boxes", "class_scores"],
+                            labels=[str(i) for i in range(10)])
+    scores = np.zeros((1, 10), np.float32)
+    scores[0, 7] = 1.0
+    assert post([np.ones((1, 4), np.float32), scores], (64, 64))["classification"].top[0][1] == "7"

@@ -258,7 +258,8 @@ def test_capture_and_inference_are_pinned_apart_the_caller_is_restored_and_freed
         def close(self):
             pass
 
-    s = build_pipeline(art["tflite_int8"], str(video), sinks=[Probe()], max_frames=5, handle_signals=False).run()
+    s = build_pipeline(art["tflite_int8"], str(video), sinks=[Probe()], max_frames=5, handle_signals=False, pin=None,
+                       keep_freed_frames=True).run()  # the process-wide settings `edgeship run` opts into
     infer, capture = plan(cpus)
     assert seen == {"infer": set(infer), "capture": set(capture), "output": set(capture)}
     assert s["cpus"] == {"inference": sorted(infer), "capture": sorted(capture), "output": sorted(capture)}
@@ -269,8 +270,7 @@ def test_capture_and_inference_are_pinned_apart_the_caller_is_restored_and_freed
     if platform.libc_ver()[0] == "glibc" and not user_tuned():  # freed frames are kept for reuse
         kept = {"mmap_threshold": 4 * 1024 * 1024 * (8 if sys.maxsize > 2**32 else 4), "trim_threshold": 64 * 1024 * 1024}
     assert s["allocator"] == kept
-    s = build_pipeline(art["tflite_int8"], str(video), sinks=[Probe()], max_frames=5, handle_signals=False, pin=False,
-                       keep_freed_frames=False).run()
+    s = build_pipeline(art["tflite_int8"], str(video), sinks=[Probe()], max_frames=5, handle_signals=False).run()  # Python's defaults: neither
     assert s["cpus"] is None and seen["capture"] == set(cpus)
     assert s["allocator"] == kept  # process-wide: what the first run set is still in effect
 

@@ -20,7 +20,7 @@ TASK_CHOICES = ("classify", "detect", "raw")
 @click.option("--source", "-s", default=None, help="Camera index or /dev/videoN, rtsp:// or http:// URL, gst:PIPELINE, image folder or video file.")
 @click.option("--task", type=click.Choice(TASK_CHOICES), default=None, help="Post-processing (default: the manifest's task, else guessed from the outputs).")
 @click.option("--labels", type=click.Path(exists=True, dir_okay=False), default=None, help="Class names: one per line (# comments and blank lines ignored), a JSON list or a JSON {id: name} object (default: the manifest's labels).")
-@click.option("--sink", "sinks", multiple=True, metavar="KIND:ARG", help="jsonl:- | jsonl:FILE | video:FILE.mp4 | http:[HOST:]PORT (repeatable; default jsonl:- unless --json).")
+@click.option("--sink", "sinks", multiple=True, metavar="KIND:ARG", help="jsonl:- | jsonl:FILE | jsonl-raw:FILE (every output in full) | npz:DIR (one .npz of all outputs per frame) | video:FILE.mp4 | http:[HOST:]PORT (repeatable; default jsonl:- unless --json).")
 @click.option("--max-frames", type=click.IntRange(min=1), default=None, help="Stop after N frames taken from the source.")
 @click.option("--duration", type=FiniteRange(min=0, min_open=True), default=None, help="Stop after S seconds.")
 @click.option("--threads", type=click.IntRange(1, MAX_THREADS), default=None, help="Inference threads.")
@@ -71,6 +71,8 @@ def run(artifact: str | None, source: str | None, config: str | None, sinks: tup
         sinks = ("jsonl:-",)
     options["open_timeout"] = options.pop("source_timeout")
     options["spec_overrides"] = spec_overrides(options)
+    options["keep_freed_frames"] = True  # process-wide settings are the entry point's: fixed malloc thresholds,
+    # and --pin's default (None: pin when there are 2+ CPUs) rather than the Python API's (no pinning)
     pipe = build_pipeline(artifact, source, sinks=list(sinks), **options)
     summary = pipe.run()
     if as_json:
@@ -90,7 +92,8 @@ def _run_config(config: str, artifact: str | None, source: str | None, sinks: tu
 
     if artifact is not None or source is not None or sinks:
         raise click.UsageError("--config names the artifact, source and sinks; do not pass them on the command line too")
-    summary = run_config(config, max_frames=options.get("max_frames"), duration=options.get("duration"))
+    summary = run_config(config, max_frames=options.get("max_frames"), duration=options.get("duration"),
+                         keep_freed_frames=True)  # the process-wide malloc setting is the entry point's
     if as_json:
         emit_json(summary)
     else:

@@ -110,11 +110,19 @@ def to_openvino(
     return _save_ir(model, Path(out_xml), compress)
 
 
+_CAUSES = re.compile(r"No translator found|No conversion rule|not supported|Cannot create|is not implemented|unsupported",
+                     re.I)
+
+
 def ov_error_summary(e: BaseException) -> str:
-    lines = [ln.strip() for ln in str(e).splitlines() if ln.strip()]
-    picked = [ln for ln in lines if "No conversion rule" in ln or "not supported" in ln.lower() or "error" in ln.lower()]
-    text = picked[0] if picked else (lines[0] if lines else type(e).__name__)
-    return " ".join(text.split())[:400]
+    """OpenVINO's conversion error on one line: its headline and, when it names one, the cause
+    (``No translator found for Convolution2DTransposeBias``), which it prints lines further down."""
+    lines = [" ".join(ln.split()) for ln in str(e).splitlines() if ln.strip()]
+    head = next((ln for ln in lines if "error" in ln.lower()), lines[0] if lines else type(e).__name__)
+    causes = list(dict.fromkeys(ln for ln in lines if _CAUSES.search(ln) and ln != head
+                                and not ln.startswith("To facilitate") and "://" not in ln))
+    text = head + (f" (cause: {'; '.join(causes[:3])})" if causes else "")
+    return text[:600]
 
 
 def _fix_shapes(model: Any, dynamic_batch: bool) -> Any:

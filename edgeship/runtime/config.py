@@ -9,7 +9,7 @@ points``. Relative paths resolve against the config file's folder. See ``example
 Top level: ``artifact`` (file), ``source`` (text, or {uri, loop, realtime, timeout_s,
 reconnect_timeout_s}), ``task``, ``labels`` (file), ``input_spec`` {resize, interpolation,
 color_order, scale, mean, std} (a model without a manifest), ``threshold``, ``iou``, ``top_k``, ``backend``
-{name, threads, device, hint, precision, pin, output_queue}, ``app`` (below), ``sinks`` [jsonl:FILE | video:FILE],
+{name, threads, device, hint, precision, pin, output_queue}, ``app`` (below), ``sinks`` [jsonl:FILE | jsonl-raw:FILE | npz:DIR | video:FILE],
 ``server`` {host (127.0.0.1), port, token (required off loopback), dashboard, max_fps},
 ``max_frames``, ``duration``.
 
@@ -423,11 +423,14 @@ class DeployConfig(Strict):
     @field_validator("sinks")
     @classmethod
     def _sinks(cls, v: list[str], info: ValidationInfo) -> list[str]:
+        from .sinks import FILE_SINKS
+
         out = []
         for s in v:
             kind, sep, arg = s.partition(":")
-            if kind not in ("jsonl", "video"):
-                raise ValueError(f"sinks take jsonl:FILE or video:FILE (the HTTP server is 'server:'), got {s!r}")
+            if kind not in FILE_SINKS:
+                raise ValueError(f"sinks take {' | '.join(k + ':FILE' for k in FILE_SINKS)} (the HTTP server is 'server:'), "
+                                 f"got {s!r}")
             if not arg:
                 raise ValueError(f"{kind} sink needs a file, got {s!r}")
             out.append(s if arg == "-" else f"{kind}:{_resolve(Path(arg), info)}")

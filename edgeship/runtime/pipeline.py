@@ -54,15 +54,15 @@ class Pipeline:
     sinks) before the model waits for it (default 2).
     ``keep_freed_frames``: fix glibc's malloc thresholds for this process when the run starts, so
     freed frame buffers are reused instead of page-faulting back in (see
-    :mod:`edgeship.runtime.allocator`; default True, a no-op off glibc; process-wide, so it stays
+    :mod:`edgeship.runtime.allocator`; default False (``edgeship run`` turns it on), a no-op off glibc; process-wide, so it stays
     for later runs in the process). The summary's ``allocator`` says what is in effect.
     """
 
     def __init__(self, source: LatestFrameSource | str | int, backend: Any, *, spec: InputSpec, postprocess: PostProcess,
                  sinks: Sequence[Any] = (), gates: Sequence[Any] = (), max_frames: int | None = None,
                  duration: float | None = None, task: str = "raw", preprocess_in_capture: bool | None = None,
-                 handle_signals: bool = True, info: dict[str, Any] | None = None, pin: bool | None = None,
-                 output_queue: int = 2, keep_freed_frames: bool = True) -> None:
+                 handle_signals: bool = True, info: dict[str, Any] | None = None, pin: bool | None = False,
+                 output_queue: int = 2, keep_freed_frames: bool = False) -> None:
         self.source = source if isinstance(source, LatestFrameSource) else open_source(source)
         self.backend, self.spec, self.postprocess = backend, spec, postprocess
         self.sinks, self.gates = list(sinks), list(gates)

@@ -68,13 +68,18 @@ def build_pipeline(
     iou: float = 0.45,
     spec: InputSpec | None = None,
     handle_signals: bool = True,
-    pin: bool | None = None,
+    pin: bool | None = False,
     output_queue: int = 2,
-    keep_freed_frames: bool = True,
+    keep_freed_frames: bool = False,
     http_token: str | None = None,
     spec_overrides: dict[str, Any] | None = None,
 ) -> Pipeline:
     """Open the model and the source and assemble the pipeline (nothing runs until ``.run()``).
+
+    Process-wide settings are the entry point's to make (``edgeship run`` makes them): ``pin=None``
+    pins capture and inference to different CPUs when there are 2+ (default False: leave the
+    caller's threads alone), ``keep_freed_frames=True`` fixes glibc's malloc thresholds (see
+    :mod:`edgeship.runtime.allocator`).
 
     ``source``: source text (see :func:`open_source`) or an unstarted :class:`LatestFrameSource`;
     ``sinks`` items are sink objects or text such as ``"jsonl:-"`` (see :func:`make_sink`);
@@ -89,7 +94,8 @@ def build_pipeline(
         chosen = resolve_task(task, b.manifest.task if b.manifest else None, shapes)
         sp = input_spec_for(b, spec, spec_overrides)
         post = make_postprocess(chosen, spec=sp, labels=names, top_k=top_k, threshold=threshold, iou=iou,
-                                output_shapes=shapes, output_names=[o.name for o in b.outputs])
+                                output_shapes=shapes, output_names=[o.name for o in b.outputs],
+                                output_roles=[o.role for o in b.outputs])
         src = source if isinstance(source, LatestFrameSource) else open_source(source, realtime=realtime, loop=loop, open_timeout=open_timeout, reconnect_timeout=reconnect_timeout)
         built = [make_sink(s, token=http_token) if isinstance(s, str) else s for s in sinks]
     except BaseException:

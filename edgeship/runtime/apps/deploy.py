@@ -38,7 +38,7 @@ class Deployment:
 
 
 def build_deployment(cfg, *, max_frames: int | None = None, duration: float | None = None,
-                     handle_signals: bool = True) -> Deployment:
+                     handle_signals: bool = True, keep_freed_frames: bool = False) -> Deployment:
     """Build everything ``cfg`` (a :class:`~edgeship.runtime.config.DeployConfig`) names; nothing runs yet."""
     from ..runner import build_pipeline
     from .dashboard import DashboardSink
@@ -68,7 +68,7 @@ def build_deployment(cfg, *, max_frames: int | None = None, duration: float | No
         threads=b.threads, backend=b.name, device=b.device, hint=b.hint, precision=b.precision,
         realtime=realtime, loop=cfg.source.loop, open_timeout=cfg.source.timeout_s,
         reconnect_timeout=cfg.source.reconnect_timeout_s, top_k=cfg.top_k, threshold=cfg.threshold, iou=cfg.iou,
-        handle_signals=handle_signals, pin=b.pin, output_queue=b.output_queue,
+        handle_signals=handle_signals, pin=b.pin, output_queue=b.output_queue, keep_freed_frames=keep_freed_frames,
         spec_overrides=cfg.input_spec.overrides() if cfg.input_spec is not None else None,
     )
     return Deployment(pipe, app, server, cfg)
@@ -101,9 +101,11 @@ def _with_overlays(sink: str, app: Any) -> Any:
 
 
 def run_config(path: str | os.PathLike, *, max_frames: int | None = None, duration: float | None = None,
-               handle_signals: bool = True) -> dict[str, Any]:
-    """Load, validate and run a deployment config; returns the run summary."""
+               handle_signals: bool = True, keep_freed_frames: bool = False) -> dict[str, Any]:
+    """Load, validate and run a deployment config; returns the run summary (``keep_freed_frames``: see
+    :func:`edgeship.runtime.runner.build_pipeline`; ``edgeship run --config`` sets it)."""
     from ..config import load_config
 
     cfg = load_config(path)
-    return build_deployment(cfg, max_frames=max_frames, duration=duration, handle_signals=handle_signals).run()
+    return build_deployment(cfg, max_frames=max_frames, duration=duration, handle_signals=handle_signals,
+                            keep_freed_frames=keep_freed_frames).run()

@@ -14,7 +14,7 @@ from typing import Any, Callable, Sequence
 
 import numpy as np
 
-from ...errors import InputError
+from ...errors import InputError, SpecError
 from ...spec import InputSpec, resize_transform
 from .classify import classify_outputs, softmax, top_k
 from .detect import (box_iou, cxcywh_to_xyxy, decode_ssd, decode_yolo, detect_format, nms, split_ssd_outputs,
@@ -29,14 +29,31 @@ __all__ = [
 
 @dataclass(frozen=True)
 class Classify:
-    """Top-k of the first output; ``threshold`` drops low scores."""
+    """Top-k of the class-score output (``index``); ``threshold`` drops low scores."""
 
     labels: tuple[str, ...] | None = None
     k: int = 5
     threshold: float = 0.0
+    index: int = 0
 
     def __call__(self, outputs: Sequence[np.ndarray], frame_hw: tuple[int, int]) -> dict[str, Any]:
-        return {"classification": classify_outputs(outputs, k=self.k, labels=self.labels, threshold=self.threshold)}
+        return {"classification": classify_outputs([outputs[self.index]], k=self.k, labels=self.labels,
+                                                   threshold=self.threshold)}
+
+
+def class_score_output(shapes: Sequence[Sequence[int]], roles: Sequence[str | None] = ()) -> int:
+    """Which output holds the class scores: the one the manifest marks ``class_scores``, else the only
+    output when it is (1, C); anything else is refused with one line naming the shapes."""
+    from ... import roles as R
+
+    marked = R.class_output(list(roles)) if roles and any(roles) else None
+    if marked is not None:
+        return marked
+    if len(shapes) == 1 and (len(shapes[0]) == 1 or (len(shapes[0]) == 2 and (shapes[0][-1] or 0) != 1)):
+        return 0
+    raise SpecError(f"--task classify needs one class-score output (1, C); this model's outputs are "
+                    f"{', '.join(str(tuple(s)) for s in shapes)}: mark the right one when converting "
+                    "(convert --output NAME=class_scores), or run --task raw")
 
 
 @dataclass(frozen=True)
@@ -73,8 +90,10 @@ class Raw:
         return {}
 
 
-def _make_classify(*, labels=None, top_k: int = 5, threshold: float | None = None, **_: Any) -> Classify:
-    return Classify(tuple(labels) if labels else None, int(top_k), 0.0 if threshold is None else float(threshold))
+def _make_classify(*, labels=None, top_k: int = 5, threshold: float | None = None,
+                   output_shapes: Sequence[Sequence[int]] = (), output_roles: Sequence[str | None] = (), **_: Any) -> Classify:
+    index = class_score_output(output_shapes, output_roles) if output_shapes else 0
+    return Classify(tuple(labels) if labels else None, int(top_k), 0.0 if threshold is None else float(threshold), index)
 
 
 def _make_detect(*, spec: InputSpec, labels=None, threshold: float | None = None, iou: float = 0.45,

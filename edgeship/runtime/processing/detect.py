@@ -167,8 +167,13 @@ def detect_format(shapes: Sequence[Sequence[int]]) -> str:
     """"ssd" for post-processed (boxes, classes, scores, count) outputs, "yolo" for one raw 3-D output."""
     if len(shapes) >= 3 and any(len(s) >= 2 and s[-1] == 4 for s in shapes):
         return "ssd"
-    if len(shapes) >= 1 and len(shapes[0]) in (2, 3):
+    if len(shapes) == 1 and len(shapes[0]) in (2, 3):
         return "yolo"
+    if len(shapes) == 2 and all(len(s) == 3 for s in shapes) and shapes[0][1] == shapes[1][1]:
+        raise SpecError(
+            f"outputs {[tuple(s) for s in shapes]} look like an anchor-based SSD head (box regressors and scores per "
+            "anchor, e.g. MediaPipe/BlazeFace): edgeship has no anchor decoder yet; run --task raw (npz: sink) instead"
+        )
     raise SpecError(
         f"cannot tell the detection format of outputs {[tuple(s) for s in shapes]}: expected SSD "
         "(boxes (1,N,4), classes, scores, count) or YOLO ((1, 4+nc, A) or (1, A, 4+nc))"

@@ -4,6 +4,8 @@ An optional ``skip(frame)`` is called for frames a gate skipped (the live view a
 showing them). Built from text through a registry:
 
     jsonl:-  jsonl:results.jsonl   one JSON object per frame, on stdout or in a file
+    jsonl-raw:results.jsonl        the same with every output tensor's values in full
+    npz:outputs/                   every output tensor of every frame, one .npz per frame (landmarks, masks)
     video:out.mp4                  annotated video file (.mp4, .avi, .mkv, .mov)
     http:8080  http:0.0.0.0:8080   /health, /metrics, /stream.mjpg (127.0.0.1 unless a host is given;
                                    off loopback it needs a token: --token / EDGESHIP_HTTP_TOKEN)
@@ -15,7 +17,7 @@ from typing import Any, Callable, Protocol
 
 from ...errors import InputError
 from ..types import Frame, Result
-from .files import JsonlSink, VideoSink
+from .files import JsonlSink, NpzSink, VideoSink
 from .http import HttpServer, HttpSink, LiveView, check_port
 
 
@@ -35,6 +37,8 @@ def _http(arg: str, token: str | None) -> HttpSink:
 # registry: kind -> factory(argument text, HTTP token or None) -> sink
 SINKS: dict[str, Callable[[str, str | None], Any]] = {
     "jsonl": lambda arg, token: JsonlSink(arg or "-"),
+    "jsonl-raw": lambda arg, token: JsonlSink(arg or "-", include_raw=True),
+    "npz": lambda arg, token: NpzSink(arg),
     "video": lambda arg, token: VideoSink(arg),
     "http": _http,
 }
@@ -50,4 +54,6 @@ def make_sink(text: str, *, token: str | None = None) -> Any:
     return SINKS[kind](arg, token)
 
 
-__all__ = ["SINKS", "make_sink", "Sink", "JsonlSink", "VideoSink", "HttpSink", "HttpServer", "LiveView"]
+FILE_SINKS = ("jsonl", "jsonl-raw", "npz", "video")  # kinds whose argument is a file or folder (what a config may name)
+
+__all__ = ["SINKS", "FILE_SINKS", "make_sink", "Sink", "JsonlSink", "NpzSink", "VideoSink", "HttpSink", "HttpServer", "LiveView"]

@@ -57,6 +57,36 @@ class JsonlSink:
         self._fh = None
 
 
+class NpzSink:
+    """Every output tensor of every frame, in full: ``DIR/frame_00000042.npz`` with ``output_0``,
+    ``output_1``... (float32, batch dimension dropped), ``frame`` and ``t_capture``. For landmarks,
+    masks and heatmaps, which the JSON lines only summarise. Each file is written atomically."""
+
+    def __init__(self, folder: str) -> None:
+        if not folder:
+            raise InputError("npz sink needs a folder, e.g. npz:outputs/")
+        self.folder = Path(folder)
+        self.files = 0
+
+    def open(self, info: dict[str, Any]) -> None:
+        ensure_dir(self.folder, "cannot write the npz sink's folder")
+
+    def write(self, frame: Frame, result: Result) -> None:
+        import numpy as np
+
+        if result.raw is None:
+            return
+        arrays = {f"output_{i}": np.asarray(a[0] if np.ndim(a) and np.shape(a)[0] == 1 else a) for i, a in enumerate(result.raw)}
+        target = self.folder / f"frame_{result.frame_index:08d}.npz"
+        with atomic_path(target, suffix=".npz") as tmp:
+            with open(tmp, "wb") as fh:
+                np.savez(fh, frame=np.int64(result.frame_index), t_capture=np.float64(result.t_capture), **arrays)
+        self.files += 1
+
+    def close(self) -> None:
+        return None
+
+
 FOURCC = {".mp4": "mp4v", ".m4v": "mp4v", ".mov": "mp4v", ".mkv": "mp4v", ".avi": "MJPG"}
 
 
