@@ -7,6 +7,7 @@ import gzip
 import hashlib
 import json
 import os
+import re
 import shutil
 import tempfile
 from pathlib import Path
@@ -43,17 +44,30 @@ def owned_temp_prefix(prefix: str) -> str:
     return f"{prefix}{os.getpid()}."
 
 
-def sweep_stale(folder: str | os.PathLike, prefix: str) -> list[Path]:
-    """Remove ``folder/PREFIX<pid>.*`` entries whose process is gone (what a killed run left behind)."""
+_OWNED_TAIL = re.compile(r"^(\d+)\.[A-Za-z0-9_]+(\.tmp[\w.]*)?$")  # <pid>.<random>[.tmp<suffix>]
+STALE_AFTER_S = 60.0
+
+
+def sweep_stale(folder: str | os.PathLike, prefix: str, *, min_age: float = STALE_AFTER_S) -> list[Path]:
+    """Remove ``folder/PREFIX<pid>.<random>[.tmp...]`` entries (edgeship's own temporary names, exactly)
+    whose process is gone and that are older than ``min_age`` seconds: what a killed run left behind."""
+    import time
+
     removed = []
     folder = Path(folder)
     if not folder.is_dir():
         return removed
+    now = time.time()
     for entry in folder.iterdir():
         if not entry.name.startswith(prefix):
             continue
-        pid_text = entry.name[len(prefix):].split(".", 1)[0].split("-", 1)[0]
-        if not pid_text.isdigit() or int(pid_text) == os.getpid() or _pid_alive(int(pid_text)):
+        m = _OWNED_TAIL.match(entry.name[len(prefix):])
+        if m is None or int(m.group(1)) == os.getpid() or _pid_alive(int(m.group(1))):
+            continue
+        try:
+            if now - entry.lstat().st_mtime < min_age:
+                continue
+        except OSError:
             continue
         if entry.is_dir() and not entry.is_symlink():
             shutil.rmtree(entry, ignore_errors=True)

@@ -58,7 +58,8 @@ def filtered_stderr(patterns: Sequence[str] = LITERT_NOISE) -> Iterator[None]:
 # without a GPU), absl's pre-init notice, oneDNN and CPU-feature notices, the quantizer's option dump.
 WORKSTATION_NOISE = LITERT_NOISE + (
     r"^WARNING: All log messages before absl::InitializeLog\(\) is called are written to STDERR$",
-    r"^[IWEF]\d{4} [\d:.]+\s+\d+ \S+:\d+\] ",
+    r"^[IW]\d{4} [\d:.]+\s+\d+ \S+:\d+\] ",  # INFO and WARNING lines of the C++ log (E and F lines stay, but:)
+    r"^E\d{4} [\d:.]+\s+\d+ (cuda_executor|cuda_diagnostics|cuda_platform|cuda_blas|cuda_dnn|cuda_fft|text_format)\.cc:\d+\] ",
     r"oneDNN custom operations are on",
     r"^To enable the following instructions: .* in other operations, rebuild TensorFlow",
     r"^This TensorFlow binary is optimized to use available CPU instructions",
@@ -68,53 +69,64 @@ WORKSTATION_NOISE = LITERT_NOISE + (
 )
 
 
+# The filter runs in a child process: it never needs this process's GIL, so native code that writes a
+# lot to fd 2 while holding the GIL cannot deadlock against it, and after an abort() the child still
+# drains what was written. It forwards a piece as soon as it ends in a newline or a carriage return
+# (progress bars redraw with \r), and everything left at the end.
+_CHILD = r"""
+import os, re, sys
+rx = [re.compile(p) for p in sys.argv[1:]]
+out, buf = 1, b""
+def emit(piece):
+    text = piece.decode("utf-8", "replace").rstrip("\r\n")
+    if not any(r.search(text) for r in rx):
+        os.write(out, piece)
+while True:
+    try:
+        chunk = os.read(0, 65536)
+    except OSError:
+        chunk = b""
+    if not chunk:
+        break
+    buf += chunk
+    while True:
+        cut = min((i for i in (buf.find(b"\n"), buf.find(b"\r")) if i >= 0), default=-1)
+        if cut < 0:
+            break
+        emit(buf[:cut + 1])
+        buf = buf[cut + 1:]
+if buf:
+    emit(buf)
+"""
+
+
 class _Filter:
-    """fd 2 -> a pipe -> a thread that writes every line not matching the patterns to the real stderr."""
+    """fd 2 -> a pipe -> a small child process that writes every piece not matching the patterns to the real stderr."""
 
     def __init__(self, patterns: Sequence[str]) -> None:
-        import threading
+        import subprocess
 
-        self.rx = [re.compile(p) for p in patterns]
         sys.stderr.flush()
         self.saved = os.dup(2)
         read_fd, write_fd = os.pipe()
+        try:
+            self.child = subprocess.Popen([sys.executable, "-S", "-c", _CHILD, *patterns], stdin=read_fd, stdout=self.saved,
+                                          stderr=subprocess.DEVNULL, close_fds=True, start_new_session=False)
+        finally:
+            os.close(read_fd)
         os.dup2(write_fd, 2)
         os.close(write_fd)
-        self.reader = os.fdopen(read_fd, "rb", buffering=0)
-        self.thread = threading.Thread(target=self._pump, name="stderr-filter", daemon=True)
-        self.thread.start()
-
-    def _pump(self) -> None:
-        buf = b""
-        while True:
-            try:
-                chunk = self.reader.read(65536)
-            except OSError:
-                chunk = b""
-            if not chunk:
-                break
-            buf += chunk
-            *lines, buf = buf.split(b"\n")
-            self._write(lines, newline=True)
-        if buf:
-            self._write([buf], newline=False)
-
-    def _write(self, lines: list[bytes], *, newline: bool) -> None:
-        out = []
-        for raw in lines:
-            text = raw.decode("utf-8", errors="replace").rstrip("\r")
-            if not any(r.search(text) for r in self.rx):
-                out.append(raw + (b"\n" if newline else b""))
-        if out:
-            os.write(self.saved, b"".join(out))
 
     def close(self) -> None:
         try:
             sys.stderr.flush()
         except (OSError, ValueError):
             pass
-        os.dup2(self.saved, 2)  # the pipe's last writer goes: the thread drains it and ends
-        self.thread.join(timeout=2.0)
+        os.dup2(self.saved, 2)  # the pipe's last writer in this process goes: the child drains it and ends
+        try:
+            self.child.wait(timeout=2.0)
+        except Exception:  # noqa: BLE001 - never hang an exiting CLI on its stderr filter
+            pass
 
 
 _ACTIVE: list[_Filter] = []

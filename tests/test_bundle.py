@@ -94,10 +94,17 @@ def test_config_is_rewritten_to_the_release(inputs, tmp_path):
 def test_config_is_validated_by_the_runtime_loader(inputs, tmp_path):
     """YAML and TOML, the runtime's own rules and one-line errors; the port comes from the validated config."""
     toml = tmp_path / "deploy.toml"
-    toml.write_text('artifact = "x.tflite"\nsource = "rtsp://cam/s"\n[server]\n')  # an empty server section serves on 8080
+    (tmp_path / "names.txt").write_text("# classes\n" + "\n".join(str(i) for i in range(10)) + "\n")
+    toml.write_text('artifact = "x.tflite"\nsource = "rtsp://cam/s"\nlabels = "names.txt"\n[server]\n')  # empty: 8080
     r = build_bundle(inputs["artifact"], "rpi4", tmp_path / "t.tar.gz", config=toml, edgeship_wheel=inputs["edgeship_wheel"])
-    assert json.loads(_members(r.path)["release.json"])["http_port"] == 8080
-    assert yaml.safe_load(_members(r.path)["deploy.yaml"])["source"] == "rtsp://cam/s"
+    files = _members(r.path)
+    assert json.loads(files["release.json"])["http_port"] == 8080
+    deployed = yaml.safe_load(files["deploy.yaml"])
+    assert deployed["source"] == "rtsp://cam/s" and deployed["labels"] == "model/names.txt"  # the labels travel along
+    assert files["model/names.txt"] == (tmp_path / "names.txt").read_bytes()
+    with pytest.raises(InputError, match="differs from the config's server.port 8080"):
+        build_bundle(inputs["artifact"], "rpi4", tmp_path / "bad.tar.gz", config=toml, http_port=9000,
+                     edgeship_wheel=inputs["edgeship_wheel"])
     bad = {
         "model.yaml": ({"model": "x.tflite", "source": "0", "server": {}}, "model: unknown key"),
         "sink.yaml": ({"artifact": "x", "source": "0", "sinks": ["http:0.0.0.0:9090"], "server": {}}, "sinks take jsonl:FILE"),

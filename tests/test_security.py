@@ -391,3 +391,27 @@ def test_health_names_its_release(monkeypatch):
     finally:
         sink.close()
     assert agent.health_release("not json") is None and agent.health_release('{"status": "ok"}') is None
+
+
+# ---- 16: what a killed run leaves is swept by the next one ------------------------------------------
+def test_a_killed_runs_leftovers_are_swept(tmp_path):
+    from edgeship.converters.convert import STAGE_PREFIX
+    from edgeship.fileio import atomic_write_text, sweep_stale
+
+    dead = 2 ** 22 + 12345  # above the usual pid range
+    while agent.pid_alive(dead):
+        dead += 1
+    old = time.time() - 3600
+    stale_file = tmp_path / f".calib.npz.{dead}.k3j2_x.tmp"
+    stale_stage = tmp_path / f"{STAGE_PREFIX}{dead}.ab12cd"
+    live_file = tmp_path / f".calib.npz.{os.getppid()}.zz9.tmp"  # a live process's: kept
+    sibling = tmp_path / f".calib.npz.20240101.{dead}.q1.tmp"  # another file's temp name: kept
+    for p in (stale_file, live_file, sibling):
+        p.write_text("half")
+    stale_stage.mkdir()
+    (stale_stage / "saved_model").mkdir()
+    for p in (stale_file, stale_stage, live_file, sibling):
+        os.utime(p, (old, old))
+    atomic_write_text(tmp_path / "calib.npz", "done")  # the next write of the same file sweeps its leftovers
+    assert not stale_file.exists() and live_file.exists() and sibling.exists()
+    assert [p.name for p in sweep_stale(tmp_path, STAGE_PREFIX)] == [stale_stage.name] and not stale_stage.exists()

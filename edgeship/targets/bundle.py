@@ -31,7 +31,7 @@ from pathlib import Path
 from typing import Any
 
 from .. import formats
-from ..errors import DeployError, InputError
+from ..errors import BackendError, DeployError, InputError
 from ..fileio import atomic_path
 from ..manifest import Manifest, manifest_path
 from . import wheels as wheelmod
@@ -83,7 +83,7 @@ def check_model(artifact: Path, fmt: str) -> None:
     fs = formats.get(fmt)
     try:
         fs.read_tensors(artifact)
-    except ImportError as e:  # the format's runtime is not installed on this workstation
+    except (ImportError, BackendError) as e:  # the format's runtime is not installed on this workstation
         log.warning("cannot open %s here to check it: %s", artifact, e)
     except RuntimeError as e:
         first = next((ln.strip() for ln in str(e).splitlines() if ln.strip()), type(e).__name__)
@@ -154,6 +154,8 @@ def rewrite_config(config: Path, artifact: Path, artifact_rel: str) -> tuple[str
     cfg = validate_config({**data, "artifact": str(Path(artifact).resolve())}, base=config.resolve().parent,
                           where=str(config))
     data["artifact"] = artifact_rel
+    if cfg.labels is not None:  # the labels file travels with the release, like the artifact
+        data["labels"] = f"model/{Path(cfg.labels).name}"
     return yaml.safe_dump(data, sort_keys=False), cfg
 
 
@@ -221,14 +223,18 @@ def build_bundle(artifact: str | os.PathLike, target: str | Profile, out: str | 
             raise InputError(f"config {config} does not exist")
         text, cfg = rewrite_config(config, Path(artifact), artifact_rel)
         entries["deploy.yaml"] = text.encode()
+        if cfg.labels is not None:
+            entries[f"model/{Path(cfg.labels).name}"] = Path(cfg.labels).read_bytes()
         cfg_port = cfg.server.port if cfg.server is not None else None
-        if cfg_port == 0 and not http_port:
+        if cfg_port is None:
+            raise InputError(f"config {config} has no HTTP server for the health check: add a 'server:' section")
+        if cfg_port == 0:
             raise InputError(f"config {config}: server.port 0 picks a free port at run time; the health check needs a fixed "
                              "port (1-65535)")
-        if not (http_port or cfg_port):
-            raise InputError(f"config {config} has no HTTP server for the health check: add a 'server:' section "
-                             "(port 1-65535) or pass --http-port")
-        port = int(http_port or cfg_port)
+        if http_port and int(http_port) != cfg_port:
+            raise InputError(f"--http-port {http_port} differs from the config's server.port {cfg_port}, which is where the "
+                             "runtime serves: drop --http-port or change the config")
+        port = cfg_port
         source = cfg.source.uri
     argv = run_command(artifact_rel, config=config is not None, source=source, http_port=port, task=task,
                        extra_args=tuple(run_args))

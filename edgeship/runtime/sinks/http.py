@@ -27,7 +27,6 @@ import re
 import socket
 import threading
 import time
-from http.cookies import SimpleCookie
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any, Callable, Iterable, Iterator
 from urllib.parse import parse_qsl, urlsplit
@@ -50,10 +49,15 @@ _QUIET = (BrokenPipeError, ConnectionResetError, ConnectionAbortedError, Timeout
 _SECRET_QUERY = re.compile(r"(token=)[^&\s]*", re.I)
 
 
+_TOKEN_CHARS = re.compile(r"^[A-Za-z0-9._~+/=-]+$")  # safe in a header, a cookie and a URL
+
+
 def check_token(host: str, token: str | None) -> str | None:
     """The token a server on ``host`` uses: required (8+ characters) off loopback, optional on it."""
     if token is not None and len(str(token)) < MIN_TOKEN:
         raise ConfigError(f"the HTTP token must be at least {MIN_TOKEN} characters, got {len(str(token))}")
+    if token is not None and not _TOKEN_CHARS.match(str(token)):
+        raise ConfigError("the HTTP token may use letters, digits and . _ ~ + / = - only (it travels in a header and a cookie)")
     if host not in LOOPBACK and not token:
         raise ConfigError(f"the HTTP server on {host} needs a token (--token or {TOKEN_ENV}, or server.token in a "
                           "config); only 127.0.0.1 may run without one")
@@ -149,13 +153,12 @@ class HttpServer:
         if auth[:7].lower() == "bearer ":
             given = auth[7:].strip()
         given = given or (headers.get("X-Edgeship-Token") or "").strip()
-        if not given and headers.get("Cookie"):
-            jar: SimpleCookie = SimpleCookie()
-            try:
-                jar.load(headers.get("Cookie"))
-            except Exception:  # noqa: BLE001 - a malformed cookie header is just no token
-                jar = SimpleCookie()
-            given = jar[COOKIE].value if COOKIE in jar else ""
+        if not given:  # by hand: other web apps on the device may set cookies SimpleCookie rejects wholesale
+            for header in headers.get_all("Cookie") or []:
+                for part in header.split(";"):
+                    name, _, value = part.strip().partition("=")
+                    if name == COOKIE:
+                        given = value.strip().strip('"')
         return bool(given) and hmac.compare_digest(given.encode(), self.token.encode())
 
     def start(self) -> "HttpServer":
@@ -184,6 +187,7 @@ class HttpServer:
                 if handler is None:
                     allowed = [m for (m, p) in server.routes if p == parts.path]
                     status = 405 if allowed else 404
+                    self.close_connection = True  # any body it sent is left unread
                     return self._error(status, f"{method} {parts.path}: {'method not allowed' if allowed else 'not found'}")
                 raw_length = self.headers.get("Content-Length")
                 try:
@@ -193,23 +197,25 @@ class HttpServer:
                 if length < 0:
                     self.close_connection = True
                     return self._error(400, f"bad Content-Length {raw_length!r}")
-                if length > MAX_BODY:
-                    self.close_connection = True
-                    return self._error(413, "request body too large")
-                body = self.rfile.read(length) if length else b""
                 if server.token and verb == "GET" and parts.path == "/" and "token" in query:
+                    self.close_connection = length > 0
                     if not hmac.compare_digest(str(query["token"]).encode(), server.token.encode()):
                         return self._error(401, "wrong token")
-                    cookie = f"{COOKIE}={server.token}; Path=/; HttpOnly; SameSite=Strict"
+                    cookie = f"{COOKIE}={server.token}; Path=/; HttpOnly; SameSite=Lax"
                     return self._send(303, "text/plain", b"", Location="/", **{"Set-Cookie": cookie})
-                if not server.authorized(self.headers):
+                if not server.authorized(self.headers):  # before reading any body
                     if parts.path in OPEN_PATHS and verb == "GET":
                         query = {**query, "_public": "1"}
                     else:
+                        self.close_connection = True
                         return self._error(401, "missing or wrong token: send 'Authorization: Bearer TOKEN' or open "
                                                 "/?token=TOKEN in a browser")
                 else:
                     query.pop("_public", None)
+                if length > MAX_BODY:
+                    self.close_connection = True
+                    return self._error(413, "request body too large")
+                body = self.rfile.read(length) if length else b""
                 query.pop("token", None)
                 try:
                     status, ctype, payload = handler(body, query)
