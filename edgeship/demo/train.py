@@ -48,8 +48,11 @@ def _keras(seed: int):
 
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
     import keras
+    import tensorflow as tf
 
     keras.utils.set_random_seed(seed)
+    # same seed, same model: deterministic kernels (reductions in a fixed order whatever the thread timing)
+    tf.config.experimental.enable_op_determinism()
     return keras
 
 
