@@ -86,12 +86,34 @@ class LazyGroup(click.Group):
             ctx.exit(130)
         except (click.exceptions.Exit, click.exceptions.Abort, click.ClickException, SystemExit):
             raise
+        except ImportError as e:  # an optional dependency this command needs is not installed
+            if (ctx.obj or {}).get("verbose"):
+                traceback.print_exc()
+            raise _json_too(CommandError(missing_extra_message(e)), wants_json) from e
         except Exception as e:  # noqa: BLE001 - the last resort: a bug, still one line (the traceback under -v)
             if (ctx.obj or {}).get("verbose"):
                 traceback.print_exc()
             first = next((ln.strip() for ln in str(e).splitlines() if ln.strip()), "")
             raise _json_too(CommandError(f"internal error: {type(e).__name__}{': ' + first[:300] if first else ''} "
                                          "(run with -v for the traceback)"), wants_json) from e
+
+
+# top-level module -> the extra that installs it (setup.cfg)
+EXTRAS = {"tensorflow": "convert", "tf_keras": "convert", "tensorflow_model_optimization": "convert", "nncf": "convert",
+          "sklearn": "convert", "matplotlib": "convert", "keras": "convert", "openvino": "openvino",
+          "ai_edge_litert": "runtime", "cv2": "runtime", "paho": "runtime", "gpiozero": "gpio"}
+
+
+def missing_extra_message(e: ImportError) -> str:
+    """``needs X``: which pip extra brings the module an ImportError names."""
+    name = getattr(e, "name", None)
+    if not name and str(e).count("'") >= 2:
+        name = str(e).split("'")[1]
+    module = (name or "").split(".")[0]
+    extra = EXTRAS.get(module)
+    if extra is None:
+        return f"internal error: {type(e).__name__}: {e} (run with -v for the traceback)"
+    return f"this needs {module}, which is not installed: pip install 'edgeship[{extra}]'"
 
 
 def _json_too(err: click.ClickException, wants_json: bool) -> click.ClickException:

@@ -58,3 +58,18 @@ def test_long_tables_are_summarised_and_sizes_human():
     assert len(lines) == 2 + 14 + 1 and lines[-1] == "... and 186 more (--json lists them all)"
     assert len(format_table(["a"], [[1]] * 15).splitlines()) == 17  # 15 rows fit
     assert [human_size(n) for n in (512, 57446, 5 << 20, None)] == ["512 B", "56.1 KiB", "5 MiB", "-"]
+
+
+def test_a_missing_extra_names_the_pip_command(root, tmp_path, monkeypatch):
+    from click.testing import CliRunner
+
+    from edgeship.cli import cli, missing_extra_message
+    from tests.helpers.models import digits_classifier_keras
+
+    keras = digits_classifier_keras(Path(root))
+    monkeypatch.setitem(sys.modules, "openvino", None)  # as on a workstation installed without the openvino extra
+    r = CliRunner().invoke(cli, ["convert", str(keras), "-f", "openvino", "-p", "fp32", "-o", str(tmp_path / "out")])
+    assert r.exit_code == 1 and r.stderr.strip().splitlines()[-1] == (
+        "error: this needs openvino, which is not installed: pip install 'edgeship[openvino]'")
+    assert not (tmp_path / "out").exists()
+    assert "internal error" in missing_extra_message(ModuleNotFoundError("No module named 'zzz'", name="zzz"))
