@@ -29,6 +29,11 @@ def test_roles_and_collapse_are_pure_functions():
     assert R.int8_lost_mass(flat, True) > 0.99 and R.int8_lost_mass(np.eye(10)[:4], True) == 0.0
     q = np.round(flat * 256) / 256  # what TFLite's 1/256 int8 softmax gives: all zeros
     assert "instead of 1" in R.collapsed(flat, q) and R.collapsed(flat, flat) is None
+    confident = np.full((4, 10), 1e-5)
+    confident[:, 3] = 1 - 9e-5
+    assert R.collapsed(confident, np.round(confident * 256) / 256) is None  # tiny probabilities to 0: harmless
+    heat = rng.uniform(0.2, 1.0, (4, 8, 8))
+    assert "significant values" in R.collapsed(heat, np.zeros_like(heat))
     assert R.parse_role_overrides(["digit=class_scores", "1=boxes"], ["digit", "box"]) == {0: "class_scores", 1: "boxes"}
     with pytest.raises(InputError, match="has no output 'nope'"):
         R.parse_role_overrides(["nope=raw"], ["digit", "box"])
