@@ -8,6 +8,7 @@ import click
 
 from .. import formats
 from ..limits import MAX_OUTPUT_QUEUE, MAX_THREADS
+from ..runtime.processing.anchors import PRESETS as ANCHOR_PRESETS
 from ._common import FiniteRange, echo_err, emit_json, format_table
 from ._spec import spec_options, spec_overrides
 
@@ -32,6 +33,9 @@ TASK_CHOICES = ("classify", "detect", "raw")
 @click.option("--loop", is_flag=True, help="Restart a video file or folder when it ends.")
 @click.option("--top-k", type=click.IntRange(min=1), default=5, show_default=True, help="Classes reported per frame (classify).")
 @click.option("--threshold", type=FiniteRange(0, 1), default=None, help="Minimum score (detect default 0.25, classify 0).")
+@click.option("--anchors", type=click.Choice(sorted(ANCHOR_PRESETS)), default=None,
+              help="--task detect on an anchor-based SSD head (regressors + scores per anchor, e.g. MediaPipe's face "
+                   "detection): the anchor layout. blazeface-short = face_detection_short_range (128x128, 896 anchors).")
 @click.option("--iou", type=FiniteRange(0, 1), default=0.45, show_default=True, help="NMS IoU threshold (YOLO-style detection).")
 @click.option("--source-timeout", type=FiniteRange(min=0, min_open=True), default=10.0, show_default=True, help="Seconds to wait for the source to open.")
 @click.option("--reconnect-timeout", type=FiniteRange(min=0, min_open=True), default=None, help="Give up on a lost stream after S seconds (default: keep retrying).")

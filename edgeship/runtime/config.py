@@ -41,7 +41,7 @@ from pydantic import (AfterValidator, BaseModel, ConfigDict, Field, ValidationEr
                       model_validator)
 
 from .. import formats
-from ..errors import ConfigError, SourceError
+from ..errors import ConfigError, SourceError, SpecError
 from ..limits import MAX_OUTPUT_QUEUE, MAX_THREADS
 from ..spec import COLOR_ORDERS, INTERPOLATIONS, RESIZE_MODES
 
@@ -405,6 +405,7 @@ class DeployConfig(Strict):
     task: Optional[Literal["classify", "detect", "raw"]] = None
     labels: Optional[InFile] = None
     input_spec: Optional[InputSpecCfg] = None
+    anchors: Optional[Union[str, dict[str, Any]]] = None  # anchor-based SSD head: a preset name or {input_hw, strides, ...}
     threshold: Optional[Score] = None
     iou: Score = 0.45
     top_k: int = Field(5, ge=1)
@@ -414,6 +415,19 @@ class DeployConfig(Strict):
     server: Optional[ServerCfg] = None
     max_frames: Optional[int] = Field(None, ge=1)
     duration: Optional[float] = Field(None, gt=0)
+
+    @field_validator("anchors")
+    @classmethod
+    def _anchors(cls, v: Any) -> Any:
+        if v is None:
+            return v
+        from .processing.anchors import anchor_spec
+
+        try:
+            anchor_spec(v)
+        except (SpecError, KeyError, TypeError, ValueError) as e:
+            raise ValueError(f"anchors: {e}") from None
+        return v
 
     @field_validator("source", mode="before")
     @classmethod

@@ -73,6 +73,7 @@ def build_pipeline(
     keep_freed_frames: bool = False,
     http_token: str | None = None,
     spec_overrides: dict[str, Any] | None = None,
+    anchors: Any = None,
 ) -> Pipeline:
     """Open the model and the source and assemble the pipeline (nothing runs until ``.run()``).
 
@@ -95,7 +96,7 @@ def build_pipeline(
         sp = input_spec_for(b, spec, spec_overrides)
         post = make_postprocess(chosen, spec=sp, labels=names, top_k=top_k, threshold=threshold, iou=iou,
                                 output_shapes=shapes, output_names=[o.name for o in b.outputs],
-                                output_roles=[o.role for o in b.outputs])
+                                output_roles=[o.role for o in b.outputs], anchors=anchors)
         src = source if isinstance(source, LatestFrameSource) else open_source(source, realtime=realtime, loop=loop, open_timeout=open_timeout, reconnect_timeout=reconnect_timeout)
         built = [make_sink(s, token=http_token) if isinstance(s, str) else s for s in sinks]
     except BaseException:

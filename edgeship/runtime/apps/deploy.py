@@ -69,7 +69,7 @@ def build_deployment(cfg, *, max_frames: int | None = None, duration: float | No
         realtime=realtime, loop=cfg.source.loop, open_timeout=cfg.source.timeout_s,
         reconnect_timeout=cfg.source.reconnect_timeout_s, top_k=cfg.top_k, threshold=cfg.threshold, iou=cfg.iou,
         handle_signals=handle_signals, pin=b.pin, output_queue=b.output_queue, keep_freed_frames=keep_freed_frames,
-        spec_overrides=cfg.input_spec.overrides() if cfg.input_spec is not None else None,
+        spec_overrides=cfg.input_spec.overrides() if cfg.input_spec is not None else None, anchors=cfg.anchors,
     )
     return Deployment(pipe, app, server, cfg)
 

@@ -68,10 +68,16 @@ class Detect:
     max_det: int = 300
     output_names: tuple[str, ...] | None = None
     normalized: bool | None = None
+    anchors: Any = None  # an AnchorSpec for fmt "anchors"
 
     def __call__(self, outputs: Sequence[np.ndarray], frame_hw: tuple[int, int]) -> dict[str, Any]:
         t = resize_transform(frame_hw, self.spec)
         hw = (self.spec.height, self.spec.width)
+        if self.fmt == "anchors":
+            from .anchors import decode_anchors
+
+            return {"detections": decode_anchors(outputs, self.anchors, transform=t, threshold=self.threshold,
+                                                 iou_threshold=self.iou, labels=self.labels, max_det=self.max_det)}
         if self.fmt == "ssd":
             boxes, classes, scores, count = split_ssd_outputs(outputs, self.output_names)
             det = decode_ssd(boxes, classes, scores, count, input_hw=hw, transform=t, threshold=self.threshold,
@@ -98,7 +104,19 @@ def _make_classify(*, labels=None, top_k: int = 5, threshold: float | None = Non
 
 def _make_detect(*, spec: InputSpec, labels=None, threshold: float | None = None, iou: float = 0.45,
                  output_shapes: Sequence[Sequence[int]] = (), output_names: Sequence[str] | None = None,
-                 max_det: int = 300, box_format: str | None = None, normalized: bool | None = None, **_: Any) -> Detect:
+                 max_det: int = 300, box_format: str | None = None, normalized: bool | None = None, anchors: Any = None,
+                 **_: Any) -> Detect:
+    if anchors is not None:  # an anchor-based SSD head: the layout says where the anchors are
+        from .anchors import anchor_spec, anchor_centres, split_anchor_outputs
+
+        layout = anchor_spec(anchors)
+        if output_shapes:
+            split_anchor_outputs([np.zeros(s) for s in output_shapes])  # the outputs must be regressors + scores
+            if int(output_shapes[0][-2]) != anchor_centres(layout).shape[0]:
+                raise SpecError(f"the anchor layout gives {anchor_centres(layout).shape[0]} anchors, the model's outputs "
+                                f"{[tuple(s) for s in output_shapes]}")
+        return Detect(spec, "anchors", tuple(labels) if labels else None, 0.5 if threshold is None else float(threshold),
+                      0.3 if iou == 0.45 else float(iou), int(max_det), None, None, layout)
     fmt = box_format or detect_format([list(s) for s in output_shapes])
     if fmt not in ("ssd", "yolo"):
         raise InputError(f"detection format must be ssd or yolo, got {fmt!r}")

@@ -172,7 +172,8 @@ def detect_format(shapes: Sequence[Sequence[int]]) -> str:
     if len(shapes) == 2 and all(len(s) == 3 for s in shapes) and shapes[0][1] == shapes[1][1]:
         raise SpecError(
             f"outputs {[tuple(s) for s in shapes]} look like an anchor-based SSD head (box regressors and scores per "
-            "anchor, e.g. MediaPipe/BlazeFace): edgeship has no anchor decoder yet; run --task raw (npz: sink) instead"
+            "anchor, e.g. MediaPipe/BlazeFace): give its anchor layout (--anchors blazeface-short, or anchors: in a "
+            "config), or run --task raw (npz: sink)"
         )
     raise SpecError(
         f"cannot tell the detection format of outputs {[tuple(s) for s in shapes]}: expected SSD "
