@@ -118,12 +118,7 @@ def output_roles(model: Any, dataset: Any, spec: InputSpec, overrides: Any = ())
     and those outputs."""
     from .. import roles as R
 
-    if dataset is not None:
-        x = dataset.split("all")[0][:32]
-    else:
-        lo, hi = spec.value_range()
-        x = np.random.default_rng(0).uniform(lo, hi, (8, *spec.sample_shape)).astype(np.float32)
-    outs = keras_io.predict(model, x)
+    outs = keras_io.predict(model, probe_inputs(dataset, spec, 32))
     roles = R.guess_roles(outs)
     names = [str(n) for n in (getattr(model, "output_names", None) or [])]
     names = names if len(names) == len(outs) else [f"output_{i}" for i in range(len(outs))]
@@ -140,19 +135,21 @@ def collapsing_softmax(roles: list[str], outs: list[np.ndarray]) -> list[int]:
             if r == "class_scores" and R.int8_lost_mass(y, True) > R.LOST_MASS_LIMIT]
 
 
-def infer_task(model: Any, dataset: Any, spec: InputSpec) -> str:
-    """``classify`` when the model has one 2-D output whose rows look like probabilities, else ``raw``."""
+def probe_inputs(dataset: Any, spec: InputSpec, n: int) -> np.ndarray:
+    """Up to ``n`` inputs to look at the float model's outputs with: calibration samples, else random
+    inputs in the InputSpec's value range (seeded)."""
     if dataset is not None:
-        x = dataset.split("all")[0][:16]
-    else:
-        lo, hi = spec.value_range()
-        x = np.random.default_rng(0).uniform(lo, hi, (4, *spec.sample_shape)).astype(np.float32)
-    outs = keras_io.predict(model, x)
-    if len(outs) != 1 or outs[0].ndim != 2 or outs[0].shape[1] < 2:
-        return "raw"
-    y = outs[0]
-    softmax_like = np.all(y >= -1e-6) and np.all(y <= 1 + 1e-6) and np.allclose(y.sum(axis=1), 1.0, atol=1e-3)
-    return "classify" if softmax_like else "raw"
+        return dataset.split("all")[0][:n]
+    lo, hi = spec.value_range()
+    return np.random.default_rng(0).uniform(lo, hi, (max(1, n // 4), *spec.sample_shape)).astype(np.float32)
+
+
+def infer_task(model: Any, dataset: Any, spec: InputSpec) -> str:
+    """``classify`` when the model has one output and it holds probabilities, else ``raw``."""
+    from .. import roles as R
+
+    outs = keras_io.predict(model, probe_inputs(dataset, spec, 16))
+    return "classify" if len(outs) == 1 and R.is_probabilities(outs[0]) else "raw"
 
 
 def finetune_data(root: Path, spec: InputSpec, labels: list[str] | None) -> tuple[np.ndarray, np.ndarray]:

@@ -108,7 +108,7 @@ def decode_anchors(outputs: Sequence[np.ndarray], spec: AnchorSpec, *, transform
     cx = reg[:, 0] / sx + centres[:, 0]
     cy = reg[:, 1] / sy + centres[:, 1]
     bw, bh = reg[:, 2] / sx, reg[:, 3] / sy
-    scores_all = 1.0 / (1.0 + np.exp(-np.clip(logits, -spec.score_clip, spec.score_clip)))
+    scores_all = 1.0 / (1.0 + np.exp(-np.clip(logits.astype(np.float64), -spec.score_clip, spec.score_clip)))
     cls = scores_all.argmax(axis=1)
     scores = scores_all[np.arange(len(cls)), cls]
     keep = scores >= threshold

@@ -225,23 +225,15 @@ class ImageFolderReader:
         self._first = self._first_readable()
 
     def _first_readable(self) -> np.ndarray:
-        """Decode images until one reads (it is the first frame served): a folder of broken or empty
-        files is an error here, not a run of 0 frames."""
-        cv2 = _cv2()
-        while self._i < len(self.files):
-            path = self.files[self._i]
-            self._i += 1
-            img = cv2.imread(str(path), cv2.IMREAD_COLOR)
-            if img is not None:
-                return img
-            log.warning("skipping unreadable image %s", path)
-        raise SourceError(f"image folder {self.root} has no readable image: all {len(self.files)} image file(s) failed "
-                          "to decode (empty or damaged files?)")
+        """The first image that decodes (the first frame served): a folder of broken or empty files is an
+        error here, not a run of 0 frames."""
+        img = self._next_readable()
+        if img is None:
+            raise SourceError(f"image folder {self.root} has no readable image: all {len(self.files)} image file(s) "
+                              "failed to decode (empty or damaged files?)")
+        return img
 
-    def read(self) -> np.ndarray | None:
-        if self._first is not None:
-            img, self._first = self._first, None
-            return img
+    def _next_readable(self) -> np.ndarray | None:
         cv2 = _cv2()
         while self._i < len(self.files):
             path = self.files[self._i]
@@ -251,6 +243,12 @@ class ImageFolderReader:
                 return img
             log.warning("skipping unreadable image %s", path)
         return None
+
+    def read(self) -> np.ndarray | None:
+        if self._first is not None:
+            img, self._first = self._first, None
+            return img
+        return self._next_readable()
 
     def rewind(self) -> bool:
         self._i, self._first = 0, None
