@@ -222,3 +222,11 @@ def test_package_root_exports_the_public_api_lazily():
             "print('tensorflow' in sys.modules, 'keras' in sys.modules)\n")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.split()
     assert out == ["False", "False"]  # naming convert is not calling it: nothing heavy is imported
+
+
+def test_format_table_precisions_match_the_converters():
+    """The table names each format's precisions (light, for the CLI); the converters implement them."""
+    from edgeship.converters import openvino, tflite
+
+    assert formats.get("tflite").precisions == tuple(tflite.PRECISIONS)
+    assert formats.get("openvino").precisions == tuple(openvino.PRECISIONS)

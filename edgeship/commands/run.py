@@ -36,7 +36,7 @@ TASK_CHOICES = ("classify", "detect", "raw")
 @click.option("--anchors", type=click.Choice(sorted(ANCHOR_PRESETS)), default=None,
               help="--task detect on an anchor-based SSD head (regressors + scores per anchor, e.g. MediaPipe's face "
                    "detection): the anchor layout. blazeface-short = face_detection_short_range (128x128, 896 anchors).")
-@click.option("--iou", type=FiniteRange(0, 1), default=0.45, show_default=True, help="NMS IoU threshold (YOLO-style detection).")
+@click.option("--iou", type=FiniteRange(0, 1), default=None, help="NMS IoU threshold for detection [0.45; with --anchors the layout's, 0.3].")
 @click.option("--source-timeout", type=FiniteRange(min=0, min_open=True), default=10.0, show_default=True, help="Seconds to wait for the source to open.")
 @click.option("--reconnect-timeout", type=FiniteRange(min=0, min_open=True), default=None, help="Give up on a lost stream after S seconds (default: keep retrying).")
 @click.option("--pin/--no-pin", "pin", default=None, help="Pin the capture thread to one CPU and inference to the others (default: on with 2+ CPUs; it keeps them from evicting each other's cache).")

@@ -144,7 +144,7 @@ def convert(
         ctx = _Context(
             model=work_model, source=source, spec=spec, precision=precision, dataset=dataset, saved_model=saved,
             name=name or _default_name(source, precision, prune), options=options, labels=label_list,
-            task=task or infer_task(work_model, dataset, spec), roles=roles, pruning=pruning, timings=timings,
+            task=task or infer_task(roles), roles=roles, pruning=pruning, timings=timings,
         )
         results = [_convert_artifact(ctx, fmt, stage, _artifact_stem(ctx.name, fmt, formats)) for fmt in formats]
         return _publish(results, stage, out_dir)

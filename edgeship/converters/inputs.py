@@ -144,12 +144,9 @@ def probe_inputs(dataset: Any, spec: InputSpec, n: int) -> np.ndarray:
     return np.random.default_rng(0).uniform(lo, hi, (max(1, n // 4), *spec.sample_shape)).astype(np.float32)
 
 
-def infer_task(model: Any, dataset: Any, spec: InputSpec) -> str:
-    """``classify`` when the model has one output and it holds probabilities, else ``raw``."""
-    from .. import roles as R
-
-    outs = keras_io.predict(model, probe_inputs(dataset, spec, 16))
-    return "classify" if len(outs) == 1 and R.is_probabilities(outs[0]) else "raw"
+def infer_task(roles: list[str]) -> str:
+    """``classify`` when the model has one output and it holds class scores, else ``raw``."""
+    return "classify" if roles == ["class_scores"] else "raw"
 
 
 def finetune_data(root: Path, spec: InputSpec, labels: list[str] | None) -> tuple[np.ndarray, np.ndarray]:

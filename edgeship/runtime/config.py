@@ -44,6 +44,8 @@ from .. import formats
 from ..errors import ConfigError, SourceError, SpecError
 from ..limits import MAX_OUTPUT_QUEUE, MAX_THREADS
 from ..spec import COLOR_ORDERS, INTERPOLATIONS, RESIZE_MODES
+from .apps.outbox import MAX_MB as OUTBOX_MB
+from .apps.outbox import MAX_ROWS as OUTBOX_ROWS
 
 APP_KINDS = ("security", "industrial", "robot")
 
@@ -177,8 +179,8 @@ class WebhookEvents(Strict):
     headers: dict[str, str] = {}
     include_snapshot: bool = False
     drain_s: float = Field(3.0, ge=0)
-    max_queued: int = Field(10000, ge=1, le=10_000_000)  # outbox bound: the oldest events are dropped (and counted)
-    max_queue_mb: float = Field(64.0, gt=0, le=1_000_000)
+    max_queued: int = Field(OUTBOX_ROWS, ge=1, le=10_000_000)  # outbox bound: the oldest events are dropped (and counted)
+    max_queue_mb: float = Field(OUTBOX_MB, gt=0, le=1_000_000)
 
 
 class MqttEvents(Strict):
@@ -193,8 +195,8 @@ class MqttEvents(Strict):
     backoff_s: float = Field(0.5, gt=0)
     max_backoff_s: float = Field(30.0, gt=0)
     drain_s: float = Field(3.0, ge=0)
-    max_queued: int = Field(10000, ge=1, le=10_000_000)
-    max_queue_mb: float = Field(64.0, gt=0, le=1_000_000)
+    max_queued: int = Field(OUTBOX_ROWS, ge=1, le=10_000_000)
+    max_queue_mb: float = Field(OUTBOX_MB, gt=0, le=1_000_000)
 
 
 EventSinkCfg = Annotated[Union[JsonlEvents, WebhookEvents, MqttEvents], Field(discriminator="type")]
@@ -407,7 +409,7 @@ class DeployConfig(Strict):
     input_spec: Optional[InputSpecCfg] = None
     anchors: Optional[Union[str, dict[str, Any]]] = None  # anchor-based SSD head: a preset name or {input_hw, strides, ...}
     threshold: Optional[Score] = None
-    iou: Score = 0.45
+    iou: Optional[Score] = None  # NMS IoU (default: 0.45, or the anchor layout's)
     top_k: int = Field(5, ge=1)
     backend: BackendCfg = BackendCfg()
     app: Optional[AppCfg] = None

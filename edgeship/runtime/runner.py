@@ -65,7 +65,7 @@ def build_pipeline(
     reconnect_timeout: float | None = None,
     top_k: int = 5,
     threshold: float | None = None,
-    iou: float = 0.45,
+    iou: float | None = None,
     spec: InputSpec | None = None,
     handle_signals: bool = True,
     pin: bool | None = False,

@@ -31,7 +31,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from ...errors import ConfigError
-from .outbox import Outbox
+from .outbox import MAX_MB, MAX_ROWS, Outbox
 
 log = logging.getLogger(__name__)
 
@@ -110,8 +110,8 @@ class WebhookEventSink:
 
     def __init__(self, url: str, queue: str | os.PathLike, *, timeout: float = 5.0, backoff_s: float = 0.5,
                  max_backoff_s: float = 60.0, headers: dict[str, str] | None = None,
-                 include_snapshot: bool = False, drain_s: float = 3.0, max_queued: int = 10000,
-                 max_queue_mb: float = 64.0) -> None:
+                 include_snapshot: bool = False, drain_s: float = 3.0, max_queued: int = MAX_ROWS,
+                 max_queue_mb: float = MAX_MB) -> None:
         if not url.startswith(("http://", "https://")):
             raise ConfigError(f"webhook url must start with http:// or https://, got {url!r}")
         self.url, self.queue_path = url, Path(queue)
@@ -221,8 +221,8 @@ class MqttEventSink:
     def __init__(self, host: str = "127.0.0.1", port: int = 1883, *, topic: str = "edgeship/events",
                  snapshots: bool = True, username: str | None = None, password: str | None = None,
                  queue: str | os.PathLike | None = None, timeout: float = 5.0, backoff_s: float = 0.5,
-                 max_backoff_s: float = 30.0, drain_s: float = 3.0, window: int = 20, max_queued: int = 10000,
-                 max_queue_mb: float = 64.0) -> None:
+                 max_backoff_s: float = 30.0, drain_s: float = 3.0, window: int = 20, max_queued: int = MAX_ROWS,
+                 max_queue_mb: float = MAX_MB) -> None:
         self.host, self.port, self.topic, self.snapshots = host, int(port), topic.rstrip("/"), snapshots
         self.username, self.password = username, password
         self.queue_path = Path(queue) if queue is not None else None

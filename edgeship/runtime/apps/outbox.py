@@ -52,8 +52,9 @@ CREATE TABLE IF NOT EXISTS counters (
     value INTEGER NOT NULL
 );
 """
-MAX_ROWS = 10000
-MAX_BYTES = 64 << 20
+MAX_ROWS = 10000  # default bounds (the event sinks' max_queued / max_queue_mb and the config take these)
+MAX_MB = 64.0
+MAX_BYTES = int(MAX_MB * (1 << 20))
 MAX_DEAD = 1000
 
 
@@ -88,8 +89,11 @@ class Outbox:
             self._db.execute("PRAGMA journal_mode=WAL")
             self._db.execute("PRAGMA synchronous=FULL")
             self._db.executescript(SCHEMA)
+            # the queue's size, scanned once here and then kept up to date by put/ack/bury (not per event)
+            rows, size = self._db.execute("SELECT COUNT(*), COALESCE(SUM(LENGTH(body)), 0) FROM outbox").fetchone()
         except (OSError, sqlite3.Error) as e:
             raise ConfigError(f"cannot open the event queue {self.path}: {e}") from None
+        self._rows, self._bytes = int(rows), int(size)
 
     def put(self, event_id: str, body: bytes) -> bool:
         """Queue ``body`` under ``event_id``; False when that id is already queued (or the body alone is over the
@@ -105,33 +109,39 @@ class Outbox:
                     "INSERT OR IGNORE INTO outbox (id, body, created, next_try) VALUES (?, ?, ?, ?)",
                     (event_id, body, now, now),
                 )
-                dropped = self._enforce_bounds() if cur.rowcount == 1 else 0
-                if dropped:
-                    self._db.execute("INSERT INTO counters (name, value) VALUES ('dropped', ?) "
-                                     "ON CONFLICT(name) DO UPDATE SET value = value + excluded.value", (dropped,))
+                added = cur.rowcount == 1
+                rows, size = self._rows + added, self._bytes + (len(body) if added else 0)
+                dropped = 0
+                if rows > self.max_rows or size > self.max_bytes:  # drop the oldest until it fits
+                    for event_id, length in self._db.execute(
+                            "SELECT id, LENGTH(body) FROM outbox ORDER BY created, id").fetchall():
+                        if rows <= self.max_rows and size <= self.max_bytes:
+                            break
+                        self._db.execute("DELETE FROM outbox WHERE id = ?", (event_id,))
+                        rows, size, dropped = rows - 1, size - int(length), dropped + 1
+                self._add_dropped(dropped)
                 self._db.execute("COMMIT")
             except BaseException:
                 self._db.execute("ROLLBACK")
                 raise
-            return cur.rowcount == 1
+            self._rows, self._bytes = rows, size
+            return added
 
-    def _enforce_bounds(self) -> int:
-        """Drop the oldest rows until the outbox is within ``max_rows`` and ``max_bytes``; how many were dropped."""
-        rows, size = self._db.execute("SELECT COUNT(*), COALESCE(SUM(LENGTH(body)), 0) FROM outbox").fetchone()
-        if rows <= self.max_rows and size <= self.max_bytes:
-            return 0
-        dropped = 0
-        for event_id, length in self._db.execute("SELECT id, LENGTH(body) FROM outbox ORDER BY created, id").fetchall():
-            if rows <= self.max_rows and size <= self.max_bytes:
-                break
-            self._db.execute("DELETE FROM outbox WHERE id = ?", (event_id,))
-            rows, size, dropped = rows - 1, size - int(length), dropped + 1
-        return dropped
+    def _add_dropped(self, n: int) -> None:
+        if n:
+            self._db.execute("INSERT INTO counters (name, value) VALUES ('dropped', ?) "
+                             "ON CONFLICT(name) DO UPDATE SET value = value + excluded.value", (int(n),))
 
     def _count_drop(self, n: int) -> None:
         with self._lock:
-            self._db.execute("INSERT INTO counters (name, value) VALUES ('dropped', ?) "
-                             "ON CONFLICT(name) DO UPDATE SET value = value + excluded.value", (int(n),))
+            self._add_dropped(n)
+
+    def _forget(self, event_id: str) -> None:
+        """Delete a row (lock held) and keep the running size right."""
+        row = self._db.execute("SELECT LENGTH(body) FROM outbox WHERE id = ?", (event_id,)).fetchone()
+        if row is not None:
+            self._db.execute("DELETE FROM outbox WHERE id = ?", (event_id,))
+            self._rows, self._bytes = self._rows - 1, self._bytes - int(row[0])
 
     def dropped(self) -> int:
         """Events dropped to keep the outbox within its bounds (over its whole life, across restarts)."""
@@ -156,7 +166,7 @@ class Outbox:
     def ack(self, event_id: str) -> None:
         """The receiver accepted the event: forget it."""
         with self._lock:
-            self._db.execute("DELETE FROM outbox WHERE id = ?", (event_id,))
+            self._forget(event_id)
 
     def fail(self, event_id: str, error: str) -> float:
         """Record a failed attempt and schedule the next one; returns the delay in seconds."""
@@ -183,7 +193,7 @@ class Outbox:
             self._db.execute(
                 "INSERT OR REPLACE INTO dead (id, body, created, buried, error) "
                 "SELECT id, body, created, ?, ? FROM outbox WHERE id = ?", (time.time(), error[:500], event_id))
-            self._db.execute("DELETE FROM outbox WHERE id = ?", (event_id,))
+            self._forget(event_id)
             self._db.execute("DELETE FROM dead WHERE id IN (SELECT id FROM dead ORDER BY buried DESC LIMIT -1 OFFSET ?)",
                              (self.max_dead,))
             self._db.execute("COMMIT")

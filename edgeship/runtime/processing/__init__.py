@@ -64,7 +64,7 @@ class Detect:
     fmt: str = "yolo"
     labels: tuple[str, ...] | None = None
     threshold: float = 0.25
-    iou: float = 0.45
+    iou: float | None = None  # None: the decoder's own (decode_yolo's 0.45; the anchor layout's)
     max_det: int = 300
     output_names: tuple[str, ...] | None = None
     normalized: bool | None = None
@@ -83,7 +83,8 @@ class Detect:
             det = decode_ssd(boxes, classes, scores, count, input_hw=hw, transform=t, threshold=self.threshold,
                              labels=self.labels)
             return {"detections": det[: self.max_det]}
-        det = decode_yolo(outputs[0], input_hw=hw, transform=t, threshold=self.threshold, iou_threshold=self.iou,
+        nms_iou = {} if self.iou is None else {"iou_threshold": self.iou}  # else decode_yolo's default
+        det = decode_yolo(outputs[0], input_hw=hw, transform=t, threshold=self.threshold, **nms_iou,
                           labels=self.labels, normalized=self.normalized, max_det=self.max_det)
         return {"detections": det}
 
@@ -102,26 +103,23 @@ def _make_classify(*, labels=None, top_k: int = 5, threshold: float | None = Non
     return Classify(tuple(labels) if labels else None, int(top_k), 0.0 if threshold is None else float(threshold), index)
 
 
-def _make_detect(*, spec: InputSpec, labels=None, threshold: float | None = None, iou: float = 0.45,
+def _make_detect(*, spec: InputSpec, labels=None, threshold: float | None = None, iou: float | None = None,
                  output_shapes: Sequence[Sequence[int]] = (), output_names: Sequence[str] | None = None,
                  max_det: int = 300, box_format: str | None = None, normalized: bool | None = None, anchors: Any = None,
                  **_: Any) -> Detect:
     if anchors is not None:  # an anchor-based SSD head: the layout says where the anchors are
-        from .anchors import anchor_spec, anchor_centres, split_anchor_outputs
+        from .anchors import anchor_spec, check_layout
 
         layout = anchor_spec(anchors)
         if output_shapes:
-            split_anchor_outputs([np.zeros(s) for s in output_shapes])  # the outputs must be regressors + scores
-            if int(output_shapes[0][-2]) != anchor_centres(layout).shape[0]:
-                raise SpecError(f"the anchor layout gives {anchor_centres(layout).shape[0]} anchors, the model's outputs "
-                                f"{[tuple(s) for s in output_shapes]}")
+            check_layout(layout, output_shapes)
         return Detect(spec, "anchors", tuple(labels) if labels else None, 0.5 if threshold is None else float(threshold),
-                      0.3 if iou == 0.45 else float(iou), int(max_det), None, None, layout)
+                      None if iou is None else float(iou), int(max_det), None, None, layout)
     fmt = box_format or detect_format([list(s) for s in output_shapes])
     if fmt not in ("ssd", "yolo"):
         raise InputError(f"detection format must be ssd or yolo, got {fmt!r}")
     return Detect(spec, fmt, tuple(labels) if labels else None, 0.25 if threshold is None else float(threshold),
-                  float(iou), int(max_det), tuple(output_names) if output_names else None, normalized)
+                  None if iou is None else float(iou), int(max_det), tuple(output_names) if output_names else None, normalized)
 
 
 def _make_raw(**_: Any) -> Raw:

@@ -35,6 +35,7 @@ class AnchorSpec:
     offset: float = 0.5
     scale: tuple[float, float] | None = None  # (x, y) regressor scale; default: input width, height
     score_clip: float = 100.0
+    iou: float = 0.3  # NMS IoU when none is given (MediaPipe's min_suppression_threshold)
 
     def __post_init__(self) -> None:
         if not self.strides or any(int(s) <= 0 for s in self.strides) or self.per_layer < 1:
@@ -84,25 +85,32 @@ def anchor_centres(spec: AnchorSpec) -> np.ndarray:
     return np.concatenate(out).astype(np.float32)
 
 
+def check_layout(spec: AnchorSpec, shapes: Sequence[Sequence[int]]) -> None:
+    """The outputs must be regressors + scores with as many anchors as the layout places."""
+    dims = [tuple(int(d) for d in s) for s in shapes]
+    if len(dims) != 2 or any(len(d) not in (2, 3) for d in dims) or dims[0][-2] != dims[1][-2]:
+        raise SpecError(f"anchor decoding needs two outputs (1, A, 4+) and (1, A, C), got {dims}")
+    if max(dims[0][-1], dims[1][-1]) < 4:
+        raise SpecError(f"anchor regressors need at least 4 values per anchor, got {dims}")
+    n = anchor_centres(spec).shape[0]
+    if dims[0][-2] != n:
+        raise SpecError(f"the anchor layout gives {n} anchors, the model's outputs {dims}: check the anchors preset or config")
+
+
 def split_anchor_outputs(outputs: Sequence[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
     """(regressors (A, >=4), logits (A, C)) from the two outputs, whichever order the file lists them in."""
-    arrs = [np.asarray(o).reshape(np.asarray(o).shape[-2:]) if np.ndim(o) == 3 else np.asarray(o) for o in outputs]
-    if len(arrs) != 2 or any(a.ndim != 2 for a in arrs) or arrs[0].shape[0] != arrs[1].shape[0]:
-        raise SpecError(f"anchor decoding needs two outputs (1, A, 4+) and (1, A, C), got {[np.shape(o) for o in outputs]}")
+    arrs = [np.asarray(o).reshape(np.asarray(o).shape[-2:]) for o in outputs]
     reg, cls = sorted(arrs, key=lambda a: -a.shape[1])
-    if reg.shape[1] < 4:
-        raise SpecError(f"anchor regressors need at least 4 values per anchor, got {reg.shape}")
     return reg, cls
 
 
 def decode_anchors(outputs: Sequence[np.ndarray], spec: AnchorSpec, *, transform: Transform, threshold: float = 0.5,
-                   iou_threshold: float = 0.3, labels: Sequence[str] | None = None, max_det: int = 100) -> Detections:
-    """Regressors + logits per anchor -> Detections in source-frame pixels (sigmoid scores, NMS per class)."""
+                   iou_threshold: float | None = None, labels: Sequence[str] | None = None, max_det: int = 100) -> Detections:
+    """Regressors + logits per anchor -> Detections in source-frame pixels (sigmoid scores, NMS per class).
+
+    The outputs' shapes are checked once, with :func:`check_layout`, when the post-processing is built."""
     reg, logits = split_anchor_outputs(outputs)
     centres = anchor_centres(spec)
-    if centres.shape[0] != reg.shape[0]:
-        raise SpecError(f"the anchor layout gives {centres.shape[0]} anchors, the model's outputs {reg.shape[0]}: "
-                        "check the anchors preset or config")
     h, w = spec.input_hw
     sx, sy = spec.scale or (float(w), float(h))
     cx = reg[:, 0] / sx + centres[:, 0]
@@ -114,5 +122,5 @@ def decode_anchors(outputs: Sequence[np.ndarray], spec: AnchorSpec, *, transform
     keep = scores >= threshold
     boxes = np.stack([cx - bw / 2, cy - bh / 2, cx + bw / 2, cy + bh / 2], axis=1)[keep] * np.asarray([w, h, w, h], np.float32)
     scores, cls = scores[keep].astype(np.float32), cls[keep].astype(np.int64)
-    order = nms(boxes, scores, iou_threshold, class_ids=cls, max_det=max_det)
+    order = nms(boxes, scores, spec.iou if iou_threshold is None else iou_threshold, class_ids=cls, max_det=max_det)
     return Detections(transform.to_source(boxes[order]), scores[order], cls[order], labels)
