@@ -73,3 +73,15 @@ def test_a_missing_extra_names_the_pip_command(root, tmp_path, monkeypatch):
         "error: this needs openvino, which is not installed: pip install 'edgeship[openvino]'")
     assert not (tmp_path / "out").exists()
     assert "internal error" in missing_extra_message(ModuleNotFoundError("No module named 'zzz'", name="zzz"))
+
+
+def test_openvino_conversion_sends_no_telemetry():
+    """OpenVINO's converter phoned home from a background process that died offline with a traceback on
+    stderr; edgeship's converter makes it (and NNCF) use their no-op stub."""
+    code = ("from edgeship.converters.openvino import no_telemetry\n"
+            "no_telemetry()\n"
+            "import openvino.tools.ovc.convert_impl as c\n"
+            "from nncf.telemetry import wrapper\n"
+            "print(c.tm.__name__)\n")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.split()
+    assert out == ["openvino.tools.ovc.telemetry_stub"]

@@ -27,6 +27,14 @@ log = logging.getLogger(__name__)
 PRESETS = ("performance", "mixed")
 
 
+def no_telemetry() -> None:
+    """Keep OpenVINO's converter and NNCF from sending usage telemetry: on an offline workstation its
+    background process died with a urllib traceback on stderr. Both fall back to a no-op stub when
+    ``openvino_telemetry`` cannot be imported, which this arranges (before either is first imported)."""
+    if "openvino_telemetry" not in sys.modules:
+        sys.modules["openvino_telemetry"] = None  # type: ignore[assignment]
+
+
 def _fp32(model: Any, dataset: Any, preset: str, ignored_scope: Any) -> tuple[Any, bool]:
     return model, False
 
@@ -36,6 +44,7 @@ def _fp16(model: Any, dataset: Any, preset: str, ignored_scope: Any) -> tuple[An
 
 
 def _int8(model: Any, dataset: Any, preset: str, ignored_scope: Any) -> tuple[Any, bool]:
+    no_telemetry()
     import nncf
 
     presets = {"performance": nncf.QuantizationPreset.PERFORMANCE, "mixed": nncf.QuantizationPreset.MIXED}
@@ -92,6 +101,7 @@ def to_openvino(
         raise InputError(f"openvino preset must be one of {', '.join(PRESETS)}, got {preset!r}")
     if precision == "int8" and dataset is None:
         raise InputError("openvino int8 needs a calibration set (--calib calib.npz)")
+    no_telemetry()
     import openvino as ov
 
     try:
