@@ -42,7 +42,8 @@ from runtime_models import CACHE, ROOT, machine, mobilenet_int8  # noqa: E402
 
 sys.path.insert(0, str(ROOT))
 from edgeship.runtime import build_pipeline, open_backend, open_source  # noqa: E402
-from edgeship.spec import INTERPOLATIONS, preprocess  # noqa: E402
+from edgeship.spec import INTERPOLATIONS  # noqa: E402
+from edgeship.preprocess import preprocess  # noqa: E402
 
 
 def make_video(path: Path, n: int, fps: float, size: tuple[int, int] = (640, 480)) -> Path:
@@ -154,8 +155,8 @@ UNIT_INPUT = "pyramid, [0, 1] input"
 
 def unit_input(spec):
     """The same spec for a model that takes pixels / 255, quantized as TFLite does (scale 1/255, zero
-    point -128): its value table is one step per byte, applied as a clip and an add (spec.byte_shift)."""
-    from edgeship.spec import Quantization
+    point -128): its value table is one step per byte, applied as a clip and an add (preprocess.byte_shift)."""
+    from edgeship.preprocess import Quantization
 
     return replace(spec, scale=1 / 255, mean=(0.0,), std=(1.0,)), Quantization(0.003921568859368563, -128, "int8")
 

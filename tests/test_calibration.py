@@ -22,7 +22,8 @@ from edgeship.calibration.select import fair_quota, select_balanced, split_holdo
 from edgeship.calibration.sources import evenly_spaced, interleave_by_class, source_kind
 from edgeship.cli import cli
 from edgeship.errors import CalibrationError, InputError, SpecError
-from edgeship.spec import InputSpec, preprocess
+from edgeship.spec import InputSpec
+from edgeship.preprocess import preprocess
 from tests.helpers.data import digits_bgr, moving_digit_frames, write_digits_folder, write_video
 from tests.helpers.mjpeg import MjpegServer, free_port, wait_port
 

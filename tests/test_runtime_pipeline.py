@@ -209,7 +209,7 @@ def test_make_sink_registry_errors(tmp_path):
 
 def test_int8_pipeline_feeds_the_quantized_tensor_made_in_the_capture_thread(art, digits_video):
     from edgeship.runtime import open_backend
-    from edgeship.spec import preprocess
+    from edgeship.preprocess import preprocess
 
     video, _ = digits_video
     seen = []

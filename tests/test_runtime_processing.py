@@ -7,7 +7,8 @@ from edgeship.errors import InputError, SpecError
 from edgeship.runtime.processing import (box_iou, decode_ssd, decode_yolo, detect_format, make_postprocess, nms,
                                          resolve_task, split_ssd_outputs, top_k)
 from edgeship.runtime.types import Classification, Detections, Result
-from edgeship.spec import InputSpec, resize_transform
+from edgeship.spec import InputSpec
+from edgeship.preprocess import resize_transform
 
 LABELS = ("cat", "dog", "bird")
 

@@ -6,7 +6,8 @@ import numpy as np
 import pytest
 
 from edgeship.errors import SpecError
-from edgeship.spec import InputSpec, parse_size, preprocess, preprocess_batch, resize_transform
+from edgeship.spec import InputSpec, parse_size
+from edgeship.preprocess import preprocess, preprocess_batch, resize_transform
 
 
 def frame(h=48, w=64):
@@ -96,6 +97,13 @@ def test_spec_module_is_light():
     assert out.strip() == "[]"
 
 
+def test_spec_is_data_only():
+    """InputSpec imports nothing of edgeship's but its errors (no cycle with the manifest, no converters)."""
+    code = "import sys, edgeship.spec; print(sorted(m for m in sys.modules if m.startswith('edgeship.')))"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "['edgeship.errors', 'edgeship.spec']"
+
+
 @pytest.mark.parametrize("resize", ["stretch", "letterbox", "center-crop"])
 def test_gray_model_from_colour_and_gray_frames(resize):
     s = InputSpec(20, 30, channels=1, resize=resize)
@@ -156,7 +164,7 @@ def test_specs_saved_before_interpolation_existed_read_back_as_area():
 @pytest.mark.parametrize("quant", [("int8", 1 / 128, 0), ("int8", 0.0041, -128), ("uint8", 0.02, 3), ("int8", 0.003921568859368563, -128),
                                    ("uint8", 0.003921568859368563, 0)], ids=["i8", "i8zp", "u8", "i8-255", "u8-255"])
 def test_quantized_preprocess_is_bit_identical_to_quantizing_the_float_sample(spec, quant):
-    from edgeship.spec import Quantization, quantize_values
+    from edgeship.preprocess import Quantization, quantize_values
 
     q = Quantization(quant[1], quant[2], quant[0])
     f = natural_frame(120, 160, seed=3)
@@ -169,7 +177,7 @@ def test_quantized_preprocess_is_bit_identical_to_quantizing_the_float_sample(sp
 def test_byte_shift_takes_the_place_of_the_table_only_where_it_is_bit_identical():
     import cv2
 
-    from edgeship.spec import Quantization, apply_value_table, byte_shift, value_table
+    from edgeship.preprocess import Quantization, apply_value_table, byte_shift, value_table
 
     rgb255 = InputSpec(32, 32, scale=1 / 255)
     int8_255 = Quantization(0.003921568859368563, -128, "int8")  # a [0, 1] input quantized as TFLite does

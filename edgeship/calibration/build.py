@@ -6,7 +6,7 @@
    input size (uint8, so the pool stays small).
 3. Keep ``count`` of them, fairly shared between classes (labelled) or sources (unlabelled) and
    spread evenly within each; hold out a stratified ``holdout`` fraction; normalise with the
-   InputSpec through the one :func:`edgeship.spec.preprocess`.
+   InputSpec through the one :func:`edgeship.preprocess.preprocess`.
 """
 
 from __future__ import annotations
@@ -21,7 +21,8 @@ import numpy as np
 
 from .. import __version__
 from ..errors import CalibrationError, InputError
-from ..spec import InputSpec, preprocess
+from ..spec import InputSpec
+from ..preprocess import preprocess
 from .dataset import FORMAT, FORMAT_VERSION, RepresentativeDataset, _check_fraction
 from .dedup import DEFAULT_THRESHOLD, Deduper, FrameFeatures, frame_features, sample_to_frame
 from .select import fair_quota, select_balanced, split_holdout

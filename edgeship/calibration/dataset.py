@@ -19,7 +19,8 @@ import numpy as np
 
 from ..errors import CalibrationError, InputError, SpecError
 from ..fileio import atomic_path, to_jsonable
-from ..spec import InputSpec, preprocess
+from ..spec import InputSpec
+from ..preprocess import preprocess
 from .select import split_holdout
 
 log = logging.getLogger(__name__)
@@ -33,7 +34,7 @@ class RepresentativeDataset:
     """Calibration samples (``x_calib``) and held-out samples (``x_holdout``) for one InputSpec.
 
     Samples are float32 arrays of ``spec.sample_shape`` in the model's input domain, exactly as
-    :func:`edgeship.spec.preprocess` produces them. ``y_*`` are int class indices into
+    :func:`edgeship.preprocess.preprocess` produces them. ``y_*`` are int class indices into
     ``labels`` (or None when the data is unlabelled).
     """
 

@@ -26,10 +26,11 @@ def resolve_spec(input_size: tuple[int, int] | None, model: str | None, override
     from ..manifest import Manifest
 
     manifest = Manifest.load_optional(model) if formats.is_artifact(model) else None
-    if manifest is not None and manifest.input_spec is not None:
-        spec = replace(manifest.input_spec, **overrides)
-    else:
-        spec = InputSpec.from_model(model, **overrides)
+    if manifest is None or manifest.input_spec is None:
+        from ..converters.inputs import spec_from_model
+
+        return spec_from_model(model, input_size, **overrides)
+    spec = replace(manifest.input_spec, **overrides)
     return spec.with_size(*input_size) if input_size else spec
 
 

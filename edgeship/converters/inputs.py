@@ -16,7 +16,7 @@ import numpy as np
 
 from ..errors import InputError, SpecError
 from ..fileio import sha256_file
-from ..spec import InputSpec
+from ..spec import InputSpec, shape_to_hwc
 from . import keras_io
 
 log = logging.getLogger(__name__)
@@ -75,10 +75,7 @@ def resolve_spec(model: Any, dataset: Any, spec: InputSpec | None, size: tuple[i
         if size is not None and tuple(size) != spec.size:
             raise SpecError(f"--input-size {size[0]}x{size[1]} differs from the calibration set's {spec.height}x{spec.width}")
     elif spec is None:
-        if size is not None:
-            spec = replace(_spec_from_shape(shape, size), **overrides)
-        else:
-            spec = InputSpec.from_model(model, **overrides)
+        spec = spec_from_model(model, size, **overrides)
         if not overrides:
             log.warning("no --calib and no InputSpec flags: the manifest says RGB, pixels x 1/255, mean 0, std 1; if the "
                         "model was trained otherwise (e.g. [-1, 1] or ImageNet mean/std) pass --scale/--mean/--std/--color-order")
@@ -94,15 +91,30 @@ def resolve_spec(model: Any, dataset: Any, spec: InputSpec | None, size: tuple[i
     return spec
 
 
-def _spec_from_shape(shape: tuple, size: tuple[int, int]) -> InputSpec:
-    dims = shape[1:]
-    if len(dims) != 3:
-        raise SpecError(f"expected an image input (N, H, W, C), got {list(shape)}")
-    if dims[-1] in (1, 3):
-        return InputSpec(height=size[0], width=size[1], channels=dims[-1])
-    if dims[0] in (1, 3):
-        return InputSpec(height=size[0], width=size[1], channels=dims[0], layout="NCHW")
-    raise SpecError(f"cannot tell the channel axis of input shape {list(shape)}; expected 1 or 3 channels")
+def spec_from_model(model: Any, size: tuple[int, int] | None = None, **overrides: Any) -> InputSpec:
+    """An InputSpec with the size and channels of ``model``'s input (a Keras model or file, a .tflite or an
+    OpenVINO .xml), ``size`` (H, W) for a dynamic one; other fields keep their defaults unless in ``overrides``."""
+    from .. import formats
+
+    if isinstance(model, (str, os.PathLike)):
+        path = Path(model)
+        if not path.exists():
+            raise SpecError(f"model {path} does not exist")
+        fmt = formats.for_path(path)
+        if fmt is not None:
+            inputs, _ = fmt.read_tensors(path)
+            if not inputs:
+                raise SpecError(f"{path} has no input tensor")
+            shape, where = inputs[0].shape, str(path)
+        else:
+            model = keras_io.load_keras_model(path)
+    if not isinstance(model, (str, os.PathLike)):
+        shape, where = keras_io.input_shape(model), getattr(model, "name", "model")
+    h, w, c, layout = shape_to_hwc(shape, where, size)
+    kw: dict[str, Any] = {"height": h, "width": w, "channels": c, "layout": layout}
+    if c == 1:
+        kw["color_order"] = "GRAY"
+    return InputSpec(**{**kw, **overrides})
 
 
 def resolve_labels(labels: Any, dataset: Any) -> list[str] | None:

@@ -20,7 +20,9 @@ from typing import Any
 
 import numpy as np
 
-from ..spec import InputSpec, preprocess
+from ..spec import InputSpec
+
+from ..preprocess import preprocess
 from . import scenes
 
 log = logging.getLogger(__name__)

@@ -26,7 +26,8 @@ import numpy as np
 
 from ..errors import EdgeshipError
 from ..limits import MAX_OUTPUT_QUEUE
-from ..spec import InputSpec, preprocess
+from ..spec import InputSpec
+from ..preprocess import preprocess
 from . import allocator
 from .affinity import allowed_cpus, pin_current_thread, plan
 from .metrics import Metrics

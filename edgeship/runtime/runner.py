@@ -34,9 +34,9 @@ def input_spec_for(backend: Backend, spec: InputSpec | None = None, overrides: d
     if spec is None and backend.manifest is not None and backend.manifest.input_spec is not None:
         spec = backend.manifest.input_spec
     if spec is None:
-        from ..spec import _shape_to_hwc
+        from ..spec import shape_to_hwc
 
-        h, w, c, layout = _shape_to_hwc(backend.inputs[0].shape, str(backend.path))
+        h, w, c, layout = shape_to_hwc(backend.inputs[0].shape, str(backend.path))
         spec = InputSpec(height=h, width=w, channels=c, layout=layout)
         if not overrides:
             log.warning("%s has no manifest: feeding it RGB pixels x 1/255 (mean 0, std 1); pass --scale/--mean/--std/"

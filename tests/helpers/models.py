@@ -31,7 +31,9 @@ from typing import Any, Callable
 
 import numpy as np
 
-from edgeship.spec import InputSpec, preprocess_batch
+from edgeship.spec import InputSpec
+
+from edgeship.preprocess import preprocess_batch
 
 from .data import digits_bgr
 

@@ -17,7 +17,7 @@ from ... import formats
 from ...limits import check_threads
 from ...errors import BackendError, ModelError, SpecError
 from ...manifest import Manifest, TensorInfo
-from ...spec import Quantization, quantize_values
+from ...preprocess import Quantization, quantize_values
 
 log = logging.getLogger(__name__)
 

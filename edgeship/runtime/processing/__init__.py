@@ -15,7 +15,8 @@ from typing import Any, Callable, Sequence
 import numpy as np
 
 from ...errors import InputError, SpecError
-from ...spec import InputSpec, resize_transform
+from ...spec import InputSpec
+from ...preprocess import resize_transform
 from .classify import classify_outputs, softmax, top_k
 from .detect import (box_iou, cxcywh_to_xyxy, decode_ssd, decode_yolo, detect_format, nms, split_ssd_outputs,
                      yxyx_to_xyxy)

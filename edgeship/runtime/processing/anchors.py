@@ -16,7 +16,7 @@ from typing import Any, Sequence
 import numpy as np
 
 from ...errors import SpecError
-from ...spec import Transform
+from ...preprocess import Transform
 from ..types import Detections
 from .detect import nms
 

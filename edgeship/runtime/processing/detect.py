@@ -1,7 +1,7 @@
 """Detection post-processing (pure numpy): SSD-style outputs, YOLO-style raw outputs, class-wise NMS.
 
 Every decoder returns boxes in model-input pixels first and maps them to the source frame with the
-:class:`edgeship.spec.Transform` that preprocessing applied (stretch, letterbox or centre-crop),
+:class:`edgeship.preprocess.Transform` that preprocessing applied (stretch, letterbox or centre-crop),
 so a letterboxed detector draws boxes in the right place on the camera frame.
 """
 
@@ -12,7 +12,7 @@ from typing import Sequence
 import numpy as np
 
 from ...errors import SpecError
-from ...spec import Transform
+from ...preprocess import Transform
 from ..types import Detections
 
 
