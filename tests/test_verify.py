@@ -68,6 +68,11 @@ def test_layers_name_the_culprit_in_both_formats(ws):
     assert top["fp32_sqnr_db"] is not None and top["fp32_sqnr_db"] < 20.0
     healthy = verify_artifact(converted("good", 1.0)["openvino"].path, ws["good"], ws["dataset"], layers=2)
     assert all(e["error"] < 0.05 for e in healthy.layers)
+    # a healthy int8 model has no damaged layer: each op's error is measured against the float op on the
+    # same inputs, over all samples (no reused interpreter buffers, no per-sample ratios of dense outputs)
+    healthy = verify_artifact(converted("good", 1.0)["tflite"].path, ws["good"], ws["dataset"], layers=50)
+    assert len(healthy.layers) >= 5
+    assert all(e["error"] < 0.05 and e["sqnr_db"] > 20.0 for e in healthy.layers), healthy.layers
 
 
 def test_unlabelled_data_gates_on_disagreement(ws):

@@ -19,8 +19,6 @@ A tensor stays in float only if its producer and every consumer up to the next c
 
 from __future__ import annotations
 
-import csv
-import io
 import logging
 import math
 from dataclasses import asdict, dataclass, field
@@ -29,7 +27,7 @@ from typing import Any, Iterable, Sequence
 
 import numpy as np
 
-from .metrics import channel_noise_ratio, channel_ratio_from_energy, sqnr_db
+from .metrics import channel_ratio_from_energy, sqnr_db
 
 log = logging.getLogger(__name__)
 
@@ -111,17 +109,6 @@ class _Accumulator:
 
 
 # ---- TFLite ------------------------------------------------------------------------------------
-def _direct_channel_ratio(float_tensor: np.ndarray, quant_tensor: np.ndarray, scale: float, zero_point: int) -> float:
-    dq = (np.asarray(quant_tensor, np.int32) - int(zero_point)) * float(scale)
-    return channel_noise_ratio(float_tensor, dq)
-
-
-def _direct_sqnr(float_tensor: np.ndarray, quant_tensor: np.ndarray, scale: float, zero_point: int) -> float:
-    dq = (np.asarray(quant_tensor, np.int32) - int(zero_point)) * float(scale)
-    v = sqnr_db(float_tensor, dq)
-    return v if math.isfinite(v) else (200.0 if v > 0 else -200.0)
-
-
 class TFLiteProbe:
     """Calibrate a SavedModel once; rank its int8 tensors and re-quantize with any denylist.
 
@@ -138,21 +125,20 @@ class TFLiteProbe:
         self.io, self.out_io = io, out_io or io
         self.denylisted_ops = list(denylisted_ops)
         samples = np.ascontiguousarray(x, dtype=np.float32)
-        debug = samples[:limit]
+        self._debug = samples[:limit]
 
         def calib() -> Iterable[list[np.ndarray]]:
             for s in samples:
                 yield [s[None]]
 
         def debug_data() -> Iterable[list[np.ndarray]]:
-            for s in debug:
+            for s in self._debug:
                 yield [s[None]]
 
         converter = tf.lite.TFLiteConverter.from_saved_model(str(saved_model_dir))
         converter.optimizations = [tf.lite.Optimize.DEFAULT]
         converter.representative_dataset = calib
         self._options = lambda nodes: tf.lite.experimental.QuantizationDebugOptions(
-            layer_direct_compare_metrics={"channel_noise": _direct_channel_ratio, "sqnr_db": _direct_sqnr},
             denylisted_nodes=list(nodes) or None, denylisted_ops=self.denylisted_ops or None,
         )
         self.debugger = tf.lite.experimental.QuantizationDebugger(
@@ -169,32 +155,57 @@ class TFLiteProbe:
 
     def rank(self, denylisted_nodes: Sequence[str] = ()) -> list[LayerError]:
         """Every quantized tensor of the model (with ``denylisted_nodes`` in float), worst first."""
-        import warnings
-
         self.debugger.options = self._options(denylisted_nodes)
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", RuntimeWarning)  # nanmean of all-NaN rows (dead tensors)
-            self.debugger.run()
-        buf = io.StringIO()
-        self.debugger.layer_statistics_dump(buf)
-        buf.seek(0)
         out = []
-        for row in csv.DictReader(buf):
-            name = row["tensor_name"]
+        for name, op, acc, scale in _tflite_layer_energy(self.debugger, self._debug):
             consumers, keep = _tflite_float_island(self._graph, name)
             out.append(LayerError(
-                name=name, op=row["op_name"], error=_float(row.get("channel_noise")), sqnr_db=_float(row.get("sqnr_db")),
-                consumers=consumers, keep_float=keep, scale=_float(row.get("scale")),
-                order=self._graph["producer"].get(name, ("", [], 10**6))[2], producer=name,
+                name=name, op=op, error=acc.ratio(), sqnr_db=acc.sqnr(), consumers=consumers, keep_float=keep,
+                scale=scale, order=self._graph["producer"].get(name, ("", [], 10**6))[2], producer=name,
             ))
         return prioritise(out)
 
 
-def _float(v: Any) -> float:
-    try:
-        return float(v)
-    except (TypeError, ValueError):
-        return math.nan
+def _tflite_layer_energy(debugger: Any, samples: np.ndarray) -> list[tuple[str, str, _Accumulator, float]]:
+    """(tensor, op, signal/noise energy over all samples, scale) of every quantized op of the debug model.
+
+    The debug model runs each quantized op twice: in int8 and in float on the same dequantized inputs
+    (a NumericVerify op joins the two), so the error is local to the op. Energies are summed per channel
+    over every sample before the ratio is taken: a per-sample ratio would treat each value of a (1, C)
+    dense or softmax output as a channel of its own and call a 1e-4 probability rounded to 0 a lost signal.
+
+    TensorFlow's own direct-compare metrics (TF 2.21) run on an interpreter built without
+    ``experimental_preserve_all_tensors`` when the debugger calibrates, so every intermediate buffer has
+    been reused by later ops when they are read: they blamed healthy layers (MobileNetV3's input
+    rescaling at -58 dB, a face detector's first convolution at -104 dB). This interpreter keeps them.
+    """
+    from tensorflow.lite.python import interpreter as tfl_interpreter
+
+    interp = tfl_interpreter.Interpreter(model_content=debugger.quant_model, experimental_preserve_all_tensors=True)
+    ops = interp._get_ops_details()  # noqa: SLF001 - the only per-op listing
+    defining = {t: op["index"] for op in ops for t in op["outputs"]}
+    pairs = []
+    for op in ops:
+        if op["op_name"] != "NumericVerify":
+            continue
+        q_idx, f_idx = op["inputs"][:2]
+        qp = interp._get_tensor_details(q_idx, subgraph_index=0)["quantization_parameters"]  # noqa: SLF001
+        if not len(qp["scales"]):
+            continue
+        producer = ops[defining[q_idx]] if q_idx in defining else None
+        verify_out = interp._get_tensor_details(op["outputs"][0], subgraph_index=0)["name"]  # noqa: SLF001
+        name = debugger._get_operand_name_and_index(verify_out)[0]  # noqa: SLF001 - the quantized graph's tensor name
+        pairs.append((name, producer["op_name"] if producer else "?", q_idx, f_idx,
+                      float(qp["scales"][0]), int(qp["zero_points"][0])))
+    acc = {name: _Accumulator() for name, *_ in pairs}
+    for k, s in enumerate(samples):
+        debugger._set_input_tensors(interp, [s[None]], k == 0)  # noqa: SLF001 - quantizes an int8 input its way
+        interp.invoke()
+        for name, _op, q_idx, f_idx, scale, zp in pairs:
+            ref = interp.get_tensor(f_idx)
+            test = (interp.get_tensor(q_idx).astype(np.int32) - zp) * scale
+            acc[name].add(ref, test, -1)
+    return [(name, op, acc[name], scale) for name, op, _q, _f, scale, _zp in pairs]
 
 
 def _tflite_graph(model: bytes) -> dict[str, Any]:
