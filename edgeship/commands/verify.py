@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import click
 
-from ._common import echo_err, emit_json, format_table, max_drop_option
+from ..runtime.processing import TASKS
+from ..runtime.processing.anchors import PRESETS as ANCHOR_PRESETS
+from ._common import FiniteRange, echo_err, emit_json, format_table, max_drop_option
 
 EXAMPLES = """
 \b
@@ -12,6 +14,7 @@ Example:
   edgeship verify out/model.tflite --reference model.keras --data calib.npz
   edgeship verify out/model.xml --reference model.keras --data calib.npz --max-drop 0.5 --layers 5
   edgeship verify out/model.tflite --reference model.keras --data calib.npz --split all --json
+  edgeship verify out/detector.tflite --reference detector.keras --data video_calib.npz --task detect
 \b
 Exit codes: 0 within budget, 1 over budget (one-line reason on stderr) or an error.
 """
@@ -24,7 +27,15 @@ Exit codes: 0 within budget, 1 over budget (one-line reason on stderr) or an err
 @click.option("--split", type=click.Choice(["holdout", "all", "calib"]), default="holdout", show_default=True,
               help="Which samples to verify on (holdout: never seen by calibration).")
 @click.option("--max-drop", "max_drop", default="1.0", show_default=True, callback=max_drop_option, metavar="PP|none",
-              help="Budget in points: accuracy drop with labels, top-1 disagreement without. 'none' only reports.")
+              help="Budget in points: for a detector the AP@0.5 lost against the float model's own detections; else the "
+                   "accuracy drop with labels, the top-1 disagreement without. 'none' only reports.")
+@click.option("--task", type=click.Choice(sorted(TASKS)), default=None,
+              help="detect: decode both models' boxes (as `edgeship run` does) and score the artifact's against the float "
+                   "model's on the same images; no labels needed [the manifest's task].")
+@click.option("--threshold", type=FiniteRange(0, 1), default=None, help="Detection score threshold [the decoder's: 0.25, anchors 0.5].")
+@click.option("--iou", type=FiniteRange(0, 1), default=None, help="Detection NMS IoU threshold [the decoder's].")
+@click.option("--anchors", type=click.Choice(sorted(ANCHOR_PRESETS)), default=None,
+              help="Anchor layout of an anchor-based SSD head (see `edgeship run --help`).")
 @click.option("--layers", default=0, show_default=True, type=click.IntRange(min=0),
               help="Also list the N layers with the largest quantization error (int8 artifacts).")
 @click.option("--precision", type=click.Choice(["f32", "bf16", "f16"]),
@@ -33,18 +44,23 @@ Exit codes: 0 within budget, 1 over budget (one-line reason on stderr) or an err
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object on stdout.")
 @click.pass_context
 def verify(ctx: click.Context, artifact: str, reference: str, data: str, split: str, max_drop: float | None, layers: int,
-           precision: str | None, save: bool, as_json: bool) -> None:
+           precision: str | None, save: bool, as_json: bool, task: str | None, threshold: float | None, iou: float | None,
+           anchors: str | None) -> None:
     """Check ARTIFACT (.tflite or .xml) against the float Keras model it came from.
 
     Runs both on the calibration set's holdout split (the artifact through edgeship's runtime,
     exactly as the device runs it) and reports top-1 agreement, both accuracies and the drop in
     points with a 95% interval, per-class deltas, cosine similarity, SQNR and max error per
-    output, and the precision the backend executed. Warns about the classic mistakes: a float
+    output, and the precision the backend executed. A detector (--task detect, or a manifest that
+    says so) is scored on its boxes: AP@0.5, recall and precision of the artifact's detections
+    against the float model's own on the same images. Warns about the classic mistakes: a float
     model that predicts one class, or calibration data in the wrong value range.
     """
     from ..converters.verify import verify_artifact
 
-    report = verify_artifact(artifact, reference, data, split=split, max_drop=max_drop, layers=layers, precision=precision)
+    detect = {"threshold": threshold, "iou": iou, "anchors": anchors}
+    report = verify_artifact(artifact, reference, data, split=split, max_drop=max_drop, layers=layers, precision=precision,
+                             task=task, detect=detect)
     if save:
         from ..manifest import Manifest
 
@@ -74,6 +90,10 @@ def render(report) -> str:
         lo, hi = report.drop_ci
         rows += [("float accuracy", f"{report.reference_accuracy:.2f}%"), ("artifact accuracy", f"{report.accuracy:.2f}%"),
                  ("drop", f"{report.drop:+.2f} points (95% CI {lo:+.2f} .. {hi:+.2f})")]
+    if report.detection is not None:
+        d = report.detection
+        rows.append(("detections vs float", f"AP@0.5 {d['ap50']:.2f}%  recall {d['recall']:.2f}%  precision {d['precision']:.2f}%  "
+                     f"({d['artifact_boxes']} boxes; the float model {d['reference_boxes']})"))
     for o in report.outputs:
         rel = f" ({o.rel_max_error:.2%} of its range)" if o.rel_max_error is not None else ""
         total = f"  rows sum to {o.row_sum:.3f}" if o.row_sum is not None else ""

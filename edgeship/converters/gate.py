@@ -26,8 +26,9 @@ from typing import Any, Callable, Sequence
 import numpy as np
 
 from .. import formats
+from ..errors import EdgeshipError
 from .layers import LayerError, prioritise
-from .verify import compare, judge, run_artifact
+from .verify import budget, compare, detector_for, judge, run_artifact
 
 log = logging.getLogger(__name__)
 
@@ -66,19 +67,14 @@ class _Evaluator:
     """Runs candidates through the runtime backend and measures them against cached reference outputs."""
 
     def __init__(self, ref: list[np.ndarray], x: np.ndarray, y: np.ndarray | None, labels: Sequence[str] | None,
-                 roles: Sequence[str] | None = None) -> None:
-        self.ref, self.x, self.y, self.labels, self.roles = ref, x, y, labels, roles
+                 roles: Sequence[str] | None = None, detector: Any = None) -> None:
+        self.ref, self.x, self.y, self.labels, self.roles, self.detector = ref, x, y, labels, roles, detector
 
     def measure(self, artifact: Path) -> tuple[str | None, float | None, dict[str, Any]]:
         outs, info = run_artifact(artifact, self.x)
-        cmp = compare(self.ref, outs, labels=self.y, class_names=self.labels, roles=self.roles)
-        if cmp.get("drop") is not None:
-            measured, value = "drop", float(cmp["drop"])
-        elif cmp.get("agreement") is not None:
-            measured, value = "disagreement", 100.0 - float(cmp["agreement"])
-        else:
-            measured, value = None, None
-        record = {k: cmp.get(k) for k in ("agreement", "reference_accuracy", "accuracy", "drop", "drop_ci")}
+        cmp = compare(self.ref, outs, labels=self.y, class_names=self.labels, roles=self.roles, detector=self.detector)
+        measured, value = budget(cmp)
+        record = {k: cmp.get(k) for k in ("agreement", "reference_accuracy", "accuracy", "drop", "drop_ci", "detection")}
         record.update(measured=measured, executed_precision=info["executed_precision"], samples=len(self.x),
                       outputs=[asdict(o) for o in cmp["outputs"]])
         return measured, value, record
@@ -224,11 +220,12 @@ def accuracy_gate(artifact: str | Path, *, fmt: str, model: Any, saved_model_dir
                   io: str = "int8", preset: str = "performance", dynamic_batch: bool = False,
                   denylisted_nodes: Sequence[str] = (), denylisted_ops: Sequence[str] = (),
                   ignored_scope: Sequence[str] = (), out_io: str | None = None,
-                  roles: Sequence[str] | None = None) -> GateResult:
+                  roles: Sequence[str] | None = None, task: str | None = None) -> GateResult:
     """Make the int8 ``artifact`` (rewritten in place when needed) fit ``max_drop`` points on the holdout split.
 
     ``model`` is the float Keras model (object or path), ``saved_model_dir`` its SavedModel export
     (what the artifact was converted from), ``dataset`` the RepresentativeDataset it was calibrated on.
+    A ``task`` "detect" model is budgeted on the AP@0.5 its detections lose against the float model's own.
     ``denylisted_nodes`` / ``denylisted_ops`` (TFLite) stay in float in every candidate. Every candidate is measured through the runtime backend; the one kept is the one measured.
     """
     from .keras_io import load_keras_model, predict
@@ -240,7 +237,8 @@ def accuracy_gate(artifact: str | Path, *, fmt: str, model: Any, saved_model_dir
     if len(x) == 0:
         log.warning("the calibration set has no holdout samples; the accuracy gate verifies on the calibration samples")
         x, y = dataset.split("calib")
-    ev = _Evaluator(predict(load_keras_model(model), x), x, y, dataset.labels, roles)
+    ref = predict(load_keras_model(model), x)
+    ev = _Evaluator(ref, x, y, dataset.labels, roles, _detector(task, dataset.spec, ref))
     measured, value, record = ev.measure(artifact)
     result = GateResult(artifact, "int8", max_drop, measured, value, None, value, accuracy=record)
     result.passed, result.reason = judge(measured, value, max_drop)
@@ -284,6 +282,16 @@ def accuracy_gate(artifact: str | Path, *, fmt: str, model: Any, saved_model_dir
         return _finish(result, t0)
 
 
+def _detector(task: str | None, spec: Any, ref: list[np.ndarray]) -> Any:
+    if task != "detect":
+        return None
+    try:
+        return detector_for(spec, ref)
+    except EdgeshipError as e:  # e.g. an anchor-based head without its layout: the agreement metrics still gate
+        log.warning("the accuracy gate cannot decode this detector's boxes (%s); it gates on output agreement", e)
+        return None
+
+
 def gate_convert_step(ctx: Any, fmt: str, artifact: Path) -> GateResult | None:
     """The gate as a step of :func:`edgeship.converters.convert`: int8 artifacts with a budget only."""
     o = ctx.options
@@ -293,7 +301,7 @@ def gate_convert_step(ctx: Any, fmt: str, artifact: Path) -> GateResult | None:
                          max_drop=float(o["max_drop"]), io=o.get("io", "int8"), preset=o.get("preset", "performance"),
                          dynamic_batch=bool(o.get("dynamic_batch")), denylisted_nodes=o.get("denylisted_nodes") or (),
                          denylisted_ops=o.get("denylisted_ops") or (), ignored_scope=scope_names(o.get("ignored_scope")),
-                         out_io=o.get("out_io"), roles=getattr(ctx, "roles", None) or None)
+                         out_io=o.get("out_io"), roles=getattr(ctx, "roles", None) or None, task=getattr(ctx, "task", None))
 
 
 def scope_names(scope: Any) -> list[str]:

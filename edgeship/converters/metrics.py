@@ -184,3 +184,73 @@ def range_mismatch(x: np.ndarray, expected: Sequence[float], *, min_span: float 
         return (f"samples span only [{xmin:.4g}, {xmax:.4g}] of the InputSpec range [{lo:.4g}, {hi:.4g}] "
                 f"({(xmax - xmin) / span * 100:.1f}%); were they normalised twice?")
     return None
+
+
+# ---- detection: the artifact's boxes against the float model's own ----------------------------------
+DETECTION_IOU = 0.5
+
+
+def _box_iou(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    a, b = np.asarray(a, np.float64)[:, None, :], np.asarray(b, np.float64)[None, :, :]
+    lt, rb = np.maximum(a[..., :2], b[..., :2]), np.minimum(a[..., 2:], b[..., 2:])
+    inter = np.prod(np.clip(rb - lt, 0, None), axis=-1)
+    area = lambda t: np.prod(np.clip(t[..., 2:] - t[..., :2], 0, None), axis=-1)  # noqa: E731
+    return inter / np.maximum(area(a) + area(b) - inter, 1e-12)
+
+
+def match_detections(ref: Sequence[tuple[np.ndarray, np.ndarray, np.ndarray]],
+                     art: Sequence[tuple[np.ndarray, np.ndarray, np.ndarray]],
+                     iou: float = DETECTION_IOU) -> tuple[np.ndarray, np.ndarray, int]:
+    """Greedy matching per image, highest artifact score first: (scores, true-positive flags, reference boxes).
+
+    Each item is one image's (xyxy (N, 4), scores (N,), class ids (N,)). A detection of the artifact is a
+    true positive when it overlaps an unmatched reference box of the same class by at least ``iou``.
+    """
+    if len(ref) != len(art):
+        raise ValueError(f"match_detections needs one entry per image on both sides, got {len(ref)} and {len(art)}")
+    scores, hits, total = [], [], 0
+    for (rb, _rs, rc), (ab, as_, ac) in zip(ref, art):
+        rb, rc, ab, as_, ac = (np.asarray(v) for v in (rb, rc, ab, as_, ac))
+        total += len(rb)
+        order = np.argsort(-as_, kind="stable")
+        taken = np.zeros(len(rb), bool)
+        overlap = _box_iou(ab, rb) if len(ab) and len(rb) else np.zeros((len(ab), len(rb)))
+        for i in order:
+            cand = np.where(~taken & (rc == ac[i]) & (overlap[i] >= iou))[0] if len(rb) else np.zeros(0, int)
+            hit = bool(len(cand))
+            if hit:
+                taken[cand[np.argmax(overlap[i, cand])]] = True
+            scores.append(float(as_[i]))
+            hits.append(hit)
+    return np.asarray(scores, np.float64), np.asarray(hits, bool), total
+
+
+def average_precision(scores: np.ndarray, hits: np.ndarray, total: int) -> float:
+    """All-point interpolated AP (0-100) of ranked detections against ``total`` ground-truth boxes."""
+    if total == 0:
+        return 100.0 if len(scores) == 0 else 0.0
+    if len(scores) == 0:
+        return 0.0
+    order = np.argsort(-np.asarray(scores), kind="stable")
+    tp = np.cumsum(np.asarray(hits)[order])
+    recall = tp / total
+    precision = tp / np.arange(1, len(tp) + 1)
+    envelope = np.maximum.accumulate(precision[::-1])[::-1]
+    steps = np.diff(np.concatenate([[0.0], recall]))
+    return float(np.sum(steps * envelope) * 100.0)
+
+
+def detection_agreement(ref: Sequence[tuple[np.ndarray, np.ndarray, np.ndarray]],
+                        art: Sequence[tuple[np.ndarray, np.ndarray, np.ndarray]],
+                        iou: float = DETECTION_IOU) -> dict[str, float | int]:
+    """How well the artifact's detections reproduce the float model's on the same images (no labels needed).
+
+    The float model's detections are the ground truth: ``ap50`` is the artifact's AP at IoU ``iou`` over
+    all classes (100 when it finds exactly the same boxes), ``recall`` and ``precision`` are at the
+    decoder's score threshold. Percentages 0-100.
+    """
+    scores, hits, total = match_detections(ref, art, iou)
+    tp = int(hits.sum())
+    return {"ap50": average_precision(scores, hits, total), "recall": 100.0 * tp / total if total else 100.0,
+            "precision": 100.0 * tp / len(hits) if len(hits) else (100.0 if total == 0 else 0.0),
+            "reference_boxes": int(total), "artifact_boxes": int(len(hits)), "iou": float(iou)}

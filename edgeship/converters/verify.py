@@ -21,7 +21,7 @@ import tempfile
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 
 import numpy as np
 
@@ -73,7 +73,8 @@ class VerificationReport:
     outputs: list[OutputReport] = field(default_factory=list)
     layers: list[dict[str, Any]] = field(default_factory=list)
     max_drop: float | None = None
-    measured: str | None = None  # "drop" (labels) or "disagreement" (no labels)
+    measured: str | None = None  # "detection" (detectors), "drop" (labels) or "disagreement" (no labels)
+    detection: dict[str, Any] | None = None  # detectors: ap50 / recall / precision against the float model's boxes
     class_output: int | None = None  # the output classification metrics were measured on (None: none)
     passed: bool | None = None
     reason: str | None = None
@@ -86,7 +87,7 @@ class VerificationReport:
 
     @property
     def measured_value(self) -> float | None:
-        return self.drop if self.measured == "drop" else self.disagreement
+        return budget_value(self.measured, self.drop, self.agreement, self.detection)
 
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)
@@ -96,7 +97,7 @@ class VerificationReport:
     def accuracy_record(self) -> dict[str, Any]:
         """The subset a manifest keeps under ``accuracy``."""
         keys = ("split", "samples", "executed_precision", "agreement", "reference_accuracy", "accuracy", "drop",
-                "drop_ci", "max_drop", "measured", "passed")
+                "drop_ci", "detection", "max_drop", "measured", "passed")
         d = {k: getattr(self, k) for k in keys}
         d["disagreement"] = self.disagreement
         d["outputs"] = [asdict(o) for o in self.outputs]
@@ -165,13 +166,20 @@ def align_outputs(ref: Sequence[np.ndarray], art: Sequence[np.ndarray]) -> list[
                      "(is --reference the model this artifact was converted from?)")
 
 
+Detector = Callable[[Sequence[np.ndarray]], list]  # batched outputs -> per image (xyxy, scores, class ids)
+
+
 def compare(ref: Sequence[np.ndarray], art: Sequence[np.ndarray], *, labels: np.ndarray | None = None,
-            class_names: Sequence[str] | None = None, roles: Sequence[str | None] | None = None) -> dict[str, Any]:
+            class_names: Sequence[str] | None = None, roles: Sequence[str | None] | None = None,
+            detector: Detector | None = None) -> dict[str, Any]:
     """Every metric of a report from the two models' outputs (pure numpy; the gate calls it per candidate).
 
     ``roles`` (one per output, see :mod:`edgeship.roles`; guessed from ``ref`` when None) decide which
     output the classification metrics apply to: the one class-score output, or a single 2-D output.
-    A model with no such output gets the per-output agreement metrics only.
+    A model with no such output gets the per-output agreement metrics only. ``detector`` (see
+    :func:`detector_for`) decodes both sides' boxes: the artifact's detections are then scored against
+    the float model's own (``detection``: AP@0.5, recall, precision), which is what a detector's budget
+    measures.
     """
     art = align_outputs(ref, art)
     roles = list(roles) if roles is not None and len(roles) == len(ref) else R.guess_roles(ref)
@@ -188,6 +196,8 @@ def compare(ref: Sequence[np.ndarray], art: Sequence[np.ndarray], *, labels: np.
     if cls is None and len(ref) == 1 and M.class_predictions(ref[0]) is not None and roles[0] != "boxes":
         cls = 0  # one 2-D output (logits or scores): a classifier
     out: dict[str, Any] = {"outputs": outputs, "per_class": [], "class_output": cls}
+    if detector is not None:
+        out["detection"] = M.detection_agreement(detector(ref), detector(art))
     if cls is None:
         return out
     pr, pa = M.class_predictions(ref[cls]), M.class_predictions(art[cls])
@@ -210,14 +220,44 @@ def compare(ref: Sequence[np.ndarray], art: Sequence[np.ndarray], *, labels: np.
     return out
 
 
+# what the point budget measures, in order of preference: a detector's boxes, a labelled accuracy drop,
+# the top-1 disagreement with the float model
+BUDGETS = {
+    "detection": "AP@0.5 lost against the float model's own detections",
+    "drop": "accuracy drop",
+    "disagreement": "top-1 disagreement with the float model",
+}
+
+
+def budget_value(measured: str | None, drop: float | None, agreement: float | None,
+                 detection: dict[str, Any] | None) -> float | None:
+    """The points a ``measured`` budget counts (see :data:`BUDGETS`)."""
+    if measured == "detection" and detection is not None:
+        return 100.0 - float(detection["ap50"])
+    if measured == "drop":
+        return drop
+    if measured == "disagreement" and agreement is not None:
+        return 100.0 - agreement
+    return None
+
+
+def budget(cmp: dict[str, Any]) -> tuple[str | None, float | None]:
+    """(what the budget measures, its value in points) for a :func:`compare` result."""
+    for measured in BUDGETS:
+        value = budget_value(measured, cmp.get("drop"), cmp.get("agreement"), cmp.get("detection"))
+        if value is not None:
+            return measured, float(value)
+    return None, None
+
+
 def judge(measured: str | None, value: float | None, max_drop: float | None) -> tuple[bool | None, str | None]:
     """(passed, one-line reason) for a budget of ``max_drop`` points."""
     if max_drop is None:
         return None, None
     if value is None:
-        return None, ("no class-score output identified (set one with --output NAME=class_scores): the point budget "
-                      "does not apply; see each output's cosine and SQNR")
-    what = "accuracy drop" if measured == "drop" else "top-1 disagreement with the float model"
+        return None, ("no class-score output identified (set one with --output NAME=class_scores, or verify a detector "
+                      "with --task detect): the point budget does not apply; see each output's cosine and SQNR")
+    what = BUDGETS[measured]
     if value > max_drop:
         return False, f"{what} {value:.2f} points exceeds the budget of {max_drop:g} points"
     return True, f"{what} {value:.2f} points is within the budget of {max_drop:g} points"
@@ -258,12 +298,34 @@ def mistakes(ref_pred: np.ndarray | None, art_pred: np.ndarray | None, labels: n
 
 
 # ---- the API ----------------------------------------------------------------------------------------
+def detector_for(spec: Any, ref: Sequence[np.ndarray], names: Sequence[str] | None = None, **options: Any) -> Detector:
+    """Decode batched outputs into per-image detections with the runtime's own post-processing (``options``:
+    threshold, iou, anchors, box_format, normalized, as ``edgeship run`` takes them), in model-input pixels."""
+    from ..runtime.processing import make_postprocess
+
+    post = make_postprocess("detect", spec=spec, output_shapes=[(1,) + tuple(np.shape(o)[1:]) for o in ref],
+                            output_names=list(names) if names else None, **{k: v for k, v in options.items() if v is not None})
+    hw = (spec.height, spec.width)
+
+    def decode(outputs: Sequence[np.ndarray]) -> list[tuple[np.ndarray, np.ndarray, np.ndarray]]:
+        out = []
+        for i in range(len(outputs[0])):
+            det = post([np.asarray(o[i : i + 1]) for o in outputs], hw)["detections"]
+            out.append((det.xyxy, det.scores, det.class_ids))
+        return out
+
+    return decode
+
+
 def verify_artifact(artifact: str | os.PathLike, reference: Any, data: Any, *, split: str = "holdout",
-                    max_drop: float | None = 1.0, layers: int = 0, precision: str | None = None) -> VerificationReport:
+                    max_drop: float | None = 1.0, layers: int = 0, precision: str | None = None,
+                    task: str | None = None, detect: dict[str, Any] | None = None) -> VerificationReport:
     """Verify ``artifact`` (.tflite / .xml) against ``reference`` (Keras path or model) on ``data``'s ``split``.
 
-    ``max_drop`` is the budget in points: the accuracy drop with labels, the top-1 disagreement
-    without. ``layers`` > 0 adds the N layers with the largest quantization error. ``precision``
+    ``max_drop`` is the budget in points: for a detector (``task`` "detect", or the manifest's task) the AP@0.5
+    its detections lose against the float model's own on the same images (``detect``: the decoder options
+    of ``edgeship run``: threshold, iou, anchors), else the accuracy drop with labels, else the top-1
+    disagreement. ``layers`` > 0 adds the N layers with the largest quantization error. ``precision``
     overrides the OpenVINO inference precision (default, as on every runtime path: f32 for FP32 artifacts, the device's
     default otherwise).
     """
@@ -286,8 +348,15 @@ def verify_artifact(artifact: str | os.PathLike, reference: Any, data: Any, *, s
     ref = reference_outputs(reference, x)
     art, info = run_artifact(path, x, precision=precision)
     roles = [t.role for t in manifest.outputs] if manifest is not None and manifest.outputs else None
-    cmp = compare(ref, art, labels=y, class_names=ds.labels, roles=roles if roles and any(roles) else None)
-    measured = "drop" if cmp.get("drop") is not None else ("disagreement" if cmp.get("agreement") is not None else None)
+    task = task or (manifest.task if manifest is not None else None)
+    detector = None
+    if task == "detect":
+        names = [t.name for t in manifest.outputs] if manifest is not None and manifest.outputs else None
+        detector = detector_for(manifest.input_spec if manifest is not None and manifest.input_spec else ds.spec, ref,
+                                names, **(detect or {}))
+    cmp = compare(ref, art, labels=y, class_names=ds.labels, roles=roles if roles and any(roles) else None,
+                  detector=detector)
+    measured, _ = budget(cmp)
     report = VerificationReport(
         artifact=str(path), reference=str(reference) if isinstance(reference, (str, os.PathLike)) else getattr(reference, "name", "model"),
         split=split, samples=len(x), format=manifest.format if manifest else info["backend"],
@@ -295,7 +364,7 @@ def verify_artifact(artifact: str | os.PathLike, reference: Any, data: Any, *, s
         executed_precision=info["executed_precision"], labelled=y is not None,
         agreement=cmp.get("agreement"), reference_accuracy=cmp.get("reference_accuracy"), accuracy=cmp.get("accuracy"),
         drop=cmp.get("drop"), drop_ci=cmp.get("drop_ci"), per_class=cmp["per_class"], outputs=cmp["outputs"],
-        max_drop=max_drop, measured=measured, class_output=cmp.get("class_output"),
+        max_drop=max_drop, measured=measured, class_output=cmp.get("class_output"), detection=cmp.get("detection"),
     )
     report.passed, report.reason = judge(measured, report.measured_value, max_drop)
     cls = cmp.get("class_output")

@@ -101,12 +101,16 @@ def export_int8(demo: Any, out_path: str | os.PathLike) -> Path:
 
 
 def _save_samples(path: Path, demo: Any) -> None:
-    from ..fileio import atomic_path
+    """The model's calibration and holdout samples as an edgeship calibration set (what verify and convert read)."""
+    from ..calibration import RepresentativeDataset
 
-    y = demo.y_holdout if isinstance(demo.y_holdout, np.ndarray) else np.zeros(0)
-    with atomic_path(path, suffix=".npz") as tmp:
-        np.savez_compressed(tmp, x_calib=demo.x_calib, x_holdout=demo.x_holdout, y_holdout=y,
-                            meta=json.dumps({"spec": demo.spec.to_dict(), "labels": demo.labels, "task": demo.task}))
+    labelled = isinstance(demo.y_holdout, np.ndarray) and len(demo.y_holdout) == len(demo.x_holdout) > 0
+    y_calib = getattr(demo, "y_calib", None)
+    ds = RepresentativeDataset(demo.spec, demo.x_calib, demo.x_holdout,
+                               y_calib=np.asarray(y_calib) if labelled and y_calib is not None else None,
+                               y_holdout=demo.y_holdout if labelled and y_calib is not None else None,
+                               labels=demo.labels, meta={"task": demo.task, "demo": True})
+    ds.save(path)
 
 
 def build_demo(out: str | os.PathLike = "quickstart-out", *, force: bool = False, models: bool = True,
