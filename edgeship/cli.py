@@ -25,6 +25,7 @@ from .errors import EdgeshipError
 COMMANDS: dict[str, tuple[str, str]] = {
     "calibrate": ("edgeship.commands.calibrate:calibrate", "Build a representative dataset from images, videos and cameras."),
     "convert": ("edgeship.commands.convert:convert", "Prune and quantize a Keras model to TFLite and/or OpenVINO IR."),
+    "prune": ("edgeship.commands.prune:prune", "Remove whole channels from a Keras model: fewer FLOPs, faster."),
     "verify": ("edgeship.commands.verify:verify", "Check an artifact's accuracy against the float Keras model."),
     "bench": ("edgeship.commands.bench:bench", "Measure load time, latency percentiles, throughput and memory."),
     "run": ("edgeship.commands.run:run", "Run real-time inference on a camera, stream or video."),

@@ -126,3 +126,37 @@ def save_latency(path: str | os.PathLike, result: dict[str, Any]) -> Path:
         "measured": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
     }
     return m.save(path)
+
+
+def compare_latency(paths: list[str | os.PathLike], *, rounds: int = 5, seconds: float = 0.5, threads: int | None = None,
+                    warmup: int = 5) -> list[float]:
+    """Median model-call latency (ms) of each artifact, measured side by side in alternating rounds.
+
+    A machine's speed drifts (thermal state, other load): timing one model after the other would put the
+    drift into the comparison. Every round runs each model for ``seconds`` in turn (the order reversed on
+    every other round); a model's result is the median of its per-round medians.
+    """
+    if rounds < 1 or seconds <= 0:
+        raise InputError(f"rounds must be >= 1 and seconds > 0, got {rounds} and {seconds}")
+    backends = [open_backend(p, threads=threads) for p in paths]
+    try:
+        prepared = [b.prepare_inputs(sample_input(b)) for b in backends]
+        for b, x in zip(backends, prepared):
+            for _ in range(max(0, warmup)):
+                b.run_prepared(x)
+        medians: list[list[float]] = [[] for _ in backends]
+        for r in range(rounds):
+            order = range(len(backends)) if r % 2 == 0 else reversed(range(len(backends)))
+            for i in order:
+                b, x, times = backends[i], prepared[i], []
+                end = time.perf_counter() + seconds
+                while time.perf_counter() < end or len(times) < 3:
+                    t = time.perf_counter()
+                    b.run_prepared(x)
+                    own = b.last_call_ms()
+                    times.append((time.perf_counter() - t) * 1e3 if own is None else own)
+                medians[i].append(float(np.median(times)))
+        return [float(np.median(m)) for m in medians]
+    finally:
+        for b in backends:
+            b.close()

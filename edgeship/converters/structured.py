@@ -1,0 +1,170 @@
+"""Structured pruning as a step: cut channels, distil the accuracy back, measure the speed-up where it runs.
+
+``edgeship prune`` and ``convert --prune-channels`` call :func:`prune_structured`. The target is one of
+
+* ``channels=R``: remove the fraction R of every prunable group's channels (:func:`channels.plan`);
+* ``flops=R``: remove about the fraction R of the model's FLOPs (:func:`channels.plan_for_flops`);
+* ``speedup=X``: prune in steps (:data:`SPEEDUP_STEPS`, fractions of FLOPs removed), convert each step
+  to the format and precision it will be deployed in (int8 by default, through :func:`convert`) and
+  time it against the unpruned artifact side by side (:func:`edgeship.runtime.bench.compare_latency`),
+  until the measured speed-up reaches X.
+
+Then, with ``distill_epochs`` > 0, the pruned model is trained to reproduce the unpruned one on the
+calibration set's images (:mod:`edgeship.converters.distill`; its labels mixed in when it has them).
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import tempfile
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+
+from ..errors import InputError
+from . import channels as C
+from .keras_io import load_keras_model
+
+log = logging.getLogger(__name__)
+
+SPEEDUP_STEPS = (0.25, 0.4, 0.5, 0.6, 0.7, 0.8)  # fractions of the FLOPs removed, tried in turn by speedup=X
+MAX_SPEEDUP = 20.0
+LATENCY_ROUNDS = 5
+LATENCY_SECONDS = 0.4
+
+
+@dataclass
+class SpeedStep:
+    """One step of a speed-up search: what was removed and what it measured."""
+
+    flops_removed: float  # the step's target fraction
+    flops: int | None
+    params: int
+    base_ms: float
+    pruned_ms: float
+
+    @property
+    def speedup(self) -> float:
+        return self.base_ms / self.pruned_ms if self.pruned_ms > 0 else math.inf
+
+    def to_dict(self) -> dict[str, Any]:
+        return {**asdict(self), "speedup": round(self.speedup, 3)}
+
+
+@dataclass
+class StructuredReport:
+    """What ``edgeship prune`` did: the target, the channels removed, the speed measured, the distillation."""
+
+    target: dict[str, float]
+    channels: dict[str, Any]  # a ChannelReport
+    latency: dict[str, Any] | None = None  # {"format", "precision", "base_ms", "pruned_ms", "speedup"}
+    steps: list[dict[str, Any]] = field(default_factory=list)  # speed-up search
+    distillation: dict[str, Any] | None = None  # a DistillReport
+    seconds: float = 0.0
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def check_target(channels: float | None, flops: float | None, speedup: float | None) -> dict[str, float]:
+    """Exactly one of the three targets, in range; returned as {name: value}."""
+    given = {k: v for k, v in (("channels", channels), ("flops", flops), ("speedup", speedup)) if v is not None}
+    if len(given) != 1:
+        raise InputError(f"give exactly one pruning target (--channels R, --flops R or --speedup X), got {sorted(given) or 'none'}")
+    (name, value), = given.items()
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+        raise InputError(f"{name} must be a finite number, got {value!r}")
+    if name == "speedup" and not 1.0 < value <= MAX_SPEEDUP:
+        raise InputError(f"speedup must be above 1 and at most {MAX_SPEEDUP:g}, got {value:g}")
+    if name != "speedup" and not 0.0 < value < 1.0:
+        raise InputError(f"{name} must be a fraction between 0 and 1 (exclusive), got {value:g}")
+    return {name: float(value)}
+
+
+def prune_structured(model: Any, *, channels: float | None = None, flops: float | None = None, speedup: float | None = None,
+                     criterion: str = "l1", round_to: int = 8, min_channels: int = 8, dataset: Any = None,
+                     input_size: tuple[int, int] | None = None, distill_epochs: int = 0, distill_labels: bool = True,
+                     fmt: str = "tflite", precision: str = "int8", threads: int | None = None,
+                     rounds: int = LATENCY_ROUNDS, seconds: float = LATENCY_SECONDS) -> tuple[Any, StructuredReport]:
+    """Prune ``model`` (Keras 3, path or object) to one target; returns (pruned model, report). See the module doc."""
+    t0 = time.perf_counter()
+    target = check_target(channels, flops, speedup)
+    if not (isinstance(distill_epochs, int) and distill_epochs >= 0):
+        raise InputError(f"distillation epochs must be a non-negative integer, got {distill_epochs!r}")
+    teacher = load_keras_model(model)
+    x = None if dataset is None else dataset.split("calib")[0]
+    if (criterion == "activation" or distill_epochs) and dataset is None:
+        raise InputError("the activation criterion and distillation need a calibration set (--calib calib.npz)")
+    common = dict(criterion=criterion, round_to=round_to, min_channels=min_channels,
+                  x=x if criterion == "activation" else None, input_size=input_size)
+    steps: list[SpeedStep] = []
+    latency = None
+    if "speedup" in target:
+        pruned, report, steps = _search_speedup(teacher, target["speedup"], common, dataset, fmt, precision, threads,
+                                                rounds, seconds)
+        best = steps[-1]
+        latency = {"format": fmt, "precision": precision, "base_ms": best.base_ms, "pruned_ms": best.pruned_ms,
+                   "speedup": round(best.speedup, 3)}
+    else:
+        pruned, report = C.prune_channels(teacher, ratio=target.get("channels"), flops=target.get("flops"), **common)
+    out = StructuredReport(target=target, channels=report.to_dict(), latency=latency, steps=[s.to_dict() for s in steps])
+    if distill_epochs:
+        from .distill import distill
+
+        x_calib, y_calib = dataset.split("calib")
+        x_val, _ = dataset.split("holdout")
+        use_y = y_calib if distill_labels and y_calib is not None else None
+        out.distillation = distill(pruned, teacher, x_calib, y=use_y, x_val=x_val if len(x_val) else None,
+                                   epochs=distill_epochs, data="calibration set").to_dict()
+        pruned = uncompiled(pruned)
+    out.seconds = time.perf_counter() - t0
+    return pruned, out
+
+
+def _search_speedup(teacher: Any, want: float, common: dict[str, Any], dataset: Any, fmt: str, precision: str,
+                    threads: int | None, rounds: int, seconds: float) -> tuple[Any, Any, list[SpeedStep]]:
+    """Prune by growing fractions of the FLOPs until the deployed artifact is ``want`` times faster."""
+    from ..progress import progress
+    from ..runtime.bench import compare_latency
+
+    if precision == "int8" and dataset is None:
+        raise InputError("--speedup measures the int8 artifact: give the calibration set it is quantized with (--calib)")
+    steps: list[SpeedStep] = []
+    with tempfile.TemporaryDirectory(prefix="edgeship-speedup-") as tmp:
+        base = _artifact(teacher, Path(tmp) / "base", dataset, fmt, precision, common["input_size"])
+        bar = progress(SPEEDUP_STEPS, desc=f"speed-up {want:g}x", unit="step")
+        pruned = report = None
+        for frac in bar:
+            pruned, report = C.prune_channels(teacher, flops=frac, **common)
+            art = _artifact(pruned, Path(tmp) / f"step{len(steps)}", dataset, fmt, precision, common["input_size"])
+            base_ms, pruned_ms = compare_latency([base, art], rounds=rounds, seconds=seconds, threads=threads)
+            steps.append(SpeedStep(frac, report.flops_after, report.params_after, base_ms, pruned_ms))
+            log.info("speed-up step: %.0f%% of the FLOPs removed -> %.2fx (%.3f -> %.3f ms)", 100 * frac,
+                     steps[-1].speedup, base_ms, pruned_ms)
+            if steps[-1].speedup >= want:
+                break
+        else:
+            log.warning("the largest step (%.0f%% of the FLOPs removed) measured %.2fx, short of %.2gx",
+                        100 * SPEEDUP_STEPS[-1], steps[-1].speedup, want)
+    return pruned, report, steps
+
+
+def _artifact(model: Any, out: Path, dataset: Any, fmt: str, precision: str, input_size: tuple[int, int] | None) -> Path:
+    from .convert import convert
+
+    results = convert(model, formats=[fmt], precision=precision, out_dir=out, calib=dataset, max_drop=None,
+                      input_size=None if dataset is not None else input_size)
+    return results[0].path
+
+
+def uncompiled(model: Any) -> Any:
+    """The same model and weights without the training state distillation compiled into it, so that the saved file
+    loads with plain ``keras.saving.load_model`` (no custom loss to deserialise)."""
+    import keras
+
+    fresh = keras.models.clone_model(model)
+    fresh.set_weights(model.get_weights())
+    return fresh
