@@ -16,7 +16,6 @@ __version__ = "0.1.0"
 # public name -> "module:attribute"
 _EXPORTS = {
     "InputSpec": "edgeship.spec:InputSpec",
-    "preprocess": "edgeship.preprocess:preprocess",
     "build_dataset": "edgeship.calibration:build_dataset",
     "RepresentativeDataset": "edgeship.calibration:RepresentativeDataset",
     "convert": "edgeship.converters.convert:convert",

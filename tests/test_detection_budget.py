@@ -37,6 +37,9 @@ def test_detection_agreement_rules():
     empty = _dets(np.zeros((0, 4)), [])
     assert M.detection_agreement([empty], [empty])["ap50"] == 100.0
     assert M.detection_agreement([a], [empty])["ap50"] == 0.0
+    # nothing detected by the float model: no evidence either way, the budget does not apply
+    from edgeship.converters.verify import budget
+    assert budget({"detection": M.detection_agreement([empty], [a])})[1] is None
     # a confident false positive ranked first costs AP even when recall is full
     fp_first = _dets([[50, 50, 60, 60], [0, 0, 10, 10], [20, 20, 30, 30]], [0, 0, 1], [0.99, 0.9, 0.8])
     assert M.detection_agreement([a], [fp_first])["ap50"] < 100.0

@@ -61,6 +61,10 @@ def test_distillation_without_labels_wins_agreement_back(demo, tmp_path):
     assert d["labelled"] is False  # the demo's calibration set has no labels: the teacher's outputs are the targets
     assert d["after"]["agreement"] > d["before"]["agreement"] + 5.0 and d["after"]["agreement"] >= 80.0, d
     assert len(d["losses"]) == 8 and d["losses"][-1] < d["losses"][0]
+    import keras
+
+    student = keras.saving.load_model(str(out))  # plain Keras: no training state, no custom loss saved
+    assert getattr(student, "optimizer", None) is None and not student.compiled
 
 
 def test_convert_prunes_channels_then_quantizes_and_gates(demo, tmp_path):
@@ -82,7 +86,8 @@ def test_speedup_prunes_in_measured_steps(demo, tmp_path):
     steps = rep["steps"]
     assert len(steps) >= 2 and all(s["base_ms"] > 0 and s["pruned_ms"] > 0 for s in steps)
     assert [s["flops_removed"] for s in steps] == sorted(s["flops_removed"] for s in steps)
-    assert rep["latency"]["format"] == "tflite" and rep["latency"]["speedup"] == steps[-1]["speedup"]
+    # 20x is out of reach: the fastest step measured is kept
+    assert rep["latency"]["format"] == "tflite" and rep["latency"]["speedup"] == max(s["speedup"] for s in steps)
     assert out.exists()
 
 

@@ -144,8 +144,10 @@ def convert(
             from .structured import prune_structured
 
             with _timed(timings, "prune_channels_s"):
+                teacher_roles = guess_output_roles(src_model, dataset, spec, output_roles)[0] if distill_epochs else None
                 work_model, structured = prune_structured(src_model, channels=float(prune_channels), dataset=dataset,
-                                                          input_size=spec.size, distill_epochs=int(distill_epochs))
+                                                          input_size=spec.size, distill_epochs=int(distill_epochs),
+                                                          roles=teacher_roles)
         if prune:
             with _timed(timings, "prune_s"):
                 work_model, pruning = _prune(src_model, dataset, spec, options, finetune, label_list, stage)

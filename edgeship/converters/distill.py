@@ -171,6 +171,14 @@ def distill(student: Any, teacher: Any, x: np.ndarray, *, y: np.ndarray | None =
         raise InputError(f"the student's outputs {[np.shape(a)[1:] for a in student_val]} differ from the teacher's "
                          f"{[np.shape(a)[1:] for a in teacher_val]}")
     kinds = output_kinds(teacher_train, roles)
+    classes = [i for i, k in enumerate(kinds) if k != "values"]
+    if y is not None and len(classes) != 1:
+        log.warning("the labels are not used: they need exactly one class-score output, this model has %d "
+                    "(mark it with --output NAME=class_scores); distilling on the teacher's outputs only", len(classes))
+        y = None
+    if y is not None and len(y) and (int(np.min(y)) < 0 or int(np.max(y)) >= np.shape(teacher_train[classes[0]])[1]):
+        raise InputError(f"labels run from {int(np.min(y))} to {int(np.max(y))}, the model has "
+                         f"{np.shape(teacher_train[classes[0]])[1]} classes")
     targets, losses, weights = targets_and_losses(teacher_train, kinds, y=y, alpha=alpha, temperature=temperature)
     report = DistillReport(samples=len(x), epochs=epochs, labelled=y is not None, alpha=alpha if y is not None else None,
                            temperature=temperature, data=data, before=fidelity(teacher_val, student_val, kinds))

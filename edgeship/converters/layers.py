@@ -197,15 +197,15 @@ def _tflite_layer_energy(debugger: Any, samples: np.ndarray) -> list[tuple[str, 
         name = debugger._get_operand_name_and_index(verify_out)[0]  # noqa: SLF001 - the quantized graph's tensor name
         pairs.append((name, producer["op_name"] if producer else "?", q_idx, f_idx,
                       float(qp["scales"][0]), int(qp["zero_points"][0])))
-    acc = {name: _Accumulator() for name, *_ in pairs}
+    acc = {q_idx: _Accumulator() for _name, _op, q_idx, *_ in pairs}  # by tensor index: names can repeat
     for k, s in enumerate(samples):
         debugger._set_input_tensors(interp, [s[None]], k == 0)  # noqa: SLF001 - quantizes an int8 input its way
         interp.invoke()
         for name, _op, q_idx, f_idx, scale, zp in pairs:
             ref = interp.get_tensor(f_idx)
             test = (interp.get_tensor(q_idx).astype(np.int32) - zp) * scale
-            acc[name].add(ref, test, -1)
-    return [(name, op, acc[name], scale) for name, op, _q, _f, scale, _zp in pairs]
+            acc[q_idx].add(ref, test, -1)
+    return [(name, op, acc[q_idx], scale) for name, op, q_idx, _f, scale, _zp in pairs]
 
 
 def _tflite_graph(model: bytes) -> dict[str, Any]:

@@ -60,7 +60,7 @@ class StructuredReport:
 
     target: dict[str, float]
     channels: dict[str, Any]  # a ChannelReport
-    latency: dict[str, Any] | None = None  # {"format", "precision", "base_ms", "pruned_ms", "speedup"}
+    latency: dict[str, Any] | None = None  # the step kept: {"format", "precision", "base_ms", "pruned_ms", "speedup"}
     steps: list[dict[str, Any]] = field(default_factory=list)  # speed-up search
     distillation: dict[str, Any] | None = None  # a DistillReport
     seconds: float = 0.0
@@ -88,7 +88,8 @@ def prune_structured(model: Any, *, channels: float | None = None, flops: float 
                      criterion: str = "l1", round_to: int = 8, min_channels: int = 8, dataset: Any = None,
                      input_size: tuple[int, int] | None = None, distill_epochs: int = 0, distill_labels: bool = True,
                      fmt: str = "tflite", precision: str = "int8", threads: int | None = None,
-                     rounds: int = LATENCY_ROUNDS, seconds: float = LATENCY_SECONDS) -> tuple[Any, StructuredReport]:
+                     rounds: int = LATENCY_ROUNDS, seconds: float = LATENCY_SECONDS,
+                     roles: list[str] | None = None) -> tuple[Any, StructuredReport]:
     """Prune ``model`` (Keras 3, path or object) to one target; returns (pruned model, report). See the module doc."""
     t0 = time.perf_counter()
     target = check_target(channels, flops, speedup)
@@ -103,9 +104,9 @@ def prune_structured(model: Any, *, channels: float | None = None, flops: float 
     steps: list[SpeedStep] = []
     latency = None
     if "speedup" in target:
-        pruned, report, steps = _search_speedup(teacher, target["speedup"], common, dataset, fmt, precision, threads,
-                                                rounds, seconds)
-        best = steps[-1]
+        pruned, report, steps, kept = _search_speedup(teacher, target["speedup"], common, dataset, fmt, precision,
+                                                      threads, rounds, seconds)
+        best = steps[kept]
         latency = {"format": fmt, "precision": precision, "base_ms": best.base_ms, "pruned_ms": best.pruned_ms,
                    "speedup": round(best.speedup, 3)}
     else:
@@ -118,38 +119,43 @@ def prune_structured(model: Any, *, channels: float | None = None, flops: float 
         x_val, _ = dataset.split("holdout")
         use_y = y_calib if distill_labels and y_calib is not None else None
         out.distillation = distill(pruned, teacher, x_calib, y=use_y, x_val=x_val if len(x_val) else None,
-                                   epochs=distill_epochs, data="calibration set").to_dict()
+                                   epochs=distill_epochs, roles=roles, data="calibration set").to_dict()
         pruned = uncompiled(pruned)
     out.seconds = time.perf_counter() - t0
     return pruned, out
 
 
 def _search_speedup(teacher: Any, want: float, common: dict[str, Any], dataset: Any, fmt: str, precision: str,
-                    threads: int | None, rounds: int, seconds: float) -> tuple[Any, Any, list[SpeedStep]]:
-    """Prune by growing fractions of the FLOPs until the deployed artifact is ``want`` times faster."""
+                    threads: int | None, rounds: int, seconds: float) -> tuple[Any, Any, list[SpeedStep], int]:
+    """Prune by growing fractions of the FLOPs until the deployed artifact is ``want`` times faster.
+
+    Returns the model and report of the step kept (the first to reach ``want``, else the fastest measured),
+    every step measured, and the index of the one kept."""
     from ..progress import progress
     from ..runtime.bench import compare_latency
 
     if precision == "int8" and dataset is None:
         raise InputError("--speedup measures the int8 artifact: give the calibration set it is quantized with (--calib)")
     steps: list[SpeedStep] = []
+    models: list[tuple[Any, Any]] = []
     with tempfile.TemporaryDirectory(prefix="edgeship-speedup-") as tmp:
         base = _artifact(teacher, Path(tmp) / "base", dataset, fmt, precision, common["input_size"])
-        bar = progress(SPEEDUP_STEPS, desc=f"speed-up {want:g}x", unit="step")
-        pruned = report = None
-        for frac in bar:
+        for frac in progress(SPEEDUP_STEPS, desc=f"speed-up {want:g}x", unit="step"):
             pruned, report = C.prune_channels(teacher, flops=frac, **common)
+            if steps and report.flops_after == steps[-1].flops:
+                continue  # channel counts move in steps of round_to: nothing new to measure
             art = _artifact(pruned, Path(tmp) / f"step{len(steps)}", dataset, fmt, precision, common["input_size"])
             base_ms, pruned_ms = compare_latency([base, art], rounds=rounds, seconds=seconds, threads=threads)
             steps.append(SpeedStep(frac, report.flops_after, report.params_after, base_ms, pruned_ms))
+            models.append((pruned, report))
             log.info("speed-up step: %.0f%% of the FLOPs removed -> %.2fx (%.3f -> %.3f ms)", 100 * frac,
                      steps[-1].speedup, base_ms, pruned_ms)
             if steps[-1].speedup >= want:
-                break
-        else:
-            log.warning("the largest step (%.0f%% of the FLOPs removed) measured %.2fx, short of %.2gx",
-                        100 * SPEEDUP_STEPS[-1], steps[-1].speedup, want)
-    return pruned, report, steps
+                return pruned, report, steps, len(steps) - 1
+    kept = max(range(len(steps)), key=lambda i: steps[i].speedup)
+    log.warning("no step reached %.2gx; keeping the fastest measured: %.0f%% of the FLOPs removed, %.2fx",
+                want, 100 * steps[kept].flops_removed, steps[kept].speedup)
+    return models[kept][0], models[kept][1], steps, kept
 
 
 def _artifact(model: Any, out: Path, dataset: Any, fmt: str, precision: str, input_size: tuple[int, int] | None) -> Path:
@@ -162,9 +168,14 @@ def _artifact(model: Any, out: Path, dataset: Any, fmt: str, precision: str, inp
 
 def uncompiled(model: Any) -> Any:
     """The same model and weights without the training state distillation compiled into it, so that the saved file
-    loads with plain ``keras.saving.load_model`` (no custom loss to deserialise)."""
-    import keras
+    loads with plain ``keras.saving.load_model`` (no custom loss, no optimizer slots).
 
-    fresh = keras.models.clone_model(model)
+    Rebuilt from its config (``clone_model`` would compile the clone again); a Normalization layer's statistics
+    are finalised after its weights are set, as Keras does when it loads a file.
+    """
+    fresh = type(model).from_config(model.get_config())
     fresh.set_weights(model.get_weights())
+    for layer in fresh.layers:
+        if type(layer).__name__ == "Normalization" and hasattr(layer, "finalize_state"):
+            layer.finalize_state()
     return fresh

@@ -26,7 +26,7 @@ from typing import Any, Callable, Sequence
 import numpy as np
 
 from .. import formats
-from ..errors import InputError, ModelError, SpecError
+from ..errors import EdgeshipError, InputError, ModelError, SpecError
 from ..fileio import to_jsonable
 from ..manifest import Manifest
 from .. import roles as R
@@ -233,7 +233,8 @@ def budget_value(measured: str | None, drop: float | None, agreement: float | No
                  detection: dict[str, Any] | None) -> float | None:
     """The points a ``measured`` budget counts (see :data:`BUDGETS`)."""
     if measured == "detection" and detection is not None:
-        return 100.0 - float(detection["ap50"])
+        # no box from the float model: nothing to compare (lower --threshold), not a pass
+        return 100.0 - float(detection["ap50"]) if detection["reference_boxes"] else None
     if measured == "drop":
         return drop
     if measured == "disagreement" and agreement is not None:
@@ -348,12 +349,17 @@ def verify_artifact(artifact: str | os.PathLike, reference: Any, data: Any, *, s
     ref = reference_outputs(reference, x)
     art, info = run_artifact(path, x, precision=precision)
     roles = [t.role for t in manifest.outputs] if manifest is not None and manifest.outputs else None
-    task = task or (manifest.task if manifest is not None else None)
     detector = None
-    if task == "detect":
+    if (task or (manifest.task if manifest is not None else None)) == "detect":
         names = [t.name for t in manifest.outputs] if manifest is not None and manifest.outputs else None
-        detector = detector_for(manifest.input_spec if manifest is not None and manifest.input_spec else ds.spec, ref,
-                                names, **(detect or {}))
+        try:
+            detector = detector_for(manifest.input_spec if manifest is not None and manifest.input_spec else ds.spec, ref,
+                                    names, **(detect or {}))
+        except EdgeshipError as e:
+            if task == "detect":  # asked for on the command line: say why it cannot be done
+                raise
+            log.warning("%s: the manifest says detect but its boxes cannot be decoded (%s); judging the outputs' agreement",
+                        path.name, e)
     cmp = compare(ref, art, labels=y, class_names=ds.labels, roles=roles if roles and any(roles) else None,
                   detector=detector)
     measured, _ = budget(cmp)
@@ -371,6 +377,9 @@ def verify_artifact(artifact: str | os.PathLike, reference: Any, data: Any, *, s
     report.warnings = mistakes(cmp.get("ref_pred"), cmp.get("art_pred"), y, x, ds.spec,
                                manifest.input_spec if manifest else None, reference_accuracy=cmp.get("reference_accuracy"),
                                n_classes=int(np.shape(ref[cls])[1]) if cls is not None else None, outputs=cmp["outputs"])
+    if report.detection is not None and not report.detection["reference_boxes"]:
+        report.warnings.append("the float model detects nothing on these images: the detection budget cannot be measured "
+                               "(lower --threshold, or verify on images with objects)")
     for w in report.warnings:
         log.warning("%s: %s", path.name, w)
     if layers > 0:

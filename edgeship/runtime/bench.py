@@ -138,8 +138,10 @@ def compare_latency(paths: list[str | os.PathLike], *, rounds: int = 5, seconds:
     """
     if rounds < 1 or seconds <= 0:
         raise InputError(f"rounds must be >= 1 and seconds > 0, got {rounds} and {seconds}")
-    backends = [open_backend(p, threads=threads) for p in paths]
+    backends: list[Any] = []
     try:
+        for p in paths:
+            backends.append(open_backend(p, threads=threads))
         prepared = [b.prepare_inputs(sample_input(b)) for b in backends]
         for b, x in zip(backends, prepared):
             for _ in range(max(0, warmup)):
