@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import click
 
+from ..runtime.processing import TASKS
+
 from ._common import echo_err, emit_json
 
 EXAMPLES = """
@@ -22,7 +24,7 @@ Example:
 @click.option("--target", "target", required=True, help="Device profile (see `edgeship targets list`).")
 @click.option("--config", type=click.Path(exists=True, dir_okay=False), help="Deployment config (deploy.yaml) the service runs.")
 @click.option("--source", help="Camera/stream/video the service reads, when there is no --config (e.g. /dev/video0).")
-@click.option("--task", type=click.Choice(["classify", "detect", "raw"]), help="Task for --source bundles [from the manifest].")
+@click.option("--task", type=click.Choice(list(TASKS)), help="Task for --source bundles [from the manifest].")
 @click.option("--http-port", type=click.IntRange(1, 65535), help="Port of the runtime's HTTP server used for /health [target's, 8080].")
 @click.option("--wheels", is_flag=True, help="Include every runtime wheel for the target's platform and Python (offline install).")
 @click.option("--wheelhouse", type=click.Path(exists=True, file_okay=False), help="With --wheels: take wheels from this folder, not PyPI.")

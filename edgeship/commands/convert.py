@@ -7,6 +7,7 @@ from typing import Any
 import click
 
 from .. import formats
+from ..runtime.processing import TASKS
 from ._common import FiniteRange, echo_err, emit_json, format_table, human_size, max_drop_option, size_option
 from ._spec import spec_options, spec_overrides
 
@@ -49,7 +50,7 @@ def _from_target(name: str | None, formats: tuple[str, ...], precision: str | No
 @click.option("--epochs", type=click.IntRange(1), default=1, show_default=True, help="Fine-tuning epochs.")
 @click.option("--input-size", callback=size_option, help="HxW for models with a dynamic input size (without --calib).")
 @click.option("--labels", "labels", type=click.Path(exists=True, dir_okay=False), help="Class names: one per line (# comments and blank lines ignored), a JSON list or a JSON {id: name} object (default: the calibration set's).")
-@click.option("--task", type=click.Choice(["classify", "detect", "raw"]), help="Override the task written to the manifest.")
+@click.option("--task", type=click.Choice(list(TASKS)), help="Override the task written to the manifest.")
 @click.option("--name", help="Artifact name (default: MODEL_PRECISION; with several formats NAME_FORMAT).")
 @click.option("--preset", type=click.Choice(["performance", "mixed"]), default="performance", show_default=True,
               help="NNCF preset for OpenVINO int8.")
@@ -119,15 +120,9 @@ def channel_pruning_line(cp: dict[str, Any]) -> str:
     line = f"channels pruned: parameters {c['params_before']:,} -> {c['params_after']:,}"
     if c.get("flops_before"):
         line += f", GFLOPs {c['flops_before'] / 1e9:.4g} -> {c['flops_after'] / 1e9:.4g}"
-    d = cp.get("distillation")
-    if d and "agreement" in d["after"]:
-        line += (f"; top-1 agreement with the unpruned model {d['before']['agreement']:.1f}% -> {d['after']['agreement']:.1f}% "
-                 f"after {d['epochs']} epochs of distillation")
-    elif d:
-        line += f"; cosine with the unpruned model {d['before']['cosine']:.3f} -> {d['after']['cosine']:.3f} after distillation"
-    else:
-        line += "; not distilled (--distill EPOCHS wins accuracy back)"
-    return line + ". The accuracy gate compares the artifact with the pruned float model."
+    from .prune import describe_distillation
+
+    return f"{line}; {describe_distillation(cp.get('distillation'))}. The accuracy gate compares the artifact with the pruned float model."
 
 
 def _summary(r: Any) -> dict[str, Any]:

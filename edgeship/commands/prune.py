@@ -115,19 +115,21 @@ def render(report, out: str, report_path) -> str:
                                     f"{s['pruned_ms']:.3f}", f"{s['speedup']:.2f}x") for s in report.steps]))
     for name, why in list(c["frozen"].items())[:10]:
         lines.append(f"kept (not understood): {name}: {why}")
-    d = report.distillation
-    if d:
-        before, after = d["before"], d["after"]
-        key = "agreement" if "agreement" in after else "cosine"
-        unit = "%" if key == "agreement" else ""
-        lines.append(f"distillation: {d['epochs']} epochs on {d['samples']} images ({'labels + teacher' if d['labelled'] else 'teacher only, no labels'}); "
-                     f"{'top-1 agreement' if key == 'agreement' else 'cosine'} with the unpruned model "
-                     f"{before[key]:.4g}{unit} -> {after[key]:.4g}{unit}")
-    elif report.distillation is None:
-        lines.append("no distillation: the pruned model has not been trained since its channels were cut "
-                     "(--distill EPOCHS with --calib wins accuracy back)")
+    lines.append(describe_distillation(report.distillation))
     lines.append(f"pruned model: {out}   report: {report_path}   ({report.seconds:.1f} s)")
     return "\n".join(lines)
+
+
+def describe_distillation(d: dict | None) -> str:
+    """One sentence on a DistillReport (or its absence), for prune's and convert's output."""
+    if not d:
+        return ("no distillation: the pruned model has not been trained since its channels were cut "
+                "(--distill EPOCHS with --calib wins accuracy back)")
+    key = "agreement" if "agreement" in d["after"] else "cosine"
+    what, unit = ("top-1 agreement", "%") if key == "agreement" else ("cosine", "")
+    return (f"distillation: {d['epochs']} epochs on {d['samples']} images "
+            f"({'labels + teacher' if d['labelled'] else 'teacher only, no labels'}); {what} with the unpruned model "
+            f"{d['before'][key]:.4g}{unit} -> {d['after'][key]:.4g}{unit}")
 
 
 def _pct(after: float, before: float) -> str:

@@ -8,18 +8,18 @@ import click
 
 from .. import formats
 from ..limits import MAX_OUTPUT_QUEUE, MAX_THREADS
+from ..runtime.processing import TASKS
 from ..runtime.processing.anchors import PRESETS as ANCHOR_PRESETS
 from ._common import FiniteRange, echo_err, emit_json, format_table
 from ._spec import spec_options, spec_overrides
 
-TASK_CHOICES = ("classify", "detect", "raw")
 
 
 @click.command("run")
 @click.argument("artifact", type=click.Path(dir_okay=False), required=False)
 @click.option("--config", "config", type=click.Path(dir_okay=False), default=None, help="Deployment config (YAML/TOML): artifact, source, task, app (security|industrial|robot), sinks, server. Only --max-frames, --duration and --json combine with it.")
 @click.option("--source", "-s", default=None, help="Camera index or /dev/videoN, rtsp:// or http:// URL, gst:PIPELINE, image folder or video file.")
-@click.option("--task", type=click.Choice(TASK_CHOICES), default=None, help="Post-processing (default: the manifest's task, else guessed from the outputs).")
+@click.option("--task", type=click.Choice(list(TASKS)), default=None, help="Post-processing (default: the manifest's task, else guessed from the outputs).")
 @click.option("--labels", type=click.Path(exists=True, dir_okay=False), default=None, help="Class names: one per line (# comments and blank lines ignored), a JSON list or a JSON {id: name} object (default: the manifest's labels).")
 @click.option("--sink", "sinks", multiple=True, metavar="KIND:ARG", help="jsonl:- | jsonl:FILE | jsonl-raw:FILE (every output in full) | npz:DIR (one .npz of all outputs per frame) | video:FILE.mp4 | http:[HOST:]PORT (repeatable; default jsonl:- unless --json).")
 @click.option("--max-frames", type=click.IntRange(min=1), default=None, help="Stop after N frames taken from the source.")

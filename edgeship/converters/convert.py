@@ -25,6 +25,7 @@ from .. import formats as fmts
 from ..errors import ConversionError, InputError
 from ..fileio import file_size, gzip_size, owned_temp_prefix, sha256_file, sweep_stale
 from ..manifest import Manifest, manifest_path, tool_versions
+from ..runtime.processing import TASKS
 from ..spec import InputSpec
 from . import keras_io
 from .inputs import (collapsing_softmax, finetune_data, infer_task, load_calibration, load_source, resolve_labels,
@@ -35,7 +36,6 @@ from .tflite import IO_TYPES
 
 log = logging.getLogger(__name__)
 
-TASKS = ("classify", "detect", "raw")
 STAGE_PREFIX = ".edgeship-convert-"
 
 
@@ -195,12 +195,14 @@ def _validate(formats: list[str], precision: str, **o: Any) -> dict[str, Any]:
         raise InputError(f"prune schedule must be constant or polynomial, got {o['prune_schedule']!r}")
     if o["finetune"] is not None and not o["prune"]:
         raise InputError("--finetune only applies when pruning: add --prune SPARSITY")
-    if o["prune_channels"] is not None and not 0.0 < float(o["prune_channels"]) < 1.0:
-        raise InputError(f"--prune-channels must be a fraction between 0 and 1 (0.3 = 30% of the channels), got {o['prune_channels']}")
+    if o["prune_channels"] is not None or o["distill_epochs"]:
+        from .structured import check_epochs, check_target  # the prune step's own rules, checked before any work
+
+        if o["prune_channels"] is not None:
+            check_target(o["prune_channels"], None, None)
+        check_epochs(o["distill_epochs"])
     if o["prune_channels"] and o["prune"]:
         raise InputError("--prune-channels and --prune both prune: run `edgeship prune` first, then convert with --prune")
-    if not (isinstance(o["distill_epochs"], int) and o["distill_epochs"] >= 0):
-        raise InputError(f"--distill must be a non-negative number of epochs, got {o['distill_epochs']!r}")
     if o["distill_epochs"] and not o["prune_channels"]:
         raise InputError("--distill only applies with --prune-channels (or use `edgeship prune --distill`)")
     if o["distill_epochs"] and o["calib"] is None:

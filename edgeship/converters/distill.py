@@ -29,6 +29,7 @@ import numpy as np
 
 from .. import roles as R
 from ..errors import InputError
+from ..runtime.processing.classify import softmax
 from . import metrics as M
 
 log = logging.getLogger(__name__)
@@ -56,13 +57,6 @@ class DistillReport:
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
-
-
-def _softmax(z: np.ndarray, t: float) -> np.ndarray:
-    z = np.asarray(z, np.float64) / t
-    z -= z.max(axis=1, keepdims=True)
-    e = np.exp(z)
-    return (e / e.sum(axis=1, keepdims=True)).astype(np.float32)
 
 
 def output_kinds(teacher_outputs: Sequence[np.ndarray], roles: Sequence[str | None] | None = None) -> list[str]:
@@ -96,7 +90,7 @@ def targets_and_losses(teacher_outputs: Sequence[np.ndarray], kinds: Sequence[st
             losses.append(keras.losses.MeanSquaredError())
             weights.append(1.0 / var if var > 1e-12 else 1.0)
             continue
-        soft = out if kind == "probabilities" else _softmax(out, temperature)
+        soft = out if kind == "probabilities" else softmax(out / temperature, axis=1)
         if y is not None:
             one_hot = np.eye(soft.shape[1], dtype=np.float32)[np.asarray(y, np.int64)]
             soft = alpha * one_hot + (1.0 - alpha) * soft

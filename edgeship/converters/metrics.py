@@ -190,14 +190,6 @@ def range_mismatch(x: np.ndarray, expected: Sequence[float], *, min_span: float 
 DETECTION_IOU = 0.5
 
 
-def _box_iou(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    a, b = np.asarray(a, np.float64)[:, None, :], np.asarray(b, np.float64)[None, :, :]
-    lt, rb = np.maximum(a[..., :2], b[..., :2]), np.minimum(a[..., 2:], b[..., 2:])
-    inter = np.prod(np.clip(rb - lt, 0, None), axis=-1)
-    area = lambda t: np.prod(np.clip(t[..., 2:] - t[..., :2], 0, None), axis=-1)  # noqa: E731
-    return inter / np.maximum(area(a) + area(b) - inter, 1e-12)
-
-
 def match_detections(ref: Sequence[tuple[np.ndarray, np.ndarray, np.ndarray]],
                      art: Sequence[tuple[np.ndarray, np.ndarray, np.ndarray]],
                      iou: float = DETECTION_IOU) -> tuple[np.ndarray, np.ndarray, int]:
@@ -208,13 +200,15 @@ def match_detections(ref: Sequence[tuple[np.ndarray, np.ndarray, np.ndarray]],
     """
     if len(ref) != len(art):
         raise ValueError(f"match_detections needs one entry per image on both sides, got {len(ref)} and {len(art)}")
+    from ..runtime.processing.detect import box_iou  # the IoU the runtime's NMS uses (numpy only)
+
     scores, hits, total = [], [], 0
     for (rb, _rs, rc), (ab, as_, ac) in zip(ref, art):
         rb, rc, ab, as_, ac = (np.asarray(v) for v in (rb, rc, ab, as_, ac))
         total += len(rb)
         order = np.argsort(-as_, kind="stable")
         taken = np.zeros(len(rb), bool)
-        overlap = _box_iou(ab, rb) if len(ab) and len(rb) else np.zeros((len(ab), len(rb)))
+        overlap = box_iou(ab, rb) if len(ab) and len(rb) else np.zeros((len(ab), len(rb)))
         for i in order:
             cand = np.where(~taken & (rc == ac[i]) & (overlap[i] >= iou))[0] if len(rb) else np.zeros(0, int)
             hit = bool(len(cand))

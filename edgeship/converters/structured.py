@@ -84,6 +84,13 @@ def check_target(channels: float | None, flops: float | None, speedup: float | N
     return {name: float(value)}
 
 
+def check_epochs(epochs: Any) -> int:
+    """Distillation epochs: a non-negative integer (0 = no distillation)."""
+    if isinstance(epochs, bool) or not isinstance(epochs, int) or epochs < 0:
+        raise InputError(f"distillation epochs must be a non-negative integer, got {epochs!r}")
+    return epochs
+
+
 def prune_structured(model: Any, *, channels: float | None = None, flops: float | None = None, speedup: float | None = None,
                      criterion: str = "l1", round_to: int = 8, min_channels: int = 8, dataset: Any = None,
                      input_size: tuple[int, int] | None = None, distill_epochs: int = 0, distill_labels: bool = True,
@@ -93,8 +100,7 @@ def prune_structured(model: Any, *, channels: float | None = None, flops: float 
     """Prune ``model`` (Keras 3, path or object) to one target; returns (pruned model, report). See the module doc."""
     t0 = time.perf_counter()
     target = check_target(channels, flops, speedup)
-    if not (isinstance(distill_epochs, int) and distill_epochs >= 0):
-        raise InputError(f"distillation epochs must be a non-negative integer, got {distill_epochs!r}")
+    check_epochs(distill_epochs)
     teacher = load_keras_model(model)
     x = None if dataset is None else dataset.split("calib")[0]
     if (criterion == "activation" or distill_epochs) and dataset is None:

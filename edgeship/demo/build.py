@@ -19,7 +19,6 @@ TensorFlow is imported only when a model has to be trained or converted.
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 import tempfile
@@ -101,16 +100,14 @@ def export_int8(demo: Any, out_path: str | os.PathLike) -> Path:
 
 
 def _save_samples(path: Path, demo: Any) -> None:
-    """The model's calibration and holdout samples as an edgeship calibration set (what verify and convert read)."""
+    """The model's calibration and holdout samples as an edgeship calibration set (what verify and convert read).
+
+    Unlabelled: a calibration set has labels for both splits or neither, and the demo keeps none for its
+    calibration samples (the quickstart builds its own labelled sets with ``edgeship calibrate``)."""
     from ..calibration import RepresentativeDataset
 
-    labelled = isinstance(demo.y_holdout, np.ndarray) and len(demo.y_holdout) == len(demo.x_holdout) > 0
-    y_calib = getattr(demo, "y_calib", None)
-    ds = RepresentativeDataset(demo.spec, demo.x_calib, demo.x_holdout,
-                               y_calib=np.asarray(y_calib) if labelled and y_calib is not None else None,
-                               y_holdout=demo.y_holdout if labelled and y_calib is not None else None,
-                               labels=demo.labels, meta={"task": demo.task, "demo": True})
-    ds.save(path)
+    RepresentativeDataset(demo.spec, demo.x_calib, demo.x_holdout, labels=demo.labels,
+                          meta={"task": demo.task, "demo": True}).save(path)
 
 
 def build_demo(out: str | os.PathLike = "quickstart-out", *, force: bool = False, models: bool = True,

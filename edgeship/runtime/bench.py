@@ -53,6 +53,17 @@ def sample_input(backend: Any, batch: int = 1, seed: int = 0) -> np.ndarray:
     return np.random.default_rng(seed).uniform(lo, hi, size=shape).astype(np.float32)
 
 
+def timed_call(backend: Any, prepared: Any) -> tuple[float, float]:
+    """Run the model once: (its latency in ms as the vendor's tool times it, the Python wall clock in ms).
+
+    The first is the backend's own request latency where it has one (OpenVINO), else the wall clock."""
+    t = time.perf_counter()
+    backend.run_prepared(prepared)
+    wall = (time.perf_counter() - t) * 1e3
+    own = backend.last_call_ms()
+    return (wall if own is None else own), wall
+
+
 def benchmark(
     path: str | os.PathLike,
     *,
@@ -82,13 +93,10 @@ def benchmark(
         stats, wall = LatencyStats(window=1_000_000), LatencyStats(window=1_000_000)
         t_start = time.perf_counter()
         while True:
-            t = time.perf_counter()
-            b.run_prepared(prepared)
-            now = time.perf_counter()
-            own = b.last_call_ms()
-            wall.add((now - t) * 1e3)
-            stats.add((now - t) * 1e3 if own is None else own)
-            if now - t_start >= duration and stats.count >= min_iterations:
+            ms, wall_ms = timed_call(b, prepared)
+            wall.add(wall_ms)
+            stats.add(ms)
+            if time.perf_counter() - t_start >= duration and stats.count >= min_iterations:
                 break
         elapsed = time.perf_counter() - t_start
         e2e = LatencyStats()
@@ -153,10 +161,7 @@ def compare_latency(paths: list[str | os.PathLike], *, rounds: int = 5, seconds:
                 b, x, times = backends[i], prepared[i], []
                 end = time.perf_counter() + seconds
                 while time.perf_counter() < end or len(times) < 3:
-                    t = time.perf_counter()
-                    b.run_prepared(x)
-                    own = b.last_call_ms()
-                    times.append((time.perf_counter() - t) * 1e3 if own is None else own)
+                    times.append(timed_call(b, x)[0])
                 medians[i].append(float(np.median(times)))
         return [float(np.median(m)) for m in medians]
     finally:
