@@ -29,8 +29,8 @@ def event(i: int) -> dict:
 
 
 def sink_for(port: int, queue: Path, **kw) -> MqttEventSink:
-    opts = {"topic": TOPIC, "queue": queue, "backoff_s": 0.1, "max_backoff_s": 0.5, "timeout": 2.0, "drain_s": 2.0}
-    return MqttEventSink("127.0.0.1", port, **{**opts, **kw})
+    opts = {"topic": TOPIC, "queue": queue, "backoff_s": 0.1, "max_backoff_s": 0.5, "timeout_s": 2.0, "drain_s": 2.0}
+    return MqttEventSink(f"127.0.0.1:{port}", **{**opts, **kw})
 
 
 def rows_on_disk(queue: Path) -> int:
@@ -155,7 +155,7 @@ def test_broker_stopped_and_restarted_mid_run_nothing_lost(broker, tmp_path):
 
 def test_without_a_queue_events_stay_in_memory(tmp_path):
     port = free_port()
-    sink = MqttEventSink("127.0.0.1", port, topic=TOPIC, backoff_s=0.1, max_backoff_s=0.5, timeout=0.5)
+    sink = MqttEventSink(f"127.0.0.1:{port}", topic=TOPIC, backoff_s=0.1, max_backoff_s=0.5, timeout_s=0.5)
     sink.open()
     try:
         sink.emit(event(0), JPEG)
@@ -167,12 +167,11 @@ def test_without_a_queue_events_stay_in_memory(tmp_path):
 
 
 def test_config_mqtt_queue_key(tmp_path):
-    from edgeship.runtime.apps import _event_sinks
-    from edgeship.runtime.config import MqttEvents
+    from edgeship.runtime.apps.events import MqttEventSink, event_sink
 
-    cfg = MqttEvents.model_validate({"type": "mqtt", "broker": "127.0.0.1:1999", "queue": "state/mqtt.sqlite",
-                                     "timeout_s": 2, "backoff_s": 0.2}, context={"base": str(tmp_path)})
-    (sink,) = _event_sinks([cfg])
+    cfg = MqttEventSink.Config.model_validate({"type": "mqtt", "broker": "127.0.0.1:1999", "queue": "state/mqtt.sqlite",
+                                               "timeout_s": 2, "backoff_s": 0.2}, context={"base": str(tmp_path)})
+    sink = event_sink(cfg)
     assert sink.queue_path == tmp_path / "state" / "mqtt.sqlite" and sink.port == 1999
     assert sink.timeout == 2 and sink.backoff_s == 0.2
 
@@ -206,7 +205,7 @@ def test_webhook_status_reports_last_error_too(tmp_path):
 
     port = free_port()  # nothing listens there
     sink = WebhookEventSink(f"http://127.0.0.1:{port}/events", tmp_path / "hook.sqlite", backoff_s=0.05,
-                            max_backoff_s=0.1, timeout=1.0, drain_s=0)
+                            max_backoff_s=0.1, timeout_s=1.0, drain_s=0)
     sink.open()
     try:
         sink.emit(event(0))

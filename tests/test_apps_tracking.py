@@ -330,7 +330,7 @@ ZONE = {"name": "door", "points": [[0, 0], [1, 0], [1, 1]]}
 
 
 @pytest.mark.parametrize("app, message", [
-    ({"lines": [{"name": "g", "points": [[0, 0], [1, 1], [1, 0]]}]}, "app.lines[0].points: a line is 2 points"),
+    ({"lines": [{"name": "g", "points": [[0, 0], [1, 1], [1, 0]]}]}, "app.lines[0].points: a line is exactly 2 points"),
     ({"lines": [{"name": "g", "points": [[0, 0], [0, 0]]}]}, "app.lines[0].points: the 2 points must differ"),
     ({"lines": [{"name": "g", "points": [[0, 0], [0, 1]], "direction": "up"}]}, "app.lines[0].direction: Input should be"),
     ({"lines": [{"name": "g", "points": [[0, 0], [0, 1]]}] * 2}, "app.lines: line names must be unique"),

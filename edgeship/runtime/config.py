@@ -37,52 +37,20 @@ import os
 from pathlib import Path
 from typing import Annotated, Any, Literal, Optional, Union
 
-from pydantic import (AfterValidator, BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator,
-                      model_validator)
+from pydantic import Field, ValidationError, ValidationInfo, field_validator, model_validator
 
 from .. import formats
 from ..errors import ConfigError, SourceError, SpecError
 from ..limits import MAX_OUTPUT_QUEUE, MAX_THREADS
 from ..spec import COLOR_ORDERS, INTERPOLATIONS, RESIZE_MODES
-from .apps.outbox import MAX_MB as OUTBOX_MB
-from .apps.outbox import MAX_ROWS as OUTBOX_ROWS
-
-APP_KINDS = ("security", "industrial", "robot")
-
-
-# ---- path types (resolved against the config's folder, passed in the validation context) -------
-def _base(info: ValidationInfo) -> Path:
-    return Path((info.context or {}).get("base", "."))
+from .apps import app_classes
+from .apps.events import EVENT_SINKS
+from .apps.outputs import OUTPUTS
+from .schema import InFile, Port, Score, Strict, resolve_path, tagged_union, tags
 
 
-def _resolve(p: Path, info: ValidationInfo) -> Path:
-    p = Path(os.path.expanduser(str(p)))
-    return p if p.is_absolute() else (_base(info) / p).resolve()
 
-
-def _existing_file(p: Path, info: ValidationInfo) -> Path:
-    p = _resolve(p, info)
-    if not p.is_file():
-        raise ValueError(f"file not found: {p}")
-    return p
-
-
-def _queue_file(p: Path, info: ValidationInfo) -> Path:
-    p = _resolve(p, info)
-    if p.is_dir():
-        raise ValueError(f"{p} is a folder; expected a file name for the SQLite event queue")
-    return p
-
-
-InFile = Annotated[Path, AfterValidator(_existing_file)]
-OutPath = Annotated[Path, AfterValidator(_resolve)]
-QueueFile = Annotated[Path, AfterValidator(_queue_file)]
-Score = Annotated[float, Field(ge=0.0, le=1.0)]
-Port = Annotated[int, Field(ge=0, le=65535)]
-
-
-class Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+AppCfg = tagged_union(app_classes())
 
 
 class SourceCfg(Strict):
@@ -103,7 +71,7 @@ class SourceCfg(Strict):
             raise ValueError(str(e)) from None
         if kind in LIVE_KINDS:
             return v
-        p = _resolve(Path(target), info)
+        p = resolve_path(Path(target), info)
         if not p.exists():
             raise ValueError(f"file not found: {p}")
         return str(p) if target == v.strip() else f"{kind}:{p}"
@@ -148,255 +116,6 @@ class ServerCfg(Strict):
         if self.host not in ("127.0.0.1", "localhost", "::1") and not self.token:
             raise ValueError(f"a token (8+ characters) is required when binding {self.host}, not only 127.0.0.1")
         return self
-
-
-def _broker(v: str) -> str:
-    from .apps.mqtt import parse_mqtt_url
-
-    try:
-        parse_mqtt_url(v)
-    except ConfigError as e:
-        raise ValueError(str(e)) from None
-    return v
-
-
-Broker = Annotated[str, AfterValidator(_broker)]
-
-
-# ---- event sinks ---------------------------------------------------------------------------------
-class JsonlEvents(Strict):
-    type: Literal["jsonl"]
-    path: OutPath
-
-
-class WebhookEvents(Strict):
-    type: Literal["webhook"]
-    url: str = Field(pattern=r"^https?://")
-    queue: QueueFile
-    timeout_s: float = Field(5.0, gt=0)
-    backoff_s: float = Field(0.5, gt=0)
-    max_backoff_s: float = Field(60.0, gt=0)
-    headers: dict[str, str] = {}
-    include_snapshot: bool = False
-    drain_s: float = Field(3.0, ge=0)
-    max_queued: int = Field(OUTBOX_ROWS, ge=1, le=10_000_000)  # outbox bound: the oldest events are dropped (and counted)
-    max_queue_mb: float = Field(OUTBOX_MB, gt=0, le=1_000_000)
-
-
-class MqttEvents(Strict):
-    type: Literal["mqtt"]
-    broker: Broker = "127.0.0.1:1883"
-    topic: str = "edgeship/events"
-    snapshots: bool = True
-    username: Optional[str] = None
-    password: Optional[str] = None
-    queue: Optional[QueueFile] = None  # durable outbox; without it events wait in memory while the broker is down
-    timeout_s: float = Field(5.0, gt=0)
-    backoff_s: float = Field(0.5, gt=0)
-    max_backoff_s: float = Field(30.0, gt=0)
-    drain_s: float = Field(3.0, ge=0)
-    max_queued: int = Field(OUTBOX_ROWS, ge=1, le=10_000_000)
-    max_queue_mb: float = Field(OUTBOX_MB, gt=0, le=1_000_000)
-
-
-EventSinkCfg = Annotated[Union[JsonlEvents, WebhookEvents, MqttEvents], Field(discriminator="type")]
-
-
-class SnapshotCfg(Strict):
-    dir: OutPath
-    quota_mb: float = Field(200.0, gt=0)
-
-
-# ---- security -------------------------------------------------------------------------------------
-class _PlaceCfg(Strict):
-    """What a zone and a tripwire line share: a name, points, and which detections count."""
-
-    name: str = Field(min_length=1)
-    points: list[tuple[float, float]]
-    normalized: Optional[bool] = None  # None: normalised when every coordinate is within 0..1
-    classes: list[str] = []
-    min_score: Score = 0.5
-    anchor: Literal["bottom-center", "center", "top-center"] = "bottom-center"
-
-
-class ZoneCfg(_PlaceCfg):
-    min_dwell_frames: int = Field(1, ge=1)
-    min_dwell_s: float = Field(0.0, ge=0)
-    cooldown_s: float = Field(30.0, ge=0)
-    max_gap_frames: int = Field(2, ge=0)
-    events: list[Literal["enter", "exit"]] = ["enter"]  # per-track events (with the tracker)
-
-    @field_validator("points")
-    @classmethod
-    def _three(cls, v: list) -> list:
-        if len(v) < 3:
-            raise ValueError(f"expected at least 3 points, got {len(v)}")
-        return v
-
-
-class LineCfg(_PlaceCfg):
-    direction: Literal["both", "in", "out"] = "both"  # crossings that raise events; counters count both
-    hysteresis_px: float = Field(2.0, ge=0)
-
-    @field_validator("points")
-    @classmethod
-    def _two(cls, v: list) -> list:
-        if len(v) != 2:
-            raise ValueError(f"a line is 2 points [[x1, y1], [x2, y2]], got {len(v)}")
-        if tuple(v[0]) == tuple(v[1]):
-            raise ValueError(f"the 2 points must differ, got {[list(p) for p in v]}")
-        return v
-
-
-class TrackerCfg(Strict):
-    enabled: bool = True  # false: presence per (zone, class), no track ids, no lines
-    iou: float = Field(0.3, gt=0, le=1)
-    max_age: int = Field(15, ge=0)
-    min_hits: int = Field(2, ge=1)
-    velocity: bool = True
-    class_aware: bool = True
-    matcher: Literal["greedy", "hungarian"] = "greedy"
-
-    @field_validator("matcher")
-    @classmethod
-    def _scipy(cls, v: str) -> str:
-        if v == "hungarian":
-            import importlib.util
-
-            if importlib.util.find_spec("scipy") is None:
-                raise ValueError("'hungarian' needs SciPy (pip install scipy); use 'greedy' without it")
-        return v
-
-
-class MotionCfg(Strict):
-    threshold: float = Field(25.0, gt=0, le=255)
-    min_area: float = Field(0.002, ge=0, le=1)
-    alpha: float = Field(0.2, gt=0, le=1)
-    width: int = Field(96, ge=16)
-    hold_frames: int = Field(5, ge=0)
-    max_skip: int = Field(150, ge=1)
-
-
-class SecurityCfg(Strict):
-    type: Literal["security"]
-    camera: str = "camera"
-    zones: list[ZoneCfg] = []
-    lines: list[LineCfg] = []
-    tracker: TrackerCfg = TrackerCfg()
-    motion: Optional[MotionCfg] = None
-    snapshots: Optional[SnapshotCfg] = None
-    events: list[EventSinkCfg] = []
-
-    @field_validator("zones", "lines")
-    @classmethod
-    def _unique(cls, v: list, info: ValidationInfo) -> list:
-        names = [z.name for z in v]
-        dup = sorted({n for n in names if names.count(n) > 1})
-        if dup:
-            raise ValueError(f"{info.field_name[:-1]} names must be unique, got {dup} more than once")
-        return v
-
-    @model_validator(mode="after")
-    def _something_to_watch(self) -> "SecurityCfg":
-        if not self.zones and not self.lines:
-            raise ValueError("give at least one zone (zones:) or tripwire (lines:)")
-        if self.lines and not self.tracker.enabled:
-            raise ValueError("lines count tracked objects: they need tracker.enabled: true")
-        return self
-
-
-# ---- industrial -------------------------------------------------------------------------------------
-class MqttTopicCfg(Strict):
-    broker: Broker = "127.0.0.1:1883"
-    topic: str = "edgeship/trigger"
-
-
-class TriggerCfg(Strict):
-    mode: Literal["frame", "interval", "external"] = "frame"
-    interval_ms: Optional[float] = Field(None, gt=0)
-    mqtt: Optional[MqttTopicCfg] = None
-
-    @model_validator(mode="after")
-    def _consistent(self) -> "TriggerCfg":
-        if self.mode == "interval" and self.interval_ms is None:
-            raise ValueError("mode 'interval' needs interval_ms")
-        if self.mqtt is not None and self.mode != "external":
-            raise ValueError("an MQTT trigger needs mode 'external'")
-        return self
-
-
-class InspectCfg(Strict):
-    pass_classes: list[str] = []
-    fail_classes: list[str] = []
-    min_score: Score = 0.0
-    class_thresholds: dict[str, Score] = {}
-    uncertain: Literal["pass", "fail"] = "fail"
-    fail_above: Optional[float] = None
-
-    @model_validator(mode="after")
-    def _one_rule(self) -> "InspectCfg":
-        if self.pass_classes and self.fail_classes:
-            raise ValueError("give pass_classes or fail_classes, not both")
-        return self
-
-
-class NoOutputCfg(Strict):
-    type: Literal["none"]
-
-
-class MqttOutputCfg(Strict):
-    type: Literal["mqtt"]
-    broker: Broker = "127.0.0.1:1883"
-    topic: str = "edgeship/reject"
-
-
-class HttpOutputCfg(Strict):
-    type: Literal["http"]
-    url: str = Field(pattern=r"^https?://")
-    timeout_s: float = Field(2.0, gt=0)
-
-
-class GpioOutputCfg(Strict):
-    type: Literal["gpio"]
-    pin: int = Field(ge=0, le=40)
-    pulse_ms: float = Field(100.0, gt=0)
-    active_high: bool = True
-
-
-OutputCfg = Annotated[Union[NoOutputCfg, MqttOutputCfg, HttpOutputCfg, GpioOutputCfg], Field(discriminator="type")]
-
-
-class IndustrialCfg(Strict):
-    type: Literal["industrial"]
-    counters: OutPath
-    inspect: InspectCfg = InspectCfg()
-    trigger: TriggerCfg = TriggerCfg()
-    outputs: list[OutputCfg] = []
-    rejects: Optional[SnapshotCfg] = None
-    events: list[EventSinkCfg] = []
-
-
-# ---- robot ---------------------------------------------------------------------------------------------
-class RobotCfg(Strict):
-    type: Literal["robot"]
-    rate_hz: float = Field(30.0, gt=0, le=1000)
-    stale_ms: float = Field(200.0, gt=0)
-    udp: list[str] = []
-
-    @field_validator("udp")
-    @classmethod
-    def _targets(cls, v: list[str]) -> list[str]:
-        from .apps.robot import parse_udp_target
-
-        for t in v:
-            try:
-                parse_udp_target(t)
-            except ConfigError as e:
-                raise ValueError(str(e)) from None
-        return v
-
-
-AppCfg = Annotated[Union[SecurityCfg, IndustrialCfg, RobotCfg], Field(discriminator="type")]
 
 
 class DeployConfig(Strict):
@@ -449,7 +168,7 @@ class DeployConfig(Strict):
                                  f"got {s!r}")
             if not arg:
                 raise ValueError(f"{kind} sink needs a file, got {s!r}")
-            out.append(s if arg == "-" else f"{kind}:{_resolve(Path(arg), info)}")
+            out.append(s if arg == "-" else f"{kind}:{resolve_path(Path(arg), info)}")
         return out
 
 
@@ -483,7 +202,8 @@ def read_mapping(path: Path) -> dict:
     return data
 
 
-_TAGS = {"security", "industrial", "robot", "jsonl", "webhook", "mqtt", "none", "http", "gpio"}
+# the ``type`` tags of every plugin registry: pydantic puts them in error locations, key paths leave them out
+_TAGS = tags(app_classes()) | tags(EVENT_SINKS.values()) | tags(OUTPUTS.values())
 
 
 def key_path(loc: tuple) -> str:

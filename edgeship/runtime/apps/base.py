@@ -32,6 +32,9 @@ class App:
     """Base class: subclasses fill in ``write`` and ``status``."""
 
     name = "app"
+    # what the deployment does when the config does not say: buffer every frame (not only the
+    # newest) and draw the app's overlays on the video/HTTP sinks
+    defaults: dict[str, bool] = {"realtime": False, "annotate": True}
 
     def __init__(self) -> None:
         self.gates: list[Any] = []

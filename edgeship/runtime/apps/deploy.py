@@ -15,7 +15,8 @@ from typing import Any
 
 from ..sinks.files import VideoSink
 from ..types import Frame
-from . import DEFAULTS, build_app
+from .base import App
+from . import build_app
 
 
 @dataclass
@@ -44,7 +45,7 @@ def build_deployment(cfg, *, max_frames: int | None = None, duration: float | No
     from .dashboard import DashboardSink
 
     app = build_app(cfg.app) if cfg.app is not None else None
-    defaults = DEFAULTS.get(cfg.app.type if cfg.app is not None else "", {"realtime": False, "annotate": True})
+    defaults = app.defaults if app is not None else App.defaults
     realtime = cfg.source.realtime if cfg.source.realtime is not None else defaults["realtime"]
     sinks: list[Any] = [_with_overlays(s, app) if defaults["annotate"] else s for s in cfg.sinks]
     server = None

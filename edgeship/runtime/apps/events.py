@@ -1,7 +1,7 @@
 """Event sinks: where a security event (or an inspection verdict) goes.
 
-Every sink has ``open()``, ``emit(event, jpeg)`` and ``close()`` and is built from a config dict
-through :data:`EVENT_SINKS`:
+Every sink has ``open()``, ``emit(event, jpeg)`` and ``close()``; its config model is the class's
+``Config`` (keys = constructor keywords) and :data:`EVENT_SINKS` maps the config's ``type`` to it:
 
 - ``jsonl``: one JSON object per line, appended and flushed per event.
 - ``webhook``: HTTP POST of the event JSON with an ``Idempotency-Key`` header (the event id). The
@@ -28,9 +28,12 @@ import threading
 import urllib.error
 import urllib.request
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Literal, Optional
+
+from pydantic import Field
 
 from ...errors import ConfigError
+from ..schema import Broker, OutPath, QueueFile, Strict, tagged_union
 from .outbox import MAX_MB, MAX_ROWS, Outbox
 
 log = logging.getLogger(__name__)
@@ -76,8 +79,15 @@ def event_json(event: dict) -> bytes:
     return json.dumps(event, sort_keys=True, separators=(",", ":")).encode("utf-8")
 
 
+class JsonlEvents(Strict):
+    type: Literal["jsonl"]
+    path: OutPath
+
+
 class JsonlEventSink:
     """Append events to a JSON-lines file (flushed after every event)."""
+
+    Config = JsonlEvents
 
     def __init__(self, path: str | os.PathLike) -> None:
         self.path = Path(path)
@@ -105,17 +115,33 @@ class JsonlEventSink:
         return {"type": "jsonl", "path": str(self.path), "written": self.count}
 
 
+class WebhookEvents(Strict):
+    type: Literal["webhook"]
+    url: str = Field(pattern=r"^https?://")
+    queue: QueueFile
+    timeout_s: float = Field(5.0, gt=0)
+    backoff_s: float = Field(0.5, gt=0)
+    max_backoff_s: float = Field(60.0, gt=0)
+    headers: dict[str, str] = {}
+    include_snapshot: bool = False
+    drain_s: float = Field(3.0, ge=0)
+    max_queued: int = Field(MAX_ROWS, ge=1, le=10_000_000)  # outbox bound: the oldest events are dropped (and counted)
+    max_queue_mb: float = Field(MAX_MB, gt=0, le=1_000_000)
+
+
 class WebhookEventSink:
     """POST events to ``url`` from a durable SQLite outbox, retried with exponential backoff."""
 
-    def __init__(self, url: str, queue: str | os.PathLike, *, timeout: float = 5.0, backoff_s: float = 0.5,
+    Config = WebhookEvents
+
+    def __init__(self, url: str, queue: str | os.PathLike, *, timeout_s: float = 5.0, backoff_s: float = 0.5,
                  max_backoff_s: float = 60.0, headers: dict[str, str] | None = None,
                  include_snapshot: bool = False, drain_s: float = 3.0, max_queued: int = MAX_ROWS,
                  max_queue_mb: float = MAX_MB) -> None:
         if not url.startswith(("http://", "https://")):
             raise ConfigError(f"webhook url must start with http:// or https://, got {url!r}")
         self.url, self.queue_path = url, Path(queue)
-        self.timeout, self.backoff_s, self.max_backoff_s = float(timeout), float(backoff_s), float(max_backoff_s)
+        self.timeout, self.backoff_s, self.max_backoff_s = float(timeout_s), float(backoff_s), float(max_backoff_s)
         self.headers = dict(headers or {})
         self.include_snapshot, self.drain_s = include_snapshot, float(drain_s)
         self.max_queued, self.max_queue_mb = int(max_queued), float(max_queue_mb)
@@ -201,6 +227,22 @@ class WebhookEventSink:
                 "dropped": self.outbox.dropped() if self.outbox is not None else None}
 
 
+class MqttEvents(Strict):
+    type: Literal["mqtt"]
+    broker: Broker = "127.0.0.1:1883"
+    topic: str = "edgeship/events"
+    snapshots: bool = True
+    username: Optional[str] = None
+    password: Optional[str] = None
+    queue: Optional[QueueFile] = None  # durable outbox; without it events wait in memory while the broker is down
+    timeout_s: float = Field(5.0, gt=0)
+    backoff_s: float = Field(0.5, gt=0)
+    max_backoff_s: float = Field(30.0, gt=0)
+    drain_s: float = Field(3.0, ge=0)
+    max_queued: int = Field(MAX_ROWS, ge=1, le=10_000_000)
+    max_queue_mb: float = Field(MAX_MB, gt=0, le=1_000_000)
+
+
 class MqttEventSink:
     """Publish events (QoS 1) and their snapshots to an MQTT broker, durably when given a ``queue`` file.
 
@@ -218,15 +260,20 @@ class MqttEventSink:
     the delete, sends a message again. Consumers de-duplicate events on their ``id`` field.
     """
 
-    def __init__(self, host: str = "127.0.0.1", port: int = 1883, *, topic: str = "edgeship/events",
+    Config = MqttEvents
+
+    def __init__(self, broker: str = "127.0.0.1:1883", *, topic: str = "edgeship/events",
                  snapshots: bool = True, username: str | None = None, password: str | None = None,
-                 queue: str | os.PathLike | None = None, timeout: float = 5.0, backoff_s: float = 0.5,
+                 queue: str | os.PathLike | None = None, timeout_s: float = 5.0, backoff_s: float = 0.5,
                  max_backoff_s: float = 30.0, drain_s: float = 3.0, window: int = 20, max_queued: int = MAX_ROWS,
                  max_queue_mb: float = MAX_MB) -> None:
-        self.host, self.port, self.topic, self.snapshots = host, int(port), topic.rstrip("/"), snapshots
+        from .mqtt import parse_mqtt_url
+
+        self.host, self.port = parse_mqtt_url(broker)
+        self.topic, self.snapshots = topic.rstrip("/"), snapshots
         self.username, self.password = username, password
         self.queue_path = Path(queue) if queue is not None else None
-        self.timeout, self.backoff_s, self.max_backoff_s = float(timeout), float(backoff_s), float(max_backoff_s)
+        self.timeout, self.backoff_s, self.max_backoff_s = float(timeout_s), float(backoff_s), float(max_backoff_s)
         self.drain_s, self.window = float(drain_s), int(window)
         self.max_queued, self.max_queue_mb = int(max_queued), float(max_queue_mb)
         self.client = None
@@ -377,17 +424,19 @@ class MqttEventSink:
                 "connected": bool(self.client and self.client.connected)}
 
 
-EVENT_SINKS: dict[str, Callable[..., Any]] = {
+# registry: the config's ``type`` -> sink class (its ``Config`` is the config model)
+EVENT_SINKS: dict[str, Any] = {
     "jsonl": JsonlEventSink,
     "webhook": WebhookEventSink,
     "mqtt": MqttEventSink,
 }
 
+EventSinkCfg = tagged_union(EVENT_SINKS.values())
 
-def make_event_sink(kind: str, **options: Any):
-    """Build an event sink from its registry name and keyword options."""
+
+def event_sink(cfg: Any) -> Any:
+    """The event sink for a validated ``events:`` entry."""
     try:
-        factory = EVENT_SINKS[kind]
+        return EVENT_SINKS[cfg.type](**cfg.options())
     except KeyError:
-        raise ConfigError(f"unknown event sink {kind!r}; expected one of {', '.join(EVENT_SINKS)}") from None
-    return factory(**options)
+        raise ConfigError(f"unknown event sink {cfg.type!r}; expected one of {', '.join(EVENT_SINKS)}") from None

@@ -13,15 +13,19 @@ import logging
 import os
 from collections import deque
 from dataclasses import dataclass, field
-from typing import Any, Sequence
+from typing import Any, Literal, Optional, Sequence
 
 import numpy as np
+from pydantic import model_validator
 
 from ...errors import ConfigError
+from ..schema import OutPath, Score, Strict, checked
 from .base import App, iso_time, new_event_id
 from .counters import Counters
-from .snapshots import SnapshotStore
-from .triggers import EveryFrameTrigger
+from .events import EventSinkCfg, event_sink
+from .outputs import OutputCfg, reject_output
+from .snapshots import SnapshotCfg, SnapshotStore
+from .triggers import EveryFrameTrigger, TriggerCfg, trigger
 
 log = logging.getLogger(__name__)
 
@@ -47,7 +51,7 @@ class PassRule:
 
     def __post_init__(self) -> None:
         if self.pass_classes and self.fail_classes:
-            raise ConfigError("inspection: give pass_classes or fail_classes, not both")
+            raise ConfigError("give pass_classes or fail_classes, not both")
         if self.uncertain not in ("pass", "fail"):
             raise ConfigError(f"inspection: uncertain must be 'pass' or 'fail', got {self.uncertain!r}")
         object.__setattr__(self, "pass_classes", tuple(str(c) for c in self.pass_classes))
@@ -106,8 +110,48 @@ def _judge_detections(dets, rule: PassRule) -> Verdict:
     return Verdict(True, best[0], best[1], "no defect found")
 
 
+class InspectCfg(Strict):
+    """The ``inspect:`` section (keys = :class:`PassRule` fields)."""
+
+    pass_classes: list[str] = []
+    fail_classes: list[str] = []
+    min_score: Score = 0.0
+    class_thresholds: dict[str, Score] = {}
+    uncertain: Literal["pass", "fail"] = "fail"
+    fail_above: Optional[float] = None
+
+    @model_validator(mode="after")
+    def _rule(self) -> "InspectCfg":
+        checked(self.build)()  # PassRule's own checks (one pass/fail rule)
+        return self
+
+    def build(self) -> PassRule:
+        return PassRule(**self.options())
+
+
+class IndustrialCfg(Strict):
+    """``app: {type: industrial, ...}``."""
+
+    type: Literal["industrial"]
+    counters: OutPath
+    inspect: InspectCfg = InspectCfg()
+    trigger: TriggerCfg = TriggerCfg()
+    outputs: list[OutputCfg] = []
+    rejects: Optional[SnapshotCfg] = None
+    events: list[EventSinkCfg] = []
+
+
 class IndustrialApp(App):
     name = "industrial"
+    Config = IndustrialCfg
+
+    @classmethod
+    def from_config(cls, cfg: IndustrialCfg) -> "IndustrialApp":
+        rej = cfg.rejects
+        return cls(cfg.inspect.build(), counters_db=cfg.counters, trigger=trigger(cfg.trigger),
+                   outputs=[reject_output(o) for o in cfg.outputs],
+                   reject_dir=rej.dir if rej else None, reject_quota_mb=rej.quota_mb if rej else 500.0,
+                   event_sinks=[event_sink(e) for e in cfg.events])
 
     def __init__(self, rule: PassRule, *, counters_db: str | os.PathLike, trigger: Any = None,
                  outputs: Sequence[Any] = (), reject_dir: str | os.PathLike | None = None,

@@ -15,17 +15,28 @@ still tentative is held and reported when it is confirmed (dropped if it never i
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Sequence
+from typing import TYPE_CHECKING, Any, Literal, Sequence
 
 import numpy as np
+from pydantic import Field, field_validator
 
 from ...errors import ConfigError
-from .zones import anchor_points, check_geometry, points_px, wants
+from ..schema import checked
+from .zones import PlaceCfg, anchor_points, check_geometry, points_px, wants
 
 if TYPE_CHECKING:
     from .tracking import Track
 
 LINE_DIRECTIONS = ("both", "in", "out")
+
+
+def check_line_points(pts: Sequence[Any], where: str = "") -> Sequence[Any]:
+    """A tripwire is exactly 2 different points, A then B."""
+    if len(pts) != 2:
+        raise ConfigError(f"{where}a line is exactly 2 points [[x1, y1], [x2, y2]], got {len(pts)}")
+    if tuple(pts[0]) == tuple(pts[1]):
+        raise ConfigError(f"{where}the 2 points must differ, got {[list(p) for p in pts]}")
+    return pts
 
 
 @dataclass(frozen=True)
@@ -43,10 +54,7 @@ class Line:
 
     def __post_init__(self) -> None:
         pts = tuple((float(x), float(y)) for x, y in self.points)
-        if len(pts) != 2:
-            raise ConfigError(f"line {self.name!r}: expected exactly 2 points, got {len(pts)}")
-        if pts[0] == pts[1]:
-            raise ConfigError(f"line {self.name!r}: the 2 points must differ, got {list(pts)}")
+        check_line_points(pts, f"line {self.name!r}: ")
         check_geometry("line", self.name, pts, self.normalized, self.anchor)
         if self.direction not in LINE_DIRECTIONS:
             raise ConfigError(f"line {self.name!r}: direction must be one of {', '.join(LINE_DIRECTIONS)}, "
@@ -62,6 +70,21 @@ class Line:
 
     def wants(self, label: str, score: float) -> bool:
         return wants(self.classes, self.min_score, label, score)
+
+
+class LineCfg(PlaceCfg):
+    """One entry of the security app's ``lines:`` (keys = :class:`Line` fields)."""
+
+    direction: Literal[LINE_DIRECTIONS] = "both"  # type: ignore[valid-type]  # crossings that raise events
+    hysteresis_px: float = Field(2.0, ge=0)
+
+    @field_validator("points")
+    @classmethod
+    def _points(cls, v: list) -> list:
+        return checked(check_line_points)(v)
+
+    def build(self) -> Line:
+        return Line(**self.options())
 
 
 def side_of(points: np.ndarray, a: np.ndarray, b: np.ndarray, hysteresis_px: float = 0.0) -> np.ndarray:

@@ -14,6 +14,20 @@ import threading
 from typing import Callable
 
 import numpy as np
+from pydantic import Field
+
+from ..schema import Strict
+
+
+class MotionCfg(Strict):
+    """The security app's ``motion:`` section (keys = :class:`MotionGate` keywords)."""
+
+    threshold: float = Field(25.0, gt=0, le=255)
+    min_area: float = Field(0.002, ge=0, le=1)
+    alpha: float = Field(0.2, gt=0, le=1)
+    width: int = Field(96, ge=16)
+    hold_frames: int = Field(5, ge=0)
+    max_skip: int = Field(150, ge=1)
 
 
 def thumbnail(image: np.ndarray, width: int = 96) -> np.ndarray:

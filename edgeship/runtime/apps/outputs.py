@@ -1,7 +1,7 @@
 """Reject outputs: what tells the line to push a failed part off the belt.
 
-Each output has ``open()``, ``reject(record)`` and ``close()`` and is built through
-:data:`OUTPUTS` from its config:
+Each output has ``open()``, ``reject(record)`` and ``close()``; its config model is the class's
+``Config`` (keys = constructor keywords) and :data:`OUTPUTS` maps the config's ``type`` to it:
 
 - ``mqtt``: the inspection record (JSON) to a topic, QoS 1.
 - ``http``: POST of the record (JSON) to a URL (a PLC gateway, Node-RED...).
@@ -27,9 +27,12 @@ import logging
 import queue
 import threading
 import time
-from typing import Any, Callable
+from typing import Any, Callable, Literal, Optional
+
+from pydantic import Field
 
 from ...errors import ConfigError
+from ..schema import Broker, Strict, tagged_union
 
 log = logging.getLogger(__name__)
 
@@ -68,10 +71,15 @@ class _Worker:
         self._thread.join(timeout)
 
 
+class NoOutputCfg(Strict):
+    type: Literal["none"]
+
+
 class NoOutput:
     """Counts rejects and does nothing else."""
 
     kind = "none"
+    Config = NoOutputCfg
 
     def __init__(self) -> None:
         self.sent = 0
@@ -89,11 +97,24 @@ class NoOutput:
         return {"type": self.kind, "signals": self.sent}
 
 
+class MqttOutputCfg(Strict):
+    type: Literal["mqtt"]
+    broker: Broker = "127.0.0.1:1883"
+    topic: str = "edgeship/reject"
+    username: Optional[str] = None
+    password: Optional[str] = None
+
+
 class MqttOutput:
     kind = "mqtt"
+    Config = MqttOutputCfg
 
-    def __init__(self, host: str = "127.0.0.1", port: int = 1883, topic: str = "edgeship/reject", **auth: Any) -> None:
-        self.host, self.port, self.topic, self.auth = host, int(port), topic, auth
+    def __init__(self, broker: str = "127.0.0.1:1883", topic: str = "edgeship/reject", *,
+                 username: str | None = None, password: str | None = None) -> None:
+        from .mqtt import parse_mqtt_url
+
+        self.host, self.port = parse_mqtt_url(broker)
+        self.topic, self.auth = topic, {"username": username, "password": password}
         self.client = None
         self.sent = 0
 
@@ -117,13 +138,21 @@ class MqttOutput:
         return {"type": self.kind, "topic": self.topic, "signals": self.sent}
 
 
+class HttpOutputCfg(Strict):
+    type: Literal["http"]
+    url: str = Field(pattern=r"^https?://")
+    timeout_s: float = Field(2.0, gt=0)
+    headers: dict[str, str] = {}
+
+
 class HttpOutput:
     kind = "http"
+    Config = HttpOutputCfg
 
-    def __init__(self, url: str, timeout: float = 2.0, headers: dict[str, str] | None = None) -> None:
+    def __init__(self, url: str, timeout_s: float = 2.0, headers: dict[str, str] | None = None) -> None:
         if not url.startswith(("http://", "https://")):
             raise ConfigError(f"reject output url must start with http:// or https://, got {url!r}")
-        self.url, self.timeout, self.headers = url, float(timeout), dict(headers or {})
+        self.url, self.timeout, self.headers = url, float(timeout_s), dict(headers or {})
         self._worker: _Worker | None = None
 
     def _post(self, record: dict) -> None:
@@ -146,10 +175,18 @@ class HttpOutput:
         return {"type": self.kind, "url": self.url, "signals": w.sent if w else 0, "errors": w.errors if w else 0}
 
 
+class GpioOutputCfg(Strict):
+    type: Literal["gpio"]
+    pin: int = Field(ge=0, le=40)
+    pulse_ms: float = Field(100.0, gt=0)
+    active_high: bool = True
+
+
 class GpioOutput:
     """Pulse a GPIO pin (BCM numbering) high for ``pulse_ms`` per reject, via gpiozero when present."""
 
     kind = "gpio"
+    Config = GpioOutputCfg
 
     def __init__(self, pin: int, pulse_ms: float = 100.0, active_high: bool = True) -> None:
         self.pin, self.pulse_s, self.active_high = int(pin), float(pulse_ms) / 1000.0, bool(active_high)
@@ -192,18 +229,20 @@ class GpioOutput:
                 "signals": (w.sent - self.skipped) if w else 0}
 
 
-OUTPUTS: dict[str, Callable[..., Any]] = {
+# registry: the config's ``type`` -> output class (its ``Config`` is the config model)
+OUTPUTS: dict[str, Any] = {
     "none": NoOutput,
     "mqtt": MqttOutput,
     "http": HttpOutput,
     "gpio": GpioOutput,
 }
 
+OutputCfg = tagged_union(OUTPUTS.values())
 
-def make_output(kind: str, **options: Any):
-    """Build a reject output from its registry name and keyword options."""
+
+def reject_output(cfg: Any) -> Any:
+    """The reject output for a validated ``outputs:`` entry."""
     try:
-        factory = OUTPUTS[kind]
+        return OUTPUTS[cfg.type](**cfg.options())
     except KeyError:
-        raise ConfigError(f"unknown reject output {kind!r}; expected one of {', '.join(OUTPUTS)}") from None
-    return factory(**options)
+        raise ConfigError(f"unknown reject output {cfg.type!r}; expected one of {', '.join(OUTPUTS)}") from None

@@ -16,8 +16,11 @@ import logging
 import socket
 import threading
 import time
-from typing import Sequence
+from typing import Literal, Sequence
 
+from pydantic import Field, field_validator
+
+from ..schema import Strict, checked
 from .base import App
 
 log = logging.getLogger(__name__)
@@ -53,8 +56,30 @@ def parse_udp_target(target: str) -> tuple[str, int]:
         raise ConfigError(f"UDP target must look like host:port, got {target!r}") from None
 
 
+class RobotCfg(Strict):
+    """``app: {type: robot, ...}`` (keys = :class:`RobotApp` keywords)."""
+
+    type: Literal["robot"]
+    rate_hz: float = Field(30.0, gt=0, le=1000)
+    stale_ms: float = Field(200.0, gt=0)
+    udp: list[str] = []
+
+    @field_validator("udp")
+    @classmethod
+    def _targets(cls, v: list[str]) -> list[str]:
+        for t in v:
+            checked(parse_udp_target)(t)
+        return v
+
+
 class RobotApp(App):
     name = "robot"
+    Config = RobotCfg
+    defaults = {"realtime": True, "annotate": False}  # one-slot live buffer, no drawing, no snapshots
+
+    @classmethod
+    def from_config(cls, cfg: RobotCfg) -> "RobotApp":
+        return cls(**cfg.options())
 
     def __init__(self, *, rate_hz: float = 30.0, stale_ms: float = 200.0, udp: Sequence[str] = (),
                  max_datagram: int = 60000) -> None:

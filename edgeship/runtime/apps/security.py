@@ -22,23 +22,68 @@ from __future__ import annotations
 import logging
 import os
 from collections import deque
-from typing import Any, Sequence
+from typing import Any, Literal, Optional, Sequence
+
+from pydantic import ValidationInfo, field_validator, model_validator
 
 from ...errors import ConfigError
+from ..schema import Strict
 from .base import App, iso_time, new_event_id
-from .lines import Line, LineCounter
-from .motion import MotionGate
-from .snapshots import SnapshotStore, draw_box, draw_polygon, encode_jpeg
-from .tracking import Track, Tracker
-from .zones import TrackZones, Zone, ZoneTracker, zone_hits
+from .events import EventSinkCfg, event_sink
+from .lines import Line, LineCfg, LineCounter
+from .motion import MotionCfg, MotionGate
+from .snapshots import SnapshotCfg, SnapshotStore, draw_box, draw_polygon, encode_jpeg
+from .tracking import Track, Tracker, TrackerCfg, tracker_from_config
+from .zones import TrackZones, Zone, ZoneCfg, ZoneTracker, zone_hits
 
 log = logging.getLogger(__name__)
 
 LINE_COLOR = (255, 0, 255)  # BGR magenta
 
 
+class SecurityCfg(Strict):
+    """``app: {type: security, ...}``."""
+
+    type: Literal["security"]
+    camera: str = "camera"
+    zones: list[ZoneCfg] = []
+    lines: list[LineCfg] = []
+    tracker: TrackerCfg = TrackerCfg()
+    motion: Optional[MotionCfg] = None
+    snapshots: Optional[SnapshotCfg] = None
+    events: list[EventSinkCfg] = []
+
+    @field_validator("zones", "lines")
+    @classmethod
+    def _unique(cls, v: list, info: ValidationInfo) -> list:
+        names = [z.name for z in v]
+        dup = sorted({n for n in names if names.count(n) > 1})
+        if dup:
+            raise ValueError(f"{info.field_name[:-1]} names must be unique, got {dup} more than once")
+        return v
+
+    @model_validator(mode="after")
+    def _something_to_watch(self) -> "SecurityCfg":
+        if not self.zones and not self.lines:
+            raise ValueError("give at least one zone (zones:) or tripwire (lines:)")
+        if self.lines and not self.tracker.enabled:
+            raise ValueError("lines count tracked objects: they need tracker.enabled: true")
+        return self
+
+
 class SecurityApp(App):
     name = "security"
+    Config = SecurityCfg
+
+    @classmethod
+    def from_config(cls, cfg: SecurityCfg) -> "SecurityApp":
+        tracker = tracker_from_config(cfg.tracker)
+        snap = cfg.snapshots
+        return cls([z.build() for z in cfg.zones], lines=[ln.build() for ln in cfg.lines],
+                   tracker=tracker if tracker is not None else False,
+                   event_sinks=[event_sink(e) for e in cfg.events], camera=cfg.camera,
+                   snapshot_dir=snap.dir if snap else None, snapshot_quota_mb=snap.quota_mb if snap else 200.0,
+                   motion=cfg.motion.options() if cfg.motion else None)
 
     def __init__(self, zones: Sequence[Zone] = (), *, lines: Sequence[Line] = (), tracker: Tracker | bool = True,
                  event_sinks: Sequence[Any] = (), snapshot_dir: str | os.PathLike | None = None,

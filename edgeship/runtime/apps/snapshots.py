@@ -14,8 +14,17 @@ from pathlib import Path
 from typing import Sequence
 
 import numpy as np
+from pydantic import Field
 
 from ...fileio import atomic_write_bytes
+from ..schema import OutPath, Strict
+
+
+class SnapshotCfg(Strict):
+    """A folder of saved frames (security snapshots, industrial rejects) kept under a quota."""
+
+    dir: OutPath
+    quota_mb: float = Field(200.0, gt=0)
 
 log = logging.getLogger(__name__)
 

@@ -8,7 +8,7 @@ matched ``min_hits`` times (a tentative track missed once is dropped: detector f
 *confirmed*; a confirmed track survives ``max_age`` inferred frames unseen (occlusion) before it is
 deleted. Ids count up from 1 and are never reused.
 
-    tracker = Tracker(iou_threshold=0.3, max_age=15, min_hits=2)
+    tracker = Tracker(iou=0.3, max_age=15, min_hits=2)
     for frame, dets in stream:
         for tr in tracker.update(dets, frame.t_capture, frame_index=frame.index):
             print(tr.track_id, tr.label, tr.box, tr.missed)
@@ -19,11 +19,13 @@ No camera, no model, no clock: the same inputs give the same ids.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Callable
+from typing import Any, Callable, Literal
 
 import numpy as np
+from pydantic import Field, field_validator
 
 from ...errors import ConfigError
+from ..schema import Strict, checked
 from ..types import Detections, label_for
 
 
@@ -153,17 +155,17 @@ class _State:
 class Tracker:
     """IoU multi-object tracker; :meth:`update` once per inferred frame.
 
-    ``iou_threshold``: least IoU between a predicted track box and a detection to match them.
+    ``iou``: least IoU between a predicted track box and a detection to match them.
     ``max_age``: inferred frames a confirmed track survives unseen. ``min_hits``: matches before a
     track is confirmed (1: at once). ``velocity``: predict each box with its smoothed per-frame
     motion (off: the last box stays put). ``class_aware``: a track only matches detections of
     its own class. ``matcher``: a key of :data:`MATCHERS`.
     """
 
-    def __init__(self, *, iou_threshold: float = 0.3, max_age: int = 15, min_hits: int = 2, velocity: bool = True,
+    def __init__(self, *, iou: float = 0.3, max_age: int = 15, min_hits: int = 2, velocity: bool = True,
                  class_aware: bool = True, matcher: str = "greedy", smoothing: float = 0.5) -> None:
-        if not 0.0 < iou_threshold <= 1.0:
-            raise ConfigError(f"tracker.iou must be in (0, 1], got {iou_threshold}")
+        if not 0.0 < iou <= 1.0:
+            raise ConfigError(f"tracker.iou must be in (0, 1], got {iou}")
         if max_age < 0:
             raise ConfigError(f"tracker.max_age must be >= 0, got {max_age}")
         if min_hits < 1:
@@ -174,7 +176,7 @@ class Tracker:
             _require_scipy()
         if not 0.0 < smoothing <= 1.0:
             raise ConfigError(f"tracker smoothing must be in (0, 1], got {smoothing}")
-        self.iou_threshold, self.max_age, self.min_hits = float(iou_threshold), int(max_age), int(min_hits)
+        self.iou_threshold, self.max_age, self.min_hits = float(iou), int(max_age), int(min_hits)
         self.velocity, self.class_aware, self.smoothing = bool(velocity), bool(class_aware), float(smoothing)
         self.matcher = matcher
         self._match = MATCHERS[matcher]
@@ -273,11 +275,26 @@ class Tracker:
                 "created": self.created, "confirmed": self.confirmed_total, "next_id": self._next_id}
 
 
-def tracker_from_options(options: dict[str, Any] | None) -> Tracker | None:
-    """A :class:`Tracker` from the config's ``tracker:`` options (``enabled: false`` -> None)."""
-    opts = dict(options or {})
-    if not opts.pop("enabled", True):
-        return None
-    if "iou" in opts:
-        opts["iou_threshold"] = opts.pop("iou")
-    return Tracker(**opts)
+class TrackerCfg(Strict):
+    """The security app's ``tracker:`` section (keys = :class:`Tracker` keywords, plus ``enabled``)."""
+
+    enabled: bool = True  # false: presence per (zone, class), no track ids, no lines
+    iou: float = Field(0.3, gt=0, le=1)
+    max_age: int = Field(15, ge=0)
+    min_hits: int = Field(2, ge=1)
+    velocity: bool = True
+    class_aware: bool = True
+    matcher: Literal["greedy", "hungarian"] = "greedy"
+
+    @field_validator("matcher")
+    @classmethod
+    def _available(cls, v: str) -> str:
+        if v == "hungarian":
+            checked(_require_scipy)()
+        return v
+
+
+def tracker_from_config(cfg: TrackerCfg) -> Tracker | None:
+    """The :class:`Tracker` a ``tracker:`` section describes (``enabled: false`` -> None)."""
+    opts = cfg.options()
+    return Tracker(**opts) if opts.pop("enabled") else None

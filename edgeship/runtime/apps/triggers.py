@@ -7,7 +7,8 @@
   the trigger, so a part that was still moving into place when the trigger fired is not judged.
   A trigger body may be JSON with an ``id`` (a part serial) that is copied into the record.
 
-Frames a trigger does not select are counted as skipped by the pipeline.
+Frames a trigger does not select are counted as skipped by the pipeline. The ``trigger:`` config
+is :class:`TriggerCfg`; :func:`trigger` builds the one it names through :data:`TRIGGERS`.
 """
 
 from __future__ import annotations
@@ -16,13 +17,39 @@ import json
 import threading
 import time
 from collections import deque
-from typing import Any, Callable
+from typing import Any, Callable, Literal, Optional
+
+from pydantic import Field, model_validator
 
 from ...errors import ConfigError
+from ..schema import Broker, Strict
+
+
+class MqttTopicCfg(Strict):
+    broker: Broker = "127.0.0.1:1883"
+    topic: str = "edgeship/trigger"
+
+
+class TriggerCfg(Strict):
+    mode: Literal["frame", "interval", "external"] = "frame"
+    interval_ms: Optional[float] = Field(None, gt=0)
+    mqtt: Optional[MqttTopicCfg] = None
+
+    @model_validator(mode="after")
+    def _consistent(self) -> "TriggerCfg":
+        if self.mode == "interval" and self.interval_ms is None:
+            raise ValueError("mode 'interval' needs interval_ms")
+        if self.mqtt is not None and self.mode != "external":
+            raise ValueError("an MQTT trigger needs mode 'external'")
+        return self
 
 
 class EveryFrameTrigger:
     kind = "frame"
+
+    @classmethod
+    def from_config(cls, cfg: TriggerCfg) -> "EveryFrameTrigger":
+        return cls()
 
     def should_infer(self, frame) -> bool:
         return True
@@ -36,6 +63,10 @@ class EveryFrameTrigger:
 
 class IntervalTrigger:
     kind = "interval"
+
+    @classmethod
+    def from_config(cls, cfg: TriggerCfg) -> "IntervalTrigger":
+        return cls(cfg.interval_ms)
 
     def __init__(self, interval_ms: float) -> None:
         if interval_ms <= 0:
@@ -65,6 +96,10 @@ class ExternalTrigger:
 
     kind = "external"
 
+    @classmethod
+    def from_config(cls, cfg: TriggerCfg) -> "ExternalTrigger":
+        return cls(mqtt=cfg.mqtt.options() if cfg.mqtt is not None else None)
+
     def __init__(self, *, mqtt: dict | None = None, max_pending: int = 100,
                  clock: Callable[[], float] = time.time) -> None:
         self.mqtt_options = dict(mqtt) if mqtt else None
@@ -77,14 +112,14 @@ class ExternalTrigger:
         self.fired = 0
 
     def open(self) -> None:
-        """Subscribe to the MQTT trigger topic when one is configured (``{host, port, topic}``)."""
+        """Subscribe to the MQTT trigger topic when one is configured (``{broker, topic}``)."""
         if not self.mqtt_options:
             return
-        from .mqtt import MqttClient
+        from .mqtt import MqttClient, parse_mqtt_url
 
         opts = dict(self.mqtt_options)
         topic = opts.pop("topic", "edgeship/trigger")
-        self._mqtt = MqttClient(opts.pop("host", "127.0.0.1"), opts.pop("port", 1883), **opts)
+        self._mqtt = MqttClient(*parse_mqtt_url(opts.pop("broker", "127.0.0.1:1883")), **opts)
         self._mqtt.subscribe(topic, lambda _t, payload: self.fire_from_body(payload))
         self._mqtt.wait_connected(5.0)
 
@@ -142,8 +177,13 @@ class ExternalTrigger:
         return {"mode": self.kind, "received": self.received, "fired": self.fired, "pending": self.pending}
 
 
-TRIGGERS: dict[str, Callable[..., Any]] = {
+TRIGGERS: dict[str, Any] = {
     "frame": EveryFrameTrigger,
     "interval": IntervalTrigger,
     "external": ExternalTrigger,
 }
+
+
+def trigger(cfg: TriggerCfg) -> Any:
+    """The trigger a validated ``trigger:`` section names."""
+    return TRIGGERS[cfg.mode].from_config(cfg)

@@ -19,11 +19,13 @@ Two engines turn per-frame detections into events:
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Iterable, Sequence
+from typing import TYPE_CHECKING, Any, Iterable, Literal, Optional, Sequence
 
 import numpy as np
+from pydantic import Field, field_validator
 
 from ...errors import ConfigError
+from ..schema import Score, Strict, checked
 
 if TYPE_CHECKING:
     from .tracking import Track
@@ -38,6 +40,18 @@ def check_geometry(kind: str, name: str, pts: tuple[tuple[float, float], ...], n
         raise ConfigError(f"{kind} {name!r}: normalised points must lie in 0..1, got {list(pts)}")
     if anchor not in ANCHORS:
         raise ConfigError(f"{kind} {name!r}: anchor must be one of {', '.join(ANCHORS)}, got {anchor!r}")
+
+
+def check_zone_points(pts: Sequence[Any], where: str = "") -> Sequence[Any]:
+    """A zone is a polygon: at least 3 points."""
+    if len(pts) < 3:
+        raise ConfigError(f"{where}expected at least 3 points, got {len(pts)}")
+    return pts
+
+
+def looks_normalized(points: Sequence[Sequence[float]]) -> bool:
+    """Points given without ``normalized`` are normalised when every coordinate is within 0..1."""
+    return all(0.0 <= v <= 1.0 for p in points for v in p)
 
 
 def points_px(points: Sequence[tuple[float, float]], normalized: bool, width: int, height: int) -> np.ndarray:
@@ -75,8 +89,7 @@ class Zone:
         if bad:
             raise ConfigError(f"zone {self.name!r}: events must be among {', '.join(ZONE_EVENTS)}, got {bad}")
         object.__setattr__(self, "events", tuple(self.events))
-        if len(pts) < 3:
-            raise ConfigError(f"zone {self.name!r}: expected at least 3 points, got {len(pts)}")
+        check_zone_points(pts, f"zone {self.name!r}: ")
         check_geometry("zone", self.name, pts, self.normalized, self.anchor)
         if self.min_dwell_frames < 1:
             raise ConfigError(f"zone {self.name!r}: min_dwell_frames must be >= 1, got {self.min_dwell_frames}")
@@ -89,6 +102,41 @@ class Zone:
 
     def wants(self, label: str, score: float) -> bool:
         return wants(self.classes, self.min_score, label, score)
+
+
+class PlaceCfg(Strict):
+    """What a zone and a tripwire line share in the config: a name, points, and which detections count."""
+
+    name: str = Field(min_length=1)
+    points: list[tuple[float, float]]
+    normalized: Optional[bool] = None  # None: normalised when every coordinate is within 0..1
+    classes: list[str] = []
+    min_score: Score = 0.5
+    anchor: Literal[ANCHORS] = "bottom-center"  # type: ignore[valid-type]
+
+    def options(self) -> dict[str, Any]:
+        opts = super().options()
+        if opts["normalized"] is None:
+            opts["normalized"] = looks_normalized(opts["points"])
+        return {**opts, "classes": tuple(opts["classes"])}
+
+
+class ZoneCfg(PlaceCfg):
+    """One entry of the security app's ``zones:`` (keys = :class:`Zone` fields)."""
+
+    min_dwell_frames: int = Field(1, ge=1)
+    min_dwell_s: float = Field(0.0, ge=0)
+    cooldown_s: float = Field(30.0, ge=0)
+    max_gap_frames: int = Field(2, ge=0)
+    events: list[Literal[ZONE_EVENTS]] = ["enter"]  # type: ignore[valid-type]  # per-track events (with the tracker)
+
+    @field_validator("points")
+    @classmethod
+    def _points(cls, v: list) -> list:
+        return checked(check_zone_points)(v)
+
+    def build(self) -> Zone:
+        return Zone(**self.options())
 
 
 def anchor_points(xyxy: np.ndarray, anchor: str = "bottom-center") -> np.ndarray:
