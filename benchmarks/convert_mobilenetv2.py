@@ -120,14 +120,14 @@ def main() -> None:
                                                calib=calib, out_dir=work / "dense", name="mnv2_int8")]
     for kind, r in runs:
         m = r.manifest
-        t = m.conversion["timings"]
-        gate = m.conversion.get("accuracy_gate", {})
+        t = m.conversion.timings
+        gate = m.conversion.accuracy_gate
         rows.append([m.format, m.precision, kind, f"{t['convert_s']:.1f}",
-                     f"{t['gate_s']:.1f} ({gate.get('status')})" if "gate_s" in t else "-", f"{m.sizes['raw_bytes'] / 1e6:.2f}",
+                     f"{t['gate_s']:.1f} ({gate.status})" if "gate_s" in t else "-", f"{m.sizes['raw_bytes'] / 1e6:.2f}",
                      f"{m.sizes['gzip_bytes'] / 1e6:.2f}",
                      "-" if m.sparsity.get("overall") is None else f"{m.sparsity['overall']:.1%}",
                      f"{LATENCY[m.format](r.path, x, args.runs):.2f}"])
-    t = pruned[0].manifest.conversion["timings"]
+    t = pruned[0].manifest.conversion.timings
     print("| format | precision | weights | convert s | accuracy gate s | size MB | gzip MB | sparsity | latency ms (median) |")
     print("|---|---|---|---|---|---|---|---|---|")
     for row in rows:
@@ -135,7 +135,7 @@ def main() -> None:
     print()
     print(f"Pruned conversion, one convert() call: {total_pruned:.1f} s total "
           f"(load {t.get('load_s', 0):.1f} s, bridge + prune {t.get('prune_s', 0):.1f} s, SavedModel export {t.get('export_s', 0):.1f} s, "
-          f"TFLite {pruned[0].manifest.conversion['timings']['convert_s']:.1f} s, OpenVINO {pruned[1].manifest.conversion['timings']['convert_s']:.1f} s); "
+          f"TFLite {pruned[0].manifest.conversion.timings['convert_s']:.1f} s, OpenVINO {pruned[1].manifest.conversion.timings['convert_s']:.1f} s); "
           f"{args.calib_count} calibration samples.")
     print("Unstructured sparsity shrinks the gzip size, not the latency.")
     print(f"Machine: {machine()}")

@@ -63,10 +63,10 @@ def main() -> None:
                 t, gated = run(ws["sensitive"], ws["calib"], fmt, 1.0, Path(tmp) / f"gated{i}")
                 gated_t.append(t)
             drop_plain = verify_artifact(plain.path, ws["sensitive"], ws["calib"], max_drop=None).drop
-            gate = gated.manifest.conversion["accuracy_gate"]
+            gate = gated.manifest.conversion.accuracy_gate
             p, g = statistics.median(plain_t), statistics.median(gated_t)
-            rows.append((fmt, p, g, g / p, drop_plain, gate["value"], gated.manifest.precision, len(gate["float_layers"]),
-                         len(gate["steps"])))
+            rows.append((fmt, p, g, g / p, drop_plain, gate.value, gated.manifest.precision, len(gate.float_layers),
+                         len(gate.steps)))
     print(f"Machine: {machine()}  (median of {args.repeat} runs, full convert() each)\n")
     print("| format | plain int8 (s) | gated int8 (s) | ratio | drop plain (pts) | drop gated (pts) | result | tensors kept float | search steps |")
     print("|---|---|---|---|---|---|---|---|---|")

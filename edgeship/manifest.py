@@ -16,9 +16,13 @@ from typing import Any
 from .errors import ModelError
 from .fileio import atomic_write_json, to_jsonable
 from .formats.tensors import TensorInfo
+from .records import AccuracyRecord, ConversionRecord, LatencyRecord
 from .spec import InputSpec
 
 __all__ = ["Manifest", "TensorInfo", "manifest_path", "tool_versions", "SCHEMA_VERSION"]
+
+# the measured sections: JSON key -> record type ({} in JSON: not measured yet)
+_RECORDS = {"accuracy": AccuracyRecord, "latency": LatencyRecord, "conversion": ConversionRecord}
 
 SCHEMA_VERSION = 1  # a manifest whose major version is newer is refused; older ones load
 
@@ -47,9 +51,9 @@ class Manifest:
     sparsity: dict[str, Any] = field(default_factory=dict)  # {"overall": 0.5, "layers": {...}}
     sizes: dict[str, int] = field(default_factory=dict)  # raw_bytes, gzip_bytes
     versions: dict[str, str | None] = field(default_factory=dict)
-    accuracy: dict[str, Any] = field(default_factory=dict)  # filled by verify / the accuracy gate
-    latency: dict[str, Any] = field(default_factory=dict)  # filled by bench
-    conversion: dict[str, Any] = field(default_factory=dict)  # options, float layers and why, timings
+    accuracy: AccuracyRecord | None = None  # filled by verify / the accuracy gate
+    latency: LatencyRecord | None = None  # filled by bench --save
+    conversion: ConversionRecord = field(default_factory=ConversionRecord)  # options, the gate, timings
     created: str = field(default_factory=lambda: _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"))
     schema_version: int = SCHEMA_VERSION
 
@@ -61,6 +65,9 @@ class Manifest:
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)
         d["input_spec"] = self.input_spec.to_dict() if self.input_spec else None
+        for key in _RECORDS:
+            record = getattr(self, key)
+            d[key] = record.to_dict() if record is not None else {}
         return to_jsonable(d)
 
     @classmethod
@@ -69,7 +76,7 @@ class Manifest:
         known = {f.name for f in fields(cls)}
         extra = {k: d.pop(k) for k in list(d) if k not in known}
         if extra:
-            d.setdefault("conversion", {}).setdefault("unknown_keys", extra)
+            d["conversion"] = {**(d.get("conversion") or {}), "unknown_keys": extra}
         version = d.get("schema_version", 1)
         if not isinstance(version, int) or isinstance(version, bool) or version < 1:
             raise ModelError(f"manifest schema_version must be a positive integer, got {version!r}")
@@ -83,6 +90,9 @@ class Manifest:
             d["input_spec"] = InputSpec.from_dict(d["input_spec"])
         d["inputs"] = [TensorInfo(**t) for t in d.get("inputs") or []]
         d["outputs"] = [TensorInfo(**t) for t in d.get("outputs") or []]
+        for key, record in _RECORDS.items():
+            if key in d:
+                d[key] = record.from_dict(d[key]) if d[key] or key == "conversion" else None
         return cls(**d)
 
     @classmethod

@@ -212,6 +212,35 @@ def test_manifest_schema_version(art, tmp_path):
     assert Manifest.load(tmp_path / "m.manifest.json").name == d["name"]
 
 
+def test_manifest_sections_are_typed_records(art, tmp_path):
+    """conversion / accuracy_gate / accuracy / latency load as records; unknown keys survive a load-save round trip."""
+    from edgeship.manifest import manifest_path
+    from edgeship.records import AccuracyRecord, ConversionRecord, GateRecord
+
+    d = json.loads(manifest_path(art["tflite_int8"]).read_text())
+    d["conversion"] = {"options": {"io": "int8"}, "timings": {"convert_s": 1.5}, "demo": True,
+                       "accuracy_gate": {"status": "passed", "float_nodes": ["conv2"], "from_the_future": {"a": 1}}}
+    d["accuracy"] = {"samples": 12, "agreement": 97.5, "new_metric": 0.5}
+    d["latency"] = {}  # not measured yet (what older manifests hold)
+    p = tmp_path / "m.manifest.json"
+    p.write_text(json.dumps(d))
+    m = Manifest.load(p)
+    assert isinstance(m.conversion, ConversionRecord) and isinstance(m.conversion.accuracy_gate, GateRecord)
+    assert m.conversion.option("io") == "int8" and m.conversion.timings["convert_s"] == 1.5
+    assert m.conversion.accuracy_gate.status == "passed" and m.conversion.accuracy_gate.float_layer_names() == ["conv2"]
+    assert isinstance(m.accuracy, AccuracyRecord) and m.accuracy.samples == 12 and m.accuracy.agreement == 97.5
+    assert m.latency is None
+    m.save(p)
+    again = json.loads(p.read_text())
+    assert again["conversion"]["accuracy_gate"]["from_the_future"] == {"a": 1} and again["conversion"]["demo"] is True
+    assert again["accuracy"]["new_metric"] == 0.5
+    assert again["latency"] == {} and Manifest.load(p).to_dict() == again
+    bad = {**d, "accuracy": [1, 2]}
+    p.write_text(json.dumps(bad))
+    with pytest.raises(ModelError, match="m.manifest.json"):
+        Manifest.load(p)
+
+
 def test_package_root_exports_the_public_api_lazily():
     import subprocess
     import sys

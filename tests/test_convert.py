@@ -147,8 +147,8 @@ def test_int8_tflite_has_int8_io_and_manifest(converted, calib, classifier):
     assert m.input_spec == M.SPEC and m.labels == M.digits_labels() and m.task == "classify"
     assert 0 < m.sizes["gzip_bytes"] < m.sizes["raw_bytes"] == r.path.stat().st_size
     assert m.versions["tensorflow"] and m.versions["openvino"] and m.versions["nncf"] and m.versions["tfmot"]
-    assert m.conversion["options"]["io"] == "int8" and m.conversion["timings"]["convert_s"] > 0
-    assert m.conversion["accuracy_gate"]["max_drop_pp"] == 1.0
+    assert m.conversion.options["io"] == "int8" and m.conversion.timings["convert_s"] > 0
+    assert m.conversion.accuracy_gate.max_drop_pp == 1.0
     assert m.sparsity["overall"] is None
 
 
@@ -186,7 +186,7 @@ def test_denylisted_nodes_stay_float(tmp_path, classifier, calib, converted):
     assert kept and kept[0]["dtypes"] == ["float32"]
     assert any(op["op"] == "CONV_2D" and op["dtypes"] == ["int8"] for op in ops)
     assert r.manifest.io_dtype["input"] == "int8"
-    assert r.manifest.conversion["options"]["denylisted_nodes"] == [first_conv]
+    assert r.manifest.conversion.options["denylisted_nodes"] == [first_conv]
 
 
 def test_openvino_ignored_scope_and_dynamic_batch(tmp_path, classifier, calib, holdout, converted):
@@ -206,7 +206,7 @@ def test_openvino_ignored_scope_and_dynamic_batch(tmp_path, classifier, calib, h
     assert not [n for n in producers if n.get_type_name() == "FakeQuantize" or "/fq_" in n.get_friendly_name()], \
         "the ignored convolution must not be quantized"
     assert any(op.get_type_name() == "FakeQuantize" for op in model.get_ops())
-    assert r.manifest.inputs[0].shape[0] == -1 and r.manifest.conversion["options"]["ignored_scope"] == [convs[0]]
+    assert r.manifest.inputs[0].shape[0] == -1 and r.manifest.conversion.options["ignored_scope"] == [convs[0]]
     compiled = ov.Core().compile_model(str(r.path), "CPU")
     assert compiled(holdout[:5])[compiled.outputs[0]].shape == (5, 10)
 
@@ -238,7 +238,7 @@ def test_in_memory_keras3_and_tf_keras_models(tmp_path, root, holdout):
         (r,) = convert(model, formats="openvino", precision="fp32", out_dir=tmp_path, name=flavor)
         ref = np.asarray(model(holdout, training=False))
         assert float(np.max(np.abs(run_openvino(r.path, holdout)[0] - ref))) <= 1e-4
-        assert r.manifest.conversion["source"]["flavor"] == flavor and len(r.manifest.hashes["source_model"]) == 64
+        assert r.manifest.conversion.source["flavor"] == flavor and len(r.manifest.hashes["source_model"]) == 64
 
 
 def test_two_output_model_keeps_output_order(tmp_path, root, holdout):
@@ -347,7 +347,7 @@ def test_cli_json_and_target(tmp_path, classifier, calib):
     assert r.exit_code == 0, r.output
     assert "digits_classifier_fp32.tflite" in r.output
     m = Manifest.load(out / "digits_classifier_fp32.tflite")
-    assert m.conversion["accuracy_gate"]["max_drop_pp"] is None and m.conversion["options"]["max_drop"] is None
+    assert m.conversion.accuracy_gate.max_drop_pp is None and m.conversion.options["max_drop"] is None
     assert m.labels == [f"digit {i}" for i in range(10)] and m.task == "raw"
     assert m.input_spec.size == (32, 32) and m.hashes["calibration"] is None
     notdir = tmp_path / "file"

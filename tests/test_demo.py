@@ -25,12 +25,12 @@ def test_artifacts_and_manifests(demo):
     digits = Manifest.load(demo / "models" / "digits_int8.tflite")
     assert digits.task == "classify" and digits.labels == [str(i) for i in range(10)] and digits.precision == "int8"
     assert (digits.input_spec.height, digits.input_spec.width, digits.input_spec.color_order) == (32, 32, "GRAY")
-    assert digits.accuracy["keras_accuracy"] >= 0.9
+    assert digits.accuracy.extra["keras_accuracy"] >= 0.9
     shapes = Manifest.load(demo / "models" / "shapes_int8.tflite")
     assert shapes.task == "detect" and shapes.labels == list(SHAPE_CLASSES)
     assert shapes.outputs[0].shape[1:] == [4 + len(SHAPE_CLASSES), 144]  # YOLO-style (N, 4+nc, A)
     assert shapes.inputs[0].dtype == "int8" and shapes.outputs[0].scale is not None
-    assert shapes.accuracy["keras_recall"] >= 0.9
+    assert shapes.accuracy.extra["keras_recall"] >= 0.9
     for key in ("digits_keras", "shapes_keras", "digits_calib", "shapes_calib"):
         assert Path(demo_paths(demo)[key]).stat().st_size > 0
 

@@ -47,10 +47,10 @@ def test_a_model_int8_handles_well_passes_untouched(ws):
     results = converted("good", 1.0)
     for fmt, r in results.items():
         m = Manifest.load(r.path)
-        gate = m.conversion["accuracy_gate"]
+        gate = m.conversion.accuracy_gate
         assert m.precision == "int8", fmt
-        assert gate["status"] == "passed" and gate["steps"] == [] and gate["float_layers"] == [], fmt
-        assert m.accuracy["drop"] <= 1.0 and m.accuracy["budget"] == 1.0 and m.accuracy["passed"] is True
+        assert gate.status == "passed" and gate.steps == [] and gate.float_layers == [], fmt
+        assert m.accuracy.drop <= 1.0 and m.accuracy.budget == 1.0 and m.accuracy.passed is True
         int8, total = COUNTERS[fmt](r.path)
         assert int8 == total == len(CONV_LAYERS), (fmt, int8, total)
 
@@ -58,7 +58,7 @@ def test_a_model_int8_handles_well_passes_untouched(ws):
 def test_plain_int8_of_the_sensitive_model_collapses(ws):
     results = converted("sensitive", None)
     for fmt, r in results.items():
-        assert r.manifest.conversion["accuracy_gate"]["status"] == "not run"
+        assert r.manifest.conversion.accuracy_gate.status == "not run"
         report = verify_artifact(r.path, ws["sensitive"], ws["dataset"])
         assert report.drop > 20.0, (fmt, report.drop)
         assert report.passed is False and "exceeds the budget of 1 points" in report.reason
@@ -75,18 +75,18 @@ def test_gate_brings_the_sensitive_model_within_one_point_cli(ws, tmp_path):
     for a in artifacts:
         fmt, path = a["format"], a["path"]
         m = Manifest.load(path)
-        gate = m.conversion["accuracy_gate"]
+        gate = m.conversion.accuracy_gate
         assert m.precision == "int8-mixed", fmt
-        assert gate["initial_value"] > 20.0 and gate["value"] <= 1.0 and gate["fallback"] is None
-        assert 1 <= len(gate["float_layers"]) <= 2 and all(f["reason"] for f in gate["float_layers"])
-        assert m.accuracy["drop"] <= 1.0 and m.accuracy["budget"] == 1.0
+        assert gate.initial_value > 20.0 and gate.value <= 1.0 and gate.fallback is None
+        assert 1 <= len(gate.float_layers) <= 2 and all(f["reason"] for f in gate.float_layers)
+        assert m.accuracy.drop <= 1.0 and m.accuracy.budget == 1.0
         # an independent verification of the published file agrees
         report = verify_artifact(path, ws["sensitive"], ws["calib"])
         assert report.drop <= 1.0 and report.passed, (fmt, report.drop)
         int8, total = COUNTERS[fmt](path)
         assert total == len(CONV_LAYERS) and int8 >= 3, (fmt, int8, total)  # most conv layers stay int8
         if fmt == "tflite":
-            assert any("conv2" in n for n in gate["float_nodes"]) and not any("conv1" in n for n in gate["float_nodes"])
+            assert any("conv2" in n for n in gate.float_nodes) and not any("conv1" in n for n in gate.float_nodes)
 
 
 def test_fp16_fallback_when_no_mixed_model_fits(ws, tmp_path):
@@ -94,10 +94,10 @@ def test_fp16_fallback_when_no_mixed_model_fits(ws, tmp_path):
 
     model = logit_dominated(ws["good_model"])
     (r,) = convert(model, formats=["tflite"], precision="int8", calib=ws["dataset"], out_dir=tmp_path, name="dominated")
-    gate = r.manifest.conversion["accuracy_gate"]
-    assert gate["initial_value"] > 20.0
-    assert r.manifest.precision == "fp16" and gate["fallback"] == "fp16"
-    assert "fell back to fp16" in gate["reason"] and gate["value"] <= 1.0
+    gate = r.manifest.conversion.accuracy_gate
+    assert gate.initial_value > 20.0
+    assert r.manifest.precision == "fp16" and gate.fallback == "fp16"
+    assert "fell back to fp16" in gate.reason and gate.value <= 1.0
     assert r.manifest.io_dtype["input"] == "float32"
 
 
@@ -138,7 +138,7 @@ def test_search_gives_up_when_the_ranking_is_exhausted():
 def test_gate_numbers_are_json_clean(ws):
     for r in converted("good", 1.0).values():
         json.dumps(Manifest.load(r.path).to_dict(), allow_nan=False)
-    assert np.isfinite(converted("good", 1.0)["tflite"].manifest.accuracy["drop"])
+    assert np.isfinite(converted("good", 1.0)["tflite"].manifest.accuracy.drop)
 
 
 def test_gate_keeps_the_callers_openvino_ignored_scope(ws, tmp_path):
@@ -149,8 +149,8 @@ def test_gate_keeps_the_callers_openvino_ignored_scope(ws, tmp_path):
     user_node = "Convolution_0"  # node names are stable across conversions
     (r,) = convert(ws["sensitive"], formats="openvino", precision="int8", calib=ws["calib"], out_dir=tmp_path,
                    name="scoped", max_drop=1.0, ignored_scope=[user_node])
-    gate = r.manifest.conversion["accuracy_gate"]
-    assert r.manifest.precision == "int8-mixed" and gate["value"] <= 1.0 and gate["fallback"] is None
+    gate = r.manifest.conversion.accuracy_gate
+    assert r.manifest.precision == "int8-mixed" and gate.value <= 1.0 and gate.fallback is None
     model = ov.Core().read_model(str(r.path))
     conv = next(op for op in model.get_ops() if op.get_friendly_name() == user_node)
     producers = [conv.input_value(i).get_node() for i in range(2)]

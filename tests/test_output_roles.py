@@ -118,7 +118,7 @@ def test_a_1000_class_softmax_keeps_summing_to_one_in_int8(tmp_path):
     ds = RepresentativeDataset.from_arrays(frames, spec=spec, holdout=0.25)
     [r] = convert(model, formats=["tflite"], precision="int8", calib=ds, out_dir=tmp_path / "out", max_drop=None, name="wide")
     m = Manifest.load(r.path)
-    assert m.io_dtype == {"input": "int8", "output": "float32"} and "SOFTMAX" in m.conversion["options"]["denylisted_ops"]
+    assert m.io_dtype == {"input": "int8", "output": "float32"} and "SOFTMAX" in m.conversion.options["denylisted_ops"]
     with open_backend(r.path) as b:
         y = b.infer(ds.x_holdout)[0]
     assert np.allclose(y.sum(axis=1), 1.0, atol=0.02)

@@ -49,9 +49,9 @@ def test_first_run_builds_every_artifact(first):
         m = Manifest.load(path)
         assert m.hashes["artifact"] and m.sizes["raw_bytes"] == row["size_bytes"] > 0
         assert 0 < row["gzip_bytes"] <= row["size_bytes"] * 1.01
-        assert m.accuracy["samples"] > 0 and m.latency["p50_ms"] == pytest.approx(row["p50_ms"])
+        assert m.accuracy.samples > 0 and m.latency.p50_ms == pytest.approx(row["p50_ms"])
         assert 0 < row["p50_ms"] <= row["p99_ms"] and row["fps"] > 0
-        assert m.conversion["accuracy_gate"]["max_drop_pp"] == 1.0
+        assert m.conversion.accuracy_gate.max_drop_pp == 1.0
         if a.format == "openvino":
             assert path.with_suffix(".bin").stat().st_size > 0
         if a.model == "digits":  # labelled: every artifact within the 1-point budget of its float model
@@ -128,7 +128,7 @@ def test_a_damaged_output_is_rebuilt_alone(first):
     assert ran == {"train": [], "calibrate": [], "convert": ["digits_fp16"], "verify": ["digits_fp16"],
                    "bench": ["digits_fp16"], "run": [], "bundle": [], "report": ["report"]}
     m = Manifest.load(victim)
-    assert m.hashes["artifact"] == _sha(victim) and m.accuracy["samples"] > 0 and m.latency["p50_ms"] > 0
+    assert m.hashes["artifact"] == _sha(victim) and m.accuracy.samples > 0 and m.latency.p50_ms > 0
 
 
 def _sha(p: Path) -> str:

@@ -106,7 +106,7 @@ def test_bench_cli_json_and_save(art, tmp_path):
     assert b["executed_precision"] == "int8" and b["load_ms"] > 0 and b["first_inference_ms"] > 0
     assert b["throughput_fps"] > 0 and b["peak_rss_mb"] > 10 and b["machine"]["cores"] >= 1
     saved = Manifest.load(model).latency
-    assert saved["p50_ms"] == lat["p50"] and saved["threads"] == 1 and saved["executed_precision"] == "int8"
+    assert saved.p50_ms == lat["p50"] and saved.threads == 1 and saved.executed_precision == "int8"
     assert b["latency_source"] == "wall clock" and b["call_ms"]["p50"] == lat["p50"]  # LiteRT: timed around invoke
     res = CliRunner().invoke(cli, ["bench", str(art["openvino"]), "--duration", "0.3", "--json"])
     ov = json.loads(res.stdout)

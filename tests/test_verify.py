@@ -115,5 +115,5 @@ def test_save_records_accuracy_in_the_manifest(ws, tmp_path):
     r = invoke(art, "--reference", ws["good"], "--data", ws["calib"], "--save", "--layers", "2")
     assert r.exit_code == 0, r.output
     acc = Manifest.load(art).accuracy
-    assert acc["passed"] is True and acc["split"] == "holdout" and acc["executed_precision"] == "int8"
+    assert acc.passed is True and acc.split == "holdout" and acc.executed_precision == "int8"
     assert "layers with the largest quantization error" in r.stdout

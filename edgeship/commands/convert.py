@@ -107,7 +107,7 @@ def convert(model: str, formats: tuple[str, ...], precision: str | None, calib: 
         s = sp["float_model_sizes"]
         echo_err(f"pruned to {sp['overall']:.1%} ({sp['mode']}); float weights {human_size(s['before_gzip_bytes'])} -> "
                  f"{human_size(s['after_gzip_bytes'])} gzipped. {sp['note']}.")
-    cp = results[0].manifest.conversion.get("channel_pruning") if results else None
+    cp = results[0].manifest.conversion.channel_pruning if results else None
     if cp:
         echo_err(channel_pruning_line(cp))
     echo_err(f"{len(results)} artifact(s) in {time.monotonic() - t0:.1f} s (loading, export and the accuracy gate "
@@ -136,4 +136,4 @@ def _row(r: Any) -> list[Any]:
     sp = m.sparsity.get("overall")
     return [str(r.path), m.format, m.precision, f"{m.io_dtype.get('input')}/{m.io_dtype.get('output')}",
             human_size(m.sizes["raw_bytes"]), human_size(m.sizes["gzip_bytes"]), "-" if sp is None else f"{sp:.1%}",
-            m.conversion["timings"].get("convert_s")]
+            m.conversion.timings.get("convert_s")]

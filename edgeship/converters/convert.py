@@ -23,8 +23,9 @@ import numpy as np
 
 from .. import formats as fmts
 from ..errors import ConversionError, InputError
-from ..fileio import file_size, gzip_size, owned_temp_prefix, sha256_file, sweep_stale
+from ..fileio import file_size, gzip_size, owned_temp_prefix, sha256_file, sweep_stale, to_jsonable
 from ..manifest import Manifest, manifest_path, tool_versions
+from ..records import ConversionRecord, GateRecord
 from ..runtime.processing import TASKS
 from ..spec import InputSpec
 from . import keras_io
@@ -296,14 +297,11 @@ def build_manifest(ctx: _Context, fmt: str, artifact: Path, seconds: float) -> M
     options = {k: v for k, v in ctx.options.items() if k != "ignored_scope"}
     scope = ctx.options.get("ignored_scope")
     options["ignored_scope"] = None if scope is None else scope_names(scope)
-    conversion = {
-        "source": {k: ctx.source[k] for k in ("path", "name", "flavor")},
-        "options": options,
-        "timings": {**{k: round(v, 3) for k, v in ctx.timings.items()}, "convert_s": round(seconds, 3)},
-        "accuracy_gate": {"max_drop_pp": ctx.options["max_drop"], "status": "not run"},
-    }
-    if ctx.channel_pruning is not None:
-        conversion["channel_pruning"] = ctx.channel_pruning.to_dict()
+    conversion = ConversionRecord(
+        source={k: ctx.source[k] for k in ("path", "name", "flavor")}, options=to_jsonable(options),
+        timings={**{k: round(v, 3) for k, v in ctx.timings.items()}, "convert_s": round(seconds, 3)},
+        accuracy_gate=GateRecord(max_drop_pp=ctx.options["max_drop"]),
+        channel_pruning=ctx.channel_pruning.to_dict() if ctx.channel_pruning is not None else None)
     return Manifest(
         name=artifact.stem, format=fmt, precision=ctx.precision, artifact=artifact.name, input_spec=ctx.spec,
         labels=ctx.labels, task=ctx.task, hashes=hashes, inputs=inputs, outputs=outputs,

@@ -27,6 +27,7 @@ import numpy as np
 
 from .. import formats
 from ..errors import EdgeshipError
+from ..records import AccuracyRecord, GateRecord
 from .layers import LayerError, prioritise
 from .verify import budget, compare, detector_for, judge, run_artifact
 
@@ -317,10 +318,11 @@ def record_gate(manifest: Any, result: GateResult | None) -> Any:
     if result is None:
         return manifest
     manifest.precision = result.precision
-    manifest.accuracy = dict(result.accuracy)
+    manifest.accuracy = AccuracyRecord.from_dict(result.accuracy)
     status = "passed" if result.passed else ("failed" if result.passed is False else "not applicable")
-    manifest.conversion["accuracy_gate"] = {"max_drop_pp": result.budget, "status": status, **result.conversion_record()}
-    manifest.conversion.setdefault("timings", {})["gate_s"] = round(result.seconds, 3)
+    manifest.conversion.accuracy_gate = GateRecord.from_dict({"max_drop_pp": result.budget, "status": status,
+                                                              **result.conversion_record()})
+    manifest.conversion.timings["gate_s"] = round(result.seconds, 3)
     return manifest
 
 

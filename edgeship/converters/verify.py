@@ -29,6 +29,7 @@ from .. import formats
 from ..errors import EdgeshipError, InputError, ModelError, SpecError
 from ..fileio import to_jsonable
 from ..manifest import Manifest
+from ..records import AccuracyRecord
 from .. import roles as R
 from . import metrics as M
 
@@ -94,14 +95,14 @@ class VerificationReport:
         d["disagreement"] = self.disagreement
         return _finite(to_jsonable(d))
 
-    def accuracy_record(self) -> dict[str, Any]:
+    def accuracy_record(self) -> AccuracyRecord:
         """The subset a manifest keeps under ``accuracy``."""
         keys = ("split", "samples", "executed_precision", "agreement", "reference_accuracy", "accuracy", "drop",
                 "drop_ci", "detection", "max_drop", "measured", "passed")
         d = {k: getattr(self, k) for k in keys}
         d["disagreement"] = self.disagreement
         d["outputs"] = [asdict(o) for o in self.outputs]
-        return _finite(to_jsonable(d))
+        return AccuracyRecord.from_dict(_finite(to_jsonable(d)))
 
 
 def _finite(obj: Any) -> Any:
@@ -397,8 +398,7 @@ def layer_errors(artifact: Path, reference: Any, ds: Any, *, manifest: Manifest 
         log.warning("%s is %s: per-layer quantization errors apply to int8 artifacts only", artifact.name, manifest.precision)
         return []
     x = ds.x_calib if len(ds.x_calib) else ds.split("all")[0]
-    conversion = manifest.conversion if manifest else {}
-    float_nodes = list((conversion.get("accuracy_gate") or {}).get("float_nodes") or [])
+    float_nodes = list(manifest.conversion.accuracy_gate.float_nodes) if manifest else []
     with tempfile.TemporaryDirectory(prefix="edgeship-layers-") as tmp:
         saved = export_saved_model(load_keras_model(reference), Path(tmp) / "saved_model")
         return fs.impl().layer_errors(artifact, saved, x, manifest=manifest, float_nodes=float_nodes, tmp=Path(tmp),

@@ -82,6 +82,7 @@ def export_int8(demo: Any, out_path: str | os.PathLike) -> Path:
     from .. import formats
     from ..converters.tflite import to_tflite
     from ..manifest import Manifest, tool_versions
+    from ..records import AccuracyRecord, ConversionRecord
 
     out_path = Path(out_path)
     ds = RepresentativeDataset.from_arrays(demo.x_calib, spec=demo.spec, labels=demo.labels, holdout=0.0)
@@ -94,7 +95,8 @@ def export_int8(demo: Any, out_path: str | os.PathLike) -> Path:
         labels=list(demo.labels), task=demo.task, hashes={"artifact": sha256_file(out_path)},
         inputs=inputs, outputs=outputs, io_dtype={"input": "int8", "output": "int8"},
         sizes={"raw_bytes": out_path.stat().st_size}, versions=tool_versions(),
-        accuracy={"keras_" + k: v for k, v in demo.metrics.items()}, conversion={"demo": True},
+        accuracy=AccuracyRecord.from_dict({"keras_" + k: v for k, v in demo.metrics.items()}),
+        conversion=ConversionRecord.from_dict({"demo": True}),
     ).save(out_path)
     return out_path
 

@@ -80,7 +80,7 @@ def layer_errors(artifact: Path, saved_model: Path, x: np.ndarray, *, manifest: 
     from ..converters.openvino import to_openvino
 
     errors = L.OpenVINOProbe(artifact, x, limit=limit).rank()
-    dynamic = bool(((manifest.conversion if manifest is not None else {}).get("options") or {}).get("dynamic_batch"))
+    dynamic = bool(manifest is not None and manifest.conversion.option("dynamic_batch"))
     fp32 = to_openvino(saved_model, tmp / "fp32.xml", precision="fp32", dynamic_batch=dynamic)
     core = ov.Core()
     sqnr = L.compare_with_fp32(core.read_model(str(artifact)), core.read_model(str(fp32)), x, limit=limit)

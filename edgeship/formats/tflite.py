@@ -100,6 +100,6 @@ def layer_errors(artifact: Path, saved_model: Path, x: np.ndarray, *, manifest: 
     dtypes = (manifest.io_dtype if manifest is not None and manifest.io_dtype else {}) or {}
     io, out_io = ({"float32": "float"}.get(v, v) if v in ("float32", "int8", "uint8") else "int8"
                   for v in (dtypes.get("input") or "int8", dtypes.get("output") or "int8"))
-    options = ((manifest.conversion if manifest is not None else {}).get("options") or {})
-    probe = L.TFLiteProbe(saved_model, x, io=io, out_io=out_io, limit=limit, denylisted_ops=options.get("denylisted_ops") or ())
+    denylisted_ops = (manifest.conversion.option("denylisted_ops") if manifest is not None else None) or ()
+    probe = L.TFLiteProbe(saved_model, x, io=io, out_io=out_io, limit=limit, denylisted_ops=denylisted_ops)
     return probe.rank(float_nodes)

@@ -37,21 +37,13 @@ def convert_artifact(ctx: Any, a: ArtifactPlan) -> dict[str, Any]:
                       out_dir=ctx.out / "models", calib=str(ctx.path(f"{a.model}_calib")), name=a.name,
                       max_drop=MAX_DROP, **extra)
     m = results[0].manifest
-    gate = dict(m.conversion.get("accuracy_gate") or {})
+    gate = m.conversion.accuracy_gate
     return {
         "artifact": f"models/{results[0].path.name}", "model": a.model, "format": m.format, "precision": m.precision,
         "planned_precision": a.precision, "sizes": dict(m.sizes), "sparsity": m.sparsity.get("overall"),
-        "sparsity_target": m.sparsity.get("target"), "gate": gate, "float_layers": float_layer_names(gate),
-        "timings": m.conversion.get("timings", {}), "note": a.note,
+        "sparsity_target": m.sparsity.get("target"), "gate": gate.to_dict(), "float_layers": gate.float_layer_names(),
+        "timings": dict(m.conversion.timings), "note": a.note,
     }
-
-
-def float_layer_names(gate: dict[str, Any]) -> list[str]:
-    """Names of the layers/tensors the accuracy gate kept in float (empty when none or not run)."""
-    names = []
-    for item in gate.get("float_layers") or []:
-        names.append(str(item.get("name", item)) if isinstance(item, dict) else str(item))
-    return names or [str(n) for n in gate.get("float_nodes") or []]
 
 
 # ---- step 4a: verify ------------------------------------------------------------------------------
@@ -72,8 +64,10 @@ def verify(ctx: Any, a: ArtifactPlan) -> dict[str, Any]:
     if a.model == "shapes":
         result.update(detection_accuracy(ctx, path))
     m = Manifest.load(path)
-    m.accuracy = {**m.accuracy, **report.accuracy_record(),
-                  **({"detection": result["detection"]} if "detection" in result else {})}
+    record = report.accuracy_record()
+    if "detection" in result:
+        record.detection = result["detection"]
+    m.accuracy = record
     m.save(path)
     return result
 

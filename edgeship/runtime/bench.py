@@ -23,6 +23,7 @@ import numpy as np
 
 from ..errors import InputError, ModelError
 from ..manifest import Manifest
+from ..records import LatencyRecord
 from .backends import open_backend
 from .metrics import LatencyStats
 
@@ -127,12 +128,12 @@ def save_latency(path: str | os.PathLike, result: dict[str, Any]) -> Path:
         m = Manifest.load(path)
     except ModelError as e:
         raise ModelError(f"cannot save the latency: {e}") from None
-    m.latency = {
-        "p50_ms": result["latency_ms"]["p50"], "p90_ms": result["latency_ms"]["p90"], "p99_ms": result["latency_ms"]["p99"],
-        "throughput_fps": result["throughput_fps"], "threads": result["threads"], "hint": result["hint"],
-        "device": result["device"], "executed_precision": result["executed_precision"], "machine": result["machine"],
-        "measured": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
-    }
+    m.latency = LatencyRecord(
+        p50_ms=result["latency_ms"]["p50"], p90_ms=result["latency_ms"]["p90"], p99_ms=result["latency_ms"]["p99"],
+        throughput_fps=result["throughput_fps"], threads=result["threads"], hint=result["hint"],
+        device=result["device"], executed_precision=result["executed_precision"], machine=result["machine"],
+        measured=_dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+    )
     return m.save(path)
 
 

@@ -1,0 +1,126 @@
+"""Typed records for the manifest's measured sections: conversion, its accuracy gate, accuracy, latency.
+
+Converters, verify, the gate and bench hand these between modules (instead of dicts whose keys
+each side spells on its own); the manifest stores them as JSON objects of the same names. A key a
+record does not know (written by a newer edgeship, or by hand) is kept in ``extra`` and written
+back, so loading and saving a manifest never loses information.
+
+Data only: no heavy imports (the device's runtime reads manifests).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from typing import Any, TypeVar
+
+from .fileio import to_jsonable
+
+R = TypeVar("R", bound="Record")
+
+GATE_STATUSES = ("passed", "failed", "not applicable", "not run")
+
+
+@dataclass
+class Record:
+    """Base: ``from_dict`` / ``to_dict`` with unknown keys kept in ``extra``."""
+
+    extra: dict[str, Any] = field(default_factory=dict, kw_only=True)
+
+    @classmethod
+    def from_dict(cls: type[R], d: dict[str, Any] | None) -> R:
+        d = dict(d or {})
+        known = {f.name for f in dataclasses.fields(cls) if f.name != "extra"}
+        extra = {**dict(d.pop("extra", None) or {}), **{k: d.pop(k) for k in list(d) if k not in known}}
+        kwargs = {k: cls._field_from_json(k, v) for k, v in d.items()}
+        return cls(**kwargs, extra=extra)
+
+    @classmethod
+    def _field_from_json(cls, name: str, value: Any) -> Any:
+        return value
+
+    def to_dict(self) -> dict[str, Any]:
+        d = {f.name: getattr(self, f.name) for f in dataclasses.fields(self) if f.name != "extra"}
+        d = {k: (v.to_dict() if isinstance(v, Record) else v) for k, v in d.items()}
+        return to_jsonable({**self.extra, **d})
+
+
+@dataclass
+class GateRecord(Record):
+    """What the accuracy gate did (the manifest's ``conversion.accuracy_gate``)."""
+
+    max_drop_pp: float | None = None  # the budget asked for (None: the gate was off)
+    status: str = "not run"  # one of GATE_STATUSES
+    precision: str | None = None  # what it kept: int8, int8-mixed or fp16
+    budget: float | None = None
+    measured: str | None = None  # "drop", "disagreement" or "detection"
+    value: float | None = None  # the final measured value, in points
+    passed: bool | None = None
+    initial_value: float | None = None  # before any layer went back to float
+    float_layers: list[dict[str, Any]] = field(default_factory=list)  # name and why, per layer kept in float
+    float_nodes: list[str] = field(default_factory=list)
+    steps: list[dict[str, Any]] = field(default_factory=list)
+    fallback: str | None = None
+    reason: str | None = None
+    seconds: float = 0.0
+
+    def float_layer_names(self) -> list[str]:
+        """Names of the layers/tensors kept in float (empty when none or the gate did not run)."""
+        names = [str(item.get("name", item)) if isinstance(item, dict) else str(item) for item in self.float_layers]
+        return names or [str(n) for n in self.float_nodes]
+
+
+@dataclass
+class ConversionRecord(Record):
+    """How an artifact was made (the manifest's ``conversion``)."""
+
+    source: dict[str, Any] = field(default_factory=dict)  # path, name, flavor of the Keras model
+    options: dict[str, Any] = field(default_factory=dict)  # the convert() options as given
+    timings: dict[str, float] = field(default_factory=dict)  # seconds per step (convert_s, gate_s, ...)
+    accuracy_gate: GateRecord = field(default_factory=GateRecord)
+    channel_pruning: dict[str, Any] | None = None  # a StructuredReport's dict (convert --prune-channels)
+
+    @classmethod
+    def _field_from_json(cls, name: str, value: Any) -> Any:
+        return GateRecord.from_dict(value) if name == "accuracy_gate" else value
+
+    def option(self, name: str, default: Any = None) -> Any:
+        return self.options.get(name, default)
+
+
+@dataclass
+class AccuracyRecord(Record):
+    """The artifact measured against its float model (the manifest's ``accuracy``; by verify or the gate)."""
+
+    split: str | None = None
+    samples: int | None = None
+    executed_precision: str | None = None
+    measured: str | None = None  # "drop", "disagreement" or "detection"
+    agreement: float | None = None  # top-1 agreement with the float model, in %
+    disagreement: float | None = None
+    reference_accuracy: float | None = None
+    accuracy: float | None = None
+    drop: float | None = None
+    drop_ci: list[float] | None = None
+    detection: dict[str, Any] | None = None  # ap50 / recall / precision against the float model's boxes
+    max_drop: float | None = None
+    budget: float | None = None
+    passed: bool | None = None
+    initial: float | None = None  # the gate's value before it kept layers in float
+    outputs: list[dict[str, Any]] = field(default_factory=list)  # per output: cosine, SQNR, max error...
+
+
+@dataclass
+class LatencyRecord(Record):
+    """What ``edgeship bench --save`` measured (the manifest's ``latency``)."""
+
+    p50_ms: float | None = None
+    p90_ms: float | None = None
+    p99_ms: float | None = None
+    throughput_fps: float | None = None
+    threads: int | None = None
+    hint: str | None = None
+    device: str | None = None
+    executed_precision: str | None = None
+    machine: dict[str, Any] = field(default_factory=dict)
+    measured: str | None = None  # ISO time
