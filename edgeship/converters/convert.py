@@ -176,9 +176,9 @@ def _keep_softmax_float(options: dict[str, Any], roles: list[str], outs: list[np
     options["denylisted_ops"] = list(dict.fromkeys([*options.get("denylisted_ops", []), "SOFTMAX"]))
     options["out_io"] = "float"
     for i in hit:
-        log.warning("output %d (%d class scores) would lose %.0f%% of its probability mass to int8 rounding: its softmax "
-                    "stays in float (TFLite: int8 in, float32 scores out)", i, outs[i].shape[1],
-                    100 * R.int8_lost_mass(outs[i], True))
+        log.warning("output %d (%d class scores) would lose %.0f%% of its probability mass to int8 rounding: in TFLite "
+                    "its softmax stays in float (int8 in, float32 scores out); OpenVINO keeps softmax in float "
+                    "anyway", i, outs[i].shape[1], 100 * R.int8_lost_mass(outs[i], True))
 
 
 # ---- validation ------------------------------------------------------------------------------------------

@@ -37,14 +37,19 @@ def read_tensors(path: Path) -> tuple[list[TensorInfo], list[TensorInfo]]:
     return model_tensors(ov.Core().read_model(str(path)))
 
 
+# artifact precisions whose IR runs in f32: OpenVINO would run them in bf16 (fewer mantissa bits than
+# either) on CPUs with AMX / avx512_bf16; an FP16 IR's weights are decompressed to f32 on CPU anyway
+FLOAT_IR_PRECISIONS = ("fp32", "fp16")
+
+
 def inference_precision(path: Path, manifest: Any) -> str | None:
     """``"f32"`` for a float artifact, so that a bf16-capable CPU runs what the manifest states.
 
-    OpenVINO runs an FP32 IR in bf16 on CPUs with AMX / avx512_bf16 unless told otherwise. Without
-    a manifest, an IR with no FakeQuantize node is float.
+    OpenVINO runs an FP32 or FP16 IR in bf16 on CPUs with AMX / avx512_bf16 unless told otherwise.
+    Without a manifest, an IR with no FakeQuantize node is float.
     """
     if manifest is not None:
-        return "f32" if str(manifest.precision) == "fp32" else None
+        return "f32" if str(manifest.precision) in FLOAT_IR_PRECISIONS else None
     if path.suffix.lower() != ".xml":
         return "f32"
     try:
