@@ -1,6 +1,6 @@
 """edgeship: take a trained Keras vision model to cameras at the edge.
 
-    from edgeship import InputSpec, build_dataset, convert, verify, open_backend, run
+    from edgeship import InputSpec, build_dataset, convert, ConvertOptions, verify, open_backend, run
 
 Every name is imported on first use, so ``import edgeship`` (and the device runtime) stays light:
 only ``convert`` and ``verify`` bring in TensorFlow, and only when called.
@@ -19,6 +19,7 @@ _EXPORTS = {
     "build_dataset": "edgeship.calibration:build_dataset",
     "RepresentativeDataset": "edgeship.calibration:RepresentativeDataset",
     "convert": "edgeship.converters.convert:convert",
+    "ConvertOptions": "edgeship.converters.options:ConvertOptions",
     "verify": "edgeship.converters.verify:verify_artifact",
     "open_backend": "edgeship.runtime.backends:open_backend",
     "build_pipeline": "edgeship.runtime.runner:build_pipeline",

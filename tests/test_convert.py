@@ -197,8 +197,12 @@ def test_openvino_ignored_scope_and_dynamic_batch(tmp_path, classifier, calib, h
     # node names are stable across conversions: a name read from the fp32 IR applies to a new one
     convs = openvino_layers(converted[("openvino", "fp32")].path, types=("Convolution",))
     assert convs[0] == "Convolution_0"
-    (r,) = convert(classifier, formats="openvino", precision="int8", calib=calib, out_dir=tmp_path, name="q",
-                   ignored_scope=[convs[0]], dynamic_batch=True, preset="mixed")
+    from edgeship import ConvertOptions
+    from edgeship.converters import GateOptions, IOOptions
+
+    # the option groups of the Python API (the flat keywords are the same options, tested elsewhere)
+    opts = ConvertOptions(io=IOOptions(dynamic_batch=True), gate=GateOptions(ignored_scope=[convs[0]], preset="mixed"))
+    (r,) = convert(classifier, calib, formats="openvino", precision="int8", out_dir=tmp_path, name="q", options=opts)
     model = ov.Core().read_model(str(r.path))
     conv = next(op for op in model.get_ops() if op.get_friendly_name() == convs[0])
     producers = [conv.input_value(i).get_node() for i in range(2)]
@@ -296,6 +300,9 @@ def test_python_errors_are_typed(tmp_path, classifier):
         convert(tmp_path / "missing.keras", formats="tflite", precision="fp32", out_dir=tmp_path / "o")
     with pytest.raises(SpecError):
         convert(classifier, formats="tflite", precision="fp32", out_dir=tmp_path / "o", input_size=(16, 16))
+    with pytest.raises(InputError, match="unknown option.*maxdrop; expected one of .*max_drop"):
+        convert(classifier, formats="tflite", precision="fp32", out_dir=tmp_path / "o", maxdrop=1.0)
+    assert not (tmp_path / "o").exists()
 
 
 def test_subclassed_model_and_unconvertible_layer_name_the_culprit(tmp_path):

@@ -1,6 +1,7 @@
 """Sources on real inputs: video files (every frame / real time / loop), folders, MJPEG and RTSP
 servers on 127.0.0.1 killed and restarted mid-run, unreachable sources."""
 
+import os
 import time
 
 import numpy as np
@@ -209,3 +210,5 @@ def test_rtsp_stream_reads_drops_and_reconnects(rtsp_ok):
             st = src.stats()
     assert st["reconnects"] >= 1 and all(a is not None for a in after)
     assert st["source_fps"] > 5
+    # the RTSP transport went to FFmpeg for the open calls only: the process environment is as it was
+    assert "OPENCV_FFMPEG_CAPTURE_OPTIONS" not in os.environ

@@ -67,6 +67,33 @@ def test_distillation_without_labels_wins_agreement_back(demo, tmp_path):
     assert getattr(student, "optimizer", None) is None and not student.compiled
 
 
+def test_prune_distil_cycles_reach_the_target_in_cuts(demo, tmp_path):
+    """--cycles 3: three cuts, each the same share of what is left, distilled from the unpruned model in between."""
+    from edgeship.converters.structured import cycle_fractions
+
+    assert cycle_fractions(0.5, 1) == [0.5] and cycle_fractions(0.75, 2) == pytest.approx([0.5, 0.75])
+    out = tmp_path / "cycled.keras"
+    r = CliRunner().invoke(cli, ["prune", str(demo["digits_keras"]), "--flops", "0.6", "--cycles", "3", "--distill", "2",
+                                 "--calib", str(demo["digits_calib"]), "-o", str(out), "--json"])
+    assert r.exit_code == 0, r.output
+    rep = json.loads(r.stdout)
+    cycles, c = rep["cycles"], rep["channels"]
+    assert [e["cycle"] for e in cycles] == [1, 2, 3]
+    assert cycles[0]["params"] > cycles[1]["params"] > cycles[2]["params"] == c["params_after"]
+    assert cycles[0]["flops"] > cycles[1]["flops"] > cycles[2]["flops"] == c["flops_after"]
+    assert all(e["distillation"]["epochs"] == 2 for e in cycles[:2]) and cycles[2]["distillation"] is None
+    assert rep["distillation"]["epochs"] == 2  # after the last cut
+    assert 0.45 <= 1 - c["flops_after"] / c["flops_before"] <= 0.75, c  # the cumulative target, within rounding to 8
+    assert all(v["before"] >= v["after"] for v in c["layers"].values())  # channels before the first cut, after the last
+    import keras
+
+    assert keras.saving.load_model(str(out)).count_params() == c["params_after"]
+    r = CliRunner().invoke(cli, ["prune", str(demo["digits_keras"]), "--flops", "0.6", "--cycles", "3",
+                                 "--calib", str(demo["digits_calib"]), "-o", str(tmp_path / "y.keras")])
+    assert r.exit_code == 1 and "cycles distil between cuts: add --distill" in r.stderr
+    assert not (tmp_path / "y.keras").exists()
+
+
 def test_convert_prunes_channels_then_quantizes_and_gates(demo, tmp_path):
     r = CliRunner().invoke(cli, ["convert", str(demo["digits_keras"]), "-f", "tflite", "-p", "int8", "--calib",
                                  str(demo["digits_calib"]), "--prune-channels", "0.5", "--distill", "3", "-o", str(tmp_path)])

@@ -44,6 +44,8 @@ def _from_target(name: str | None, formats: tuple[str, ...], precision: str | No
               help="Structured pruning: remove this fraction of the channels (faster on every backend; see `edgeship prune`).")
 @click.option("--distill", "distill_epochs", type=click.IntRange(0, 1000), default=0, show_default=True, metavar="EPOCHS",
               help="With --prune-channels: distil the pruned model from the unpruned one on --calib's images (labels optional).")
+@click.option("--prune-cycles", type=click.IntRange(1, 10), default=1, show_default=True, metavar="N",
+              help="With --prune-channels and --distill: remove the channels in N equal cuts, distilling after each.")
 @click.option("--prune-schedule", type=click.Choice(["constant", "polynomial"]), default="constant", show_default=True)
 @click.option("--prune-frequency", type=click.IntRange(1), help="Steps between mask updates (default: ~10 updates per run).")
 @click.option("--finetune", type=click.Path(exists=True, file_okay=False), help="Labelled image folder (root/<class>/*) to fine-tune on while pruning.")
@@ -68,7 +70,7 @@ def convert(model: str, formats: tuple[str, ...], precision: str | None, calib: 
             prune_schedule: str, prune_frequency: int | None, finetune: str | None, epochs: int, input_size,
             labels: str | None, task: str | None, name: str | None, preset: str, dynamic_batch: bool,
             max_drop: float | None, target: str | None, out_dir: str, as_json: bool, output_roles: tuple[str, ...],
-            prune_channels: float | None, distill_epochs: int, **spec_flags: Any) -> None:
+            prune_channels: float | None, distill_epochs: int, prune_cycles: int, **spec_flags: Any) -> None:
     """Prune and quantize a Keras model (.keras, .h5 or SavedModel folder) to TFLite and/or OpenVINO IR.
 
     Every artifact NAME.tflite / NAME.xml gets NAME.manifest.json (InputSpec, labels, tensors with
@@ -87,16 +89,18 @@ def convert(model: str, formats: tuple[str, ...], precision: str | None, calib: 
     import time
 
     from ..converters import convert as run_convert
+    from ..converters.options import ConvertOptions, GateOptions, IOOptions, PruneOptions
 
     t0 = time.monotonic()
     fmts, prec = _from_target(target, formats, precision)
-    results = run_convert(
-        model, formats=fmts, precision=prec, out_dir=out_dir, calib=calib, name=name, io=io, prune=prune,
-        prune_schedule=prune_schedule, prune_frequency=prune_frequency, finetune=finetune, epochs=epochs,
-        input_size=input_size, labels=labels, task=task, preset=preset, dynamic_batch=dynamic_batch, max_drop=max_drop,
-        output_roles=output_roles, spec_overrides=spec_overrides(spec_flags), prune_channels=prune_channels,
-        distill_epochs=distill_epochs,
+    options = ConvertOptions(
+        io=IOOptions(io=io, input_size=input_size, spec_overrides=spec_overrides(spec_flags), labels=labels, task=task,
+                     output_roles=tuple(output_roles), dynamic_batch=dynamic_batch),
+        prune=PruneOptions(sparsity=prune, schedule=prune_schedule, frequency=prune_frequency, finetune=finetune,
+                           epochs=epochs, channels=prune_channels, distill_epochs=distill_epochs, cycles=prune_cycles),
+        gate=GateOptions(max_drop=max_drop, preset=preset),
     )
+    results = run_convert(model, calib, formats=fmts, precision=prec, out_dir=out_dir, name=name, options=options)
     if as_json:
         emit_json({"artifacts": [_summary(r) | {"manifest": r.manifest.to_dict()} for r in results]})
         return

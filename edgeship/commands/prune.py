@@ -15,6 +15,7 @@ Examples:
   edgeship prune model.keras --speedup 2 --calib calib.npz -f openvino -o pruned.keras
   edgeship calibrate line3.mp4 --input-size 224x224 --count 2000 --out frames.npz   # unlabelled video frames
   edgeship prune model.keras --flops 0.5 --calib frames.npz --distill 5 -o pruned.keras
+  edgeship prune model.keras --flops 0.6 --cycles 3 --calib frames.npz --distill 3 -o pruned.keras
 """
 
 
@@ -35,6 +36,9 @@ Examples:
               help="Calibration set (edgeship calibrate): images for --distill, --criterion activation and --speedup's int8 artifacts.")
 @click.option("--distill", "distill_epochs", type=click.IntRange(0, 1000), default=0, show_default=True, metavar="EPOCHS",
               help="Train the pruned model for EPOCHS to reproduce the unpruned one on --calib's images (labels optional).")
+@click.option("--cycles", type=click.IntRange(1, 10), default=1, show_default=True,
+              help="Reach --channels/--flops in N equal cuts, distilling from the unpruned model after each (needs "
+                   "--distill): when one big cut costs too much accuracy.")
 @click.option("--no-labels", is_flag=True, help="Distil on the teacher's outputs only, even when --calib has labels.")
 @click.option("-f", "--format", "fmt", type=click.Choice(formats.names()), default="tflite", show_default=True,
               help="--speedup: the format the speed is measured in.")
@@ -44,8 +48,8 @@ Examples:
 @click.option("-o", "--out", "out", required=True, type=click.Path(dir_okay=False), help="The pruned model (.keras).")
 @click.option("--json", "as_json", is_flag=True, help="Print the report as one JSON object on stdout.")
 def prune(model: str, channels: float | None, flops: float | None, speedup: float | None, criterion: str, round_to: int,
-          min_channels: int, calib: str | None, distill_epochs: int, no_labels: bool, fmt: str, precision: str,
-          input_size: str | None, out: str, as_json: bool) -> None:
+          min_channels: int, calib: str | None, distill_epochs: int, cycles: int, no_labels: bool, fmt: str,
+          precision: str, input_size: str | None, out: str, as_json: bool) -> None:
     """Remove whole channels (filters) from a Keras 3 MODEL: fewer FLOPs, and a faster model on every backend.
 
     Channels that must shrink together (a convolution and its BatchNorm, every layer on a residual
@@ -77,7 +81,7 @@ def prune(model: str, channels: float | None, flops: float | None, speedup: floa
     pruned, report = prune_structured(model, channels=channels, flops=flops, speedup=speedup, criterion=criterion,
                                       round_to=round_to, min_channels=min_channels, dataset=dataset, input_size=size,
                                       distill_epochs=distill_epochs, distill_labels=not no_labels, fmt=fmt,
-                                      precision=precision)
+                                      precision=precision, cycles=cycles)
     with atomic_path(out, suffix=".keras") as tmp:
         pruned.save(str(tmp))
     report_path = Path(out).with_suffix(".prune.json")
@@ -113,6 +117,12 @@ def render(report, out: str, report_path) -> str:
         lines.append(format_table(["FLOPs removed", "GFLOPs", "base ms", "pruned ms", "speed-up"],
                                   [(f"{s['flops_removed']:.0%}", f"{(s['flops'] or 0) / 1e9:.4g}", f"{s['base_ms']:.3f}",
                                     f"{s['pruned_ms']:.3f}", f"{s['speedup']:.2f}x") for s in report.steps]))
+    if report.cycles:
+        lines.append(f"prune-distil cycles ({len(report.cycles)} cuts, distilled from the unpruned model after each):")
+        lines.append(format_table(["cycle", "removed (target)", "parameters", "GFLOPs", "after distillation"],
+                                  [(e["cycle"], f"{e['target_removed']:.0%}", f"{e['params']:,}",
+                                    f"{(e['flops'] or 0) / 1e9:.4g}", _fidelity(e["distillation"]) or "(final: below)")
+                                   for e in report.cycles]))
     for name, why in list(c["frozen"].items())[:10]:
         lines.append(f"kept (not understood): {name}: {why}")
     lines.append(describe_distillation(report.distillation))
@@ -130,6 +140,14 @@ def describe_distillation(d: dict | None) -> str:
     return (f"distillation: {d['epochs']} epochs on {d['samples']} images "
             f"({'labels + teacher' if d['labelled'] else 'teacher only, no labels'}); {what} with the unpruned model "
             f"{d['before'][key]:.4g}{unit} -> {d['after'][key]:.4g}{unit}")
+
+
+def _fidelity(d: dict | None) -> str | None:
+    """A DistillReport's fidelity to the unpruned model after distilling, in a few characters."""
+    if not d:
+        return None
+    key = "agreement" if "agreement" in d["after"] else "cosine"
+    return f"{key} {d['after'][key]:.4g}{'%' if key == 'agreement' else ''}"
 
 
 def _pct(after: float, before: float) -> str:

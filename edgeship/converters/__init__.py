@@ -11,5 +11,6 @@ TensorFlow, tfmot, OpenVINO and NNCF are imported only inside the functions that
 """
 
 from .convert import ConvertResult, convert
+from .options import ConvertOptions, GateOptions, IOOptions, PruneOptions
 
-__all__ = ["ConvertResult", "convert"]
+__all__ = ["ConvertOptions", "ConvertResult", "GateOptions", "IOOptions", "PruneOptions", "convert"]

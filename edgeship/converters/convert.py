@@ -33,6 +33,7 @@ from .inputs import (collapsing_softmax, finetune_data, infer_task, load_calibra
                      resolve_spec)
 from .inputs import output_roles as guess_output_roles
 from .openvino import PRESETS
+from .options import ConvertOptions, PruneOptions
 from .tflite import IO_TYPES
 
 log = logging.getLogger(__name__)
@@ -83,84 +84,61 @@ class _Context:
 # ---- the public entry point ---------------------------------------------------------------------------
 def convert(
     model: Any,
+    calib: Any = None,
     *,
     formats: Sequence[str] | str,
     precision: str,
     out_dir: str | os.PathLike,
-    calib: Any = None,
     name: str | None = None,
-    io: str = "int8",
-    prune: float | None = None,
-    prune_schedule: str = "constant",
-    prune_frequency: int | None = None,
-    finetune: str | os.PathLike | None = None,
-    epochs: int = 1,
-    input_spec: InputSpec | None = None,
-    input_size: tuple[int, int] | None = None,
-    labels: Sequence[str] | str | os.PathLike | None = None,
-    task: str | None = None,
-    preset: str = "performance",
-    dynamic_batch: bool = False,
-    max_drop: float | None = 1.0,
-    denylisted_nodes: Sequence[str] = (),
-    denylisted_ops: Sequence[str] = (),
-    ignored_scope: Any = None,
-    output_roles: Sequence[str] = (),
-    spec_overrides: dict[str, Any] | None = None,
-    prune_channels: float | None = None,
-    distill_epochs: int = 0,
+    options: ConvertOptions | None = None,
+    **flat: Any,
 ) -> list[ConvertResult]:
     """Convert a Keras model (path or object) to every format in ``formats`` at ``precision``.
 
-    ``calib`` is a RepresentativeDataset or a calib.npz path (required for int8, and to prove the
-    Keras 3 -> tf_keras bridge when pruning). ``prune`` is a target sparsity (0.5 = 50%, magnitude pruning:
-    a smaller gzip, no speed-up); ``finetune`` a labelled image folder trained for ``epochs`` while pruning.
-    ``prune_channels`` removes that fraction of the channels (structured pruning, faster on every backend,
-    :mod:`edgeship.converters.structured`), then ``distill_epochs`` of distillation from the unpruned model
-    on the calibration set win accuracy back. ``max_drop`` is the
-    accuracy budget in percentage points for the accuracy gate (None = off). ``output_roles``
-    (``NAME=ROLE`` / ``INDEX=ROLE``) sets outputs' roles where the guess is wrong (see
-    :mod:`edgeship.roles`); a class-score output that int8 would collapse keeps its softmax in float
-    (TFLite int8: int8 in, float scores out). Returns one
-    :class:`ConvertResult` per format; files appear in ``out_dir`` only if all succeed.
+    ``calib`` is a RepresentativeDataset or a calib.npz path (required for int8, for distillation, and
+    to prove the Keras 3 -> tf_keras bridge when pruning). ``options`` holds the three option groups
+    (:mod:`edgeship.converters.options`): ``io`` (InputSpec, labels, task, output roles, tensor types),
+    ``prune`` (magnitude pruning for size; channel pruning for speed, with distillation from the unpruned
+    model, :mod:`edgeship.converters.structured`) and ``gate`` (the accuracy budget in points, None = off,
+    and what stays in float). The same options may be given as flat keywords (``max_drop=0.5``,
+    ``prune_channels=0.5``, ``io="float"``; :data:`~edgeship.converters.options.FLAT`), applied on top
+    of ``options``. A class-score output that int8 would collapse keeps its softmax in float (TFLite int8:
+    int8 in, float scores out). Returns one :class:`ConvertResult` per format; files appear in
+    ``out_dir`` only if all succeed.
     """
+    opts = (options if options is not None else ConvertOptions()).updated(**flat)
     formats = [formats] if isinstance(formats, str) else list(formats)
-    options = _validate(formats, precision, io=io, preset=preset, calib=calib, prune=prune, prune_schedule=prune_schedule,
-                        finetune=finetune, epochs=epochs, task=task, max_drop=max_drop,
-                        denylisted=bool(denylisted_nodes or denylisted_ops), prune_channels=prune_channels,
-                        distill_epochs=distill_epochs)
-    options.update(dynamic_batch=bool(dynamic_batch), denylisted_nodes=list(denylisted_nodes),
-                   denylisted_ops=list(denylisted_ops), ignored_scope=ignored_scope, prune_frequency=prune_frequency,
-                   output_roles=list(output_roles))
+    record = _validate(formats, precision, calib, opts)
+    io, pr = opts.io, opts.prune
     out_dir = Path(out_dir)
     timings: dict[str, float] = {}
     with _staging(out_dir) as stage:
         with _timed(timings, "load_s"):
             src_model, source = load_source(model)
             dataset = load_calibration(calib)
-        spec = resolve_spec(src_model, dataset, input_spec, input_size, spec_overrides)
-        label_list = resolve_labels(labels, dataset)
+        spec = resolve_spec(src_model, dataset, io.input_spec, io.input_size, io.spec_overrides)
+        label_list = resolve_labels(io.labels, dataset)
         work_model, pruning, structured = src_model, None, None
-        if prune_channels:
+        if pr.channels:
             from .structured import prune_structured
 
             with _timed(timings, "prune_channels_s"):
-                teacher_roles = guess_output_roles(src_model, dataset, spec, output_roles)[0] if distill_epochs else None
-                work_model, structured = prune_structured(src_model, channels=float(prune_channels), dataset=dataset,
-                                                          input_size=spec.size, distill_epochs=int(distill_epochs),
-                                                          roles=teacher_roles)
-        if prune:
+                teacher_roles = guess_output_roles(src_model, dataset, spec, io.output_roles)[0] if pr.distill_epochs else None
+                work_model, structured = prune_structured(src_model, channels=float(pr.channels), dataset=dataset,
+                                                          input_size=spec.size, distill_epochs=int(pr.distill_epochs),
+                                                          roles=teacher_roles, cycles=pr.cycles)
+        if pr.sparsity:
             with _timed(timings, "prune_s"):
-                work_model, pruning = _prune(src_model, dataset, spec, options, finetune, label_list, stage)
+                work_model, pruning = _prune(src_model, dataset, spec, pr, label_list, stage)
         with _timed(timings, "export_s"):
             saved = keras_io.export_saved_model(work_model, stage / "saved_model", sample_shape=spec.sample_shape)
-        roles, outs = guess_output_roles(work_model, dataset, spec, output_roles)
+        roles, outs = guess_output_roles(work_model, dataset, spec, io.output_roles)
         if precision == "int8":
-            _keep_softmax_float(options, roles, outs)
+            _keep_softmax_float(record, roles, outs)
         ctx = _Context(
             model=work_model, source=source, spec=spec, precision=precision, dataset=dataset, saved_model=saved,
-            name=name or _default_name(source, precision, prune, prune_channels), options=options, labels=label_list,
-            task=task or infer_task(roles), roles=roles, pruning=pruning, channel_pruning=structured, timings=timings,
+            name=name or _default_name(source, precision, pr.sparsity, pr.channels), options=record, labels=label_list,
+            task=io.task or infer_task(roles), roles=roles, pruning=pruning, channel_pruning=structured, timings=timings,
         )
         results = [_convert_artifact(ctx, fmt, stage, _artifact_stem(ctx.name, fmt, formats)) for fmt in formats]
         return _publish(results, stage, out_dir)
@@ -182,50 +160,58 @@ def _keep_softmax_float(options: dict[str, Any], roles: list[str], outs: list[np
 
 
 # ---- validation ------------------------------------------------------------------------------------------
-def _validate(formats: list[str], precision: str, **o: Any) -> dict[str, Any]:
+def _validate(formats: list[str], precision: str, calib: Any, opts: ConvertOptions) -> dict[str, Any]:
+    """Check every option before any work; return them flat, as the manifest and the format builders read them."""
+    io, pr, gate = opts.io, opts.prune, opts.gate
     fmts.validate_formats(formats, precision)
-    if o["io"] not in IO_TYPES:
-        raise InputError(f"io must be one of {', '.join(IO_TYPES)}, got {o['io']!r}")
-    if o["preset"] not in PRESETS:
-        raise InputError(f"preset must be one of {', '.join(PRESETS)}, got {o['preset']!r}")
-    if precision == "int8" and o["calib"] is None:
+    if io.io not in IO_TYPES:
+        raise InputError(f"io must be one of {', '.join(IO_TYPES)}, got {io.io!r}")
+    if gate.preset not in PRESETS:
+        raise InputError(f"preset must be one of {', '.join(PRESETS)}, got {gate.preset!r}")
+    if precision == "int8" and calib is None:
         raise InputError("int8 needs a calibration set: pass --calib calib.npz (made by `edgeship calibrate`)")
-    if o["prune"] is not None and not 0.0 < float(o["prune"]) < 1.0:
-        raise InputError(f"--prune must be a sparsity between 0 and 1 (0.5 = 50%), got {o['prune']}")
-    if o["prune_schedule"] not in ("constant", "polynomial"):
-        raise InputError(f"prune schedule must be constant or polynomial, got {o['prune_schedule']!r}")
-    if o["finetune"] is not None and not o["prune"]:
+    if pr.sparsity is not None and not 0.0 < float(pr.sparsity) < 1.0:
+        raise InputError(f"--prune must be a sparsity between 0 and 1 (0.5 = 50%), got {pr.sparsity}")
+    if pr.schedule not in ("constant", "polynomial"):
+        raise InputError(f"prune schedule must be constant or polynomial, got {pr.schedule!r}")
+    if pr.finetune is not None and not pr.sparsity:
         raise InputError("--finetune only applies when pruning: add --prune SPARSITY")
-    if o["prune_channels"] is not None or o["distill_epochs"]:
-        from .structured import check_epochs, check_target  # the prune step's own rules, checked before any work
+    if pr.channels is not None or pr.distill_epochs:
+        from .structured import check_cycles, check_epochs, check_target  # the prune step's own rules, before any work
 
-        if o["prune_channels"] is not None:
-            check_target(o["prune_channels"], None, None)
-        check_epochs(o["distill_epochs"])
-    if o["prune_channels"] and o["prune"]:
+        if pr.channels is not None:
+            check_cycles(pr.cycles, check_target(pr.channels, None, None), pr.distill_epochs)
+        check_epochs(pr.distill_epochs)
+    if pr.channels and pr.sparsity:
         raise InputError("--prune-channels and --prune both prune: run `edgeship prune` first, then convert with --prune")
-    if o["distill_epochs"] and not o["prune_channels"]:
+    if pr.cycles != 1 and not pr.channels:
+        raise InputError("--prune-cycles only applies with --prune-channels")
+    if pr.distill_epochs and not pr.channels:
         raise InputError("--distill only applies with --prune-channels (or use `edgeship prune --distill`)")
-    if o["distill_epochs"] and o["calib"] is None:
+    if pr.distill_epochs and calib is None:
         raise InputError("--distill trains on the calibration set's images: pass --calib calib.npz")
-    if o["task"] is not None and o["task"] not in TASKS:
-        raise InputError(f"task must be one of {', '.join(TASKS)}, got {o['task']!r}")
-    if o["max_drop"] is not None and not float(o["max_drop"]) >= 0:
-        raise InputError(f"max_drop must be >= 0 percentage points or None, got {o['max_drop']}")
-    if o["denylisted"] and precision != "int8":
+    if io.task is not None and io.task not in TASKS:
+        raise InputError(f"task must be one of {', '.join(TASKS)}, got {io.task!r}")
+    if gate.max_drop is not None and not float(gate.max_drop) >= 0:
+        raise InputError(f"max_drop must be >= 0 percentage points or None, got {gate.max_drop}")
+    if (gate.denylisted_nodes or gate.denylisted_ops) and precision != "int8":
         raise InputError(f"nodes kept in float only apply to int8, not {precision}")
-    io = o["io"] if precision == "int8" else "float"
-    return {"precision": precision, "formats": formats, "io": io, "preset": o["preset"], "prune": o["prune"],
-            "prune_schedule": o["prune_schedule"], "finetune": None if o["finetune"] is None else str(o["finetune"]),
-            "epochs": int(o["epochs"]), "max_drop": None if o["max_drop"] is None else float(o["max_drop"]),
-            "prune_channels": o["prune_channels"], "distill_epochs": o["distill_epochs"]}
+    record = {k: v for k, v in opts.flat().items()
+              if k not in ("input_spec", "input_size", "spec_overrides", "labels", "task")}  # recorded elsewhere
+    record.update(precision=precision, formats=formats, io=io.io if precision == "int8" else "float",
+                  finetune=None if pr.finetune is None else str(pr.finetune), epochs=int(pr.epochs),
+                  max_drop=None if gate.max_drop is None else float(gate.max_drop),
+                  denylisted_nodes=list(gate.denylisted_nodes), denylisted_ops=list(gate.denylisted_ops),
+                  output_roles=list(io.output_roles), dynamic_batch=bool(io.dynamic_batch))
+    return record
 
 
 # ---- pruning --------------------------------------------------------------------------------------------
-def _prune(model: Any, dataset: Any, spec: InputSpec, options: dict[str, Any], finetune: Any,
-           labels: list[str] | None, stage: Path) -> tuple[Any, Any]:
+def _prune(model: Any, dataset: Any, spec: InputSpec, pr: PruneOptions, labels: list[str] | None,
+           stage: Path) -> tuple[Any, Any]:
     from .prune import is_probability_output, prune_model
 
+    finetune = pr.finetune
     calib_x = dataset.split("calib")[0] if dataset is not None else None
     data = None
     from_logits = False
@@ -244,9 +230,9 @@ def _prune(model: Any, dataset: Any, spec: InputSpec, options: dict[str, Any], f
     if calib_x is None:
         lo, hi = spec.value_range()
         calib_x = np.random.default_rng(0).uniform(lo, hi, (32, *spec.sample_shape)).astype(np.float32)
-    return prune_model(model, sparsity=float(options["prune"]), calib_x=calib_x, workdir=stage,
-                       schedule=options["prune_schedule"], finetune=data, epochs=options["epochs"],
-                       frequency=options["prune_frequency"], from_logits=from_logits)
+    return prune_model(model, sparsity=float(pr.sparsity), calib_x=calib_x, workdir=stage,
+                       schedule=pr.schedule, finetune=data, epochs=int(pr.epochs),
+                       frequency=pr.frequency, from_logits=from_logits)
 
 
 # ---- per artifact ------------------------------------------------------------------------------------------

@@ -11,6 +11,10 @@
 
 Then, with ``distill_epochs`` > 0, the pruned model is trained to reproduce the unpruned one on the
 calibration set's images (:mod:`edgeship.converters.distill`; its labels mixed in when it has them).
+
+When one cut costs too much, ``cycles=N`` (channels or FLOPs targets) reaches the target in N equal
+cuts (equal fractions of what is left) and distils from the unpruned model after every cut, so each
+cut starts from a model that has recovered from the previous one.
 """
 
 from __future__ import annotations
@@ -32,6 +36,7 @@ log = logging.getLogger(__name__)
 
 SPEEDUP_STEPS = (0.25, 0.4, 0.5, 0.6, 0.7, 0.8)  # fractions of the FLOPs removed, tried in turn by speedup=X
 MAX_SPEEDUP = 20.0
+MAX_CYCLES = 10
 LATENCY_ROUNDS = 5
 LATENCY_SECONDS = 0.4
 
@@ -62,7 +67,8 @@ class StructuredReport:
     channels: dict[str, Any]  # a ChannelReport
     latency: dict[str, Any] | None = None  # the step kept: {"format", "precision", "base_ms", "pruned_ms", "speedup"}
     steps: list[dict[str, Any]] = field(default_factory=list)  # speed-up search
-    distillation: dict[str, Any] | None = None  # a DistillReport
+    distillation: dict[str, Any] | None = None  # a DistillReport (after the last cut)
+    cycles: list[dict[str, Any]] = field(default_factory=list)  # cycles > 1: per cut, params/FLOPs and its distillation
     seconds: float = 0.0
 
     def to_dict(self) -> dict[str, Any]:
@@ -84,6 +90,22 @@ def check_target(channels: float | None, flops: float | None, speedup: float | N
     return {name: float(value)}
 
 
+def check_cycles(cycles: Any, target: dict[str, float], distill_epochs: int) -> int:
+    """Prune-distil cycles: 1 (one cut) up to MAX_CYCLES, for channels/FLOPs targets, with distillation."""
+    if isinstance(cycles, bool) or not isinstance(cycles, int) or not 1 <= cycles <= MAX_CYCLES:
+        raise InputError(f"cycles must be an integer from 1 to {MAX_CYCLES}, got {cycles!r}")
+    if cycles > 1 and "speedup" in target:
+        raise InputError("cycles apply to --channels or --flops; --speedup already prunes in measured steps")
+    if cycles > 1 and not distill_epochs:
+        raise InputError("cycles distil between cuts: add --distill EPOCHS")
+    return cycles
+
+
+def cycle_fractions(total: float, cycles: int) -> list[float]:
+    """The cumulative fraction removed after each of ``cycles`` equal cuts (each the same share of what is left)."""
+    return [1.0 - (1.0 - total) ** ((c + 1) / cycles) for c in range(cycles)]
+
+
 def check_epochs(epochs: Any) -> int:
     """Distillation epochs: a non-negative integer (0 = no distillation)."""
     if isinstance(epochs, bool) or not isinstance(epochs, int) or epochs < 0:
@@ -96,11 +118,12 @@ def prune_structured(model: Any, *, channels: float | None = None, flops: float 
                      input_size: tuple[int, int] | None = None, distill_epochs: int = 0, distill_labels: bool = True,
                      fmt: str = "tflite", precision: str = "int8", threads: int | None = None,
                      rounds: int = LATENCY_ROUNDS, seconds: float = LATENCY_SECONDS,
-                     roles: list[str] | None = None) -> tuple[Any, StructuredReport]:
+                     roles: list[str] | None = None, cycles: int = 1) -> tuple[Any, StructuredReport]:
     """Prune ``model`` (Keras 3, path or object) to one target; returns (pruned model, report). See the module doc."""
     t0 = time.perf_counter()
     target = check_target(channels, flops, speedup)
     check_epochs(distill_epochs)
+    check_cycles(cycles, target, distill_epochs)
     teacher = load_keras_model(model)
     x = None if dataset is None else dataset.split("calib")[0]
     if (criterion == "activation" or distill_epochs) and dataset is None:
@@ -115,20 +138,70 @@ def prune_structured(model: Any, *, channels: float | None = None, flops: float 
         best = steps[kept]
         latency = {"format": fmt, "precision": precision, "base_ms": best.base_ms, "pruned_ms": best.pruned_ms,
                    "speedup": round(best.speedup, 3)}
-    else:
+    recover = _distiller(teacher, dataset, distill_epochs, distill_labels, roles) if distill_epochs else None
+    history: list[dict[str, Any]] = []
+    if cycles > 1:
+        pruned, report, history = _prune_in_cycles(teacher, target, cycles, common, recover)
+    elif "speedup" not in target:
         pruned, report = C.prune_channels(teacher, ratio=target.get("channels"), flops=target.get("flops"), **common)
-    out = StructuredReport(target=target, channels=report.to_dict(), latency=latency, steps=[s.to_dict() for s in steps])
-    if distill_epochs:
-        from .distill import distill
-
-        x_calib, y_calib = dataset.split("calib")
-        x_val, _ = dataset.split("holdout")
-        use_y = y_calib if distill_labels and y_calib is not None else None
-        out.distillation = distill(pruned, teacher, x_calib, y=use_y, x_val=x_val if len(x_val) else None,
-                                   epochs=distill_epochs, roles=roles, data="calibration set").to_dict()
-        pruned = uncompiled(pruned)
+    out = StructuredReport(target=target, channels=report.to_dict(), latency=latency, steps=[s.to_dict() for s in steps],
+                           cycles=history)
+    if recover is not None:
+        pruned, out.distillation = recover(pruned)
     out.seconds = time.perf_counter() - t0
     return pruned, out
+
+
+def _distiller(teacher: Any, dataset: Any, epochs: int, use_labels: bool, roles: list[str] | None) -> Any:
+    """``recover(model) -> (distilled model, DistillReport dict)``: distil from the unpruned ``teacher`` on the calibration set."""
+    from .distill import distill
+
+    x_calib, y_calib = dataset.split("calib")
+    x_val, _ = dataset.split("holdout")
+    use_y = y_calib if use_labels and y_calib is not None else None
+
+    def recover(student: Any) -> tuple[Any, dict[str, Any]]:
+        report = distill(student, teacher, x_calib, y=use_y, x_val=x_val if len(x_val) else None, epochs=epochs,
+                         roles=roles, data="calibration set").to_dict()
+        return uncompiled(student), report
+
+    return recover
+
+
+def _prune_in_cycles(teacher: Any, target: dict[str, float], cycles: int, common: dict[str, Any],
+                     recover: Any) -> tuple[Any, Any, list[dict[str, Any]]]:
+    """Reach ``target`` in ``cycles`` cuts, distilling after each but the last (the caller distils that one).
+
+    Returns the model, one ChannelReport spanning every cut (channels before the first, after the last),
+    and per cut: params, FLOPs and the distillation that followed it."""
+    import dataclasses
+
+    (kind, total), = target.items()
+    fractions = cycle_fractions(total, cycles)
+    model, reports, history = teacher, [], []
+    for c, cumulative in enumerate(fractions):
+        before = fractions[c - 1] if c else 0.0
+        if kind == "flops":  # of the current model's FLOPs: what is still to go to reach the cumulative share
+            first = reports[0].flops_before if reports else None
+            current = reports[-1].flops_after if reports else None
+            step = 1.0 - (1.0 - cumulative) * first / current if first and current else (cumulative - before) / (1 - before)
+            model, rep = C.prune_channels(model, flops=min(max(step, 1e-3), 0.95), **common)
+        else:  # a uniform share of every group's remaining channels
+            model, rep = C.prune_channels(model, ratio=1.0 - (1.0 - cumulative) / (1.0 - before), **common)
+        reports.append(rep)
+        entry: dict[str, Any] = {"cycle": c + 1, "target_removed": round(cumulative, 4), "params": rep.params_after,
+                                 "flops": rep.flops_after, "distillation": None}
+        if c < cycles - 1:
+            model, entry["distillation"] = recover(model)
+        history.append(entry)
+        log.info("cycle %d/%d: %s parameters%s", c + 1, cycles, f"{rep.params_after:,}",
+                 f", fidelity after distillation {entry['distillation']['after']}" if entry["distillation"] else "")
+    first, last = reports[0], reports[-1]
+    layers = {name: {"before": first.layers.get(name, v)["before"], "after": v["after"]} for name, v in last.layers.items()}
+    combined = dataclasses.replace(last, ratio=target.get("channels", last.ratio), flops_target=target.get("flops"),
+                                   layers=layers, params_before=first.params_before, flops_before=first.flops_before,
+                                   seconds=sum(r.seconds for r in reports))
+    return model, combined, history
 
 
 def _search_speedup(teacher: Any, want: float, common: dict[str, Any], dataset: Any, fmt: str, precision: str,

@@ -33,6 +33,8 @@ def convert_artifact(ctx: Any, a: ArtifactPlan) -> dict[str, Any]:
         extra.update(task="detect", labels=list(SHAPE_CLASSES))
     if a.prune:
         extra.update(prune=a.prune, finetune=str(ctx.path("digits_train")), epochs=ctx.options.finetune_epochs)
+    if a.prune_channels:
+        extra.update(prune_channels=a.prune_channels, distill_epochs=ctx.options.distill_epochs)
     results = convert(str(ctx.path(f"{a.model}_keras")), formats=[a.format], precision=a.precision,
                       out_dir=ctx.out / "models", calib=str(ctx.path(f"{a.model}_calib")), name=a.name,
                       max_drop=MAX_DROP, **extra)
@@ -42,7 +44,7 @@ def convert_artifact(ctx: Any, a: ArtifactPlan) -> dict[str, Any]:
         "artifact": f"models/{results[0].path.name}", "model": a.model, "format": m.format, "precision": m.precision,
         "planned_precision": a.precision, "sizes": dict(m.sizes), "sparsity": m.sparsity.get("overall"),
         "sparsity_target": m.sparsity.get("target"), "gate": gate.to_dict(), "float_layers": gate.float_layer_names(),
-        "timings": dict(m.conversion.timings), "note": a.note,
+        "timings": dict(m.conversion.timings), "note": a.note, "channel_pruning": m.conversion.channel_pruning,
     }
 
 

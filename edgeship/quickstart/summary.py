@@ -83,6 +83,8 @@ def notes(results: dict[str, Any]) -> list[str]:
             out.append(f"{a.name}: {100 * (c.get('sparsity') or 0):.1f}% of the weights are zero (target "
                        f"{100 * (c.get('sparsity_target') or 0):.0f}%); {PRUNE_NOTE}. Its drop is measured against the "
                        "unpruned float model.")
+        if a.prune_channels and c.get("channel_pruning"):
+            out.append(channel_pruning_note(a, c["channel_pruning"], results))
         reason = (c.get("gate") or {}).get("reason")
         if reason and c.get("precision") != c.get("planned_precision"):
             out.append(f"{a.name}: {reason}")
@@ -92,6 +94,25 @@ def notes(results: dict[str, Any]) -> list[str]:
                "benchmark_app); fps: sequential throughput of that call. Runtime runs: the real pipeline on the demo "
                "videos, every frame processed (glass-to-glass latency from frame capture to result).")
     return out
+
+
+def channel_pruning_note(a: Any, cp: dict[str, Any], results: dict[str, Any]) -> str:
+    """What structured pruning bought: parameters, FLOPs, and the latency against the unpruned artifact."""
+    ch = cp["channels"]
+    text = (f"{a.name}: {100 * a.prune_channels:.0f}% of the channels removed: parameters {ch['params_before']:,} -> "
+            f"{ch['params_after']:,}")
+    if ch.get("flops_before"):
+        text += f", MFLOPs {ch['flops_before'] / 1e6:.3g} -> {ch['flops_after'] / 1e6:.3g}"
+    unpruned = next((b for b in ARTIFACTS if b.model == a.model and b.format == a.format and b.precision == a.precision
+                     and not b.prune and not b.prune_channels), None)
+    base = ((results.get(f"bench.{unpruned.name}") or {}).get("latency_ms") or {}).get("p50") if unpruned else None
+    mine = ((results.get(f"bench.{a.name}") or {}).get("latency_ms") or {}).get("p50")
+    if base and mine:
+        text += f"; p50 {base:.4g} -> {mine:.4g} ms against {unpruned.name} ({base / mine:.2f}x)"
+    d = cp.get("distillation") or {}
+    if d:
+        text += f"; distilled {d['epochs']} epochs on {d['samples']} calibration images"
+    return text + ". Its drop is measured against the unpruned float model."
 
 
 def build(results: dict[str, Any], seconds: dict[str, float], title: str = "edgeship quickstart") -> ReportData:

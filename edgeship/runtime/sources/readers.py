@@ -7,11 +7,13 @@ A reader opens, returns BGR uint8 frames one at a time (None at the end or on fa
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import sys
+import threading
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 
 import numpy as np
 
@@ -152,7 +154,8 @@ class CameraReader(CaptureReader):
 class StreamReader(CaptureReader):
     """A network stream through OpenCV's FFmpeg (RTSP, RTMP, HLS, HTTP video...), with open/read timeouts.
 
-    RTSP defaults to TCP transport (set ``OPENCV_FFMPEG_CAPTURE_OPTIONS`` yourself to override).
+    RTSP defaults to TCP transport (set ``OPENCV_FFMPEG_CAPTURE_OPTIONS`` yourself to override). The
+    transport is passed to FFmpeg for the open call only: the process environment is left as it was.
     """
 
     live = True
@@ -165,10 +168,28 @@ class StreamReader(CaptureReader):
 
     def _capture(self, timeout: float):
         cv2 = _cv2()
-        if str(self.target).startswith(("rtsp://", "rtsps://")) and "OPENCV_FFMPEG_CAPTURE_OPTIONS" not in os.environ:
-            os.environ["OPENCV_FFMPEG_CAPTURE_OPTIONS"] = f"rtsp_transport;{self.rtsp_transport}"
         params = [cv2.CAP_PROP_OPEN_TIMEOUT_MSEC, int(timeout * 1000), cv2.CAP_PROP_READ_TIMEOUT_MSEC, int(self.read_timeout * 1000)]
-        return cv2.VideoCapture(str(self.target), cv2.CAP_FFMPEG, params)
+        options = f"rtsp_transport;{self.rtsp_transport}" if str(self.target).startswith(("rtsp://", "rtsps://")) else None
+        with _ffmpeg_options(options):
+            return cv2.VideoCapture(str(self.target), cv2.CAP_FFMPEG, params)
+
+
+_ENV_LOCK = threading.Lock()
+
+
+@contextlib.contextmanager
+def _ffmpeg_options(options: str | None) -> Iterator[None]:
+    """OpenCV reads FFmpeg's capture options from the environment when a capture opens: set them for
+    that call only (unless the user set their own), under a lock so two readers opening at once do not mix."""
+    if options is None or "OPENCV_FFMPEG_CAPTURE_OPTIONS" in os.environ:
+        yield
+        return
+    with _ENV_LOCK:
+        os.environ["OPENCV_FFMPEG_CAPTURE_OPTIONS"] = options
+        try:
+            yield
+        finally:
+            os.environ.pop("OPENCV_FFMPEG_CAPTURE_OPTIONS", None)
 
 
 class GStreamerReader(CaptureReader):
