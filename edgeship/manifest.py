@@ -76,7 +76,8 @@ class Manifest:
         known = {f.name for f in fields(cls)}
         extra = {k: d.pop(k) for k in list(d) if k not in known}
         if extra:
-            d["conversion"] = {**(d.get("conversion") or {}), "unknown_keys": extra}
+            conversion = dict(d.get("conversion") or {})
+            d["conversion"] = {**conversion, "unknown_keys": {**dict(conversion.get("unknown_keys") or {}), **extra}}
         version = d.get("schema_version", 1)
         if not isinstance(version, int) or isinstance(version, bool) or version < 1:
             raise ModelError(f"manifest schema_version must be a positive integer, got {version!r}")

@@ -29,10 +29,17 @@ class Record:
 
     @classmethod
     def from_dict(cls: type[R], d: dict[str, Any] | None) -> R:
+        if d is not None and not isinstance(d, dict):
+            raise TypeError(f"{cls.__name__} must be a JSON object, got {type(d).__name__}")
         d = dict(d or {})
-        known = {f.name for f in dataclasses.fields(cls) if f.name != "extra"}
-        extra = {**dict(d.pop("extra", None) or {}), **{k: d.pop(k) for k in list(d) if k not in known}}
-        kwargs = {k: cls._field_from_json(k, v) for k, v in d.items()}
+        known = {f.name: f for f in dataclasses.fields(cls) if f.name != "extra"}
+        extra = {k: d.pop(k) for k in list(d) if k not in known}  # a key named "extra" is an unknown key too
+        kwargs = {}
+        for k, v in d.items():
+            f = known[k]
+            if v is None and f.default_factory is not dataclasses.MISSING:  # null where a list/dict belongs
+                v = f.default_factory()
+            kwargs[k] = cls._field_from_json(k, v)
         return cls(**kwargs, extra=extra)
 
     @classmethod
@@ -82,7 +89,7 @@ class ConversionRecord(Record):
 
     @classmethod
     def _field_from_json(cls, name: str, value: Any) -> Any:
-        return GateRecord.from_dict(value) if name == "accuracy_gate" else value
+        return GateRecord.from_dict(value) if name == "accuracy_gate" and not isinstance(value, GateRecord) else value
 
     def option(self, name: str, default: Any = None) -> Any:
         return self.options.get(name, default)

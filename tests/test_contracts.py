@@ -235,6 +235,10 @@ def test_manifest_sections_are_typed_records(art, tmp_path):
     assert again["conversion"]["accuracy_gate"]["from_the_future"] == {"a": 1} and again["conversion"]["demo"] is True
     assert again["accuracy"]["new_metric"] == 0.5
     assert again["latency"] == {} and Manifest.load(p).to_dict() == again
+    # hand-edited or very old: null where a list belongs, a key that happens to be called "extra"
+    g = GateRecord.from_dict({"float_layers": None, "extra": "kept", "status": "passed"})
+    assert g.float_layer_names() == [] and g.to_dict()["extra"] == "kept"
+    assert ConversionRecord.from_dict({"options": None, "accuracy_gate": None}).accuracy_gate.status == "not run"
     bad = {**d, "accuracy": [1, 2]}
     p.write_text(json.dumps(bad))
     with pytest.raises(ModelError, match="m.manifest.json"):

@@ -88,6 +88,15 @@ def test_prune_distil_cycles_reach_the_target_in_cuts(demo, tmp_path):
     import keras
 
     assert keras.saving.load_model(str(out)).count_params() == c["params_after"]
+    # --channels in cycles reaches what one cut removes (each cut rounding to multiples of 8 must not fall short)
+    from edgeship.converters.channels import prune_channels
+
+    _, one = prune_channels(keras.saving.load_model(str(demo["digits_keras"])), ratio=0.5)
+    r = CliRunner().invoke(cli, ["prune", str(demo["digits_keras"]), "--channels", "0.5", "--cycles", "2", "--distill", "1",
+                                 "--calib", str(demo["digits_calib"]), "-o", str(tmp_path / "c2.keras"), "--json"])
+    assert r.exit_code == 0, r.output
+    two = json.loads(r.stdout)["channels"]
+    assert abs(two["flops_after"] - one.flops_after) <= 0.1 * one.flops_before, (two["flops_after"], one.flops_after)
     r = CliRunner().invoke(cli, ["prune", str(demo["digits_keras"]), "--flops", "0.6", "--cycles", "3",
                                  "--calib", str(demo["digits_calib"]), "-o", str(tmp_path / "y.keras")])
     assert r.exit_code == 1 and "cycles distil between cuts: add --distill" in r.stderr

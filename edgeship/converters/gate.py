@@ -57,7 +57,7 @@ class GateResult:
     seconds: float = 0.0
 
     def conversion_record(self) -> dict[str, Any]:
-        """What the manifest keeps under ``conversion["accuracy_gate"]``."""
+        """What the manifest keeps under ``conversion.accuracy_gate``."""
         d = asdict(self)
         d.pop("artifact")
         d.pop("accuracy")
@@ -314,7 +314,7 @@ def scope_names(scope: Any) -> list[str]:
 
 
 def record_gate(manifest: Any, result: GateResult | None) -> Any:
-    """Write the gate's outcome into a manifest: precision, ``accuracy`` and ``conversion["accuracy_gate"]``."""
+    """Write the gate's outcome into a manifest: precision, ``accuracy`` and ``conversion.accuracy_gate``."""
     if result is None:
         return manifest
     manifest.precision = result.precision

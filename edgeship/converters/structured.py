@@ -177,6 +177,12 @@ def _prune_in_cycles(teacher: Any, target: dict[str, float], cycles: int, common
     import dataclasses
 
     (kind, total), = target.items()
+    if kind == "channels":
+        # uniform ratios per cut would each round kept channels up to a multiple of 8 and fall short of the
+        # target (a 32-wide group would never shrink): steer the cuts by the FLOPs a single cut would remove
+        _, one_cut = C.prune_channels(teacher, ratio=total, **common)
+        if one_cut.flops_before and one_cut.flops_after is not None:
+            kind, total = "flops", 1.0 - one_cut.flops_after / one_cut.flops_before
     fractions = cycle_fractions(total, cycles)
     model, reports, history = teacher, [], []
     for c, cumulative in enumerate(fractions):
@@ -198,9 +204,14 @@ def _prune_in_cycles(teacher: Any, target: dict[str, float], cycles: int, common
                  f", fidelity after distillation {entry['distillation']['after']}" if entry["distillation"] else "")
     first, last = reports[0], reports[-1]
     layers = {name: {"before": first.layers.get(name, v)["before"], "after": v["after"]} for name, v in last.layers.items()}
-    combined = dataclasses.replace(last, ratio=target.get("channels", last.ratio), flops_target=target.get("flops"),
-                                   layers=layers, params_before=first.params_before, flops_before=first.flops_before,
-                                   seconds=sum(r.seconds for r in reports))
+    before, after = sum(v["before"] for v in layers.values()), sum(v["after"] for v in layers.values())
+    combined = dataclasses.replace(
+        last, ratio=round(1.0 - after / before, 4) if before else 0.0,  # channels removed over every cut
+        flops_target=target.get("flops"), layers=layers, params_before=first.params_before,
+        flops_before=first.flops_before, seconds=sum(r.seconds for r in reports),
+        pruned_groups=max(r.pruned_groups for r in reports),
+        frozen={k: v for r in reports for k, v in r.frozen.items()},
+        kept_groups={k: v for r in reports for k, v in r.kept_groups.items()})
     return model, combined, history
 
 

@@ -69,6 +69,9 @@ def verify(ctx: Any, a: ArtifactPlan) -> dict[str, Any]:
     record = report.accuracy_record()
     if "detection" in result:
         record.detection = result["detection"]
+    if m.accuracy is not None:  # keep what the gate recorded (its budget, its value before any float layer)
+        record.budget, record.initial = m.accuracy.budget, m.accuracy.initial
+        record.extra = {**m.accuracy.extra, **record.extra}
     m.accuracy = record
     m.save(path)
     return result
@@ -123,7 +126,8 @@ def units(options: Options, out: Path) -> dict[str, list[Unit]]:
     for a in ARTIFACTS:
         deps = [f"train.{a.model}", f"calibrate.{a.model}"] + (["calibrate.digits_train"] if a.prune else [])
         recipe = {"format": a.format, "precision": a.precision, "prune": a.prune, "max_drop": MAX_DROP,
-                  "finetune_epochs": options.finetune_epochs if a.prune else None}
+                  "finetune_epochs": options.finetune_epochs if a.prune else None, "prune_channels": a.prune_channels,
+                  "distill_epochs": options.distill_epochs if a.prune_channels else None}
         conv.append(Unit("convert", a.name, recipe, lambda ctx, a=a: convert_artifact(ctx, a), hashed=a.files(),
                          present=[a.manifest], deps=deps))
         ver.append(Unit("verify", a.name, {"max_drop": MAX_DROP, "eval": options.shapes_eval if a.model == "shapes" else None},

@@ -26,8 +26,8 @@ color_order, scale, mean, std} (a model without a manifest), ``threshold``, ``io
   queue (SQLite outbox: durable), timeout_s, backoff_s, max_backoff_s, drain_s}].
 - ``industrial``: counters (SQLite file), inspect {pass_classes | fail_classes, min_score,
   class_thresholds, uncertain, fail_above}, trigger {mode: frame | interval (interval_ms) |
-  external (POST /trigger, mqtt {broker, topic})}, outputs [{type: none | mqtt {broker, topic} |
-  http {url, timeout_s} | gpio {pin, pulse_ms, active_high}}], rejects {dir, quota_mb}, events.
+  external (POST /trigger, mqtt {broker, topic})}, outputs [{type: none | mqtt {broker, topic, username,
+  password} | http {url, timeout_s, headers} | gpio {pin, pulse_ms, active_high}}], rejects {dir, quota_mb}, events.
 - ``robot``: rate_hz, stale_ms, udp [host:port].
 """
 

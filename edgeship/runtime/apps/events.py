@@ -250,7 +250,7 @@ class MqttEventSink:
     :class:`~.outbox.Outbox` before delivery; a worker publishes the due rows in order and deletes a
     row only after the broker's PUBACK. While the broker is down nothing is published: paho
     reconnects with exponential backoff (``backoff_s`` doubling up to ``max_backoff_s``) and, once
-    connected, the queue is sent oldest first. A PUBACK missing after ``timeout`` seconds backs off
+    connected, the queue is sent oldest first. A PUBACK missing after ``timeout_s`` seconds backs off
     that row the same way (paho resends it on the next connection). What is still queued at
     ``close()`` (after up to ``drain_s`` of trying) stays on disk for the next run.
 
@@ -436,7 +436,6 @@ EventSinkCfg = tagged_union(EVENT_SINKS.values())
 
 def event_sink(cfg: Any) -> Any:
     """The event sink for a validated ``events:`` entry."""
-    try:
-        return EVENT_SINKS[cfg.type](**cfg.options())
-    except KeyError:
-        raise ConfigError(f"unknown event sink {cfg.type!r}; expected one of {', '.join(EVENT_SINKS)}") from None
+    if cfg.type not in EVENT_SINKS:
+        raise ConfigError(f"unknown event sink {cfg.type!r}; expected one of {', '.join(EVENT_SINKS)}")
+    return EVENT_SINKS[cfg.type](**cfg.options())

@@ -242,7 +242,6 @@ OutputCfg = tagged_union(OUTPUTS.values())
 
 def reject_output(cfg: Any) -> Any:
     """The reject output for a validated ``outputs:`` entry."""
-    try:
-        return OUTPUTS[cfg.type](**cfg.options())
-    except KeyError:
-        raise ConfigError(f"unknown reject output {cfg.type!r}; expected one of {', '.join(OUTPUTS)}") from None
+    if cfg.type not in OUTPUTS:
+        raise ConfigError(f"unknown reject output {cfg.type!r}; expected one of {', '.join(OUTPUTS)}")
+    return OUTPUTS[cfg.type](**cfg.options())

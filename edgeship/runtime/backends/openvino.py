@@ -109,8 +109,9 @@ class OpenVINOBackend(Backend):
         except ImportError:
             raise BackendError("openvino is not installed: pip install 'edgeship[openvino]'") from None
         device = str(self.options.get("device") or "CPU").upper()
-        # run what the manifest states: an FP32 artifact in f32 even where the CPU would pick bf16
-        precision = self.options.get("precision") or inference_precision(self.path, self.manifest)
+        # run what the manifest states: a float artifact in f32 even where the CPU would pick bf16 (other
+        # devices keep their own default: a GPU runs an FP16 IR in f16, an NPU may not take the property)
+        precision = self.options.get("precision") or (inference_precision(self.path, self.manifest) if device == "CPU" else None)
         cfg = compile_config(hint=self.options.get("hint") or "latency", threads=self.threads,
                              streams=self.options.get("streams"), precision=precision)
         core = ov.Core()

@@ -181,10 +181,13 @@ _ENV_LOCK = threading.Lock()
 def _ffmpeg_options(options: str | None) -> Iterator[None]:
     """OpenCV reads FFmpeg's capture options from the environment when a capture opens: set them for
     that call only (unless the user set their own), under a lock so two readers opening at once do not mix."""
-    if options is None or "OPENCV_FFMPEG_CAPTURE_OPTIONS" in os.environ:
+    if options is None:
         yield
         return
     with _ENV_LOCK:
+        if "OPENCV_FFMPEG_CAPTURE_OPTIONS" in os.environ:  # the user's own (checked under the lock: not ours)
+            yield
+            return
         os.environ["OPENCV_FFMPEG_CAPTURE_OPTIONS"] = options
         try:
             yield
