@@ -30,7 +30,6 @@ import sys
 import tempfile
 import time
 from dataclasses import asdict, dataclass, field
-from datetime import datetime
 from pathlib import Path
 from typing import Any, Callable
 
@@ -40,6 +39,8 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent))
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 os.environ.setdefault("EDGESHIP_PROGRESS", "0")
+
+from benchmarks.photos import machine, random_crops  # noqa: E402
 
 VARIANTS = ("unpruned", "pruned")
 FORMATS = {"tflite": "litert-benchmark", "openvino": "benchmark_app"}  # artifact format -> vendor tool
@@ -94,35 +95,6 @@ def benchmark_app_p50(model: Path, threads: int, runs: int, shape: list[int]) ->
     if ms is None:
         raise RuntimeError(f"no 'Median:' latency in benchmark_app's output for {model.name}")
     return ms
-
-
-# ---- calibration data: crops of scikit-image's photographs --------------------------------------
-def photographs() -> list[np.ndarray]:
-    """RGB uint8 colour photographs shipped inside scikit-image (no download)."""
-    from skimage import data
-
-    return [data.astronaut(), data.chelsea(), data.coffee(), data.rocket(), data.stereo_motorcycle()[0],
-            data.hubble_deep_field()]
-
-
-def random_crops(n: int, size: int, seed: int = 0) -> np.ndarray:
-    """``n`` square crops (50-100% of the short side, random place, random mirror), resized to ``size``: uint8 BGR."""
-    import cv2
-
-    rng = np.random.default_rng(seed)
-    photos = photographs()
-    frames = []
-    for i in range(n):
-        img = photos[i % len(photos)]
-        h, w = img.shape[:2]
-        side = int(rng.uniform(0.5, 1.0) * min(h, w))
-        y, x = int(rng.integers(0, h - side + 1)), int(rng.integers(0, w - side + 1))
-        crop = img[y:y + side, x:x + side]
-        if rng.random() < 0.5:
-            crop = crop[:, ::-1]
-        crop = cv2.resize(np.ascontiguousarray(crop), (size, size), interpolation=cv2.INTER_AREA)
-        frames.append(cv2.cvtColor(crop, cv2.COLOR_RGB2BGR))  # edgeship's frames are BGR, like a camera's
-    return np.stack(frames)
 
 
 def calibration_set(name: str, frames: np.ndarray) -> Any:
@@ -240,14 +212,6 @@ def gflops(flops: int | None) -> str:
     return "-" if flops is None else f"{flops / 1e9:.2f}"
 
 
-def machine() -> dict[str, Any]:
-    from edgeship.runtime.bench import machine_info
-
-    info = machine_info()
-    return {"cpu": info["cpu"], "cores": info["cores"], "arch": info["arch"],
-            "date": datetime.now().astimezone().strftime("%a %b %d %H:%M:%S %Z %Y")}
-
-
 def table(results: list[Result]) -> str:
     head = ["model", "size", "params before", "params after", "GFLOPs before", "GFLOPs after",
             "TFLite int8 p50 ms unpruned", "pruned", "speed-up", "OpenVINO int8 p50 ms unpruned", "pruned", "speed-up"]
@@ -323,7 +287,7 @@ def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
     check_tools()
     host = machine()
-    frames = random_crops(args.calib, args.size)
+    frames = np.stack(random_crops(args.calib, args.size))
     results = []
     try:
         with tempfile.TemporaryDirectory(prefix="edgeship-channel-pruning-") as work:

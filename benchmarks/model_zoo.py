@@ -62,7 +62,6 @@ import sys
 import tempfile
 import time
 from dataclasses import asdict, dataclass
-from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -72,6 +71,8 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent))
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 os.environ.setdefault("EDGESHIP_PROGRESS", "0")
+
+from benchmarks.photos import machine, random_crops  # noqa: E402
 
 # keras.applications model -> the InputSpec fields of its preprocessing (pixels -> model input),
 # from keras.applications.<module>.preprocess_input (Keras 3)
@@ -101,36 +102,6 @@ def one_line(e: BaseException) -> str:
     return f"{type(e).__name__}: {text[0] if text else ''}"[:160]
 
 
-# ---- images: crops of scikit-image's photographs ------------------------------------------------
-def photographs() -> list[np.ndarray]:
-    """RGB uint8 photographs shipped inside scikit-image (no download); grey ones as three channels."""
-    from skimage import data
-
-    out = []
-    for name in PHOTOS:
-        img = getattr(data, name)()
-        out.append(np.repeat(img[:, :, None], 3, axis=2) if img.ndim == 2 else img[:, :, :3])
-    return out
-
-
-def random_crops(n: int, side: int, seed: int) -> list[np.ndarray]:
-    """``n`` square crops (50-100% of the short side, random place, random mirror) resized to ``side``: uint8 BGR."""
-    import cv2
-
-    rng = np.random.default_rng(seed)
-    photos = photographs()
-    frames = []
-    for i in range(n):
-        img = photos[i % len(photos)]
-        h, w = img.shape[:2]
-        s = int(rng.uniform(0.5, 1.0) * min(h, w))
-        y, x = int(rng.integers(0, h - s + 1)), int(rng.integers(0, w - s + 1))
-        crop = img[y:y + s, x:x + s]
-        if rng.random() < 0.5:
-            crop = crop[:, ::-1]
-        crop = cv2.resize(np.ascontiguousarray(crop), (side, side), interpolation=cv2.INTER_AREA)
-        frames.append(cv2.cvtColor(crop, cv2.COLOR_RGB2BGR))  # edgeship's frames are BGR, like a camera's
-    return frames
 
 
 def write_pngs(frames: list[np.ndarray], folder: Path) -> Path:
@@ -222,16 +193,9 @@ class Row:
         return ("PASS" if ok else "FAIL") + (f" ({shipped})" if shipped and not shipped.startswith("int8") else "")
 
 
-def as_dict(section: Any) -> dict[str, Any]:
-    """A manifest section as a dict, whether it is a plain dict or a typed record with ``to_dict()``."""
-    if section is None:
-        return {}
-    return section.to_dict() if hasattr(section, "to_dict") else dict(section)
-
-
 def gate_text(conversion: Any) -> tuple[str, dict[str, Any] | None]:
     """A short cell for what the manifest records under ``conversion.accuracy_gate``, and the record itself."""
-    g = as_dict(as_dict(conversion).get("accuracy_gate"))
+    g = conversion.accuracy_gate.to_dict()
     status = g.get("status") or "not run"
     if status == "not run":
         return "not run", g or None
@@ -368,18 +332,6 @@ def table(rows: list[Row]) -> str:
     return "\n".join(lines)
 
 
-def machine() -> dict[str, Any]:
-    from edgeship.manifest import tool_versions
-    from edgeship.runtime.bench import machine_info
-
-    info = machine_info()
-    v = tool_versions()
-    return {"cpu": info["cpu"], "cores": info["cores"], "arch": info["arch"], "python": info["python"],
-            "versions": {k: v.get(k) for k in ("edgeship", "tensorflow", "keras", "openvino", "nncf", "ai_edge_litert",
-                                                "numpy")},
-            "date": datetime.now().astimezone().strftime("%a %b %d %H:%M:%S %Z %Y")}
-
-
 def report(rows: list[Row], summaries: list[str], args: argparse.Namespace, host: dict[str, Any]) -> None:
     print(table(rows))
     versions = ", ".join(f"{k} {v}" for k, v in host["versions"].items() if v)
@@ -467,13 +419,13 @@ def main(argv: list[str] | None = None) -> None:
         import nncf  # its import sets its logger to INFO, printing on stdout (where the table goes)
 
         nncf.set_log_level(logging.ERROR)
-    host = machine()
+    host = machine(versions=True)
     side = max(256, args.size)  # larger than the model input: edgeship's preprocessing does the resize
-    eval_frames = random_crops(args.eval, side, seed=1)
+    eval_frames = random_crops(args.eval, side, seed=1, names=PHOTOS)
     rows: list[Row] = []
     summaries: list[str] = []
     with tempfile.TemporaryDirectory(prefix="edgeship-zoo-") as tmp:
-        images = write_pngs(random_crops(args.images, side, seed=0), Path(tmp) / "images")
+        images = write_pngs(random_crops(args.images, side, seed=0, names=PHOTOS), Path(tmp) / "images")
         for name in args.models:
             model_rows, summary = run_model(name, args, images, eval_frames)
             rows += model_rows
