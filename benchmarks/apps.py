@@ -92,9 +92,9 @@ def deployment(demo: Path, frames: int) -> list[tuple[str, float, int, int, floa
             pipe = build_pipeline(str(model), str(video), threshold=0.5, sinks=sinks, gates=gates, loop=True,
                                   max_frames=frames, threads=1, handle_signals=False)
             s = pipe.run()
-            taken = s["frames_processed"] + s["frames_skipped_gate"]
-            row = (name, taken / s["duration_s"], s["frames_processed"], s["frames_skipped_gate"],
-                   s["latency_ms"]["sinks"]["p50"])
+            taken = s.frames_processed + s.frames_skipped_gate
+            row = (name, taken / s.duration_s, s.frames_processed, s.frames_skipped_gate,
+                   s.latency_ms["sinks"]["p50"])
             best = row if best is None or row[1] > best[1] else best
         rows.append(best)
     return rows

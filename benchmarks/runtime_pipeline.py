@@ -253,8 +253,8 @@ def live_round(b, vga: Path, seconds: float, r: int) -> dict:
     out = {name: runs[name]() for name in names}
     out["decode_ms"] = decode_ms(vga)[0]
     summary, rows = out.pop("pipeline")
-    lat = summary["latency_ms"]
-    out.update(fps=summary["processed_fps"], captured=summary["source_fps"], g2g=float(np.median(rows[:, 2])),
+    lat = summary.latency_ms
+    out.update(fps=summary.processed_fps, captured=summary.source_fps, g2g=float(np.median(rows[:, 2])),
                infer_p50=lat["infer"]["p50"], read_p50=lat["read"]["p50"], age_p99=float(np.percentile(rows[:, 1], 99)))
     out["infer_ms"] = 1000.0 / out["bare"]
     out["g2g_target"] = 1.3 * (out["decode_ms"] + out["infer_ms"])  # decode and inference timed on their own
@@ -266,8 +266,8 @@ def every_frame_round(model: Path, video: Path, threads: int, r: int) -> tuple[f
     """(pipeline fps, naive loop fps) on every frame of ``video``, in a rotating order."""
     if r % 2:
         naive = naive_fps(model, video, threads)
-        return every_frame_run(model, video, threads)["processed_fps"], naive
-    pipe = every_frame_run(model, video, threads)["processed_fps"]
+        return every_frame_run(model, video, threads).processed_fps, naive
+    pipe = every_frame_run(model, video, threads).processed_fps
     return pipe, naive_fps(model, video, threads)
 
 

@@ -136,6 +136,8 @@ def _json_default(obj: Any) -> Any:
             return obj.tolist()
     if isinstance(obj, Path):
         return str(obj)
+    if callable(getattr(obj, "to_dict", None)):  # typed records (edgeship.records)
+        return obj.to_dict()
     raise TypeError(f"cannot write {type(obj).__name__} as JSON")
 
 

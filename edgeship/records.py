@@ -1,4 +1,5 @@
-"""Typed records for the manifest's measured sections: conversion, its accuracy gate, accuracy, latency.
+"""Typed records: the manifest's measured sections (conversion, its accuracy gate, accuracy, latency) and
+the run summary.
 
 Converters, verify, the gate and bench hand these between modules (instead of dicts whose keys
 each side spells on its own); the manifest stores them as JSON objects of the same names. A key a
@@ -131,3 +132,51 @@ class LatencyRecord(Record):
     executed_precision: str | None = None
     machine: dict[str, Any] = field(default_factory=dict)
     measured: str | None = None  # ISO time
+
+
+RUN_SUMMARY_VERSION = 1  # a summary whose major version is newer is refused by from_dict; older ones load
+
+
+@dataclass
+class RunSummary(Record):
+    """What a pipeline run returns (``Pipeline.run``, ``build_pipeline(...).run()``, ``run_config``) and
+    ``edgeship run --json`` prints: counters, rates and per-stage latency percentiles (ms: count, mean,
+    min, max, p50, p90, p99)."""
+
+    schema_version: int = RUN_SUMMARY_VERSION
+    source: str | None = None
+    model: str | None = None
+    backend: str | None = None
+    executed_precision: str | None = None
+    task: str | None = None
+    stopped_by: str | None = None  # max_frames, duration, end, signal, stop, source_error
+    error: str | None = None  # the source error that ended the run
+    cpus: dict[str, Any] | None = None  # the CPU pinning plan, when pinned
+    allocator: dict[str, Any] = field(default_factory=dict)
+    duration_s: float = 0.0
+    frames_captured: int = 0
+    frames_processed: int = 0
+    frames_dropped: int = 0
+    frames_skipped_gate: int = 0
+    skipped: int = 0
+    reconnects: int = 0
+    source_connected: bool = False
+    source_fps: float = 0.0
+    processed_fps: float = 0.0
+    inference_fps: float | None = None
+    sink_errors: int = 0
+    latency_ms: dict[str, dict[str, float]] = field(default_factory=dict)  # per stage: read, preprocess, infer...
+    glass_to_glass_ms: dict[str, float] = field(default_factory=dict)  # capture to result
+    frame_age_ms: dict[str, float] = field(default_factory=dict)  # capture to inference
+    app: dict[str, Any] | None = None  # the app's final status (a deployment config with an app)
+    url: str | None = None  # the HTTP server's address, when one ran
+
+    @classmethod
+    def _field_from_json(cls, name: str, value: Any) -> Any:
+        if name == "schema_version":
+            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+                raise ValueError(f"run summary schema_version must be a positive integer, got {value!r}")
+            if value > RUN_SUMMARY_VERSION:
+                raise ValueError(f"run summary schema_version {value} is newer than this edgeship reads "
+                                 f"({RUN_SUMMARY_VERSION}): upgrade edgeship")
+        return value

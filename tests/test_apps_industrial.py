@@ -47,7 +47,7 @@ def test_every_part_judged_counters_persist_and_stats(demo, tmp_path):
     labels = json.loads((demo / "videos" / "belt.json").read_text())["labels"]
     first = run_config(cfg, handle_signals=False)
     records = [json.loads(x) for x in (tmp_path / "inspections.jsonl").read_text().splitlines()]
-    assert len(records) == len(labels) == first["app"]["counters"]["total"]
+    assert len(records) == len(labels) == first.app["counters"]["total"]
     # the int8 digits model reads the real handwritten digits on the belt
     correct = sum(r["label"] == str(y) for r, y in zip(sorted(records, key=lambda r: r["frame"]), labels))
     assert correct / len(labels) >= 0.85
@@ -58,15 +58,15 @@ def test_every_part_judged_counters_persist_and_stats(demo, tmp_path):
         assert Path(r["image"]).parent == tmp_path / "rejects" and Path(r["image"]).read_bytes()[:2] == b"\xff\xd8"
         assert r["label"] in ("7", "8", "9") or r["reason"].startswith("uncertain")
     assert len(list((tmp_path / "rejects").glob("*.jpg"))) == len(fails)
-    c = first["app"]["counters"]
+    c = first.app["counters"]
     assert c["fail"] == len(fails) and c["pass"] + c["fail"] == c["total"]
     assert sum(v["total"] for v in c["per_class"].values()) == c["total"]
-    gpio = first["app"]["outputs"][0]
+    gpio = first.app["outputs"][0]
     assert gpio["type"] == "gpio" and gpio["available"] is False and gpio["signals"] == 0  # no gpiozero here
 
     second = run_config(cfg, handle_signals=False)  # a restart keeps counting
-    assert second["app"]["counters"]["total"] == 2 * len(labels)
-    assert second["app"]["counters"]["fail"] == 2 * len(fails)
+    assert second.app["counters"]["total"] == 2 * len(labels)
+    assert second.app["counters"]["fail"] == 2 * len(fails)
 
     res = CliRunner().invoke(cli, ["stats", str(tmp_path / "counters.sqlite"), "--json"])
     assert res.exit_code == 0, res.output
@@ -97,7 +97,7 @@ def test_external_triggers_and_reject_outputs(demo, tmp_path):
         cfg.write_text(yaml.safe_dump(data))
         dep = build_deployment(load_config(cfg), duration=60, handle_signals=False)
         out: dict = {}
-        runner = threading.Thread(target=lambda: out.update(dep.run()))
+        runner = threading.Thread(target=lambda: out.update(dep.run().to_dict()))
         runner.start()
         try:
             wait_port(port)

@@ -40,7 +40,7 @@ def test_robot_publishes_latest_state_at_fixed_rate(demo, tmp_path):
     dep = build_deployment(load_config(cfg), duration=3.0, handle_signals=False)
     assert dep.pipeline.source.mode == "latest"  # robot default: one-slot live buffer, even for a file
     out: dict = {}
-    runner = threading.Thread(target=lambda: out.update(dep.run()))
+    runner = threading.Thread(target=lambda: out.update(dep.run().to_dict()))
     runner.start()
     states, http_state = [], None
     try:

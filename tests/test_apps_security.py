@@ -67,17 +67,17 @@ def test_shape_crossing_zones_gives_exactly_the_expected_events(demo, tmp_path):
         # the event's box matches the scripted object on that frame
         gt = [o["box"] for o in truth[e["frame"]] if o["class"] == e["class"]]
         assert gt and max(abs(a - b) for a, b in zip(e["box"], gt[0])) < 12
-    assert summary["app"]["events"] == 2 and summary["app"]["events_per_zone"] == {"yard": 1, "fence": 1}
+    assert summary.app["events"] == 2 and summary.app["events_per_zone"] == {"yard": 1, "fence": 1}
     # the motion gate skipped the still stretches (counted as skipped frames) without losing an event
-    assert summary["frames_skipped_gate"] > 40
-    assert summary["frames_processed"] + summary["frames_skipped_gate"] == 240
+    assert summary.frames_skipped_gate > 40
+    assert summary.frames_processed + summary.frames_skipped_gate == 240
 
 
 def test_without_motion_gate_and_zero_cooldown_same_events(demo, tmp_path):
     cfg = write_config(tmp_path / "deploy.yaml", demo, events=[{"type": "jsonl", "path": "events.jsonl"}], motion=False,
                        cooldown=0)
     summary = run_config(cfg, handle_signals=False)
-    assert summary["frames_skipped_gate"] == 0 and summary["frames_processed"] == 240
+    assert summary.frames_skipped_gate == 0 and summary.frames_processed == 240
     # each shape is present once: one event per zone even with no cooldown (fires once per presence)
     assert sorted((e["zone"], e["class"]) for e in read_jsonl(tmp_path / "events.jsonl")) == sorted(EXPECTED)
 
@@ -89,7 +89,7 @@ def test_webhook_survives_receiver_down_and_runtime_restart_exactly_once(demo, t
                "max_backoff_s": 0.5, "timeout_s": 2, "drain_s": 0.5}]
     cfg = write_config(tmp_path / "deploy.yaml", demo, events=events)
     first = run_config(cfg, handle_signals=False)
-    webhook = next(s for s in first["app"]["sinks"] if s["type"] == "webhook")
+    webhook = next(s for s in first.app["sinks"] if s["type"] == "webhook")
     assert webhook["delivered"] == 0 and webhook["queued"] == 2 and webhook["failures"] >= 2
     first_ids = {e["id"] for e in read_jsonl(tmp_path / "events.jsonl")}
     assert len(first_ids) == 2
@@ -108,7 +108,7 @@ def test_webhook_survives_receiver_down_and_runtime_restart_exactly_once(demo, t
     assert sorted(r["json"]["id"] for r in got) == sorted(all_ids)  # every event exactly once
     assert all(r["headers"]["Idempotency-Key"] == r["json"]["id"] for r in got)
     assert all(r["path"] == "/events" for r in got)
-    sink = next(s for s in second["app"]["sinks"] if s["type"] == "webhook")
+    sink = next(s for s in second.app["sinks"] if s["type"] == "webhook")
     assert sink["queued"] == 0 and sink["delivered"] == 4
 
 
@@ -123,7 +123,7 @@ def test_mqtt_events_and_snapshots_reach_a_real_broker(demo, tmp_path):
     snaps = [p for t, p in msgs if t == "site/cam1/events/snapshot"]
     assert sorted((e["zone"], e["class"]) for e in payloads) == sorted(EXPECTED)
     assert len(snaps) == 2 and all(s[:2] == b"\xff\xd8" for s in snaps)
-    assert next(s for s in summary["app"]["sinks"] if s["type"] == "mqtt")["published"] == 2
+    assert next(s for s in summary.app["sinks"] if s["type"] == "mqtt")["published"] == 2
 
 
 def test_webhook_receiver_stopped_and_restarted_mid_stream(tmp_path):

@@ -437,7 +437,7 @@ def test_two_objects_side_by_side_are_two_tracks_with_the_real_detector(demo, tm
                "task": "detect", "threshold": 0.5, "app": app, "sinks": [f"video:{name}.mp4"]}
         (tmp_path / f"{name}.yaml").write_text(yaml.safe_dump(cfg))
         summary = run_config(tmp_path / f"{name}.yaml", handle_signals=False)
-        return summary["app"], read_jsonl(tmp_path / f"{name}.jsonl")
+        return summary.app, read_jsonl(tmp_path / f"{name}.jsonl")
 
     app, events = run({"min_hits": 2, "max_age": 10}, "tracked")
     enters = [e for e in events if e.get("action") == "enter"]

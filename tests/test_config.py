@@ -12,6 +12,7 @@ from click.testing import CliRunner
 
 from edgeship.cli import cli
 from edgeship.errors import ConfigError
+from edgeship.records import RunSummary
 from edgeship.runtime.config import key_path, load_config
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -145,12 +146,12 @@ def test_examples_run_as_they_are_on_the_demo_data(name, tmp_path, tmp_path_fact
     finally:
         os.chdir(cwd)
     assert res.exit_code == 0, res.output
-    summary = json.loads(res.stdout)
-    assert summary["frames_processed"] > 0 and summary["app"]["app"] == name
+    summary = RunSummary.from_dict(json.loads(res.stdout))
+    assert summary.frames_processed > 0 and summary.app["app"] == name
     if name == "security":
-        assert summary["app"]["events_per_zone"] == {"yard": 1, "fence": 1}
+        assert summary.app["events_per_zone"] == {"yard": 1, "fence": 1}
         assert len((tmp_path / "security-out" / "events.jsonl").read_text().splitlines()) == 2
     if name == "industrial":
-        assert summary["app"]["counters"]["total"] == summary["frames_processed"]
+        assert summary.app["counters"]["total"] == summary.frames_processed
     if name == "robot":
-        assert summary["app"]["published"] >= 20
+        assert summary.app["published"] >= 20

@@ -263,3 +263,20 @@ def test_format_table_precisions_match_the_converters():
 
     assert formats.get("tflite").precisions == tuple(tflite.PRECISIONS)
     assert formats.get("openvino").precisions == tuple(openvino.PRECISIONS)
+
+
+def test_run_summary_is_a_typed_record():
+    """The run summary round-trips through JSON (what `run --json` prints); a newer schema_version is refused."""
+    from edgeship.records import RUN_SUMMARY_VERSION, RunSummary
+
+    s = RunSummary(source="clip.mp4", stopped_by="max_frames", frames_processed=5, latency_ms={"infer": {"count": 5, "p50": 1.5}},
+                   app={"app": "security", "events": 2})
+    d = json.loads(json.dumps(s.to_dict()))
+    assert d["schema_version"] == RUN_SUMMARY_VERSION and d["frames_processed"] == 5
+    back = RunSummary.from_dict({**d, "from_the_future": 1})
+    assert back.latency_ms["infer"]["p50"] == 1.5 and back.app["events"] == 2 and back.to_dict()["from_the_future"] == 1
+    old = {k: v for k, v in d.items() if k != "schema_version"}
+    assert RunSummary.from_dict(old).schema_version == RUN_SUMMARY_VERSION
+    for bad in (RUN_SUMMARY_VERSION + 1, "1", 0):
+        with pytest.raises(ValueError, match="schema_version"):
+            RunSummary.from_dict({**d, "schema_version": bad})

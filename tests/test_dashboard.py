@@ -44,7 +44,7 @@ def running(demo, tmp_path):
     }))
     dep = build_deployment(load_config(cfg), duration=90, handle_signals=False)
     out: dict = {}
-    runner = threading.Thread(target=lambda: out.update(dep.run()))
+    runner = threading.Thread(target=lambda: out.update(dep.run().to_dict()))
     runner.start()
     wait_port(port)
     yield port, dep, out

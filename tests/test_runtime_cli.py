@@ -15,6 +15,7 @@ from click.testing import CliRunner
 
 from edgeship.cli import cli
 from edgeship.manifest import Manifest
+from edgeship.records import RunSummary
 from tests.helpers.data import moving_digit_frames, write_video
 from tests.helpers.mjpeg import MjpegServer
 
@@ -43,12 +44,12 @@ def test_sigterm_stops_cleanly_and_flushes_every_sink(art, video, tmp_path):
     p.send_signal(signal.SIGTERM)
     stdout, stderr = p.communicate(timeout=30)
     assert p.returncode == 0, stderr
-    summary = json.loads(stdout)  # exactly one JSON object on stdout
-    assert summary["stopped_by"] == "signal" and summary["frames_processed"] >= 10
+    summary = RunSummary.from_dict(json.loads(stdout))  # exactly one JSON object on stdout, a run summary
+    assert summary.stopped_by == "signal" and summary.frames_processed >= 10
     lines = out.read_text().splitlines()
-    assert len(lines) == summary["frames_processed"] and all(json.loads(ln)["task"] == "detect" for ln in lines)
+    assert len(lines) == summary.frames_processed and all(json.loads(ln)["task"] == "detect" for ln in lines)
     cap = cv2.VideoCapture(str(vid))
-    assert int(cap.get(cv2.CAP_PROP_FRAME_COUNT)) == summary["frames_processed"]  # video closed properly
+    assert int(cap.get(cv2.CAP_PROP_FRAME_COUNT)) == summary.frames_processed  # video closed properly
     assert not list(tmp_path.glob(".out.mp4*"))
 
 

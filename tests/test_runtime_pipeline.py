@@ -40,14 +40,14 @@ def test_classify_pipeline_every_frame_with_jsonl(art, digits_video, tmp_path):
     out = tmp_path / "res.jsonl"
     pipe = build_pipeline(art["tflite_int8"], str(video), sinks=[f"jsonl:{out}"], top_k=3, handle_signals=False)
     s = pipe.run()
-    assert s["stopped_by"] == "end_of_source" and s["task"] == "classify" and s["executed_precision"] == "int8"
-    assert s["frames_processed"] == 60 and s["frames_dropped"] == 0 and s["skipped"] == 0
+    assert s.stopped_by == "end_of_source" and s.task == "classify" and s.executed_precision == "int8"
+    assert s.frames_processed == 60 and s.frames_dropped == 0 and s.skipped == 0
     for key in ("read", "preprocess", "infer", "postprocess", "sinks"):
-        assert s["latency_ms"][key]["count"] == 60 and s["latency_ms"][key]["p50"] >= 0
-    assert s["latency_ms"]["read"]["p50"] > 0  # the file's decoding, which glass-to-glass counts too
-    g = s["glass_to_glass_ms"]
-    assert g["p50"] <= g["p90"] <= g["p99"] <= g["max"] and g["p50"] >= s["latency_ms"]["infer"]["p50"]
-    assert s["frame_age_ms"]["count"] == 60 and s["processed_fps"] > 0 and s["inference_fps"] > 0
+        assert s.latency_ms[key]["count"] == 60 and s.latency_ms[key]["p50"] >= 0
+    assert s.latency_ms["read"]["p50"] > 0  # the file's decoding, which glass-to-glass counts too
+    g = s.glass_to_glass_ms
+    assert g["p50"] <= g["p90"] <= g["p99"] <= g["max"] and g["p50"] >= s.latency_ms["infer"]["p50"]
+    assert s.frame_age_ms["count"] == 60 and s.processed_fps > 0 and s.inference_fps > 0
     rows = [json.loads(ln) for ln in out.read_text().splitlines()]
     assert [r["frame"] for r in rows] == list(range(60))
     pred = np.array([int(r["classification"][0]["label"]) for r in rows])
@@ -60,7 +60,7 @@ def test_detect_pipeline_maps_boxes_to_the_frame_and_draws_them(art, belt_video,
     for key in ("yolo_tflite", "yolo_openvino"):
         s = build_pipeline(art[key], str(belt_video), sinks=[f"jsonl:{out_jsonl}", f"video:{out_video}"],
                            max_frames=12, handle_signals=False).run()
-        assert s["task"] == "detect" and s["frames_processed"] == 12 and s["stopped_by"] == "max_frames"
+        assert s.task == "detect" and s.frames_processed == 12 and s.stopped_by == "max_frames"
         rows = [json.loads(ln) for ln in out_jsonl.read_text().splitlines()]
         assert len(rows) == 12
         det = rows[0]["detections"]
@@ -126,8 +126,8 @@ def test_gates_skip_and_count_and_a_failing_sink_does_not_stop_the_run(art, digi
     gate, rec = EveryOther(), Recorder()
     s = build_pipeline(art["tflite_f32"], str(video), sinks=[Broken(), rec], gates=[gate], max_frames=20,
                        handle_signals=False).run()
-    assert gate.seen == 20 and s["frames_processed"] == 10 and s["frames_skipped_gate"] == 10 and s["skipped"] == 10
-    assert s["sink_errors"] == 10
+    assert gate.seen == 20 and s.frames_processed == 10 and s.frames_skipped_gate == 10 and s.skipped == 10
+    assert s.sink_errors == 10
     assert rec.events[0] == ("open", "classify", ["0", "1"], str(video))
     assert rec.events[1:3] == [("write", 0), ("skip", 1)] and rec.events[-1] == ("close",)
 
@@ -136,9 +136,9 @@ def test_duration_and_realtime_pacing(art, belt_video):
     t = time.monotonic()
     s = build_pipeline(art["tflite_f32"], str(belt_video), realtime=True, loop=True, duration=1.5,
                        task="raw", handle_signals=False).run()
-    assert 1.4 < time.monotonic() - t < 5 and s["stopped_by"] == "duration" and s["task"] == "raw"
-    assert 25 <= s["frames_captured"] <= 60  # ~30 fps like the camera it simulates
-    assert s["source_fps"] == pytest.approx(30, rel=0.35)
+    assert 1.4 < time.monotonic() - t < 5 and s.stopped_by == "duration" and s.task == "raw"
+    assert 25 <= s.frames_captured <= 60  # ~30 fps like the camera it simulates
+    assert s.source_fps == pytest.approx(30, rel=0.35)
 
 
 def _get(url, timeout=5):
@@ -189,7 +189,7 @@ def test_http_sink_health_metrics_mjpeg_and_app_routes(art, belt_video):
     finally:
         pipe.stop()
         th.join(15)
-    assert not th.is_alive() and pipe.summary["stopped_by"] == "stop"
+    assert not th.is_alive() and pipe.summary.stopped_by == "stop"
     with pytest.raises(urllib.error.URLError):
         _get(base + "/health", timeout=2)
 
@@ -262,17 +262,17 @@ def test_capture_and_inference_are_pinned_apart_the_caller_is_restored_and_freed
                        keep_freed_frames=True).run()  # the process-wide settings `edgeship run` opts into
     infer, capture = plan(cpus)
     assert seen == {"infer": set(infer), "capture": set(capture), "output": set(capture)}
-    assert s["cpus"] == {"inference": sorted(infer), "capture": sorted(capture), "output": sorted(capture)}
+    assert s.cpus == {"inference": sorted(infer), "capture": sorted(capture), "output": sorted(capture)}
     assert os.sched_getaffinity(0) == set(cpus)  # the caller's thread gets its CPUs back
     from edgeship.runtime.allocator import user_tuned
 
     kept = None
     if platform.libc_ver()[0] == "glibc" and not user_tuned():  # freed frames are kept for reuse
         kept = {"mmap_threshold": 4 * 1024 * 1024 * (8 if sys.maxsize > 2**32 else 4), "trim_threshold": 64 * 1024 * 1024}
-    assert s["allocator"] == kept
+    assert s.allocator == kept
     s = build_pipeline(art["tflite_int8"], str(video), sinks=[Probe()], max_frames=5, handle_signals=False).run()  # Python's defaults: neither
-    assert s["cpus"] is None and seen["capture"] == set(cpus)
-    assert s["allocator"] == kept  # process-wide: what the first run set is still in effect
+    assert s.cpus is None and seen["capture"] == set(cpus)
+    assert s.allocator == kept  # process-wide: what the first run set is still in effect
 
 
 def test_output_thread_keeps_order_loses_nothing_behind_a_slow_sink_and_flushes_on_stop(art, digits_video):
@@ -299,7 +299,7 @@ def test_output_thread_keeps_order_loses_nothing_behind_a_slow_sink_and_flushes_
     pipe.backend.run_prepared = (lambda run: lambda x: (waiting.append(pipe._out_q.qsize()), run(x))[1])(pipe.backend.run_prepared)
     s = pipe.run()
     writes = [e for e in log if isinstance(e, tuple)]
-    assert log[0] == "open" and log[-1] == "close" and s["frames_processed"] == 60
+    assert log[0] == "open" and log[-1] == "close" and s.frames_processed == 60
     assert [w[1] for w in writes] == list(range(60))  # in frame order, none lost
     assert np.mean([int(w[2]) == y for w, y in zip(writes, labels)]) > 0.8
     assert max(waiting) <= 2  # the model waited for the sink instead of queueing without bound
@@ -309,8 +309,8 @@ def test_output_thread_keeps_order_loses_nothing_behind_a_slow_sink_and_flushes_
     threading.Timer(0.2, pipe.stop, args=("signal",)).start()
     s = pipe.run()
     writes = [e for e in log if isinstance(e, tuple)]
-    assert s["stopped_by"] == "signal" and 0 < len(writes) < 60 and log[-1] == "close"
-    assert len(writes) == s["frames_processed"] == s["latency_ms"]["infer"]["count"]  # every inferred frame written
+    assert s.stopped_by == "signal" and 0 < len(writes) < 60 and log[-1] == "close"
+    assert len(writes) == s.frames_processed == s.latency_ms["infer"]["count"]  # every inferred frame written
 
 
 def test_a_post_processing_error_in_the_output_thread_ends_the_run(art, digits_video):

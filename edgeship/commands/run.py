@@ -8,6 +8,7 @@ import click
 
 from .. import formats
 from ..limits import MAX_OUTPUT_QUEUE, MAX_THREADS
+from ..records import RunSummary
 from ..runtime.processing import TASKS
 from ..runtime.processing.anchors import PRESETS as ANCHOR_PRESETS
 from ._common import FiniteRange, echo_err, emit_json, format_table
@@ -102,21 +103,21 @@ def _run_config(config: str, artifact: str | None, source: str | None, sinks: tu
         emit_json(summary)
     else:
         echo_err(format_summary(summary))
-        if summary.get("app"):
-            echo_err("app: " + ", ".join(f"{k}={v}" for k, v in summary["app"].items() if not isinstance(v, (dict, list))))
+        if summary.app:
+            echo_err("app: " + ", ".join(f"{k}={v}" for k, v in summary.app.items() if not isinstance(v, (dict, list))))
     err = failed(summary)
     if err is not None:
         raise err
 
 
-def format_summary(s: dict[str, Any]) -> str:
+def format_summary(s: RunSummary) -> str:
     """The run summary as a short human-readable block (stderr)."""
-    head = (f"{s['frames_processed']} frames in {s['duration_s']:.1f}s ({s['stopped_by']}): "
-            f"{s['processed_fps']:.1f} fps processed, source {s['source_fps']:.1f} fps, "
-            f"{s['skipped']} skipped ({s['frames_dropped']} dropped, {s['frames_skipped_gate']} gated), "
-            f"{s['reconnects']} reconnects")
+    head = (f"{s.frames_processed} frames in {s.duration_s:.1f}s ({s.stopped_by}): "
+            f"{s.processed_fps:.1f} fps processed, source {s.source_fps:.1f} fps, "
+            f"{s.skipped} skipped ({s.frames_dropped} dropped, {s.frames_skipped_gate} gated), "
+            f"{s.reconnects} reconnects")
     rows = []
-    for name, st in list(s["latency_ms"].items()) + [("glass_to_glass", s["glass_to_glass_ms"]), ("frame_age", s["frame_age_ms"])]:
+    for name, st in list(s.latency_ms.items()) + [("glass_to_glass", s.glass_to_glass_ms), ("frame_age", s.frame_age_ms)]:
         if st.get("count"):
             rows.append([name, st["p50"], st["p90"], st["p99"], st["max"]])
     return head + "\n" + format_table(["stage (ms)", "p50", "p90", "p99", "max"], rows)

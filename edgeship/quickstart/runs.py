@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from ..fileio import atomic_write_text
+from ..records import RunSummary
 from .plan import Options, paths
 from .stamps import Unit
 
@@ -91,16 +92,16 @@ def _fresh(folder: Path) -> Path:
     return folder
 
 
-def _summary_fields(s: dict[str, Any]) -> dict[str, Any]:
-    g2g = s.get("glass_to_glass_ms") or {}
-    return {"frames_processed": s.get("frames_processed"), "frames_captured": s.get("frames_captured"),
-            "skipped": s.get("skipped"), "processed_fps": s.get("processed_fps"), "inference_fps": s.get("inference_fps"),
-            "g2g_p50_ms": g2g.get("p50"), "g2g_p99_ms": g2g.get("p99"), "stopped_by": s.get("stopped_by"),
-            "backend": s.get("backend"), "executed_precision": s.get("executed_precision")}
+def _summary_fields(s: RunSummary) -> dict[str, Any]:
+    g2g = s.glass_to_glass_ms
+    return {"frames_processed": s.frames_processed, "frames_captured": s.frames_captured, "skipped": s.skipped,
+            "processed_fps": s.processed_fps, "inference_fps": s.inference_fps, "g2g_p50_ms": g2g.get("p50"),
+            "g2g_p99_ms": g2g.get("p99"), "stopped_by": s.stopped_by, "backend": s.backend,
+            "executed_precision": s.executed_precision}
 
 
-def _check_stop(summary: dict[str, Any], what: str) -> None:
-    if summary.get("stopped_by") == "signal":
+def _check_stop(summary: RunSummary, what: str) -> None:
+    if summary.stopped_by == "signal":
         raise KeyboardInterrupt(f"{what} interrupted")
 
 
@@ -186,7 +187,7 @@ def run_app(ctx: Any, name: str, frames: int) -> dict[str, Any]:
                          f"edgeship quickstart: the {name} demo (same settings as examples/{name}.yaml)")
     summary = run_config(path, max_frames=frames, handle_signals=False)
     _check_stop(summary, f"{name} app")
-    app = summary.get("app") or {}
+    app = summary.app or {}
     out = {"artifact": cfg["artifact"].removeprefix("../"), "source": cfg["source"].removeprefix("../"),
            "config": f"configs/{name}.yaml", **_summary_fields(summary), "app": app}
     out["detail"] = _app_detail(name, app)

@@ -28,6 +28,7 @@ from ..errors import EdgeshipError
 from ..limits import MAX_OUTPUT_QUEUE
 from ..spec import InputSpec
 from ..preprocess import preprocess
+from ..records import RunSummary
 from . import allocator
 from .affinity import allowed_cpus, pin_current_thread, plan
 from .metrics import Metrics
@@ -83,7 +84,7 @@ class Pipeline:
         self.metrics.source = self.source
         self._stop = threading.Event()
         self.stopped_by: str | None = None
-        self.summary: dict[str, Any] | None = None
+        self.summary: RunSummary | None = None
         self._failed_sinks: set[int] = set()
         if not 1 <= int(output_queue) <= MAX_OUTPUT_QUEUE:
             raise EdgeshipError(f"output_queue must be 1-{MAX_OUTPUT_QUEUE}, got {output_queue}")
@@ -119,7 +120,7 @@ class Pipeline:
         }
 
     # ---- run -------------------------------------------------------------------------------------
-    def run(self) -> dict[str, Any]:
+    def run(self) -> RunSummary:
         """Process frames until done; returns the summary (fps, latency percentiles, skipped, reconnects...)."""
         restore = self._install_signals()
         if self.keep_freed_frames:
@@ -314,22 +315,19 @@ class Pipeline:
 
         return restore
 
-    def _summary(self) -> dict[str, Any]:
+    def _summary(self) -> RunSummary:
         snap = self.metrics.snapshot()
+        snap.pop("recent_fps", None)
         b = self.backend
-        out = {
-            "source": self.source.name, "model": str(getattr(b, "path", "")), "backend": getattr(b, "name", None),
-            "executed_precision": getattr(b, "executed_precision", None), "task": self.task,
-            "stopped_by": self.stopped_by, "error": str(self.source.error) if self.source.error else None,
-            "cpus": self.cpu_plan, "allocator": self.allocator,
-        }
-        out.update(snap)
-        out.pop("recent_fps", None)
-        return out
+        return RunSummary(
+            source=self.source.name, model=str(getattr(b, "path", "")), backend=getattr(b, "name", None),
+            executed_precision=getattr(b, "executed_precision", None), task=self.task, stopped_by=self.stopped_by,
+            error=str(self.source.error) if self.source.error else None, cpus=self.cpu_plan,
+            allocator=self.allocator or {}, **snap)
 
 
-def failed(summary: dict[str, Any]) -> EdgeshipError | None:
+def failed(summary: RunSummary) -> EdgeshipError | None:
     """The source error that ended a run, if any (the CLI exits 1 on it after printing the summary)."""
     from ..errors import SourceError
 
-    return SourceError(summary["error"]) if summary.get("stopped_by") == "source_error" and summary.get("error") else None
+    return SourceError(summary.error) if summary.stopped_by == "source_error" and summary.error else None

@@ -14,6 +14,7 @@ import os
 from typing import Any, Sequence
 
 from ..labels import resolve_labels
+from ..records import RunSummary
 from ..spec import InputSpec
 from .backends import Backend, open_backend
 from .pipeline import Pipeline
@@ -115,7 +116,7 @@ class _OwningPipeline(Pipeline):
 
     owns_backend = False
 
-    def run(self) -> dict[str, Any]:
+    def run(self) -> RunSummary:
         try:
             return super().run()
         finally:
@@ -127,7 +128,7 @@ def _labels(labels: Sequence[str] | str | os.PathLike | None, b: Backend) -> lis
     return resolve_labels(labels, b.manifest.labels if b.manifest is not None else None)
 
 
-def run(artifact: str | os.PathLike, source: str | int, **options: Any) -> dict[str, Any]:
+def run(artifact: str | os.PathLike, source: str | int, **options: Any) -> RunSummary:
     """Build and run a pipeline; returns its summary (see :func:`build_pipeline` for the options)."""
     return build_pipeline(artifact, source, **options).run()
 

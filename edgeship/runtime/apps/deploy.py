@@ -13,6 +13,7 @@ import os
 from dataclasses import dataclass, replace
 from typing import Any
 
+from ...records import RunSummary
 from ..sinks.files import VideoSink
 from ..types import Frame
 from .base import App
@@ -26,15 +27,15 @@ class Deployment:
     server: Any
     config: Any
 
-    def run(self) -> dict[str, Any]:
+    def run(self) -> RunSummary:
         summary = self.pipeline.run()
         if self.app is not None:
             status = self.app.status()
             for key in ("recent_events", "recent_inspections"):
                 status.pop(key, None)
-            summary["app"] = status
+            summary.app = status
         if self.server is not None:
-            summary["url"] = self.server.url
+            summary.url = self.server.url
         return summary
 
 
@@ -102,7 +103,7 @@ def _with_overlays(sink: str, app: Any) -> Any:
 
 
 def run_config(path: str | os.PathLike, *, max_frames: int | None = None, duration: float | None = None,
-               handle_signals: bool = True, keep_freed_frames: bool = False) -> dict[str, Any]:
+               handle_signals: bool = True, keep_freed_frames: bool = False) -> RunSummary:
     """Load, validate and run a deployment config; returns the run summary (``keep_freed_frames``: see
     :func:`edgeship.runtime.runner.build_pipeline`; ``edgeship run --config`` sets it)."""
     from ..config import load_config
