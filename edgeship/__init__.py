@@ -1,6 +1,6 @@
 """edgeship: take a trained Keras vision model to cameras at the edge.
 
-    from edgeship import InputSpec, build_dataset, convert, ConvertOptions, verify, open_backend, run
+    from edgeship import InputSpec, build_dataset, convert, ConvertOptions, verify, open_backend, run, RunOptions
 
 Every name is imported on first use, so ``import edgeship`` (and the device runtime) stays light:
 only ``convert`` and ``verify`` bring in TensorFlow, and only when called.
@@ -25,6 +25,8 @@ _EXPORTS = {
     "build_pipeline": "edgeship.runtime.runner:build_pipeline",
     "run": "edgeship.runtime.runner:run",
     "run_config": "edgeship.runtime.apps.deploy:run_config",
+    "RunOptions": "edgeship.runtime.options:RunOptions",
+    "RunSummary": "edgeship.records:RunSummary",
     "Manifest": "edgeship.manifest:Manifest",
     "read_labels": "edgeship.labels:read_labels",
     "formats": "edgeship.formats",

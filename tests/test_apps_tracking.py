@@ -47,8 +47,11 @@ def test_iou_and_matchers():
     assert match_greedy(score, 0.3) == [(0, 0)]
     assert match_hungarian(score, 0.3) == [(0, 1), (1, 0)]
     assert match_greedy(np.array([[0.2]]), 0.3) == [] and match_hungarian(np.zeros((0, 2)), 0.3) == []
-    with pytest.raises(ConfigError, match="tracker.matcher must be one of greedy, hungarian"):
+    with pytest.raises(ConfigError, match="tracker: matcher: Input should be 'greedy' or 'hungarian', got 'nearest'"):
         Tracker(matcher="nearest")
+    for bad, key in (({"iou": 0}, "iou"), ({"max_age": -1}, "max_age"), ({"min_hits": 0}, "min_hits")):
+        with pytest.raises(ConfigError, match=f"^tracker: {key}: "):  # the config's rule, for Python callers too
+            Tracker(**bad)
 
 
 def test_two_objects_side_by_side_keep_their_ids():
@@ -180,8 +183,10 @@ def test_dwell_seconds_occlusion_and_cooldown_per_track():
 
 
 def test_zone_events_setting_and_errors():
-    with pytest.raises(ConfigError, match="events must be among enter, exit"):
+    with pytest.raises(ConfigError, match=r"zone 'a': events\[0\]: Input should be 'enter' or 'exit', got 'linger'"):
         Zone("a", [(0, 0), (1, 0), (1, 1)], events=("linger",))
+    with pytest.raises(ConfigError, match="zone 'a': min_score: "):
+        Zone("a", [(0, 0), (1, 0), (1, 1)], min_score=1.5)
     quiet = Zone("a", [(0, 0), (200, 0), (200, 200), (0, 200)], events=())
     out, tz = run_zones([quiet], [dets(box(50, 50))] * 3)
     assert out == [[], [], []] and tz.occupancy() == {"a": ["person"]}
@@ -237,7 +242,7 @@ def test_line_direction_filter_classes_jitter_and_normalised():
     assert jitter.status()["gate"]["in"] + jitter.status()["gate"]["out"] == 0
     with pytest.raises(ConfigError, match="exactly 2 points"):
         Line("bad", [(0, 0), (1, 1), (2, 2)])
-    with pytest.raises(ConfigError, match="direction must be one of both, in, out"):
+    with pytest.raises(ConfigError, match="line 'bad': direction: Input should be 'both', 'in' or 'out'"):
         Line("bad", [(0, 0), (1, 1)], direction="up")
 
 

@@ -78,7 +78,7 @@ def test_valid_config_resolves_paths_against_its_folder(files):
     (base(app={"type": "security", "zones": [{"name": "a", "points": [[0, 0], [1, 0], [1, 1]]}],
                "events": [{"type": "mqtt", "broker": "host:notaport"}]}), "app.events[0].broker: MQTT broker must look like host:port"),
     (base(app={"type": "robot", "udp": ["nowhere"]}), "app.udp: UDP target must look like host:port"),
-    (base(server={"host": "0.0.0.0", "port": 8080}), "server: a token (8+ characters) is required when binding 0.0.0.0"),
+    (base(server={"host": "0.0.0.0", "port": 8080}), "server: the HTTP server on 0.0.0.0 needs a token"),
     (base(sinks=["http:8080"]), "sinks: sinks take jsonl:FILE | jsonl-raw:FILE | npz:FILE | video:FILE"),
     (base(typo=1), "typo: unknown key"),
     ({"source": "clip.mp4"}, "artifact: required key is missing"),
@@ -155,3 +155,32 @@ def test_examples_run_as_they_are_on_the_demo_data(name, tmp_path, tmp_path_fact
         assert summary.app["counters"]["total"] == summary.frames_processed
     if name == "robot":
         assert summary.app["published"] >= 20
+
+
+def test_run_flags_build_the_same_deploy_config_as_a_file(art, tmp_path):
+    """`edgeship run`'s flags are validated as the deployment config they stand for: same object as the YAML."""
+    import cv2
+    import numpy as np
+    import yaml
+
+    from edgeship.commands.run import deploy_config, run
+
+    folder = tmp_path / "imgs"
+    folder.mkdir()
+    cv2.imwrite(str(folder / "a.png"), np.zeros((32, 32, 3), np.uint8))
+    args = [str(art["tflite_int8"]), "--source", str(folder), "--task", "classify", "--threshold", "0.2", "--threads", "1",
+            "--loop", "--sink", f"jsonl:{tmp_path / 'r.jsonl'}", "--sink", "http:0", "--scale", "0.5", "--mean", "1,1,1",
+            "--no-pin", "--max-frames", "7"]
+    ctx = run.make_context("run", list(args))
+    params = dict(ctx.params)
+    sinks = params.pop("sinks")
+    for k in ("artifact", "source", "config", "as_json"):
+        params.pop(k)
+    from_flags = deploy_config(str(art["tflite_int8"]), str(folder), sinks, params)
+    doc = {"artifact": str(art["tflite_int8"]), "task": "classify", "threshold": 0.2, "max_frames": 7,
+           "source": {"uri": str(folder), "loop": True}, "backend": {"threads": 1, "pin": False},
+           "input_spec": {"scale": 0.5, "mean": [1, 1, 1]}, "sinks": [f"jsonl:{tmp_path / 'r.jsonl'}"],
+           "server": {"port": 0}}
+    (tmp_path / "deploy.yaml").write_text(yaml.safe_dump(doc))
+    assert from_flags == load_config(tmp_path / "deploy.yaml")
+    assert from_flags.run_options().backend.pin is False and from_flags.run_options().input_spec.scale == 0.5

@@ -75,9 +75,11 @@ def test_run_over_mjpeg_survives_a_camera_restart(art, video, tmp_path):
 def test_run_cli_exit_codes_and_messages(art, video, tmp_path):
     r = CliRunner()
     res = r.invoke(cli, ["run", str(tmp_path / "missing.tflite"), "--source", str(video)])
-    assert res.exit_code == 1 and res.output.count("\n") == 1 and "error: model file" in res.output
+    assert res.exit_code == 1 and res.output.count("\n") == 1 and "error: ARTIFACT: file not found" in res.output
     res = r.invoke(cli, ["run", str(art["tflite_f32"]), "--source", str(tmp_path / "nope.mp4")])
-    assert res.exit_code == 1 and "does not exist" in res.output
+    assert res.exit_code == 1 and "error: --source: file not found" in res.output and "nope.mp4" in res.output
+    res = r.invoke(cli, ["run", str(art["tflite_f32"]), "--source", str(video), "--sink", "http:0", "--sink", "http:0"])
+    assert res.exit_code == 1 and "one --sink http:" in res.output
     res = r.invoke(cli, ["run", str(art["tflite_f32"]), "--source", str(video), "--task", "segment"])
     assert res.exit_code == 1 and res.output.count("\n") == 1 and "'segment' is not one of" in res.output
     res = r.invoke(cli, ["run", str(art["tflite_f32"]), "--source", str(video), "--json", "--sink", "jsonl:-"])

@@ -342,3 +342,27 @@ def test_a_post_processing_error_in_the_output_thread_ends_the_run(art, digits_v
         assert pipe.stopped_by == "error" and closed == [True]
         with pytest.raises(Exception, match="output_queue must be 1-1000"):
             Pipeline(str(video), b, spec=b.manifest.input_spec, postprocess=post, output_queue=0)
+
+
+def test_option_groups_and_flat_keywords_give_the_same_run(art, digits_video, tmp_path):
+    """build_pipeline(options=RunOptions(...)) and its flat keywords are one thing; a bad value is one line naming it."""
+    from edgeship.errors import InputError
+    from edgeship.runtime import PostOptions, RunOptions, SourceOptions
+
+    video, _ = digits_video
+    grouped = RunOptions(source=SourceOptions(timeout_s=5), post=PostOptions(task="classify", top_k=2, threshold=0.0))
+    assert grouped == RunOptions().updated(open_timeout=5, task="classify", top_k=2, threshold=0.0)
+    rows = {}
+    for name, kwargs in (("grouped", {"options": grouped}), ("flat", {"open_timeout": 5, "task": "classify", "top_k": 2, "threshold": 0.0})):
+        out = tmp_path / f"{name}.jsonl"
+        s = build_pipeline(art["tflite_int8"], str(video), sinks=[f"jsonl:{out}"], max_frames=4, handle_signals=False, **kwargs).run()
+        assert s.frames_processed == 4 and s.task == "classify"
+        rows[name] = [[c["label"] for c in json.loads(ln)["classification"]] for ln in out.read_text().splitlines()]
+    assert rows["grouped"] == rows["flat"] and all(len(r) == 2 for r in rows["flat"])
+    # a flat keyword on top of a group overrides it
+    assert RunOptions().updated(top_k=3).post.top_k == 3 and grouped.updated(top_k=1).post.task == "classify"
+    for bad, message in (({"threshold": 2}, "threshold: Input should be less than or equal to 1"),
+                         ({"threads": 0}, "threads: "), ({"task": "segment"}, "task: "), ({"colour": "RGB"}, "unknown option(s) colour")):
+        with pytest.raises(InputError, match=message.replace("(", r"\(").replace(")", r"\)")) as e:
+            build_pipeline(art["tflite_int8"], str(video), handle_signals=False, **bad)
+        assert "\n" not in str(e.value)

@@ -62,9 +62,6 @@ def run(artifact: str | None, source: str | None, config: str | None, sinks: tup
       edgeship run det.xml --source clip.mp4 --task detect --sink video:out.mp4 --json
       edgeship run --config examples/security.yaml --duration 60
     """
-    from ..runtime.pipeline import failed
-    from ..runtime.runner import build_pipeline
-
     if config is not None:
         return _run_config(config, artifact, source, sinks, as_json, options)
     if artifact is None or source is None:
@@ -74,31 +71,60 @@ def run(artifact: str | None, source: str | None, config: str | None, sinks: tup
         raise click.UsageError("--json prints the summary on stdout; send results to a file (jsonl:FILE) instead of jsonl:-")
     if not sinks and not as_json:
         sinks = ("jsonl:-",)
-    options["open_timeout"] = options.pop("source_timeout")
-    options["spec_overrides"] = spec_overrides(options)
-    options["keep_freed_frames"] = True  # process-wide settings are the entry point's: fixed malloc thresholds,
-    # and --pin's default (None: pin when there are 2+ CPUs) rather than the Python API's (no pinning)
-    pipe = build_pipeline(artifact, source, sinks=list(sinks), **options)
-    summary = pipe.run()
-    if as_json:
-        emit_json(summary)
-    else:
-        echo_err(format_summary(summary))
-    err = failed(summary)
-    if err is not None:
-        raise err
+    cfg = deploy_config(artifact, source, sinks, options)
+    _report(_deploy(cfg, max_frames=None, duration=None), as_json)
 
 
-def _run_config(config: str, artifact: str | None, source: str | None, sinks: tuple[str, ...], as_json: bool,
-                options: dict[str, Any]) -> None:
-    """``--config``: everything but --max-frames / --duration / --json comes from the file."""
-    from ..runtime.apps.deploy import run_config
+# the deploy config's key paths under the flags that set them (for the one-line error)
+FLAG_NAMES = {"artifact": "ARTIFACT", "source": "--source", "labels": "--labels", "sinks": "--sink",
+              "server.token": "--token", "server": "--sink http:", "input_spec": "--scale/--mean/--std/--color-order"}
+
+
+def deploy_config(artifact: str, source: str, sinks: tuple[str, ...], options: dict[str, Any]):
+    """``run``'s flags as the deployment config they stand for (validated like a config file)."""
+    import os
+
+    from ..runtime.config import validate_config
+    from ..runtime.sinks import http_address, split_sink
+
+    files, server = [], None
+    for text in sinks:
+        kind, arg = split_sink(text)
+        if kind != "http":
+            files.append(f"{kind}:{arg}")
+        elif server is not None:
+            raise click.UsageError("one --sink http:... per run (it serves the stream, /metrics and the dashboard)")
+        else:
+            host, port = http_address(arg)
+            server = {"host": host, "port": port, "token": options["http_token"]}
+    spec = spec_overrides(options)
+    spec.pop("channels", None)  # implied by --color-order GRAY
+    data = {
+        "artifact": artifact, "task": options["task"], "labels": options["labels"], "anchors": options["anchors"],
+        "threshold": options["threshold"], "iou": options["iou"], "top_k": options["top_k"],
+        "source": {"uri": source, "loop": options["loop"], "realtime": options["realtime"] or None,  # no flag: the default
+                   "timeout_s": options["source_timeout"], "reconnect_timeout_s": options["reconnect_timeout"]},
+        "backend": {"name": options["backend"], "threads": options["threads"], "device": options["device"],
+                    "hint": options["hint"], "precision": options["precision"], "pin": options["pin"],
+                    "output_queue": options["output_queue"]},
+        "input_spec": spec or None, "sinks": files, "server": server,
+        "max_frames": options["max_frames"], "duration": options["duration"],
+    }
+    return validate_config({k: v for k, v in data.items() if v is not None}, base=os.getcwd(), where=None,
+                           names=FLAG_NAMES)
+
+
+def _deploy(cfg, *, max_frames: int | None, duration: float | None):
+    from ..runtime.apps.deploy import build_deployment
+
+    # process-wide settings are the entry point's: fixed malloc thresholds, and the config's --pin default
+    # (None: pin when there are 2+ CPUs) rather than the Python API's (no pinning)
+    return build_deployment(cfg, max_frames=max_frames, duration=duration, keep_freed_frames=True).run()
+
+
+def _report(summary: RunSummary, as_json: bool) -> None:
     from ..runtime.pipeline import failed
 
-    if artifact is not None or source is not None or sinks:
-        raise click.UsageError("--config names the artifact, source and sinks; do not pass them on the command line too")
-    summary = run_config(config, max_frames=options.get("max_frames"), duration=options.get("duration"),
-                         keep_freed_frames=True)  # the process-wide malloc setting is the entry point's
     if as_json:
         emit_json(summary)
     else:
@@ -108,6 +134,16 @@ def _run_config(config: str, artifact: str | None, source: str | None, sinks: tu
     err = failed(summary)
     if err is not None:
         raise err
+
+
+def _run_config(config: str, artifact: str | None, source: str | None, sinks: tuple[str, ...], as_json: bool,
+                options: dict[str, Any]) -> None:
+    """``--config``: everything but --max-frames / --duration / --json comes from the file."""
+    from ..runtime.config import load_config
+
+    if artifact is not None or source is not None or sinks:
+        raise click.UsageError("--config names the artifact, source and sinks; do not pass them on the command line too")
+    _report(_deploy(load_config(config), max_frames=options.get("max_frames"), duration=options.get("duration")), as_json)
 
 
 def format_summary(s: RunSummary) -> str:

@@ -3,8 +3,9 @@
 Never imports TensorFlow, Keras or NNCF: a device needs numpy, opencv-python-headless and
 ai-edge-litert (and openvino for IR artifacts). Submodules are imported on first use.
 
-    from edgeship.runtime import build_pipeline, open_backend
-    summary = build_pipeline("model.tflite", "rtsp://cam/stream", sinks=["http:8080"]).run()
+    from edgeship.runtime import build_pipeline, open_backend, RunOptions, PostOptions
+    summary = build_pipeline("model.tflite", "rtsp://cam/stream", sinks=["http:8080"],
+                             options=RunOptions(post=PostOptions(threshold=0.4))).run()  # a RunSummary
 """
 
 from __future__ import annotations
@@ -23,6 +24,12 @@ _EXPORTS = {
     "Pipeline": "edgeship.runtime.pipeline",
     "build_pipeline": "edgeship.runtime.runner",
     "run": "edgeship.runtime.runner",
+    "RunOptions": "edgeship.runtime.options",
+    "SourceOptions": "edgeship.runtime.options",
+    "BackendOptions": "edgeship.runtime.options",
+    "PostOptions": "edgeship.runtime.options",
+    "InputSpecOptions": "edgeship.runtime.options",
+    "RunSummary": "edgeship.records",
     "read_labels": "edgeship.labels",
     "make_postprocess": "edgeship.runtime.processing",
     "benchmark": "edgeship.runtime.bench",

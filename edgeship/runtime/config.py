@@ -35,30 +35,24 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Annotated, Any, Literal, Optional, Union
+from typing import Any, Optional
 
 from pydantic import Field, ValidationError, ValidationInfo, field_validator, model_validator
 
-from .. import formats
-from ..errors import ConfigError, SourceError, SpecError
-from ..limits import MAX_OUTPUT_QUEUE, MAX_THREADS
-from ..spec import COLOR_ORDERS, INTERPOLATIONS, RESIZE_MODES
+from ..errors import ConfigError, SourceError
 from .apps import app_classes
 from .apps.events import EVENT_SINKS
 from .apps.outputs import OUTPUTS
-from .schema import InFile, Port, Score, Strict, resolve_path, tagged_union, tags
+from .options import BackendOptions, InputSpecOptions, PostOptions, RunOptions, SourceOptions
+from .schema import InFile, Port, Strict, checked, problem, resolve_path, tagged_union, tags
 
 
 
 AppCfg = tagged_union(app_classes())
 
 
-class SourceCfg(Strict):
+class SourceCfg(SourceOptions):
     uri: str = Field(min_length=1)
-    loop: bool = False
-    realtime: Optional[bool] = None  # None: the app's default (robot: True = one-slot live buffer)
-    timeout_s: float = Field(10.0, gt=0)
-    reconnect_timeout_s: Optional[float] = Field(None, gt=0)
 
     @field_validator("uri")
     @classmethod
@@ -77,78 +71,39 @@ class SourceCfg(Strict):
         return str(p) if target == v.strip() else f"{kind}:{p}"
 
 
-class BackendCfg(Strict):
-    name: Optional[Literal[formats.backend_names()]] = None  # type: ignore[valid-type]
-    threads: Optional[int] = Field(None, ge=1, le=MAX_THREADS)
-    device: str = "CPU"
-    hint: Literal["latency", "throughput"] = "latency"
-    precision: Optional[Literal["f32", "f16", "bf16"]] = None
-    pin: Optional[bool] = None  # capture and inference pinned to different CPUs (None: when 2+ CPUs)
-    output_queue: int = Field(2, ge=1, le=MAX_OUTPUT_QUEUE)  # inferred frames waiting for post-processing and sinks
-
-
-class InputSpecCfg(Strict):
-    """How frames become the model's input, for a model without a manifest (or to override it)."""
-
-    resize: Optional[Literal[RESIZE_MODES]] = None  # type: ignore[valid-type]
-    interpolation: Optional[Literal[INTERPOLATIONS]] = None  # type: ignore[valid-type]
-    color_order: Optional[Literal[COLOR_ORDERS]] = None  # type: ignore[valid-type]
-    scale: Optional[float] = Field(None, allow_inf_nan=False)
-    mean: Optional[list[float]] = None
-    std: Optional[list[float]] = None
-
-    def overrides(self) -> dict[str, Any]:
-        out = {k: (tuple(v) if isinstance(v, list) else v) for k, v in self.model_dump().items() if v is not None}
-        if out.get("color_order") == "GRAY":
-            out["channels"] = 1
-        return out
+class DeployBackend(BackendOptions):
+    pin: Optional[bool] = None  # a deployment is the entry point: it pins capture and inference when there are 2+ CPUs
 
 
 class ServerCfg(Strict):
     host: str = "127.0.0.1"
     port: Port = 8080
-    token: Optional[str] = Field(None, min_length=8)
+    token: Optional[str] = None  # required off loopback (8+ characters)
     dashboard: bool = True
     max_fps: float = Field(10.0, gt=0)
 
     @model_validator(mode="after")
     def _token_off_loopback(self) -> "ServerCfg":
-        if self.host not in ("127.0.0.1", "localhost", "::1") and not self.token:
-            raise ValueError(f"a token (8+ characters) is required when binding {self.host}, not only 127.0.0.1")
+        from .sinks.http import check_token  # the server's own rule
+
+        checked(check_token)(self.host, self.token)
         return self
 
 
-class DeployConfig(Strict):
-    """The whole deployment."""
+class DeployConfig(PostOptions):
+    """The whole deployment: the run's option groups (the post-processing keys at the top level) plus
+    what to run, the app, the sinks and the server."""
 
     artifact: InFile
     source: SourceCfg
-    task: Optional[Literal["classify", "detect", "raw"]] = None
     labels: Optional[InFile] = None
-    input_spec: Optional[InputSpecCfg] = None
-    anchors: Optional[Union[str, dict[str, Any]]] = None  # anchor-based SSD head: a preset name or {input_hw, strides, ...}
-    threshold: Optional[Score] = None
-    iou: Optional[Score] = None  # NMS IoU (default: 0.45, or the anchor layout's)
-    top_k: int = Field(5, ge=1)
-    backend: BackendCfg = BackendCfg()
+    input_spec: Optional[InputSpecOptions] = None
+    backend: DeployBackend = DeployBackend()
     app: Optional[AppCfg] = None
     sinks: list[str] = []
     server: Optional[ServerCfg] = None
     max_frames: Optional[int] = Field(None, ge=1)
     duration: Optional[float] = Field(None, gt=0)
-
-    @field_validator("anchors")
-    @classmethod
-    def _anchors(cls, v: Any) -> Any:
-        if v is None:
-            return v
-        from .processing.anchors import anchor_spec
-
-        try:
-            anchor_spec(v)
-        except (SpecError, KeyError, TypeError, ValueError) as e:
-            raise ValueError(f"anchors: {e}") from None
-        return v
 
     @field_validator("source", mode="before")
     @classmethod
@@ -170,6 +125,15 @@ class DeployConfig(Strict):
                 raise ValueError(f"{kind} sink needs a file, got {s!r}")
             out.append(s if arg == "-" else f"{kind}:{resolve_path(Path(arg), info)}")
         return out
+
+    def run_options(self, *, realtime: bool = False) -> RunOptions:
+        """The run's option groups; ``realtime`` stands in when the source does not say (an app's default)."""
+        source = SourceOptions(**{k: getattr(self.source, k) for k in SourceOptions.model_fields})
+        if source.realtime is None:
+            source = source.model_copy(update={"realtime": realtime})
+        return RunOptions(source=source, backend=BackendOptions(**self.backend.model_dump()),
+                          post=PostOptions(**{k: getattr(self, k) for k in PostOptions.model_fields}),
+                          input_spec=self.input_spec)
 
 
 # ---- loading -------------------------------------------------------------------------------------------
@@ -223,43 +187,27 @@ def key_path(loc: tuple) -> str:
     return out or "(top level)"
 
 
-def _message(err: dict) -> str:
-    kind, msg = err.get("type", ""), str(err.get("msg", ""))
-    if kind == "missing":
-        return "required key is missing"
-    if kind == "extra_forbidden":
-        return "unknown key"
-    if kind == "union_tag_invalid":
-        ctx = err.get("ctx") or {}
-        return f"type must be one of {ctx.get('expected_tags', '')}, got {ctx.get('tag', err.get('input'))!r}"
-    if kind == "union_tag_not_found":
-        return "needs a 'type' key"
-    for prefix in ("Value error, ", "Assertion failed, "):
-        if msg.startswith(prefix):
-            msg = msg[len(prefix):]
-    if kind not in ("value_error",) and "input" in err and not isinstance(err["input"], (dict, list)):
-        msg += f", got {err['input']!r}"
-    return msg
-
-
 def load_config(path: str | os.PathLike) -> DeployConfig:
     """Read and validate a deployment config; a problem raises ConfigError naming the key's path."""
     p = Path(path)
     return validate_config(read_mapping(p), base=p.resolve().parent, where=str(path))
 
 
-def validate_config(data: dict, *, base: str | os.PathLike, where: str) -> DeployConfig:
+def validate_config(data: dict, *, base: str | os.PathLike, where: str | None,
+                    names: dict[str, str] | None = None) -> DeployConfig:
     """Validate a parsed config (relative paths against ``base``); ``where`` names it in the one-line error.
 
-    The runtime and ``edgeship bundle`` both call this: a config that bundles is one that runs.
+    The runtime, ``edgeship bundle`` and ``edgeship run``'s flags all call this: a config that bundles is
+    one that runs. ``names`` renames a key path in the error (``run`` names its flags: ``--source``).
     """
-    path = where
     try:
         return DeployConfig.model_validate(data, context={"base": str(base)})
     except ValidationError as e:
         errs = e.errors(include_url=False)
         first = errs[0]
         more = f" (and {len(errs) - 1} more problem{'s' if len(errs) > 2 else ''})" if len(errs) > 1 else ""
-        raise ConfigError(f"{path}: {key_path(first['loc'])}: {_message(first)}{more}") from None
+        loc = key_path(first["loc"])
+        loc = next((flag for key, flag in (names or {}).items() if loc == key or loc.startswith((key + ".", key + "["))), loc)
+        raise ConfigError(f"{where + ': ' if where else ''}{loc}: {problem(first)}{more}") from None
     except ConfigError as e:  # raised by helpers such as parse_mqtt_url
-        raise ConfigError(f"{path}: {e}") from None
+        raise ConfigError(f"{where}: {e}" if where else str(e)) from None

@@ -17,6 +17,7 @@ from ..labels import resolve_labels
 from ..records import RunSummary
 from ..spec import InputSpec
 from .backends import Backend, open_backend
+from .options import RunOptions, run_options
 from .pipeline import Pipeline
 from .processing import make_postprocess, resolve_task
 from .sinks import make_sink
@@ -49,34 +50,25 @@ def build_pipeline(
     artifact: str | os.PathLike | Backend,
     source: str | int | LatestFrameSource,
     *,
-    task: str | None = None,
     labels: Sequence[str] | str | os.PathLike | None = None,
     sinks: Sequence[Any] = (),
     gates: Sequence[Any] = (),
     max_frames: int | None = None,
     duration: float | None = None,
-    threads: int | None = None,
-    backend: str | None = None,
-    device: str = "CPU",
-    hint: str = "latency",
-    precision: str | None = None,
-    realtime: bool = False,
-    loop: bool = False,
-    open_timeout: float = 10.0,
-    reconnect_timeout: float | None = None,
-    top_k: int = 5,
-    threshold: float | None = None,
-    iou: float | None = None,
+    options: RunOptions | None = None,
     spec: InputSpec | None = None,
     handle_signals: bool = True,
-    pin: bool | None = False,
-    output_queue: int = 2,
     keep_freed_frames: bool = False,
     http_token: str | None = None,
-    spec_overrides: dict[str, Any] | None = None,
-    anchors: Any = None,
+    **flat: Any,
 ) -> Pipeline:
     """Open the model and the source and assemble the pipeline (nothing runs until ``.run()``).
+
+    ``options`` groups how the source is read, how the model runs and how its outputs are read
+    (:class:`~edgeship.runtime.options.RunOptions`: ``source``, ``backend``, ``post``, ``input_spec``);
+    flat keywords such as ``task="detect"``, ``threshold=0.4``, ``threads=2``, ``realtime=True``,
+    ``open_timeout=5`` or ``spec_overrides={"scale": 1 / 127.5, "mean": (1, 1, 1)}`` go on top (the names of
+    :data:`~edgeship.runtime.options.FLAT`); a value out of range is a one-line InputError naming it.
 
     Process-wide settings are the entry point's to make (``edgeship run`` makes them): ``pin=None``
     pins capture and inference to different CPUs when there are 2+ (default False: leave the
@@ -84,29 +76,35 @@ def build_pipeline(
     :mod:`edgeship.runtime.allocator`).
 
     ``source``: source text (see :func:`open_source`) or an unstarted :class:`LatestFrameSource`;
-    ``sinks`` items are sink objects or text such as ``"jsonl:-"`` (see :func:`make_sink`);
-    ``labels`` is a list, a labels file, or None for the manifest's labels. The backend is
-    closed by ``Pipeline.run`` only if this function opened it.
+    ``sinks`` items are sink objects or text such as ``"jsonl:-"`` (see :func:`make_sink`; ``http_token``
+    guards an ``http:`` one); ``labels`` is a list, a labels file, or None for the manifest's labels;
+    ``spec`` replaces the manifest's InputSpec. The backend is closed by ``Pipeline.run`` only if this
+    function opened it.
     """
+    opts = run_options(options, **flat)
+    src_o, be, post = opts.source, opts.backend, opts.post
     own = not isinstance(artifact, Backend)
-    b = open_backend(artifact, backend=backend, threads=threads, device=device, hint=hint, precision=precision) if own else artifact
+    b = open_backend(artifact, backend=be.name, threads=be.threads, device=be.device, hint=be.hint,
+                     precision=be.precision) if own else artifact
     try:
         names = _labels(labels, b)
         shapes = [o.shape for o in b.outputs]
-        chosen = resolve_task(task, b.manifest.task if b.manifest else None, shapes)
-        sp = input_spec_for(b, spec, spec_overrides)
-        post = make_postprocess(chosen, spec=sp, labels=names, top_k=top_k, threshold=threshold, iou=iou,
-                                output_shapes=shapes, output_names=[o.name for o in b.outputs],
-                                output_roles=[o.role for o in b.outputs], anchors=anchors)
-        src = source if isinstance(source, LatestFrameSource) else open_source(source, realtime=realtime, loop=loop, open_timeout=open_timeout, reconnect_timeout=reconnect_timeout)
+        chosen = resolve_task(post.task, b.manifest.task if b.manifest else None, shapes)
+        sp = input_spec_for(b, spec, opts.input_spec.overrides() if opts.input_spec is not None else None)
+        processor = make_postprocess(chosen, spec=sp, labels=names, top_k=post.top_k, threshold=post.threshold,
+                                     iou=post.iou, output_shapes=shapes, output_names=[o.name for o in b.outputs],
+                                     output_roles=[o.role for o in b.outputs], anchors=post.anchors)
+        src = source if isinstance(source, LatestFrameSource) else open_source(
+            source, realtime=bool(src_o.realtime), loop=src_o.loop, open_timeout=src_o.timeout_s,
+            reconnect_timeout=src_o.reconnect_timeout_s)
         built = [make_sink(s, token=http_token) if isinstance(s, str) else s for s in sinks]
     except BaseException:
         if own:
             b.close()
         raise
-    pipe = _OwningPipeline(src, b, spec=sp, postprocess=post, sinks=built, gates=gates, max_frames=max_frames,
-                           duration=duration, task=chosen, handle_signals=handle_signals, info={"labels": names}, pin=pin,
-                           output_queue=output_queue, keep_freed_frames=keep_freed_frames)
+    pipe = _OwningPipeline(src, b, spec=sp, postprocess=processor, sinks=built, gates=gates, max_frames=max_frames,
+                           duration=duration, task=chosen, handle_signals=handle_signals, info={"labels": names},
+                           pin=be.pin, output_queue=be.output_queue, keep_freed_frames=keep_freed_frames)
     pipe.owns_backend = own
     return pipe
 

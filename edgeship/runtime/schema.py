@@ -14,7 +14,7 @@ import os
 from pathlib import Path
 from typing import Annotated, Any, Callable
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationInfo
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, ValidationInfo
 
 from ..errors import ConfigError
 
@@ -41,6 +41,37 @@ def checked(check: Callable[..., Any]) -> Callable[..., Any]:
     return run
 
 
+def problem(err: dict) -> str:
+    """One pydantic error as the text after a key path: ``required key is missing``, ``unknown key``..."""
+    kind, msg = err.get("type", ""), str(err.get("msg", ""))
+    if kind == "missing":
+        return "required key is missing"
+    if kind == "extra_forbidden":
+        return "unknown key"
+    if kind == "union_tag_invalid":
+        ctx = err.get("ctx") or {}
+        return f"type must be one of {ctx.get('expected_tags', '')}, got {ctx.get('tag', err.get('input'))!r}"
+    if kind == "union_tag_not_found":
+        return "needs a 'type' key"
+    for prefix in ("Value error, ", "Assertion failed, "):
+        if msg.startswith(prefix):
+            msg = msg[len(prefix):]
+    if kind not in ("value_error",) and "input" in err and not isinstance(err["input"], (dict, list)):
+        msg += f", got {err['input']!r}"
+    return msg
+
+
+def validated(model: type[Strict], where: str, **values: Any) -> Strict:
+    """``model(**values)``, its first problem a one-line ConfigError: a plugin built from Python gets the
+    same checks as one built from a config file (each constraint is written once, in the model)."""
+    try:
+        return model(**values)
+    except ValidationError as e:
+        err = e.errors(include_url=False)[0]
+        loc = "".join(f"[{p}]" if isinstance(p, int) else f".{p}" for p in err["loc"]).lstrip(".")
+        raise ConfigError(f"{where}: {loc + ': ' if loc else ''}{problem(err)}") from None
+
+
 def _base(info: ValidationInfo) -> Path:
     return Path((info.context or {}).get("base", "."))
 
@@ -65,6 +96,13 @@ def _queue_file(p: Path, info: ValidationInfo) -> Path:
     return p
 
 
+def check_http_url(url: str, what: str = "url") -> str:
+    """A webhook or reject-output address: http:// or https:// (one-line ConfigError)."""
+    if not isinstance(url, str) or not url.startswith(("http://", "https://")):
+        raise ConfigError(f"{what} must start with http:// or https://, got {url!r}")
+    return url
+
+
 def _broker(v: str) -> str:
     from .apps.mqtt import parse_mqtt_url
 
@@ -78,6 +116,7 @@ QueueFile = Annotated[Path, AfterValidator(_queue_file)]
 Score = Annotated[float, Field(ge=0.0, le=1.0)]
 Port = Annotated[int, Field(ge=0, le=65535)]
 Broker = Annotated[str, AfterValidator(_broker)]  # HOST[:PORT] or mqtt://HOST[:PORT]
+HttpUrl = Annotated[str, AfterValidator(lambda v: checked(check_http_url)(v))]
 
 
 def tagged_union(classes: Any) -> Any:

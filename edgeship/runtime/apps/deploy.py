@@ -47,7 +47,6 @@ def build_deployment(cfg, *, max_frames: int | None = None, duration: float | No
 
     app = build_app(cfg.app) if cfg.app is not None else None
     defaults = app.defaults if app is not None else App.defaults
-    realtime = cfg.source.realtime if cfg.source.realtime is not None else defaults["realtime"]
     sinks: list[Any] = [_with_overlays(s, app) if defaults["annotate"] else s for s in cfg.sinks]
     server = None
     if cfg.server is not None:
@@ -61,17 +60,13 @@ def build_deployment(cfg, *, max_frames: int | None = None, duration: float | No
         sinks.append(server)
     if app is not None:
         sinks.insert(0, app)  # the app sees each result before the other sinks
-    b = cfg.backend
     pipe = build_pipeline(
-        str(cfg.artifact), cfg.source.uri, task=cfg.task, labels=str(cfg.labels) if cfg.labels else None,
-        sinks=sinks, gates=list(app.gates) if app is not None else [],
+        str(cfg.artifact), cfg.source.uri, labels=str(cfg.labels) if cfg.labels else None, sinks=sinks,
+        gates=list(app.gates) if app is not None else [],
         max_frames=max_frames if max_frames is not None else cfg.max_frames,
         duration=duration if duration is not None else cfg.duration,
-        threads=b.threads, backend=b.name, device=b.device, hint=b.hint, precision=b.precision,
-        realtime=realtime, loop=cfg.source.loop, open_timeout=cfg.source.timeout_s,
-        reconnect_timeout=cfg.source.reconnect_timeout_s, top_k=cfg.top_k, threshold=cfg.threshold, iou=cfg.iou,
-        handle_signals=handle_signals, pin=b.pin, output_queue=b.output_queue, keep_freed_frames=keep_freed_frames,
-        spec_overrides=cfg.input_spec.overrides() if cfg.input_spec is not None else None, anchors=cfg.anchors,
+        options=cfg.run_options(realtime=defaults["realtime"]), handle_signals=handle_signals,
+        keep_freed_frames=keep_freed_frames,
     )
     return Deployment(pipe, app, server, cfg)
 

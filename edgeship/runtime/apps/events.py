@@ -33,7 +33,7 @@ from typing import Any, Callable, Literal, Optional
 from pydantic import Field
 
 from ...errors import ConfigError
-from ..schema import Broker, OutPath, QueueFile, Strict, tagged_union
+from ..schema import Broker, HttpUrl, OutPath, QueueFile, Strict, check_http_url, tagged_union
 from .outbox import MAX_MB, MAX_ROWS, Outbox
 
 log = logging.getLogger(__name__)
@@ -117,7 +117,7 @@ class JsonlEventSink:
 
 class WebhookEvents(Strict):
     type: Literal["webhook"]
-    url: str = Field(pattern=r"^https?://")
+    url: HttpUrl
     queue: QueueFile
     timeout_s: float = Field(5.0, gt=0)
     backoff_s: float = Field(0.5, gt=0)
@@ -138,9 +138,7 @@ class WebhookEventSink:
                  max_backoff_s: float = 60.0, headers: dict[str, str] | None = None,
                  include_snapshot: bool = False, drain_s: float = 3.0, max_queued: int = MAX_ROWS,
                  max_queue_mb: float = MAX_MB) -> None:
-        if not url.startswith(("http://", "https://")):
-            raise ConfigError(f"webhook url must start with http:// or https://, got {url!r}")
-        self.url, self.queue_path = url, Path(queue)
+        self.url, self.queue_path = check_http_url(url, "webhook url"), Path(queue)
         self.timeout, self.backoff_s, self.max_backoff_s = float(timeout_s), float(backoff_s), float(max_backoff_s)
         self.headers = dict(headers or {})
         self.include_snapshot, self.drain_s = include_snapshot, float(drain_s)

@@ -117,7 +117,7 @@ class InspectCfg(Strict):
     fail_classes: list[str] = []
     min_score: Score = 0.0
     class_thresholds: dict[str, Score] = {}
-    uncertain: Literal["pass", "fail"] = "fail"
+    uncertain: str = "fail"  # "pass" or "fail" (checked by PassRule)
     fail_above: Optional[float] = None
 
     @model_validator(mode="after")

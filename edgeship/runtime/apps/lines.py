@@ -22,7 +22,7 @@ from pydantic import Field, field_validator
 
 from ...errors import ConfigError
 from ..schema import checked
-from .zones import PlaceCfg, anchor_points, check_geometry, points_px, wants
+from .zones import PlaceCfg, anchor_points, place_checked, points_px, wants
 
 if TYPE_CHECKING:
     from .tracking import Track
@@ -53,16 +53,7 @@ class Line:
     hysteresis_px: float = 2.0
 
     def __post_init__(self) -> None:
-        pts = tuple((float(x), float(y)) for x, y in self.points)
-        check_line_points(pts, f"line {self.name!r}: ")
-        check_geometry("line", self.name, pts, self.normalized, self.anchor)
-        if self.direction not in LINE_DIRECTIONS:
-            raise ConfigError(f"line {self.name!r}: direction must be one of {', '.join(LINE_DIRECTIONS)}, "
-                              f"got {self.direction!r}")
-        if self.hysteresis_px < 0:
-            raise ConfigError(f"line {self.name!r}: hysteresis_px must be >= 0, got {self.hysteresis_px}")
-        object.__setattr__(self, "points", pts)
-        object.__setattr__(self, "classes", tuple(self.classes))
+        place_checked(self, LineCfg, "line")
 
     def segment_px(self, width: int, height: int) -> np.ndarray:
         """A and B as a (2, 2) float array in pixels of a ``width`` x ``height`` frame."""

@@ -32,7 +32,7 @@ from typing import Any, Callable, Literal, Optional
 from pydantic import Field
 
 from ...errors import ConfigError
-from ..schema import Broker, Strict, tagged_union
+from ..schema import Broker, HttpUrl, Strict, check_http_url, tagged_union
 
 log = logging.getLogger(__name__)
 
@@ -140,7 +140,7 @@ class MqttOutput:
 
 class HttpOutputCfg(Strict):
     type: Literal["http"]
-    url: str = Field(pattern=r"^https?://")
+    url: HttpUrl
     timeout_s: float = Field(2.0, gt=0)
     headers: dict[str, str] = {}
 
@@ -150,9 +150,7 @@ class HttpOutput:
     Config = HttpOutputCfg
 
     def __init__(self, url: str, timeout_s: float = 2.0, headers: dict[str, str] | None = None) -> None:
-        if not url.startswith(("http://", "https://")):
-            raise ConfigError(f"reject output url must start with http:// or https://, got {url!r}")
-        self.url, self.timeout, self.headers = url, float(timeout_s), dict(headers or {})
+        self.url, self.timeout, self.headers = check_http_url(url, "reject output url"), float(timeout_s), dict(headers or {})
         self._worker: _Worker | None = None
 
     def _post(self, record: dict) -> None:

@@ -25,7 +25,7 @@ import numpy as np
 from pydantic import Field, field_validator
 
 from ...errors import ConfigError
-from ..schema import Strict, checked
+from ..schema import Strict, checked, validated
 from ..types import Detections, label_for
 
 
@@ -164,16 +164,8 @@ class Tracker:
 
     def __init__(self, *, iou: float = 0.3, max_age: int = 15, min_hits: int = 2, velocity: bool = True,
                  class_aware: bool = True, matcher: str = "greedy", smoothing: float = 0.5) -> None:
-        if not 0.0 < iou <= 1.0:
-            raise ConfigError(f"tracker.iou must be in (0, 1], got {iou}")
-        if max_age < 0:
-            raise ConfigError(f"tracker.max_age must be >= 0, got {max_age}")
-        if min_hits < 1:
-            raise ConfigError(f"tracker.min_hits must be >= 1, got {min_hits}")
-        if matcher not in MATCHERS:
-            raise ConfigError(f"tracker.matcher must be one of {', '.join(MATCHERS)}, got {matcher!r}")
-        if matcher == "hungarian":
-            _require_scipy()
+        validated(TrackerCfg, "tracker", iou=iou, max_age=max_age, min_hits=min_hits, velocity=velocity,
+                  class_aware=class_aware, matcher=matcher)  # the config's rules, for Python callers too
         if not 0.0 < smoothing <= 1.0:
             raise ConfigError(f"tracker smoothing must be in (0, 1], got {smoothing}")
         self.iou_threshold, self.max_age, self.min_hits = float(iou), int(max_age), int(min_hits)
@@ -284,7 +276,7 @@ class TrackerCfg(Strict):
     min_hits: int = Field(2, ge=1)
     velocity: bool = True
     class_aware: bool = True
-    matcher: Literal["greedy", "hungarian"] = "greedy"
+    matcher: Literal[tuple(MATCHERS)] = "greedy"  # type: ignore[valid-type]
 
     @field_validator("matcher")
     @classmethod

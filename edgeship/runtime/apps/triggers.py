@@ -19,10 +19,10 @@ import time
 from collections import deque
 from typing import Any, Callable, Literal, Optional
 
-from pydantic import Field, model_validator
+from pydantic import model_validator
 
 from ...errors import ConfigError
-from ..schema import Broker, Strict
+from ..schema import Broker, Strict, checked
 
 
 class MqttTopicCfg(Strict):
@@ -32,13 +32,15 @@ class MqttTopicCfg(Strict):
 
 class TriggerCfg(Strict):
     mode: Literal["frame", "interval", "external"] = "frame"
-    interval_ms: Optional[float] = Field(None, gt=0)
+    interval_ms: Optional[float] = None  # checked by IntervalTrigger
     mqtt: Optional[MqttTopicCfg] = None
 
     @model_validator(mode="after")
     def _consistent(self) -> "TriggerCfg":
         if self.mode == "interval" and self.interval_ms is None:
             raise ValueError("mode 'interval' needs interval_ms")
+        if self.interval_ms is not None:
+            checked(IntervalTrigger)(self.interval_ms)  # the trigger's own rule
         if self.mqtt is not None and self.mode != "external":
             raise ValueError("an MQTT trigger needs mode 'external'")
         return self

@@ -22,10 +22,10 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Iterable, Literal, Optional, Sequence
 
 import numpy as np
-from pydantic import Field, field_validator
+from pydantic import Field, field_validator, model_validator
 
 from ...errors import ConfigError
-from ..schema import Score, Strict, checked
+from ..schema import Score, Strict, checked, validated
 
 if TYPE_CHECKING:
     from .tracking import Track
@@ -34,19 +34,21 @@ ANCHORS = ("bottom-center", "center", "top-center")
 ZONE_EVENTS = ("enter", "exit")
 
 
-def check_geometry(kind: str, name: str, pts: tuple[tuple[float, float], ...], normalized: bool, anchor: str) -> None:
-    """The checks a zone and a line share: normalised points in 0..1, a known anchor (one-line ConfigErrors)."""
-    if normalized and any(not (0.0 <= v <= 1.0) for p in pts for v in p):
-        raise ConfigError(f"{kind} {name!r}: normalised points must lie in 0..1, got {list(pts)}")
-    if anchor not in ANCHORS:
-        raise ConfigError(f"{kind} {name!r}: anchor must be one of {', '.join(ANCHORS)}, got {anchor!r}")
-
-
 def check_zone_points(pts: Sequence[Any], where: str = "") -> Sequence[Any]:
     """A zone is a polygon: at least 3 points."""
     if len(pts) < 3:
         raise ConfigError(f"{where}expected at least 3 points, got {len(pts)}")
     return pts
+
+
+def place_checked(place: Any, config: type["PlaceCfg"], kind: str) -> None:
+    """A Zone or Line dataclass checked by its config model (the one home of its rules), then its points
+    and classes stored as tuples."""
+    from dataclasses import fields
+
+    validated(config, f"{kind} {place.name!r}", **{f.name: getattr(place, f.name) for f in fields(place)})
+    object.__setattr__(place, "points", tuple((float(x), float(y)) for x, y in place.points))
+    object.__setattr__(place, "classes", tuple(place.classes))
 
 
 def looks_normalized(points: Sequence[Sequence[float]]) -> bool:
@@ -84,17 +86,8 @@ class Zone:
     events: tuple[str, ...] = ("enter",)  # per-track events this zone emits (TrackZones only)
 
     def __post_init__(self) -> None:
-        pts = tuple((float(x), float(y)) for x, y in self.points)
-        bad = [e for e in self.events if e not in ZONE_EVENTS]
-        if bad:
-            raise ConfigError(f"zone {self.name!r}: events must be among {', '.join(ZONE_EVENTS)}, got {bad}")
+        place_checked(self, ZoneCfg, "zone")
         object.__setattr__(self, "events", tuple(self.events))
-        check_zone_points(pts, f"zone {self.name!r}: ")
-        check_geometry("zone", self.name, pts, self.normalized, self.anchor)
-        if self.min_dwell_frames < 1:
-            raise ConfigError(f"zone {self.name!r}: min_dwell_frames must be >= 1, got {self.min_dwell_frames}")
-        object.__setattr__(self, "points", pts)
-        object.__setattr__(self, "classes", tuple(self.classes))
 
     def polygon_px(self, width: int, height: int) -> np.ndarray:
         """The polygon as an (N, 2) float array in pixels of a ``width`` x ``height`` frame."""
@@ -113,6 +106,12 @@ class PlaceCfg(Strict):
     classes: list[str] = []
     min_score: Score = 0.5
     anchor: Literal[ANCHORS] = "bottom-center"  # type: ignore[valid-type]
+
+    @model_validator(mode="after")
+    def _normalised_in_range(self) -> "PlaceCfg":
+        if self.normalized and not looks_normalized(self.points):
+            raise ValueError(f"normalised points must lie in 0..1, got {[list(p) for p in self.points]}")
+        return self
 
     def options(self) -> dict[str, Any]:
         opts = super().options()

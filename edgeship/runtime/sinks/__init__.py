@@ -27,33 +27,45 @@ class Sink(Protocol):
     def close(self) -> None: ...
 
 
-def _http(arg: str, token: str | None) -> HttpSink:
+def http_address(arg: str) -> tuple[str, int]:
+    """``PORT`` or ``HOST:PORT`` (the argument of an ``http:`` sink) -> (host, port); 127.0.0.1 by default."""
     host, _, port = arg.rpartition(":")
     if not port.strip().isdigit():
         raise InputError(f"http sink needs http:PORT or http:HOST:PORT, got http:{arg}")
-    return HttpSink(host or "127.0.0.1", check_port(port, f"http sink port in http:{arg}"), token=token)
+    return host or "127.0.0.1", check_port(port, f"http sink port in http:{arg}")
+
+
+def _http(arg: str, token: str | None) -> HttpSink:
+    host, port = http_address(arg)
+    return HttpSink(host, port, token=token)
 
 
 # registry: kind -> factory(argument text, HTTP token or None) -> sink
 SINKS: dict[str, Callable[[str, str | None], Any]] = {
-    "jsonl": lambda arg, token: JsonlSink(arg or "-"),
-    "jsonl-raw": lambda arg, token: JsonlSink(arg or "-", include_raw=True),
+    "jsonl": lambda arg, token: JsonlSink(arg),
+    "jsonl-raw": lambda arg, token: JsonlSink(arg, include_raw=True),
     "npz": lambda arg, token: NpzSink(arg),
     "video": lambda arg, token: VideoSink(arg),
     "http": _http,
 }
 
 
-def make_sink(text: str, *, token: str | None = None) -> Any:
-    """Build a sink from ``kind:ARG`` (see the module docstring); ``token`` guards an HTTP sink."""
+def split_sink(text: str) -> tuple[str, str]:
+    """``kind:ARG`` -> (kind, ARG), checked against the registry (``jsonl`` and ``jsonl-raw:`` write to stdout)."""
     kind, sep, arg = str(text).partition(":")
     if kind not in SINKS or (not sep and kind != "jsonl"):
         raise InputError(f"sink must look like {', '.join(k + ':...' for k in SINKS)}, got {text!r}")
     if kind == "video" and not arg:
         raise InputError("video sink needs a file name, e.g. video:out.mp4")
+    return kind, arg or ("-" if kind in ("jsonl", "jsonl-raw") else arg)
+
+
+def make_sink(text: str, *, token: str | None = None) -> Any:
+    """Build a sink from ``kind:ARG`` (see the module docstring); ``token`` guards an HTTP sink."""
+    kind, arg = split_sink(text)
     return SINKS[kind](arg, token)
 
 
 FILE_SINKS = ("jsonl", "jsonl-raw", "npz", "video")  # kinds whose argument is a file or folder (what a config may name)
 
-__all__ = ["SINKS", "FILE_SINKS", "make_sink", "Sink", "JsonlSink", "NpzSink", "VideoSink", "HttpSink", "HttpServer", "LiveView"]
+__all__ = ["SINKS", "FILE_SINKS", "make_sink", "split_sink", "http_address", "Sink", "JsonlSink", "NpzSink", "VideoSink", "HttpSink", "HttpServer", "LiveView"]

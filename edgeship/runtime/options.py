@@ -1,0 +1,157 @@
+"""How a run reads its source, runs its model and reads the outputs: the option groups of
+:func:`~edgeship.runtime.runner.build_pipeline`, and the same models the deployment config is
+built from (one home for every default and constraint).
+
+    from edgeship.runtime import build_pipeline, RunOptions, SourceOptions, PostOptions
+    opts = RunOptions(source=SourceOptions(realtime=True), post=PostOptions(task="detect", threshold=0.4))
+    build_pipeline("det.tflite", "rtsp://cam/stream", options=opts, sinks=["jsonl:-"]).run()
+
+Flat keywords (``threshold=0.4``, ``threads=2``, ``open_timeout=5`` ...) still work: :data:`FLAT`
+maps each to its group and field. A value out of range or an unknown keyword is a one-line
+:class:`~edgeship.errors.InputError` naming it.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Literal, Optional, Union
+
+from pydantic import Field, ValidationError, field_validator
+
+from .. import formats
+from ..errors import InputError
+from ..limits import MAX_OUTPUT_QUEUE, MAX_THREADS
+from ..spec import COLOR_ORDERS, INTERPOLATIONS, RESIZE_MODES
+from .processing import TASKS
+from .schema import Score, Strict
+
+
+class SourceOptions(Strict):
+    """How the source is read (a config's ``source`` section, without its ``uri``)."""
+
+    loop: bool = False  # restart a video file or folder when it ends
+    realtime: Optional[bool] = None  # play files at their frame rate, dropping late frames (None: off, or the app's default)
+    timeout_s: float = Field(10.0, gt=0)  # seconds to wait for the source to open
+    reconnect_timeout_s: Optional[float] = Field(None, gt=0)  # give up on a lost stream after this long (None: never)
+
+
+class BackendOptions(Strict):
+    """Which runtime opens the model and how it runs (a config's ``backend`` section)."""
+
+    name: Optional[Literal[formats.backend_names()]] = None  # type: ignore[valid-type]
+    threads: Optional[int] = Field(None, ge=1, le=MAX_THREADS)
+    device: str = "CPU"  # OpenVINO device: CPU, GPU, NPU, AUTO
+    hint: Literal["latency", "throughput"] = "latency"
+    precision: Optional[Literal["f32", "f16", "bf16"]] = None  # OpenVINO inference precision
+    # capture and inference pinned to different CPUs: True, False, or None = when there are 2+ CPUs. From
+    # Python the default leaves the caller's threads alone; a deployment (the entry point) pins (DeployBackend)
+    pin: Optional[bool] = False
+    output_queue: int = Field(2, ge=1, le=MAX_OUTPUT_QUEUE)  # inferred frames waiting for post-processing and sinks
+
+
+class PostOptions(Strict):
+    """How the outputs are read (top-level keys of a config)."""
+
+    task: Optional[Literal[tuple(TASKS)]] = None  # type: ignore[valid-type]  # None: the manifest's, else guessed
+    threshold: Optional[Score] = None  # minimum score (detect default 0.25, classify 0)
+    iou: Optional[Score] = None  # NMS IoU (default: 0.45, or the anchor layout's)
+    top_k: int = Field(5, ge=1)  # classes reported per frame (classify)
+    anchors: Optional[Union[str, dict[str, Any]]] = None  # anchor-based SSD head: a preset name or {input_hw, strides, ...}
+
+    @field_validator("anchors")
+    @classmethod
+    def _anchors(cls, v: Any) -> Any:
+        if v is None:
+            return v
+        from ..errors import SpecError
+        from .processing.anchors import anchor_spec
+
+        try:
+            anchor_spec(v)
+        except (SpecError, KeyError, TypeError, ValueError) as e:
+            raise ValueError(f"anchors: {e}") from None
+        return v
+
+
+class InputSpecOptions(Strict):
+    """How frames become the model's input, for a model without a manifest (or to override it)."""
+
+    resize: Optional[Literal[RESIZE_MODES]] = None  # type: ignore[valid-type]
+    interpolation: Optional[Literal[INTERPOLATIONS]] = None  # type: ignore[valid-type]
+    color_order: Optional[Literal[COLOR_ORDERS]] = None  # type: ignore[valid-type]
+    scale: Optional[float] = Field(None, allow_inf_nan=False)
+    mean: Optional[list[float]] = None
+    std: Optional[list[float]] = None
+
+    def overrides(self) -> dict[str, Any]:
+        """The fields given, as InputSpec keywords (GRAY also sets one channel)."""
+        out = {k: (tuple(v) if isinstance(v, list) else v) for k, v in self.model_dump().items() if v is not None}
+        if out.get("color_order") == "GRAY":
+            out["channels"] = 1
+        return out
+
+
+class RunOptions(Strict):
+    """Every option of a run, in groups."""
+
+    source: SourceOptions = SourceOptions()
+    backend: BackendOptions = BackendOptions()
+    post: PostOptions = PostOptions()
+    input_spec: Optional[InputSpecOptions] = None
+
+    def updated(self, **flat: Any) -> "RunOptions":
+        """A copy with flat keywords (names of :data:`FLAT`) applied to their groups, validated."""
+        unknown = sorted(k for k in flat if k not in FLAT)
+        if unknown:
+            raise InputError(f"build_pipeline() got unknown option(s) {', '.join(unknown)}; expected one of {', '.join(FLAT)}")
+        data = self.model_dump()
+        for key, value in flat.items():
+            group, name = FLAT[key]
+            if name is None:  # spec_overrides: InputSpec keywords
+                value = {k: v for k, v in (value or {}).items() if k != "channels"} or None
+                data[group] = value
+            else:
+                data[group][name] = value
+        try:
+            return RunOptions.model_validate(data)
+        except ValidationError as e:
+            err = e.errors(include_url=False)[0]
+            where = _flat_name(err["loc"])
+            raise InputError(f"{where}: {_short(err)}") from None
+
+
+def _flat_name(loc: tuple) -> str:
+    for key, (group, name) in FLAT.items():
+        if loc[:2] == (group, name) or (name is None and loc[:1] == (group,)):
+            return key
+    return ".".join(str(p) for p in loc)
+
+
+def _short(err: dict) -> str:
+    msg = str(err.get("msg", "")).removeprefix("Value error, ")
+    if err.get("type") == "extra_forbidden":
+        return "unknown key"
+    return msg + (f", got {err['input']!r}" if "input" in err and not isinstance(err["input"], (dict, list)) else "")
+
+
+def _flat_names() -> dict[str, tuple[str, str | None]]:
+    renamed = {("source", "timeout_s"): "open_timeout", ("source", "reconnect_timeout_s"): "reconnect_timeout",
+               ("backend", "name"): "backend"}
+    out: dict[str, tuple[str, str | None]] = {}
+    for group, cls in (("source", SourceOptions), ("backend", BackendOptions), ("post", PostOptions)):
+        for name in cls.model_fields:
+            out[renamed.get((group, name), name)] = (group, name)
+    out["spec_overrides"] = ("input_spec", None)  # a dict of InputSpec keywords (scale, mean, std, color_order...)
+    return out
+
+
+# flat keyword of build_pipeline -> (group, field)
+FLAT: dict[str, tuple[str, str | None]] = _flat_names()
+
+
+def run_options(options: RunOptions | None = None, **flat: Any) -> RunOptions:
+    """``options`` (default: every default) with flat keywords on top."""
+    base = options if options is not None else RunOptions()
+    return base.updated(**flat) if flat else base
+
+
+__all__ = ["RunOptions", "SourceOptions", "BackendOptions", "PostOptions", "InputSpecOptions", "FLAT", "run_options"]
