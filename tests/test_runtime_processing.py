@@ -175,3 +175,72 @@ def test_litert_outputs_follow_the_manifest_order():
     assert [d["index"] for d in order_by_manifest(details, None)] == [7, 3]
     m2 = SimpleNamespace(outputs=[TensorInfo("a", [1], "float32"), TensorInfo("zzz", [1], "float32")])
     assert [d["index"] for d in order_by_manifest(details, m2)] == [7, 3]  # names don't match: file order
+
+
+# ---- TF Object Detection API SSD heads (anchors + Faster R-CNN box coder) ---------------------------
+def _tfod_outputs(anchors_cyxhw, targets, n_classes=3, *, probabilities=True):
+    """Raw box_encodings (1, A, 4) and class_predictions (1, A, 1 + C) that put each target box
+    (ymin, xmin, ymax, xmax, class index) on the anchors that overlap it most, encoded with the reference coder."""
+    from tests.helpers.tfod_reference import center_to_corners, encode
+
+    a = np.asarray(anchors_cyxhw)
+    enc = np.zeros((len(a), 4), np.float32)
+    cls = np.full((len(a), 1 + n_classes), 0.01 if probabilities else -6.0, np.float32)
+    cls[:, 0] = 0.99 if probabilities else 6.0  # background
+    corners = center_to_corners(a)
+    for *box, c in targets:
+        iou = box_iou(np.asarray([box])[:, [1, 0, 3, 2]], corners[:, [1, 0, 3, 2]])[0]
+        for i in np.argsort(-iou)[:3]:  # the three best anchors all predict the box
+            enc[i] = encode(np.asarray([box]), a[i:i + 1])[0]
+            cls[i, 0], cls[i, 1 + c] = (0.01, 0.9) if probabilities else (-6.0, 3.0)
+    return [enc[None], cls[None]]
+
+
+def test_tfod_anchors_match_the_reference_generator():
+    from edgeship.runtime.processing.anchors import PRESETS, GridAnchorSpec, anchor_spec, grid_anchors
+    from tests.helpers import tfod_reference as ref
+
+    ours = grid_anchors(PRESETS["ssd-300"])
+    theirs = ref.ssd_anchors(ref.SSD_MOBILENET_300_FEATURE_MAPS, aspect_ratios=ref.TFOD_CONFIG_ASPECT_RATIOS)
+    assert ours.shape == (1917, 4) and np.allclose(ours, theirs, atol=1e-7)  # ssd_mobilenet_v1/v2_coco's 1917
+    # a non-square input, other scales and ratios, no reduced lowest layer, no interpolated box
+    custom = {"type": "tf-od", "input_hw": [240, 320], "feature_maps": [[15, 20], [8, 10], [4, 5]], "min_scale": 0.1,
+              "max_scale": 0.8, "aspect_ratios": [1.0, 2.0], "reduce_boxes_in_lowest_layer": False,
+              "interpolated_scale_aspect_ratio": 0.0}
+    spec = anchor_spec(custom)
+    assert isinstance(spec, GridAnchorSpec)
+    theirs = ref.ssd_anchors([(15, 20), (8, 10), (4, 5)], min_scale=0.1, max_scale=0.8, aspect_ratios=(1.0, 2.0),
+                             reduce_boxes_in_lowest_layer=False, interpolated_scale_aspect_ratio=0.0, im_hw=(240, 320))
+    assert spec.count() == (300 + 80 + 20) * 2 and np.allclose(grid_anchors(spec), theirs, atol=1e-7)
+    for bad, message in (({**custom, "feature_maps": []}, "feature_maps"), ({**custom, "colour": 1}, "unknown key"),
+                         ({**custom, "type": "yolo"}, "anchors type must be one of"),
+                         ({**custom, "scores_from": "tanh"}, "scores_from")):
+        with pytest.raises(SpecError, match=message):
+            anchor_spec(bad)
+
+
+@pytest.mark.parametrize("probabilities", [True, False], ids=["scores", "logits"])
+def test_tfod_head_decodes_to_boxes_in_the_source_frame(probabilities):
+    from edgeship.runtime.processing.anchors import PRESETS, grid_anchors
+
+    spec = InputSpec(300, 300)  # stretch: a 640x480 frame maps x by 640/300, y by 480/300
+    targets = [(0.2, 0.3, 0.6, 0.5, 1), (0.55, 0.6, 0.95, 0.9, 0)]  # ymin, xmin, ymax, xmax (normalised), class
+    outs = _tfod_outputs(grid_anchors(PRESETS["ssd-300"]), targets, probabilities=probabilities)
+    post = make_postprocess("detect", spec=spec, labels=["cat", "dog", "bird"], anchors="ssd-300",
+                            output_shapes=[o.shape for o in outs])
+    det = post(outs, (480, 640))["detections"]
+    assert len(det) == 2 and sorted(det.names) == ["cat", "dog"]
+    for (y0, x0, y1, x1, c) in targets:
+        i = det.names.index(["cat", "dog", "bird"][c])
+        assert np.allclose(det.xyxy[i], [x0 * 640, y0 * 480, x1 * 640, y1 * 480], atol=0.05)
+        assert det.scores[i] == pytest.approx(0.9 if probabilities else 1 / (1 + np.exp(-3.0)), abs=1e-4)
+    # the class output listed first: with 3 classes + background both are 4 wide, so the names decide
+    named = make_postprocess("detect", spec=spec, labels=["cat", "dog", "bird"], anchors="ssd-300",
+                             output_shapes=[o.shape for o in outs[::-1]],
+                             output_names=["raw_outputs/class_predictions", "raw_outputs/box_encodings"])
+    assert np.allclose(named(outs[::-1], (480, 640))["detections"].xyxy, det.xyxy)
+    wider = _tfod_outputs(grid_anchors(PRESETS["ssd-300"]), targets, n_classes=5)[::-1]  # unnamed: by width
+    assert len(make_postprocess("detect", spec=spec, anchors="ssd-300", output_shapes=[o.shape for o in wider])(
+        wider, (480, 640))["detections"]) == 2
+    with pytest.raises(SpecError, match="gives 1917 anchors"):
+        make_postprocess("detect", spec=spec, anchors="ssd-300", output_shapes=[(1, 2034, 4), (1, 2034, 91)])

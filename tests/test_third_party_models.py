@@ -102,3 +102,48 @@ def test_anchor_centres_follow_mediapipes_layout():
     assert a.shape == (896, 2) and np.allclose(a[0], [0.03125, 0.03125]) and np.allclose(a[1], a[0])  # 2 per 8-px cell
     assert np.allclose(a[512:518], [0.0625, 0.0625])  # then 6 per 16-px cell
     assert anchor_centres(PRESETS["blazeface-full"]).shape == (2304, 2)
+
+
+def test_tfod_ssd_head_through_convert_and_run(tmp_path):
+    """A TF Object Detection API SSD head (raw box_encodings (1, 1917, 4) + class_predictions (1, 1917, 1 + C),
+    the layout export_tflite_ssd_graph writes without its post-processing op) converted to both formats and
+    decoded by `edgeship run --anchors ssd-300`: the boxes land where the reference coder put them, in the
+    640x480 frame's pixels. No pretrained TF OD API model ships inside a PyPI package (mediapipe downloads its
+    SSD at run time), so the head's outputs are fixed and encoded with tests/helpers/tfod_reference.py, an
+    independent reading of the upstream anchor generator and box coder."""
+    import cv2
+    import keras
+
+    from edgeship.runtime.processing.anchors import PRESETS, grid_anchors
+    from tests.test_runtime_processing import _tfod_outputs
+
+    targets = [(0.2, 0.3, 0.6, 0.5, 1), (0.55, 0.6, 0.95, 0.9, 2)]  # ymin, xmin, ymax, xmax, class
+    enc, cls = _tfod_outputs(grid_anchors(PRESETS["ssd-300"]), targets, n_classes=3)
+    inp = keras.Input((300, 300, 3))
+    pooled = keras.layers.GlobalAveragePooling2D()(inp)
+    heads = []
+    for name, value in (("box_encodings", enc[0]), ("class_predictions", cls[0])):
+        dense = keras.layers.Dense(value.size, kernel_initializer="zeros",
+                                   bias_initializer=keras.initializers.Constant(value.ravel()))(pooled)
+        heads.append(keras.layers.Reshape(value.shape, name=name)(dense))
+    model_path = tmp_path / "ssd_head.keras"
+    keras.Model(inp, heads).save(model_path)
+    r = CliRunner().invoke(cli, ["convert", str(model_path), "-f", "tflite", "-f", "openvino", "-p", "fp32",
+                                 "-o", str(tmp_path / "out")])
+    assert r.exit_code == 0, r.output
+    frame = tmp_path / "frame.png"
+    cv2.imwrite(str(frame), np.full((480, 640, 3), 90, np.uint8))
+    labels = tmp_path / "labels.txt"
+    labels.write_text("person\nbicycle\ncar\n")
+    artifacts = sorted((tmp_path / "out").glob("*.tflite")) + sorted((tmp_path / "out").glob("*.xml"))
+    assert len(artifacts) == 2
+    for artifact in artifacts:
+        out = tmp_path / f"{artifact.name}.jsonl"
+        r = CliRunner().invoke(cli, ["run", str(artifact), "--source", str(frame), "--task", "detect",
+                                     "--anchors", "ssd-300", "--labels", str(labels), "--sink", f"jsonl:{out}", "--json"])
+        assert r.exit_code == 0, r.output
+        dets = {d["label"]: d for d in json.loads(out.read_text().splitlines()[0])["detections"]}
+        assert sorted(dets) == ["bicycle", "car"], dets
+        for y0, x0, y1, x1, c in targets:
+            d = dets[["person", "bicycle", "car"][c]]
+            assert np.allclose(d["box"], [x0 * 640, y0 * 480, x1 * 640, y1 * 480], atol=0.5) and d["score"] > 0.89

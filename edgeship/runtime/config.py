@@ -8,7 +8,11 @@ points``. Relative paths resolve against the config file's folder. See ``example
 
 Top level: ``artifact`` (file), ``source`` (text, or {uri, loop, realtime, timeout_s,
 reconnect_timeout_s}), ``task``, ``labels`` (file), ``input_spec`` {resize, interpolation,
-color_order, scale, mean, std} (a model without a manifest), ``threshold``, ``iou``, ``top_k``, ``backend``
+color_order, scale, mean, std} (a model without a manifest), ``threshold``, ``iou``, ``top_k``, ``anchors``
+(an anchor-based SSD head: a preset name, or {type: mediapipe, input_hw, strides, per_layer, offset,
+scale} or {type: tf-od, input_hw, feature_maps, min_scale, max_scale, aspect_ratios,
+interpolated_scale_aspect_ratio, reduce_boxes_in_lowest_layer, scale_factors, background,
+scores_from (auto | sigmoid | softmax | probabilities)}), ``backend``
 {name, threads, device, hint, precision, pin, output_queue}, ``app`` (below), ``sinks`` [jsonl:FILE | jsonl-raw:FILE | npz:DIR | video:FILE],
 ``server`` {host (127.0.0.1), port, token (required off loopback), dashboard, max_fps},
 ``max_frames``, ``duration``.

@@ -69,7 +69,7 @@ class Detect:
     max_det: int = 300
     output_names: tuple[str, ...] | None = None
     normalized: bool | None = None
-    anchors: Any = None  # an AnchorSpec for fmt "anchors"
+    anchors: Any = None  # an anchor layout (anchors.LAYOUTS) for fmt "anchors"
 
     def __call__(self, outputs: Sequence[np.ndarray], frame_hw: tuple[int, int]) -> dict[str, Any]:
         t = resize_transform(frame_hw, self.spec)
@@ -78,7 +78,8 @@ class Detect:
             from .anchors import decode_anchors
 
             return {"detections": decode_anchors(outputs, self.anchors, transform=t, threshold=self.threshold,
-                                                 iou_threshold=self.iou, labels=self.labels, max_det=self.max_det)}
+                                                 iou_threshold=self.iou, labels=self.labels, max_det=self.max_det,
+                                                 output_names=self.output_names)}
         if self.fmt == "ssd":
             boxes, classes, scores, count = split_ssd_outputs(outputs, self.output_names)
             det = decode_ssd(boxes, classes, scores, count, input_hw=hw, transform=t, threshold=self.threshold,
@@ -115,7 +116,8 @@ def _make_detect(*, spec: InputSpec, labels=None, threshold: float | None = None
         if output_shapes:
             check_layout(layout, output_shapes)
         return Detect(spec, "anchors", tuple(labels) if labels else None, 0.5 if threshold is None else float(threshold),
-                      None if iou is None else float(iou), int(max_det), None, None, layout)
+                      None if iou is None else float(iou), int(max_det), tuple(output_names) if output_names else None,
+                      None, layout)
     fmt = box_format or detect_format([list(s) for s in output_shapes])
     if fmt not in ("ssd", "yolo"):
         raise InputError(f"detection format must be ssd or yolo, got {fmt!r}")
