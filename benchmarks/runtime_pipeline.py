@@ -231,7 +231,7 @@ def live_run(model, video: Path, threads: int, seconds: float) -> tuple[dict, np
     return rt.run(), rec.rows.copy()
 
 
-def every_frame_run(model: Path, video: Path, threads: int) -> dict:
+def every_frame_run(model: Path, video: Path, threads: int):  # a RunSummary
     import cv2
 
     n = int(cv2.VideoCapture(str(video)).get(cv2.CAP_PROP_FRAME_COUNT))

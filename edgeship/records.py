@@ -152,7 +152,7 @@ class RunSummary(Record):
     stopped_by: str | None = None  # max_frames, duration, end, signal, stop, source_error
     error: str | None = None  # the source error that ended the run
     cpus: dict[str, Any] | None = None  # the CPU pinning plan, when pinned
-    allocator: dict[str, Any] = field(default_factory=dict)
+    allocator: dict[str, Any] | None = None  # the malloc settings in effect (None: the C library's defaults)
     duration_s: float = 0.0
     frames_captured: int = 0
     frames_processed: int = 0

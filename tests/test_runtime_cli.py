@@ -80,6 +80,11 @@ def test_run_cli_exit_codes_and_messages(art, video, tmp_path):
     assert res.exit_code == 1 and "error: --source: file not found" in res.output and "nope.mp4" in res.output
     res = r.invoke(cli, ["run", str(art["tflite_f32"]), "--source", str(video), "--sink", "http:0", "--sink", "http:0"])
     assert res.exit_code == 1 and "one --sink http:" in res.output
+    res = r.invoke(cli, ["run", str(art["tflite_f32"]), "--source", str(video), "--sink", "http:0", "--token", "short"])
+    assert res.exit_code == 1 and "error: --token: the HTTP token must be at least 8 characters" in res.output
+    for stdout_sink in ("jsonl", "jsonl:", "jsonl-raw:-"):  # results on stdout would break the one JSON summary
+        res = r.invoke(cli, ["run", str(art["tflite_f32"]), "--source", str(video), "--json", "--sink", stdout_sink])
+        assert res.exit_code == 1 and "--json prints the summary on stdout" in res.stderr
     res = r.invoke(cli, ["run", str(art["tflite_f32"]), "--source", str(video), "--task", "segment"])
     assert res.exit_code == 1 and res.output.count("\n") == 1 and "'segment' is not one of" in res.output
     res = r.invoke(cli, ["run", str(art["tflite_f32"]), "--source", str(video), "--json", "--sink", "jsonl:-"])

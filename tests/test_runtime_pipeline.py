@@ -359,6 +359,9 @@ def test_option_groups_and_flat_keywords_give_the_same_run(art, digits_video, tm
         assert s.frames_processed == 4 and s.task == "classify"
         rows[name] = [[c["label"] for c in json.loads(ln)["classification"]] for ln in out.read_text().splitlines()]
     assert rows["grouped"] == rows["flat"] and all(len(r) == 2 for r in rows["flat"])
+    from edgeship.runtime.processing.anchors import PRESETS
+
+    assert RunOptions().updated(anchors=PRESETS["ssd-300"]).post.anchors is PRESETS["ssd-300"]  # a layout object too
     # a flat keyword on top of a group overrides it
     assert RunOptions().updated(top_k=3).post.top_k == 3 and grouped.updated(top_k=1).post.task == "classify"
     for bad, message in (({"threshold": 2}, "threshold: Input should be less than or equal to 1"),

@@ -70,12 +70,22 @@ def run(artifact: str | None, source: str | None, config: str | None, sinks: tup
     if artifact is None or source is None:
         raise click.UsageError("give ARTIFACT and --source, or --config deploy.yaml")
 
-    if as_json and any(s == "jsonl:-" or s == "jsonl" for s in sinks):
+    if as_json and any(_to_stdout(s) for s in sinks):
         raise click.UsageError("--json prints the summary on stdout; send results to a file (jsonl:FILE) instead of jsonl:-")
     if not sinks and not as_json:
         sinks = ("jsonl:-",)
     cfg = deploy_config(artifact, source, sinks, options)
     _report(_deploy(cfg, max_frames=None, duration=None), as_json)
+
+
+def _to_stdout(sink: str) -> bool:
+    from ..runtime.sinks import split_sink
+
+    try:
+        kind, arg = split_sink(sink)
+    except Exception:  # noqa: BLE001 - a bad sink is reported when the config is built
+        return False
+    return kind.startswith("jsonl") and arg == "-"
 
 
 # the deploy config's key paths under the flags that set them (for the one-line error)

@@ -41,7 +41,7 @@ import os
 from pathlib import Path
 from typing import Any, Optional
 
-from pydantic import Field, ValidationError, ValidationInfo, field_validator, model_validator
+from pydantic import Field, ValidationError, ValidationInfo, field_validator
 
 from ..errors import ConfigError, SourceError
 from .apps import app_classes
@@ -49,6 +49,7 @@ from .apps.events import EVENT_SINKS
 from .apps.outputs import OUTPUTS
 from .options import BackendOptions, InputSpecOptions, PostOptions, RunOptions, SourceOptions
 from .schema import InFile, Port, Strict, checked, problem, resolve_path, tagged_union, tags
+from .sinks.http import LIVE_FPS
 
 
 
@@ -82,16 +83,16 @@ class DeployBackend(BackendOptions):
 class ServerCfg(Strict):
     host: str = "127.0.0.1"
     port: Port = 8080
-    token: Optional[str] = None  # required off loopback (8+ characters)
+    token: Optional[str] = Field(None, validate_default=True)  # required off loopback (8+ characters)
     dashboard: bool = True
-    max_fps: float = Field(10.0, gt=0)
+    max_fps: float = Field(LIVE_FPS, gt=0)  # the live view's frame rate cap
 
-    @model_validator(mode="after")
-    def _token_off_loopback(self) -> "ServerCfg":
+    @field_validator("token")
+    @classmethod
+    def _token_off_loopback(cls, v: Optional[str], info: ValidationInfo) -> Optional[str]:
         from .sinks.http import check_token  # the server's own rule
 
-        checked(check_token)(self.host, self.token)
-        return self
+        return checked(check_token)(info.data.get("host", "127.0.0.1"), v)
 
 
 class DeployConfig(PostOptions):

@@ -13,7 +13,7 @@ maps each to its group and field. A value out of range or an unknown keyword is 
 
 from __future__ import annotations
 
-from typing import Any, Literal, Optional, Union
+from typing import Any, Literal, Optional
 
 from pydantic import Field, ValidationError, field_validator
 
@@ -22,7 +22,7 @@ from ..errors import InputError
 from ..limits import MAX_OUTPUT_QUEUE, MAX_THREADS
 from ..spec import COLOR_ORDERS, INTERPOLATIONS, RESIZE_MODES
 from .processing import TASKS
-from .schema import Score, Strict
+from .schema import Score, Strict, problem
 
 
 class SourceOptions(Strict):
@@ -55,7 +55,7 @@ class PostOptions(Strict):
     threshold: Optional[Score] = None  # minimum score (detect default 0.25, classify 0)
     iou: Optional[Score] = None  # NMS IoU (default: 0.45, or the anchor layout's)
     top_k: int = Field(5, ge=1)  # classes reported per frame (classify)
-    anchors: Optional[Union[str, dict[str, Any]]] = None  # anchor-based SSD head: a preset name or {input_hw, strides, ...}
+    anchors: Optional[Any] = None  # anchor-based SSD head: a preset name, a mapping {type, input_hw, ...} or a layout object
 
     @field_validator("anchors")
     @classmethod
@@ -67,8 +67,8 @@ class PostOptions(Strict):
 
         try:
             anchor_spec(v)
-        except (SpecError, KeyError, TypeError, ValueError) as e:
-            raise ValueError(f"anchors: {e}") from None
+        except (SpecError, TypeError, ValueError) as e:
+            raise ValueError(str(e)) from None
         return v
 
 
@@ -106,17 +106,15 @@ class RunOptions(Strict):
         data = self.model_dump()
         for key, value in flat.items():
             group, name = FLAT[key]
-            if name is None:  # spec_overrides: InputSpec keywords
-                value = {k: v for k, v in (value or {}).items() if k != "channels"} or None
-                data[group] = value
+            if name is None:  # spec_overrides: the InputSpec flags' keywords
+                data[group] = _spec_overrides(value)
             else:
                 data[group][name] = value
         try:
             return RunOptions.model_validate(data)
         except ValidationError as e:
             err = e.errors(include_url=False)[0]
-            where = _flat_name(err["loc"])
-            raise InputError(f"{where}: {_short(err)}") from None
+            raise InputError(f"{_flat_name(err['loc'])}: {problem(err)}") from None
 
 
 def _flat_name(loc: tuple) -> str:
@@ -126,11 +124,20 @@ def _flat_name(loc: tuple) -> str:
     return ".".join(str(p) for p in loc)
 
 
-def _short(err: dict) -> str:
-    msg = str(err.get("msg", "")).removeprefix("Value error, ")
-    if err.get("type") == "extra_forbidden":
-        return "unknown key"
-    return msg + (f", got {err['input']!r}" if "input" in err and not isinstance(err["input"], (dict, list)) else "")
+def _spec_overrides(value: dict[str, Any] | None) -> dict[str, Any] | None:
+    """``spec_overrides``: the six InputSpec flags (``channels`` only as GRAY implies it); other InputSpec
+    fields go in ``spec=InputSpec(...)``."""
+    value = dict(value or {})
+    channels = value.pop("channels", None)
+    implied = 1 if str(value.get("color_order", "")).upper() == "GRAY" else None
+    if channels is not None and channels != implied:
+        raise InputError(f"spec_overrides: channels follows color_order (GRAY: 1), got channels={channels!r}; "
+                         "pass spec=InputSpec(...) to set other InputSpec fields")
+    unknown = sorted(set(value) - set(InputSpecOptions.model_fields))
+    if unknown:
+        raise InputError(f"spec_overrides: unknown key(s) {', '.join(unknown)}; expected "
+                         f"{', '.join(InputSpecOptions.model_fields)} (other InputSpec fields: spec=InputSpec(...))")
+    return value or None
 
 
 def _flat_names() -> dict[str, tuple[str, str | None]]:

@@ -323,7 +323,7 @@ class Pipeline:
             source=self.source.name, model=str(getattr(b, "path", "")), backend=getattr(b, "name", None),
             executed_precision=getattr(b, "executed_precision", None), task=self.task, stopped_by=self.stopped_by,
             error=str(self.source.error) if self.source.error else None, cpus=self.cpu_plan,
-            allocator=self.allocator or {}, **snap)
+            allocator=self.allocator, **snap)
 
 
 def failed(summary: RunSummary) -> EdgeshipError | None:

@@ -16,7 +16,7 @@ from dataclasses import replace
 from importlib import resources
 from typing import Any, Callable
 
-from ..sinks.http import HttpSink
+from ..sinks.http import LIVE_FPS, HttpSink
 from ..types import Frame
 
 STATIC_TYPES = {".html": "text/html; charset=utf-8", ".js": "text/javascript; charset=utf-8",
@@ -32,7 +32,7 @@ class DashboardSink(HttpSink):
     """The HTTP sink plus the dashboard page, ``/api/status``, the app's routes and its overlays."""
 
     def __init__(self, host: str = "127.0.0.1", port: int = 8080, *, app: Any = None, token: str | None = None,
-                 max_fps: float = 10.0, annotate: bool = True, dashboard: bool = True) -> None:
+                 max_fps: float = LIVE_FPS, annotate: bool = True, dashboard: bool = True) -> None:
         super().__init__(host, port, max_fps=max_fps, token=token)  # the server checks the token on every route
         self.app, self.annotate = app, annotate
         self.started = time.time()

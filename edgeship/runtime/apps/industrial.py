@@ -20,6 +20,8 @@ from pydantic import model_validator
 
 from ...errors import ConfigError
 from ..schema import OutPath, Score, Strict, checked
+
+UNCERTAIN = ("pass", "fail")  # what a score below its class threshold counts as
 from .base import App, iso_time, new_event_id
 from .counters import Counters
 from .events import EventSinkCfg, event_sink
@@ -52,8 +54,8 @@ class PassRule:
     def __post_init__(self) -> None:
         if self.pass_classes and self.fail_classes:
             raise ConfigError("give pass_classes or fail_classes, not both")
-        if self.uncertain not in ("pass", "fail"):
-            raise ConfigError(f"inspection: uncertain must be 'pass' or 'fail', got {self.uncertain!r}")
+        if self.uncertain not in UNCERTAIN:
+            raise ConfigError(f"inspection: uncertain must be one of {', '.join(UNCERTAIN)}, got {self.uncertain!r}")
         object.__setattr__(self, "pass_classes", tuple(str(c) for c in self.pass_classes))
         object.__setattr__(self, "fail_classes", tuple(str(c) for c in self.fail_classes))
 
@@ -117,7 +119,7 @@ class InspectCfg(Strict):
     fail_classes: list[str] = []
     min_score: Score = 0.0
     class_thresholds: dict[str, Score] = {}
-    uncertain: str = "fail"  # "pass" or "fail" (checked by PassRule)
+    uncertain: Literal[UNCERTAIN] = "fail"  # type: ignore[valid-type]
     fail_above: Optional[float] = None
 
     @model_validator(mode="after")

@@ -13,6 +13,8 @@ is :class:`TriggerCfg`; :func:`trigger` builds the one it names through :data:`T
 
 from __future__ import annotations
 
+import math
+
 import json
 import threading
 import time
@@ -71,8 +73,8 @@ class IntervalTrigger:
         return cls(cfg.interval_ms)
 
     def __init__(self, interval_ms: float) -> None:
-        if interval_ms <= 0:
-            raise ConfigError(f"trigger interval_ms must be > 0, got {interval_ms}")
+        if not isinstance(interval_ms, (int, float)) or not math.isfinite(interval_ms) or interval_ms <= 0:
+            raise ConfigError(f"trigger interval_ms must be a finite number > 0, got {interval_ms!r}")
         self.interval_s = float(interval_ms) / 1000.0
         self._next: float | None = None
         self.fired = 0

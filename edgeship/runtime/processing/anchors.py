@@ -1,6 +1,7 @@
 """Anchor-based SSD heads: raw box regressions + class scores per anchor, decoded with the anchor layout.
 
-Two families, one :class:`AnchorLayout` each (registry: :data:`LAYOUTS`, keyed by a config's ``type``):
+Two families, one layout class each with the same methods (``count``, ``split``, ``boxes``, ``scores``;
+registry: :data:`LAYOUTS`, keyed by a config's ``type``):
 
 - ``mediapipe`` (:class:`AnchorSpec`): MediaPipe / BlazeFace heads, e.g. face detection's
   ``regressors (1, A, 4+2k)`` (box centre offset and size in input pixels, then k keypoints) and
@@ -186,8 +187,9 @@ class GridAnchorSpec:
         """(A, C) class probabilities, the background column dropped."""
         kind = self.scores_from
         if kind == "auto":
-            kind = "probabilities" if logits.size and logits.min() >= 0.0 and logits.max() <= 1.0 else "sigmoid"
-        p = SCORE_CONVERTERS[kind](logits.astype(np.float64), self.score_clip)
+            # int8 dequantisation may step just outside 0..1: a tolerance keeps such frames probabilities
+            kind = "probabilities" if logits.size and logits.min() >= -0.01 and logits.max() <= 1.01 else "sigmoid"
+        p = np.clip(SCORE_CONVERTERS[kind](logits.astype(np.float64), self.score_clip), 0.0, 1.0)
         return p[:, 1:] if self.background and p.shape[1] > 1 else p
 
 
@@ -201,9 +203,13 @@ SCORE_CONVERTERS = {"auto": None, "sigmoid": _sigmoid, "softmax": _softmax, "pro
 
 
 def _known(d: dict[str, Any], fields: Sequence[str], kind: str) -> None:
+    """Unknown keys and missing required ones (the two after ``type``) are one-line SpecErrors."""
     unknown = sorted(set(d) - set(fields))
     if unknown:
         raise SpecError(f"{kind} anchors: unknown key(s) {', '.join(unknown)}; expected {', '.join(fields[1:])}")
+    missing = [k for k in fields[1:3] if k not in d]
+    if missing:
+        raise SpecError(f"{kind} anchors need {' and '.join(missing)}")
 
 
 @lru_cache(maxsize=16)

@@ -44,6 +44,7 @@ LOOPBACK = ("127.0.0.1", "localhost", "::1")
 TOKEN_ENV = "EDGESHIP_HTTP_TOKEN"
 COOKIE = "edgeship_token"
 MIN_TOKEN = 8
+LIVE_FPS = 10.0  # default cap on the live view's frame rate (JPEG encoding costs CPU on a device)
 OPEN_PATHS = ("/health",)  # answered without the token, reduced to status and release
 _QUIET = (BrokenPipeError, ConnectionResetError, ConnectionAbortedError, TimeoutError, socket.timeout)
 _SECRET_QUERY = re.compile(r"(token=)[^&\s]*", re.I)
@@ -307,7 +308,7 @@ def parts_path(path: str) -> str:
 class LiveView:
     """The newest annotated JPEG, encoded only while someone watches and at most ``max_fps`` times a second."""
 
-    def __init__(self, max_fps: float = 15.0, quality: int = 80) -> None:
+    def __init__(self, max_fps: float = LIVE_FPS, quality: int = 80) -> None:
         self.max_fps, self.quality = max_fps, quality
         self.viewers = 0
         self.jpeg: bytes = b""
@@ -356,7 +357,7 @@ class HttpSink:
     ``token`` (default: the ``EDGESHIP_HTTP_TOKEN`` environment variable) guards every route; it is
     required off loopback."""
 
-    def __init__(self, host: str = "127.0.0.1", port: int = 8080, *, max_fps: float = 15.0, stale_after: float = 5.0,
+    def __init__(self, host: str = "127.0.0.1", port: int = 8080, *, max_fps: float = LIVE_FPS, stale_after: float = 5.0,
                  token: str | None = None) -> None:
         self.server = HttpServer(host, port, token=token if token is not None else (os.environ.get(TOKEN_ENV) or None))
         self.view = LiveView(max_fps=max_fps)
