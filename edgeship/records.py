@@ -57,7 +57,8 @@ class Record:
 class GateRecord(Record):
     """What the accuracy gate did (the manifest's ``conversion.accuracy_gate``)."""
 
-    max_drop_pp: float | None = None  # the budget asked for (None: the gate was off)
+    max_drop_pp: float | None = None  # the point budget asked for (None: none)
+    min_sqnr_db: float | None = None  # the SQNR budget asked for (None: none); neither: the gate was off
     status: str = "not run"  # one of GATE_STATUSES
     precision: str | None = None  # what it kept: int8, int8-mixed or fp16
     budget: float | None = None
@@ -112,6 +113,8 @@ class AccuracyRecord(Record):
     drop_ci: list[float] | None = None
     detection: dict[str, Any] | None = None  # ap50 / recall / precision against the float model's boxes
     max_drop: float | None = None
+    min_sqnr: float | None = None  # dB every output had to reach
+    worst_sqnr: float | None = None  # the lowest output SQNR measured, dB
     budget: float | None = None
     passed: bool | None = None
     initial: float | None = None  # the gate's value before it kept layers in float

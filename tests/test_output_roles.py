@@ -3,12 +3,15 @@ a 1000-class softmax keeps summing to 1 after int8; a collapsed output is named.
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import numpy as np
 import pytest
+from click.testing import CliRunner
 
 from edgeship import roles as R
+from edgeship.cli import cli
 from edgeship.calibration import RepresentativeDataset
 from edgeship.converters import convert
 from edgeship.converters.verify import compare, verify_artifact
@@ -189,3 +192,37 @@ def test_layouts_no_decoder_knows_are_refused_with_their_shapes():
     scores = np.zeros((1, 10), np.float32)
     scores[0, 7] = 1.0
     assert post([np.ones((1, 4), np.float32), scores], (64, 64))["classification"].top[0][1] == "7"
+
+
+def test_an_sqnr_budget_gates_a_model_without_class_scores(box_first, tmp_path):
+    """--min-sqnr: the budget for outputs that are not class scores (here the ink regression alone)."""
+    import keras
+
+    from edgeship.records import GateRecord
+
+    full = keras.saving.load_model(box_first)
+    regression = keras.Model(full.input, full.outputs[0])
+    path = tmp_path / "ink.keras"
+    regression.save(path)
+    _, _, x_te, _ = digits_split()
+    unlabelled = RepresentativeDataset.from_arrays(x_te[:200], spec=digits_spec(), holdout=0.3)
+    [ok] = convert(path, formats=["tflite"], precision="int8", calib=unlabelled, out_dir=tmp_path / "ok", max_drop=None,
+                   min_sqnr=10.0)
+    gate = ok.manifest.conversion.accuracy_gate
+    assert isinstance(gate, GateRecord) and gate.status == "passed" and gate.min_sqnr_db == 10.0 and ok.manifest.precision == "int8"
+    int8_sqnr = ok.manifest.accuracy.worst_sqnr
+    assert int8_sqnr is not None and 10.0 <= int8_sqnr < 200.0
+    # a budget int8 cannot meet: layers go back to float, then fp16, and the gate says it failed
+    [strict] = convert(path, formats=["tflite"], precision="int8", calib=unlabelled, out_dir=tmp_path / "strict",
+                       max_drop=None, min_sqnr=200.0)
+    g = strict.manifest.conversion.accuracy_gate
+    assert g.status == "failed" and strict.manifest.precision == "fp16" and "below the budget of 200 dB" in g.reason
+    # verify: the same budget from the command line, exit 1 when an output falls short
+    unlabelled.save(tmp_path / "calib.npz")
+    base = ["verify", str(ok.path), "--reference", str(path), "--data", str(tmp_path / "calib.npz"), "--max-drop", "none"]
+    r = CliRunner().invoke(cli, base + ["--min-sqnr", str(int8_sqnr + 30)])
+    assert r.exit_code == 1 and "output 0 SQNR" in r.stderr and "below the budget" in r.stderr
+    r = CliRunner().invoke(cli, base + ["--min-sqnr", "10", "--json"])
+    assert r.exit_code == 0 and json.loads(r.stdout)["passed"] is True and json.loads(r.stdout)["worst_sqnr"] >= 10
+    r = CliRunner().invoke(cli, base)  # no budget that applies: reported, not judged
+    assert r.exit_code == 0

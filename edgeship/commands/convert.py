@@ -59,6 +59,10 @@ def _from_target(name: str | None, formats: tuple[str, ...], precision: str | No
 @click.option("--dynamic-batch", is_flag=True, help="OpenVINO IR with a dynamic batch (default: fixed batch 1).")
 @click.option("--max-drop", default="1.0", show_default=True, callback=max_drop_option, metavar="PP|none",
               help="Accuracy budget in percentage points for the accuracy gate, or 'none'.")
+@click.option("--min-sqnr", "min_sqnr", type=FiniteRange(), default=None, metavar="DB",
+              help="Also require every output's SQNR against the float model to be at least DB decibels on the holdout "
+                   "(e.g. 25). The budget for models without class scores (landmarks, masks, embeddings, regressions); "
+                   "with --max-drop none it is the only one. The gate keeps layers in float until it holds.")
 @click.option("--target", "target", help="Device profile (see `edgeship targets list`) that picks --format/--precision.")
 @click.option("-o", "--out", "out_dir", required=True, type=click.Path(file_okay=False), help="Output folder.")
 @click.option("--output", "output_roles", multiple=True, metavar="NAME=ROLE",
@@ -69,7 +73,7 @@ def _from_target(name: str | None, formats: tuple[str, ...], precision: str | No
 def convert(model: str, formats: tuple[str, ...], precision: str | None, calib: str | None, io: str, prune: float | None,
             prune_schedule: str, prune_frequency: int | None, finetune: str | None, epochs: int, input_size,
             labels: str | None, task: str | None, name: str | None, preset: str, dynamic_batch: bool,
-            max_drop: float | None, target: str | None, out_dir: str, as_json: bool, output_roles: tuple[str, ...],
+            max_drop: float | None, min_sqnr: float | None, target: str | None, out_dir: str, as_json: bool, output_roles: tuple[str, ...],
             prune_channels: float | None, distill_epochs: int, prune_cycles: int, **spec_flags: Any) -> None:
     """Prune and quantize a Keras model (.keras, .h5 or SavedModel folder) to TFLite and/or OpenVINO IR.
 
@@ -98,7 +102,7 @@ def convert(model: str, formats: tuple[str, ...], precision: str | None, calib: 
                      output_roles=tuple(output_roles), dynamic_batch=dynamic_batch),
         prune=PruneOptions(sparsity=prune, schedule=prune_schedule, frequency=prune_frequency, finetune=finetune,
                            epochs=epochs, channels=prune_channels, distill_epochs=distill_epochs, cycles=prune_cycles),
-        gate=GateOptions(max_drop=max_drop, preset=preset),
+        gate=GateOptions(max_drop=max_drop, min_sqnr=min_sqnr, preset=preset),
     )
     results = run_convert(model, calib, formats=fmts, precision=prec, out_dir=out_dir, name=name, options=options)
     if as_json:

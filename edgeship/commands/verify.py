@@ -29,6 +29,10 @@ Exit codes: 0 within budget, 1 over budget (one-line reason on stderr) or an err
 @click.option("--max-drop", "max_drop", default="1.0", show_default=True, callback=max_drop_option, metavar="PP|none",
               help="Budget in points: for a detector the AP@0.5 lost against the float model's own detections; else the "
                    "accuracy drop with labels, the top-1 disagreement without. 'none' only reports.")
+@click.option("--min-sqnr", "min_sqnr", type=FiniteRange(), default=None, metavar="DB",
+              help="Also require every output's SQNR against the float model to be at least DB decibels on the holdout "
+                   "(e.g. 25). The budget for models without class scores (landmarks, masks, embeddings, regressions); "
+                   "with --max-drop none it is the only one. Exit code 1 when an output falls short.")
 @click.option("--task", type=click.Choice(sorted(TASKS)), default=None,
               help="detect: decode both models' boxes (as `edgeship run` does) and score the artifact's against the float "
                    "model's on the same images; no labels needed [the manifest's task].")
@@ -43,7 +47,8 @@ Exit codes: 0 within budget, 1 over budget (one-line reason on stderr) or an err
 @click.option("--save", is_flag=True, help="Record the result in the artifact's manifest (accuracy).")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object on stdout.")
 @click.pass_context
-def verify(ctx: click.Context, artifact: str, reference: str, data: str, split: str, max_drop: float | None, layers: int,
+def verify(ctx: click.Context, artifact: str, reference: str, data: str, split: str, max_drop: float | None,
+           min_sqnr: float | None, layers: int,
            precision: str | None, save: bool, as_json: bool, task: str | None, threshold: float | None, iou: float | None,
            anchors: str | None) -> None:
     """Check ARTIFACT (.tflite or .xml) against the float Keras model it came from.
@@ -60,7 +65,7 @@ def verify(ctx: click.Context, artifact: str, reference: str, data: str, split: 
 
     detect = {"threshold": threshold, "iou": iou, "anchors": anchors}
     report = verify_artifact(artifact, reference, data, split=split, max_drop=max_drop, layers=layers, precision=precision,
-                             task=task, detect=detect)
+                             task=task, detect=detect, min_sqnr=min_sqnr)
     if save:
         from ..manifest import Manifest
 

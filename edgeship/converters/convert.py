@@ -9,6 +9,8 @@ nothing behind.
 
 from __future__ import annotations
 
+import math
+
 import contextlib
 import logging
 import os
@@ -194,6 +196,8 @@ def _validate(formats: list[str], precision: str, calib: Any, opts: ConvertOptio
         raise InputError(f"task must be one of {', '.join(TASKS)}, got {io.task!r}")
     if gate.max_drop is not None and not float(gate.max_drop) >= 0:
         raise InputError(f"max_drop must be >= 0 percentage points or None, got {gate.max_drop}")
+    if gate.min_sqnr is not None and not math.isfinite(float(gate.min_sqnr)):
+        raise InputError(f"min_sqnr must be a finite number of dB or None, got {gate.min_sqnr}")
     if (gate.denylisted_nodes or gate.denylisted_ops) and precision != "int8":
         raise InputError(f"nodes kept in float only apply to int8, not {precision}")
     record = {k: v for k, v in opts.flat().items()
@@ -286,7 +290,7 @@ def build_manifest(ctx: _Context, fmt: str, artifact: Path, seconds: float) -> M
     conversion = ConversionRecord(
         source={k: ctx.source[k] for k in ("path", "name", "flavor")}, options=to_jsonable(options),
         timings={**{k: round(v, 3) for k, v in ctx.timings.items()}, "convert_s": round(seconds, 3)},
-        accuracy_gate=GateRecord(max_drop_pp=ctx.options["max_drop"]),
+        accuracy_gate=GateRecord(max_drop_pp=ctx.options["max_drop"], min_sqnr_db=ctx.options.get("min_sqnr")),
         channel_pruning=ctx.channel_pruning.to_dict() if ctx.channel_pruning is not None else None)
     return Manifest(
         name=artifact.stem, format=fmt, precision=ctx.precision, artifact=artifact.name, input_spec=ctx.spec,

@@ -29,7 +29,7 @@ from .. import formats
 from ..errors import EdgeshipError
 from ..records import AccuracyRecord, GateRecord
 from .layers import LayerError, prioritise
-from .verify import budget, compare, detector_for, judge, run_artifact
+from .verify import budget, compare, detector_for, excess, judge, run_artifact
 
 log = logging.getLogger(__name__)
 
@@ -43,7 +43,7 @@ class GateResult:
 
     artifact: Path
     precision: str
-    budget: float
+    budget: float | None  # points (max_drop)
     measured: str | None
     value: float | None  # final drop (labels) or disagreement (no labels), in points
     passed: bool | None
@@ -55,12 +55,14 @@ class GateResult:
     fallback: str | None = None
     reason: str | None = None
     seconds: float = 0.0
+    min_sqnr: float | None = None  # dB every output must reach
 
     def conversion_record(self) -> dict[str, Any]:
         """What the manifest keeps under ``conversion.accuracy_gate``."""
         d = asdict(self)
         d.pop("artifact")
         d.pop("accuracy")
+        d.pop("min_sqnr")  # recorded as min_sqnr_db
         return d
 
 
@@ -125,10 +127,16 @@ def _trim(base: list[LayerError], picks: list[LayerError], measure: Callable[[li
     return base + picks[:hi]
 
 
-def _layers_record(chosen: Sequence[LayerError], budget: float) -> list[dict[str, Any]]:
+def _layers_record(chosen: Sequence[LayerError], budgets: str) -> list[dict[str, Any]]:
     return [{"tensor": e.name, "op": e.op, "consumers": e.consumers, "error": e.to_dict()["error"],
              "reason": f"int8 loses {min(e.error, 1.0) * 100:.0f}% of this tensor's per-channel signal; "
-                       f"kept in float to bring the drop within {budget:g} points"} for e in chosen]
+                       f"kept in float to bring the {budgets}"} for e in chosen]
+
+
+def _budgets_text(max_drop: float | None, min_sqnr: float | None) -> str:
+    parts = ([f"drop within {max_drop:g} points"] if max_drop is not None else []) + \
+            ([f"outputs' SQNR to {min_sqnr:g} dB"] if min_sqnr is not None else [])
+    return " and ".join(parts)
 
 
 # ---- candidate builders (picked through edgeship.formats: each format's gate_candidates) -----------------
@@ -217,12 +225,14 @@ class OpenVINOCandidates:
 
 
 # ---- the API ------------------------------------------------------------------------------------------
-def accuracy_gate(artifact: str | Path, *, fmt: str, model: Any, saved_model_dir: str | Path, dataset: Any, max_drop: float,
+def accuracy_gate(artifact: str | Path, *, fmt: str, model: Any, saved_model_dir: str | Path, dataset: Any,
+                  max_drop: float | None, min_sqnr: float | None = None,
                   io: str = "int8", preset: str = "performance", dynamic_batch: bool = False,
                   denylisted_nodes: Sequence[str] = (), denylisted_ops: Sequence[str] = (),
                   ignored_scope: Sequence[str] = (), out_io: str | None = None,
                   roles: Sequence[str] | None = None, task: str | None = None) -> GateResult:
-    """Make the int8 ``artifact`` (rewritten in place when needed) fit ``max_drop`` points on the holdout split.
+    """Make the int8 ``artifact`` (rewritten in place when needed) fit ``max_drop`` points and/or ``min_sqnr`` dB
+    (every output's SQNR against the float model) on the holdout split.
 
     ``model`` is the float Keras model (object or path), ``saved_model_dir`` its SavedModel export
     (what the artifact was converted from), ``dataset`` the RepresentativeDataset it was calibrated on.
@@ -240,9 +250,15 @@ def accuracy_gate(artifact: str | Path, *, fmt: str, model: Any, saved_model_dir
         x, y = dataset.split("calib")
     ref = predict(load_keras_model(model), x)
     ev = _Evaluator(ref, x, y, dataset.labels, roles, _detector(task, dataset.spec, ref))
+    def verdict(measured: str | None, value: float | None, record: dict[str, Any]) -> tuple[bool | None, str | None]:
+        return judge(measured, value, max_drop, outputs=record["outputs"], min_sqnr=min_sqnr)
+
+    def over(m: tuple[str | None, float | None, dict[str, Any]]) -> float | None:
+        return excess(m[1], max_drop, m[2]["outputs"], min_sqnr)
+
     measured, value, record = ev.measure(artifact)
-    result = GateResult(artifact, "int8", max_drop, measured, value, None, value, accuracy=record)
-    result.passed, result.reason = judge(measured, value, max_drop)
+    result = GateResult(artifact, "int8", max_drop, measured, value, None, value, accuracy=record, min_sqnr=min_sqnr)
+    result.passed, result.reason = verdict(measured, value, record)
     if result.passed is not False:
         log.info("%s: %s", artifact.name, result.reason)
         return _finish(result, t0)
@@ -261,24 +277,24 @@ def accuracy_gate(artifact: str | Path, *, fmt: str, model: Any, saved_model_dir
                 built[key] = (path, ev.measure(path))
             return built[key]
 
-        chosen, steps = search(impl.rank, lambda c: candidate(c)[1][1], max_drop)
+        chosen, steps = search(impl.rank, lambda c: over(candidate(c)[1]), 0.0)  # within every budget: excess <= 0
         result.steps = steps
         if chosen:
             path, (measured, value, record) = candidate(chosen)
             _replace(fs, path, artifact)
             result.precision, result.accuracy = "int8-mixed", record
             result.float_nodes = impl.float_nodes(chosen)
-            result.float_layers = _layers_record(chosen, max_drop)
+            result.float_layers = _layers_record(chosen, _budgets_text(max_drop, min_sqnr))
             result.value = value
-            result.passed, result.reason = judge(measured, value, max_drop)
+            result.passed, result.reason = verdict(measured, value, record)
             log.warning("%s: %d tensor(s) kept in float; %s", artifact.name, len(chosen), result.reason)
             return _finish(result, t0)
         path = impl.fp16(tmp / artifact.name)
         measured, value, record = ev.measure(path)
         _replace(fs, path, artifact)
         result.precision, result.fallback, result.accuracy, result.value = "fp16", "fp16", record, value
-        result.passed, why = judge(measured, value, max_drop)
-        result.reason = f"no mixed int8/float model fits {max_drop:g} points; fell back to fp16 ({why})"
+        result.passed, why = verdict(measured, value, record)
+        result.reason = f"no mixed int8/float model brings the {_budgets_text(max_drop, min_sqnr)}; fell back to fp16 ({why})"
         log.warning("%s: %s", artifact.name, result.reason)
         return _finish(result, t0)
 
@@ -296,10 +312,11 @@ def _detector(task: str | None, spec: Any, ref: list[np.ndarray]) -> Any:
 def gate_convert_step(ctx: Any, fmt: str, artifact: Path) -> GateResult | None:
     """The gate as a step of :func:`edgeship.converters.convert`: int8 artifacts with a budget only."""
     o = ctx.options
-    if ctx.precision != "int8" or o.get("max_drop") is None:
+    if ctx.precision != "int8" or (o.get("max_drop") is None and o.get("min_sqnr") is None):
         return None
     return accuracy_gate(artifact, fmt=fmt, model=ctx.model, saved_model_dir=ctx.saved_model, dataset=ctx.dataset,
-                         max_drop=float(o["max_drop"]), io=o.get("io", "int8"), preset=o.get("preset", "performance"),
+                         max_drop=None if o.get("max_drop") is None else float(o["max_drop"]),
+                         min_sqnr=None if o.get("min_sqnr") is None else float(o["min_sqnr"]), io=o.get("io", "int8"), preset=o.get("preset", "performance"),
                          dynamic_batch=bool(o.get("dynamic_batch")), denylisted_nodes=o.get("denylisted_nodes") or (),
                          denylisted_ops=o.get("denylisted_ops") or (), ignored_scope=scope_names(o.get("ignored_scope")),
                          out_io=o.get("out_io"), roles=getattr(ctx, "roles", None) or None, task=getattr(ctx, "task", None))
@@ -320,8 +337,8 @@ def record_gate(manifest: Any, result: GateResult | None) -> Any:
     manifest.precision = result.precision
     manifest.accuracy = AccuracyRecord.from_dict(result.accuracy)
     status = "passed" if result.passed else ("failed" if result.passed is False else "not applicable")
-    manifest.conversion.accuracy_gate = GateRecord.from_dict({"max_drop_pp": result.budget, "status": status,
-                                                              **result.conversion_record()})
+    manifest.conversion.accuracy_gate = GateRecord.from_dict({"max_drop_pp": result.budget, "min_sqnr_db": result.min_sqnr,
+                                                              "status": status, **result.conversion_record()})
     manifest.conversion.timings["gate_s"] = round(result.seconds, 3)
     return manifest
 
@@ -339,5 +356,9 @@ def _replace(fs: formats.Format, src: Path, dst: Path) -> None:
 
 def _finish(result: GateResult, t0: float) -> GateResult:
     result.seconds = time.perf_counter() - t0
-    result.accuracy.update(budget=result.budget, passed=result.passed, initial=result.initial_value)
+    from .verify import worst_output
+
+    worst = worst_output(result.accuracy.get("outputs") or [])
+    result.accuracy.update(budget=result.budget, passed=result.passed, initial=result.initial_value,
+                           min_sqnr=result.min_sqnr, worst_sqnr=worst[1] if worst else None)
     return result

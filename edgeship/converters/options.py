@@ -55,7 +55,8 @@ class PruneOptions:
 class GateOptions:
     """Quantization and its accuracy gate."""
 
-    max_drop: float | None = 1.0  # accuracy budget in points (None: no gate)
+    max_drop: float | None = 1.0  # accuracy budget in points (None: no point budget)
+    min_sqnr: float | None = None  # every output's SQNR against the float model, in dB (None: no SQNR budget)
     denylisted_nodes: tuple[str, ...] = ()  # kept in float from the start
     denylisted_ops: tuple[str, ...] = ()
     ignored_scope: Any = None  # OpenVINO: an nncf.IgnoredScope or a list of node names

@@ -74,6 +74,8 @@ class VerificationReport:
     outputs: list[OutputReport] = field(default_factory=list)
     layers: list[dict[str, Any]] = field(default_factory=list)
     max_drop: float | None = None
+    min_sqnr: float | None = None  # dB every output had to reach (None: no SQNR budget)
+    worst_sqnr: float | None = None  # the lowest output SQNR measured, dB
     measured: str | None = None  # "detection" (detectors), "drop" (labels) or "disagreement" (no labels)
     detection: dict[str, Any] | None = None  # detectors: ap50 / recall / precision against the float model's boxes
     class_output: int | None = None  # the output classification metrics were measured on (None: none)
@@ -98,7 +100,7 @@ class VerificationReport:
     def accuracy_record(self) -> AccuracyRecord:
         """The subset a manifest keeps under ``accuracy``."""
         keys = ("split", "samples", "executed_precision", "agreement", "reference_accuracy", "accuracy", "drop",
-                "drop_ci", "detection", "max_drop", "measured", "passed")
+                "drop_ci", "detection", "max_drop", "min_sqnr", "worst_sqnr", "measured", "passed")
         d = {k: getattr(self, k) for k in keys}
         d["disagreement"] = self.disagreement
         d["outputs"] = [asdict(o) for o in self.outputs]
@@ -252,17 +254,54 @@ def budget(cmp: dict[str, Any]) -> tuple[str | None, float | None]:
     return None, None
 
 
-def judge(measured: str | None, value: float | None, max_drop: float | None) -> tuple[bool | None, str | None]:
-    """(passed, one-line reason) for a budget of ``max_drop`` points."""
-    if max_drop is None:
+def worst_output(outputs: Sequence[Any]) -> tuple[int, float] | None:
+    """(index, SQNR dB) of the output furthest from the float model's (OutputReports or their dicts)."""
+    pairs = [(int(_get(o, "index")), float(_get(o, "sqnr_db"))) for o in outputs]
+    return min(pairs, key=lambda p: p[1]) if pairs else None
+
+
+def _get(o: Any, key: str) -> Any:
+    return o[key] if isinstance(o, dict) else getattr(o, key)
+
+
+def judge(measured: str | None, value: float | None, max_drop: float | None, *, outputs: Sequence[Any] = (),
+          min_sqnr: float | None = None) -> tuple[bool | None, str | None]:
+    """(passed, one-line reason) for a budget of ``max_drop`` points and/or ``min_sqnr`` dB on every output.
+
+    The point budget needs a class-score output or a detector; the SQNR budget applies to every model
+    (landmarks, masks, embeddings, regressions). With both, both must hold."""
+    checks: list[tuple[bool | None, str]] = []
+    if max_drop is not None:
+        if value is None:
+            if min_sqnr is None:
+                return None, ("no class-score output identified (set one with --output NAME=class_scores, verify a "
+                              "detector with --task detect, or budget every output with --min-sqnr): the point budget "
+                              "does not apply; see each output's cosine and SQNR")
+        else:
+            what = BUDGETS[measured]
+            ok = value <= max_drop
+            checks.append((ok, f"{what} {value:.2f} points {'is within' if ok else 'exceeds'} the budget of {max_drop:g} points"))
+    worst = worst_output(outputs) if min_sqnr is not None else None
+    if worst is not None:
+        ok = worst[1] >= min_sqnr
+        checks.append((ok, f"output {worst[0]} SQNR {worst[1]:.1f} dB is {'at least' if ok else 'below'} the budget of "
+                           f"{min_sqnr:g} dB"))
+    if not checks:
         return None, None
-    if value is None:
-        return None, ("no class-score output identified (set one with --output NAME=class_scores, or verify a detector "
-                      "with --task detect): the point budget does not apply; see each output's cosine and SQNR")
-    what = BUDGETS[measured]
-    if value > max_drop:
-        return False, f"{what} {value:.2f} points exceeds the budget of {max_drop:g} points"
-    return True, f"{what} {value:.2f} points is within the budget of {max_drop:g} points"
+    failing = [reason for ok, reason in checks if not ok]
+    return (False, "; ".join(failing)) if failing else (True, "; ".join(reason for _, reason in checks))
+
+
+def excess(value: float | None, max_drop: float | None, outputs: Sequence[Any] = (), min_sqnr: float | None = None) -> float | None:
+    """How far a measurement is over its budgets (<= 0: within them): points above ``max_drop``, dB below
+    ``min_sqnr`` (the gate's search only asks "within or not"); None when nothing can be measured."""
+    over = []
+    if max_drop is not None and value is not None:
+        over.append(value - max_drop)
+    worst = worst_output(outputs) if min_sqnr is not None else None
+    if worst is not None:
+        over.append(min_sqnr - worst[1])
+    return max(over) if over else None
 
 
 def mistakes(ref_pred: np.ndarray | None, art_pred: np.ndarray | None, labels: np.ndarray | None, x: np.ndarray,
@@ -321,13 +360,15 @@ def detector_for(spec: Any, ref: Sequence[np.ndarray], names: Sequence[str] | No
 
 def verify_artifact(artifact: str | os.PathLike, reference: Any, data: Any, *, split: str = "holdout",
                     max_drop: float | None = 1.0, layers: int = 0, precision: str | None = None,
-                    task: str | None = None, detect: dict[str, Any] | None = None) -> VerificationReport:
+                    task: str | None = None, detect: dict[str, Any] | None = None,
+                    min_sqnr: float | None = None) -> VerificationReport:
     """Verify ``artifact`` (.tflite / .xml) against ``reference`` (Keras path or model) on ``data``'s ``split``.
 
     ``max_drop`` is the budget in points: for a detector (``task`` "detect", or the manifest's task) the AP@0.5
     its detections lose against the float model's own on the same images (``detect``: the decoder options
     of ``edgeship run``: threshold, iou, anchors), else the accuracy drop with labels, else the top-1
-    disagreement. ``layers`` > 0 adds the N layers with the largest quantization error. ``precision``
+    disagreement. ``min_sqnr`` (dB) also requires every output's SQNR against the float model to reach it
+    (the budget for outputs that are not class scores). ``layers`` > 0 adds the N layers with the largest quantization error. ``precision``
     overrides the OpenVINO inference precision (default, as on every runtime path: f32 for FP32 artifacts, the device's
     default otherwise).
     """
@@ -339,6 +380,8 @@ def verify_artifact(artifact: str | os.PathLike, reference: Any, data: Any, *, s
         raise InputError(f"split must be one of {', '.join(SPLITS)}, got {split!r}")
     if max_drop is not None and (not math.isfinite(max_drop) or max_drop < 0):
         raise InputError(f"max_drop must be a non-negative number of points, got {max_drop}")
+    if min_sqnr is not None and not math.isfinite(min_sqnr):
+        raise InputError(f"min_sqnr must be a finite number of dB, got {min_sqnr}")
     ds = load_dataset(data)
     x, y = ds.split(split)
     if len(x) == 0:
@@ -372,8 +415,12 @@ def verify_artifact(artifact: str | os.PathLike, reference: Any, data: Any, *, s
         agreement=cmp.get("agreement"), reference_accuracy=cmp.get("reference_accuracy"), accuracy=cmp.get("accuracy"),
         drop=cmp.get("drop"), drop_ci=cmp.get("drop_ci"), per_class=cmp["per_class"], outputs=cmp["outputs"],
         max_drop=max_drop, measured=measured, class_output=cmp.get("class_output"), detection=cmp.get("detection"),
+        min_sqnr=min_sqnr,
     )
-    report.passed, report.reason = judge(measured, report.measured_value, max_drop)
+    worst = worst_output(cmp["outputs"])
+    report.worst_sqnr = worst[1] if worst else None
+    report.passed, report.reason = judge(measured, report.measured_value, max_drop, outputs=cmp["outputs"],
+                                         min_sqnr=min_sqnr)
     cls = cmp.get("class_output")
     report.warnings = mistakes(cmp.get("ref_pred"), cmp.get("art_pred"), y, x, ds.spec,
                                manifest.input_spec if manifest else None, reference_accuracy=cmp.get("reference_accuracy"),
