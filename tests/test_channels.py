@@ -408,3 +408,24 @@ def test_count_flops_by_hand_and_dynamic_input_size():
     assert report.flops_before is None and report.flops_after is None  # by ratio: FLOPs are just not counted
     assert report.layers["pw"] == report.layers["dw"] == {"before": 8, "after": 4}
     assert pruned(np.zeros((1, 20, 24, 3), np.float32)).shape == (1, 2)
+
+
+def test_keep_trunks_cuts_only_the_inner_channels(mobilenet_v2):
+    """keep_trunks: the groups a residual Add joins keep every channel; squeeze-and-excite's Multiply is no trunk."""
+    res = residual_cnn()
+    p = C.plan(res, ratio=0.5, keep_trunks=True)
+    assert len(p.group("a").keep) == 24 and len(p.group("mid").keep) == 8  # a + b meet in res_add: the trunk
+    se = se_cnn()
+    assert len(C.plan(se, ratio=0.5, keep_trunks=True).group("c").keep) == 16  # gated by se_mul, still cut
+    # MobileNetV2: the same FLOPs cut, taken from the expansions only; still an exact, loadable model
+    x = _x(mobilenet_v2, n=2)
+    uniform, ru = C.prune_channels(mobilenet_v2, flops=0.4)
+    inner, ri = C.prune_channels(mobilenet_v2, flops=0.4, keep_trunks=True)
+    assert ri.keep_trunks and not ru.keep_trunks and abs(ri.flops_after / ri.flops_before - 0.6) < 0.1
+    # every projection feeds a residual Add except the last block's (no skip): only that one is cut
+    cut_projects = sorted(n for n, c in ri.layers.items() if n.endswith("_project") and c["after"] < c["before"])
+    assert cut_projects == ["block_16_project"]
+    assert any(c["after"] < c["before"] for n, c in ri.layers.items() if n.endswith("_expand"))
+    assert ri.pruned_groups < ru.pruned_groups and inner.output_shape == mobilenet_v2.output_shape
+    same, _ = C.prune_channels(mobilenet_v2, ratio=0.0, keep_trunks=True)
+    assert np.max(np.abs(_out(mobilenet_v2, x) - _out(same, x))) < 1e-6
