@@ -5,14 +5,16 @@
         [--flops 0.5] [--rounds 5] [--runs 100] [--threads 2] [--calib 32] [--out results.json]
 
 For every keras.applications model (``weights=None``: random weights, no download): build it,
-remove ``--flops`` of its FLOPs with :func:`edgeship.converters.channels.prune_channels`, and
-convert both models to int8 TFLite and int8 OpenVINO IR with :func:`edgeship.converters.convert`,
+remove ``--flops`` of its FLOPs with :func:`edgeship.converters.channels.prune_channels` twice (one
+ratio for every group, ``trunks="prune"``, and ``trunks="keep"``: the residual trunks whole, the cut
+on the blocks' inner channels; the default, ``auto``, picks one per model), and convert the three models to int8 TFLite and int8 OpenVINO IR with
+:func:`edgeship.converters.convert`,
 calibrated on random crops of the colour photographs shipped with scikit-image (astronaut, cat,
 coffee, rocket, motorcycle, Hubble deep field), preprocessed the way each model expects.
 Latency is then measured with ``litert-benchmark`` (ai-edge-litert) and ``benchmark_app``
 (OpenVINO, ``-hint none -nstreams 1 -nthreads N -api sync``: one synchronous request on N threads,
 as in runtime_bench_vs_vendors.py). The machine's speed drifts, so the measurements alternate:
-every round times unpruned and pruned back to back with each tool, and the order flips every
+every round times the three variants back to back with each tool, and the order flips every
 round. The table shows the median of the per-round p50s. Random weights do not change the
 latency of a dense int8 model; the accuracy lost by pruning is not measured here (fine-tune first).
 """
@@ -42,7 +44,8 @@ os.environ.setdefault("EDGESHIP_PROGRESS", "0")
 
 from benchmarks.photos import machine, random_crops  # noqa: E402
 
-VARIANTS = ("unpruned", "pruned")
+VARIANTS = ("unpruned", "uniform", "trunks")  # uniform: prune_channels(trunks="prune"); trunks: trunks="keep"
+PRUNED = VARIANTS[1:]
 FORMATS = {"tflite": "litert-benchmark", "openvino": "benchmark_app"}  # artifact format -> vendor tool
 # keras.applications model -> the InputSpec fields of its preprocessing (pixels -> model input)
 MODELS: dict[str, dict[str, Any]] = {
@@ -119,23 +122,30 @@ class Variant:
 
 
 @dataclass
+class Pruned:
+    """What one pruning of the model removed."""
+
+    params_after: int
+    flops_after: int | None
+    ratio: float
+    seconds: float
+
+
+@dataclass
 class Result:
     model: str
     size: int
     params_before: int
-    params_after: int
     flops_before: int | None
-    flops_after: int | None
-    prune_ratio: float
-    prune_s: float
+    pruned: dict[str, Pruned] = field(default_factory=dict)  # variant -> its pruning
     variants: dict[str, Variant] = field(default_factory=dict)
     p50_ms: dict[str, dict[str, list[float]]] = field(default_factory=dict)  # format -> variant -> per-round p50s
 
     def median(self, fmt: str, variant: str) -> float:
         return statistics.median(self.p50_ms[fmt][variant])
 
-    def speedup(self, fmt: str) -> float:
-        return self.median(fmt, "unpruned") / self.median(fmt, "pruned")
+    def speedup(self, fmt: str, variant: str) -> float:
+        return self.median(fmt, "unpruned") / self.median(fmt, variant)
 
 
 def build_model(name: str, size: int) -> Any:
@@ -166,19 +176,23 @@ def prepare(name: str, size: int, flops: float, frames: np.ndarray, work: Path) 
 
     from edgeship.converters.channels import prune_channels
 
-    progress(f"{name} {size}x{size}: building (weights=None) and pruning {flops:.0%} of the FLOPs")
+    progress(f"{name} {size}x{size}: building (weights=None) and pruning {flops:.0%} of the FLOPs, uniform and keeping trunks")
     model = build_model(name, size)
-    pruned, report = prune_channels(model, flops=flops)
-    res = Result(name, size, report.params_before, report.params_after, report.flops_before, report.flops_after,
-                 report.ratio, report.seconds)
-    progress(f"{name}: params {report.params_before:,} -> {report.params_after:,}, GFLOPs {gflops(report.flops_before)} -> "
-             f"{gflops(report.flops_after)} (channel ratio {report.ratio:.3f}, {report.seconds:.1f} s)")
+    models = {"unpruned": model}
+    res = None
+    for variant in PRUNED:
+        models[variant], report = prune_channels(model, flops=flops, trunks="keep" if variant == "trunks" else "prune")
+        res = res or Result(name, size, report.params_before, report.flops_before)
+        res.pruned[variant] = Pruned(report.params_after, report.flops_after, report.ratio, report.seconds)
+        progress(f"{name} {variant}: params {report.params_before:,} -> {report.params_after:,}, GFLOPs "
+                 f"{gflops(report.flops_before)} -> {gflops(report.flops_after)} (channel ratio {report.ratio:.3f}, "
+                 f"{report.seconds:.1f} s)")
     dataset = calibration_set(name, frames)
-    for variant, m in zip(VARIANTS, (model, pruned)):
+    for variant, m in models.items():
         progress(f"{name} {variant}: int8 TFLite + OpenVINO ({len(dataset.x_calib)} calibration crops)")
         res.variants[variant] = convert_int8(m, dataset, work / f"{name}_{variant}", f"{name.lower()}_{size}_{variant}")
         progress(f"{name} {variant}: converted in {res.variants[variant].convert_s:.0f} s")
-    del model, pruned
+    del model, models
     keras.backend.clear_session()
     gc.collect()
     return res
@@ -204,7 +218,7 @@ def measure(res: Result, rounds: int, threads: int, runs: int) -> None:
             for variant in order:
                 res.p50_ms[fmt][variant].append(timer[fmt](variant))
         progress(f"{res.model} round {r + 1}/{rounds}: " + "; ".join(
-            f"{FORMATS[f]} {res.p50_ms[f]['unpruned'][-1]:.2f} -> {res.p50_ms[f]['pruned'][-1]:.2f} ms" for f in FORMATS))
+            f"{FORMATS[f]} " + " / ".join(f"{res.p50_ms[f][v][-1]:.2f}" for v in VARIANTS) + " ms" for f in FORMATS))
 
 
 # ---- report --------------------------------------------------------------------------------------
@@ -212,16 +226,20 @@ def gflops(flops: int | None) -> str:
     return "-" if flops is None else f"{flops / 1e9:.2f}"
 
 
+LABELS = {"uniform": "uniform", "trunks": "keep trunks"}
+
+
 def table(results: list[Result]) -> str:
-    head = ["model", "size", "params before", "params after", "GFLOPs before", "GFLOPs after",
-            "TFLite int8 p50 ms unpruned", "pruned", "speed-up", "OpenVINO int8 p50 ms unpruned", "pruned", "speed-up"]
+    head = ["model", "pruning", "params", "GFLOPs", "TFLite int8 ms", "speed-up", "OpenVINO int8 ms", "speed-up"]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for r in results:
-        cells = [r.model, f"{r.size}x{r.size}", f"{r.params_before / 1e6:.2f} M", f"{r.params_after / 1e6:.2f} M",
-                 gflops(r.flops_before), gflops(r.flops_after)]
-        for fmt in FORMATS:
-            cells += [f"{r.median(fmt, 'unpruned'):.2f}", f"{r.median(fmt, 'pruned'):.2f}", f"{r.speedup(fmt):.2f}x"]
-        lines.append("| " + " | ".join(cells) + " |")
+        for v in PRUNED:
+            p = r.pruned[v]
+            cells = [f"{r.model} ({r.size})", LABELS[v], f"{r.params_before / 1e6:.2f} M -> {p.params_after / 1e6:.2f} M",
+                     f"{gflops(r.flops_before)} -> {gflops(p.flops_after)}"]
+            for fmt in FORMATS:
+                cells += [f"{r.median(fmt, 'unpruned'):.2f} -> {r.median(fmt, v):.2f}", f"{r.speedup(fmt, v):.2f}x"]
+            lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
 
@@ -230,12 +248,12 @@ def report(results: list[Result], args: argparse.Namespace, host: dict[str, Any]
     print(f"\nMachine: {host['cpu']}, {host['cores']} cores ({host['arch']}); {host['date']}. "
           f"int8 weights and activations, {args.threads} thread(s); p50 = median of {args.rounds} per-round medians "
           f"of {args.runs} runs (litert-benchmark; benchmark_app -hint none -nstreams 1 -api sync). "
-          f"Pruned: prune_channels(flops={args.flops}), FLOPs = 2 x MACs of conv/dense layers.")
-    print("\nPer-round p50s (ms), unpruned / pruned:")
+          f"Pruned: prune_channels(flops={args.flops}) with one ratio for every group (uniform) and with "
+          f"trunks='keep'; FLOPs = 2 x MACs of conv/dense layers.")
+    print(f"\nPer-round p50s (ms), {' / '.join(VARIANTS)}:")
     for r in results:
         for fmt in FORMATS:
-            print(f"  {r.model} {FORMATS[fmt]}: {[round(x, 3) for x in r.p50_ms[fmt]['unpruned']]} / "
-                  f"{[round(x, 3) for x in r.p50_ms[fmt]['pruned']]}")
+            print(f"  {r.model} {FORMATS[fmt]}: " + " / ".join(str([round(x, 3) for x in r.p50_ms[fmt][v]]) for v in VARIANTS))
 
 
 def to_json(results: list[Result], args: argparse.Namespace, host: dict[str, Any]) -> dict[str, Any]:
@@ -244,7 +262,8 @@ def to_json(results: list[Result], args: argparse.Namespace, host: dict[str, Any
         row = {k: v for k, v in asdict(r).items() if k not in ("variants", "p50_ms")}
         row["variants"] = {v: {"sizes_bytes": x.sizes_bytes, "convert_s": x.convert_s} for v, x in r.variants.items()}
         row["latency"] = {fmt: {"tool": FORMATS[fmt], "p50_ms": {v: round(r.median(fmt, v), 4) for v in VARIANTS},
-                                "per_round_p50_ms": r.p50_ms[fmt], "speedup": round(r.speedup(fmt), 4)} for fmt in FORMATS}
+                                "per_round_p50_ms": r.p50_ms[fmt],
+                                "speedup": {v: round(r.speedup(fmt, v), 4) for v in PRUNED}} for fmt in FORMATS}
         rows.append(row)
     settings = {k: getattr(args, k) for k in ("models", "size", "flops", "rounds", "runs", "threads", "calib", "quick")}
     return {"machine": host, "settings": settings, "results": rows}

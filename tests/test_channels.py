@@ -411,21 +411,27 @@ def test_count_flops_by_hand_and_dynamic_input_size():
 
 
 def test_keep_trunks_cuts_only_the_inner_channels(mobilenet_v2):
-    """keep_trunks: the groups a residual Add joins keep every channel; squeeze-and-excite's Multiply is no trunk."""
+    """trunks="keep": the groups a residual Add joins keep every channel; squeeze-and-excite's Multiply is no trunk;
+    "auto" keeps them when they are the narrow path (inverted residuals), not when they are the wide one."""
     res = residual_cnn()
-    p = C.plan(res, ratio=0.5, keep_trunks=True)
-    assert len(p.group("a").keep) == 24 and len(p.group("mid").keep) == 8  # a + b meet in res_add: the trunk
+    p = C.plan(res, ratio=0.5, trunks="keep")
+    assert len(p.group("a").keep) == 24 and len(p.group("mid").keep) == 8 and p.trunks == "kept"  # a + b meet in res_add
+    auto = C.plan(res, ratio=0.5)  # its trunk (24) is wider than the rest (16): a bottleneck, cut with the rest
+    assert auto.trunks == "pruned" and len(auto.group("a").keep) == 16
     se = se_cnn()
-    assert len(C.plan(se, ratio=0.5, keep_trunks=True).group("c").keep) == 16  # gated by se_mul, still cut
+    assert len(C.plan(se, ratio=0.5, trunks="keep").group("c").keep) == 16  # gated by se_mul, still cut
+    assert C.plan(se, ratio=0.5).trunks == "none"
+    with pytest.raises(InputError, match="trunks must be one of auto, keep, prune"):
+        C.plan(se, ratio=0.5, trunks="sometimes")
     # MobileNetV2: the same FLOPs cut, taken from the expansions only; still an exact, loadable model
     x = _x(mobilenet_v2, n=2)
-    uniform, ru = C.prune_channels(mobilenet_v2, flops=0.4)
-    inner, ri = C.prune_channels(mobilenet_v2, flops=0.4, keep_trunks=True)
-    assert ri.keep_trunks and not ru.keep_trunks and abs(ri.flops_after / ri.flops_before - 0.6) < 0.1
+    uniform, ru = C.prune_channels(mobilenet_v2, flops=0.4, trunks="prune")
+    inner, ri = C.prune_channels(mobilenet_v2, flops=0.4)  # auto: MobileNetV2's trunks are the narrow path
+    assert ri.trunks == "kept" and ru.trunks == "pruned" and abs(ri.flops_after / ri.flops_before - 0.6) < 0.1
     # every projection feeds a residual Add except the last block's (no skip): only that one is cut
     cut_projects = sorted(n for n, c in ri.layers.items() if n.endswith("_project") and c["after"] < c["before"])
     assert cut_projects == ["block_16_project"]
     assert any(c["after"] < c["before"] for n, c in ri.layers.items() if n.endswith("_expand"))
     assert ri.pruned_groups < ru.pruned_groups and inner.output_shape == mobilenet_v2.output_shape
-    same, _ = C.prune_channels(mobilenet_v2, ratio=0.0, keep_trunks=True)
+    same, _ = C.prune_channels(mobilenet_v2, ratio=0.0, trunks="keep")
     assert np.max(np.abs(_out(mobilenet_v2, x) - _out(same, x))) < 1e-6

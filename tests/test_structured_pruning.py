@@ -50,15 +50,16 @@ def test_prune_halves_the_flops_of_a_keras_applications_model(mobilenet, tmp_pat
     # human output: totals, the per-layer table summarised, and the missing distillation said
     text = CliRunner().invoke(cli, ["prune", str(mobilenet), "--channels", "0.25", "-o", str(tmp_path / "p2.keras")]).stdout
     assert "parameters" in text and "GFLOPs" in text and "and " in text and "no distillation" in text
-    # --keep-trunks: the same FLOPs cut taken from the blocks' inner channels only
-    r = CliRunner().invoke(cli, ["prune", str(mobilenet), "--flops", "0.5", "--keep-trunks", "-o", str(tmp_path / "k.keras"),
+    # MobileNetV2's trunks are the narrow path: auto (the default above) kept them; --trunks prune cuts them too
+    assert c["trunks"] == "kept"
+    r = CliRunner().invoke(cli, ["prune", str(mobilenet), "--flops", "0.5", "--trunks", "prune", "-o", str(tmp_path / "k.keras"),
                                  "--json"])
     assert r.exit_code == 0, r.output
     k = json.loads(r.stdout)["channels"]
-    assert k["keep_trunks"] and 0.4 <= k["flops_after"] / k["flops_before"] <= 0.6 and k["pruned_groups"] < c["pruned_groups"]
-    r = CliRunner().invoke(cli, ["convert", str(mobilenet), "-f", "tflite", "-p", "fp32", "--prune-keep-trunks", "-o",
+    assert k["trunks"] == "pruned" and 0.4 <= k["flops_after"] / k["flops_before"] <= 0.6 and k["pruned_groups"] > c["pruned_groups"]
+    r = CliRunner().invoke(cli, ["convert", str(mobilenet), "-f", "tflite", "-p", "fp32", "--prune-trunks", "keep", "-o",
                                  str(tmp_path / "conv")])
-    assert r.exit_code == 1 and "--prune-keep-trunks only applies with --prune-channels" in r.output
+    assert r.exit_code == 1 and "--prune-trunks only applies with --prune-channels" in r.output
 
 
 def test_distillation_without_labels_wins_agreement_back(demo, tmp_path):

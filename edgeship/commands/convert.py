@@ -46,9 +46,8 @@ def _from_target(name: str | None, formats: tuple[str, ...], precision: str | No
               help="With --prune-channels: distil the pruned model from the unpruned one on --calib's images (labels optional).")
 @click.option("--prune-cycles", type=click.IntRange(1, 10), default=1, show_default=True, metavar="N",
               help="With --prune-channels and --distill: remove the channels in N equal cuts, distilling after each.")
-@click.option("--prune-keep-trunks", is_flag=True,
-              help="With --prune-channels: leave the residual trunks whole and cut only the blocks' inner channels "
-                   "(see `edgeship prune --help`, --keep-trunks).")
+@click.option("--prune-trunks", type=click.Choice(["auto", "keep", "prune"]), default="auto", show_default=True,
+              help="With --prune-channels: keep the residual trunks whole or cut them too (see `edgeship prune --help`).")
 @click.option("--prune-schedule", type=click.Choice(["constant", "polynomial"]), default="constant", show_default=True)
 @click.option("--prune-frequency", type=click.IntRange(1), help="Steps between mask updates (default: ~10 updates per run).")
 @click.option("--finetune", type=click.Path(exists=True, file_okay=False), help="Labelled image folder (root/<class>/*) to fine-tune on while pruning.")
@@ -77,7 +76,7 @@ def convert(model: str, formats: tuple[str, ...], precision: str | None, calib: 
             prune_schedule: str, prune_frequency: int | None, finetune: str | None, epochs: int, input_size,
             labels: str | None, task: str | None, name: str | None, preset: str, dynamic_batch: bool,
             max_drop: float | None, min_sqnr: float | None, target: str | None, out_dir: str, as_json: bool, output_roles: tuple[str, ...],
-            prune_channels: float | None, distill_epochs: int, prune_cycles: int, prune_keep_trunks: bool,
+            prune_channels: float | None, distill_epochs: int, prune_cycles: int, prune_trunks: str,
             **spec_flags: Any) -> None:
     """Prune and quantize a Keras model (.keras, .h5 or SavedModel folder) to TFLite and/or OpenVINO IR.
 
@@ -106,7 +105,7 @@ def convert(model: str, formats: tuple[str, ...], precision: str | None, calib: 
                      output_roles=tuple(output_roles), dynamic_batch=dynamic_batch),
         prune=PruneOptions(sparsity=prune, schedule=prune_schedule, frequency=prune_frequency, finetune=finetune,
                            epochs=epochs, channels=prune_channels, distill_epochs=distill_epochs, cycles=prune_cycles,
-                           keep_trunks=prune_keep_trunks),
+                           trunks=prune_trunks),
         gate=GateOptions(max_drop=max_drop, min_sqnr=min_sqnr, preset=preset),
     )
     results = run_convert(model, calib, formats=fmts, precision=prec, out_dir=out_dir, name=name, options=options)

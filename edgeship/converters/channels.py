@@ -89,6 +89,7 @@ class PrunePlan:
     flops_target: float | None = None
     flops_before: int | None = None
     flops_after: int | None = None
+    trunks: str = "none"  # the residual trunks: "kept" whole, "pruned" with the rest, or "none" in the model
     _graph: Any = field(default=None, repr=False, compare=False)
 
     def group(self, name: str) -> ChannelGroup:
@@ -120,7 +121,7 @@ class ChannelReport:
     groups: int
     pruned_groups: int
     seconds: float = 0.0
-    keep_trunks: bool = False  # the residual trunks kept every channel (only the other groups were pruned)
+    trunks: str = "none"  # the residual trunks: "kept" whole, "pruned" with the rest, or "none" in the model
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -675,6 +676,7 @@ LAYER_KINDS: dict[str, _Kind] = {
     "Concatenate": _CONCAT,
     **dict.fromkeys(("Flatten", "Reshape"), _RESHAPE),
 }
+TRUNK_MODES = ("auto", "keep", "prune")  # what channel pruning does with residual trunks (see keeps_trunks)
 # merges whose inputs are a residual sum (trunks), not a gate (Multiply, Divide, Power)
 RESIDUAL_MERGES = ("Add", "Subtract", "Maximum", "Minimum", "Average")
 # keras.ops operation class name (non-layer operations in a functional graph) -> handler
@@ -824,6 +826,21 @@ def _n_keep(size: int, ratio: float, round_to: int, min_channels: int) -> int:
     return max(1, min(size, max(min_channels, rounded)))
 
 
+def keeps_trunks(graph: _Graph, mode: str) -> bool:
+    """Whether a plan leaves the residual trunks whole: ``keep``, ``prune``, or ``auto`` = when the trunks are
+    narrower than the other prunable groups on average (inverted residuals: MobileNetV2/V3, EfficientNet,
+    whose trunk is the narrow path between wide blocks) and not when they are wider (ResNet's bottlenecks)."""
+    if mode not in TRUNK_MODES:
+        raise InputError(f"channel pruning trunks must be one of {', '.join(TRUNK_MODES)}, got {mode!r}")
+    trunks = graph.trunks()
+    if mode != "auto" or not trunks:
+        return mode == "keep" and bool(trunks)
+    sizes = {root: graph.size[root] for root in graph.labels() if not graph.reasons.get(root) and graph.size[root]}
+    inner = [n for root, n in sizes.items() if root not in trunks]
+    outer = [n for root, n in sizes.items() if root in trunks]
+    return bool(inner and outer) and float(np.mean(outer)) < float(np.mean(inner))
+
+
 def _select(graph: _Graph, scores: dict[int, np.ndarray], ratio: float, round_to: int, min_channels: int,
             keep_trunks: bool = False) -> dict[int, np.ndarray]:
     keep: dict[int, np.ndarray] = {}
@@ -840,7 +857,8 @@ def _select(graph: _Graph, scores: dict[int, np.ndarray], ratio: float, round_to
 
 
 def _make_plan(graph: _Graph, keep: dict[int, np.ndarray], *, criterion: str, ratio: float, round_to: int,
-               min_channels: int, flops_target: float | None = None, shapes: dict[int, tuple] | None = None) -> PrunePlan:
+               min_channels: int, flops_target: float | None = None, shapes: dict[int, tuple] | None = None,
+               keep_trunks: bool = False) -> PrunePlan:
     before = after = None
     if shapes is not None:
         try:
@@ -851,7 +869,7 @@ def _make_plan(graph: _Graph, keep: dict[int, np.ndarray], *, criterion: str, ra
         model_name=graph.model.name, criterion=criterion, ratio=float(ratio), round_to=int(round_to),
         min_channels=int(min_channels), keep_stem=graph.keep_stem, groups=graph.groups(keep),
         frozen_layers=dict(graph.unsupported), flops_target=flops_target, flops_before=before, flops_after=after,
-        _graph=graph,
+        trunks=("kept" if keep_trunks else "pruned") if graph.trunks() else "none", _graph=graph,
     )
 
 
@@ -871,16 +889,17 @@ def dependency_groups(model: Any, *, keep_stem: bool = True) -> list[ChannelGrou
 
 
 def plan(model: Any, ratio: float, criterion: str = "l1", round_to: int = 8, min_channels: int = 8,
-         x: np.ndarray | None = None, *, keep_stem: bool = True, keep_trunks: bool = False) -> PrunePlan:
+         x: np.ndarray | None = None, *, keep_stem: bool = True, trunks: str = "auto") -> PrunePlan:
     """Choose the channels to keep: every prunable group keeps its best ``max(min_channels, round_up(round_to, (1-ratio)*C))``
-    (``keep_trunks``: the residual trunks keep all theirs, see :meth:`_Graph.trunks`)."""
+    (``trunks``: whether the residual trunks keep all theirs, see :func:`keeps_trunks`)."""
     model = _graph_model(model)
     ratio = _check_fraction(ratio, "ratio", "0.5 removes about half the channels of each group")
     x = _check_options(criterion, round_to, min_channels, x, model)
     graph = _Graph(model, keep_stem=keep_stem)
+    keep_trunks = keeps_trunks(graph, trunks)
     keep = _select(graph, _importance(graph, criterion, x), ratio, int(round_to), int(min_channels), keep_trunks)
     return _make_plan(graph, keep, criterion=criterion, ratio=ratio, round_to=round_to, min_channels=min_channels,
-                      shapes=_shapes_or_none(graph))
+                      shapes=_shapes_or_none(graph), keep_trunks=keep_trunks)
 
 
 def plan_from_indices(model: Any, keep: dict[str, Sequence[int]], *, keep_stem: bool = True) -> PrunePlan:
@@ -911,9 +930,9 @@ def plan_from_indices(model: Any, keep: dict[str, Sequence[int]], *, keep_stem: 
 
 def plan_for_flops(model: Any, flops_ratio: float, criterion: str = "l1", round_to: int = 8, min_channels: int = 8,
                    x: np.ndarray | None = None, input_size: Sequence[int] | int | None = None, *, keep_stem: bool = True,
-                   keep_trunks: bool = False) -> PrunePlan:
-    """Find (by bisection on one ratio for every group, or for every group but the residual trunks with
-    ``keep_trunks``) the plan that removes about ``flops_ratio`` of the model's FLOPs.
+                   trunks: str = "auto") -> PrunePlan:
+    """Find (by bisection on one ratio for every group, or for every group but the residual trunks, see
+    :func:`keeps_trunks`) the plan that removes about ``flops_ratio`` of the model's FLOPs.
 
     Keeping the trunks puts the whole cut on the blocks' inner channels (a MobileNetV2 block's expansion):
     their FLOPs and their memory traffic fall together, so at the same FLOPs the model runs faster than
@@ -926,6 +945,7 @@ def plan_for_flops(model: Any, flops_ratio: float, criterion: str = "l1", round_
     shapes = _shapes(graph.fn, input_size)
     scores = _importance(graph, criterion, x)
     total = _planned_flops(graph, shapes, {})
+    keep_trunks = keeps_trunks(graph, trunks)
 
     def removed(r: float) -> tuple[float, dict[int, np.ndarray]]:
         keep = _select(graph, scores, r, int(round_to), int(min_channels), keep_trunks)
@@ -950,7 +970,7 @@ def plan_for_flops(model: Any, flops_ratio: float, criterion: str = "l1", round_
             lo, got_lo, keep_lo = hi, got_hi, keep_hi
     log.info("channel pruning: ratio %.3f removes %.1f%% of the FLOPs (target %.1f%%)", lo, got_lo * 100, target * 100)
     return _make_plan(graph, keep_lo, criterion=criterion, ratio=lo, round_to=round_to, min_channels=min_channels,
-                      flops_target=target, shapes=shapes)
+                      flops_target=target, shapes=shapes, keep_trunks=keep_trunks)
 
 
 # ---- FLOPs and parameters ------------------------------------------------------------------------------------
@@ -1176,9 +1196,12 @@ def _flops_pair(model: Any, pruned: Any, input_size: Any) -> tuple[int | None, i
 def prune_channels(model: Any, *, ratio: float | None = None, flops: float | None = None, criterion: str = "l1",
                    round_to: int = 8, min_channels: int = 8, x: np.ndarray | None = None,
                    input_size: Sequence[int] | int | None = None, keep_stem: bool = True,
-                   keep_trunks: bool = False) -> tuple[Any, ChannelReport]:
-    """Remove channels from a Keras 3 model: by a uniform ``ratio`` per group, or to remove a ``flops`` fraction of FLOPs
-    (``keep_trunks``: leave the residual trunks whole and cut only the other groups; faster at the same FLOPs).
+                   trunks: str = "auto") -> tuple[Any, ChannelReport]:
+    """Remove channels from a Keras 3 model: by a uniform ``ratio`` per group, or to remove a ``flops`` fraction of FLOPs.
+
+    ``trunks``: ``keep`` leaves the residual trunks whole and cuts only the other groups (the blocks' inner
+    channels, whose FLOPs and memory traffic fall together: faster at the same FLOPs for inverted residuals),
+    ``prune`` cuts them with the rest, ``auto`` keeps them when they are the narrow path (:func:`keeps_trunks`).
 
     Returns the new model and a :class:`ChannelReport`. Exactly one of ``ratio`` / ``flops`` is given.
     """
@@ -1188,10 +1211,10 @@ def prune_channels(model: Any, *, ratio: float | None = None, flops: float | Non
     model = _graph_model(model)
     if ratio is not None:
         p = plan(model, ratio=ratio, criterion=criterion, round_to=round_to, min_channels=min_channels, x=x,
-                 keep_stem=keep_stem, keep_trunks=keep_trunks)
+                 keep_stem=keep_stem, trunks=trunks)
     else:
         p = plan_for_flops(model, flops, criterion=criterion, round_to=round_to, min_channels=min_channels, x=x,
-                           input_size=input_size, keep_stem=keep_stem, keep_trunks=keep_trunks)
+                           input_size=input_size, keep_stem=keep_stem, trunks=trunks)
     pruned = apply(model, p)
     graph, keep = _graph_for(model, p)
     labels = graph.labels()
@@ -1201,7 +1224,7 @@ def prune_channels(model: Any, *, ratio: float | None = None, flops: float | Non
         params_before=int(model.count_params()), params_after=int(pruned.count_params()),
         flops_before=flops[0], flops_after=flops[1],
         frozen=dict(graph.unsupported), kept_groups={labels[r]: list(graph.reasons[r]) for r in labels if graph.reasons.get(r)},
-        groups=len(labels), pruned_groups=len(keep), seconds=round(time.monotonic() - t0, 3), keep_trunks=bool(keep_trunks),
+        groups=len(labels), pruned_groups=len(keep), seconds=round(time.monotonic() - t0, 3), trunks=p.trunks,
     )
     log.info("channel pruning %r: params %d -> %d, FLOPs %s -> %s, %d of %d groups pruned, %d layers frozen",
              model.name, report.params_before, report.params_after, report.flops_before, report.flops_after,

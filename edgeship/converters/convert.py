@@ -129,7 +129,7 @@ def convert(
                 work_model, structured = prune_structured(src_model, channels=float(pr.channels), dataset=dataset,
                                                           input_size=spec.size, distill_epochs=int(pr.distill_epochs),
                                                           roles=teacher_roles, cycles=pr.cycles,
-                                                          keep_trunks=bool(pr.keep_trunks))
+                                                          trunks=pr.trunks)
         if pr.sparsity:
             with _timed(timings, "prune_s"):
                 work_model, pruning = _prune(src_model, dataset, spec, pr, label_list, stage)
@@ -191,8 +191,8 @@ def _validate(formats: list[str], precision: str, calib: Any, opts: ConvertOptio
         raise InputError("--prune-cycles only applies with --prune-channels")
     if pr.distill_epochs and not pr.channels:
         raise InputError("--distill only applies with --prune-channels (or use `edgeship prune --distill`)")
-    if pr.keep_trunks and not pr.channels:
-        raise InputError("--prune-keep-trunks only applies with --prune-channels")
+    if pr.trunks != "auto" and not pr.channels:
+        raise InputError("--prune-trunks only applies with --prune-channels")
     if pr.distill_epochs and calib is None:
         raise InputError("--distill trains on the calibration set's images: pass --calib calib.npz")
     if io.task is not None and io.task not in TASKS:

@@ -49,7 +49,7 @@ class PruneOptions:
     channels: float | None = None  # fraction of the channels removed (structured pruning)
     distill_epochs: int = 0  # distillation from the unpruned model after removing channels
     cycles: int = 1  # channels removed in this many cuts, distilled after each
-    keep_trunks: bool = False  # channels: leave the residual trunks whole, cut the blocks' inner channels (faster)
+    trunks: str = "auto"  # channels: keep | prune the residual trunks; auto keeps them when they are the narrow path
 
 
 @dataclass(frozen=True)
@@ -91,7 +91,7 @@ class ConvertOptions:
 def _flat_names() -> dict[str, tuple[str, str]]:
     renamed = {("prune", "sparsity"): "prune", ("prune", "schedule"): "prune_schedule",
                ("prune", "frequency"): "prune_frequency", ("prune", "channels"): "prune_channels",
-               ("prune", "cycles"): "prune_cycles", ("prune", "keep_trunks"): "prune_keep_trunks"}
+               ("prune", "cycles"): "prune_cycles", ("prune", "trunks"): "prune_trunks"}
     out = {}
     for group, cls in (("io", IOOptions), ("prune", PruneOptions), ("gate", GateOptions)):
         for f in fields(cls):

@@ -118,7 +118,7 @@ def prune_structured(model: Any, *, channels: float | None = None, flops: float 
                      input_size: tuple[int, int] | None = None, distill_epochs: int = 0, distill_labels: bool = True,
                      fmt: str = "tflite", precision: str = "int8", threads: int | None = None,
                      rounds: int = LATENCY_ROUNDS, seconds: float = LATENCY_SECONDS,
-                     roles: list[str] | None = None, cycles: int = 1, keep_trunks: bool = False) -> tuple[Any, StructuredReport]:
+                     roles: list[str] | None = None, cycles: int = 1, trunks: str = "auto") -> tuple[Any, StructuredReport]:
     """Prune ``model`` (Keras 3, path or object) to one target; returns (pruned model, report). See the module doc."""
     t0 = time.perf_counter()
     target = check_target(channels, flops, speedup)
@@ -129,7 +129,7 @@ def prune_structured(model: Any, *, channels: float | None = None, flops: float 
     if (criterion == "activation" or distill_epochs) and dataset is None:
         raise InputError("the activation criterion and distillation need a calibration set (--calib calib.npz)")
     common = dict(criterion=criterion, round_to=round_to, min_channels=min_channels,
-                  x=x if criterion == "activation" else None, input_size=input_size, keep_trunks=keep_trunks)
+                  x=x if criterion == "activation" else None, input_size=input_size, trunks=trunks)
     steps: list[SpeedStep] = []
     latency = None
     if "speedup" in target:
