@@ -19,6 +19,8 @@ loss; here the teacher's outputs are the labels, which is what it would compute 
 
 from __future__ import annotations
 
+import contextlib
+
 import logging
 import math
 import time
@@ -37,7 +39,8 @@ log = logging.getLogger(__name__)
 DEFAULT_EPOCHS = 5
 DEFAULT_ALPHA = 0.5  # weight of the labels against the teacher when both are there
 DEFAULT_TEMPERATURE = 2.0
-DEFAULT_LEARNING_RATE = 5e-4
+DEFAULT_LEARNING_RATE = 1e-3  # the start of a cosine decay over every step
+BN_MOMENTUM = 0.9  # BatchNorm moving-statistics momentum while distilling
 
 
 @dataclass
@@ -178,15 +181,36 @@ def distill(student: Any, teacher: Any, x: np.ndarray, *, y: np.ndarray | None =
                            temperature=temperature, data=data, before=fidelity(teacher_val, student_val, kinds))
     keras.utils.set_random_seed(seed)
     single = len(targets) == 1
-    student.compile(optimizer=keras.optimizers.Adam(learning_rate), loss=losses[0] if single else losses,
+    steps = epochs * -(-len(x) // batch_size)
+    schedule = keras.optimizers.schedules.CosineDecay(learning_rate, decay_steps=steps, alpha=0.05)  # settle at the end
+    student.compile(optimizer=keras.optimizers.Adam(schedule), loss=losses[0] if single else losses,
                     loss_weights=None if single else weights)
-    history = student.fit(x, targets[0] if single else targets, epochs=epochs, batch_size=batch_size, shuffle=True,
-                          verbose=0, callbacks=[_epoch_log(epochs)])
+    with _tracking_batchnorm(student):
+        history = student.fit(x, targets[0] if single else targets, epochs=epochs, batch_size=batch_size, shuffle=True,
+                              verbose=0, callbacks=[_epoch_log(epochs)])
     report.losses = [float(v) for v in history.history.get("loss", [])]
     report.after = fidelity(teacher_val, predict(student, x_val), kinds)
     report.seconds = time.perf_counter() - t0
     log.info("distillation: %d images, %d epochs, fidelity %s -> %s", len(x), epochs, report.before, report.after)
     return report
+
+
+@contextlib.contextmanager
+def _tracking_batchnorm(model: Any, momentum: float = BN_MOMENTUM):
+    """BatchNorm moving statistics that follow the student while it trains: keras.applications' momentum
+    (0.99-0.999) would leave them near the pruned model's old statistics after a few epochs on a few
+    thousand images. The layers' own momentum is restored afterwards (the saved model is unchanged)."""
+    import keras
+
+    layers = [layer for layer in model._flatten_layers() if isinstance(layer, keras.layers.BatchNormalization)]
+    saved = [layer.momentum for layer in layers]
+    for layer in layers:
+        layer.momentum = min(layer.momentum, momentum)
+    try:
+        yield
+    finally:
+        for layer, m in zip(layers, saved):
+            layer.momentum = m
 
 
 def _epoch_log(epochs: int):
