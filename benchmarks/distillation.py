@@ -165,8 +165,9 @@ def main(argv: list[str] | None = None) -> None:
         print(f"| {name} | {flops} | {r['top1']:.2f}% | {delta} | {secs} |")
     print(f"\nMachine: {host['cpu']}, {host['cores']} cores; {host['date']}. MobileNetV2 alpha {args.alpha} at "
           f"{args.size}x{args.size} trained {args.epochs} epochs on {len(x_train)} digits ({train_s:.0f} s), tested on "
-          f"{len(x_test)}; {args.distill} distillation epochs on {len(labelled.split('all')[0])} camera-like frames of the "
-          f"training digits (with and without labels); int8 TFLite through the runtime.")
+          f"{len(x_test)}; {args.distill} distillation epochs on {len(labelled.split('calib')[0])} camera-like frames of the "
+          f"training digits (with and without labels; {len(labelled.split('holdout')[0])} more measure the fidelity); "
+          f"int8 TFLite through the runtime.")
     if args.out:
         args.out.write_text(json.dumps({"machine": host, "settings": vars(args) | {"out": str(args.out)}, "results": rows},
                                        indent=2, default=str))

@@ -418,6 +418,7 @@ def test_keep_trunks_cuts_only_the_inner_channels(mobilenet_v2):
     assert len(p.group("a").keep) == 24 and len(p.group("mid").keep) == 8 and p.trunks == "kept"  # a + b meet in res_add
     auto = C.plan(res, ratio=0.5)  # its trunk (24) is wider than the rest (16): a bottleneck, cut with the rest
     assert auto.trunks == "pruned" and len(auto.group("a").keep) == 16
+    assert C.plan_from_indices(res, {"mid": range(8)}).trunks == "kept"  # says what the plan cuts, not a mode
     se = se_cnn()
     assert len(C.plan(se, ratio=0.5, trunks="keep").group("c").keep) == 16  # gated by se_mul, still cut
     assert C.plan(se, ratio=0.5).trunks == "none"

@@ -159,3 +159,19 @@ def test_gate_keeps_the_callers_openvino_ignored_scope(ws, tmp_path):
     assert not quantized, f"the caller's ignored convolution was quantized by a gate candidate: {quantized}"
     int8, total = openvino_int8_convs(r.path)
     assert total - int8 >= 1 and int8 >= 3, (int8, total)
+
+
+def test_sqnr_budget_judges_the_worst_output_nan_included():
+    from edgeship.converters.verify import excess, judge, worst_output
+
+    outs = [{"index": 0, "sqnr_db": 30.0}, {"index": 1, "sqnr_db": float("nan")}, {"index": 2, "sqnr_db": float("inf")}]
+    assert worst_output(outs) == (1, -math.inf)  # a NaN output is the worst, wherever it is listed
+    passed, reason = judge(None, None, None, outputs=outs, min_sqnr=20.0)
+    assert passed is False and "output 1" in reason and excess(None, None, outs, 20.0) == math.inf
+    ok = outs[:1] + outs[2:]
+    assert judge(None, None, 1.0, outputs=ok, min_sqnr=20.0) == (
+        True, "output 0 SQNR 30.0 dB is at least the budget of 20 dB (the point budget does not apply: no class-score "
+              "output identified)")
+    assert judge("drop", 2.0, 1.0, outputs=ok, min_sqnr=20.0)[0] is False and excess(2.0, 1.0, ok, 20.0) == 1.0
+    assert judge("drop", 0.5, 1.0, outputs=ok, min_sqnr=20.0)[0] is True and excess(0.5, 1.0, ok, 20.0) == -0.5
+    assert judge(None, None, None) == (None, None) and excess(None, None) is None

@@ -22,7 +22,8 @@ Examples:
 @click.command("prune", epilog=EXAMPLES)
 @click.argument("model", type=click.Path(exists=True, path_type=str))
 @click.option("--channels", type=FiniteRange(0.0, 1.0, min_open=True, max_open=True), default=None,
-              help="Remove this fraction of the channels of every prunable layer group (0.3 = 30%).")
+              help="Remove this fraction of the channels of every prunable layer group (0.3 = 30%; with --trunks auto "
+                   "or keep, the residual trunks of an inverted-residual model are left whole).")
 @click.option("--flops", type=FiniteRange(0.0, 1.0, min_open=True, max_open=True), default=None,
               help="Remove about this fraction of the model's FLOPs (0.5 = half).")
 @click.option("--speedup", type=FiniteRange(1.0, 20.0, min_open=True), default=None,
@@ -42,7 +43,7 @@ Examples:
 @click.option("--trunks", type=click.Choice(["auto", "keep", "prune"]), default="auto", show_default=True,
               help="The residual trunks (channels an Add joins across blocks): keep = whole, the cut goes to the "
                    "blocks' inner channels, whose FLOPs and memory traffic fall together (MobileNetV2 and EfficientNetB0 "
-                   "224 int8 at half the FLOPs: 1.73x instead of 1.55-1.58x); prune = cut with the rest (ResNet50: "
+                   "224 int8 at half the FLOPs: 1.73x instead of 1.53-1.58x); prune = cut with the rest (ResNet50: "
                    "1.80x instead of 1.70x); auto = keep when they are narrower than the blocks' inner channels.")
 @click.option("--no-labels", is_flag=True, help="Distil on the teacher's outputs only, even when --calib has labels.")
 @click.option("-f", "--format", "fmt", type=click.Choice(formats.names()), default="tflite", show_default=True,

@@ -48,7 +48,7 @@ log = logging.getLogger(__name__)
 
 __all__ = [
     "CRITERIA", "ChannelGroup", "ChannelReport", "PrunePlan", "apply", "count_flops", "count_params",
-    "dependency_groups", "plan", "plan_for_flops", "plan_from_indices", "prune_channels",
+    "dependency_groups", "plan", "plan_for_flops", "plan_from_indices", "prune_channels", "resolve_trunks", "TRUNK_MODES",
 ]
 
 CRITERIA = ("l1", "l2", "bn", "activation")
@@ -841,6 +841,21 @@ def keeps_trunks(graph: _Graph, mode: str) -> bool:
     return bool(inner and outer) and float(np.mean(outer)) < float(np.mean(inner))
 
 
+def _trunks_label(graph: _Graph, keep: dict[int, np.ndarray]) -> str:
+    """What a plan does to the residual trunks: "pruned" (it cuts one), "kept" (it cuts none), "none" (no trunks)."""
+    trunks = graph.trunks()
+    return "none" if not trunks else ("pruned" if trunks & set(keep) else "kept")
+
+
+def resolve_trunks(model: Any, mode: str, *, keep_stem: bool = True) -> str:
+    """``auto`` decided once for ``model`` ("keep" or "prune"; see :func:`keeps_trunks`), other modes checked."""
+    if mode not in TRUNK_MODES:
+        raise InputError(f"channel pruning trunks must be one of {', '.join(TRUNK_MODES)}, got {mode!r}")
+    if mode != "auto":
+        return mode
+    return "keep" if keeps_trunks(_Graph(_graph_model(model), keep_stem=keep_stem), "auto") else "prune"
+
+
 def _select(graph: _Graph, scores: dict[int, np.ndarray], ratio: float, round_to: int, min_channels: int,
             keep_trunks: bool = False) -> dict[int, np.ndarray]:
     keep: dict[int, np.ndarray] = {}
@@ -857,8 +872,7 @@ def _select(graph: _Graph, scores: dict[int, np.ndarray], ratio: float, round_to
 
 
 def _make_plan(graph: _Graph, keep: dict[int, np.ndarray], *, criterion: str, ratio: float, round_to: int,
-               min_channels: int, flops_target: float | None = None, shapes: dict[int, tuple] | None = None,
-               keep_trunks: bool = False) -> PrunePlan:
+               min_channels: int, flops_target: float | None = None, shapes: dict[int, tuple] | None = None) -> PrunePlan:
     before = after = None
     if shapes is not None:
         try:
@@ -869,7 +883,7 @@ def _make_plan(graph: _Graph, keep: dict[int, np.ndarray], *, criterion: str, ra
         model_name=graph.model.name, criterion=criterion, ratio=float(ratio), round_to=int(round_to),
         min_channels=int(min_channels), keep_stem=graph.keep_stem, groups=graph.groups(keep),
         frozen_layers=dict(graph.unsupported), flops_target=flops_target, flops_before=before, flops_after=after,
-        trunks=("kept" if keep_trunks else "pruned") if graph.trunks() else "none", _graph=graph,
+        trunks=_trunks_label(graph, keep), _graph=graph,
     )
 
 
@@ -899,7 +913,7 @@ def plan(model: Any, ratio: float, criterion: str = "l1", round_to: int = 8, min
     keep_trunks = keeps_trunks(graph, trunks)
     keep = _select(graph, _importance(graph, criterion, x), ratio, int(round_to), int(min_channels), keep_trunks)
     return _make_plan(graph, keep, criterion=criterion, ratio=ratio, round_to=round_to, min_channels=min_channels,
-                      shapes=_shapes_or_none(graph), keep_trunks=keep_trunks)
+                      shapes=_shapes_or_none(graph))
 
 
 def plan_from_indices(model: Any, keep: dict[str, Sequence[int]], *, keep_stem: bool = True) -> PrunePlan:
@@ -970,7 +984,7 @@ def plan_for_flops(model: Any, flops_ratio: float, criterion: str = "l1", round_
             lo, got_lo, keep_lo = hi, got_hi, keep_hi
     log.info("channel pruning: ratio %.3f removes %.1f%% of the FLOPs (target %.1f%%)", lo, got_lo * 100, target * 100)
     return _make_plan(graph, keep_lo, criterion=criterion, ratio=lo, round_to=round_to, min_channels=min_channels,
-                      flops_target=target, shapes=shapes, keep_trunks=keep_trunks)
+                      flops_target=target, shapes=shapes)
 
 
 # ---- FLOPs and parameters ------------------------------------------------------------------------------------

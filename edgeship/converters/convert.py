@@ -191,6 +191,10 @@ def _validate(formats: list[str], precision: str, calib: Any, opts: ConvertOptio
         raise InputError("--prune-cycles only applies with --prune-channels")
     if pr.distill_epochs and not pr.channels:
         raise InputError("--distill only applies with --prune-channels (or use `edgeship prune --distill`)")
+    from .channels import TRUNK_MODES
+
+    if pr.trunks not in TRUNK_MODES:
+        raise InputError(f"prune trunks must be one of {', '.join(TRUNK_MODES)}, got {pr.trunks!r}")
     if pr.trunks != "auto" and not pr.channels:
         raise InputError("--prune-trunks only applies with --prune-channels")
     if pr.distill_epochs and calib is None:

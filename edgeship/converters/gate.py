@@ -29,7 +29,7 @@ from .. import formats
 from ..errors import EdgeshipError
 from ..records import AccuracyRecord, GateRecord
 from .layers import LayerError, prioritise
-from .verify import budget, compare, detector_for, excess, judge, run_artifact
+from .verify import budget, compare, detector_for, excess, finite, judge, run_artifact
 
 log = logging.getLogger(__name__)
 
@@ -80,7 +80,7 @@ class _Evaluator:
         record = {k: cmp.get(k) for k in ("agreement", "reference_accuracy", "accuracy", "drop", "drop_ci", "detection")}
         record.update(measured=measured, executed_precision=info["executed_precision"], samples=len(self.x),
                       outputs=[asdict(o) for o in cmp["outputs"]])
-        return measured, value, record
+        return measured, value, finite(record)  # JSON-clean: an identical output's SQNR is inf
 
 
 def pick(ranking: Sequence[LayerError], k: int) -> list[LayerError]:
@@ -278,7 +278,9 @@ def accuracy_gate(artifact: str | Path, *, fmt: str, model: Any, saved_model_dir
             return built[key]
 
         chosen, steps = search(impl.rank, lambda c: over(candidate(c)[1]), 0.0)  # within every budget: excess <= 0
-        result.steps = steps
+        # each step's value is its excess over the budgets (points over max_drop, dB under min_sqnr; <= 0 passes)
+        result.steps = finite([{"float": s["float"], "excess": s["value"], **({"trim": True} if s.get("trim") else {})}
+                               for s in steps])
         if chosen:
             path, (measured, value, record) = candidate(chosen)
             _replace(fs, path, artifact)
@@ -359,6 +361,6 @@ def _finish(result: GateResult, t0: float) -> GateResult:
     from .verify import worst_output
 
     worst = worst_output(result.accuracy.get("outputs") or [])
-    result.accuracy.update(budget=result.budget, passed=result.passed, initial=result.initial_value,
-                           min_sqnr=result.min_sqnr, worst_sqnr=worst[1] if worst else None)
+    result.accuracy.update(finite({"budget": result.budget, "passed": result.passed, "initial": result.initial_value,
+                                   "min_sqnr": result.min_sqnr, "worst_sqnr": worst[1] if worst else None}))
     return result

@@ -124,7 +124,10 @@ def prune_structured(model: Any, *, channels: float | None = None, flops: float 
     target = check_target(channels, flops, speedup)
     check_epochs(distill_epochs)
     check_cycles(cycles, target, distill_epochs)
+    if trunks not in C.TRUNK_MODES:
+        raise InputError(f"trunks must be one of {', '.join(C.TRUNK_MODES)}, got {trunks!r}")
     teacher = load_keras_model(model)
+    trunks = C.resolve_trunks(teacher, trunks)  # decided once, on the unpruned model (cycles and steps agree)
     x = None if dataset is None else dataset.split("calib")[0]
     if (criterion == "activation" or distill_epochs) and dataset is None:
         raise InputError("the activation criterion and distillation need a calibration set (--calib calib.npz)")

@@ -95,7 +95,7 @@ class VerificationReport:
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)
         d["disagreement"] = self.disagreement
-        return _finite(to_jsonable(d))
+        return finite(to_jsonable(d))
 
     def accuracy_record(self) -> AccuracyRecord:
         """The subset a manifest keeps under ``accuracy``."""
@@ -104,10 +104,10 @@ class VerificationReport:
         d = {k: getattr(self, k) for k in keys}
         d["disagreement"] = self.disagreement
         d["outputs"] = [asdict(o) for o in self.outputs]
-        return AccuracyRecord.from_dict(_finite(to_jsonable(d)))
+        return AccuracyRecord.from_dict(finite(to_jsonable(d)))
 
 
-def _finite(obj: Any) -> Any:
+def finite(obj: Any) -> Any:
     """JSON has no inf/NaN: inf SQNR (identical outputs) -> 999.0, NaN -> None."""
     if isinstance(obj, float):
         if math.isnan(obj):
@@ -116,9 +116,9 @@ def _finite(obj: Any) -> Any:
             return 999.0 if obj > 0 else -999.0
         return obj
     if isinstance(obj, dict):
-        return {k: _finite(v) for k, v in obj.items()}
+        return {k: finite(v) for k, v in obj.items()}
     if isinstance(obj, list):
-        return [_finite(v) for v in obj]
+        return [finite(v) for v in obj]
     return obj
 
 
@@ -257,6 +257,7 @@ def budget(cmp: dict[str, Any]) -> tuple[str | None, float | None]:
 def worst_output(outputs: Sequence[Any]) -> tuple[int, float] | None:
     """(index, SQNR dB) of the output furthest from the float model's (OutputReports or their dicts)."""
     pairs = [(int(_get(o, "index")), float(_get(o, "sqnr_db"))) for o in outputs]
+    pairs = [(i, -math.inf if math.isnan(s) else s) for i, s in pairs]  # NaN outputs are the worst, never skipped
     return min(pairs, key=lambda p: p[1]) if pairs else None
 
 
@@ -271,12 +272,14 @@ def judge(measured: str | None, value: float | None, max_drop: float | None, *, 
     The point budget needs a class-score output or a detector; the SQNR budget applies to every model
     (landmarks, masks, embeddings, regressions). With both, both must hold."""
     checks: list[tuple[bool | None, str]] = []
+    note = ""
     if max_drop is not None:
         if value is None:
             if min_sqnr is None:
                 return None, ("no class-score output identified (set one with --output NAME=class_scores, verify a "
                               "detector with --task detect, or budget every output with --min-sqnr): the point budget "
                               "does not apply; see each output's cosine and SQNR")
+            note = " (the point budget does not apply: no class-score output identified)"
         else:
             what = BUDGETS[measured]
             ok = value <= max_drop
@@ -289,7 +292,7 @@ def judge(measured: str | None, value: float | None, max_drop: float | None, *, 
     if not checks:
         return None, None
     failing = [reason for ok, reason in checks if not ok]
-    return (False, "; ".join(failing)) if failing else (True, "; ".join(reason for _, reason in checks))
+    return (False, "; ".join(failing) + note) if failing else (True, "; ".join(reason for _, reason in checks) + note)
 
 
 def excess(value: float | None, max_drop: float | None, outputs: Sequence[Any] = (), min_sqnr: float | None = None) -> float | None:
