@@ -33,6 +33,14 @@ MAX_SIDE = 16384  # the largest model input side edgeship accepts (pixels)
 LEGACY_INTERPOLATION = "area"
 
 
+
+def implied_channels(overrides: dict) -> dict:
+    """InputSpec keyword overrides with what they imply: ``color_order`` GRAY means one channel."""
+    out = dict(overrides)
+    if str(out.get("color_order", "")).upper() == "GRAY":
+        out["channels"] = 1
+    return out
+
 @dataclass(frozen=True)
 class InputSpec:
     height: int

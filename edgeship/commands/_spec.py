@@ -12,7 +12,7 @@ from typing import Any, Callable
 
 import click
 
-from ..spec import COLOR_ORDERS, INTERPOLATIONS, RESIZE_MODES
+from ..spec import COLOR_ORDERS, INTERPOLATIONS, RESIZE_MODES, implied_channels
 from ._common import FiniteRange
 
 SPEC_KEYS = ("resize", "interpolation", "color_order", "scale", "mean", "std")
@@ -59,6 +59,4 @@ def spec_overrides(kwargs: dict[str, Any]) -> dict[str, Any]:
     out = {k: v for k, v in given.items() if v is not None}
     if "color_order" in out:
         out["color_order"] = str(out["color_order"]).upper()
-        if out["color_order"] == "GRAY":
-            out["channels"] = 1
-    return out
+    return implied_channels(out)

@@ -20,7 +20,7 @@ from pydantic import Field, ValidationError, field_validator
 from .. import formats
 from ..errors import InputError
 from ..limits import MAX_OUTPUT_QUEUE, MAX_THREADS
-from ..spec import COLOR_ORDERS, INTERPOLATIONS, RESIZE_MODES
+from ..spec import COLOR_ORDERS, INTERPOLATIONS, RESIZE_MODES, implied_channels
 from .processing import TASKS
 from .schema import Score, Strict, problem
 
@@ -84,10 +84,8 @@ class InputSpecOptions(Strict):
 
     def overrides(self) -> dict[str, Any]:
         """The fields given, as InputSpec keywords (GRAY also sets one channel)."""
-        out = {k: (tuple(v) if isinstance(v, list) else v) for k, v in self.model_dump().items() if v is not None}
-        if out.get("color_order") == "GRAY":
-            out["channels"] = 1
-        return out
+        return implied_channels({k: (tuple(v) if isinstance(v, list) else v) for k, v in self.model_dump().items()
+                                 if v is not None})
 
 
 class RunOptions(Strict):
@@ -129,7 +127,7 @@ def _spec_overrides(value: dict[str, Any] | None) -> dict[str, Any] | None:
     fields go in ``spec=InputSpec(...)``."""
     value = dict(value or {})
     channels = value.pop("channels", None)
-    implied = 1 if str(value.get("color_order", "")).upper() == "GRAY" else None
+    implied = implied_channels(value).get("channels")
     if channels is not None and channels != implied:
         raise InputError(f"spec_overrides: channels follows color_order (GRAY: 1), got channels={channels!r}; "
                          "pass spec=InputSpec(...) to set other InputSpec fields")

@@ -18,10 +18,9 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Literal, Sequence
 
 import numpy as np
-from pydantic import Field, field_validator
+from pydantic import Field
 
 from ...errors import ConfigError
-from ..schema import checked
 from .zones import PlaceCfg, anchor_points, place_checked, points_px, wants
 
 if TYPE_CHECKING:
@@ -69,13 +68,8 @@ class LineCfg(PlaceCfg):
     direction: Literal[LINE_DIRECTIONS] = "both"  # type: ignore[valid-type]  # crossings that raise events
     hysteresis_px: float = Field(2.0, ge=0)
 
-    @field_validator("points")
-    @classmethod
-    def _points(cls, v: list) -> list:
-        return checked(check_line_points)(v)
-
-    def build(self) -> Line:
-        return Line(**self.options())
+    points_rule = staticmethod(check_line_points)
+    builds = Line
 
 
 def side_of(points: np.ndarray, a: np.ndarray, b: np.ndarray, hysteresis_px: float = 0.0) -> np.ndarray:

@@ -19,7 +19,7 @@ Two engines turn per-frame detections into events:
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Iterable, Literal, Optional, Sequence
+from typing import TYPE_CHECKING, Any, Callable, ClassVar, Iterable, Literal, Optional, Sequence
 
 import numpy as np
 from pydantic import Field, field_validator, model_validator
@@ -107,6 +107,17 @@ class PlaceCfg(Strict):
     min_score: Score = 0.5
     anchor: Literal[ANCHORS] = "bottom-center"  # type: ignore[valid-type]
 
+    points_rule: ClassVar[Callable[..., Any]]  # the subclass's point-count check (zones: 3+, lines: 2)
+    builds: ClassVar[type]  # the dataclass a config entry builds
+
+    @field_validator("points")
+    @classmethod
+    def _points(cls, v: list) -> list:
+        return checked(cls.points_rule)(v)
+
+    def build(self) -> Any:
+        return type(self).builds(**self.options())
+
     @model_validator(mode="after")
     def _normalised_in_range(self) -> "PlaceCfg":
         if self.normalized and not looks_normalized(self.points):
@@ -129,13 +140,8 @@ class ZoneCfg(PlaceCfg):
     max_gap_frames: int = Field(2, ge=0)
     events: list[Literal[ZONE_EVENTS]] = ["enter"]  # type: ignore[valid-type]  # per-track events (with the tracker)
 
-    @field_validator("points")
-    @classmethod
-    def _points(cls, v: list) -> list:
-        return checked(check_zone_points)(v)
-
-    def build(self) -> Zone:
-        return Zone(**self.options())
+    points_rule = staticmethod(check_zone_points)
+    builds = Zone
 
 
 def anchor_points(xyxy: np.ndarray, anchor: str = "bottom-center") -> np.ndarray:
