@@ -65,6 +65,12 @@ def _shrink(img: np.ndarray, w: int, h: int, interpolation: str) -> np.ndarray:
 
     ``area`` keeps the rule specs were calibrated with before ``interpolation`` existed: INTER_AREA
     as soon as one axis shrinks. ``pyramid`` halves only while both axes are >= 2x the target.
+
+    Bilinear steps use OpenCV's INTER_LINEAR_EXACT: its INTER_LINEAR rounds differently on x86
+    (AVX) and ARM (NEON) builds (one grey level on ~20% of pixels, measured on an emulated Pi 5),
+    so a device would not see the values the workstation calibrated and verified on. The 2x
+    halvings are exact everywhere; INTER_AREA at other ratios (``area``) is not quite (1 level on
+    0.04% of pixels).
     """
     import cv2
 
@@ -72,13 +78,13 @@ def _shrink(img: np.ndarray, w: int, h: int, interpolation: str) -> np.ndarray:
     if (sh, sw) == (h, w):
         return img
     if (sh <= h and sw <= w) or interpolation == "linear":
-        return cv2.resize(img, (w, h), interpolation=cv2.INTER_LINEAR)
+        return cv2.resize(img, (w, h), interpolation=cv2.INTER_LINEAR_EXACT)
     if interpolation == "area":
         return cv2.resize(img, (w, h), interpolation=cv2.INTER_AREA)
     while sw >= 2 * w and sh >= 2 * h:  # pyramid: exact 2x box-filter halvings (OpenCV's fast integer path)
         img = cv2.resize(img, (sw // 2, sh // 2), interpolation=cv2.INTER_AREA)
         sh, sw = img.shape[:2]
-    return img if (sh, sw) == (h, w) else cv2.resize(img, (w, h), interpolation=cv2.INTER_LINEAR)
+    return img if (sh, sw) == (h, w) else cv2.resize(img, (w, h), interpolation=cv2.INTER_LINEAR_EXACT)
 
 
 def _resize(frame: np.ndarray, spec: InputSpec):

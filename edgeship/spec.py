@@ -26,7 +26,8 @@ DTYPES = ("float32", "uint8")
 #   pyramid - halve with a 2x2 box filter while the frame is >= 2x the target, then bilinear: anti-aliased
 #             like "area" at close to the cost of "linear" (0.17 vs 0.9 ms for 640x480 -> 224x224)
 #   area    - OpenCV INTER_AREA: exact box filter, slowest (5 ms for 1920x1080 -> 224x224 on a desktop core)
-#   linear  - OpenCV INTER_LINEAR, i.e. Keras / tf.image.resize "bilinear": fastest, aliases on big shrinks
+#   linear  - bilinear (OpenCV INTER_LINEAR_EXACT: the same bytes on x86 and ARM), i.e. Keras /
+#             tf.image.resize "bilinear": fastest, aliases on big shrinks
 INTERPOLATIONS = ("pyramid", "area", "linear")
 MAX_SIDE = 16384  # the largest model input side edgeship accepts (pixels)
 # specs saved before ``interpolation`` existed were calibrated with INTER_AREA

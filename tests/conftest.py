@@ -24,6 +24,18 @@ def calib(root) -> Path:
 
 
 @pytest.fixture(scope="session")
+def quickstart_small(tmp_path_factory) -> tuple[Path, dict, list[str]]:
+    """One small ``edgeship quickstart`` run per session: (output folder, summary, status lines).
+    Tests that change the folder (tests/test_quickstart.py) run after the ones that only copy from it."""
+    from edgeship.quickstart import run_quickstart
+
+    out = tmp_path_factory.mktemp("quickstart") / "qs"
+    lines: list[str] = []
+    summary = run_quickstart(out, small=True, status=lines.append)
+    return out, summary, lines
+
+
+@pytest.fixture(scope="session")
 def art(tmp_path_factory) -> dict[str, Path]:
     """The runtime test artifacts (TFLite fp32/int8, OpenVINO, detectors), each with its manifest."""
     return artifacts(tmp_path_factory)

@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import threading
 import time
+import urllib.error
 import urllib.request
 from pathlib import Path
 
@@ -78,6 +79,40 @@ def test_every_part_judged_counters_persist_and_stats(demo, tmp_path):
     assert text.exit_code == 0 and "yield" in text.output and f"{100 * st['yield']:.1f}%" in text.output
     bad = CliRunner().invoke(cli, ["stats", str(tmp_path / "missing.sqlite")])
     assert bad.exit_code == 1 and "does not exist" in bad.output
+
+
+def test_an_output_that_cannot_work_fails_the_health_check_unless_optional(demo, tmp_path):
+    """No GPIO library here: the gpio output says why, and a running deployment's /health answers 503 "failed"
+    with that reason; marked optional, the same output is skipped and /health is 200 "ok"."""
+    for optional, want in ((False, 503), (True, 200)):
+        port = free_port()
+        path = write_config(tmp_path / f"d{optional}.yaml", demo, outputs=[{"type": "gpio", "pin": 17, "optional": optional}])
+        cfg = yaml.safe_load(path.read_text())
+        cfg.update(source={"uri": cfg["source"], "loop": True, "realtime": True}, server={"port": port}, duration=6)
+        path.write_text(yaml.safe_dump(cfg))
+        done = threading.Thread(target=run_config, args=(path,), kwargs={"handle_signals": False})
+        done.start()
+        try:
+            wait_port(port)
+            deadline, answer = time.monotonic() + 5, None
+            while time.monotonic() < deadline:
+                try:
+                    with urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=2) as r:
+                        code, answer = r.status, json.loads(r.read())
+                except urllib.error.HTTPError as e:
+                    code, answer = e.code, json.loads(e.read())
+                if answer["frames_processed"]:
+                    break
+                assert answer["status"] == "starting" and "no frame processed yet" in answer["reason"]
+                time.sleep(0.05)
+            assert code == want and answer["frames_processed"] > 0
+            if optional:
+                assert answer["status"] == "ok" and answer["reason"] == ""
+            else:
+                assert answer["status"] == "failed"
+                assert answer["reason"].startswith("reject output gpio pin 17 cannot work (gpiozero: ModuleNotFoundError")
+        finally:
+            done.join(30)
 
 
 @pytest.mark.skipif(mosquitto_binary() is None, reason="mosquitto not installed (scripts/system-deps.sh)")

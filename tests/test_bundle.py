@@ -38,7 +38,8 @@ def test_bundle_contents_and_checksums(inputs, tmp_path):
     assert {"release.json", "run.sh", "agent.py", "SHA256SUMS", "systemd/edgeship.service.in",
             f"model/{inputs['artifact'].name}", "model/digits_f32.manifest.json",
             f"wheels/{inputs['edgeship_wheel'].name}"} <= set(files)
-    assert {f"requirements/py{v}.txt" for v in ("3.9", "3.11", "3.13")} <= set(files)
+    assert [n for n in files if n.startswith("requirements/")] == ["requirements/py3.11.txt"]  # the Python proven
+    assert "gpiozero" in files["requirements/py3.11.txt"].decode() and "lgpio" in files["requirements/py3.11.txt"].decode()
     assert "ai-edge-litert" in files["requirements/py3.11.txt"].decode()
     sums = dict(reversed(line.split("  ", 1)) for line in files["SHA256SUMS"].decode().splitlines())
     assert set(sums) == set(files) - {"SHA256SUMS"}
@@ -46,6 +47,7 @@ def test_bundle_contents_and_checksums(inputs, tmp_path):
     meta = read_release(r.path)
     assert meta["architecture"] == "aarch64" and meta["format"] == "tflite" and meta["precision"] == "fp32"
     assert "--source" in meta["run"] and "/dev/video0" in files["run.sh"].decode()
+    assert meta["cameras"] == ["/dev/video0"] and meta["device_files"] == []  # what the preflight looks for
     with tarfile.open(r.path, "r:gz") as tar:
         assert all(m.mtime == 0 and m.uid == 0 and m.gid == 0 for m in tar)
 

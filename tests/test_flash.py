@@ -45,13 +45,13 @@ def ssh_opts(server) -> SSHOptions:
 
 @pytest.fixture(scope="module")
 def bundles(flash_inputs, tmp_path_factory):
-    """good: loops a video and serves /health; bad: its source does not exist (never healthy)."""
+    """good: loops a video and serves /health; bad: its stream never delivers a frame (never healthy)."""
     d = tmp_path_factory.mktemp("bundles")
     common = dict(target="generic-x86_64", wheels=True, wheelhouse=flash_inputs["wheelhouse"], python="3.11",
                   edgeship_wheel=flash_inputs["edgeship_wheel"], compresslevel=1)
     good = build_bundle(flash_inputs["artifact"], out=d / "good.tar.gz", source=str(flash_inputs["video"]),
                         http_port=flash_inputs["port"], run_args=("--loop", "--realtime"), version="good-1", **common)
-    bad = build_bundle(flash_inputs["artifact"], out=d / "bad.tar.gz", source=str(d / "no-such-camera.mp4"),
+    bad = build_bundle(flash_inputs["artifact"], out=d / "bad.tar.gz", source=f"rtsp://127.0.0.1:{sshd.free_port()}/none",
                        http_port=flash_inputs["port"], version="bad-2", **common)
     return {"good": good, "bad": bad}
 

@@ -26,11 +26,8 @@ def _snapshot(root: Path) -> dict[str, tuple[int, int]]:
 
 
 @pytest.fixture(scope="module")
-def first(tmp_path_factory):
-    out = tmp_path_factory.mktemp("quickstart") / "qs"
-    lines: list[str] = []
-    summary = run_quickstart(out, small=True, status=lines.append)
-    return out, summary, lines
+def first(quickstart_small):
+    return quickstart_small
 
 
 def test_first_run_builds_every_artifact(first):

@@ -52,6 +52,11 @@ def test_top_k_orders_labels_and_thresholds():
     assert c.score == pytest.approx(0.6)
     assert len(top_k(np.array([0.1, 0.6, 0.3]), 3, threshold=0.25)) == 2
     assert top_k(np.array([0.5, 0.5]), 5).top[0][0] == 0  # k clipped, stable ties
+    # ties in class order, at the cut too: the same top-k on every CPU (numpy partitions ties differently on ARM)
+    tied = np.zeros(1000, np.float32)
+    tied[[999, 3, 500, 7]] = [0.9, 0.00391, 0.00391, 0.00391]
+    assert [t[0] for t in top_k(tied, 3).top] == [999, 3, 7]
+    assert [t[0] for t in top_k(tied, 5).top] == [999, 3, 7, 500, 0]
     assert top_k(np.array([0.5]), 1, labels=None).label == "0"  # no label -> id text
     logits = top_k(np.array([2.0, -1.0, 0.0]), 3)  # outside [0, 1] -> softmax
     assert sum(s for _, _, s in logits.top) == pytest.approx(1.0, abs=1e-5) and logits.class_id == 0

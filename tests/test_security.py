@@ -78,8 +78,8 @@ def test_token_as_header_or_cookie_never_in_the_log(guarded, caplog):
     caplog.set_level(logging.DEBUG, logger="edgeship")
     for path in ("/metrics", "/stream.mjpg", "/"):
         assert _get(base + path)[0] == 401
-    status, body, _ = _get(base + "/health")  # a health check without the token learns status and release only
-    assert set(json.loads(body)) == {"status", "release"}
+    status, body, _ = _get(base + "/health")  # a health check without the token learns nothing about the camera
+    assert set(json.loads(body)) == {"status", "reason", "release", "frames_processed", "frames_skipped_gate"}
     assert _get(base + "/metrics", Authorization=f"Bearer {TOKEN}")[0] == 503  # authorised (no pipeline yet)
     assert _get(base + "/health", **{"X-Edgeship-Token": TOKEN})[0] in (200, 503)
     # a browser: /?token= is swapped for an HttpOnly cookie and a redirect to a URL without it
@@ -186,12 +186,12 @@ def test_run_sh_expands_only_edgeships_own_variables(tmp_path):
     out = json.loads(subprocess.run(["/bin/sh", str(release / "run.sh")], capture_output=True, text=True, env=env,
                                     check=True).stdout)
     real = str(release.resolve())
-    assert out["argv"] == ["run", f"{real}/model/m.tflite", "--source", source, "--sink", "http:127.0.0.1:8123",
-                           "--task", "detect", *hostile]
+    assert out["argv"] == ["run", f"{real}/model/m.tflite", "--source", source, "--log-every", "60", "--sink",
+                           "http:127.0.0.1:8123", "--task", "detect", *hostile]
     assert out["release"] == "v1" and not marker.exists()
     env["EDGESHIP_HTTP_PORT"] = "9999"  # edgeship's own variable is still expanded
     out = json.loads(subprocess.run(["/bin/sh", str(release / "run.sh")], capture_output=True, text=True, env=env).stdout)
-    assert out["argv"][5] == "http:127.0.0.1:9999"
+    assert out["argv"][7] == "http:127.0.0.1:9999"
 
 
 # ---- 12: a webhook that redirects has not received the event -------------------------------------
@@ -302,7 +302,7 @@ def test_malformed_checksums_and_reused_version(tmp_path, capsys):
     assert not out["ok"] and "SHA256SUMS line 1 is malformed" in out["reason"]
     installed = root / "releases" / "v1"
     installed.mkdir(parents=True)
-    (installed / ".verified").write_text("0" * 64 + "\n")  # v1 is installed, from another bundle
+    (installed / agent.BUNDLE_SHA).write_text("0" * 64 + "\n")  # v1 is installed, from another bundle
     part, sha = _bundle(bundles, {"release.json": b'{"version": "v1"}', "model/m.tflite": b"new content"})
     out = _agent(capsys, "install", "--root", str(root), "--part", str(part), "--sha256", sha)
     assert not out["ok"] and "already installed with different content" in out["reason"] and "new --version" in out["reason"]
@@ -317,9 +317,9 @@ def test_rollback_skips_a_release_that_failed(tmp_path):
     (root / "releases" / "v2" / agent.FAILED_MARKER).write_text("{}\n")
     (root / "history.json").write_text(json.dumps([{"version": v} for v in ("v0", "v1", "v2", "v1")]))
     os.symlink("releases/v1", root / "current")
-    assert agent.rollback_target(str(root)) == "v0"  # not v2, whose health check failed
+    assert agent.rollback_candidates(str(root)) == ["v0"]  # not v2, whose health check failed
     (root / "history.json").write_text(json.dumps([{"version": "../x"}, {"version": "v1"}]))
-    assert agent.rollback_target(str(root)) is None
+    assert agent.rollback_candidates(str(root)) == []
 
 
 def test_log_file_planted_as_a_link_is_refused(tmp_path):
@@ -329,7 +329,7 @@ def test_log_file_planted_as_a_link_is_refused(tmp_path):
     secret.write_text("secret\n")
     secret.chmod(0o600)
     (logs / "edgeship.log").symlink_to(secret)
-    with pytest.raises(OSError):
+    with pytest.raises(agent.StepFailed, match="link, FIFO or device"):
         agent.open_log_safely(str(logs / "edgeship.log"), 12345, 12345)
     (logs / "edgeship.log").unlink()
     os.link(secret, logs / "edgeship.log")  # a hard link, where the kernel allows it

@@ -133,7 +133,7 @@ def test_interpolation_area_is_opencv_area_and_pyramid_stays_close_to_it():
     np.testing.assert_array_equal(area, cv2.resize(f, (224, 224), interpolation=cv2.INTER_AREA).astype(np.float32))
     pyr = preprocess(f, InputSpec(224, 224, scale=1.0, color_order="BGR", interpolation="pyramid"))
     lin = preprocess(f, InputSpec(224, 224, scale=1.0, color_order="BGR", interpolation="linear"))
-    np.testing.assert_array_equal(lin, cv2.resize(f, (224, 224), interpolation=cv2.INTER_LINEAR).astype(np.float32))
+    np.testing.assert_array_equal(lin, cv2.resize(f, (224, 224), interpolation=cv2.INTER_LINEAR_EXACT).astype(np.float32))
     # pyramid anti-aliases like area; plain bilinear aliases the fine noise
     assert np.abs(pyr - area).mean() < 3.0 < np.abs(lin - area).mean()
     # one axis shrinking, the other growing: area keeps INTER_AREA (the rule older specs were calibrated with)
@@ -143,7 +143,7 @@ def test_interpolation_area_is_opencv_area_and_pyramid_stays_close_to_it():
     small = f[:20, :30]
     for interp in INTERPOLATIONS:
         np.testing.assert_array_equal(preprocess(small, InputSpec(40, 60, scale=1.0, color_order="BGR", interpolation=interp)),
-                                      cv2.resize(small, (60, 40), interpolation=cv2.INTER_LINEAR).astype(np.float32))
+                                      cv2.resize(small, (60, 40), interpolation=cv2.INTER_LINEAR_EXACT).astype(np.float32))
 
 
 def test_specs_saved_before_interpolation_existed_read_back_as_area():

@@ -58,9 +58,9 @@ def test_requirements_leave_pip_opencv_out_and_keep_numpy_1():
     assert any(r.startswith("opencv-python-headless") for r in g.requirements("3.11"))
     sys_reqs = g.requirements("3.11", system_opencv=True)
     assert not any(r.startswith("opencv") for r in sys_reqs) and "numpy<2" in sys_reqs
-    assert g.requirements("3.13", "openvino", system_opencv=True) == ["paho-mqtt>=2.0", "openvino>=2024.4"]
-    # JetPack 6's python3-opencv serves the stock Python 3.10; JetPack 4.6's only Python 3.6, older than edgeship's
-    assert get_target("jetson-orin-nano").system_opencv and not get_target("jetson-nano").system_opencv
+    assert g.requirements("3.11", "openvino", system_opencv=True) == ["paho-mqtt>=2.0", "openvino>=2024.4", "numpy<2"]
+    # JetPack's python3-opencv serves its stock Python (3.10 on JetPack 6, 3.6 on 4.6), not the 3.11 edgeship needs
+    assert not get_target("jetson-orin-nano").system_opencv and not get_target("jetson-nano").system_opencv
     assert not get_target("rpi5").system_opencv and not get_target("intel-x86").system_opencv
 
 
@@ -71,8 +71,8 @@ def test_gst_sources_turn_it_on_unless_told_otherwise():
     rpi5, orin = get_target("rpi5"), get_target("jetson-orin-nano")
     assert resolve_system_opencv(rpi5, None, gstreamer=True) is True
     assert resolve_system_opencv(rpi5, None, gstreamer=False) is False
-    assert resolve_system_opencv(orin, None, gstreamer=False) is True
-    assert resolve_system_opencv(orin, False, gstreamer=False) is False
+    assert resolve_system_opencv(orin, None, gstreamer=True) is True
+    assert resolve_system_opencv(orin, None, gstreamer=False) is False
     assert resolve_system_opencv(rpi5, True, gstreamer=False) is True
 
 
@@ -215,9 +215,9 @@ def test_bundle_cli_flag_overrides_the_profile(tmp_path_factory, tmp_path):
             reqs = tar.extractfile("requirements/py3.11.txt").read().decode().split()
         return json.loads(proc.stdout), reqs
 
-    orin, reqs = bundle("jetson-orin-nano")
+    orin, reqs = bundle("jetson-orin-nano", "--system-opencv")
     assert orin["system_opencv"] and not any(r.startswith("opencv") for r in reqs)
-    orin_usb, reqs = bundle("jetson-orin-nano", "--no-system-opencv")
+    orin_usb, reqs = bundle("jetson-orin-nano")
     assert not orin_usb["system_opencv"] and any(r.startswith("opencv-python-headless") for r in reqs)
     pi, reqs = bundle("rpi5", "--system-opencv")
     assert pi["system_opencv"] and "numpy<2" in reqs and not any(r.startswith("opencv") for r in reqs)

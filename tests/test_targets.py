@@ -23,6 +23,22 @@ def test_profile_is_complete(name):
     assert p.camera_source().startswith(("/dev/video", "gst:"))
 
 
+PROVEN_PYTHONS = ("3.11",)  # run by the tests: the workstation's and the emulated Pi's (Debian bookworm)
+
+
+def test_profiles_promise_only_the_pythons_that_are_proven():
+    import configparser
+    from pathlib import Path
+
+    for p in list_targets():
+        assert p.python in PROVEN_PYTHONS, p.name
+        for fmt in p.formats:
+            assert set(p.python_versions(fmt)) <= set(PROVEN_PYTHONS), (p.name, fmt)
+    cfg = configparser.ConfigParser()
+    cfg.read(Path(__file__).resolve().parents[1] / "setup.cfg")
+    assert cfg["options"]["python_requires"].strip() == f">={min(PROVEN_PYTHONS)}"
+
+
 def test_profile_choices():
     assert get_target("intel-x86").format == "openvino"
     assert "nvarguscamerasrc" in get_target("jetson-orin-nano").camera_source("csi")

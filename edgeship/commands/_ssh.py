@@ -6,6 +6,8 @@ from typing import Any, Callable
 
 import click
 
+from ..targets.flash import INITS
+
 
 def ssh_options(f: Callable) -> Callable:
     """Add --host/--hosts/--port/--identity/--known-hosts/--accept-new-host-key/--device-root/--init/... to a command."""
@@ -18,8 +20,9 @@ def ssh_options(f: Callable) -> Callable:
         click.option("--known-hosts", type=click.Path(dir_okay=False), help="known_hosts file to check host keys against [~/.ssh/known_hosts]."),
         click.option("--accept-new-host-key", is_flag=True, help="Trust and record a host key seen for the first time (a changed key is still refused)."),
         click.option("--device-root", default="/opt/edgeship", show_default=True, help="Where releases live on the device."),
-        click.option("--init", "init", type=click.Choice(["systemd", "none"]), default="systemd", show_default=True,
-                     help="Run the service with systemd, or (none) with edgeship's own pidfile supervisor."),
+        click.option("--init", "init", type=click.Choice(list(INITS)), default="auto", show_default=True,
+                     help="Run the service with systemd, or (none) with edgeship's own pidfile supervisor; auto: "
+                          "what the device was flashed with before, else systemd where it runs (as root), else none."),
         click.option("--service", default="edgeship", show_default=True, help="systemd unit name."),
         click.option("--sudo", is_flag=True,
                      help="Log in as a normal user and run the device steps under passwordless `sudo -n` "

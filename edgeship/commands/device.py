@@ -45,23 +45,37 @@ def status(**kw) -> None:
     as_json, parallel = kw.pop("as_json"), kw.pop("parallel")
     hosts, ssh, options = build(kw)
     results = device_many(hosts, "status", ssh=ssh, options=options, parallel=parallel)
-    _finish(results, as_json, ["host", "ok", "current", "previous", "running", "healthy", "pid", "restarts", "reason"])
+    _finish(results, as_json, ["host", "ok", "current", "previous", "init", "running", "healthy", "frames_processed",
+                               "restarts", "health_reason", "reason"])
 
 
 @device.command()
 @ssh_options
 @click.option("--lines", "-n", default=100, show_default=True, type=click.IntRange(min=1), help="Last lines of the service log.")
-def logs(lines: int, **kw) -> None:
-    """The last lines of the service log (journalctl with systemd, the log file with --init none).
+@click.option("--follow", "-f", is_flag=True, help="Keep printing the log as the runtime writes it (one device; Ctrl-C stops).")
+@click.option("--for", "follow_s", type=FiniteRange(min=0, min_open=True), default=None, metavar="SECONDS",
+              help="With --follow: stop after SECONDS.")
+def logs(lines: int, follow: bool, follow_s: float | None, **kw) -> None:
+    """The last lines of the service log (journalctl with systemd, the log file with --init none);
+    --follow keeps printing new lines as the runtime writes them.
 
     \b
     Example:
       edgeship device logs --host pi@10.0.0.21 -n 50
+      edgeship device logs --host pi@10.0.0.21 --follow
     """
-    from ..targets.fleet import device_many
+    from ..targets.fleet import device_many, follow_logs
 
     as_json, parallel = kw.pop("as_json"), kw.pop("parallel")
     hosts, ssh, options = build(kw)
+    if follow:
+        if len(hosts) != 1 or as_json:
+            raise click.UsageError("--follow takes one device and no --json")
+        follow_logs(hosts[0], lambda text: click.echo(text, nl=False), ssh=ssh, options=options, lines=lines,
+                    seconds=follow_s)
+        return
+    if follow_s is not None:
+        raise click.UsageError("--for only applies with --follow")
     results = device_many(hosts, "logs", ssh=ssh, options=options, parallel=parallel, lines=lines)
     if as_json:
         emit_json({"ok": all(r.get("ok") for r in results), "results": results})
@@ -77,14 +91,21 @@ def logs(lines: int, **kw) -> None:
 @click.option("--to", "version", help="Release to switch to [the one active before the current one].")
 @click.option("--health-timeout", default=60.0, show_default=True, type=FiniteRange(min=1), help="Seconds to wait for /health.")
 def rollback(version: str | None, health_timeout: float, **kw) -> None:
-    """Switch back to the previous release (or --to VERSION), restart it and check its health.
+    """Switch back to the newest earlier release that is not marked failed (or --to VERSION),
+    restart it and check its health; if it fails too, on to the next; with none left the
+    service is stopped. A release that failed its health check is never picked.
 
     \b
     Example:
       edgeship device rollback --host pi@10.0.0.21
+      edgeship device rollback --host pi@10.0.0.21 --to shapes_int8-d778be26913b
     """
+    from ..targets.agent import VERSION_RE
     from ..targets.fleet import device_many
 
+    if version is not None and not VERSION_RE.match(version):
+        raise click.BadParameter(f"{version!r} is not a release name (letters, digits and . _ + -, one folder name)",
+                                 param_hint="--to")
     as_json, parallel = kw.pop("as_json"), kw.pop("parallel")
     hosts, ssh, options = build(kw)
     results = device_many(hosts, "rollback", ssh=ssh, options=options, parallel=parallel, version=version,

@@ -26,16 +26,21 @@ Example:
 @click.option("--keep", default=3, show_default=True, type=click.IntRange(min=2), help="Releases kept on each device.")
 @click.option("--venvs-dir", help="Runtime venvs folder on the device, shared between device roots [DEVICE_ROOT/venvs].")
 @click.option("--bwlimit", type=FiniteRange(min=1), help="Upload bandwidth limit per device, KiB/s.")
-def flash(bundle, targets, health_timeout, keep, venvs_dir, bwlimit, **kw) -> None:
+@click.option("--env", "env", multiple=True, metavar="KEY=VALUE",
+              help="A variable for the service's environment (repeatable), kept in DEVICE_ROOT/device.env (0600), "
+                   "e.g. --env EDGESHIP_HTTP_TOKEN=... or --env GPIOZERO_PIN_FACTORY=mock.")
+def flash(bundle, targets, health_timeout, keep, venvs_dir, bwlimit, env, **kw) -> None:
     """Deploy BUNDLE to one or many devices over SSH (devices as arguments, --host or --hosts).
 
     \b
     Per device: preflight (architecture, OS, Python, glibc, free disk, camera) -> upload into
     DEVICE_ROOT/incoming -> verify checksums on the device -> DEVICE_ROOT/releases/<version>
     -> runtime venv (shared by releases with identical requirements; offline from the bundle's
-    wheels) -> switch DEVICE_ROOT/current atomically -> start -> health check (process alive,
-    /health answers). A release that fails its health check is rolled back to the previous one.
-    Exit 1 when any device failed.
+    wheels) -> switch DEVICE_ROOT/current atomically -> start -> health check: the runtime is
+    up, has processed a frame from its source, its outputs work (a reject pin, a broker) and it
+    is not restarting. A release that fails is marked failed and rolled back to the newest
+    release that is not; with none, the service is stopped (no release runs) and the table
+    says so. Exit 1 when any device failed.
 
     \b
     Log in as root, or as a user with passwordless sudo and --sudo (Raspberry Pi OS, Jetson,
@@ -52,7 +57,8 @@ def flash(bundle, targets, health_timeout, keep, venvs_dir, bwlimit, **kw) -> No
 
     as_json, parallel = kw.pop("as_json"), kw.pop("parallel")
     kw["hosts"] = (*targets, *kw["hosts"])
-    hosts, ssh, options = build(kw, health_timeout=health_timeout, keep=keep, venvs=venvs_dir, bwlimit_kbps=bwlimit)
+    hosts, ssh, options = build(kw, health_timeout=health_timeout, keep=keep, venvs=venvs_dir, bwlimit_kbps=bwlimit,
+                                env=tuple(env))
 
     def done(r):
         if not as_json:

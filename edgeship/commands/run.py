@@ -18,7 +18,7 @@ from ._spec import spec_options, spec_overrides
 
 @click.command("run")
 @click.argument("artifact", type=click.Path(dir_okay=False), required=False)
-@click.option("--config", "config", type=click.Path(dir_okay=False), default=None, help="Deployment config (YAML/TOML): artifact, source, task, app (security|industrial|robot), sinks, server. Only --max-frames, --duration and --json combine with it.")
+@click.option("--config", "config", type=click.Path(dir_okay=False), default=None, help="Deployment config (YAML/TOML): artifact, source, task, app (security|industrial|robot), sinks, server. Only --max-frames, --duration, --log-every and --json combine with it.")
 @click.option("--source", "-s", default=None, help="Camera index or /dev/videoN, rtsp:// or http:// URL, gst:PIPELINE, image folder or video file.")
 @click.option("--task", type=click.Choice(list(TASKS)), default=None, help="Post-processing (default: the manifest's task, else guessed from the outputs).")
 @click.option("--labels", type=click.Path(exists=True, dir_okay=False), default=None, help="Class names: one per line (# comments and blank lines ignored), a JSON list or a JSON {id: name} object (default: the manifest's labels).")
@@ -48,6 +48,9 @@ from ._spec import spec_options, spec_overrides
 @click.option("--token", "http_token", envvar="EDGESHIP_HTTP_TOKEN", default=None, metavar="TOKEN",
               help="Token guarding an http: sink (8+ characters; required off 127.0.0.1). Clients send 'Authorization: "
                    "Bearer TOKEN'. Default: $EDGESHIP_HTTP_TOKEN. Prefer the variable: a flag shows in ps.")
+@click.option("--log-every", "log_every", type=FiniteRange(min=0, min_open=True), default=None, metavar="SECONDS",
+              help="Log what runs, the first frame, then a status line every SECONDS (frames, fps, skipped, source) "
+                   "to stderr: the service log of a device (bundles set 60). Combines with --config.")
 @spec_options
 @click.option("--json", "as_json", is_flag=True, help="Print the final summary as one JSON object on stdout.")
 def run(artifact: str | None, source: str | None, config: str | None, sinks: tuple[str, ...], as_json: bool, **options: Any) -> None:
@@ -75,7 +78,7 @@ def run(artifact: str | None, source: str | None, config: str | None, sinks: tup
     if not sinks and not as_json:
         sinks = ("jsonl:-",)
     cfg = deploy_config(artifact, source, sinks, options)
-    _report(_deploy(cfg, max_frames=None, duration=None), as_json)
+    _report(_deploy(cfg, max_frames=None, duration=None, log_every=options.get("log_every")), as_json)
 
 
 def _to_stdout(sink: str) -> bool:
@@ -127,12 +130,17 @@ def deploy_config(artifact: str, source: str, sinks: tuple[str, ...], options: d
                            names=FLAG_NAMES)
 
 
-def _deploy(cfg, *, max_frames: int | None, duration: float | None):
+def _deploy(cfg, *, max_frames: int | None, duration: float | None, log_every: float | None = None):
+    import logging
+
     from ..runtime.apps.deploy import build_deployment
 
+    if log_every is not None:
+        logging.getLogger("edgeship.status").setLevel(logging.INFO)
     # process-wide settings are the entry point's: fixed malloc thresholds, and the config's --pin default
     # (None: pin when there are 2+ CPUs) rather than the Python API's (no pinning)
-    return build_deployment(cfg, max_frames=max_frames, duration=duration, keep_freed_frames=True).run()
+    return build_deployment(cfg, max_frames=max_frames, duration=duration, keep_freed_frames=True,
+                            log_every=log_every).run()
 
 
 def _report(summary: RunSummary, as_json: bool) -> None:
@@ -156,7 +164,8 @@ def _run_config(config: str, artifact: str | None, source: str | None, sinks: tu
 
     if artifact is not None or source is not None or sinks:
         raise click.UsageError("--config names the artifact, source and sinks; do not pass them on the command line too")
-    _report(_deploy(load_config(config), max_frames=options.get("max_frames"), duration=options.get("duration")), as_json)
+    _report(_deploy(load_config(config), max_frames=options.get("max_frames"), duration=options.get("duration"),
+                    log_every=options.get("log_every")), as_json)
 
 
 def format_summary(s: RunSummary) -> str:

@@ -47,8 +47,9 @@ from ..errors import ConfigError, SourceError
 from .apps import app_classes
 from .apps.events import EVENT_SINKS
 from .apps.outputs import OUTPUTS
+from .places import DEVICE_PREFIX, data_dir_of, device_path, split_device
 from .options import BackendOptions, InputSpecOptions, PostOptions, RunOptions, SourceOptions
-from .schema import InFile, Port, Strict, checked, problem, resolve_path, tagged_union, tags
+from .schema import InFile, Port, Strict, checked, problem, resolve_output, resolve_path, tagged_union, tags
 from .sinks.http import LIVE_FPS
 
 
@@ -64,6 +65,17 @@ class SourceCfg(SourceOptions):
     def _file_exists(cls, v: str, info: ValidationInfo) -> str:
         from .sources import LIVE_KINDS, parse_source  # the one source resolver
 
+        ctx = info.context or {}
+        on_device, text = split_device(v)
+        if on_device:  # a file that exists only on the device: checked there, never on the workstation
+            if not text:
+                raise ValueError(f"{DEVICE_PREFIX} needs a path on the device, e.g. {DEVICE_PREFIX}/opt/edgeship/data/clip.mp4")
+            if ctx.get("for_device"):
+                return v
+            p = device_path(text, base=ctx.get("base", "."), data=ctx.get("data"))
+            if not p.exists():
+                raise ValueError(f"file not found on this device: {p}")
+            return str(p)
         try:
             kind, target = parse_source(v)
         except SourceError as e:
@@ -72,7 +84,8 @@ class SourceCfg(SourceOptions):
             return v
         p = resolve_path(Path(target), info)
         if not p.exists():
-            raise ValueError(f"file not found: {p}")
+            hint = (f" (a file that is only on the device: write {DEVICE_PREFIX}{target})" if ctx.get("for_device") else "")
+            raise ValueError(f"file not found: {p}{hint}")
         return str(p) if target == v.strip() else f"{kind}:{p}"
 
 
@@ -128,7 +141,7 @@ class DeployConfig(PostOptions):
                                  f"got {s!r}")
             if not arg:
                 raise ValueError(f"{kind} sink needs a file, got {s!r}")
-            out.append(s if arg == "-" else f"{kind}:{resolve_path(Path(arg), info)}")
+            out.append(s if arg == "-" else f"{kind}:{resolve_output(Path(arg), info)}")
         return out
 
     def run_options(self, *, realtime: bool = False) -> RunOptions:
@@ -193,20 +206,29 @@ def key_path(loc: tuple) -> str:
 
 
 def load_config(path: str | os.PathLike) -> DeployConfig:
-    """Read and validate a deployment config; a problem raises ConfigError naming the key's path."""
+    """Read and validate a deployment config; a problem raises ConfigError naming the key's path.
+
+    A config in a release (next to its ``release.json``) writes its relative outputs under the
+    device's data folder (see :mod:`edgeship.runtime.places`)."""
     p = Path(path)
-    return validate_config(read_mapping(p), base=p.resolve().parent, where=str(path))
+    folder = p.resolve().parent
+    return validate_config(read_mapping(p), base=folder, where=str(path), data_dir=data_dir_of(folder))
 
 
 def validate_config(data: dict, *, base: str | os.PathLike, where: str | None,
-                    names: dict[str, str] | None = None) -> DeployConfig:
+                    names: dict[str, str] | None = None, data_dir: str | os.PathLike | None = None,
+                    for_device: bool = False) -> DeployConfig:
     """Validate a parsed config (relative paths against ``base``); ``where`` names it in the one-line error.
 
     The runtime, ``edgeship bundle`` and ``edgeship run``'s flags all call this: a config that bundles is
     one that runs. ``names`` renames a key path in the error (``run`` names its flags: ``--source``).
+    ``data_dir``: where relative outputs go (a release's ``DEVICE_ROOT/data``; default ``base``).
+    ``for_device``: validated on a workstation for a device (``bundle``): ``device:`` paths are left
+    for the device to check.
     """
+    context = {"base": str(base), "data": str(data_dir) if data_dir is not None else None, "for_device": for_device}
     try:
-        return DeployConfig.model_validate(data, context={"base": str(base)})
+        return DeployConfig.model_validate(data, context=context)
     except ValidationError as e:
         errs = e.errors(include_url=False)
         first = errs[0]

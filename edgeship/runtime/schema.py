@@ -5,7 +5,9 @@ the class) and is built from it by ``PluginClass(**cfg.options())``: config keys
 keywords, so there is no renaming layer. :mod:`edgeship.runtime.config` assembles the deploy
 config's discriminated unions from the plugin registries.
 
-Paths resolve against the config file's folder (passed as the validation context's ``base``).
+Inputs resolve against the config file's folder (the validation context's ``base``); outputs
+resolve there too, or under a release's data folder (the context's ``data``): see
+:mod:`edgeship.runtime.places`.
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ from typing import Annotated, Any, Callable
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, ValidationInfo
 
 from ..errors import ConfigError
+from .places import output_path
 
 
 class Strict(BaseModel):
@@ -82,6 +85,13 @@ def resolve_path(p: Path, info: ValidationInfo) -> Path:
     return p if p.is_absolute() else (_base(info) / p).resolve()
 
 
+def resolve_output(p: Path, info: ValidationInfo) -> Path:
+    """An output path: absolute as given, relative against the config's folder, or, for a config in
+    a release, under the device's data folder (never inside ``releases/``)."""
+    ctx = info.context or {}
+    return output_path(p, base=ctx.get("base", "."), data=ctx.get("data"))
+
+
 def _existing_file(p: Path, info: ValidationInfo) -> Path:
     p = resolve_path(p, info)
     if not p.is_file():
@@ -90,7 +100,7 @@ def _existing_file(p: Path, info: ValidationInfo) -> Path:
 
 
 def _queue_file(p: Path, info: ValidationInfo) -> Path:
-    p = resolve_path(p, info)
+    p = resolve_output(p, info)
     if p.is_dir():
         raise ValueError(f"{p} is a folder; expected a file name for the SQLite event queue")
     return p
@@ -111,7 +121,7 @@ def _broker(v: str) -> str:
 
 
 InFile = Annotated[Path, AfterValidator(_existing_file)]
-OutPath = Annotated[Path, AfterValidator(resolve_path)]
+OutPath = Annotated[Path, AfterValidator(resolve_output)]
 QueueFile = Annotated[Path, AfterValidator(_queue_file)]
 Score = Annotated[float, Field(ge=0.0, le=1.0)]
 Port = Annotated[int, Field(ge=0, le=65535)]

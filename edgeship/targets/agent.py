@@ -63,10 +63,31 @@ def sha256_of(path: str) -> str:
     return h.hexdigest()
 
 
+MAX_SMALL_FILE = 1 << 20  # pid, state and history files: anything bigger is not ours
+
+
+def open_plain(path: str) -> int:
+    """A read-only descriptor for ``path`` if it is a plain file, never following a symlink and never
+    blocking on a FIFO or device: the service account owns run/ and logs/ and may plant either."""
+    fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
+    if not stat.S_ISREG(os.fstat(fd).st_mode):
+        os.close(fd)
+        raise OSError(f"{path} is not a plain file")
+    return fd
+
+
+def read_small(path: str, limit: int = MAX_SMALL_FILE) -> bytes:
+    """At most ``limit`` bytes of a plain file (see :func:`open_plain`); OSError otherwise."""
+    fd = open_plain(path)
+    try:
+        return os.read(fd, limit)
+    finally:
+        os.close(fd)
+
+
 def read_json(path: str, default=None):
     try:
-        with open(path) as f:
-            return json.load(f)
+        return json.loads(read_small(path).decode("utf-8"))
     except (OSError, ValueError):
         return default
 
@@ -87,14 +108,21 @@ def valid_version(version) -> str:
 
 
 def open_log_safely(path: str, uid=None, gid=None) -> int:
-    """Open (create) a log file for appending without following a symlink planted in its place, and
-    hand it to uid:gid through the descriptor (never by path): the folder belongs to the service
-    account, which must not be able to point root at another file."""
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_NOFOLLOW | os.O_CLOEXEC, 0o640)
+    """Open (create) a log file for appending without following a symlink planted in its place nor
+    blocking on a FIFO, and hand it to uid:gid through the descriptor (never by path): the folder
+    belongs to the service account, which must not be able to point root at another file."""
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC, 0o640)
+    except OSError as e:
+        raise StepFailed(f"cannot open the log file {path} ({e.strerror or e}): a link, FIFO or device was put in "
+                         "its place? remove it and start again") from None
     st = os.fstat(fd)
     if not stat.S_ISREG(st.st_mode) or st.st_nlink != 1:
         os.close(fd)
         raise StepFailed(f"log file {path} is not a plain file of its own (a link?): remove it and start again")
+    import fcntl
+
+    fcntl.fcntl(fd, fcntl.F_SETFL, fcntl.fcntl(fd, fcntl.F_GETFL) & ~os.O_NONBLOCK)
     if uid is not None and os.geteuid() == 0:
         os.fchown(fd, uid, gid)
     return fd
@@ -129,8 +157,7 @@ def pid_alive(pid) -> bool:
 
 def read_pid(path: str):
     try:
-        with open(path) as f:
-            return int(f.read().strip() or 0) or None
+        return int(read_small(path, 64).decode("ascii", "replace").strip() or 0) or None
     except (OSError, ValueError):
         return None
 
@@ -147,14 +174,18 @@ def current_version(root: str, link: str = "current"):
 
 
 def tail(path: str, lines: int) -> str:
+    """The last ``lines`` lines of a plain log file (a link, FIFO or device planted there reads as empty)."""
     try:
-        with open(path, "rb") as f:
-            f.seek(0, 2)
-            size = f.tell()
-            f.seek(max(0, size - 200 * lines - 4096))
-            data = f.read().decode("utf-8", "replace")
+        fd = open_plain(path)
     except OSError:
         return ""
+    try:
+        size = os.fstat(fd).st_size
+        start = max(0, size - 200 * lines - 4096)
+        os.lseek(fd, start, os.SEEK_SET)
+        data = os.read(fd, size - start).decode("utf-8", "replace")
+    finally:
+        os.close(fd)
     return "\n".join(data.splitlines()[-lines:])
 
 
@@ -258,10 +289,22 @@ def cmd_preflight(a) -> dict:
         "sudo": sudo_ability(),
         "current": current_version(a.root),
         "has_venv_module": _has_module("venv") and _has_module("ensurepip"),
+        "init": a.init,
+        "device_files": {f: os.path.isfile(device_file(a.root, f)) for f in a.need_file},
     }
     if a.system_opencv:  # the bundle's venv will see this Python's cv2
         facts["system_cv2"] = probe_cv2(sys.executable)
     return facts
+
+
+def device_file(root: str, path: str) -> str:
+    """A ``device:`` path of a deploy config: absolute, or relative to DEVICE_ROOT/data."""
+    if os.path.isabs(path):
+        return path
+    parts = [p for p in os.path.normpath(path).split(os.sep) if p not in ("", ".")]
+    while parts and parts[0] == "..":
+        parts.pop(0)
+    return os.path.join(root, "data", *parts)
 
 
 def _has_module(name: str) -> bool:
@@ -272,11 +315,31 @@ def _has_module(name: str) -> bool:
 
 # ---- install ----------------------------------------------------------------------------------
 def safe_members(tar: tarfile.TarFile):
+    """The bundle's members as they are extracted: plain relative files and folders only, owned by
+    root (when root extracts) with no setuid/setgid/sticky bit and no group or world write, whatever
+    the tar headers say (SHA256SUMS covers contents, not headers)."""
     for m in tar.getmembers():
         name = m.name
         if name.startswith("/") or ".." in name.split("/") or not (m.isfile() or m.isdir()):
             raise StepFailed(f"bundle member {name!r} is not a plain relative file: refusing to extract")
+        m.uid = m.gid = 0
+        m.uname = m.gname = "root"
+        m.mode = (m.mode & 0o755) | (0o700 if m.isdir() else 0o600)
         yield m
+
+
+def own_tree(top: str) -> None:
+    """Make an extracted tree root-owned with safe modes (tarfile may keep the headers' owner when it
+    cannot resolve the names, and umask does not strip setuid bits)."""
+    if os.geteuid() != 0:
+        return
+    for base, dirs, files in os.walk(top):
+        for name in [base, *(os.path.join(base, n) for n in dirs + files)]:
+            st = os.lstat(name)
+            if stat.S_ISLNK(st.st_mode):
+                continue
+            os.lchown(name, 0, 0)
+            os.chmod(name, stat.S_IMODE(st.st_mode) & 0o755)
 
 
 def verify_sums(release_dir: str) -> int:
@@ -392,6 +455,10 @@ def run_checked(argv: list, what: str) -> None:
         raise StepFailed(f"could not {what} ({' '.join(argv[:4])} ... exit {proc.returncode}): " + " | ".join(out))
 
 
+BUNDLE_SHA = ".bundle-sha256"  # the bundle a release came from (a version re-flashed with other content is refused)
+VERIFIED = ".verified"  # written last: checksums verified and the runtime venv installed
+
+
 def cmd_install(a) -> dict:
     p = paths(a.root)
     for d in (p["releases"], p["incoming"]):
@@ -407,23 +474,27 @@ def cmd_install(a) -> dict:
     try:
         with tarfile.open(a.part, "r:gz") as tar:
             members = list(safe_members(tar))
-            tar.extractall(tmp, members=members)
+            tar.extractall(tmp, members=members, numeric_owner=True)
+        own_tree(tmp)
         count = verify_sums(tmp)
         meta = read_json(os.path.join(tmp, "release.json"))
         if not meta or "version" not in meta:
             raise StepFailed("bundle has no release.json with a version")
         version = valid_version(meta["version"])
+        if os.path.lexists(os.path.join(tmp, "venv")):
+            raise StepFailed("bundle holds a 'venv' entry, where the device links the release's runtime: rebuild it "
+                             "with `edgeship bundle`")
         final = os.path.join(p["releases"], version)
-        reused = os.path.isfile(os.path.join(final, ".verified"))
+        installed = read_small(os.path.join(final, BUNDLE_SHA), 200).decode().strip() \
+            if os.path.isfile(os.path.join(final, BUNDLE_SHA)) else None
+        reused = installed is not None
         if reused:
-            with open(os.path.join(final, ".verified")) as f:
-                installed = f.read().strip()
             if installed != a.sha256:
                 raise StepFailed(f"release {version} is already installed with different content (bundle sha256 "
                                  f"{installed[:12]}..., this one {a.sha256[:12]}...): give the new bundle a new --version")
         else:
             protect_secrets(tmp)
-            with open(os.path.join(tmp, ".verified"), "w") as f:
+            with open(os.path.join(tmp, BUNDLE_SHA), "w") as f:
                 f.write(a.sha256 + "\n")
             shutil.rmtree(final, ignore_errors=True)
             os.rename(tmp, final)
@@ -436,6 +507,8 @@ def cmd_install(a) -> dict:
     if os.path.islink(link) or os.path.exists(link):
         os.unlink(link)
     os.symlink(venv, link)
+    with open(os.path.join(final, VERIFIED), "w") as f:
+        f.write(a.sha256 + "\n")
     return {"ok": True, "version": version, "files_verified": count, "release_reused": reused,
             "venv": venv, "venv_reused": venv_reused, "cv2": cv2}
 
@@ -561,6 +634,10 @@ def none_state(root: str) -> dict:
 
 
 def systemctl(*args: str, check: bool = True) -> str:
+    if shutil.which("systemctl") is None:
+        if check:
+            raise StepFailed("systemctl is not installed on this device (use --init none)")
+        return ""
     proc = subprocess.run(["systemctl", *args], stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
     if check and proc.returncode != 0:
         raise StepFailed(f"systemctl {' '.join(args)} failed: {proc.stdout.decode(errors='replace').strip()}")
@@ -665,9 +742,17 @@ INIT = {
 
 
 def probe(url: str, timeout: float = 2.0):
+    """(HTTP status, body) of a GET; (None, why) when nothing answered."""
+    import urllib.error
+
     try:
         with urllib.request.urlopen(url, timeout=timeout) as r:
             return r.status, r.read(4096).decode("utf-8", "replace")
+    except urllib.error.HTTPError as e:  # 503 "starting" / "failed": the body says why
+        try:
+            return e.code, e.read(4096).decode("utf-8", "replace")
+        except Exception:  # noqa: BLE001
+            return e.code, ""
     except Exception as e:  # noqa: BLE001 - any failure means "not healthy yet"
         return None, f"{type(e).__name__}: {e}"
 
@@ -682,7 +767,18 @@ def names_its_release(root: str, version: str) -> bool:
         return False
 
 
+def health_answer(body: str) -> dict:
+    """A /health answer as a dict ({} when it is not JSON)."""
+    try:
+        data = json.loads(body)
+    except ValueError:
+        return {}
+    return data if isinstance(data, dict) else {}
+
+
 def wait_healthy(a, meta: dict) -> dict:
+    """Healthy = the runtime of this release runs, has processed a frame from its source, its
+    outputs work (``/health`` 200 naming the release) and it is not restarting."""
     url = health_url(a.root, meta)
     strict = names_its_release(a.root, a.version)
     deadline = time.monotonic() + a.timeout
@@ -694,20 +790,28 @@ def wait_healthy(a, meta: dict) -> dict:
                     f"last exit {state.get('last_exit')})", **state, "url": url}
         if state["running"]:
             status, body = probe(url)
-            if status == 200 and (health_release(body) == a.version or not strict):
-                return {"healthy": True, "reason": "", **state, "url": url, "health": body[:500]}
+            answer = health_answer(body)
+            if status == 200 and (answer.get("release") == a.version or not strict):
+                return {"healthy": True, "reason": "", **state, "url": url, "health": answer or body[:500]}
             if status == 200:  # something answers on the port, but not the release just started
-                body = f"answered by release {health_release(body)!r}, not {a.version!r}"
+                body = f"answered by release {answer.get('release')!r}, not {a.version!r}"
+            elif answer.get("status"):
+                body = f"{answer['status']}: {answer.get('reason') or 'no reason given'}"
         time.sleep(0.25)
-    why = f"/health at {url} did not answer 200 within {a.timeout:g}s ({body})" if state.get("running") else \
+    why = f"not healthy within {a.timeout:g}s: /health at {url} says {body}" if state.get("running") else \
         f"the runtime is not running after {a.timeout:g}s"
     return {"healthy": False, "reason": why, **state, "url": url}
 
 
-def switch(root: str, version: str) -> None:
-    if not os.path.isfile(os.path.join(root, "releases", version, ".verified")):
+def switch(root: str, version) -> None:
+    """Point ``current`` at ``version`` (None: no release runs) and ``previous`` at the old one."""
+    if version is not None and not os.path.isfile(os.path.join(root, "releases", version, VERIFIED)):
         raise StepFailed(f"release {version} is not installed and verified under {root}/releases")
     old = current_version(root)
+    if version is None:
+        if os.path.lexists(os.path.join(root, "current")):
+            os.unlink(os.path.join(root, "current"))
+        return
     for name, target in (("previous", old), ("current", version)):
         if target and not (name == "previous" and target == version):
             tmp = os.path.join(root, f".{name}.tmp{os.getpid()}")
@@ -719,6 +823,29 @@ def switch(root: str, version: str) -> None:
     write_json(hist_path, hist[-100:])
 
 
+def service_log(a, lines: int) -> str:
+    if a.init == "systemd":
+        return subprocess.run(["journalctl", "-u", a.service, "-n", str(lines), "--no-pager"], stdout=subprocess.PIPE,
+                              stderr=subprocess.DEVNULL).stdout.decode(errors="replace")
+    return tail(os.path.join(a.root, "logs", "edgeship.log"), lines)
+
+
+def failed_reason(root: str, version: str):
+    """Why ``version`` was marked failed (None when it is not)."""
+    marker = os.path.join(root, "releases", version, FAILED_MARKER)
+    if not os.path.exists(marker):
+        return None
+    return (read_json(marker, {}) or {}).get("reason") or "failed its health check"
+
+
+def stop_all(a) -> None:
+    """Stop the service in the mode asked for and in the mode the device remembers (they differ when
+    the init system changes between flashes)."""
+    modes = [a.init] + [m for m in (remembered(a.root).get("init"),) if m in INIT and m != a.init]
+    for mode in modes:
+        INIT[mode]["stop"](a)
+
+
 def cmd_activate(a) -> dict:
     valid_version(a.version)
     meta = read_json(os.path.join(a.root, "releases", a.version, "release.json"), {})
@@ -728,39 +855,90 @@ def cmd_activate(a) -> dict:
         with os.fdopen(fd, "w") as f:
             f.write("".join(f"{kv}\n" for kv in a.env))
         os.replace(tmp, os.path.join(a.root, "device.env"))
-    INIT[a.init]["stop"](a)
+    stop_all(a)
     switch(a.root, a.version)
     started = INIT[a.init]["start"](a) or {}
+    remember(a)
     health = wait_healthy(a, meta)
-    out = {"ok": health["healthy"], "version": a.version, **started, **health}
+    out = {"ok": health["healthy"], "version": a.version, "init": a.init, **started, **health}
     marker = os.path.join(a.root, "releases", a.version, FAILED_MARKER)
     if health["healthy"] and os.path.exists(marker):
         os.unlink(marker)
     elif not health["healthy"]:
-        with open(marker, "w") as f:
-            f.write(json.dumps({"time": time.time(), "reason": health.get("reason")}) + "\n")
-        out["log"] = tail(os.path.join(a.root, "logs", "edgeship.log"), 20) if a.init == "none" else \
-            subprocess.run(["journalctl", "-u", a.service, "-n", "20", "--no-pager"], stdout=subprocess.PIPE).stdout.decode(errors="replace")
+        out["log"] = service_log(a, 20)
+        said = [ln.strip() for ln in out["log"].splitlines() if ln.strip() and not ln.startswith("{")]
+        errors = [ln for ln in said if ln.lower().startswith(("error", "critical"))]
+        if errors or said:
+            out["reason"] = f"{out['reason']}; its log ends: {(errors or said)[-1][:300]}"
+        write_json(marker, {"time": time.time(), "reason": out["reason"]})
     return out
 
 
-def rollback_target(root: str):
-    cur = current_version(root)
+def rollback_candidates(root: str) -> list:
+    """Releases to go back to, newest activation first: installed, verified, never marked failed,
+    not the current one."""
+    cur, seen, out = current_version(root), set(), []
     for entry in reversed(read_json(os.path.join(root, "history.json"), []) or []):
         v = entry.get("version") if isinstance(entry, dict) else None
-        if not isinstance(v, str) or not VERSION_RE.match(v) or v == cur:
+        if not isinstance(v, str) or not VERSION_RE.match(v) or v == cur or v in seen:
             continue
+        seen.add(v)
         release = os.path.join(root, "releases", v)
-        if os.path.isfile(os.path.join(release, ".verified")) and not os.path.exists(os.path.join(release, FAILED_MARKER)):
-            return v
-    return None
+        if os.path.isfile(os.path.join(release, VERIFIED)) and failed_reason(root, v) is None:
+            out.append(v)
+    return out
+
+
+def stop_service(a, why: str) -> dict:
+    """No healthy release: stop the runtime and leave no ``current`` (a reboot starts nothing)."""
+    failed = current_version(a.root)
+    stop_all(a)
+    if a.init == "systemd":
+        systemctl("disable", f"{a.service}.service", check=False)
+    switch(a.root, None)
+    return {"ok": False, "version": None, "stopped": True, "failed_release": failed,
+            "reason": f"{why}: the service is stopped and no release runs on this device"}
 
 
 def cmd_rollback(a) -> dict:
-    a.version = valid_version(a.version) if a.version else rollback_target(a.root)
-    if not a.version:
-        raise StepFailed(f"no previous release to roll back to under {a.root}")
-    return cmd_activate(a)
+    """Back to ``--version``, or to the newest release that is not marked failed; when it fails its
+    health check too, on to the next, and back to where it started if that one was fine. When the
+    current release failed and no other is healthy, the service is stopped (no release runs)."""
+    if a.version:
+        valid_version(a.version)
+        why = failed_reason(a.root, a.version)
+        if why is not None:
+            raise StepFailed(f"release {a.version} failed its health check ({why}): rolling back to it would run a broken "
+                             "release; flash it again to retry it")
+        return cmd_activate(a)
+    original = current_version(a.root)
+    original_ok = original is not None and failed_reason(a.root, original) is None
+    candidates = rollback_candidates(a.root)
+    if not candidates and original_ok:
+        raise StepFailed(f"no earlier release to roll back to under {a.root} ({original} keeps running)")
+    tried = []
+    for version in candidates:
+        a.version = version
+        out = cmd_activate(a)
+        if out["ok"]:
+            return {**out, "tried": tried + [version]}
+        tried.append(f"{version} ({out.get('reason')})")
+    if original_ok:  # every older release failed now: the one that ran before is still the best there is
+        a.version = original
+        out = cmd_activate(a)
+        return {**out, "ok": False, "tried": tried, "reason": f"no earlier release is healthy (tried {'; '.join(tried)}); "
+                f"back on {original}" + ("" if out["ok"] else f", which is not healthy either: {out.get('reason')}")}
+    why = "no earlier release to roll back to" if not tried else f"no healthy release to roll back to (tried {'; '.join(tried)})"
+    return {**stop_service(a, why), "tried": tried}
+
+
+def release_names(root: str) -> list:
+    """Folders under releases/ that are releases (a release.json inside), sorted."""
+    rel = os.path.join(root, "releases")
+    if not os.path.isdir(rel):
+        return []
+    return sorted(v for v in os.listdir(rel) if not v.startswith(".") and VERSION_RE.match(v)
+                  and os.path.isfile(os.path.join(rel, v, "release.json")))
 
 
 def cmd_status(a) -> dict:
@@ -768,20 +946,64 @@ def cmd_status(a) -> dict:
     meta = read_json(os.path.join(a.root, "releases", cur, "release.json"), {}) if cur else {}
     state = INIT[a.init]["state"](a)
     status, body = probe(health_url(a.root, meta)) if cur and state["running"] else (None, "")
+    answer = health_answer(body) if status is not None else {}
+    releases = release_names(a.root)
     rel = os.path.join(a.root, "releases")
-    releases = sorted(v for v in os.listdir(rel) if not v.startswith(".")) if os.path.isdir(rel) else []
+    stray = sorted(v for v in os.listdir(rel) if not v.startswith(".") and v not in releases) if os.path.isdir(rel) else []
     return {"ok": True, "current": cur, "previous": current_version(a.root, "previous"), "releases": releases,
-            "target": meta.get("target"), "artifact": meta.get("artifact"), **state,
-            "healthy": status == 200, "health": body[:500] if status == 200 else None}
+            "failed": {v: failed_reason(a.root, v) for v in releases if failed_reason(a.root, v)}, "stray": stray,
+            "init": a.init, "target": meta.get("target"), "artifact": meta.get("artifact"), **state,
+            "healthy": status == 200, "health_status": answer.get("status"), "health_reason": answer.get("reason") or None,
+            "frames_processed": answer.get("frames_processed"), "health": body[:500] if status == 200 else None}
+
+
+def follow_log(a) -> dict:
+    """Print the service log as it grows until the workstation goes away or ``--timeout`` passes."""
+    import select
+
+    if a.init == "systemd":
+        argv = ["journalctl", "-u", a.service, "-n", str(a.lines), "-f", "--no-pager"]
+        os.execvp(argv[0], argv)
+    out = sys.stdout
+    out.write(tail(os.path.join(a.root, "logs", "edgeship.log"), a.lines) + "\n")
+    out.flush()
+    path = os.path.join(a.root, "logs", "edgeship.log")
+    try:
+        pos = os.stat(path).st_size
+    except OSError:
+        pos = 0
+    watch = select.poll()
+    watch.register(out.fileno(), select.POLLERR | select.POLLHUP)
+    deadline = time.monotonic() + a.timeout if a.timeout else None
+    while deadline is None or time.monotonic() < deadline:
+        if watch.poll(500):  # the reader (ssh, the workstation) is gone
+            break
+        try:
+            fd = open_plain(path)
+        except OSError:
+            continue
+        try:
+            size = os.fstat(fd).st_size
+            if size < pos:  # rotated or truncated
+                pos = 0
+            os.lseek(fd, pos, os.SEEK_SET)
+            data = os.read(fd, min(size - pos, 1 << 20))
+        finally:
+            os.close(fd)
+        pos += len(data)
+        if data:
+            try:
+                out.write(data.decode("utf-8", "replace"))
+                out.flush()
+            except BrokenPipeError:
+                break
+    return {"ok": True}
 
 
 def cmd_logs(a) -> dict:
-    if a.init == "systemd":
-        proc = subprocess.run(["journalctl", "-u", a.service, "-n", str(a.lines), "--no-pager"], stdout=subprocess.PIPE)
-        text = proc.stdout.decode(errors="replace")
-    else:
-        text = tail(os.path.join(a.root, "logs", "edgeship.log"), a.lines)
-    return {"ok": True, "log": text}
+    if a.follow:
+        return follow_log(a)
+    return {"ok": True, "log": service_log(a, a.lines)}
 
 
 def cmd_prune(a) -> dict:
@@ -789,23 +1011,49 @@ def cmd_prune(a) -> dict:
     for entry in reversed(read_json(os.path.join(a.root, "history.json"), []) or []):
         if len(keep) >= a.keep:
             break
-        keep.add(entry["version"])
+        if isinstance(entry, dict) and isinstance(entry.get("version"), str):
+            keep.add(entry["version"])
     keep |= {v for v in (current_version(a.root), current_version(a.root, "previous")) if v}
     rel = os.path.join(a.root, "releases")
     removed = []
-    for v in sorted(os.listdir(rel)):
-        if not v.startswith(".") and v not in keep:
+    for v in release_names(a.root):  # releases only: anything else under releases/ is left alone
+        if v not in keep:
             shutil.rmtree(os.path.join(rel, v), ignore_errors=True)
             removed.append(v)
-    used = {os.path.realpath(os.path.join(rel, v, "venv")) for v in os.listdir(rel) if not v.startswith(".")}
+    used = {os.path.realpath(os.path.join(rel, v, "venv")) for v in release_names(a.root)}
     venvs = a.venvs or os.path.join(a.root, "venvs")
     removed_venvs = []
     for v in sorted(os.listdir(venvs)) if os.path.isdir(venvs) else []:
         full = os.path.realpath(os.path.join(venvs, v))
-        if full not in used and not v.startswith(".tmp-"):
+        if full not in used and not v.startswith(".tmp-") and not v.endswith(".lock"):
             shutil.rmtree(full, ignore_errors=True)
             removed_venvs.append(v)
     return {"ok": True, "kept": sorted(keep), "removed": removed, "removed_venvs": removed_venvs}
+
+
+# ---- what the device remembers about how it runs the service --------------------------------------
+DEVICE_STATE = "device.json"
+
+
+def remembered(root: str) -> dict:
+    return read_json(os.path.join(root, DEVICE_STATE), {}) or {}
+
+
+def remember(a) -> None:
+    write_json(os.path.join(a.root, DEVICE_STATE), {"init": a.init, "service": a.service, "run_as": a.run_as})
+
+
+def resolve_init(a) -> None:
+    """``--init auto``: the mode this device was last flashed with, else systemd where it runs (as
+    root), else edgeship's own supervisor. ``--run-as`` defaults to the remembered user."""
+    known = remembered(a.root)
+    if a.init == "auto":
+        mode = known.get("init")
+        if mode not in INIT:
+            mode = "systemd" if os.path.isdir("/run/systemd/system") and os.geteuid() == 0 else "none"
+        a.init = mode
+    if a.run_as is None and known.get("init") == a.init:
+        a.run_as = known.get("run_as")
 
 
 # ---- the --init none supervisor ---------------------------------------------------------------
@@ -858,7 +1106,7 @@ def parser() -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(prog="edgeship-agent")
     ap.add_argument("command", choices=sorted(COMMANDS))
     ap.add_argument("--root", required=True)
-    ap.add_argument("--init", choices=sorted(INIT), default="none")
+    ap.add_argument("--init", choices=sorted([*INIT, "auto"]), default="auto")
     ap.add_argument("--service", default="edgeship")
     ap.add_argument("--device", action="append", default=[])
     ap.add_argument("--part")
@@ -873,6 +1121,8 @@ def parser() -> argparse.ArgumentParser:
     ap.add_argument("--env", action="append", default=[])
     ap.add_argument("--run-as", help="--init none, run as root: the user the runtime runs as")
     ap.add_argument("--system-opencv", action="store_true", help="preflight: report the cv2 of this Python")
+    ap.add_argument("--need-file", action="append", default=[], help="preflight: a file the release needs on the device")
+    ap.add_argument("--follow", action="store_true", help="logs: keep printing the log as it grows")
     return ap
 
 
@@ -881,6 +1131,7 @@ def main(argv=None) -> int:
     a.root = os.path.abspath(a.root)
     os.umask(0o022)  # releases and venvs must stay readable by the (unprivileged) service user
     try:
+        resolve_init(a)
         out = COMMANDS[a.command](a)
     except (StepFailed, OSError, tarfile.TarError, EOFError) as e:
         out = {"ok": False, "reason": f"{type(e).__name__ if not isinstance(e, StepFailed) else 'failed'}: {e}"}

@@ -95,15 +95,17 @@ class Expand(str):
     ``run.sh``. Every other word (the user's ``--run-arg``, sources, passwords) is quoted literally."""
 
 
+SERVICE_LOG_EVERY = 60  # seconds between the service's status lines (what `edgeship device logs` shows)
 _OWN_VARS = re.compile(r"\$REL\b|\$\{EDGESHIP_HTTP_PORT:-\d+\}")
 
 
 def run_command(artifact_rel: str, *, config: bool, source: str | None, http_port: int, task: str | None,
                 extra_args: tuple[str, ...] = ()) -> list[str]:
     """The ``edgeship run`` argv of the service, with ``$REL`` standing for the release folder."""
+    status = ["--log-every", str(SERVICE_LOG_EVERY)]
     if config:
-        return ["run", "--config", Expand("$REL/deploy.yaml"), *extra_args]
-    argv = ["run", Expand(f"$REL/{artifact_rel}"), "--source", source or "", "--sink",
+        return ["run", "--config", Expand("$REL/deploy.yaml"), *status, *extra_args]
+    argv = ["run", Expand(f"$REL/{artifact_rel}"), "--source", source or "", *status, "--sink",
             Expand("http:127.0.0.1:${EDGESHIP_HTTP_PORT:-%d}" % http_port)]
     if task:
         argv += ["--task", task]
@@ -138,12 +140,64 @@ def run_script(argv: list[str]) -> str:
     )
 
 
-def rewrite_config(config: Path, artifact: Path, artifact_rel: str) -> tuple[str, Any]:
+@dataclass
+class ShippedSource:
+    """A service's source as the release holds it: ``uri`` (rewritten into the release for a packed
+    file), the files packed for it (release path -> workstation path) and the files it needs on the
+    device (``device:`` paths, checked by the preflight)."""
+
+    uri: str
+    files: dict[str, Path] = field(default_factory=dict)
+    device_files: list[str] = field(default_factory=list)
+
+    @property
+    def packed(self) -> bool:
+        return bool(self.files)
+
+
+def ship_source(uri: str) -> ShippedSource:
+    """Where a validated source lives (see :mod:`edgeship.runtime.places`): a camera or stream is
+    kept; a ``device:`` file is left for the device; a workstation video or image folder is packed
+    under ``media/`` and the source rewritten to it."""
+    from ..runtime.places import MEDIA_DIR, split_device
+    from ..runtime.sources import IMAGE_SUFFIXES, LIVE_KINDS, parse_source
+
+    on_device, text = split_device(uri)
+    if on_device:
+        return ShippedSource(uri, device_files=[text])
+    kind, target = parse_source(uri)
+    if kind in LIVE_KINDS:
+        return ShippedSource(uri)
+    p = Path(target)
+    rel = f"{MEDIA_DIR}/{p.name}"
+    if p.is_dir():
+        files = {f"{rel}/{f.relative_to(p).as_posix()}": f for f in sorted(p.rglob("*"))
+                 if f.is_file() and f.suffix.lower() in IMAGE_SUFFIXES}
+        if not files:
+            raise InputError(f"source folder {p} holds no images to ship; expected {', '.join(sorted(IMAGE_SUFFIXES))} files")
+    elif p.is_file():
+        files = {rel: p}
+    else:
+        raise InputError(f"source {p} does not exist on this machine: ship a file that does, or write "
+                         f"device:{target} for a file that is only on the device")
+    return ShippedSource(rel if target == uri.strip() else f"{kind}:{rel}", files=files)
+
+
+RELEASE_CONFIG_HEADER = """\
+# Written by edgeship bundle from {name}. Paths on the device: the artifact, labels and a shipped
+# source are inside this release; relative outputs (sinks, events, queues, snapshots, counters)
+# resolve under DEVICE_ROOT/data (a leading ../ is dropped), never inside releases/.
+"""
+
+
+def rewrite_config(config: Path, artifact: Path, artifact_rel: str) -> tuple[str, Any, ShippedSource]:
     """Validate ``config`` (YAML or TOML) with the runtime's own loader, then return it as the
-    release's ``deploy.yaml`` text with its artifact pointing into the release, and the validated config.
+    release's ``deploy.yaml`` text with its artifact, labels and a workstation source pointing into
+    the release, the validated config, and the shipped source.
 
     A mistake in the config is refused here, with the runtime's one-line error, instead of found
-    on the device as a rollback.
+    on the device as a rollback. A packed clip stands in for a camera: unless the config says
+    otherwise it loops and plays at its frame rate (``loop: true, realtime: true``).
     """
     import yaml
 
@@ -152,11 +206,47 @@ def rewrite_config(config: Path, artifact: Path, artifact_rel: str) -> tuple[str
     data = read_mapping(config)
     # the bundle's artifact replaces whatever the config names (the release carries its own copy)
     cfg = validate_config({**data, "artifact": str(Path(artifact).resolve())}, base=config.resolve().parent,
-                          where=str(config))
+                          where=str(config), for_device=True)
     data["artifact"] = artifact_rel
     if cfg.labels is not None:  # the labels file travels with the release, like the artifact
         data["labels"] = f"model/{Path(cfg.labels).name}"
-    return yaml.safe_dump(data, sort_keys=False), cfg
+    shipped = ship_source(cfg.source.uri)
+    if shipped.packed:
+        source = data["source"] if isinstance(data.get("source"), dict) else {}
+        data["source"] = {**source, "uri": shipped.uri, "loop": source.get("loop", True),
+                          "realtime": source.get("realtime", True)}
+        log.info("the release ships %s as %s (looped, at its frame rate, unless the config says otherwise)",
+                 cfg.source.uri, shipped.uri)
+    text = RELEASE_CONFIG_HEADER.format(name=config.name) + yaml.safe_dump(data, sort_keys=False)
+    return text, cfg, shipped
+
+
+def _checked_source(source: str) -> str:
+    """A ``--source`` checked by the runtime's own source model (one-line error naming --source)."""
+    from pydantic import ValidationError
+
+    from ..errors import ConfigError
+    from ..runtime.config import SourceCfg
+    from ..runtime.schema import problem
+
+    try:
+        return SourceCfg.model_validate({"uri": source}, context={"base": os.getcwd(), "for_device": True}).uri
+    except ValidationError as e:
+        raise ConfigError(f"--source: {problem(e.errors(include_url=False)[0])}") from None
+
+
+def camera_devices(profile: Profile, uri: str) -> list[str]:
+    """The device nodes a source needs on the device (what the flash preflight looks for): a V4L2
+    camera's node, or the profile's camera nodes for a board-camera (``gst:``) pipeline."""
+    from ..runtime.places import split_device
+    from ..runtime.sources import parse_source
+
+    if split_device(uri)[0]:
+        return []
+    kind, target = parse_source(uri)
+    if kind == "camera":
+        return [target if target.startswith("/dev/") else f"/dev/video{int(target)}"]
+    return list(profile.camera_devices) if kind == "gstreamer" else []
 
 
 def uses_gstreamer(value: Any) -> bool:
@@ -221,7 +311,7 @@ def build_bundle(artifact: str | os.PathLike, target: str | Profile, out: str | 
         config = Path(config)
         if not config.is_file():
             raise InputError(f"config {config} does not exist")
-        text, cfg = rewrite_config(config, Path(artifact), artifact_rel)
+        text, cfg, shipped = rewrite_config(config, Path(artifact), artifact_rel)
         entries["deploy.yaml"] = text.encode()
         if cfg.labels is not None:
             entries[f"model/{Path(cfg.labels).name}"] = Path(cfg.labels).read_bytes()
@@ -236,6 +326,13 @@ def build_bundle(artifact: str | os.PathLike, target: str | Profile, out: str | 
                              "runtime serves: drop --http-port or change the config")
         port = cfg_port
         source = cfg.source.uri
+    else:
+        shipped = ship_source(_checked_source(source))
+        if shipped.packed:  # a clip stands in for a camera: looped, at its frame rate
+            run_args = tuple(run_args) + tuple(a for a in ("--loop", "--realtime") if a not in run_args)
+            source = Expand(f"$REL/{shipped.uri}")
+    for rel, path in shipped.files.items():
+        entries[rel] = path.read_bytes()
     argv = run_command(artifact_rel, config=config is not None, source=source, http_port=port, task=task,
                        extra_args=tuple(run_args))
     gst = uses_gstreamer(source)
@@ -266,6 +363,7 @@ def build_bundle(artifact: str | os.PathLike, target: str | Profile, out: str | 
         "artifact": artifact_rel, "format": fmt, "precision": manifest.precision if manifest else None,
         "python": pys, "wheels": "all" if wheels else "edgeship", "http_port": port, "health_path": "/health",
         "run": argv, "init": ["systemd", "none"], "edgeship": wheelmod.own_version(), "system_opencv": system_opencv,
+        "device_files": shipped.device_files, "cameras": camera_devices(profile, str(source)),
     }
     entries["release.json"] = (json.dumps(meta, indent=2, sort_keys=True) + "\n").encode()
     entries["SHA256SUMS"] = "".join(f"{hashlib.sha256(entries[n]).hexdigest()}  {n}\n" for n in sorted(entries)).encode()

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 import secrets
 import time
 from dataclasses import asdict, dataclass, field
@@ -32,7 +33,7 @@ from .profiles import get_target
 from .remote import HostSpec, Remote, SSHOptions, SudoRefused
 
 log = logging.getLogger(__name__)
-INITS = ("systemd", "none")
+INITS = ("auto", "systemd", "none")  # auto: what the device was flashed with, else systemd where it runs
 ARCH_ALIASES = {"arm64": "aarch64", "amd64": "x86_64", "armv7": "armv7l", "armhf": "armv7l"}
 
 
@@ -41,11 +42,13 @@ class FlashOptions:
     """Where and how a bundle is installed on each device.
 
     ``sudo``: log in as a normal user and run the device steps under passwordless ``sudo -n``
-    (ignored for ``root@`` logins).
+    (ignored for ``root@`` logins). ``init``: ``auto`` (default) keeps the mode the device was
+    flashed with before, else systemd where it runs (as root), else edgeship's own supervisor.
+    ``env``: ``KEY=VALUE`` lines for the service's environment (``DEVICE_ROOT/device.env``, 0600).
     """
 
     device_root: str = "/opt/edgeship"
-    init: str = "systemd"
+    init: str = "auto"
     health_timeout: float = 60.0
     keep: int = 3
     python: str = "python3"
@@ -53,6 +56,7 @@ class FlashOptions:
     venvs: str | None = None
     bwlimit_kbps: float | None = None
     sudo: bool = False
+    env: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
         if self.init not in INITS:
@@ -61,6 +65,10 @@ class FlashOptions:
             raise InputError(f"--device-root must be an absolute path, got {self.device_root!r}")
         if self.keep < 2:
             raise InputError(f"--keep must be at least 2 (the running release and one to roll back to), got {self.keep}")
+        for kv in self.env:
+            key, sep, value = str(kv).partition("=")
+            if not sep or not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", key) or "\n" in value or "\0" in value:
+                raise InputError(f"--env takes KEY=VALUE (a variable name, one line), got {kv!r}")
 
 
 @dataclass
@@ -79,6 +87,7 @@ class FlashResult:
     health: dict[str, Any] = field(default_factory=dict)
     warnings: list[str] = field(default_factory=list)
     install: dict[str, Any] = field(default_factory=dict)
+    rollback: dict[str, Any] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -93,7 +102,7 @@ def agent_args(host: HostSpec, options: FlashOptions) -> list[str]:
     """The arguments every agent command gets: device root, init system, service, and with ``sudo``
     and ``--init none`` the login user the runtime drops to."""
     args = ["--root", host.device_root or options.device_root, "--init", options.init, "--service", options.service]
-    if uses_sudo(host, options) and options.init == "none":
+    if uses_sudo(host, options) and options.init != "systemd":  # with --init none the runtime runs as the login user
         args += ["--run-as", host.user]
     return args
 
@@ -101,6 +110,11 @@ def agent_args(host: HostSpec, options: FlashOptions) -> list[str]:
 def preflight_problems(meta: dict[str, Any], facts: dict[str, Any], *, size_mb: float, init: str) -> list[str]:
     """Why this bundle cannot go on this device (empty when it can)."""
     problems = []
+    init = facts.get("init") or init  # "auto" as the device resolved it
+    missing = [f for f, ok in sorted((facts.get("device_files") or {}).items()) if not ok]
+    if missing:
+        problems.append(f"the release reads {', '.join(missing)} on the device (device: paths in its config), "
+                        "which is not there: copy it there first")
     arch = ARCH_ALIASES.get(facts.get("architecture", ""), facts.get("architecture", ""))
     if arch != meta["architecture"]:
         problems.append(f"the bundle is for {meta['architecture']} ({meta['target']}) but the device is {arch or 'unknown'}")
@@ -172,18 +186,18 @@ def flash_host(bundle: str | os.PathLike, host: HostSpec, *, ssh: SSHOptions | N
         with Remote(host, ssh, sudo=uses_sudo(host, options)) as remote:
             common = agent_args(host, options)
             with clock("preflight"):
-                devices = [a for d in get_target(meta["target"]).camera_devices for a in ("--device", d)]
+                nodes = meta["cameras"] if "cameras" in meta else get_target(meta["target"]).camera_devices
+                devices = [a for d in nodes for a in ("--device", d)]
                 cv2 = ["--system-opencv"] if meta.get("system_opencv") else []
-                facts = remote.agent(options.python, "preflight", *common, *devices, *cv2, timeout=120)
+                need = [a for f in meta.get("device_files") or () for a in ("--need-file", f)]
+                facts = remote.agent(options.python, "preflight", *common, *devices, *cv2, *need, timeout=120)
             result.device = facts
             result.previous = result.running = facts.get("current")
             problems = preflight_problems(meta, facts, size_mb=bundle.stat().st_size / 2**20, init=options.init)
             if problems:
                 result.status, result.reason = "refused", "; ".join(problems)
                 return result
-            result.warnings = preflight_warnings(meta, facts)
-            for w in result.warnings:
-                log.warning("%s: %s", host.label, w)
+            result.warnings = preflight_warnings(meta, facts)  # reported once, by the caller (the CLI prints them)
             part = f"{root}/incoming/{meta['version']}.{secrets.token_hex(4)}.part"
             with clock("upload"):
                 remote.upload(bundle, part, bwlimit_kbps=options.bwlimit_kbps)
@@ -195,7 +209,8 @@ def flash_host(bundle: str | os.PathLike, host: HostSpec, *, ssh: SSHOptions | N
             if not installed.get("ok"):
                 result.reason = f"install failed: {installed.get('reason')}"
                 return result
-            env = ["--env", f"EDGESHIP_HTTP_PORT={host.http_port}"] if host.http_port else []
+            env = [a for kv in options.env for a in ("--env", kv)]
+            env += ["--env", f"EDGESHIP_HTTP_PORT={host.http_port}"] if host.http_port else []
             with clock("activate"):
                 act = remote.agent(options.python, "activate", *common, *env, "--version", meta["version"],
                                    "--timeout", str(options.health_timeout), "--restart-sec", "1")
@@ -207,18 +222,15 @@ def flash_host(bundle: str | os.PathLike, host: HostSpec, *, ssh: SSHOptions | N
                 return result
             result.reason = f"release {meta['version']} failed its health check: {act.get('reason')}"
             result.running = None
-            if result.previous and result.previous != meta["version"]:
-                with clock("rollback"):
-                    back = remote.agent(options.python, "activate", *common, "--version", result.previous,
-                                        "--timeout", str(options.health_timeout), "--restart-sec", "1")
-                result.status = "rolled-back"
-                if back.get("ok"):
-                    result.running = result.previous
-                    result.reason += f"; rolled back to {result.previous}, which is healthy"
-                else:
-                    result.reason += f"; rolled back to {result.previous}, which is NOT healthy: {back.get('reason')}"
+            with clock("rollback"):  # the newest release not marked failed; the service stops when none is healthy
+                back = remote.agent(options.python, "rollback", *common, "--timeout", str(options.health_timeout),
+                                    "--restart-sec", "1")
+            result.rollback = back
+            if back.get("ok"):
+                result.status, result.running = "rolled-back", back.get("version")
+                result.reason += f"; rolled back to {back.get('version')}, which is healthy"
             else:
-                result.reason += "; no previous release to roll back to"
+                result.reason += f"; {back.get('reason')}"
             return result
     except SudoRefused as e:
         result.status, result.reason = "refused", str(e)

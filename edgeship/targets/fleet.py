@@ -64,6 +64,16 @@ def device_call(host: HostSpec, command: str, *, ssh: SSHOptions | None = None, 
     return answer
 
 
+def follow_logs(host: HostSpec, on_text: Callable[[str], None], *, ssh: SSHOptions | None = None,
+                options: FlashOptions | None = None, lines: int = 100, seconds: float | None = None) -> None:
+    """Print a device's service log as it grows (``device logs --follow``): the last ``lines``, then
+    every new line handed to ``on_text``, until ``seconds`` pass (default: until interrupted)."""
+    options = options or FlashOptions()
+    args = [*agent_args(host, options), "--follow", "--lines", str(lines), "--timeout", str(seconds or 0)]
+    with Remote(host, ssh, sudo=uses_sudo(host, options)) as remote:
+        remote.agent_stream(options.python, "logs", *args, on_text=on_text)
+
+
 def device_many(hosts: Sequence[HostSpec], command: str, *, parallel: int = 4, **kwargs: Any) -> list[dict[str, Any]]:
     """:func:`device_call` on every host; a host that cannot be reached answers ``ok: false`` with the reason."""
 

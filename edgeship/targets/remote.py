@@ -181,12 +181,16 @@ class Remote:
             raise DeployError(f"{self.host.label}: key authentication refused (passwords are never used): {err}")
         raise DeployError(f"{self.host.label}: ssh failed: {err or 'exit 255'}")
 
-    def agent(self, python: str, command: str, *args: str, timeout: float | None = 900) -> dict[str, Any]:
-        """Run the device agent (streamed over stdin, nothing installed first) and return its JSON answer."""
+    def agent_command(self, python: str, command: str, *args: str) -> str:
+        """The shell line that runs the device agent (read from stdin: nothing is installed first)."""
         remote = " ".join([shlex.quote(python), "-", shlex.quote(command), *(shlex.quote(a) for a in args)])
         if self.sudo:  # python reads the agent from stdin: no `sh -c` in between
             remote = f"{SUDO_GUARD}exec sudo -n -- {remote}"
-        proc = self.run(remote, input=AGENT.read_bytes(), timeout=timeout, check=False)
+        return remote
+
+    def agent(self, python: str, command: str, *args: str, timeout: float | None = 900) -> dict[str, Any]:
+        """Run the device agent (streamed over stdin, nothing installed first) and return its JSON answer."""
+        proc = self.run(self.agent_command(python, command, *args), input=AGENT.read_bytes(), timeout=timeout, check=False)
         self._raise_for_sudo(proc)
         lines = _text(proc.stdout).splitlines()
         try:
@@ -197,6 +201,26 @@ class Remote:
             raise DeployError(f"{self.host.label}: device agent `{command}` gave no answer (exit {proc.returncode}): "
                               f"{_text(proc.stderr) or _text(proc.stdout)}")
         return answer
+
+    def agent_stream(self, python: str, command: str, *args: str, on_text: Callable[[str], None]) -> None:
+        """Run an agent command that prints text as it goes (``logs --follow``), handing each piece to
+        ``on_text`` until it ends or the caller is interrupted (Ctrl-C stops it quietly)."""
+        proc = subprocess.Popen(self.argv(self.agent_command(python, command, *args)), stdin=subprocess.PIPE,
+                                stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+        try:
+            proc.stdin.write(AGENT.read_bytes())
+            proc.stdin.close()
+            for chunk in iter(lambda: proc.stdout.read1(65536), b""):
+                on_text(chunk.decode("utf-8", "replace"))
+            err = proc.stderr.read()
+            code = proc.wait()
+        except KeyboardInterrupt:
+            proc.kill()
+            proc.wait()
+            return
+        done = subprocess.CompletedProcess(proc.args, code, b"", err)
+        self._raise_for_ssh(done)
+        self._raise_for_sudo(done)
 
     def upload(self, local: str | os.PathLike, remote_path: str, *, bwlimit_kbps: float | None = None,
                on_progress: Callable[[int], None] | None = None, timeout: float = 3600) -> None:

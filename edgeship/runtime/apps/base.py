@@ -5,6 +5,7 @@
     app.gates                      # objects with should_infer(frame) -> bool (False = skipped)
     app.routes()                   # [(method, path, handler)] registered on the runtime's HTTP server
     app.status()                   # JSON-ready dict shown by the dashboard (/api/status)
+    app.problems()                 # why the app cannot do its job (fails /health), e.g. a dead reject output
     app.close()
 """
 
@@ -53,6 +54,11 @@ class App:
 
     def status(self) -> dict:  # pragma: no cover - abstract
         raise NotImplementedError
+
+    def problems(self) -> list[str]:
+        """What stops the app from doing its job right now (an output that cannot work); each fails
+        the health check with its reason. Default: the ``problem()`` of each output the app has."""
+        return [p for out in getattr(self, "outputs", []) for p in [getattr(out, "problem", lambda: None)()] if p]
 
     def annotate(self, image, result) -> None:
         """Draw app-specific overlays (zones, verdicts) on an image in place; default: nothing."""

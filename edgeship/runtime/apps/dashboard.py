@@ -43,6 +43,8 @@ class DashboardSink(HttpSink):
                 self.add_route("GET", f"/static/{name}", self._page(name))
         for method, path, handler in (app.routes() if app is not None else []):
             self.add_route(method, path, handler)
+        if app is not None:
+            self.checks.append(app.problems)
 
     def _page(self, name: str) -> Callable:
         suffix = "." + name.rsplit(".", 1)[-1]
@@ -53,6 +55,7 @@ class DashboardSink(HttpSink):
         return 200, STATIC_TYPES[".html"], static_file("index.html")
 
     def write(self, frame: Frame, result) -> None:
+        self.last_seen = time.monotonic()
         self.last_result = result.to_dict()
         if self.view.viewers <= 0:
             return
@@ -68,6 +71,7 @@ class DashboardSink(HttpSink):
 
     def skip(self, frame: Frame) -> None:
         """Frames a gate skipped still reach the live view (with the app's overlays, no result)."""
+        self.last_seen = time.monotonic()
         if self.view.viewers <= 0:
             return
         if self.annotate and self.app is not None:

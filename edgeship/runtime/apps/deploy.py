@@ -40,8 +40,10 @@ class Deployment:
 
 
 def build_deployment(cfg, *, max_frames: int | None = None, duration: float | None = None,
-                     handle_signals: bool = True, keep_freed_frames: bool = False) -> Deployment:
-    """Build everything ``cfg`` (a :class:`~edgeship.runtime.config.DeployConfig`) names; nothing runs yet."""
+                     handle_signals: bool = True, keep_freed_frames: bool = False,
+                     log_every: float | None = None) -> Deployment:
+    """Build everything ``cfg`` (a :class:`~edgeship.runtime.config.DeployConfig`) names; nothing runs yet.
+    ``log_every``: write a status line to the ``edgeship.status`` log every so many seconds."""
     from ..runner import build_pipeline
     from .dashboard import DashboardSink
 
@@ -60,6 +62,10 @@ def build_deployment(cfg, *, max_frames: int | None = None, duration: float | No
         sinks.append(server)
     if app is not None:
         sinks.insert(0, app)  # the app sees each result before the other sinks
+    if log_every is not None:
+        from ..sinks.status import StatusLog
+
+        sinks.append(StatusLog(log_every))
     pipe = build_pipeline(
         str(cfg.artifact), cfg.source.uri, labels=str(cfg.labels) if cfg.labels else None, sinks=sinks,
         gates=list(app.gates) if app is not None else [],

@@ -5,9 +5,14 @@ Each output has ``open()``, ``reject(record)`` and ``close()``; its config model
 
 - ``mqtt``: the inspection record (JSON) to a topic, QoS 1.
 - ``http``: POST of the record (JSON) to a URL (a PLC gateway, Node-RED...).
-- ``gpio``: a pulse on a Raspberry Pi pin through gpiozero; where gpiozero (or a GPIO chip) is
-  absent it logs once and does nothing, so the same config runs on a workstation.
+- ``gpio``: a pulse on a pin (BCM numbering) through gpiozero (Raspberry Pi: lgpio on a Pi 5) or
+  Jetson.GPIO (NVIDIA Jetson), picked by ``driver`` (``auto``: Jetson.GPIO on a Jetson).
 - ``none``: nothing (counters and saved frames only).
+
+An output that cannot work (no GPIO library or chip, an MQTT broker that does not answer) reports
+it through ``problem()``, which fails the runtime's health check (``/health`` 503 "failed": a flash
+then rolls the release back) unless the output is marked ``optional: true``; an optional one only
+logs a warning and is skipped.
 
 Signals are sent from a worker thread so a slow receiver never stalls the camera pipeline.
 
@@ -22,8 +27,10 @@ should ignore signals older than the belt's travel time.
 
 from __future__ import annotations
 
+import glob
 import json
 import logging
+import os
 import queue
 import threading
 import time
@@ -71,7 +78,13 @@ class _Worker:
         self._thread.join(timeout)
 
 
-class NoOutputCfg(Strict):
+class BaseOutputCfg(Strict):
+    """What every reject output's config has."""
+
+    optional: bool = False  # True: a failure to work is logged, not a failed health check
+
+
+class NoOutputCfg(BaseOutputCfg):
     type: Literal["none"]
 
 
@@ -81,10 +94,13 @@ class NoOutput:
     kind = "none"
     Config = NoOutputCfg
 
-    def __init__(self) -> None:
+    def __init__(self, optional: bool = False) -> None:
         self.sent = 0
 
     def open(self) -> None:
+        return None
+
+    def problem(self) -> str | None:
         return None
 
     def reject(self, record: dict) -> None:
@@ -97,7 +113,7 @@ class NoOutput:
         return {"type": self.kind, "signals": self.sent}
 
 
-class MqttOutputCfg(Strict):
+class MqttOutputCfg(BaseOutputCfg):
     type: Literal["mqtt"]
     broker: Broker = "127.0.0.1:1883"
     topic: str = "edgeship/reject"
@@ -110,9 +126,10 @@ class MqttOutput:
     Config = MqttOutputCfg
 
     def __init__(self, broker: str = "127.0.0.1:1883", topic: str = "edgeship/reject", *,
-                 username: str | None = None, password: str | None = None) -> None:
+                 username: str | None = None, password: str | None = None, optional: bool = False) -> None:
         from .mqtt import parse_mqtt_url
 
+        self.optional = bool(optional)
         self.host, self.port = parse_mqtt_url(broker)
         self.topic, self.auth = topic, {"username": username, "password": password}
         self.client = None
@@ -129,6 +146,11 @@ class MqttOutput:
         self.client.publish(self.topic, json.dumps(record, sort_keys=True), qos=1)
         self.sent += 1
 
+    def problem(self) -> str | None:
+        if self.optional or self.client is None or self.client.connected:
+            return None
+        return f"reject output mqtt: broker {self.host}:{self.port} is not reachable (signals wait in memory)"
+
     def close(self) -> None:
         if self.client is not None:
             self.client.close()
@@ -138,7 +160,7 @@ class MqttOutput:
         return {"type": self.kind, "topic": self.topic, "signals": self.sent}
 
 
-class HttpOutputCfg(Strict):
+class HttpOutputCfg(BaseOutputCfg):
     type: Literal["http"]
     url: HttpUrl
     timeout_s: float = Field(2.0, gt=0)
@@ -149,7 +171,8 @@ class HttpOutput:
     kind = "http"
     Config = HttpOutputCfg
 
-    def __init__(self, url: str, timeout_s: float = 2.0, headers: dict[str, str] | None = None) -> None:
+    def __init__(self, url: str, timeout_s: float = 2.0, headers: dict[str, str] | None = None,
+                 optional: bool = False) -> None:
         self.url, self.timeout, self.headers = check_http_url(url, "reject output url"), float(timeout_s), dict(headers or {})
         self._worker: _Worker | None = None
 
@@ -164,6 +187,9 @@ class HttpOutput:
     def reject(self, record: dict) -> None:
         self._worker.put(record)
 
+    def problem(self) -> str | None:
+        return None  # a receiver that is down shows in errors; it may come back between parts
+
     def close(self) -> None:
         if self._worker:
             self._worker.close(self.timeout + 1)
@@ -173,44 +199,112 @@ class HttpOutput:
         return {"type": self.kind, "url": self.url, "signals": w.sent if w else 0, "errors": w.errors if w else 0}
 
 
-class GpioOutputCfg(Strict):
+def _on_jetson() -> bool:
+    """An NVIDIA Jetson (L4T), by its release file or device-tree model."""
+    if os.path.exists("/etc/nv_tegra_release"):
+        return True
+    try:
+        with open("/proc/device-tree/model", "rb") as f:
+            return b"jetson" in f.read().lower()
+    except OSError:
+        return False
+
+
+class _GpiozeroPin:
+    """A pin through gpiozero (Raspberry Pi; its lgpio pin factory drives a Pi 5's RP1 chip)."""
+
+    def __init__(self, pin: int, active_high: bool) -> None:
+        from gpiozero import OutputDevice
+
+        self.device = OutputDevice(pin, active_high=active_high, initial_value=False)
+
+    def set(self, on: bool) -> None:
+        self.device.on() if on else self.device.off()
+
+    def close(self) -> None:
+        self.device.close()
+
+
+class _JetsonPin:
+    """A pin through NVIDIA's Jetson.GPIO (BCM numbering, as on the Raspberry Pi header)."""
+
+    def __init__(self, pin: int, active_high: bool) -> None:
+        import Jetson.GPIO as GPIO
+
+        self.gpio, self.pin, self.active_high = GPIO, pin, active_high
+        GPIO.setwarnings(False)
+        GPIO.setmode(GPIO.BCM)
+        GPIO.setup(pin, GPIO.OUT, initial=GPIO.LOW if active_high else GPIO.HIGH)
+
+    def set(self, on: bool) -> None:
+        self.gpio.output(self.pin, self.gpio.HIGH if on == self.active_high else self.gpio.LOW)
+
+    def close(self) -> None:
+        self.gpio.cleanup(self.pin)
+
+
+# registry: gpio ``driver`` -> the class that opens a pin with it ("auto" picks by board)
+GPIO_DRIVERS: dict[str, Any] = {"gpiozero": _GpiozeroPin, "jetson": _JetsonPin}
+
+
+def gpio_driver(name: str) -> str:
+    """The driver ``name`` stands for (``auto``: jetson on a Jetson, else gpiozero)."""
+    return ("jetson" if _on_jetson() else "gpiozero") if name == "auto" else name
+
+
+class GpioOutputCfg(BaseOutputCfg):
     type: Literal["gpio"]
     pin: int = Field(ge=0, le=40)
     pulse_ms: float = Field(100.0, gt=0)
     active_high: bool = True
+    driver: Literal[("auto", *GPIO_DRIVERS)] = "auto"  # type: ignore[valid-type]
 
 
 class GpioOutput:
-    """Pulse a GPIO pin (BCM numbering) high for ``pulse_ms`` per reject, via gpiozero when present."""
+    """Pulse a GPIO pin (BCM numbering) for ``pulse_ms`` per reject, through the board's GPIO library.
+
+    A pin that cannot be opened (library not installed, no GPIO chip) is reported by ``problem()``
+    (a failed health check) unless ``optional``; the output then skips its signals."""
 
     kind = "gpio"
     Config = GpioOutputCfg
 
-    def __init__(self, pin: int, pulse_ms: float = 100.0, active_high: bool = True) -> None:
+    def __init__(self, pin: int, pulse_ms: float = 100.0, active_high: bool = True, driver: str = "auto",
+                 optional: bool = False) -> None:
         self.pin, self.pulse_s, self.active_high = int(pin), float(pulse_ms) / 1000.0, bool(active_high)
+        self.driver, self.optional = driver, bool(optional)
         self.device = None
         self.available = False
+        self.error: str | None = None
         self._worker: _Worker | None = None
         self.skipped = 0
 
     def open(self) -> None:
+        driver = gpio_driver(self.driver)
         try:
-            from gpiozero import OutputDevice
-
-            self.device = OutputDevice(self.pin, active_high=self.active_high, initial_value=False)
+            self.device = GPIO_DRIVERS[driver](self.pin, self.active_high)
             self.available = True
-        except Exception as e:  # ImportError off a Pi, BadPinFactory without a GPIO chip
-            log.warning("GPIO output on pin %d unavailable (%s: %s); reject signals are not sent",
-                        self.pin, type(e).__name__, e)
+        except Exception as e:  # ImportError without the library, BadPinFactory / OSError without a GPIO chip
+            first = (str(e).strip().splitlines() or [""])[0][:200]
+            self.error = f"{driver}: {type(e).__name__}: {first}" if first else f"{driver}: {type(e).__name__}"
+            if not isinstance(e, ModuleNotFoundError) and not glob.glob("/dev/gpiochip*"):  # BadPinFactory is an ImportError
+                self.error += "; this machine has no GPIO chip (/dev/gpiochip*)"
+            log.warning("GPIO output on pin %d unavailable (%s); reject signals are not sent%s", self.pin, self.error,
+                        "" if self.optional else " and /health reports failed")
         self._worker = _Worker("reject-gpio", self._pulse)
+
+    def problem(self) -> str | None:
+        if self.available or self.optional or self.error is None:
+            return None
+        return f"reject output gpio pin {self.pin} cannot work ({self.error})"
 
     def _pulse(self, record: dict) -> None:
         if self.device is None:
             self.skipped += 1
             return
-        self.device.on()
+        self.device.set(True)
         time.sleep(self.pulse_s)
-        self.device.off()
+        self.device.set(False)
 
     def reject(self, record: dict) -> None:
         self._worker.put(record)
@@ -223,8 +317,8 @@ class GpioOutput:
 
     def status(self) -> dict:
         w = self._worker
-        return {"type": self.kind, "pin": self.pin, "available": self.available,
-                "signals": (w.sent - self.skipped) if w else 0}
+        return {"type": self.kind, "pin": self.pin, "driver": gpio_driver(self.driver), "available": self.available,
+                "error": self.error, "signals": (w.sent - self.skipped) if w else 0}
 
 
 # registry: the config's ``type`` -> output class (its ``Config`` is the config model)

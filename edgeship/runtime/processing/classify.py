@@ -30,7 +30,9 @@ def top_k(
     threshold: float = 0.0,
     softmax_logits: bool | None = None,
 ) -> Classification:
-    """The ``k`` best classes of one sample's scores (any shape with C elements), best first.
+    """The ``k`` best classes of one sample's scores (any shape with C elements), best first; equal
+    scores in class order (the same answer on every CPU: numpy's own partition and sort order ties
+    differently on x86 and ARM).
 
     Classes scoring below ``threshold`` are left out. ``softmax_logits``: apply softmax first
     (None = only when the scores look like logits, i.e. fall outside [0, 1]).
@@ -41,8 +43,12 @@ def top_k(
     if softmax_logits or (softmax_logits is None and looks_like_logits(s)):
         s = softmax(s)
     k = max(1, min(int(k), s.size))
-    idx = np.argpartition(-s, k - 1)[:k] if k < s.size else np.arange(s.size)
-    idx = idx[np.argsort(-s[idx], kind="stable")]
+    if k < s.size:  # the k best and every class tied with the k-th, then a stable sort in class order
+        cut = -np.partition(-s, k - 1)[k - 1]
+        idx = np.flatnonzero(s >= cut)
+    else:
+        idx = np.arange(s.size)
+    idx = idx[np.argsort(-s[idx], kind="stable")][:k]
     idx = idx[s[idx] >= threshold]
     return Classification(tuple((int(i), label_for(labels, int(i)), float(s[i])) for i in idx))
 

@@ -45,7 +45,8 @@ TOKEN_ENV = "EDGESHIP_HTTP_TOKEN"
 COOKIE = "edgeship_token"
 MIN_TOKEN = 8
 LIVE_FPS = 10.0  # default cap on the live view's frame rate (JPEG encoding costs CPU on a device)
-OPEN_PATHS = ("/health",)  # answered without the token, reduced to status and release
+OPEN_PATHS = ("/health",)  # answered without the token, reduced to PUBLIC_HEALTH
+PUBLIC_HEALTH = ("status", "reason", "release", "frames_processed", "frames_skipped_gate")  # nothing about the camera
 _QUIET = (BrokenPipeError, ConnectionResetError, ConnectionAbortedError, TimeoutError, socket.timeout)
 _SECRET_QUERY = re.compile(r"(token=)[^&\s]*", re.I)
 
@@ -365,6 +366,8 @@ class HttpSink:
         self.info: dict[str, Any] = {}
         self.metrics: Any = None
         self.last_result: dict[str, Any] | None = None
+        self.last_seen: float | None = None  # monotonic time of the last frame taken (inferred or gated)
+        self.checks: list[Callable[[], list[str]]] = []  # each returns the problems that fail the health check
         self.running = False
         self.server.add_route("GET", "/health", self._health)
         self.server.add_route("GET", "/metrics", self._metrics)
@@ -385,10 +388,12 @@ class HttpSink:
         self.server.start()
 
     def write(self, frame: Frame, result: Result) -> None:
+        self.last_seen = time.monotonic()
         self.last_result = result.to_dict()
         self.view.offer(frame, result, self.metrics.recent_fps() if self.metrics is not None else None)
 
     def skip(self, frame: Frame) -> None:
+        self.last_seen = time.monotonic()
         self.view.offer(frame, None)
 
     def close(self) -> None:
@@ -397,27 +402,45 @@ class HttpSink:
 
     # ---- routes --------------------------------------------------------------------------------
     def health(self) -> dict[str, Any]:
-        """Status for load balancers and ``edgeship device status``: ok, degraded (source down / stale) or stopped."""
+        """Status for health checks and ``edgeship device status``:
+
+        - ``starting`` (503) until the first frame was taken from the source and processed (inferred,
+          or skipped on purpose by a gate such as a motion gate or an external trigger);
+        - ``failed`` (503) while a configured output cannot work (no GPIO chip, broker unreachable):
+          ``reason`` says which;
+        - ``degraded`` (503) when the source is down or no frame arrived for ``stale_after`` seconds;
+        - ``ok`` (200); ``stopped`` once the pipeline has ended.
+        """
         snap = self.metrics.snapshot() if self.metrics is not None else {}
+        now = time.monotonic()
         last = getattr(self.metrics, "last_result_mono", None)
-        age = time.monotonic() - last if last is not None else None
-        status = "ok"
+        age = now - last if last is not None else None
+        seen_age = now - self.last_seen if self.last_seen is not None else None
+        taken = int(snap.get("frames_processed") or 0) + int(snap.get("frames_skipped_gate") or 0)
+        problems = [p for check in self.checks for p in check()]
+        status, reason = "ok", ""
         if not self.running:
-            status = "stopped"
-        elif not snap.get("source_connected", True) or (age is not None and age > self.stale_after):
-            status = "degraded"
+            status, reason = "stopped", "the pipeline has ended"
+        elif problems:
+            status, reason = "failed", "; ".join(problems)
+        elif taken == 0:
+            status, reason = "starting", "no frame processed yet (waiting for the source)"
+        elif not snap.get("source_connected", True):
+            status, reason = "degraded", "the source is disconnected (reconnecting)"
+        elif seen_age is not None and seen_age > self.stale_after:
+            status, reason = "degraded", f"no frame from the source for {seen_age:.0f} s"
         return {
-            "status": status, "release": os.environ.get("EDGESHIP_RELEASE"), "model": self.info.get("model"), "source": self.info.get("source"),
-            "task": self.info.get("task"), "uptime_s": snap.get("duration_s"),
-            "frames_processed": snap.get("frames_processed"), "fps": snap.get("recent_fps"),
-            "reconnects": snap.get("reconnects"), "source_connected": snap.get("source_connected"),
+            "status": status, "reason": reason, "release": os.environ.get("EDGESHIP_RELEASE"), "model": self.info.get("model"),
+            "source": self.info.get("source"), "task": self.info.get("task"), "uptime_s": snap.get("duration_s"),
+            "frames_processed": snap.get("frames_processed"), "frames_skipped_gate": snap.get("frames_skipped_gate"),
+            "fps": snap.get("recent_fps"), "reconnects": snap.get("reconnects"), "source_connected": snap.get("source_connected"),
             "last_result_age_s": round(age, 3) if age is not None else None, "last_result": self.last_result,
         }
 
     def _health(self, body: bytes, query: dict) -> tuple[int, str, bytes]:
         h = self.health()
         if query.get("_public"):  # no token: what a health check needs, nothing about the camera
-            h = {"status": h["status"], "release": h["release"]}
+            h = {k: h[k] for k in PUBLIC_HEALTH}
         return (200 if h["status"] == "ok" else 503), "application/json", json.dumps(h).encode()
 
     def _metrics(self, body: bytes, query: dict) -> tuple[int, str, bytes]:
