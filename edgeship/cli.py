@@ -19,7 +19,7 @@ import traceback
 import click
 
 from . import __version__
-from .errors import EdgeshipError
+from .errors import EdgeshipError, describe_os_error
 
 # name -> ("module:attribute", one-line summary shown by --help without importing the module)
 COMMANDS: dict[str, tuple[str, str]] = {
@@ -69,6 +69,8 @@ class LazyGroup(click.Group):
     def parse_args(self, ctx: click.Context, args: list[str]) -> list[str]:
         try:
             return super().parse_args(ctx, args)
+        except click.exceptions.NoArgsIsHelpError as e:
+            help_and_exit(e)
         except click.UsageError as e:
             raise usage_error_line(e, ctx) from e
 
@@ -76,6 +78,8 @@ class LazyGroup(click.Group):
         wants_json = "--json" in ctx.args  # the command's own arguments (ctx.args holds them before they are parsed)
         try:
             return super().invoke(ctx)
+        except click.exceptions.NoArgsIsHelpError as e:  # a group such as `edgeship device` without its command
+            help_and_exit(e)
         except click.UsageError as e:
             raise _json_too(usage_error_line(e, ctx), wants_json) from e
         except EdgeshipError as e:
@@ -87,6 +91,10 @@ class LazyGroup(click.Group):
             ctx.exit(130)
         except (click.exceptions.Exit, click.exceptions.Abort, click.ClickException, SystemExit):
             raise
+        except OSError as e:  # a full disk, a read-only folder: the system's reason, as one line
+            if (ctx.obj or {}).get("verbose"):
+                traceback.print_exc()
+            raise _json_too(CommandError(describe_os_error(e)), wants_json) from e
         except ImportError as e:  # an optional dependency this command needs is not installed
             if (ctx.obj or {}).get("verbose"):
                 traceback.print_exc()
@@ -115,6 +123,12 @@ def missing_extra_message(e: ImportError) -> str:
     if extra is None:
         return f"internal error: {type(e).__name__}: {e} (run with -v for the traceback)"
     return f"this needs {module}, which is not installed: pip install 'edgeship[{extra}]'"
+
+
+def help_and_exit(e: click.exceptions.NoArgsIsHelpError) -> None:
+    """A group run without its command: its help on stdout, and exit 1 like any other incomplete command line."""
+    click.echo(e.ctx.get_help())
+    e.ctx.exit(1)
 
 
 def _json_too(err: click.ClickException, wants_json: bool) -> click.ClickException:
@@ -214,6 +228,10 @@ def quiet_libraries() -> None:
 
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
     os.environ.setdefault("GRPC_VERBOSITY", "ERROR")
+    # OpenCV's own WARN lines ("can't open camera by index") and FFmpeg's ("moov atom not found",
+    # "Connection refused"): edgeship says what failed in its own one-line error
+    os.environ.setdefault("OPENCV_LOG_LEVEL", "ERROR")
+    os.environ.setdefault("OPENCV_FFMPEG_LOGLEVEL", "-8")
     install_filter()
 
 

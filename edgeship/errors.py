@@ -45,3 +45,25 @@ class ConfigError(InputError):
 
 class DeployError(EdgeshipError):
     """Bundling, flashing or a remote device operation failed."""
+
+
+# what a system error means to the person at the terminal, by errno name
+_OS_HINTS = {
+    "ENOSPC": "no space left on the device: free some space and run it again",
+    "EDQUOT": "the disk quota is used up: free some space and run it again",
+    "EROFS": "the file system is read-only",
+    "EACCES": "permission denied",
+    "EPERM": "operation not permitted",
+    "EFBIG": "the file is too large for this file system",
+    "EMFILE": "too many open files",
+}
+
+
+def describe_os_error(e: OSError) -> str:
+    """An OSError as the text of one ``error:`` line, naming the file when the system said which."""
+    import errno
+
+    name = errno.errorcode.get(e.errno or 0, "")
+    what = _OS_HINTS.get(name) or (e.strerror or str(e))
+    where = f"{e.filename}: " if e.filename else ""
+    return f"{where}{what}" + (f" ({name})" if name else "")

@@ -20,6 +20,7 @@ from .errors import InputError
 log = logging.getLogger(__name__)
 
 __all__ = ["read_labels", "resolve_labels", "parse_labels"]
+MAX_LABEL = 256  # characters in one class name (it is shown in tables, overlays and event payloads)
 
 
 def _from_json(data: Any, where: str) -> list[str]:
@@ -55,7 +56,11 @@ def parse_labels(text: str, where: str = "<labels>") -> list[str]:
         raise InputError(f"labels file {where} has no class names; expected one name per line or a JSON list")
     if any(not n.strip() for n in names):
         raise InputError(f"labels file {where} has an empty class name")
-    repeated = sorted({n for n in names if names.count(n) > 1})
+    long = next((i for i, n in enumerate(names) if len(n) > MAX_LABEL), None)
+    if long is not None:
+        raise InputError(f"labels file {where}: class {long} has a name of {len(names[long])} characters; expected a class "
+                         f"name of at most {MAX_LABEL}")
+    repeated = sorted({n for n in set(names) if names.count(n) > 1})
     if repeated:
         raise InputError(f"labels file {where} repeats class names: {', '.join(repeated[:5])}")
     return names

@@ -13,7 +13,7 @@ from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
-from .errors import ModelError
+from .errors import EdgeshipError, ModelError
 from .fileio import atomic_write_json, to_jsonable
 from .formats.tensors import TensorInfo
 from .records import AccuracyRecord, ConversionRecord, LatencyRecord
@@ -88,7 +88,10 @@ class Manifest:
         if missing:
             raise ModelError(f"manifest is missing required keys {missing}")
         if d.get("input_spec"):
-            d["input_spec"] = InputSpec.from_dict(d["input_spec"])
+            try:
+                d["input_spec"] = InputSpec.from_dict(d["input_spec"])
+            except (EdgeshipError, TypeError, ValueError) as e:
+                raise ModelError(f"input_spec: {e}") from None
         d["inputs"] = [TensorInfo(**t) for t in d.get("inputs") or []]
         d["outputs"] = [TensorInfo(**t) for t in d.get("outputs") or []]
         for key, record in _RECORDS.items():

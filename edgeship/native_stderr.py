@@ -57,14 +57,14 @@ def filtered_stderr(patterns: Sequence[str] = LITERT_NOISE) -> Iterator[None]:
 # C++ log lines (I/W/E + date, including the harmless "failed call to cuInit" E-line on a machine
 # without a GPU), absl's pre-init notice, oneDNN and CPU-feature notices, the quantizer's option dump.
 WORKSTATION_NOISE = LITERT_NOISE + (
-    r"^WARNING: All log messages before absl::InitializeLog\(\) is called are written to STDERR$",
+    r"WARNING: All log messages before absl::InitializeLog\(\) is called are written to STDERR$",  # also after a bar
     r"^[IW]\d{4} [\d:.]+\s+\d+ \S+:\d+\] ",  # INFO and WARNING lines of the C++ log (E and F lines stay, but:)
     r"^E\d{4} [\d:.]+\s+\d+ (cuda_executor|cuda_diagnostics|cuda_platform|cuda_blas|cuda_dnn|cuda_fft|text_format)\.cc:\d+\] ",
     r"oneDNN custom operations are on",
     r"^To enable the following instructions: .* in other operations, rebuild TensorFlow",
     r"^This TensorFlow binary is optimized to use available CPU instructions",
     r"Could not find cuda drivers on your machine",
-    r"^fully_quantize: \d+, inference_type: \d+, input_inference_type: ",
+    r"fully_quantize: \d+, inference_type: \d+, input_inference_type: ",  # also when a progress bar precedes it
     r"^WARNING:absl:",
 )
 
@@ -130,6 +130,19 @@ class _Filter:
 
 
 _ACTIVE: list[_Filter] = []
+
+
+def stderr_is_terminal() -> bool:
+    """Whether the process's stderr is a terminal (fd 2 itself, or what it was before the filter took it)."""
+    if _ACTIVE:
+        try:
+            return os.isatty(_ACTIVE[0].saved)
+        except OSError:
+            return False
+    try:
+        return os.isatty(2)
+    except OSError:
+        return False
 
 
 def install_filter(patterns: Sequence[str] = WORKSTATION_NOISE) -> bool:

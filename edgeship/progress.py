@@ -1,4 +1,6 @@
-"""Progress bars for long steps (stderr; silenced with EDGESHIP_PROGRESS=0)."""
+"""Progress bars for long steps, on a terminal only: off one (a log file, a pipe, a service's
+journal) a long step writes no bar, as pip and tqdm's ``disable=None`` do. ``EDGESHIP_PROGRESS=1``
+forces bars on, ``=0`` off."""
 
 from __future__ import annotations
 
@@ -9,7 +11,12 @@ T = TypeVar("T")
 
 
 def enabled() -> bool:
-    return os.environ.get("EDGESHIP_PROGRESS", "1") not in ("0", "false", "no")
+    forced = os.environ.get("EDGESHIP_PROGRESS")
+    if forced is not None and forced.strip():
+        return forced.strip().lower() not in ("0", "false", "no")
+    from .native_stderr import stderr_is_terminal
+
+    return stderr_is_terminal()
 
 
 def progress(iterable: Iterable[T] | None = None, *, desc: str = "", total: int | None = None, unit: str = "it"):

@@ -153,7 +153,8 @@ def _per_channel(v: Any, channels: int, name: str) -> tuple[float, ...]:
     if len(v) == 1:
         return v * channels
     if len(v) != channels:
-        raise SpecError(f"{name} needs 1 or {channels} values, got {len(v)}: {list(v)}")
+        raise SpecError(f"{name} needs {'one value' if channels == 1 else f'1 or {channels} values'} (the model takes {channels} "
+                        f"channel{'s' if channels != 1 else ''}), got {len(v)}: {list(v)}")
     return v
 
 

@@ -98,14 +98,84 @@ def _cases(f: dict[str, str], wheel: str) -> list[tuple[str, list[str], str]]:
     ]
 
 
+def _second_pass(f: dict[str, str], wheel: str) -> list[tuple[str, list[str], str]]:
+    """Issue 25: internal errors and accepted inputs found by the second hostile pass."""
+    d, out = Path(f["d"]), f["out"]
+    (d / "hosts-port.txt").write_text("pi@10.0.0.1 http_port=abc\n")
+    (d / "hosts-quote.txt").write_text('pi@10.0.0.1 "device_root=/x\n')
+    (d / "hosts-relroot.txt").write_text("pi@10.0.0.1 device_root=rel/dir\n")
+    (d / "hosts-bigport.txt").write_text("pi@10.0.0.1 http_port=999999\n")
+    (d / "plain.npz").write_text("just some text\n")
+    meta = dict(np.load(f["calib"], allow_pickle=False))
+    np.savez(d / "badmeta.npz", **{**meta, "meta": np.asarray("{not json")})
+    x = np.random.default_rng(0).random((8, 32, 32, 1)).astype(np.float32)
+    x[2, 0, 0, 0] = np.nan
+    np.savez(d / "nan.npz", x=x)
+    (d / "big-labels.txt").write_text("x" * 2_000_000 + "\n" + "\n".join(str(i) for i in range(9)) + "\n")
+    base = {"artifact": f["tflite"], "source": f["images"]}
+    configs = {
+        "inf-duration.yaml": {**base, "duration": float("inf")},
+        "nan-point.yaml": {**base, "app": {"type": "security", "zones": [{"name": "z", "points": [[0, 0], [1, float("nan")], [1, 1]]}]}},
+        "huge-quota.yaml": {**base, "app": {"type": "security", "snapshots": {"dir": str(d / "s"), "quota_mb": 1e308}}},
+        "counters-folder.yaml": {**base, "app": {"type": "industrial", "counters": str(d / "nonimages")}},
+        "empty-host.yaml": {**base, "server": {"host": "", "port": 8080}},
+    }
+    for name, cfg in configs.items():
+        (d / name).write_text(json.dumps(cfg).replace("Infinity", ".inf").replace("NaN", ".nan"))
+    (d / "dup.yaml").write_text(f"artifact: {f['tflite']}\nsource: {f['images']}\nartifact: {f['tflite']}\n")
+    host = ["--host", "pi@10.0.0.1"]
+    other = d / "other-model-calib.npz"  # a calibration set made for a model with another input
+    if not other.exists():
+        r = CliRunner().invoke(cli, ["calibrate", f["images"], "--input-size", "8x8", "--out", str(other)])
+        assert r.exit_code == 0, r.output
+    return [
+        ("calibrate-negative-seed", ["calibrate", f["images"], "--input-size", "8x8", "--seed", "-1", "--out", f"{out}/c.npz"],
+         "--seed"),
+        ("quickstart-negative-seed", ["quickstart", "--seed", "-3", "--out", f"{out}/qs"], "--seed"),
+        ("verify-broken-npz-metadata", ["verify", f["tflite"], "--reference", f["keras"], "--data", str(d / "badmeta.npz")],
+         "metadata (meta) is not valid JSON"),
+        ("verify-plain-text-npz", ["verify", f["tflite"], "--reference", f["keras"], "--data", str(d / "plain.npz")],
+         "not a NumPy .npz archive (it holds text)"),
+        ("calibrate-nan-samples", ["calibrate", str(d / "nan.npz"), "--input-size", "32x32", "--color-order", "GRAY",
+                                   "--out", f"{out}/c.npz"], "NaN or infinite"),
+        ("calibrate-2mb-label", ["calibrate", f["images"], "--input-size", "8x8", "--labels", str(d / "big-labels.txt"),
+                                 "--out", f"{out}/c.npz"], "at most 256"),
+        ("prune-distill-other-models-calib", ["prune", f["keras"], "--channels", "0.3", "--calib", str(other),
+                                              "--distill", "1", "-o", f"{out}/p.keras"], "belong to different models"),
+        ("verify-reference-of-other-data", ["verify", f["tflite"], "--reference", f["keras"], "--data", str(other)],
+         "shape"),
+        ("run-config-inf-duration", ["run", "--config", str(d / "inf-duration.yaml")], "duration: Input should be a finite number"),
+        ("run-config-nan-point", ["run", "--config", str(d / "nan-point.yaml")], "points[1][1]: Input should be a finite number"),
+        ("run-config-huge-quota", ["run", "--config", str(d / "huge-quota.yaml")], "quota_mb"),
+        ("run-config-counters-folder", ["run", "--config", str(d / "counters-folder.yaml")], "is a folder; expected a file name"),
+        ("run-config-empty-host", ["run", "--config", str(d / "empty-host.yaml")], "on every address (an empty host) needs a token"),
+        ("run-config-duplicate-key", ["run", "--config", str(d / "dup.yaml")], "key 'artifact' appears twice"),
+        ("run-config-with-threads", ["run", "--config", str(d / "dup.yaml"), "--threads", "2"], "--threads does not combine"),
+        ("hosts-port-abc", ["device", "status", "--hosts", str(d / "hosts-port.txt")], "http_port: expected a port"),
+        ("hosts-unclosed-quote", ["device", "status", "--hosts", str(d / "hosts-quote.txt")], "No closing quotation"),
+        ("hosts-relative-root", ["device", "status", "--hosts", str(d / "hosts-relroot.txt")], "absolute folder"),
+        ("hosts-port-too-big", ["device", "status", "--hosts", str(d / "hosts-bigport.txt")], "expected a port 1-65535"),
+        ("service-path", ["device", "status", *host, "--service", "../../x"], "systemd unit name"),
+        ("known-hosts-newline", ["device", "status", *host, "--known-hosts", "a\nb"], "one file name on one line"),
+        ("rollback-to-path", ["device", "rollback", *host, "--to", "../x"], "not a release name"),
+        ("calibrate-out-deep", ["calibrate", f["images"], "--input-size", "8x8", "--out", f"{d}/no/such/folder/c.npz"],
+         "does not exist: create it first"),
+        ("run-sink-deep", ["run", f["tflite"], "--source", f["images"], "--sink", f"jsonl:{d}/no/such/r.jsonl"],
+         "does not exist: create it first"),
+        ("bundle-missing-source", ["bundle", f["tflite"], "--target", "rpi5", "--source", f"{d}/missing.mp4",
+                                   "--out", f"{out}/b.tar.gz", "--edgeship-wheel", wheel], "write device:"),
+    ]
+
+
 @pytest.fixture(scope="module")
 def wheel(tmp_path_factory) -> str:
     return str(deploy_inputs(tmp_path_factory)["edgeship_wheel"])
 
 
-def test_every_bad_input_is_one_line(files, wheel, monkeypatch):
+@pytest.mark.parametrize("cases", [_cases, _second_pass], ids=["first-pass", "second-pass"])
+def test_every_bad_input_is_one_line(files, wheel, monkeypatch, cases):
     failures = []
-    for name, args, expect in _cases(files, wheel):
+    for name, args, expect in cases(files, wheel):
         out = Path(files["out"])
         shutil.rmtree(out, ignore_errors=True)
         before = sorted(p.name for p in Path(files["d"]).iterdir())

@@ -20,7 +20,7 @@ from typing import Iterator
 
 import numpy as np
 
-from ..errors import CalibrationError, InputError, SpecError
+from ..errors import CalibrationError, EdgeshipError, InputError, SpecError
 from ..spec import InputSpec
 from .sources import Candidate, SourceOptions, SourceStats, evenly_spaced, interleave_by_class
 
@@ -31,6 +31,9 @@ NAME_KEYS = ("label_names", "classes", "class_names")
 
 def load_arrays(path: Path) -> dict[str, np.ndarray]:
     """Every array in a .npy (as ``x``) or .npz, without ever unpickling."""
+    from .dataset import check_npz_magic  # noqa: PLC0415 - dataset imports nothing from here
+
+    check_npz_magic(path, npy_ok=True)
     try:
         obj = np.load(path, allow_pickle=False)
         if isinstance(obj, np.ndarray):
@@ -47,8 +50,13 @@ def _pick(arrays: dict[str, np.ndarray], keys: tuple[str, ...]) -> str | None:
 
 def _edgeship_file(arrays: dict[str, np.ndarray], path: Path, spec: InputSpec):
     """(x, y, names) from an edgeship calibration .npz, checking its InputSpec matches."""
-    meta = json.loads(str(arrays["meta"]))
-    theirs = InputSpec.from_dict(meta["spec"])
+    from .dataset import read_meta
+
+    meta = read_meta(arrays["meta"], path)
+    try:
+        theirs = InputSpec.from_dict(meta["spec"])
+    except (KeyError, TypeError, ValueError, EdgeshipError) as e:
+        raise CalibrationError(f"{path}: its InputSpec (meta.spec) is not valid: {e}") from None
     if theirs != spec:
         raise SpecError(f"calibration file {path} was preprocessed with {theirs.to_json()}, expected {spec.to_json()}")
     x = np.concatenate([arrays["x_calib"], arrays["x_holdout"]])
@@ -95,6 +103,10 @@ class ArraySource:
         if x.dtype == np.uint8 and (x.ndim == 3 or (x.ndim == 4 and x.shape[-1] in (1, 3, 4))):
             return x, False
         if np.issubdtype(x.dtype, np.floating) and tuple(x.shape[1:]) == spec.sample_shape:
+            bad = int(np.count_nonzero(~np.isfinite(x).reshape(len(x), -1).all(axis=1))) if x.size else 0
+            if bad:
+                raise CalibrationError(f"array file {self.path}: {bad} of {len(x)} samples hold NaN or infinite values; "
+                                       "expected real pixel values")
             return x.astype(np.float32, copy=False), True
         raise SpecError(
             f"array file {self.path}: expected uint8 frames (N, H, W[, C]) or float samples "

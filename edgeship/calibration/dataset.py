@@ -17,7 +17,7 @@ from typing import Any, Callable, Iterator, Sequence
 
 import numpy as np
 
-from ..errors import CalibrationError, InputError, SpecError
+from ..errors import CalibrationError, EdgeshipError, InputError, SpecError
 from ..fileio import atomic_path, to_jsonable
 from ..spec import InputSpec
 from ..preprocess import preprocess
@@ -185,6 +185,7 @@ class RepresentativeDataset:
         path = Path(path)
         if not path.is_file():
             raise InputError(f"calibration file {path} does not exist")
+        check_npz_magic(path)
         try:
             with np.load(path, allow_pickle=False) as data:
                 arrays = {k: data[k] for k in data.files}
@@ -196,14 +197,49 @@ class RepresentativeDataset:
             raise CalibrationError(
                 f"{path} is not an edgeship calibration file (missing {sorted(missing)}); turn a plain array of frames "
                 f"into one with `edgeship calibrate {path} --input-size HxW --out calib.npz`")
-        meta = json.loads(str(arrays["meta"]))
+        meta = read_meta(arrays["meta"], path)
         if meta.get("format") != FORMAT:
             raise CalibrationError(f"{path}: expected format {FORMAT!r}, found {meta.get('format')!r}")
-        ds = cls(InputSpec.from_dict(meta["spec"]), arrays["x_calib"], arrays["x_holdout"],
+        try:
+            spec = InputSpec.from_dict(meta["spec"])
+        except (KeyError, TypeError, ValueError, EdgeshipError) as e:
+            raise CalibrationError(f"{path}: its InputSpec (meta.spec) is not valid: {e}; make it again with "
+                                   "`edgeship calibrate`") from None
+        ds = cls(spec, arrays["x_calib"], arrays["x_holdout"],
                  y_calib=arrays.get("y_calib"), y_holdout=arrays.get("y_holdout"), labels=meta.get("labels"), meta=meta)
         if meta.get("sha256") and meta["sha256"] != ds.sha256:
             raise CalibrationError(f"{path} is corrupt: content hash {ds.sha256[:12]} does not match the stored {meta['sha256'][:12]}")
         return ds
+
+
+NPZ_MAGIC = (b"PK\x03\x04", b"PK\x05\x06")  # a zip archive (an empty one too)
+NPY_MAGIC = b"\x93NUMPY"
+
+
+def check_npz_magic(path: Path, *, npy_ok: bool = False) -> None:
+    """Refuse a file that is not a NumPy archive before NumPy reads it (it takes anything else for a pickle)."""
+    try:
+        with open(path, "rb") as f:
+            head = f.read(6)
+    except OSError as e:
+        raise InputError(f"cannot read {path}: {e.strerror or e}") from None
+    if head.startswith(NPZ_MAGIC) or (npy_ok and head.startswith(NPY_MAGIC)):
+        return
+    kind = "empty" if not head else ("text" if all(32 <= b < 127 or b in (9, 10, 13) for b in head) else "binary data")
+    raise CalibrationError(f"{path} is not a NumPy .npz{'/.npy' if npy_ok else ''} archive (it holds {kind}); "
+                           "make a calibration set with `edgeship calibrate`")
+
+
+def read_meta(value: np.ndarray, path: Path) -> dict:
+    """The ``meta`` entry of an edgeship .npz (JSON text), or one CalibrationError naming the file."""
+    try:
+        meta = json.loads(str(value))
+    except ValueError as e:
+        raise CalibrationError(f"{path}: its metadata (meta) is not valid JSON ({e}); make it again with "
+                               "`edgeship calibrate`") from None
+    if not isinstance(meta, dict):
+        raise CalibrationError(f"{path}: its metadata (meta) is not a JSON object; make it again with `edgeship calibrate`")
+    return meta
 
 
 def _check_fraction(holdout: float) -> None:
@@ -217,7 +253,12 @@ def _samples(x: np.ndarray, shape: tuple[int, ...], name: str) -> np.ndarray:
         raise SpecError(f"{name}: expected samples of shape (N, {', '.join(map(str, shape))}), found {tuple(x.shape)}")
     if not (np.issubdtype(x.dtype, np.floating) or x.dtype == np.uint8):
         raise SpecError(f"{name}: expected float32 samples, found {x.dtype}")
-    return np.ascontiguousarray(x, dtype=np.float32)
+    x = np.ascontiguousarray(x, dtype=np.float32)
+    bad = int(np.count_nonzero(~np.isfinite(x).reshape(len(x), -1).all(axis=1))) if x.size else 0
+    if bad:
+        raise SpecError(f"{name}: {bad} of {len(x)} samples hold NaN or infinite values; a calibration set needs real "
+                        "pixel values")
+    return x
 
 
 def _labels(y: np.ndarray, n: int, name: str) -> np.ndarray:

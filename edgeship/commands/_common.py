@@ -106,6 +106,24 @@ def size_option(ctx: click.Context, param: click.Parameter, value: str | None):
         raise click.BadParameter(str(e)) from None
 
 
+def output_file(ctx: click.Context, param: click.Parameter, value: str | None) -> str | None:
+    """A click callback for an output file: its folder must exist, or be one new folder inside an
+    existing one (a typo in a long path is refused instead of becoming a tree of folders)."""
+    if value is None or value == "-":
+        return value
+    check_output_folder(value, max(param.opts, key=len) if param.opts else param.name)
+    return value
+
+
+def check_output_folder(path: str, flag: str) -> None:
+    from pathlib import Path
+
+    folder = Path(path).expanduser().absolute().parent
+    if not folder.is_dir() and not folder.parent.is_dir():
+        raise click.BadParameter(f"the folder {folder.parent} does not exist: create it first (edgeship makes at most the "
+                                 f"last folder of an output path)", param_hint=flag)
+
+
 def echo_err(msg: str) -> None:
     click.echo(msg, err=True)
 

@@ -9,7 +9,7 @@ from typing import Any
 import click
 
 from ..spec import DTYPES, LAYOUTS, InputSpec
-from ._common import FiniteRange, echo_err, emit_json, format_table, size_option
+from ._common import FiniteRange, echo_err, emit_json, format_table, output_file, size_option
 from ._spec import spec_options, spec_overrides
 
 
@@ -48,11 +48,12 @@ Example:
 @click.option("--input-size", callback=size_option, metavar="HxW",
               help="Model input size, e.g. 224x224 (with --model: overrides the model's, e.g. for dynamic sizes).")
 @click.option("--model", type=click.Path(exists=True, dir_okay=True), help="Keras model, .tflite or .xml to read the input size from.")
-@click.option("--out", "out", required=True, type=click.Path(dir_okay=False), help="Output .npz file (written atomically).")
+@click.option("--out", "out", required=True, type=click.Path(dir_okay=False), callback=output_file,
+              help="Output .npz file (written atomically; its folder is made when its parent exists).")
 @click.option("--count", default=300, show_default=True, type=click.IntRange(min=1), help="Total samples kept (calib + holdout).")
 @click.option("--holdout", default=0.2, show_default=True, type=FiniteRange(0.0, 1.0, max_open=True),
               help="Fraction set aside for accuracy verification (stratified per class).")
-@click.option("--seed", default=0, show_default=True, type=int, help="Random seed: same seed, same dataset.")
+@click.option("--seed", default=0, show_default=True, type=click.IntRange(min=0), help="Random seed: same seed, same dataset.")
 @click.option("--dedup/--no-dedup", default=True, show_default=True, help="Drop near-identical frames.")
 @click.option("--dedup-threshold", default=None, type=FiniteRange(min=0.0),
               help="Frames whose 16x16 gray thumbnails differ by at most this many gray levels in every cell are duplicates [12].")

@@ -13,7 +13,7 @@ from ._common import echo_err, emit_json, format_table
 @click.option("--force", is_flag=True, help="Redo every step, even those whose outputs are up to date.")
 @click.option("--small", is_flag=True,
               help="Fewer epochs, samples and frames (for CI); every step still runs for real.")
-@click.option("--seed", type=int, default=0, show_default=True, help="Seed for the demo data and training.")
+@click.option("--seed", type=click.IntRange(min=0), default=0, show_default=True, help="Seed for the demo data and training.")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object with the summary on stdout.")
 def quickstart(out: str, force: bool, small: bool, seed: int, as_json: bool) -> None:
     """Run the whole pipeline end to end on built-in demo data, offline.

@@ -11,7 +11,7 @@ from ..limits import MAX_OUTPUT_QUEUE, MAX_THREADS
 from ..records import RunSummary
 from ..runtime.processing import TASKS
 from ..runtime.processing.anchors import PRESETS as ANCHOR_PRESETS
-from ._common import FiniteRange, echo_err, emit_json, format_table
+from ._common import FiniteRange, check_output_folder, echo_err, emit_json, format_table
 from ._spec import spec_options, spec_overrides
 
 
@@ -91,6 +91,8 @@ def _to_stdout(sink: str) -> bool:
     return kind.startswith("jsonl") and arg == "-"
 
 
+# the flags that combine with --config (everything else is the config file's to say)
+CONFIG_FLAGS = ("config", "max_frames", "duration", "log_every", "as_json")
 # the deploy config's key paths under the flags that set them (for the one-line error)
 FLAG_NAMES = {"artifact": "ARTIFACT", "source": "--source", "labels": "--labels", "sinks": "--sink",
               "server.token": "--token", "server": "--sink http:", "input_spec": "--scale/--mean/--std/--color-order"}
@@ -107,6 +109,7 @@ def deploy_config(artifact: str, source: str, sinks: tuple[str, ...], options: d
     for text in sinks:
         kind, arg = split_sink(text)
         if kind != "http":
+            check_output_folder(arg, "--sink")
             files.append(f"{kind}:{arg}")
         elif server is not None:
             raise click.UsageError("one --sink http:... per run (it serves the stream, /metrics and the dashboard)")
@@ -164,6 +167,13 @@ def _run_config(config: str, artifact: str | None, source: str | None, sinks: tu
 
     if artifact is not None or source is not None or sinks:
         raise click.UsageError("--config names the artifact, source and sinks; do not pass them on the command line too")
+    ctx = click.get_current_context()
+    given = [p for p in ctx.command.params if isinstance(p, click.Option) and p.name not in CONFIG_FLAGS
+             and ctx.get_parameter_source(p.name) == click.core.ParameterSource.COMMANDLINE]
+    if given:
+        flag = max(given[0].opts, key=len)
+        raise click.UsageError(f"{flag} does not combine with --config: set it in the config file (with --config only "
+                               "--max-frames, --duration, --log-every and --json apply)")
     _report(_deploy(load_config(config), max_frames=options.get("max_frames"), duration=options.get("duration"),
                     log_every=options.get("log_every")), as_json)
 

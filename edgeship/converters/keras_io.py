@@ -20,7 +20,7 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from ..errors import ConversionError, ModelError
+from ..errors import ConversionError, ModelError, SpecError
 from ..formats.tensors import output_sort_key
 
 log = logging.getLogger(__name__)
@@ -154,6 +154,16 @@ def input_shape(model: Any) -> tuple[int | None, ...]:
             raise ConversionError(f"model {getattr(model, 'name', '?')!r} has {len(shape)} inputs; edgeship converts single-image-input models")
         shape = shape[0]
     return tuple(None if d is None else int(d) for d in shape)
+
+
+def check_takes(model: Any, sample_shape: Sequence[int], *, model_name: str, data_name: str) -> None:
+    """Refuse samples the model cannot take (another model's calibration set or reference), in one line."""
+    want = input_shape(model)[1:]
+    got = tuple(int(d) for d in sample_shape)
+    if len(want) != len(got) or any(w is not None and w != g for w, g in zip(want, got)):
+        shown = "(" + ", ".join("?" if w is None else str(w) for w in want) + ")"
+        raise SpecError(f"{model_name} takes inputs of shape {shown} but {data_name} holds samples of shape {got}: "
+                        "they belong to different models")
 
 
 def predict(model: Any, x: np.ndarray, *, batch_size: int = 64) -> list[np.ndarray]:

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import logging
 import math
+import os
 import tempfile
 import time
 from dataclasses import asdict, dataclass, field
@@ -30,7 +31,7 @@ from typing import Any
 
 from ..errors import InputError
 from . import channels as C
-from .keras_io import load_keras_model
+from .keras_io import check_takes, load_keras_model
 
 log = logging.getLogger(__name__)
 
@@ -127,6 +128,9 @@ def prune_structured(model: Any, *, channels: float | None = None, flops: float 
     if trunks not in C.TRUNK_MODES:
         raise InputError(f"trunks must be one of {', '.join(C.TRUNK_MODES)}, got {trunks!r}")
     teacher = load_keras_model(model)
+    if dataset is not None:
+        check_takes(teacher, dataset.spec.sample_shape, model_name=str(model) if isinstance(model, (str, os.PathLike)) else
+                    "the model", data_name="the calibration set")
     trunks = C.resolve_trunks(teacher, trunks)  # decided once, on the unpruned model (cycles and steps agree)
     x = None if dataset is None else dataset.split("calib")[0]
     if (criterion == "activation" or distill_epochs) and dataset is None:

@@ -145,11 +145,14 @@ def run_artifact(artifact: str | os.PathLike, x: np.ndarray, *, precision: str |
     return outs, info
 
 
-def reference_outputs(reference: Any, x: np.ndarray) -> list[np.ndarray]:
+def reference_outputs(reference: Any, x: np.ndarray, *, data_name: str = "the data") -> list[np.ndarray]:
     """The float Keras model's outputs on ``x`` (model given as a path or an object)."""
-    from .keras_io import load_keras_model, predict
+    from .keras_io import check_takes, load_keras_model, predict
 
-    return predict(load_keras_model(reference), x)
+    model = load_keras_model(reference)
+    name = str(reference) if isinstance(reference, (str, os.PathLike)) else f"the reference model {getattr(model, 'name', '')}"
+    check_takes(model, x.shape[1:], model_name=name, data_name=data_name)
+    return predict(model, x)
 
 
 # ---- comparing ------------------------------------------------------------------------------------
@@ -393,7 +396,7 @@ def verify_artifact(artifact: str | os.PathLike, reference: Any, data: Any, *, s
     if manifest is not None and manifest.input_spec is not None and tuple(manifest.input_spec.sample_shape) != tuple(ds.spec.sample_shape):
         raise SpecError(f"{path.name} takes samples of shape {manifest.input_spec.sample_shape}, "
                         f"the calibration set has {ds.spec.sample_shape}")
-    ref = reference_outputs(reference, x)
+    ref = reference_outputs(reference, x, data_name=str(data) if isinstance(data, (str, os.PathLike)) else "the calibration set")
     art, info = run_artifact(path, x, precision=precision)
     roles = [t.role for t in manifest.outputs] if manifest is not None and manifest.outputs else None
     detector = None

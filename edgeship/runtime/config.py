@@ -103,7 +103,7 @@ class ServerCfg(Strict):
     @field_validator("token")
     @classmethod
     def _token_off_loopback(cls, v: Optional[str], info: ValidationInfo) -> Optional[str]:
-        from .sinks.http import check_token  # the server's own rule
+        from .httpserver import check_token  # the server's own rule
 
         return checked(check_token)(info.data.get("host", "127.0.0.1"), v)
 
@@ -155,6 +155,29 @@ class DeployConfig(PostOptions):
 
 
 # ---- loading -------------------------------------------------------------------------------------------
+def load_yaml(text: str) -> Any:
+    """``yaml.safe_load`` that refuses a key written twice in one mapping (YAML would keep the last)."""
+    import yaml
+
+    class UniqueKeys(yaml.SafeLoader):
+        pass
+
+    def mapping(loader: yaml.SafeLoader, node: yaml.MappingNode, deep: bool = False) -> dict:
+        seen: dict[Any, int] = {}
+        for key_node, _ in node.value:
+            if key_node.tag == "tag:yaml.org,2002:merge":  # "<<: *anchor" merges another mapping in
+                continue
+            key = loader.construct_object(key_node, deep=True)
+            if key != "<<" and key in seen:
+                raise yaml.constructor.ConstructorError(
+                    None, None, f"key {key!r} appears twice (first on line {seen[key] + 1})", key_node.start_mark)
+            seen[key] = key_node.start_mark.line
+        return loader.construct_mapping(node, deep=deep)
+
+    UniqueKeys.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, mapping)
+    return yaml.load(text, Loader=UniqueKeys)  # noqa: S506 - a SafeLoader subclass
+
+
 def read_mapping(path: Path) -> dict:
     """Parse a YAML (.yaml/.yml) or TOML (.toml) file into a dict."""
     if not path.is_file():
@@ -173,11 +196,13 @@ def read_mapping(path: Path) -> dict:
 
             data = tomllib.loads(text)
         else:
-            import yaml
-
-            data = yaml.safe_load(text)
+            data = load_yaml(text)
     except Exception as e:  # yaml.YAMLError / tomllib.TOMLDecodeError
-        first = " ".join(str(e).split())[:300]
+        mark = getattr(e, "problem_mark", None)
+        if getattr(e, "problem", None) and mark is not None:  # YAML: what is wrong, and where
+            first = f"{' '.join(str(e.problem).split())} (line {mark.line + 1}, column {mark.column + 1})"
+        else:
+            first = " ".join(str(e).split())[:300]
         raise ConfigError(f"{path}: not valid {'TOML' if path.suffix.lower() == '.toml' else 'YAML'}: {first}") from None
     if not isinstance(data, dict):
         raise ConfigError(f"{path}: expected a mapping of keys at the top level, got {type(data).__name__}")

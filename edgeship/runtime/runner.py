@@ -13,6 +13,7 @@ import logging
 import os
 from typing import Any, Sequence
 
+from ..errors import SpecError
 from ..labels import resolve_labels
 from ..records import RunSummary
 from ..spec import InputSpec
@@ -43,7 +44,12 @@ def input_spec_for(backend: Backend, spec: InputSpec | None = None, overrides: d
         if not overrides:
             log.warning("%s has no manifest: feeding it RGB pixels x 1/255 (mean 0, std 1); pass --scale/--mean/--std/"
                         "--color-order (or input_spec: in a config) if it was trained otherwise", backend.path.name)
-    return replace(spec, **overrides) if overrides else spec
+    if not overrides:
+        return spec
+    try:
+        return replace(spec, **overrides)
+    except SpecError as e:
+        raise SpecError(f"input_spec (--scale/--mean/--std/--color-order) for {backend.path.name}: {e}") from None
 
 
 def build_pipeline(

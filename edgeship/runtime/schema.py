@@ -25,7 +25,7 @@ from .places import output_path
 class Strict(BaseModel):
     """Unknown keys are errors; a validated config is immutable."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)  # no NaN or infinite numbers
 
     def options(self) -> dict[str, Any]:
         """The constructor keywords of the plugin this config builds (every field but ``type``)."""
@@ -99,10 +99,10 @@ def _existing_file(p: Path, info: ValidationInfo) -> Path:
     return p
 
 
-def _queue_file(p: Path, info: ValidationInfo) -> Path:
+def _output_file(p: Path, info: ValidationInfo) -> Path:
     p = resolve_output(p, info)
     if p.is_dir():
-        raise ValueError(f"{p} is a folder; expected a file name for the SQLite event queue")
+        raise ValueError(f"{p} is a folder; expected a file name")
     return p
 
 
@@ -122,7 +122,8 @@ def _broker(v: str) -> str:
 
 InFile = Annotated[Path, AfterValidator(_existing_file)]
 OutPath = Annotated[Path, AfterValidator(resolve_output)]
-QueueFile = Annotated[Path, AfterValidator(_queue_file)]
+OutFile = Annotated[Path, AfterValidator(_output_file)]  # an output file (not a folder): counters, event files, queues
+QueueFile = OutFile
 Score = Annotated[float, Field(ge=0.0, le=1.0)]
 Port = Annotated[int, Field(ge=0, le=65535)]
 Broker = Annotated[str, AfterValidator(_broker)]  # HOST[:PORT] or mqtt://HOST[:PORT]

@@ -30,10 +30,11 @@ from ..errors import DeployError, InputError
 from ..fileio import sha256_file
 from .bundle import read_release
 from .profiles import get_target
-from .remote import HostSpec, Remote, SSHOptions, SudoRefused
+from .remote import HostSpec, Remote, SSHOptions, SudoRefused, device_root_value
 
 log = logging.getLogger(__name__)
 INITS = ("auto", "systemd", "none")  # auto: what the device was flashed with, else systemd where it runs
+SERVICE_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.@-]{0,63}$")  # a unit name: never a path
 ARCH_ALIASES = {"arm64": "aarch64", "amd64": "x86_64", "armv7": "armv7l", "armhf": "armv7l"}
 
 
@@ -61,8 +62,9 @@ class FlashOptions:
     def __post_init__(self) -> None:
         if self.init not in INITS:
             raise InputError(f"--init must be one of {', '.join(INITS)}, got {self.init!r}")
-        if not self.device_root.startswith("/"):
-            raise InputError(f"--device-root must be an absolute path, got {self.device_root!r}")
+        device_root_value(self.device_root, "--device-root")
+        if not SERVICE_RE.match(self.service):
+            raise InputError(f"--service must be a systemd unit name (letters, digits and - _ . @), got {self.service!r}")
         if self.keep < 2:
             raise InputError(f"--keep must be at least 2 (the running release and one to roll back to), got {self.keep}")
         for kv in self.env:

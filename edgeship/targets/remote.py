@@ -65,24 +65,49 @@ def parse_hosts_file(path: str | os.PathLike) -> list[HostSpec]:
     path = Path(path)
     try:
         lines = path.read_text().splitlines()
-    except OSError as e:
-        raise InputError(f"cannot read hosts file {path}: {e}") from e
+    except (OSError, UnicodeDecodeError) as e:
+        raise InputError(f"cannot read hosts file {path}: {getattr(e, 'strerror', None) or e}") from e
     hosts = []
     for n, line in enumerate(lines, 1):
-        words = shlex.split(line, comments=True)
+        try:
+            words = shlex.split(line, comments=True)
+        except ValueError as e:  # an unclosed quote
+            raise InputError(f"{path}:{n}: {e}: expected USER@HOST[:PORT] [device_root=DIR] [http_port=N]") from None
         if not words:
             continue
-        spec = parse_host(words[0])
+        try:
+            spec = parse_host(words[0])
+        except InputError as e:
+            raise InputError(f"{path}:{n}: {e}") from None
         extra: dict[str, Any] = {}
         for w in words[1:]:
             key, sep, value = w.partition("=")
-            if not sep or key not in ("device_root", "http_port", "port"):
+            if not sep or key not in HOST_VARS:
                 raise InputError(f"{path}:{n}: expected device_root=DIR, http_port=N or port=N, got {w!r}")
-            extra[key] = int(value) if key != "device_root" else value
+            extra[key] = HOST_VARS[key](value, f"{path}:{n}: {key}")
         hosts.append(HostSpec(spec.user, spec.host, extra.get("port", spec.port), extra.get("device_root"), extra.get("http_port")))
     if not hosts:
         raise InputError(f"hosts file {path} lists no hosts")
     return hosts
+
+
+def port_value(value: str, where: str) -> int:
+    """A TCP port 1-65535 (one-line error naming ``where``)."""
+    if not value.strip().isdigit() or not 1 <= int(value) <= 65535:
+        raise InputError(f"{where}: expected a port 1-65535, got {value!r}")
+    return int(value)
+
+
+def device_root_value(value: str, where: str) -> str:
+    """An absolute folder on the device, one line, no '..'."""
+    if not value.startswith("/") or ".." in value.split("/") or any(c in value for c in "\n\r\0"):
+        raise InputError(f"{where}: expected an absolute folder on the device (like /opt/edgeship), got {value!r}")
+    return value
+
+
+# per-host variables of a hosts file: name -> parse(value, where)
+HOST_VARS: dict[str, Callable[[str, str], Any]] = {"device_root": device_root_value, "http_port": port_value,
+                                                   "port": port_value}
 
 
 class SudoRefused(DeployError):
@@ -104,6 +129,11 @@ class SSHOptions:
     accept_new_host_key: bool = False
     connect_timeout: float = 10.0
     port: int | None = None
+
+    def __post_init__(self) -> None:
+        for flag, value in (("--identity", self.identity), ("--known-hosts", self.known_hosts)):
+            if value is not None and (not str(value).strip() or any(c in str(value) for c in "\n\r\0")):
+                raise InputError(f"{flag} must be one file name on one line, got {value!r}")
 
 
 class Remote:

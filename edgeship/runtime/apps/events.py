@@ -33,7 +33,7 @@ from typing import Any, Callable, Literal, Optional
 from pydantic import Field
 
 from ...errors import ConfigError
-from ..schema import Broker, HttpUrl, OutPath, QueueFile, Strict, check_http_url, tagged_union
+from ..schema import Broker, HttpUrl, OutFile, QueueFile, Strict, check_http_url, tagged_union
 from .outbox import MAX_MB, MAX_ROWS, Outbox
 
 log = logging.getLogger(__name__)
@@ -81,7 +81,7 @@ def event_json(event: dict) -> bytes:
 
 class JsonlEvents(Strict):
     type: Literal["jsonl"]
-    path: OutPath
+    path: OutFile
 
 
 class JsonlEventSink:

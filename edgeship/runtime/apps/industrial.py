@@ -19,7 +19,7 @@ import numpy as np
 from pydantic import model_validator
 
 from ...errors import ConfigError
-from ..schema import OutPath, Score, Strict, checked
+from ..schema import OutFile, Score, Strict, checked
 
 UNCERTAIN = ("pass", "fail")  # what a score below its class threshold counts as
 from .base import App, iso_time, new_event_id
@@ -135,7 +135,7 @@ class IndustrialCfg(Strict):
     """``app: {type: industrial, ...}``."""
 
     type: Literal["industrial"]
-    counters: OutPath
+    counters: OutFile
     inspect: InspectCfg = InspectCfg()
     trigger: TriggerCfg = TriggerCfg()
     outputs: list[OutputCfg] = []

@@ -24,7 +24,7 @@ class SnapshotCfg(Strict):
     """A folder of saved frames (security snapshots, industrial rejects) kept under a quota."""
 
     dir: OutPath
-    quota_mb: float = Field(200.0, gt=0)
+    quota_mb: float = Field(200.0, gt=0, le=1_000_000)  # at most a terabyte
 
 log = logging.getLogger(__name__)
 

@@ -18,7 +18,8 @@ from typing import Any, Callable, Protocol
 from ...errors import InputError
 from ..types import Frame, Result
 from .files import JsonlSink, NpzSink, VideoSink
-from .http import HttpServer, HttpSink, LiveView, check_port
+from ..httpserver import HttpServer, check_port
+from .http import HttpSink, LiveView
 
 
 class Sink(Protocol):
