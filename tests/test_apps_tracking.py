@@ -180,6 +180,9 @@ def test_dwell_seconds_occlusion_and_cooldown_per_track():
     # does (exit: inside from t=0 to t=7, seen on 6 frames); the same track back within the cooldown is silent
     assert fired == [(3, "enter", 1, 3.0, 4), (8, "exit", 1, 7.0, 6)]
     assert [o["track_id"] for o in tz.occupants()["door"]] == [1]
+    # stepping out again after the silent return: still no exit, every exit answers an enter
+    out, _ = run_zones([zone], frames + [outside] * 2, Tracker(min_hits=1, max_age=10, velocity=False))
+    assert [e[0] for evs in out for e in evs] == ["enter", "exit"]
 
 
 def test_zone_events_setting_and_errors():

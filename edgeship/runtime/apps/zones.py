@@ -284,7 +284,8 @@ class _Visit:
     last_t: float
     frames: int = 1
     missed: int = 0
-    qualified: bool = False  # reached the zone's dwell (an exit is reported only for these)
+    qualified: bool = False  # reached the zone's dwell
+    announced: bool = False  # its enter was reported (an exit is reported only for these: none inside a cooldown)
 
 
 @dataclass
@@ -316,7 +317,7 @@ class TrackZones:
                 if visit.missed <= zone.max_gap_frames:
                     continue
             del self._visits[key]  # seen outside, lost, or unseen too long
-            if visit.qualified and "exit" in zone.events:
+            if visit.announced and "exit" in zone.events:
                 events.append(ZoneEvent("exit", zone.name, visit.track, visit.last_t - visit.first_t, visit.frames))
         for key, tr in inside.items():
             if key not in self._visits:
@@ -332,6 +333,7 @@ class TrackZones:
             if last is not None and t - last < zone.cooldown_s:
                 continue  # the same track back in the same zone within the cooldown
             self._last_fired[key] = t
+            visit.announced = True
             if "enter" in zone.events:
                 events.append(ZoneEvent("enter", zone.name, visit.track, t - visit.first_t, visit.frames))
         self._forget(alive, t)
