@@ -214,3 +214,34 @@ def test_webhook_status_reports_last_error_too(tmp_path):
     finally:
         sink.close()
     assert st["queued"] == 1 and st["failures"] >= 1 and "Connection refused" in st["last_error"]
+
+
+def test_the_same_sink_object_closed_and_reopened_delivers_everything(tmp_path):
+    """Both durable sinks run on one delivery worker (runtime/apps/delivery.py): closing a sink and opening
+    the same object again starts delivering again (the webhook sink used to stay stopped, its events piling
+    up on disk)."""
+    from edgeship.runtime.apps.events import WebhookEventSink
+    from tests.helpers.webhook import WebhookReceiver
+
+    b = Mosquitto(tmp_path / "broker").start()
+    try:
+        with Subscriber(b.port, f"{TOPIC}/#") as sub, WebhookReceiver() as hook:
+            mqtt = sink_for(b.port, tmp_path / "mqtt.sqlite")
+            web = WebhookEventSink(hook.url, tmp_path / "webhook.sqlite", backoff_s=0.1, max_backoff_s=0.5, drain_s=2.0)
+            for round_ in range(3):
+                for s in (mqtt, web):
+                    s.open()
+                for i in range(5):
+                    e = event(10 * round_ + i)
+                    mqtt.emit(e)
+                    web.emit(e)
+                assert wait_until(lambda: mqtt.status()["queued"] == 0 and web.status()["queued"] == 0), \
+                    (round_, mqtt.status(), web.status())
+                for s in (mqtt, web):
+                    s.close()
+            want = [f"ev-{10 * r + i:04d}" for r in range(3) for i in range(5)]
+            assert event_ids(sub.wait(len(want), timeout=10)) == want
+            assert [r["json"]["id"] for r in hook.received] == want
+            assert mqtt.status()["delivered"] == web.status()["delivered"] == len(want)
+    finally:
+        b.stop()

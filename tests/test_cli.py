@@ -45,8 +45,10 @@ def test_a_rejected_command_line_is_one_line_exit_1_naming_the_value_and_the_hel
     assert r.exit_code == 1 and one_line(r) == "error: Missing argument 'NAME'. (see 'edgeship targets show --help')"
     r = invoke(["--bogus"])
     assert r.exit_code == 1 and one_line(r).startswith("error: No such option '--bogus'.")
-    r = invoke([])  # a group without a command shows its help
-    assert r.exit_code == 2 and "Commands:" in r.output
+    r = invoke([])  # a group without a command shows its help, and exits 1 like any incomplete command line
+    assert r.exit_code == 1 and "Commands:" in r.output
+    r = invoke(["device"])
+    assert r.exit_code == 1 and "status" in r.output
 
 
 def test_help_does_not_import_tensorflow():

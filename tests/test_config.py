@@ -72,7 +72,7 @@ def test_valid_config_resolves_paths_against_its_folder(files):
     (base(app={"type": "industrial", "counters": "c.db", "trigger": {"mode": "interval"}}),
      "app.trigger: mode 'interval' needs interval_ms"),
     (base(app={"type": "industrial", "counters": "c.db", "trigger": {"mode": "interval", "interval_ms": float("nan")}}),
-     "app.trigger: trigger interval_ms must be a finite number > 0, got nan"),
+     "app.trigger.interval_ms: Input should be a finite number, got nan"),
     (base(app={"type": "industrial", "counters": "c.db", "inspect": {"uncertain": "maybe"}}),
      "app.inspect.uncertain: Input should be 'pass' or 'fail'"),
     (base(app={"type": "industrial", "counters": "c.db", "inspect": {"pass_classes": ["a"], "fail_classes": ["b"]}}),

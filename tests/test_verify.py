@@ -62,9 +62,11 @@ def test_layers_name_the_culprit_in_both_formats(ws):
     assert len(tfl.layers) == 3 and tfl.passed is None
     culprit = tfl.layers[0]  # conv2's output; the tensors after it look damaged too, but come later
     assert "conv2" in culprit["name"] and culprit["error"] > 0.5 and any("conv3" in c for c in culprit["consumers"])
+    assert culprit["layer"] == "conv2"  # the Keras layer, as the user wrote it
     ov = verify_artifact(plain["openvino"].path, ws["sensitive"], ws["dataset"], layers=2, max_drop=None)
     top = ov.layers[0]
     assert top["error"] > 0.5 and top["op"] == "Relu" and top["consumers"]
+    assert top["layer"] == "conv2"  # OpenVINO renamed the node (Relu_1/fq_output_0): the row still names the layer
     assert top["fp32_sqnr_db"] is not None and top["fp32_sqnr_db"] < 20.0
     healthy = verify_artifact(converted("good", 1.0)["openvino"].path, ws["good"], ws["dataset"], layers=2)
     assert all(e["error"] < 0.05 for e in healthy.layers)

@@ -7,6 +7,12 @@ from typing import Any
 import click
 
 from .. import formats
+from ..converters.channels import TRUNK_MODES
+from ..converters.openvino import PRESETS
+from ..converters.options import GateOptions, IOOptions, PruneOptions
+from ..converters.prune import SCHEDULES
+from ..converters.structured import MAX_CYCLES, MAX_DISTILL_EPOCHS
+from ..converters.tflite import IO_TYPES
 from ..runtime.processing import TASKS
 from ._common import FiniteRange, echo_err, emit_json, format_table, human_size, max_drop_option, size_option
 from ._spec import spec_options, spec_overrides
@@ -36,30 +42,32 @@ def _from_target(name: str | None, formats: tuple[str, ...], precision: str | No
 @click.option("-p", "--precision", type=click.Choice(PRECISION_CHOICES),
               help="fp32, fp16 (weights), dynamic (TFLite dynamic range) or int8 (full integer, needs --calib). Default: the --target's, else fp32.")
 @click.option("--calib", type=click.Path(exists=True, dir_okay=False), help="Calibration set from `edgeship calibrate` (calib.npz).")
-@click.option("--io", "io", type=click.Choice(["float", "int8", "uint8"]), default="int8", show_default=True,
+@click.option("--io", "io", type=click.Choice(IO_TYPES), default=IOOptions.io, show_default=True,
               help="Input/output type of a TFLite int8 model (OpenVINO IR keeps float I/O).")
 @click.option("--prune", type=FiniteRange(0.0, 1.0, min_open=True, max_open=True),
               help="Target sparsity of the weights, e.g. 0.5 (tfmot magnitude pruning: zeroed weights, a smaller gzip for storage and OTA updates, no speed-up).")
 @click.option("--prune-channels", type=FiniteRange(0.0, 1.0, min_open=True, max_open=True), default=None, metavar="R",
               help="Structured pruning: remove this fraction of the channels (faster on every backend; see `edgeship prune`).")
-@click.option("--distill", "distill_epochs", type=click.IntRange(0, 1000), default=0, show_default=True, metavar="EPOCHS",
+@click.option("--distill", "distill_epochs", type=click.IntRange(0, MAX_DISTILL_EPOCHS), default=PruneOptions.distill_epochs,
+              show_default=True, metavar="EPOCHS",
               help="With --prune-channels: distil the pruned model from the unpruned one on --calib's images (labels optional).")
-@click.option("--prune-cycles", type=click.IntRange(1, 10), default=1, show_default=True, metavar="N",
+@click.option("--prune-cycles", type=click.IntRange(1, MAX_CYCLES), default=PruneOptions.cycles, show_default=True, metavar="N",
               help="With --prune-channels and --distill: remove the channels in N equal cuts, distilling after each.")
-@click.option("--prune-trunks", type=click.Choice(["auto", "keep", "prune"]), default="auto", show_default=True,
+@click.option("--prune-trunks", type=click.Choice(TRUNK_MODES), default=PruneOptions.trunks, show_default=True,
               help="With --prune-channels: keep the residual trunks whole or cut them too (see `edgeship prune --help`).")
-@click.option("--prune-schedule", type=click.Choice(["constant", "polynomial"]), default="constant", show_default=True)
+@click.option("--prune-schedule", type=click.Choice(SCHEDULES), default=PruneOptions.schedule, show_default=True,
+              help="tfmot's pruning schedule for --prune.")
 @click.option("--prune-frequency", type=click.IntRange(1), help="Steps between mask updates (default: ~10 updates per run).")
 @click.option("--finetune", type=click.Path(exists=True, file_okay=False), help="Labelled image folder (root/<class>/*) to fine-tune on while pruning.")
-@click.option("--epochs", type=click.IntRange(1), default=1, show_default=True, help="Fine-tuning epochs.")
+@click.option("--epochs", type=click.IntRange(1), default=PruneOptions.epochs, show_default=True, help="Fine-tuning epochs.")
 @click.option("--input-size", callback=size_option, help="HxW for models with a dynamic input size (without --calib).")
 @click.option("--labels", "labels", type=click.Path(exists=True, dir_okay=False), help="Class names: one per line (# comments and blank lines ignored), a JSON list or a JSON {id: name} object (default: the calibration set's).")
 @click.option("--task", type=click.Choice(list(TASKS)), help="Override the task written to the manifest.")
 @click.option("--name", help="Artifact name (default: MODEL_PRECISION; with several formats NAME_FORMAT).")
-@click.option("--preset", type=click.Choice(["performance", "mixed"]), default="performance", show_default=True,
+@click.option("--preset", type=click.Choice(PRESETS), default=GateOptions.preset, show_default=True,
               help="NNCF preset for OpenVINO int8.")
 @click.option("--dynamic-batch", is_flag=True, help="OpenVINO IR with a dynamic batch (default: fixed batch 1).")
-@click.option("--max-drop", default="1.0", show_default=True, callback=max_drop_option, metavar="PP|none",
+@click.option("--max-drop", default=str(GateOptions.max_drop), show_default=True, callback=max_drop_option, metavar="PP|none",
               help="Accuracy budget in percentage points for the accuracy gate, or 'none'.")
 @click.option("--min-sqnr", "min_sqnr", type=FiniteRange(), default=None, metavar="DB",
               help="Also require every output's SQNR against the float model to be at least DB decibels on the holdout "
@@ -96,7 +104,7 @@ def convert(model: str, formats: tuple[str, ...], precision: str | None, calib: 
     import time
 
     from ..converters import convert as run_convert
-    from ..converters.options import ConvertOptions, GateOptions, IOOptions, PruneOptions
+    from ..converters.options import ConvertOptions
 
     t0 = time.monotonic()
     fmts, prec = _from_target(target, formats, precision)

@@ -5,6 +5,8 @@ from __future__ import annotations
 import click
 
 from .. import formats
+from ..converters.channels import CRITERIA, DEFAULT_CRITERION, DEFAULT_TRUNKS, MIN_CHANNELS, ROUND_TO, TRUNK_MODES
+from ..converters.structured import MAX_CYCLES, MAX_DISTILL_EPOCHS, MAX_SPEEDUP
 from ._common import FiniteRange, emit_json, format_table
 
 EXAMPLES = """
@@ -26,21 +28,23 @@ Examples:
                    "or keep, the residual trunks of an inverted-residual model are left whole).")
 @click.option("--flops", type=FiniteRange(0.0, 1.0, min_open=True, max_open=True), default=None,
               help="Remove about this fraction of the model's FLOPs (0.5 = half).")
-@click.option("--speedup", type=FiniteRange(1.0, 20.0, min_open=True), default=None,
+@click.option("--speedup", type=FiniteRange(1.0, MAX_SPEEDUP, min_open=True), default=None,
               help="Prune in steps until the deployed artifact (--format, --precision) measures this many times faster.")
-@click.option("--criterion", type=click.Choice(["l1", "l2", "bn", "activation"]), default="l1", show_default=True,
+@click.option("--criterion", type=click.Choice(CRITERIA), default=DEFAULT_CRITERION, show_default=True,
               help="Channel importance: filter norms (l1, l2), BatchNorm |gamma| (bn), or mean activation on --calib.")
-@click.option("--round-to", type=click.IntRange(1, 256), default=8, show_default=True,
+@click.option("--round-to", type=click.IntRange(1, 256), default=ROUND_TO, show_default=True,
               help="Keep channel counts a multiple of this (what XNNPACK's and OpenVINO's kernels like).")
-@click.option("--min-channels", type=click.IntRange(1, 4096), default=8, show_default=True, help="Never fewer channels in a layer.")
+@click.option("--min-channels", type=click.IntRange(1, 4096), default=MIN_CHANNELS, show_default=True,
+              help="Never fewer channels in a layer.")
 @click.option("--calib", type=click.Path(exists=True, dir_okay=False),
               help="Calibration set (edgeship calibrate): images for --distill, --criterion activation and --speedup's int8 artifacts.")
-@click.option("--distill", "distill_epochs", type=click.IntRange(0, 1000), default=0, show_default=True, metavar="EPOCHS",
+@click.option("--distill", "distill_epochs", type=click.IntRange(0, MAX_DISTILL_EPOCHS), default=0, show_default=True,
+              metavar="EPOCHS",
               help="Train the pruned model for EPOCHS to reproduce the unpruned one on --calib's images (labels optional).")
-@click.option("--cycles", type=click.IntRange(1, 10), default=1, show_default=True,
+@click.option("--cycles", type=click.IntRange(1, MAX_CYCLES), default=1, show_default=True,
               help="Reach --channels/--flops in N equal cuts, distilling from the unpruned model after each (needs "
                    "--distill): when one big cut costs too much accuracy.")
-@click.option("--trunks", type=click.Choice(["auto", "keep", "prune"]), default="auto", show_default=True,
+@click.option("--trunks", type=click.Choice(TRUNK_MODES), default=DEFAULT_TRUNKS, show_default=True,
               help="The residual trunks (channels an Add joins across blocks): keep = whole, the cut goes to the "
                    "blocks' inner channels, whose FLOPs and memory traffic fall together (MobileNetV2 and EfficientNetB0 "
                    "224 int8 at half the FLOPs: 1.73x instead of 1.53-1.58x); prune = cut with the rest (ResNet50: "

@@ -10,7 +10,9 @@ from .. import formats
 from ..limits import MAX_OUTPUT_QUEUE, MAX_THREADS
 from ..records import RunSummary
 from ..runtime.processing import TASKS
+from ..runtime.processing.anchors import ANCHOR_THRESHOLD, AnchorSpec, GridAnchorSpec
 from ..runtime.processing.anchors import PRESETS as ANCHOR_PRESETS
+from ..runtime.processing.detect import DETECT_THRESHOLD, NMS_IOU
 from ._common import FiniteRange, check_output_folder, echo_err, emit_json, format_table
 from ._spec import spec_options, spec_overrides
 
@@ -33,14 +35,17 @@ from ._spec import spec_options, spec_overrides
 @click.option("--realtime", is_flag=True, help="Play files at their frame rate like a camera, dropping frames the model cannot keep up with (default: every frame).")
 @click.option("--loop", is_flag=True, help="Restart a video file or folder when it ends.")
 @click.option("--top-k", type=click.IntRange(min=1), default=5, show_default=True, help="Classes reported per frame (classify).")
-@click.option("--threshold", type=FiniteRange(0, 1), default=None, help="Minimum score (detect default 0.25, classify 0).")
+@click.option("--threshold", type=FiniteRange(0, 1), default=None,
+              help=f"Minimum score (detect default {DETECT_THRESHOLD:g}, anchor heads {ANCHOR_THRESHOLD:g}, classify 0).")
 @click.option("--anchors", type=click.Choice(sorted(ANCHOR_PRESETS)), default=None,
               help="--task detect on an anchor-based SSD head (box regressions + scores per anchor): the anchor layout. "
                    "blazeface-short / blazeface-full = MediaPipe face detection (128x128, 896 anchors / 192x192); "
                    "ssd-300 = TF Object Detection API ssd_mobilenet_v1/v2_coco, ssdlite_mobilenet_v2_coco exported "
                    "without post-processing (raw box_encodings (1, 1917, 4) + class_predictions (1, 1917, 1+C), "
                    "class 0 = background). Other layouts: anchors: {type: mediapipe | tf-od, ...} in a --config.")
-@click.option("--iou", type=FiniteRange(0, 1), default=None, help="NMS IoU threshold for detection [0.45; with --anchors the layout's: 0.3 MediaPipe, 0.6 TF OD API].")
+@click.option("--iou", type=FiniteRange(0, 1), default=None,
+              help=f"NMS IoU threshold for detection [{NMS_IOU:g}; with --anchors the layout's: {AnchorSpec.iou:g} "
+                   f"MediaPipe, {GridAnchorSpec.iou:g} TF OD API].")
 @click.option("--source-timeout", type=FiniteRange(min=0, min_open=True), default=10.0, show_default=True, help="Seconds to wait for the source to open.")
 @click.option("--reconnect-timeout", type=FiniteRange(min=0, min_open=True), default=None, help="Give up on a lost stream after S seconds (default: keep retrying).")
 @click.option("--pin/--no-pin", "pin", default=None, help="Pin the capture thread to one CPU and inference to the others (default: on with 2+ CPUs; it keeps them from evicting each other's cache).")

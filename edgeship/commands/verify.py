@@ -5,7 +5,9 @@ from __future__ import annotations
 import click
 
 from ..runtime.processing import TASKS
+from ..runtime.processing.anchors import ANCHOR_THRESHOLD
 from ..runtime.processing.anchors import PRESETS as ANCHOR_PRESETS
+from ..runtime.processing.detect import DETECT_THRESHOLD
 from ._common import FiniteRange, echo_err, emit_json, format_table, max_drop_option
 
 EXAMPLES = """
@@ -36,7 +38,8 @@ Exit codes: 0 within budget, 1 over budget (one-line reason on stderr) or an err
 @click.option("--task", type=click.Choice(sorted(TASKS)), default=None,
               help="detect: decode both models' boxes (as `edgeship run` does) and score the artifact's against the float "
                    "model's on the same images; no labels needed [the manifest's task].")
-@click.option("--threshold", type=FiniteRange(0, 1), default=None, help="Detection score threshold [the decoder's: 0.25, anchors 0.5].")
+@click.option("--threshold", type=FiniteRange(0, 1), default=None,
+              help=f"Detection score threshold [the decoder's: {DETECT_THRESHOLD:g}, anchor heads {ANCHOR_THRESHOLD:g}].")
 @click.option("--iou", type=FiniteRange(0, 1), default=None, help="Detection NMS IoU threshold [the decoder's].")
 @click.option("--anchors", type=click.Choice(sorted(ANCHOR_PRESETS)), default=None,
               help="Anchor layout of an anchor-based SSD head (see `edgeship run --help`).")
@@ -114,8 +117,9 @@ def render(report) -> str:
                                   [(c["label"], c["samples"], c["reference"], c["artifact"], c["delta"]) for c in worst]))
     if report.layers:
         lines.append("layers with the largest quantization error (channel noise/signal, 1 = signal lost):")
-        lines.append(format_table(["tensor", "op", "error", "SQNR dB", "consumers"],
-                                  [(_short(e["name"]), e["op"], e["error"], e["sqnr_db"], ", ".join(_short(c) for c in e["consumers"]))
+        lines.append(format_table(["layer", "tensor (node)", "op", "error", "SQNR dB", "consumers"],
+                                  [(e.get("layer") or ("(input)" if e["op"] == "Parameter" else "-"), _short(e["name"]),
+                                    e["op"], e["error"], e["sqnr_db"], ", ".join(_short(c) for c in e["consumers"]))
                                    for e in report.layers]))
     for w in report.warnings:
         lines.append(f"warning: {w}")

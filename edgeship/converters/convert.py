@@ -34,8 +34,11 @@ from . import keras_io
 from .inputs import (collapsing_softmax, finetune_data, infer_task, load_calibration, load_source, resolve_labels,
                      resolve_spec)
 from .inputs import output_roles as guess_output_roles
+from .builders import builder
 from .openvino import PRESETS
 from .options import ConvertOptions, PruneOptions
+from .plan import ArtifactPlan
+from .prune import SCHEDULES
 from .tflite import IO_TYPES
 
 log = logging.getLogger(__name__)
@@ -74,7 +77,8 @@ class _Context:
     dataset: Any
     saved_model: Path
     name: str
-    options: dict[str, Any]
+    plan: ArtifactPlan  # how every artifact is built and gated (typed, carried to the builders and the gate)
+    record: dict[str, Any]  # every option under its flat name, as the manifest records it
     labels: list[str] | None
     task: str
     roles: list[str] = field(default_factory=list)
@@ -110,7 +114,7 @@ def convert(
     """
     opts = (options if options is not None else ConvertOptions()).updated(**flat)
     formats = [formats] if isinstance(formats, str) else list(formats)
-    record = _validate(formats, precision, calib, opts)
+    plan, record = _validate(formats, precision, calib, opts)
     io, pr = opts.io, opts.prune
     out_dir = Path(out_dir)
     timings: dict[str, float] = {}
@@ -137,34 +141,35 @@ def convert(
             saved = keras_io.export_saved_model(work_model, stage / "saved_model", sample_shape=spec.sample_shape)
         roles, outs = guess_output_roles(work_model, dataset, spec, io.output_roles)
         if precision == "int8":
-            _keep_softmax_float(record, roles, outs)
+            plan = _keep_softmax_float(plan, roles, outs)
         ctx = _Context(
             model=work_model, source=source, spec=spec, precision=precision, dataset=dataset, saved_model=saved,
-            name=name or _default_name(source, precision, pr.sparsity, pr.channels), options=record, labels=label_list,
+            name=name or _default_name(source, precision, pr.sparsity, pr.channels), plan=plan, record=record,
+            labels=label_list,
             task=io.task or infer_task(roles), roles=roles, pruning=pruning, channel_pruning=structured, timings=timings,
         )
         results = [_convert_artifact(ctx, fmt, stage, _artifact_stem(ctx.name, fmt, formats)) for fmt in formats]
         return _publish(results, stage, out_dir)
 
 
-def _keep_softmax_float(options: dict[str, Any], roles: list[str], outs: list[np.ndarray]) -> None:
+def _keep_softmax_float(plan: ArtifactPlan, roles: list[str], outs: list[np.ndarray]) -> ArtifactPlan:
     """A class-score output that int8 would collapse keeps its softmax in float (and a float output)."""
     from .. import roles as R
 
     hit = collapsing_softmax(roles, outs)
     if not hit:
-        return
-    options["denylisted_ops"] = list(dict.fromkeys([*options.get("denylisted_ops", []), "SOFTMAX"]))
-    options["out_io"] = "float"
+        return plan
     for i in hit:
         log.warning("output %d (%d class scores) would lose %.0f%% of its probability mass to int8 rounding: in TFLite "
                     "its softmax stays in float (int8 in, float32 scores out); OpenVINO keeps softmax in float "
                     "anyway", i, outs[i].shape[1], 100 * R.int8_lost_mass(outs[i], True))
+    return plan.but(denylisted_ops=tuple(dict.fromkeys([*plan.denylisted_ops, "SOFTMAX"])), out_io="float")
 
 
 # ---- validation ------------------------------------------------------------------------------------------
-def _validate(formats: list[str], precision: str, calib: Any, opts: ConvertOptions) -> dict[str, Any]:
-    """Check every option before any work; return them flat, as the manifest and the format builders read them."""
+def _validate(formats: list[str], precision: str, calib: Any, opts: ConvertOptions) -> tuple[ArtifactPlan, dict[str, Any]]:
+    """Check every option before any work; return the artifact plan (what the builders and the gate read) and every
+    option under its flat name (what the manifest records)."""
     io, pr, gate = opts.io, opts.prune, opts.gate
     fmts.validate_formats(formats, precision)
     if io.io not in IO_TYPES:
@@ -175,8 +180,8 @@ def _validate(formats: list[str], precision: str, calib: Any, opts: ConvertOptio
         raise InputError("int8 needs a calibration set: pass --calib calib.npz (made by `edgeship calibrate`)")
     if pr.sparsity is not None and not 0.0 < float(pr.sparsity) < 1.0:
         raise InputError(f"--prune must be a sparsity between 0 and 1 (0.5 = 50%), got {pr.sparsity}")
-    if pr.schedule not in ("constant", "polynomial"):
-        raise InputError(f"prune schedule must be constant or polynomial, got {pr.schedule!r}")
+    if pr.schedule not in SCHEDULES:
+        raise InputError(f"prune schedule must be one of {', '.join(SCHEDULES)}, got {pr.schedule!r}")
     if pr.finetune is not None and not pr.sparsity:
         raise InputError("--finetune only applies when pruning: add --prune SPARSITY")
     if pr.channels is not None or pr.distill_epochs:
@@ -207,14 +212,16 @@ def _validate(formats: list[str], precision: str, calib: Any, opts: ConvertOptio
         raise InputError(f"min_sqnr must be a finite number of dB or None, got {gate.min_sqnr}")
     if (gate.denylisted_nodes or gate.denylisted_ops) and precision != "int8":
         raise InputError(f"nodes kept in float only apply to int8, not {precision}")
+    plan = ArtifactPlan(precision=precision, io=io.io if precision == "int8" else "float",
+                        denylisted_nodes=tuple(gate.denylisted_nodes), denylisted_ops=tuple(gate.denylisted_ops),
+                        ignored_scope=gate.ignored_scope, preset=gate.preset, dynamic_batch=bool(io.dynamic_batch),
+                        max_drop=None if gate.max_drop is None else float(gate.max_drop),
+                        min_sqnr=None if gate.min_sqnr is None else float(gate.min_sqnr))
     record = {k: v for k, v in opts.flat().items()
               if k not in ("input_spec", "input_size", "spec_overrides", "labels", "task")}  # recorded elsewhere
-    record.update(precision=precision, formats=formats, io=io.io if precision == "int8" else "float",
-                  finetune=None if pr.finetune is None else str(pr.finetune), epochs=int(pr.epochs),
-                  max_drop=None if gate.max_drop is None else float(gate.max_drop),
-                  denylisted_nodes=list(gate.denylisted_nodes), denylisted_ops=list(gate.denylisted_ops),
-                  output_roles=list(io.output_roles), dynamic_batch=bool(io.dynamic_batch))
-    return record
+    record.update(formats=formats, finetune=None if pr.finetune is None else str(pr.finetune), epochs=int(pr.epochs),
+                  output_roles=list(io.output_roles))
+    return plan, record
 
 
 # ---- pruning --------------------------------------------------------------------------------------------
@@ -257,7 +264,7 @@ def _convert_artifact(ctx: _Context, fmt: str, stage: Path, stem: str) -> Conver
     artifact = fs.path(stage, stem)
     t0 = time.monotonic()
     try:
-        fs.impl().build(ctx.saved_model, artifact, precision=ctx.precision, dataset=ctx.dataset, options=ctx.options)
+        builder(fmt).build(ctx.saved_model, artifact, ctx.plan, ctx.dataset)
     except ConversionError as e:
         raise _blame(ctx.model, fmt, e) from None
     seconds = time.monotonic() - t0
@@ -279,8 +286,6 @@ def _blame(model: Any, fmt: str, err: ConversionError) -> ConversionError:
 
 
 def build_manifest(ctx: _Context, fmt: str, artifact: Path, seconds: float) -> Manifest:
-    from .gate import scope_names
-
     fs = fmts.get(fmt)
     files = fs.files(artifact)
     inputs, outputs = fs.read_tensors(artifact)
@@ -291,13 +296,11 @@ def build_manifest(ctx: _Context, fmt: str, artifact: Path, seconds: float) -> M
     for extra in files[1:]:
         hashes[f"artifact{extra.suffix}"] = sha256_file(extra)
     hashes["calibration"] = ctx.dataset.sha256 if ctx.dataset is not None else None
-    options = {k: v for k, v in ctx.options.items() if k != "ignored_scope"}
-    scope = ctx.options.get("ignored_scope")
-    options["ignored_scope"] = None if scope is None else scope_names(scope)
+    options = {**ctx.record, **ctx.plan.to_dict()}  # the plan as built (a float softmax added, say)
     conversion = ConversionRecord(
         source={k: ctx.source[k] for k in ("path", "name", "flavor")}, options=to_jsonable(options),
         timings={**{k: round(v, 3) for k, v in ctx.timings.items()}, "convert_s": round(seconds, 3)},
-        accuracy_gate=GateRecord(max_drop_pp=ctx.options["max_drop"], min_sqnr_db=ctx.options.get("min_sqnr")),
+        accuracy_gate=GateRecord(max_drop_pp=ctx.plan.max_drop, min_sqnr_db=ctx.plan.min_sqnr),
         channel_pruning=ctx.channel_pruning.to_dict() if ctx.channel_pruning is not None else None)
     return Manifest(
         name=artifact.stem, format=fmt, precision=ctx.precision, artifact=artifact.name, input_spec=ctx.spec,

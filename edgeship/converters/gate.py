@@ -27,6 +27,8 @@ import numpy as np
 
 from .. import formats
 from ..errors import EdgeshipError
+from .builders import builder
+from .plan import ArtifactPlan
 from ..records import AccuracyRecord, GateRecord
 from .layers import LayerError, prioritise
 from .verify import budget, compare, detector_for, excess, finite, judge, run_artifact
@@ -139,105 +141,17 @@ def _budgets_text(max_drop: float | None, min_sqnr: float | None) -> str:
     return " and ".join(parts)
 
 
-# ---- candidate builders (picked through edgeship.formats: each format's gate_candidates) -----------------
-class TFLiteCandidates:
-    """Ranks with the QuantizationDebugger; candidates are re-quantized from one calibration."""
-
-    def __init__(self, saved: Path, ds: Any, io: str, tmp: Path, nodes: Sequence[str] = (), ops: Sequence[str] = (),
-                 out_io: str | None = None) -> None:
-        from .layers import TFLiteProbe
-
-        self.saved, self.ds, self.io, self.tmp, self.base = saved, ds, io, tmp, list(nodes)
-        self.probe = TFLiteProbe(saved, ds.x_calib, io=io, denylisted_ops=ops, out_io=out_io)
-
-    def nodes(self, chosen: Sequence[LayerError]) -> list[str]:
-        return list(dict.fromkeys(self.base + [n for e in chosen for n in e.keep_float]))
-
-    def float_nodes(self, chosen: Sequence[LayerError]) -> list[str]:
-        """What the manifest records as kept in float (the caller's denylist included)."""
-        return self.nodes(chosen)
-
-    def rank(self, chosen: list[LayerError]) -> list[LayerError]:
-        return self.probe.rank(self.nodes(chosen))
-
-    def build(self, chosen: list[LayerError]) -> Path:
-        # the same MLIR quantizer call as to_tflite(..., denylisted_nodes=...), on the cached calibration
-        path = formats.get("tflite").path(self.tmp, f"candidate_{len(chosen)}_{abs(hash(tuple(self.nodes(chosen))))}")
-        path.write_bytes(self.probe.quantize(self.nodes(chosen)))
-        return path
-
-    def fp16(self, out: Path) -> Path:
-        from .tflite import to_tflite
-
-        return to_tflite(self.saved, out, precision="fp16")
-
-
-class OpenVINOCandidates:
-    """Ranks the artifact's activation quantizers; candidates are ``nncf.quantize`` runs with an ignored scope."""
-
-    def __init__(self, saved: Path, ds: Any, artifact: Path, preset: str, dynamic_batch: bool, tmp: Path,
-                 user_scope: Sequence[str] = ()) -> None:
-        import openvino as ov
-
-        from .layers import OpenVINOProbe, map_node_names
-        from .openvino import to_openvino
-
-        self.saved, self.ds, self.preset, self.dynamic_batch, self.tmp = saved, ds, preset, dynamic_batch, tmp
-        self.user_scope = list(user_scope)  # the caller's own ignored scope, kept in every candidate
-        # OpenVINO numbers node names per conversion: every candidate is quantized from this one FP32
-        # IR, and the artifact's names are mapped onto it.
-        self.fp32 = ov.Core().read_model(str(to_openvino(saved, formats.get("openvino").path(tmp, "fp32"), precision="fp32", dynamic_batch=dynamic_batch)))
-        self.first = OpenVINOProbe(artifact, ds.x_calib)
-        self.names = map_node_names(self.first.model, self.fp32)
-        self.last: Any = None  # the latest candidate's probe (FP32 names)
-
-    def float_nodes(self, chosen: Sequence[LayerError]) -> list[str]:
-        return list(dict.fromkeys(n for e in chosen for n in e.keep_float))
-
-    def rank(self, chosen: list[LayerError]) -> list[LayerError]:
-        from .layers import OpenVINOProbe, rename
-
-        if self.last is None and self.names is None:  # the graphs do not line up: rank a fresh quantization
-            self.last = OpenVINOProbe(self._quantize([]), self.ds.x_calib)
-        if self.last is not None:
-            return self.last.rank()
-        return rename(self.first.rank(), self.names)
-
-    def _quantize(self, scope: list[str]) -> Any:
-        from .openvino import PRECISIONS
-
-        full = list(dict.fromkeys(self.user_scope + list(scope)))
-        return PRECISIONS["int8"](self.fp32.clone(), self.ds, self.preset, full)[0]
-
-    def build(self, chosen: list[LayerError]) -> Path:
-        from .layers import OpenVINOProbe
-        from .openvino import _save_ir
-
-        scope = list(dict.fromkeys(n for e in chosen for n in e.keep_float))
-        model = self._quantize(scope)
-        self.last = OpenVINOProbe(model, self.ds.x_calib)
-        return _save_ir(model, formats.get("openvino").path(self.tmp, f"candidate_{len(chosen)}_{abs(hash(tuple(scope)))}"), False)
-
-    def fp16(self, out: Path) -> Path:
-        from .openvino import to_openvino
-
-        return to_openvino(self.saved, out, precision="fp16", dynamic_batch=self.dynamic_batch)
-
-
 # ---- the API ------------------------------------------------------------------------------------------
 def accuracy_gate(artifact: str | Path, *, fmt: str, model: Any, saved_model_dir: str | Path, dataset: Any,
-                  max_drop: float | None, min_sqnr: float | None = None,
-                  io: str = "int8", preset: str = "performance", dynamic_batch: bool = False,
-                  denylisted_nodes: Sequence[str] = (), denylisted_ops: Sequence[str] = (),
-                  ignored_scope: Sequence[str] = (), out_io: str | None = None,
-                  roles: Sequence[str] | None = None, task: str | None = None) -> GateResult:
-    """Make the int8 ``artifact`` (rewritten in place when needed) fit ``max_drop`` points and/or ``min_sqnr`` dB
-    (every output's SQNR against the float model) on the holdout split.
+                  plan: ArtifactPlan, roles: Sequence[str] | None = None, task: str | None = None) -> GateResult:
+    """Make the int8 ``artifact`` (rewritten in place when needed) fit the plan's ``max_drop`` points and/or
+    ``min_sqnr`` dB (every output's SQNR against the float model) on the holdout split.
 
     ``model`` is the float Keras model (object or path), ``saved_model_dir`` its SavedModel export
     (what the artifact was converted from), ``dataset`` the RepresentativeDataset it was calibrated on.
     A ``task`` "detect" model is budgeted on the AP@0.5 its detections lose against the float model's own.
-    ``denylisted_nodes`` / ``denylisted_ops`` (TFLite) stay in float in every candidate. Every candidate is measured through the runtime backend; the one kept is the one measured.
+    What the plan keeps in float (TFLite denylists, an OpenVINO ignored scope) stays in float in every
+    candidate. Every candidate is measured through the runtime backend; the one kept is the one measured.
     """
     from .keras_io import load_keras_model, predict
 
@@ -250,6 +164,8 @@ def accuracy_gate(artifact: str | Path, *, fmt: str, model: Any, saved_model_dir
         x, y = dataset.split("calib")
     ref = predict(load_keras_model(model), x)
     ev = _Evaluator(ref, x, y, dataset.labels, roles, _detector(task, dataset.spec, ref))
+    max_drop, min_sqnr = plan.max_drop, plan.min_sqnr
+
     def verdict(measured: str | None, value: float | None, record: dict[str, Any]) -> tuple[bool | None, str | None]:
         return judge(measured, value, max_drop, outputs=record["outputs"], min_sqnr=min_sqnr)
 
@@ -265,9 +181,7 @@ def accuracy_gate(artifact: str | Path, *, fmt: str, model: Any, saved_model_dir
     log.warning("%s: %s; keeping the most damaged layers in float", artifact.name, result.reason)
     with tempfile.TemporaryDirectory(prefix="edgeship-gate-") as tmpdir:
         tmp = Path(tmpdir)
-        options = {"io": io, "preset": preset, "dynamic_batch": dynamic_batch, "denylisted_nodes": denylisted_nodes,
-                   "denylisted_ops": denylisted_ops, "ignored_scope": ignored_scope, "out_io": out_io}
-        impl = fs.impl().gate_candidates(Path(saved_model_dir), dataset, artifact, tmp, options)
+        impl = builder(fmt).candidates(Path(saved_model_dir), dataset, artifact, tmp, plan)
         built: dict[tuple[str, ...], tuple[Path, tuple[str | None, float | None, dict[str, Any]]]] = {}
 
         def candidate(chosen: list[LayerError]) -> tuple[Path, tuple[str | None, float | None, dict[str, Any]]]:
@@ -313,23 +227,10 @@ def _detector(task: str | None, spec: Any, ref: list[np.ndarray]) -> Any:
 
 def gate_convert_step(ctx: Any, fmt: str, artifact: Path) -> GateResult | None:
     """The gate as a step of :func:`edgeship.converters.convert`: int8 artifacts with a budget only."""
-    o = ctx.options
-    if ctx.precision != "int8" or (o.get("max_drop") is None and o.get("min_sqnr") is None):
+    if not ctx.plan.gated:
         return None
     return accuracy_gate(artifact, fmt=fmt, model=ctx.model, saved_model_dir=ctx.saved_model, dataset=ctx.dataset,
-                         max_drop=None if o.get("max_drop") is None else float(o["max_drop"]),
-                         min_sqnr=None if o.get("min_sqnr") is None else float(o["min_sqnr"]), io=o.get("io", "int8"), preset=o.get("preset", "performance"),
-                         dynamic_batch=bool(o.get("dynamic_batch")), denylisted_nodes=o.get("denylisted_nodes") or (),
-                         denylisted_ops=o.get("denylisted_ops") or (), ignored_scope=scope_names(o.get("ignored_scope")),
-                         out_io=o.get("out_io"), roles=getattr(ctx, "roles", None) or None, task=getattr(ctx, "task", None))
-
-
-def scope_names(scope: Any) -> list[str]:
-    """Node names of an ignored scope given as names or as an ``nncf.IgnoredScope`` (names only)."""
-    if scope is None:
-        return []
-    names = getattr(scope, "names", scope)
-    return [str(n) for n in names]
+                         plan=ctx.plan, roles=getattr(ctx, "roles", None) or None, task=getattr(ctx, "task", None))
 
 
 def record_gate(manifest: Any, result: GateResult | None) -> Any:

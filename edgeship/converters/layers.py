@@ -51,6 +51,7 @@ class LayerError:
     fp32_sqnr_db: float | None = None  # OpenVINO: first consumer's output vs the FP32 model (cumulative)
     order: int = 0  # position of the producer in the graph (topological)
     producer: str = ""  # node producing the tensor (OpenVINO: the quantizer's input node)
+    layer: str = ""  # the Keras layer the tensor comes out of (edgeship.converters.layer_names), "" when unknown
 
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)

@@ -24,7 +24,8 @@ from ..progress import progress
 
 log = logging.getLogger(__name__)
 
-PRESETS = ("performance", "mixed")
+PRESETS = ("performance", "mixed")  # NNCF's: symmetric, or asymmetric activations
+DEFAULT_PRESET = PRESETS[0]
 
 
 def no_telemetry() -> None:
@@ -85,7 +86,7 @@ def to_openvino(
     *,
     precision: str,
     dataset: Any = None,
-    preset: str = "performance",
+    preset: str = DEFAULT_PRESET,
     dynamic_batch: bool = False,
     ignored_scope: Any = None,
 ) -> Path:

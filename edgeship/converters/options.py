@@ -21,13 +21,17 @@ from typing import Any, Sequence
 
 from ..errors import InputError
 from ..spec import InputSpec
+from .channels import DEFAULT_TRUNKS
+from .openvino import DEFAULT_PRESET
+from .prune import SCHEDULES
+from .tflite import DEFAULT_IO
 
 
 @dataclass(frozen=True)
 class IOOptions:
     """What goes in and comes out: the InputSpec, labels, task, output roles and tensor types."""
 
-    io: str = "int8"  # int8 artifacts' input/output tensors: int8, uint8 or float
+    io: str = DEFAULT_IO  # int8 artifacts' input/output tensors: one of converters.tflite.IO_TYPES
     input_spec: InputSpec | None = None  # default: the calibration set's
     input_size: tuple[int, int] | None = None  # (height, width) for a model with a free input size
     spec_overrides: dict[str, Any] | None = None  # InputSpec fields on top (scale, mean, std, color_order...)
@@ -42,14 +46,14 @@ class PruneOptions:
     """Pruning before conversion: magnitude (``sparsity``: a smaller gzip) or channels (faster)."""
 
     sparsity: float | None = None  # magnitude pruning target, 0..1
-    schedule: str = "constant"  # constant | polynomial
+    schedule: str = SCHEDULES[0]  # one of SCHEDULES
     frequency: int | None = None  # pruning steps between mask updates
     finetune: str | os.PathLike | None = None  # labelled image folder trained on while pruning
     epochs: int = 1
     channels: float | None = None  # fraction of the channels removed (structured pruning)
     distill_epochs: int = 0  # distillation from the unpruned model after removing channels
     cycles: int = 1  # channels removed in this many cuts, distilled after each
-    trunks: str = "auto"  # channels: keep | prune the residual trunks; auto keeps them when they are the narrow path
+    trunks: str = DEFAULT_TRUNKS  # channels: keep | prune the residual trunks; auto keeps them when they are the narrow path
 
 
 @dataclass(frozen=True)
@@ -61,7 +65,7 @@ class GateOptions:
     denylisted_nodes: tuple[str, ...] = ()  # kept in float from the start
     denylisted_ops: tuple[str, ...] = ()
     ignored_scope: Any = None  # OpenVINO: an nncf.IgnoredScope or a list of node names
-    preset: str = "performance"  # NNCF preset: performance | mixed
+    preset: str = DEFAULT_PRESET  # NNCF preset: one of converters.openvino.PRESETS
 
 
 @dataclass(frozen=True)

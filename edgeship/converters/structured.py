@@ -36,8 +36,9 @@ from .keras_io import check_takes, load_keras_model
 log = logging.getLogger(__name__)
 
 SPEEDUP_STEPS = (0.25, 0.4, 0.5, 0.6, 0.7, 0.8)  # fractions of the FLOPs removed, tried in turn by speedup=X
-MAX_SPEEDUP = 20.0
+MAX_SPEEDUP = 20.0  # the largest --speedup target
 MAX_CYCLES = 10
+MAX_DISTILL_EPOCHS = 1000  # distillation epochs asked for in one call
 LATENCY_ROUNDS = 5
 LATENCY_SECONDS = 0.4
 
@@ -109,17 +110,18 @@ def cycle_fractions(total: float, cycles: int) -> list[float]:
 
 def check_epochs(epochs: Any) -> int:
     """Distillation epochs: a non-negative integer (0 = no distillation)."""
-    if isinstance(epochs, bool) or not isinstance(epochs, int) or epochs < 0:
-        raise InputError(f"distillation epochs must be a non-negative integer, got {epochs!r}")
+    if isinstance(epochs, bool) or not isinstance(epochs, int) or not 0 <= epochs <= MAX_DISTILL_EPOCHS:
+        raise InputError(f"distillation epochs must be an integer from 0 to {MAX_DISTILL_EPOCHS}, got {epochs!r}")
     return epochs
 
 
 def prune_structured(model: Any, *, channels: float | None = None, flops: float | None = None, speedup: float | None = None,
-                     criterion: str = "l1", round_to: int = 8, min_channels: int = 8, dataset: Any = None,
+                     criterion: str = C.DEFAULT_CRITERION, round_to: int = C.ROUND_TO, min_channels: int = C.MIN_CHANNELS,
+                     dataset: Any = None,
                      input_size: tuple[int, int] | None = None, distill_epochs: int = 0, distill_labels: bool = True,
                      fmt: str = "tflite", precision: str = "int8", threads: int | None = None,
                      rounds: int = LATENCY_ROUNDS, seconds: float = LATENCY_SECONDS,
-                     roles: list[str] | None = None, cycles: int = 1, trunks: str = "auto") -> tuple[Any, StructuredReport]:
+                     roles: list[str] | None = None, cycles: int = 1, trunks: str = C.DEFAULT_TRUNKS) -> tuple[Any, StructuredReport]:
     """Prune ``model`` (Keras 3, path or object) to one target; returns (pruned model, report). See the module doc."""
     t0 = time.perf_counter()
     target = check_target(channels, flops, speedup)
@@ -256,11 +258,23 @@ def _search_speedup(teacher: Any, want: float, common: dict[str, Any], dataset: 
 
 
 def _artifact(model: Any, out: Path, dataset: Any, fmt: str, precision: str, input_size: tuple[int, int] | None) -> Path:
-    from .convert import convert
+    """``model`` as the artifact it will be deployed as (format, precision; no gate, no manifest: it is only timed),
+    built by the format's own builder (:mod:`edgeship.converters.builders`)."""
+    from .. import formats
+    from .builders import builder
+    from .keras_io import export_saved_model, input_shape
+    from .plan import ArtifactPlan
 
-    results = convert(model, formats=[fmt], precision=precision, out_dir=out, calib=dataset, max_drop=None,
-                      input_size=None if dataset is not None else input_size)
-    return results[0].path
+    if dataset is not None:
+        shape = tuple(dataset.spec.sample_shape)
+    else:
+        shape = tuple(input_shape(model)[1:])
+        if input_size is not None and len(shape) == 3:
+            shape = (shape[0] or input_size[0], shape[1] or input_size[1], shape[2])
+    out.mkdir(parents=True, exist_ok=True)
+    saved = export_saved_model(model, out / "saved_model", sample_shape=shape)
+    plan = ArtifactPlan(precision=precision, io=ArtifactPlan.io if precision == "int8" else "float")
+    return builder(fmt).build(saved, formats.get(fmt).path(out, "model"), plan, dataset)
 
 
 def uncompiled(model: Any) -> Any:

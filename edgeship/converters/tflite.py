@@ -22,7 +22,8 @@ from ..fileio import atomic_write_bytes
 
 log = logging.getLogger(__name__)
 
-IO_TYPES = ("float", "int8", "uint8")
+IO_TYPES = ("int8", "uint8", "float")  # an int8 artifact's input/output tensor type
+DEFAULT_IO = IO_TYPES[0]
 
 
 def _configure_fp32(converter: Any, tf: Any, dataset: Any, io: str) -> None:
@@ -65,7 +66,7 @@ def to_tflite(
     *,
     precision: str,
     dataset: Any = None,
-    io: str = "int8",
+    io: str = DEFAULT_IO,
     denylisted_nodes: Sequence[str] = (),
     denylisted_ops: Sequence[str] = (),
     out_io: str | None = None,
@@ -169,7 +170,7 @@ def converter_error_summary(e: BaseException) -> str:
 # ---- reading back ---------------------------------------------------------------------------------
 def tflite_ops(path: str | os.PathLike) -> list[dict[str, Any]]:
     """Every op of a .tflite with its output tensor names and dtypes (what ran in float, what in int8)."""
-    from ..runtime.backends.litert import load_interpreter
+    from ..formats.tflite import load_interpreter
 
     interp = load_interpreter(Path(path))
     tensors = {t["index"]: t for t in interp.get_tensor_details()}

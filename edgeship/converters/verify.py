@@ -444,6 +444,7 @@ def verify_artifact(artifact: str | os.PathLike, reference: Any, data: Any, *, s
 
 def layer_errors(artifact: Path, reference: Any, ds: Any, *, manifest: Manifest | None = None, limit: int = 100) -> list[Any]:
     """Per-layer quantization errors of an int8 artifact, worst first (empty, with a warning, for float artifacts)."""
+    from .builders import builder
     from .keras_io import export_saved_model, load_keras_model
 
     fs = formats.resolve(artifact, manifest)
@@ -453,6 +454,7 @@ def layer_errors(artifact: Path, reference: Any, ds: Any, *, manifest: Manifest 
     x = ds.x_calib if len(ds.x_calib) else ds.split("all")[0]
     float_nodes = list(manifest.conversion.accuracy_gate.float_nodes) if manifest else []
     with tempfile.TemporaryDirectory(prefix="edgeship-layers-") as tmp:
-        saved = export_saved_model(load_keras_model(reference), Path(tmp) / "saved_model")
-        return fs.impl().layer_errors(artifact, saved, x, manifest=manifest, float_nodes=float_nodes, tmp=Path(tmp),
-                                      limit=limit)
+        model = load_keras_model(reference)
+        saved = export_saved_model(model, Path(tmp) / "saved_model")
+        return builder(fs.name).layer_errors(artifact, saved, x, manifest=manifest, float_nodes=float_nodes,
+                                             tmp=Path(tmp), limit=limit, model=model)

@@ -5,11 +5,12 @@
     openvino  .xml     .xml + .bin       fp32 fp16 int8               OpenVINO (also opens .onnx)
 
 Every fact about a format is written here or in its module (``formats/tflite.py``,
-``formats/openvino.py``): suffix and companion files, how tensors are read (names, shapes,
-dtypes, quantization), how the artifact is built, the accuracy gate's candidate builder, the
-per-layer error probe, the precision a float artifact must run in, and which runtime backend
-opens it. Nothing else in edgeship names a suffix or branches on a format name; it asks this
-table. A new format is one module and one row.
+``formats/openvino.py``): suffix and companion files, precisions, how the file is opened and its
+tensors read (names, shapes, dtypes, quantization), the precision a float artifact must run in, and
+which runtime backend opens it. Nothing else in edgeship names a suffix or branches on a format
+name; it asks this table. This package is the bottom of the house: it imports no other edgeship
+layer (converters register their builders in :mod:`edgeship.converters.builders`, the runtime its
+backends in :mod:`edgeship.runtime.backends`). A new format is one module, one row and one builder.
 
 The table imports nothing heavy: the device runtime reads it without TensorFlow.
 """
@@ -39,7 +40,7 @@ class Format:
     suffix: str  # the artifact file edgeship writes
     companions: tuple[str, ...]  # files that sit beside it with the same stem (an IR's .bin)
     precisions: tuple[str, ...]  # what convert can produce
-    module: str  # the format's module (tensors, build, gate, layers)
+    module: str  # the format's module (opening the file, reading its tensors)
     backend: str  # "module:Class" of the runtime backend
     aliases: tuple[str, ...] = ()  # other names users may type (--backend litert)
     also_opens: tuple[str, ...] = ()  # further suffixes the backend reads (not written by convert)

@@ -1,7 +1,8 @@
-"""OpenVINO IR (``.xml`` + ``.bin``): reading tensors, building, the gate's candidates and the layer probe.
+"""OpenVINO IR (``.xml`` + ``.bin``): reading tensors, and the precision a float IR must run in.
 
-Reading needs only openvino (the device runtime); building, the gate and the layer probe import
-the converters (TensorFlow, NNCF) when they run.
+Needs only openvino (what a device has). What builds an IR lives with the converters
+(:mod:`edgeship.converters.builders`); what runs one with the runtime
+(:mod:`edgeship.runtime.backends.openvino`).
 """
 
 from __future__ import annotations
@@ -57,39 +58,3 @@ def inference_precision(path: Path, manifest: Any) -> str | None:
     except OSError:
         return None
     return None if 'type="FakeQuantize"' in text else "f32"
-
-
-# ---- workstation side ---------------------------------------------------------------------------------
-def build(saved_model: Path, out: Path, *, precision: str, dataset: Any, options: dict[str, Any]) -> Path:
-    from ..converters.openvino import to_openvino
-
-    return to_openvino(saved_model, out, precision=precision, dataset=dataset,
-                       preset=options.get("preset", "performance"), dynamic_batch=bool(options.get("dynamic_batch")),
-                       ignored_scope=options.get("ignored_scope"))
-
-
-def gate_candidates(saved_model: Path, dataset: Any, artifact: Path, tmp: Path, options: dict[str, Any]) -> Any:
-    """The accuracy gate's candidate builder: ``nncf.quantize`` runs with a growing ignored scope."""
-    from ..converters.gate import OpenVINOCandidates, scope_names
-
-    return OpenVINOCandidates(saved_model, dataset, artifact, options.get("preset", "performance"),
-                              bool(options.get("dynamic_batch")), tmp, scope_names(options.get("ignored_scope")))
-
-
-def layer_errors(artifact: Path, saved_model: Path, x: np.ndarray, *, manifest: Any, float_nodes: list[str],
-                 tmp: Path, limit: int) -> list[Any]:
-    """Per-layer int8 errors of an IR (each FakeQuantize's error, and the SQNR against the FP32 IR)."""
-    import openvino as ov
-
-    from ..converters import layers as L
-    from ..converters.openvino import to_openvino
-
-    errors = L.OpenVINOProbe(artifact, x, limit=limit).rank()
-    dynamic = bool(manifest is not None and manifest.conversion.option("dynamic_batch"))
-    fp32 = to_openvino(saved_model, tmp / "fp32.xml", precision="fp32", dynamic_batch=dynamic)
-    core = ov.Core()
-    sqnr = L.compare_with_fp32(core.read_model(str(artifact)), core.read_model(str(fp32)), x, limit=limit)
-    for e in errors:
-        if e.consumers and e.consumers[0] in sqnr:
-            e.fp32_sqnr_db = sqnr[e.consumers[0]]
-    return errors

@@ -1,17 +1,23 @@
-"""TFLite (LiteRT flatbuffer): reading tensors, building, the gate's candidates and the layer probe.
+"""TFLite (LiteRT flatbuffer): opening a file with a LiteRT interpreter and reading its tensors.
 
-Reading needs only ai-edge-litert (the device runtime); building, the gate and the layer probe
-import the converters (TensorFlow) when they run.
+Needs only ai-edge-litert (what a device has). What builds a .tflite lives with the converters
+(:mod:`edgeship.converters.builders`); what runs one for inference with the runtime
+(:mod:`edgeship.runtime.backends.litert`).
 """
 
 from __future__ import annotations
 
+import importlib
+import importlib.util
 import logging
+import re
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import numpy as np
 
+from ..errors import BackendError, ModelError
+from ..native_stderr import filtered_stderr
 from .tensors import TensorInfo, output_sort_key
 
 log = logging.getLogger(__name__)
@@ -61,9 +67,57 @@ def order_by_manifest(details: list[dict[str, Any]], manifest: Any) -> list[dict
     return [by_name[n] for n in names]
 
 
-def read_tensors(path: Path) -> tuple[list[TensorInfo], list[TensorInfo]]:
-    from ..runtime.backends.litert import load_interpreter
+# module that provides ``Interpreter``, in order of preference
+INTERPRETER_MODULES = ("ai_edge_litert.interpreter", "tflite_runtime.interpreter", "tensorflow.lite")
 
+
+def interpreter_class() -> tuple[Callable[..., Any], str]:
+    """The first available LiteRT Interpreter class and the module it came from."""
+    for name in INTERPRETER_MODULES:
+        if importlib.util.find_spec(name.split(".")[0]) is None:
+            continue
+        try:
+            mod = importlib.import_module(name)
+        except ImportError as e:  # e.g. tflite_runtime built against numpy 1
+            log.debug("cannot import %s: %s", name, e)
+            continue
+        return mod.Interpreter, name
+    raise BackendError(
+        "no LiteRT interpreter found: install ai-edge-litert (pip install ai-edge-litert); "
+        f"tried {', '.join(INTERPRETER_MODULES)}"
+    )
+
+
+def load_interpreter(path: Any, threads: int | None = None) -> Any:
+    """A LiteRT Interpreter for ``path`` with its tensors allocated; a file LiteRT refuses is one ModelError line.
+
+    A model that needs an op LiteRT does not have built in is named as such (with the op), not
+    called an invalid file.
+    """
+    cls, _ = interpreter_class()
+    kw: dict[str, Any] = {"model_path": str(path)}
+    if threads:
+        kw["num_threads"] = int(threads)
+    try:
+        with filtered_stderr():  # LiteRT's "Created XNNPACK delegate" INFO line on every load
+            it = cls(**kw)
+            it.allocate_tensors()
+    except (ValueError, RuntimeError) as e:
+        raise ModelError(_load_error(path, e)) from None
+    return it
+
+
+def _load_error(path: Any, e: BaseException) -> str:
+    text = str(e)
+    m = re.search(r"Encountered unresolved custom op: ([A-Za-z0-9_.\-]+)", text) or re.search(r"custom op[^A-Za-z0-9]*([A-Za-z0-9_.\-]+)", text, re.I)
+    if m and "custom" in text.lower():
+        return (f"{path} needs the custom op {m.group(1)}, which is not built into LiteRT: run it where that op is "
+                "registered (a LiteRT build or interpreter with the op added), or re-export the model without it")
+    lines = [ln.strip() for ln in text.splitlines() if ln.strip()]
+    return f"{path} is not a valid TFLite model: {lines[0] if lines else type(e).__name__}"
+
+
+def read_tensors(path: Path) -> tuple[list[TensorInfo], list[TensorInfo]]:
     interp = load_interpreter(path)
     ins, outs = io_details(interp)
     return [tensor_info(d) for d in ins], [tensor_info(d) for d in outs]
@@ -72,34 +126,3 @@ def read_tensors(path: Path) -> tuple[list[TensorInfo], list[TensorInfo]]:
 def inference_precision(path: Path, manifest: Any) -> str | None:
     """LiteRT runs what the file holds: nothing to force."""
     return None
-
-
-# ---- workstation side (imports the converters, hence TensorFlow, when called) ----------------------------
-def build(saved_model: Path, out: Path, *, precision: str, dataset: Any, options: dict[str, Any]) -> Path:
-    from ..converters.tflite import to_tflite
-
-    return to_tflite(saved_model, out, precision=precision, dataset=dataset, io=options.get("io", "int8"),
-                     denylisted_nodes=options.get("denylisted_nodes") or (),
-                     denylisted_ops=options.get("denylisted_ops") or (), out_io=options.get("out_io"))
-
-
-def gate_candidates(saved_model: Path, dataset: Any, artifact: Path, tmp: Path, options: dict[str, Any]) -> Any:
-    """The accuracy gate's candidate builder: the MLIR quantizer with a growing denylist."""
-    from ..converters.gate import TFLiteCandidates
-
-    return TFLiteCandidates(saved_model, dataset, options.get("io", "int8"), tmp,
-                            options.get("denylisted_nodes") or (), options.get("denylisted_ops") or (),
-                            out_io=options.get("out_io"))
-
-
-def layer_errors(artifact: Path, saved_model: Path, x: np.ndarray, *, manifest: Any, float_nodes: list[str],
-                 tmp: Path, limit: int) -> list[Any]:
-    """Per-layer int8 errors of a TFLite artifact (LiteRT's quantization debugger on ``x``)."""
-    from ..converters import layers as L
-
-    dtypes = (manifest.io_dtype if manifest is not None and manifest.io_dtype else {}) or {}
-    io, out_io = ({"float32": "float"}.get(v, v) if v in ("float32", "int8", "uint8") else "int8"
-                  for v in (dtypes.get("input") or "int8", dtypes.get("output") or "int8"))
-    denylisted_ops = (manifest.conversion.option("denylisted_ops") if manifest is not None else None) or ()
-    probe = L.TFLiteProbe(saved_model, x, io=io, out_io=out_io, limit=limit, denylisted_ops=denylisted_ops)
-    return probe.rank(float_nodes)

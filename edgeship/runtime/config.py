@@ -6,33 +6,9 @@ Validated up front with pydantic (unknown keys are errors): a wrong key, type or
 one line naming the key's path, e.g. ``deploy.yaml: app.zones[0].points: expected at least 3
 points``. Relative paths resolve against the config file's folder. See ``examples/*.yaml``.
 
-Top level: ``artifact`` (file), ``source`` (text, or {uri, loop, realtime, timeout_s,
-reconnect_timeout_s}), ``task``, ``labels`` (file), ``input_spec`` {resize, interpolation,
-color_order, scale, mean, std} (a model without a manifest), ``threshold``, ``iou``, ``top_k``, ``anchors``
-(an anchor-based SSD head: a preset name, or {type: mediapipe, input_hw, strides, per_layer, offset,
-scale} or {type: tf-od, input_hw, feature_maps, min_scale, max_scale, aspect_ratios,
-interpolated_scale_aspect_ratio, reduce_boxes_in_lowest_layer, scale_factors, background,
-scores_from (auto | sigmoid | softmax | probabilities)}), ``backend``
-{name, threads, device, hint, precision, pin, output_queue}, ``app`` (below), ``sinks`` [jsonl:FILE | jsonl-raw:FILE | npz:DIR | video:FILE],
-``server`` {host (127.0.0.1), port, token (required off loopback), dashboard, max_fps},
-``max_frames``, ``duration``.
-
-``app`` by ``type``:
-
-- ``security``: camera, zones [{name, points (>= 3, pixels or 0..1), normalized, classes,
-  min_score, min_dwell_frames, min_dwell_s, cooldown_s, max_gap_frames, anchor, events [enter,
-  exit]}], lines [{name, points (2: A, B), normalized, classes, min_score, direction (both | in |
-  out), anchor, hysteresis_px}], tracker {enabled, iou, max_age, min_hits, velocity, class_aware,
-  matcher (greedy | hungarian)}, motion
-  {threshold, min_area, alpha, width, hold_frames, max_skip}, snapshots {dir, quota_mb},
-  events [{type: jsonl, path} | {type: webhook, url, queue, timeout_s, backoff_s, max_backoff_s,
-  headers, include_snapshot, drain_s} | {type: mqtt, broker, topic, snapshots, username, password,
-  queue (SQLite outbox: durable), timeout_s, backoff_s, max_backoff_s, drain_s}].
-- ``industrial``: counters (SQLite file), inspect {pass_classes | fail_classes, min_score,
-  class_thresholds, uncertain, fail_above}, trigger {mode: frame | interval (interval_ms) |
-  external (POST /trigger, mqtt {broker, topic})}, outputs [{type: none | mqtt {broker, topic, username,
-  password} | http {url, timeout_s, headers} | gpio {pin, pulse_ms, active_high}}], rejects {dir, quota_mb}, events.
-- ``robot``: rate_hz, stale_ms, udp [host:port].
+Every key, its type, default, bounds and meaning: ``docs/deploy-config.md``, generated from these
+models by :mod:`edgeship.runtime.reference` (each field's ``Field(description=...)``), so the
+reference cannot drift from what is validated.
 """
 
 from __future__ import annotations
@@ -58,7 +34,7 @@ AppCfg = tagged_union(app_classes())
 
 
 class SourceCfg(SourceOptions):
-    uri: str = Field(min_length=1)
+    uri: str = Field(min_length=1, description="what to read (see the top-level source key)")
 
     @field_validator("uri")
     @classmethod
@@ -90,15 +66,15 @@ class SourceCfg(SourceOptions):
 
 
 class DeployBackend(BackendOptions):
-    pin: Optional[bool] = None  # a deployment is the entry point: it pins capture and inference when there are 2+ CPUs
+    pin: Optional[bool] = Field(None, description="a deployment is the entry point: it pins capture and inference when there are 2+ CPUs")
 
 
 class ServerCfg(Strict):
-    host: str = "127.0.0.1"
-    port: Port = 8080
-    token: Optional[str] = Field(None, validate_default=True)  # required off loopback (8+ characters)
-    dashboard: bool = True
-    max_fps: float = Field(LIVE_FPS, gt=0)  # the live view's frame rate cap
+    host: str = Field("127.0.0.1", description="address to listen on (anything but loopback needs a token)")
+    port: Port = Field(8080, description="TCP port (the device's health check reads it)")
+    token: Optional[str] = Field(None, validate_default=True, description="required off loopback (8+ characters)")
+    dashboard: bool = Field(True, description="serve the dashboard page at /")
+    max_fps: float = Field(LIVE_FPS, gt=0, description="the live view's frame rate cap")
 
     @field_validator("token")
     @classmethod
@@ -112,16 +88,16 @@ class DeployConfig(PostOptions):
     """The whole deployment: the run's option groups (the post-processing keys at the top level) plus
     what to run, the app, the sinks and the server."""
 
-    artifact: InFile
-    source: SourceCfg
-    labels: Optional[InFile] = None
-    input_spec: Optional[InputSpecOptions] = None
-    backend: DeployBackend = DeployBackend()
-    app: Optional[AppCfg] = None
-    sinks: list[str] = []
-    server: Optional[ServerCfg] = None
-    max_frames: Optional[int] = Field(None, ge=1)
-    duration: Optional[float] = Field(None, gt=0)
+    artifact: InFile = Field(description="the model: a .tflite or .xml (with its manifest); in a bundle, the bundled one")
+    source: SourceCfg = Field(description="camera index or /dev/videoN, rtsp:// or http:// URL, gst:PIPELINE, image folder, video file, or device:PATH; text, or a section with uri")
+    labels: Optional[InFile] = Field(None, description="class names file (default: the manifest's)")
+    input_spec: Optional[InputSpecOptions] = Field(None, description="preprocessing for a model without a manifest")
+    backend: DeployBackend = Field(DeployBackend(), description="which runtime runs the model, and how")
+    app: Optional[AppCfg] = Field(None, description="the use case: security, industrial or robot")
+    sinks: list[str] = Field([], description="result files: jsonl:FILE, jsonl-raw:FILE, npz:DIR, video:FILE")
+    server: Optional[ServerCfg] = Field(None, description="the HTTP server: /health, /metrics, the live view and the dashboard")
+    max_frames: Optional[int] = Field(None, ge=1, description="stop after this many frames taken from the source")
+    duration: Optional[float] = Field(None, gt=0, description="stop after this many seconds")
 
     @field_validator("source", mode="before")
     @classmethod

@@ -28,34 +28,34 @@ from .schema import Score, Strict, problem
 class SourceOptions(Strict):
     """How the source is read (a config's ``source`` section, without its ``uri``)."""
 
-    loop: bool = False  # restart a video file or folder when it ends
-    realtime: Optional[bool] = None  # play files at their frame rate, dropping late frames (None: off, or the app's default)
-    timeout_s: float = Field(10.0, gt=0)  # seconds to wait for the source to open
-    reconnect_timeout_s: Optional[float] = Field(None, gt=0)  # give up on a lost stream after this long (None: never)
+    loop: bool = Field(False, description="restart a video file or folder when it ends")
+    realtime: Optional[bool] = Field(None, description="play files at their frame rate, dropping late frames (None: off, or the app's default)")
+    timeout_s: float = Field(10.0, gt=0, description="seconds to wait for the source to open")
+    reconnect_timeout_s: Optional[float] = Field(None, gt=0, description="give up on a lost stream after this long (None: never)")
 
 
 class BackendOptions(Strict):
     """Which runtime opens the model and how it runs (a config's ``backend`` section)."""
 
-    name: Optional[Literal[formats.backend_names()]] = None  # type: ignore[valid-type]
-    threads: Optional[int] = Field(None, ge=1, le=MAX_THREADS)
-    device: str = "CPU"  # OpenVINO device: CPU, GPU, NPU, AUTO
-    hint: Literal["latency", "throughput"] = "latency"
-    precision: Optional[Literal["f32", "f16", "bf16"]] = None  # OpenVINO inference precision
+    name: Optional[Literal[formats.backend_names()]] = Field(None, description="the backend (default: from the artifact's format)")  # type: ignore[valid-type]
+    threads: Optional[int] = Field(None, ge=1, le=MAX_THREADS, description="inference threads (default: the runtime's choice)")
+    device: str = Field("CPU", description="OpenVINO device: CPU, GPU, NPU, AUTO")
+    hint: Literal["latency", "throughput"] = Field("latency", description="OpenVINO performance hint")
+    precision: Optional[Literal["f32", "f16", "bf16"]] = Field(None, description="OpenVINO inference precision")
     # capture and inference pinned to different CPUs: True, False, or None = when there are 2+ CPUs. From
     # Python the default leaves the caller's threads alone; a deployment (the entry point) pins (DeployBackend)
     pin: Optional[bool] = False
-    output_queue: int = Field(2, ge=1, le=MAX_OUTPUT_QUEUE)  # inferred frames waiting for post-processing and sinks
+    output_queue: int = Field(2, ge=1, le=MAX_OUTPUT_QUEUE, description="inferred frames waiting for post-processing and sinks")
 
 
 class PostOptions(Strict):
     """How the outputs are read (top-level keys of a config)."""
 
-    task: Optional[Literal[tuple(TASKS)]] = None  # type: ignore[valid-type]  # None: the manifest's, else guessed
-    threshold: Optional[Score] = None  # minimum score (detect default 0.25, classify 0)
-    iou: Optional[Score] = None  # NMS IoU (default: 0.45, or the anchor layout's)
-    top_k: int = Field(5, ge=1)  # classes reported per frame (classify)
-    anchors: Optional[Any] = None  # anchor-based SSD head: a preset name, a mapping {type, input_hw, ...} or a layout object
+    task: Optional[Literal[tuple(TASKS)]] = Field(None, description="None: the manifest's, else guessed")  # type: ignore[valid-type]
+    threshold: Optional[Score] = Field(None, description="minimum score (default: processing.detect.DETECT_THRESHOLD; classify 0)")
+    iou: Optional[Score] = Field(None, description="NMS IoU (default: processing.detect.NMS_IOU, or the anchor layout's)")
+    top_k: int = Field(5, ge=1, description="classes reported per frame (classify)")
+    anchors: Optional[Any] = Field(None, description="anchor-based SSD head: a preset name, a mapping {type, input_hw, ...} or a layout object")
 
     @field_validator("anchors")
     @classmethod
@@ -75,12 +75,12 @@ class PostOptions(Strict):
 class InputSpecOptions(Strict):
     """How frames become the model's input, for a model without a manifest (or to override it)."""
 
-    resize: Optional[Literal[RESIZE_MODES]] = None  # type: ignore[valid-type]
-    interpolation: Optional[Literal[INTERPOLATIONS]] = None  # type: ignore[valid-type]
-    color_order: Optional[Literal[COLOR_ORDERS]] = None  # type: ignore[valid-type]
-    scale: Optional[float] = Field(None, allow_inf_nan=False)
-    mean: Optional[list[float]] = None
-    std: Optional[list[float]] = None
+    resize: Optional[Literal[RESIZE_MODES]] = Field(None, description="how a frame is fitted to the input: stretch, letterbox or center-crop")  # type: ignore[valid-type]
+    interpolation: Optional[Literal[INTERPOLATIONS]] = Field(None, description="how frames are shrunk: pyramid, area or linear")  # type: ignore[valid-type]
+    color_order: Optional[Literal[COLOR_ORDERS]] = Field(None, description="the model's channel order")  # type: ignore[valid-type]
+    scale: Optional[float] = Field(None, allow_inf_nan=False, description="pixel values are multiplied by this (1/255 = 0.00392)")
+    mean: Optional[list[float]] = Field(None, description="subtracted after scaling, one value or one per channel")
+    std: Optional[list[float]] = Field(None, description="divided by after the mean, one value or one per channel")
 
     def overrides(self) -> dict[str, Any]:
         """The fields given, as InputSpec keywords (GRAY also sets one channel)."""

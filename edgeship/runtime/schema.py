@@ -32,6 +32,45 @@ class Strict(BaseModel):
         return {k: getattr(self, k) for k in type(self).model_fields if k != "type"}
 
 
+def default_of(model: type[BaseModel], name: str) -> Any:
+    """The default of ``model``'s field ``name`` (a list as a tuple, for frozen dataclasses): a plugin's dataclass
+    takes its defaults from its config model, where each is written once."""
+    value = model.model_fields[name].get_default(call_default_factory=True)
+    return tuple(value) if isinstance(value, list) else value
+
+
+def config_defaults(model: type[BaseModel] | None = None) -> Callable[[type], type]:
+    """Class decorator: every constructor keyword named like a field of ``model`` (default: the class's own
+    ``Config``), written without a default and left out by the caller, gets that field's default. The
+    constructor writes no default of its own, so a plugin's defaults live in its config model only, for a
+    config file and for Python alike (a keyword that takes built objects rather than the config's values,
+    such as the security app's ``zones``, keeps its own)."""
+    import copy
+    import functools
+    import inspect
+
+    def wrap(cls: type) -> type:
+        cfg = model or cls.Config
+        init = cls.__init__
+        sig = inspect.signature(init)
+        filled = [n for n, prm in sig.parameters.items() if n in cfg.model_fields and n != "type"
+                  and prm.default is inspect.Parameter.empty and not cfg.model_fields[n].is_required()]
+
+        @functools.wraps(init)
+        def __init__(self: Any, *args: Any, **kw: Any) -> None:
+            given = sig.bind_partial(self, *args, **kw).arguments
+            for n in filled:
+                if n not in given:
+                    kw[n] = copy.deepcopy(cfg.model_fields[n].get_default(call_default_factory=True))
+            init(self, *args, **kw)
+
+        cls.__init__ = __init__
+        cls.config_model = cfg
+        return cls
+
+    return wrap
+
+
 def checked(check: Callable[..., Any]) -> Callable[..., Any]:
     """Wrap a constructor-side check so its ConfigError becomes a pydantic error (one home per rule)."""
 

@@ -28,51 +28,18 @@ import threading
 import urllib.error
 import urllib.request
 from pathlib import Path
-from typing import Any, Callable, Literal, Optional
+from typing import Any, Literal, Optional
 
 from pydantic import Field
 
 from ...errors import ConfigError
-from ..schema import Broker, HttpUrl, OutFile, QueueFile, Strict, check_http_url, tagged_union
-from .outbox import MAX_MB, MAX_ROWS, Outbox
+from ..schema import Broker, HttpUrl, OutFile, QueueFile, Strict, check_http_url, config_defaults, tagged_union
+from .delivery import DeliveryWorker
+from .outbox import MAX_MB, MAX_ROWS
 
 log = logging.getLogger(__name__)
 
 RETRY_4XX = (408, 425, 429)  # client errors worth retrying; any other 4xx rejects the event for good
-
-
-def drain_and_stop(sink: Any, can_send: Callable[[], bool] = lambda: True) -> None:
-    """Wake a durable sink's delivery worker until its outbox is empty (for at most ``sink.drain_s``,
-    while ``can_send()``), then stop and join the worker; what is left stays on disk."""
-    import time
-
-    deadline = time.monotonic() + sink.drain_s
-    while time.monotonic() < deadline and len(sink.outbox) > 0 and can_send():
-        sink._wake.set()
-        time.sleep(0.05)
-    sink._stop.set()
-    sink._wake.set()
-    sink._thread.join(timeout=sink.timeout + 1.0)
-    sink._thread = None
-
-
-def open_outbox(sink: Any, kind: str, target: str) -> None:
-    """Open a durable sink's SQLite outbox and say how many events an earlier run left for ``target``."""
-    sink.outbox = Outbox(sink.queue_path, base_s=sink.backoff_s, max_s=sink.max_backoff_s, max_rows=sink.max_queued,
-                         max_bytes=int(sink.max_queue_mb * (1 << 20)))
-    left = sink._left = len(sink.outbox)
-    if left:
-        log.info("%s: %d event(s) left from an earlier run will be delivered to %s", kind, left, target)
-
-
-def close_outbox(sink: Any, kind: str, target: str) -> None:
-    """Close a durable sink's outbox, warning about what stays on disk for the next run."""
-    left = sink._left = len(sink.outbox)
-    if left:
-        log.warning("%s %s: %d event(s) still queued in %s; they are delivered on the next run",
-                    kind, target, left, sink.queue_path)
-    sink.outbox.close()
-    sink.outbox = None
 
 
 def event_json(event: dict) -> bytes:
@@ -81,7 +48,7 @@ def event_json(event: dict) -> bytes:
 
 class JsonlEvents(Strict):
     type: Literal["jsonl"]
-    path: OutFile
+    path: OutFile = Field(description="JSON-lines file the events are appended to (a relative path in a release: under DEVICE_ROOT/data)")
 
 
 class JsonlEventSink:
@@ -117,53 +84,52 @@ class JsonlEventSink:
 
 class WebhookEvents(Strict):
     type: Literal["webhook"]
-    url: HttpUrl
-    queue: QueueFile
-    timeout_s: float = Field(5.0, gt=0)
-    backoff_s: float = Field(0.5, gt=0)
-    max_backoff_s: float = Field(60.0, gt=0)
-    headers: dict[str, str] = {}
-    include_snapshot: bool = False
-    drain_s: float = Field(3.0, ge=0)
-    max_queued: int = Field(MAX_ROWS, ge=1, le=10_000_000)  # outbox bound: the oldest events are dropped (and counted)
-    max_queue_mb: float = Field(MAX_MB, gt=0, le=1_000_000)
+    url: HttpUrl = Field(description="http(s) address each event is POSTed to (JSON, Idempotency-Key header = event id); redirects are not followed")
+    queue: QueueFile = Field(description="SQLite file of the durable outbox (required: an event survives receiver outages and restarts)")
+    timeout_s: float = Field(5.0, gt=0, description="seconds one POST may take")
+    backoff_s: float = Field(0.5, gt=0, description="first retry delay after a failed POST, doubled up to max_backoff_s")
+    max_backoff_s: float = Field(60.0, gt=0, description="longest retry delay")
+    headers: dict[str, str] = Field({}, description="extra HTTP headers sent with every POST (an Authorization header, say)")
+    include_snapshot: bool = Field(False, description="put the event's JPEG snapshot in the JSON as snapshot_jpeg_b64")
+    drain_s: float = Field(3.0, ge=0, description="seconds spent at shutdown sending what is queued (the rest stays on disk)")
+    max_queued: int = Field(MAX_ROWS, ge=1, le=10_000_000, description="outbox bound: the oldest events are dropped (and counted)")
+    max_queue_mb: float = Field(MAX_MB, gt=0, le=1_000_000, description="outbox bound in MiB: beyond it the oldest events are dropped and counted")
 
 
+@config_defaults()
 class WebhookEventSink:
     """POST events to ``url`` from a durable SQLite outbox, retried with exponential backoff."""
 
     Config = WebhookEvents
 
-    def __init__(self, url: str, queue: str | os.PathLike, *, timeout_s: float = 5.0, backoff_s: float = 0.5,
-                 max_backoff_s: float = 60.0, headers: dict[str, str] | None = None,
-                 include_snapshot: bool = False, drain_s: float = 3.0, max_queued: int = MAX_ROWS,
-                 max_queue_mb: float = MAX_MB) -> None:
+    def __init__(self, url: str, queue: str | os.PathLike, *, timeout_s: float, backoff_s: float, max_backoff_s: float,
+                 headers: dict[str, str], include_snapshot: bool, drain_s: float, max_queued: int,
+                 max_queue_mb: float) -> None:
         self.url, self.queue_path = check_http_url(url, "webhook url"), Path(queue)
-        self.timeout, self.backoff_s, self.max_backoff_s = float(timeout_s), float(backoff_s), float(max_backoff_s)
+        self.timeout = float(timeout_s)
         self.headers = dict(headers or {})
-        self.include_snapshot, self.drain_s = include_snapshot, float(drain_s)
-        self.max_queued, self.max_queue_mb = int(max_queued), float(max_queue_mb)
-        self.outbox: Outbox | None = None
-        self._wake = threading.Event()
-        self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
+        self.include_snapshot = include_snapshot
+        self.queue = DeliveryWorker("webhook", self.url, self.queue_path, deliver=self.deliver_due, backoff_s=backoff_s,
+                                    max_backoff_s=max_backoff_s, max_queued=max_queued, max_queue_mb=max_queue_mb,
+                                    timeout_s=timeout_s, drain_s=drain_s)
         self.delivered = 0
         self.failures = 0
         self.rejected = 0
         self.last_error: str | None = None
-        self._left: int | None = None
+
+    @property
+    def outbox(self):
+        return self.queue.outbox
 
     def open(self) -> None:
-        open_outbox(self, "webhook", self.url)
-        self._thread = threading.Thread(target=self._worker, name="webhook-outbox", daemon=True)
-        self._thread.start()
+        self.queue.open()
 
     def emit(self, event: dict, jpeg: bytes | None = None) -> None:
         body = dict(event)
         if self.include_snapshot and jpeg is not None:
             body["snapshot_jpeg_b64"] = base64.b64encode(jpeg).decode()
-        self.outbox.put(str(event["id"]), event_json(body))
-        self._wake.set()
+        self.queue.outbox.put(str(event["id"]), event_json(body))
+        self.queue.wake()
 
     def post(self, event_id: str, body: bytes) -> None:
         """One delivery attempt; raises OSError/HTTPError on anything but a 2xx answer."""
@@ -176,7 +142,7 @@ class WebhookEventSink:
         """Try every due event once; returns how many were delivered."""
         n = 0
         for item in self.outbox.due():
-            if self._stop.is_set():
+            if self.queue.stopping:
                 break
             try:
                 self.post(item.id, item.body)
@@ -204,43 +170,34 @@ class WebhookEventSink:
             n += 1
         return n
 
-    def _worker(self) -> None:
-        while not self._stop.is_set():
-            self.deliver_due()
-            wait = self.outbox.next_due_in()
-            self._wake.wait(timeout=1.0 if wait is None else min(max(wait, 0.01), 1.0))
-            self._wake.clear()
-
     def close(self) -> None:
-        """Stop the worker after trying (for at most ``drain_s``) to send what is queued; the rest stays on disk."""
-        if self._thread is None:
-            return
-        drain_and_stop(self)  # retries keep their backoff
-        close_outbox(self, "webhook", self.url)
+        """Stop after trying (for at most ``drain_s``) to send what is queued; the rest stays on disk."""
+        self.queue.close()
+        self.queue.close_outbox()
 
     def status(self) -> dict:
         return {"type": "webhook", "url": self.url, "delivered": self.delivered, "failures": self.failures,
-                "rejected": self.rejected, "last_error": self.last_error,
-                "queued": len(self.outbox) if self.outbox is not None else self._left,
-                "dropped": self.outbox.dropped() if self.outbox is not None else None}
+                "rejected": self.rejected, "last_error": self.last_error, "queued": self.queue.queued(),
+                "dropped": self.queue.dropped()}
 
 
 class MqttEvents(Strict):
     type: Literal["mqtt"]
-    broker: Broker = "127.0.0.1:1883"
-    topic: str = "edgeship/events"
-    snapshots: bool = True
-    username: Optional[str] = None
-    password: Optional[str] = None
-    queue: Optional[QueueFile] = None  # durable outbox; without it events wait in memory while the broker is down
-    timeout_s: float = Field(5.0, gt=0)
-    backoff_s: float = Field(0.5, gt=0)
-    max_backoff_s: float = Field(30.0, gt=0)
-    drain_s: float = Field(3.0, ge=0)
-    max_queued: int = Field(MAX_ROWS, ge=1, le=10_000_000)
-    max_queue_mb: float = Field(MAX_MB, gt=0, le=1_000_000)
+    broker: Broker = Field("127.0.0.1:1883", description="HOST[:PORT] or mqtt://HOST[:PORT] of the broker")
+    topic: str = Field("edgeship/events", description="topic the event JSON is published to (QoS 1); snapshots go to TOPIC/snapshot")
+    snapshots: bool = Field(True, description="also publish the event's JPEG snapshot to TOPIC/snapshot")
+    username: Optional[str] = Field(None, description="broker user name")
+    password: Optional[str] = Field(None, description="broker password (deploy.yaml is kept 0600 or 0640 on the device)")
+    queue: Optional[QueueFile] = Field(None, description="durable outbox; without it events wait in memory while the broker is down")
+    timeout_s: float = Field(5.0, gt=0, description="seconds to wait for the broker's PUBACK before the message is retried")
+    backoff_s: float = Field(0.5, gt=0, description="first reconnect / retry delay, doubled up to max_backoff_s")
+    max_backoff_s: float = Field(30.0, gt=0, description="longest reconnect / retry delay")
+    drain_s: float = Field(3.0, ge=0, description="seconds spent at shutdown sending what is queued (the rest stays on disk)")
+    max_queued: int = Field(MAX_ROWS, ge=1, le=10_000_000, description="outbox bound in events: beyond it the oldest are dropped and counted")
+    max_queue_mb: float = Field(MAX_MB, gt=0, le=1_000_000, description="outbox bound in MiB: beyond it the oldest events are dropped and counted")
 
 
+@config_defaults()
 class MqttEventSink:
     """Publish events (QoS 1) and their snapshots to an MQTT broker, durably when given a ``queue`` file.
 
@@ -260,11 +217,9 @@ class MqttEventSink:
 
     Config = MqttEvents
 
-    def __init__(self, broker: str = "127.0.0.1:1883", *, topic: str = "edgeship/events",
-                 snapshots: bool = True, username: str | None = None, password: str | None = None,
-                 queue: str | os.PathLike | None = None, timeout_s: float = 5.0, backoff_s: float = 0.5,
-                 max_backoff_s: float = 30.0, drain_s: float = 3.0, window: int = 20, max_queued: int = MAX_ROWS,
-                 max_queue_mb: float = MAX_MB) -> None:
+    def __init__(self, broker: str, *, topic: str, snapshots: bool, username: str | None, password: str | None,
+                 queue: str | os.PathLike | None, timeout_s: float, backoff_s: float, max_backoff_s: float, drain_s: float,
+                 max_queued: int, max_queue_mb: float, window: int = 20) -> None:
         from .mqtt import parse_mqtt_url
 
         self.host, self.port = parse_mqtt_url(broker)
@@ -272,20 +227,25 @@ class MqttEventSink:
         self.username, self.password = username, password
         self.queue_path = Path(queue) if queue is not None else None
         self.timeout, self.backoff_s, self.max_backoff_s = float(timeout_s), float(backoff_s), float(max_backoff_s)
-        self.drain_s, self.window = float(drain_s), int(window)
-        self.max_queued, self.max_queue_mb = int(max_queued), float(max_queue_mb)
+        self.window = int(window)
+        self.queue = None if queue is None else DeliveryWorker(
+            "mqtt", self.broker, queue, deliver=self.deliver_due, can_send=lambda: self.client is not None and self.client.connected,
+            on_blocked=self._blocked, backoff_s=backoff_s, max_backoff_s=max_backoff_s, max_queued=max_queued,
+            max_queue_mb=max_queue_mb, timeout_s=timeout_s, drain_s=drain_s)
         self.client = None
-        self.outbox: Outbox | None = None
         self.count = 0
         self.delivered = 0
         self.failures = 0
         self.rejected = 0
         self.last_error: str | None = None
         self._inflight: dict[str, Any] = {}  # outbox id -> paho MQTTMessageInfo, oldest first
-        self._wake = threading.Event()
-        self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
-        self._left: int | None = None
+
+    @property
+    def outbox(self):
+        return self.queue.outbox if self.queue is not None else None
+
+    def _blocked(self) -> None:
+        self.last_error = f"broker {self.broker} not connected"
 
     @property
     def broker(self) -> str:
@@ -294,19 +254,15 @@ class MqttEventSink:
     def open(self) -> None:
         from .mqtt import MqttClient
 
-        if self.queue_path is not None:
-            open_outbox(self, "mqtt", self.broker)
-        else:
+        if self.queue is None:
             log.warning("MQTT events to %s are kept in memory only while the broker is unreachable; "
                         "set 'queue:' to keep them across outages and restarts", self.broker)
         self.client = MqttClient(self.host, self.port, username=self.username, password=self.password,
                                  reconnect_min_s=self.backoff_s, reconnect_max_s=self.max_backoff_s,
                                  on_connected=self._on_connected)
-        if self.outbox is not None:
-            self._stop.clear()  # a sink may be opened again after close()
-            self._thread = threading.Thread(target=self._worker, name="mqtt-outbox", daemon=True)
-            self._thread.start()
-        if not self.client.wait_connected(self.timeout if self.outbox is None else 0.5):
+        if self.queue is not None:
+            self.queue.open()
+        if not self.client.wait_connected(self.timeout if self.queue is None else 0.5):
             self.last_error = f"broker {self.broker} not reachable"
             log.warning("MQTT broker %s not reachable yet; events are queued (%s) until it is", self.broker,
                         self.queue_path or "in memory")
@@ -327,13 +283,15 @@ class MqttEventSink:
             else:
                 self.client.publish(topic, payload, qos=1)
         self.count += 1
-        self._wake.set()
+        if self.queue is not None:
+            self.queue.wake()
 
     def _on_connected(self) -> None:
         if self.outbox is not None:
             self.outbox.retry_now()  # the broker is back: no reason to sit out a backoff
         self.last_error = None
-        self._wake.set()
+        if self.queue is not None:
+            self.queue.wake()
 
     def deliver_due(self) -> int:
         """Publish the due rows (up to ``window``) in order and wait for their PUBACKs; returns how many were acked."""
@@ -359,7 +317,7 @@ class MqttEventSink:
             info = self._inflight.get(item.id)
             if info is None:
                 continue  # buried above
-            error = wait_puback(info, max(0.0, deadline - time.monotonic()), self._stop)
+            error = wait_puback(info, max(0.0, deadline - time.monotonic()), self.queue.stop_event)
             if error is None:
                 self.outbox.ack(item.id)
                 del self._inflight[item.id]
@@ -370,23 +328,11 @@ class MqttEventSink:
                 del self._inflight[item.id]
             self.failures += 1
             self.last_error = f"{error} from {self.broker} for {item.id}"
-            if not self._stop.is_set():
+            if not self.queue.stopping:
                 delay = self.outbox.fail(item.id, self.last_error)
                 log.info("mqtt %s: %s not acknowledged (%s); retry in %.1fs", self.broker, item.id, error, delay)
             break  # keep order: younger rows wait behind this one
         return n
-
-    def _worker(self) -> None:
-        while not self._stop.is_set():
-            wait = 1.0
-            if self.client.connected:
-                self.deliver_due()
-                due_in = self.outbox.next_due_in()
-                wait = 1.0 if due_in is None else min(max(due_in, 0.01), 1.0)
-            elif len(self.outbox):
-                self.last_error = f"broker {self.broker} not connected"
-            self._wake.wait(timeout=wait)
-            self._wake.clear()
 
     def close(self) -> None:
         """Stop publishing after trying (for at most ``drain_s``) to empty the queue; the rest stays on disk."""
@@ -394,30 +340,28 @@ class MqttEventSink:
 
         if self.client is None:
             return
-        if self._thread is not None:
-            drain_and_stop(self, lambda: self.client.connected)
+        if self.queue is not None:
+            self.queue.close()
         self.client.close()  # waits (up to 2 s) for the PUBACKs of what is in flight
         self.client = None
-        if self.outbox is not None:
+        if self.queue is not None and self.outbox is not None:
             for key, info in list(self._inflight.items()):  # acknowledged during that wait: do not send again
-                if wait_puback(info, 0.0, self._stop) is not None:
+                if wait_puback(info, 0.0, self.queue.stop_event) is not None:
                     break
                 self.outbox.ack(key)
                 self.delivered += 1
-            close_outbox(self, "mqtt", self.broker)
+            self.queue.close_outbox()
         self._inflight.clear()
 
     def status(self) -> dict:
-        if self.outbox is not None:
-            queued = len(self.outbox)
-        elif self.queue_path is not None:
-            queued = self._left  # closed: what stays on disk for the next run
+        if self.queue is not None:
+            queued = self.queue.queued()  # after close: what stays on disk for the next run
         else:
             queued = self.client.pending() if self.client is not None else 0  # in paho's memory
         return {"type": "mqtt", "broker": self.broker, "topic": self.topic, "published": self.count,
                 "durable": self.queue_path is not None, "queue": str(self.queue_path) if self.queue_path else None,
                 "queued": queued, "delivered": self.delivered, "failures": self.failures,
-                "dropped": self.outbox.dropped() if self.outbox is not None else None,
+                "dropped": self.queue.dropped() if self.queue is not None else None,
                 "rejected": self.rejected, "last_error": self.last_error,
                 "connected": bool(self.client and self.client.connected)}
 

@@ -16,10 +16,10 @@ from dataclasses import dataclass, field
 from typing import Any, Literal, Optional, Sequence
 
 import numpy as np
-from pydantic import model_validator
+from pydantic import Field, model_validator
 
 from ...errors import ConfigError
-from ..schema import OutFile, Score, Strict, checked
+from ..schema import OutFile, Score, Strict, checked, default_of
 
 UNCERTAIN = ("pass", "fail")  # what a score below its class threshold counts as
 from .base import App, iso_time, new_event_id
@@ -115,12 +115,12 @@ def _judge_detections(dets, rule: PassRule) -> Verdict:
 class InspectCfg(Strict):
     """The ``inspect:`` section (keys = :class:`PassRule` fields)."""
 
-    pass_classes: list[str] = []
-    fail_classes: list[str] = []
-    min_score: Score = 0.0
-    class_thresholds: dict[str, Score] = {}
-    uncertain: Literal[UNCERTAIN] = "fail"  # type: ignore[valid-type]
-    fail_above: Optional[float] = None
+    pass_classes: list[str] = Field([], description="a part passes only when one of these classes is found (detectors) or is the top class")
+    fail_classes: list[str] = Field([], description="a part fails when one of these classes is found or is the top class")
+    min_score: Score = Field(0.0, description="detections and top classes below this score do not count")
+    class_thresholds: dict[str, Score] = Field({}, description="a minimum score per class, over min_score")
+    uncertain: Literal[UNCERTAIN] = Field("fail", description="the verdict when the top class scores under min_score")  # type: ignore[valid-type]
+    fail_above: Optional[float] = Field(None, description="raw outputs: fail when the first output's value is above this")
 
     @model_validator(mode="after")
     def _rule(self) -> "InspectCfg":
@@ -135,12 +135,15 @@ class IndustrialCfg(Strict):
     """``app: {type: industrial, ...}``."""
 
     type: Literal["industrial"]
-    counters: OutFile
-    inspect: InspectCfg = InspectCfg()
-    trigger: TriggerCfg = TriggerCfg()
-    outputs: list[OutputCfg] = []
-    rejects: Optional[SnapshotCfg] = None
-    events: list[EventSinkCfg] = []
+    counters: OutFile = Field(description="SQLite file of the pass/fail counters (kept across restarts; `edgeship stats` reads it)")
+    inspect: InspectCfg = Field(InspectCfg(), description="the pass/fail rule")
+    trigger: TriggerCfg = Field(TriggerCfg(), description="which frames are inspected")
+    outputs: list[OutputCfg] = Field([], description="reject signals sent for every failed part")
+    rejects: Optional[SnapshotCfg] = Field(None, description="folder that keeps the frame of every failed part")
+    events: list[EventSinkCfg] = Field([], description="where every inspection record goes")
+
+
+QUOTA_MB = default_of(SnapshotCfg, "quota_mb")  # the reject folder's bound when the Python caller gives none
 
 
 class IndustrialApp(App):
@@ -152,12 +155,12 @@ class IndustrialApp(App):
         rej = cfg.rejects
         return cls(cfg.inspect.build(), counters_db=cfg.counters, trigger=trigger(cfg.trigger),
                    outputs=[reject_output(o) for o in cfg.outputs],
-                   reject_dir=rej.dir if rej else None, reject_quota_mb=rej.quota_mb if rej else 500.0,
+                   reject_dir=rej.dir if rej else None, reject_quota_mb=rej.quota_mb if rej else QUOTA_MB,
                    event_sinks=[event_sink(e) for e in cfg.events])
 
     def __init__(self, rule: PassRule, *, counters_db: str | os.PathLike, trigger: Any = None,
                  outputs: Sequence[Any] = (), reject_dir: str | os.PathLike | None = None,
-                 reject_quota_mb: float = 500.0, event_sinks: Sequence[Any] = (), recent: int = 50) -> None:
+                 reject_quota_mb: float = QUOTA_MB, event_sinks: Sequence[Any] = (), recent: int = 50) -> None:
         super().__init__()
         self.rule = rule
         self.trigger = trigger or EveryFrameTrigger()

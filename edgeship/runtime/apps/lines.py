@@ -21,6 +21,7 @@ import numpy as np
 from pydantic import Field
 
 from ...errors import ConfigError
+from ..schema import default_of
 from .zones import PlaceCfg, anchor_points, place_checked, points_px, wants
 
 if TYPE_CHECKING:
@@ -38,18 +39,28 @@ def check_line_points(pts: Sequence[Any], where: str = "") -> Sequence[Any]:
     return pts
 
 
+class LineCfg(PlaceCfg):
+    """One entry of the security app's ``lines:`` (keys = :class:`Line` fields)."""
+
+    direction: Literal[LINE_DIRECTIONS] = Field("both", description="crossings that raise events")  # type: ignore[valid-type]
+    hysteresis_px: float = Field(2.0, ge=0, description="a crossing counts only once the anchor is this many pixels past the line")
+
+    points_rule = staticmethod(check_line_points)
+
+
 @dataclass(frozen=True)
 class Line:
     """A named tripwire from ``points[0]`` (A) to ``points[1]`` (B)."""
 
     name: str
     points: tuple[tuple[float, float], ...]
-    normalized: bool = False
-    classes: tuple[str, ...] = ()  # empty: every class
-    min_score: float = 0.5
-    direction: str = "both"  # crossings that raise events ("both", "in", "out"); counters count both
-    anchor: str = "bottom-center"
-    hysteresis_px: float = 2.0
+    # every default is LineCfg's (the one home of each)
+    normalized: bool | None = default_of(LineCfg, "normalized")  # None: normalised when every coordinate is in 0..1
+    classes: tuple[str, ...] = default_of(LineCfg, "classes")  # empty: every class
+    min_score: float = default_of(LineCfg, "min_score")
+    direction: str = default_of(LineCfg, "direction")  # crossings that raise events ("both", "in", "out"); counters count both
+    anchor: str = default_of(LineCfg, "anchor")
+    hysteresis_px: float = default_of(LineCfg, "hysteresis_px")
 
     def __post_init__(self) -> None:
         place_checked(self, LineCfg, "line")
@@ -62,14 +73,7 @@ class Line:
         return wants(self.classes, self.min_score, label, score)
 
 
-class LineCfg(PlaceCfg):
-    """One entry of the security app's ``lines:`` (keys = :class:`Line` fields)."""
-
-    direction: Literal[LINE_DIRECTIONS] = "both"  # type: ignore[valid-type]  # crossings that raise events
-    hysteresis_px: float = Field(2.0, ge=0)
-
-    points_rule = staticmethod(check_line_points)
-    builds = Line
+LineCfg.builds = Line  # what a lines: entry builds
 
 
 def side_of(points: np.ndarray, a: np.ndarray, b: np.ndarray, hysteresis_px: float = 0.0) -> np.ndarray:

@@ -16,18 +16,18 @@ from typing import Callable
 import numpy as np
 from pydantic import Field
 
-from ..schema import Strict
+from ..schema import Strict, config_defaults
 
 
 class MotionCfg(Strict):
     """The security app's ``motion:`` section (keys = :class:`MotionGate` keywords)."""
 
-    threshold: float = Field(25.0, gt=0, le=255)
-    min_area: float = Field(0.002, ge=0, le=1)
-    alpha: float = Field(0.2, gt=0, le=1)
-    width: int = Field(96, ge=16)
-    hold_frames: int = Field(5, ge=0)
-    max_skip: int = Field(150, ge=1)
+    threshold: float = Field(25.0, gt=0, le=255, description="grey-level difference that counts a pixel as moving")
+    min_area: float = Field(0.002, ge=0, le=1, description="fraction of the (downscaled) frame that must move before the model runs")
+    alpha: float = Field(0.2, gt=0, le=1, description="how fast the background model follows the scene (0..1)")
+    width: int = Field(96, ge=16, description="width in pixels the frame is shrunk to before comparing")
+    hold_frames: int = Field(5, ge=0, description="frames inferred after motion stops (objects that pause are still seen)")
+    max_skip: int = Field(150, ge=1, description="frames skipped in a row at most: then one is inferred anyway")
 
 
 def thumbnail(image: np.ndarray, width: int = 96) -> np.ndarray:
@@ -46,11 +46,11 @@ def changed_fraction(background: np.ndarray, thumb: np.ndarray, threshold: float
     return float(np.mean(np.abs(thumb - background) > threshold))
 
 
+@config_defaults(MotionCfg)
 class MotionGate:
     """Gate object for the pipeline: ``should_infer(frame) -> bool``."""
 
-    def __init__(self, *, threshold: float = 25.0, min_area: float = 0.002, alpha: float = 0.2,
-                 width: int = 96, hold_frames: int = 5, max_skip: int = 150,
+    def __init__(self, *, threshold: float, min_area: float, alpha: float, width: int, hold_frames: int, max_skip: int,
                  keep_alive: Callable[[], bool] | None = None) -> None:
         self.threshold, self.min_area, self.alpha, self.width = float(threshold), float(min_area), float(alpha), int(width)
         self.hold_frames, self.max_skip = int(hold_frames), int(max_skip)

@@ -39,7 +39,7 @@ from typing import Any, Callable, Literal, Optional
 from pydantic import Field
 
 from ...errors import ConfigError
-from ..schema import Broker, HttpUrl, Strict, check_http_url, tagged_union
+from ..schema import Broker, HttpUrl, Strict, check_http_url, config_defaults, tagged_union
 
 log = logging.getLogger(__name__)
 
@@ -81,20 +81,21 @@ class _Worker:
 class BaseOutputCfg(Strict):
     """What every reject output's config has."""
 
-    optional: bool = False  # True: a failure to work is logged, not a failed health check
+    optional: bool = Field(False, description="True: a failure to work is logged, not a failed health check")
 
 
 class NoOutputCfg(BaseOutputCfg):
     type: Literal["none"]
 
 
+@config_defaults()
 class NoOutput:
     """Counts rejects and does nothing else."""
 
     kind = "none"
     Config = NoOutputCfg
 
-    def __init__(self, optional: bool = False) -> None:
+    def __init__(self, optional: bool) -> None:
         self.sent = 0
 
     def open(self) -> None:
@@ -115,18 +116,18 @@ class NoOutput:
 
 class MqttOutputCfg(BaseOutputCfg):
     type: Literal["mqtt"]
-    broker: Broker = "127.0.0.1:1883"
-    topic: str = "edgeship/reject"
-    username: Optional[str] = None
-    password: Optional[str] = None
+    broker: Broker = Field("127.0.0.1:1883", description="HOST[:PORT] or mqtt://HOST[:PORT] of the broker")
+    topic: str = Field("edgeship/reject", description="topic every reject record is published to (QoS 1)")
+    username: Optional[str] = Field(None, description="broker user name")
+    password: Optional[str] = Field(None, description="broker password")
 
 
+@config_defaults()
 class MqttOutput:
     kind = "mqtt"
     Config = MqttOutputCfg
 
-    def __init__(self, broker: str = "127.0.0.1:1883", topic: str = "edgeship/reject", *,
-                 username: str | None = None, password: str | None = None, optional: bool = False) -> None:
+    def __init__(self, broker: str, topic: str, *, username: str | None, password: str | None, optional: bool) -> None:
         from .mqtt import parse_mqtt_url
 
         self.optional = bool(optional)
@@ -162,17 +163,17 @@ class MqttOutput:
 
 class HttpOutputCfg(BaseOutputCfg):
     type: Literal["http"]
-    url: HttpUrl
-    timeout_s: float = Field(2.0, gt=0)
-    headers: dict[str, str] = {}
+    url: HttpUrl = Field(description="http(s) address every reject record is POSTed to (a PLC gateway, Node-RED)")
+    timeout_s: float = Field(2.0, gt=0, description="seconds one POST may take")
+    headers: dict[str, str] = Field({}, description="extra HTTP headers sent with every POST")
 
 
+@config_defaults()
 class HttpOutput:
     kind = "http"
     Config = HttpOutputCfg
 
-    def __init__(self, url: str, timeout_s: float = 2.0, headers: dict[str, str] | None = None,
-                 optional: bool = False) -> None:
+    def __init__(self, url: str, timeout_s: float, headers: dict[str, str] | None, optional: bool) -> None:
         self.url, self.timeout, self.headers = check_http_url(url, "reject output url"), float(timeout_s), dict(headers or {})
         self._worker: _Worker | None = None
 
@@ -254,12 +255,13 @@ def gpio_driver(name: str) -> str:
 
 class GpioOutputCfg(BaseOutputCfg):
     type: Literal["gpio"]
-    pin: int = Field(ge=0, le=40)
-    pulse_ms: float = Field(100.0, gt=0)
-    active_high: bool = True
-    driver: Literal[("auto", *GPIO_DRIVERS)] = "auto"  # type: ignore[valid-type]
+    pin: int = Field(ge=0, le=40, description="BCM pin number of the reject signal")
+    pulse_ms: float = Field(100.0, gt=0, description="length of the reject pulse")
+    active_high: bool = Field(True, description="the pulse drives the pin high (false: low)")
+    driver: Literal[("auto", *GPIO_DRIVERS)] = Field("auto", description="GPIO library: gpiozero (Raspberry Pi, lgpio on a Pi 5), jetson (Jetson.GPIO); auto picks by board")  # type: ignore[valid-type]
 
 
+@config_defaults()
 class GpioOutput:
     """Pulse a GPIO pin (BCM numbering) for ``pulse_ms`` per reject, through the board's GPIO library.
 
@@ -269,8 +271,7 @@ class GpioOutput:
     kind = "gpio"
     Config = GpioOutputCfg
 
-    def __init__(self, pin: int, pulse_ms: float = 100.0, active_high: bool = True, driver: str = "auto",
-                 optional: bool = False) -> None:
+    def __init__(self, pin: int, pulse_ms: float, active_high: bool, driver: str, optional: bool) -> None:
         self.pin, self.pulse_s, self.active_high = int(pin), float(pulse_ms) / 1000.0, bool(active_high)
         self.driver, self.optional = driver, bool(optional)
         self.device = None

@@ -20,7 +20,7 @@ from typing import Literal, Sequence
 
 from pydantic import Field, field_validator
 
-from ..schema import Strict, checked
+from ..schema import Strict, checked, config_defaults
 from .base import App
 
 log = logging.getLogger(__name__)
@@ -60,9 +60,9 @@ class RobotCfg(Strict):
     """``app: {type: robot, ...}`` (keys = :class:`RobotApp` keywords)."""
 
     type: Literal["robot"]
-    rate_hz: float = Field(30.0, gt=0, le=1000)
-    stale_ms: float = Field(200.0, gt=0)
-    udp: list[str] = []
+    rate_hz: float = Field(30.0, gt=0, le=1000, description="how often the newest result is published")
+    stale_ms: float = Field(200.0, gt=0, description="a result older than this is flagged stale")
+    udp: list[str] = Field([], description="HOST:PORT addresses each result is sent to as one JSON datagram")
 
     @field_validator("udp")
     @classmethod
@@ -72,6 +72,7 @@ class RobotCfg(Strict):
         return v
 
 
+@config_defaults()
 class RobotApp(App):
     name = "robot"
     Config = RobotCfg
@@ -81,8 +82,7 @@ class RobotApp(App):
     def from_config(cls, cfg: RobotCfg) -> "RobotApp":
         return cls(**cfg.options())
 
-    def __init__(self, *, rate_hz: float = 30.0, stale_ms: float = 200.0, udp: Sequence[str] = (),
-                 max_datagram: int = 60000) -> None:
+    def __init__(self, *, rate_hz: float, stale_ms: float, udp: Sequence[str], max_datagram: int = 60000) -> None:
         super().__init__()
         self.rate_hz, self.stale_ms = float(rate_hz), float(stale_ms)
         self.targets = [parse_udp_target(t) for t in udp]

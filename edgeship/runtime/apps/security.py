@@ -24,10 +24,10 @@ import os
 from collections import deque
 from typing import Any, Literal, Optional, Sequence
 
-from pydantic import ValidationInfo, field_validator, model_validator
+from pydantic import Field, ValidationInfo, field_validator, model_validator
 
 from ...errors import ConfigError
-from ..schema import Strict
+from ..schema import Strict, config_defaults, default_of
 from .base import App, iso_time, new_event_id
 from .events import EventSinkCfg, event_sink
 from .lines import Line, LineCfg, LineCounter
@@ -45,13 +45,13 @@ class SecurityCfg(Strict):
     """``app: {type: security, ...}``."""
 
     type: Literal["security"]
-    camera: str = "camera"
-    zones: list[ZoneCfg] = []
-    lines: list[LineCfg] = []
-    tracker: TrackerCfg = TrackerCfg()
-    motion: Optional[MotionCfg] = None
-    snapshots: Optional[SnapshotCfg] = None
-    events: list[EventSinkCfg] = []
+    camera: str = Field("camera", description="the camera's name in every event")
+    zones: list[ZoneCfg] = Field([], description="polygons that raise enter (and exit) events per tracked object")
+    lines: list[LineCfg] = Field([], description="tripwires that count crossings by direction and class")
+    tracker: TrackerCfg = Field(TrackerCfg(), description="the IoU tracker that gives objects stable ids")
+    motion: Optional[MotionCfg] = Field(None, description="skip inference on still frames")
+    snapshots: Optional[SnapshotCfg] = Field(None, description="folder that keeps a JPEG of every event")
+    events: list[EventSinkCfg] = Field([], description="where events go")
 
     @field_validator("zones", "lines")
     @classmethod
@@ -71,6 +71,10 @@ class SecurityCfg(Strict):
         return self
 
 
+QUOTA_MB = default_of(SnapshotCfg, "quota_mb")  # the snapshot folder's bound when the Python caller gives none
+
+
+@config_defaults()
 class SecurityApp(App):
     name = "security"
     Config = SecurityCfg
@@ -82,12 +86,12 @@ class SecurityApp(App):
         return cls([z.build() for z in cfg.zones], lines=[ln.build() for ln in cfg.lines],
                    tracker=tracker if tracker is not None else False,
                    event_sinks=[event_sink(e) for e in cfg.events], camera=cfg.camera,
-                   snapshot_dir=snap.dir if snap else None, snapshot_quota_mb=snap.quota_mb if snap else 200.0,
+                   snapshot_dir=snap.dir if snap else None, snapshot_quota_mb=snap.quota_mb if snap else QUOTA_MB,
                    motion=cfg.motion.options() if cfg.motion else None)
 
     def __init__(self, zones: Sequence[Zone] = (), *, lines: Sequence[Line] = (), tracker: Tracker | bool = True,
                  event_sinks: Sequence[Any] = (), snapshot_dir: str | os.PathLike | None = None,
-                 snapshot_quota_mb: float = 200.0, motion: dict | None = None, camera: str = "camera",
+                 snapshot_quota_mb: float = QUOTA_MB, motion: dict | None = None, camera: str,
                  recent: int = 50) -> None:
         super().__init__()
         self.zones, self.lines = list(zones), list(lines)

@@ -17,14 +17,14 @@ import numpy as np
 from pydantic import Field
 
 from ...fileio import atomic_write_bytes
-from ..schema import OutPath, Strict
+from ..schema import OutPath, Strict, config_defaults
 
 
 class SnapshotCfg(Strict):
     """A folder of saved frames (security snapshots, industrial rejects) kept under a quota."""
 
-    dir: OutPath
-    quota_mb: float = Field(200.0, gt=0, le=1_000_000)  # at most a terabyte
+    dir: OutPath = Field(description="folder of the JPEG files (a relative path in a release: under DEVICE_ROOT/data)")
+    quota_mb: float = Field(200.0, gt=0, le=1_000_000, description="at most a terabyte")
 
 log = logging.getLogger(__name__)
 
@@ -60,10 +60,11 @@ def draw_polygon(image: np.ndarray, polygon: np.ndarray, name: str, color=(0, 20
     cv2.putText(image, name, (int(x) + 3, int(y) + 14), cv2.FONT_HERSHEY_SIMPLEX, 0.45, color, 1, cv2.LINE_AA)
 
 
+@config_defaults(SnapshotCfg)
 class SnapshotStore:
     """A folder of JPEG files kept under ``quota_mb`` megabytes."""
 
-    def __init__(self, folder: str | os.PathLike, *, quota_mb: float = 100.0, quality: int = 85) -> None:
+    def __init__(self, folder: str | os.PathLike, *, quota_mb: float, quality: int = 85) -> None:
         self.folder = Path(folder)
         self.quota_bytes = int(float(quota_mb) * 1024 * 1024)
         self.quality = int(quality)

@@ -25,7 +25,7 @@ import numpy as np
 from pydantic import Field, field_validator
 
 from ...errors import ConfigError
-from ..schema import Strict, checked, validated
+from ..schema import Strict, checked, config_defaults, validated
 from ..types import Detections, label_for
 
 
@@ -162,8 +162,8 @@ class Tracker:
     its own class. ``matcher``: a key of :data:`MATCHERS`.
     """
 
-    def __init__(self, *, iou: float = 0.3, max_age: int = 15, min_hits: int = 2, velocity: bool = True,
-                 class_aware: bool = True, matcher: str = "greedy", smoothing: float = 0.5) -> None:
+    def __init__(self, *, iou: float, max_age: int, min_hits: int, velocity: bool, class_aware: bool, matcher: str,
+                 smoothing: float = 0.5) -> None:
         validated(TrackerCfg, "tracker", iou=iou, max_age=max_age, min_hits=min_hits, velocity=velocity,
                   class_aware=class_aware, matcher=matcher)  # the config's rules, for Python callers too
         if not 0.0 < smoothing <= 1.0:
@@ -270,13 +270,13 @@ class Tracker:
 class TrackerCfg(Strict):
     """The security app's ``tracker:`` section (keys = :class:`Tracker` keywords, plus ``enabled``)."""
 
-    enabled: bool = True  # false: presence per (zone, class), no track ids, no lines
-    iou: float = Field(0.3, gt=0, le=1)
-    max_age: int = Field(15, ge=0)
-    min_hits: int = Field(2, ge=1)
-    velocity: bool = True
-    class_aware: bool = True
-    matcher: Literal[tuple(MATCHERS)] = "greedy"  # type: ignore[valid-type]
+    enabled: bool = Field(True, description="false: presence per (zone, class), no track ids, no lines")
+    iou: float = Field(0.3, gt=0, le=1, description="a detection continues a track when their boxes overlap at least this much")
+    max_age: int = Field(15, ge=0, description="frames a track survives unseen before it is dropped")
+    min_hits: int = Field(2, ge=1, description="detections before a track is confirmed (and may raise events)")
+    velocity: bool = Field(True, description="predict each track's box with its constant-velocity motion")
+    class_aware: bool = Field(True, description="a track follows detections of its own class only")
+    matcher: Literal[tuple(MATCHERS)] = Field("greedy", description="assignment of detections to tracks: greedy (by IoU) or hungarian (optimal)")  # type: ignore[valid-type]
 
     @field_validator("matcher")
     @classmethod
@@ -290,3 +290,6 @@ def tracker_from_config(cfg: TrackerCfg) -> Tracker | None:
     """The :class:`Tracker` a ``tracker:`` section describes (``enabled: false`` -> None)."""
     opts = cfg.options()
     return Tracker(**opts) if opts.pop("enabled") else None
+
+
+Tracker = config_defaults(TrackerCfg)(Tracker)  # its defaults are the config's (TrackerCfg is defined after it)

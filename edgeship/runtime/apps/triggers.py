@@ -21,21 +21,21 @@ import time
 from collections import deque
 from typing import Any, Callable, Literal, Optional
 
-from pydantic import model_validator
+from pydantic import Field, model_validator
 
 from ...errors import ConfigError
 from ..schema import Broker, Strict, checked
 
 
 class MqttTopicCfg(Strict):
-    broker: Broker = "127.0.0.1:1883"
-    topic: str = "edgeship/trigger"
+    broker: Broker = Field("127.0.0.1:1883", description="HOST[:PORT] or mqtt://HOST[:PORT] of the broker")
+    topic: str = Field("edgeship/trigger", description="a message on this topic triggers one inspection")
 
 
 class TriggerCfg(Strict):
-    mode: Literal["frame", "interval", "external"] = "frame"
-    interval_ms: Optional[float] = None  # checked by IntervalTrigger
-    mqtt: Optional[MqttTopicCfg] = None
+    mode: Literal["frame", "interval", "external"] = Field("frame", description="frame: every frame; interval: every interval_ms; external: POST /trigger or an MQTT message")
+    interval_ms: Optional[float] = Field(None, description="checked by IntervalTrigger")
+    mqtt: Optional[MqttTopicCfg] = Field(None, description="external mode: the MQTT topic that triggers an inspection")
 
     @model_validator(mode="after")
     def _consistent(self) -> "TriggerCfg":

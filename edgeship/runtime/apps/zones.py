@@ -25,7 +25,7 @@ import numpy as np
 from pydantic import Field, field_validator, model_validator
 
 from ...errors import ConfigError
-from ..schema import Score, Strict, checked, validated
+from ..schema import Score, Strict, checked, default_of, validated
 
 if TYPE_CHECKING:
     from .tracking import Track
@@ -48,6 +48,8 @@ def place_checked(place: Any, config: type["PlaceCfg"], kind: str) -> None:
 
     validated(config, f"{kind} {place.name!r}", **{f.name: getattr(place, f.name) for f in fields(place)})
     object.__setattr__(place, "points", tuple((float(x), float(y)) for x, y in place.points))
+    if place.normalized is None:
+        object.__setattr__(place, "normalized", looks_normalized(place.points))
     object.__setattr__(place, "classes", tuple(place.classes))
 
 
@@ -69,43 +71,15 @@ def wants(classes: tuple[str, ...], min_score: float, label: str, score: float) 
     return (not classes or label in classes) and score >= min_score
 
 
-@dataclass(frozen=True)
-class Zone:
-    """A named polygon with the rules that make an event inside it."""
-
-    name: str
-    points: tuple[tuple[float, float], ...]
-    normalized: bool = False
-    classes: tuple[str, ...] = ()  # empty: every class
-    min_score: float = 0.5
-    min_dwell_frames: int = 1
-    min_dwell_s: float = 0.0
-    cooldown_s: float = 30.0
-    max_gap_frames: int = 2  # frames an object may be missed before its presence ends
-    anchor: str = "bottom-center"
-    events: tuple[str, ...] = ("enter",)  # per-track events this zone emits (TrackZones only)
-
-    def __post_init__(self) -> None:
-        place_checked(self, ZoneCfg, "zone")
-        object.__setattr__(self, "events", tuple(self.events))
-
-    def polygon_px(self, width: int, height: int) -> np.ndarray:
-        """The polygon as an (N, 2) float array in pixels of a ``width`` x ``height`` frame."""
-        return points_px(self.points, self.normalized, width, height)
-
-    def wants(self, label: str, score: float) -> bool:
-        return wants(self.classes, self.min_score, label, score)
-
-
 class PlaceCfg(Strict):
     """What a zone and a tripwire line share in the config: a name, points, and which detections count."""
 
-    name: str = Field(min_length=1)
-    points: list[tuple[float, float]]
-    normalized: Optional[bool] = None  # None: normalised when every coordinate is within 0..1
-    classes: list[str] = []
-    min_score: Score = 0.5
-    anchor: Literal[ANCHORS] = "bottom-center"  # type: ignore[valid-type]
+    name: str = Field(min_length=1, description="the name events and counts carry")
+    points: list[tuple[float, float]] = Field(description="corners (zones: 3 or more) or ends A, B (lines), in pixels or 0..1")
+    normalized: Optional[bool] = Field(None, description="None: normalised when every coordinate is within 0..1")
+    classes: list[str] = Field([], description="classes that count (empty: every class)")
+    min_score: Score = Field(0.5, description="detections below this score do not count")
+    anchor: Literal[ANCHORS] = Field("bottom-center", description="the point of a box that decides where it is")  # type: ignore[valid-type]
 
     points_rule: ClassVar[Callable[..., Any]]  # the subclass's point-count check (zones: 3+, lines: 2)
     builds: ClassVar[type]  # the dataclass a config entry builds
@@ -134,14 +108,45 @@ class PlaceCfg(Strict):
 class ZoneCfg(PlaceCfg):
     """One entry of the security app's ``zones:`` (keys = :class:`Zone` fields)."""
 
-    min_dwell_frames: int = Field(1, ge=1)
-    min_dwell_s: float = Field(0.0, ge=0)
-    cooldown_s: float = Field(30.0, ge=0)
-    max_gap_frames: int = Field(2, ge=0)
-    events: list[Literal[ZONE_EVENTS]] = ["enter"]  # type: ignore[valid-type]  # per-track events (with the tracker)
+    min_dwell_frames: int = Field(1, ge=1, description="inferred frames an object spends inside before its enter event")
+    min_dwell_s: float = Field(0.0, ge=0, description="seconds an object spends inside before its enter event (scene time)")
+    cooldown_s: float = Field(30.0, ge=0, description="the same object back in the zone within this many seconds stays silent")
+    max_gap_frames: int = Field(2, ge=0, description="frames an object may be missed inside before its visit ends")
+    events: list[Literal[ZONE_EVENTS]] = Field(["enter"], description="per-track events (with the tracker)")  # type: ignore[valid-type]
 
     points_rule = staticmethod(check_zone_points)
-    builds = Zone
+
+
+@dataclass(frozen=True)
+class Zone:
+    """A named polygon with the rules that make an event inside it."""
+
+    name: str
+    points: tuple[tuple[float, float], ...]
+    # every default is ZoneCfg's (the one home of each): Python callers and config files get the same zone
+    normalized: bool | None = default_of(ZoneCfg, "normalized")  # None: normalised when every coordinate is in 0..1
+    classes: tuple[str, ...] = default_of(ZoneCfg, "classes")  # empty: every class
+    min_score: float = default_of(ZoneCfg, "min_score")
+    min_dwell_frames: int = default_of(ZoneCfg, "min_dwell_frames")
+    min_dwell_s: float = default_of(ZoneCfg, "min_dwell_s")
+    cooldown_s: float = default_of(ZoneCfg, "cooldown_s")
+    max_gap_frames: int = default_of(ZoneCfg, "max_gap_frames")  # frames an object may be missed before its presence ends
+    anchor: str = default_of(ZoneCfg, "anchor")
+    events: tuple[str, ...] = default_of(ZoneCfg, "events")  # per-track events this zone emits (TrackZones only)
+
+    def __post_init__(self) -> None:
+        place_checked(self, ZoneCfg, "zone")
+        object.__setattr__(self, "events", tuple(self.events))
+
+    def polygon_px(self, width: int, height: int) -> np.ndarray:
+        """The polygon as an (N, 2) float array in pixels of a ``width`` x ``height`` frame."""
+        return points_px(self.points, self.normalized, width, height)
+
+    def wants(self, label: str, score: float) -> bool:
+        return wants(self.classes, self.min_score, label, score)
+
+
+ZoneCfg.builds = Zone  # what a zones: entry builds
 
 
 def anchor_points(xyxy: np.ndarray, anchor: str = "bottom-center") -> np.ndarray:

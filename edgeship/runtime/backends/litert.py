@@ -7,40 +7,16 @@ XNNPACK is the interpreter's default CPU delegate; ``threads`` sets its thread c
 
 from __future__ import annotations
 
-import importlib
-import importlib.util
 import logging
-import re
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 
-from ...errors import BackendError, ModelError
-from ...formats.tflite import io_details, tensor_info
-from ...native_stderr import filtered_stderr
+from ...errors import BackendError
+from ...formats.tflite import interpreter_class, io_details, load_interpreter, tensor_info
 from .base import Backend
 
 log = logging.getLogger(__name__)
-
-# module that provides ``Interpreter``, in order of preference
-INTERPRETER_MODULES = ("ai_edge_litert.interpreter", "tflite_runtime.interpreter", "tensorflow.lite")
-
-
-def interpreter_class() -> tuple[Callable[..., Any], str]:
-    """The first available LiteRT Interpreter class and the module it came from."""
-    for name in INTERPRETER_MODULES:
-        if importlib.util.find_spec(name.split(".")[0]) is None:
-            continue
-        try:
-            mod = importlib.import_module(name)
-        except ImportError as e:  # e.g. tflite_runtime built against numpy 1
-            log.debug("cannot import %s: %s", name, e)
-            continue
-        return mod.Interpreter, name
-    raise BackendError(
-        "no LiteRT interpreter found: install ai-edge-litert (pip install ai-edge-litert); "
-        f"tried {', '.join(INTERPRETER_MODULES)}"
-    )
 
 
 def _executed_precision(tensors: list[dict[str, Any]]) -> str:
@@ -50,35 +26,6 @@ def _executed_precision(tensors: list[dict[str, Any]]) -> str:
         if scale and np.dtype(t["dtype"]).name in ("int8", "uint8"):
             return "int8"
     return "f32"
-
-
-def load_interpreter(path: Any, threads: int | None = None) -> Any:
-    """A LiteRT Interpreter for ``path`` with its tensors allocated; a file LiteRT refuses is one ModelError line.
-
-    A model that needs an op LiteRT does not have built in is named as such (with the op), not
-    called an invalid file.
-    """
-    cls, _ = interpreter_class()
-    kw: dict[str, Any] = {"model_path": str(path)}
-    if threads:
-        kw["num_threads"] = int(threads)
-    try:
-        with filtered_stderr():  # LiteRT's "Created XNNPACK delegate" INFO line on every load
-            it = cls(**kw)
-            it.allocate_tensors()
-    except (ValueError, RuntimeError) as e:
-        raise ModelError(_load_error(path, e)) from None
-    return it
-
-
-def _load_error(path: Any, e: BaseException) -> str:
-    text = str(e)
-    m = re.search(r"Encountered unresolved custom op: ([A-Za-z0-9_.\-]+)", text) or re.search(r"custom op[^A-Za-z0-9]*([A-Za-z0-9_.\-]+)", text, re.I)
-    if m and "custom" in text.lower():
-        return (f"{path} needs the custom op {m.group(1)}, which is not built into LiteRT: run it where that op is "
-                "registered (a LiteRT build or interpreter with the op added), or re-export the model without it")
-    lines = [ln.strip() for ln in text.splitlines() if ln.strip()]
-    return f"{path} is not a valid TFLite model: {lines[0] if lines else type(e).__name__}"
 
 
 class LiteRTBackend(Backend):

@@ -18,8 +18,9 @@ from ...errors import InputError, SpecError
 from ...spec import InputSpec
 from ...preprocess import resize_transform
 from .classify import classify_outputs, softmax, top_k
-from .detect import (box_iou, cxcywh_to_xyxy, decode_ssd, decode_yolo, detect_format, nms, split_ssd_outputs,
-                     yxyx_to_xyxy)
+from .anchors import ANCHOR_THRESHOLD
+from .detect import (DETECT_THRESHOLD, box_iou, cxcywh_to_xyxy, decode_ssd, decode_yolo, detect_format, nms,
+                     split_ssd_outputs, yxyx_to_xyxy)
 
 __all__ = [
     "TASKS", "make_postprocess", "resolve_task", "top_k", "softmax", "classify_outputs", "nms", "box_iou",
@@ -64,8 +65,8 @@ class Detect:
     spec: InputSpec
     fmt: str = "yolo"
     labels: tuple[str, ...] | None = None
-    threshold: float = 0.25
-    iou: float | None = None  # None: the decoder's own (decode_yolo's 0.45; the anchor layout's)
+    threshold: float = DETECT_THRESHOLD
+    iou: float | None = None  # None: the decoder's own (NMS_IOU; the anchor layout's)
     max_det: int = 300
     output_names: tuple[str, ...] | None = None
     normalized: bool | None = None
@@ -115,13 +116,14 @@ def _make_detect(*, spec: InputSpec, labels=None, threshold: float | None = None
         layout = anchor_spec(anchors)
         if output_shapes:
             check_layout(layout, output_shapes)
-        return Detect(spec, "anchors", tuple(labels) if labels else None, 0.5 if threshold is None else float(threshold),
+        return Detect(spec, "anchors", tuple(labels) if labels else None,
+                      ANCHOR_THRESHOLD if threshold is None else float(threshold),
                       None if iou is None else float(iou), int(max_det), tuple(output_names) if output_names else None,
                       None, layout)
     fmt = box_format or detect_format([list(s) for s in output_shapes])
     if fmt not in ("ssd", "yolo"):
         raise InputError(f"detection format must be ssd or yolo, got {fmt!r}")
-    return Detect(spec, fmt, tuple(labels) if labels else None, 0.25 if threshold is None else float(threshold),
+    return Detect(spec, fmt, tuple(labels) if labels else None, DETECT_THRESHOLD if threshold is None else float(threshold),
                   None if iou is None else float(iou), int(max_det), tuple(output_names) if output_names else None, normalized)
 
 

@@ -30,6 +30,8 @@ from ...preprocess import Transform
 from ..types import Detections
 from .detect import nms
 
+ANCHOR_THRESHOLD = 0.5  # an anchor head's minimum score (face detectors score lower than YOLO heads)
+
 
 def _sigmoid(x: np.ndarray, clip: float) -> np.ndarray:
     return 1.0 / (1.0 + np.exp(-np.clip(x.astype(np.float64), -clip, clip)))
@@ -290,7 +292,7 @@ def check_layout(spec: Any, shapes: Sequence[Sequence[int]]) -> None:
         raise SpecError(f"the anchor layout gives {n} anchors, the model's outputs {dims}: check the anchors preset or config")
 
 
-def decode_anchors(outputs: Sequence[np.ndarray], spec: Any, *, transform: Transform, threshold: float = 0.5,
+def decode_anchors(outputs: Sequence[np.ndarray], spec: Any, *, transform: Transform, threshold: float = ANCHOR_THRESHOLD,
                    iou_threshold: float | None = None, labels: Sequence[str] | None = None, max_det: int = 100,
                    output_names: Sequence[str] | None = None) -> Detections:
     """Regressions + scores per anchor -> Detections in source-frame pixels (the best class per anchor, NMS per class).

@@ -15,6 +15,9 @@ from ...errors import SpecError
 from ...preprocess import Transform
 from ..types import Detections
 
+DETECT_THRESHOLD = 0.25  # a YOLO / SSD detection's minimum score, unless told otherwise
+NMS_IOU = 0.45  # boxes of one class overlapping more than this are one object (non-maximum suppression)
+
 
 # ---- boxes ---------------------------------------------------------------------------------------
 def cxcywh_to_xyxy(b: np.ndarray) -> np.ndarray:
@@ -41,7 +44,7 @@ def box_iou(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     return inter / np.maximum(area_a + area_b - inter, 1e-9)
 
 
-def nms(boxes: np.ndarray, scores: np.ndarray, iou_threshold: float = 0.45, class_ids: np.ndarray | None = None,
+def nms(boxes: np.ndarray, scores: np.ndarray, iou_threshold: float = NMS_IOU, class_ids: np.ndarray | None = None,
         max_det: int = 300) -> np.ndarray:
     """Greedy non-maximum suppression; returns kept indices, best score first.
 
@@ -98,7 +101,7 @@ def split_ssd_outputs(outputs: Sequence[np.ndarray], names: Sequence[str] | None
 
 def decode_ssd(
     boxes: np.ndarray, classes: np.ndarray, scores: np.ndarray, count: int | None, *, input_hw: tuple[int, int],
-    transform: Transform, threshold: float = 0.25, labels: Sequence[str] | None = None, class_offset: int = 0,
+    transform: Transform, threshold: float = DETECT_THRESHOLD, labels: Sequence[str] | None = None, class_offset: int = 0,
 ) -> Detections:
     """SSD post-processed outputs (boxes ymin, xmin, ymax, xmax normalised to the model input) -> Detections."""
     n = len(scores) if count is None else max(0, min(int(count), len(scores)))
@@ -126,8 +129,8 @@ def yolo_layout(shape: Sequence[int], num_classes: int | None = None) -> str:
 
 
 def decode_yolo(
-    output: np.ndarray, *, input_hw: tuple[int, int], transform: Transform, threshold: float = 0.25,
-    iou_threshold: float = 0.45, labels: Sequence[str] | None = None, normalized: bool | None = None,
+    output: np.ndarray, *, input_hw: tuple[int, int], transform: Transform, threshold: float = DETECT_THRESHOLD,
+    iou_threshold: float = NMS_IOU, labels: Sequence[str] | None = None, normalized: bool | None = None,
     max_det: int = 300, max_candidates: int = 3000,
 ) -> Detections:
     """Ultralytics-style raw output (cx, cy, w, h + one score per class, no objectness) -> Detections.

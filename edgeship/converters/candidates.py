@@ -1,0 +1,95 @@
+"""The accuracy gate's candidate builders, one per format: each ranks the layers int8 hurts most, builds a
+model with some of them kept in float, and the fp16 fallback. :mod:`edgeship.converters.builders` hands
+them out; :mod:`edgeship.converters.gate` searches with them."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Sequence
+
+from .. import formats
+from .layers import LayerError
+
+
+class TFLiteCandidates:
+    """Ranks with the QuantizationDebugger; candidates are re-quantized from one calibration."""
+
+    def __init__(self, saved: Path, ds: Any, io: str, tmp: Path, nodes: Sequence[str] = (), ops: Sequence[str] = (),
+                 out_io: str | None = None) -> None:
+        from .layers import TFLiteProbe
+
+        self.saved, self.ds, self.io, self.tmp, self.base = saved, ds, io, tmp, list(nodes)
+        self.probe = TFLiteProbe(saved, ds.x_calib, io=io, denylisted_ops=ops, out_io=out_io)
+
+    def nodes(self, chosen: Sequence[LayerError]) -> list[str]:
+        return list(dict.fromkeys(self.base + [n for e in chosen for n in e.keep_float]))
+
+    def float_nodes(self, chosen: Sequence[LayerError]) -> list[str]:
+        """What the manifest records as kept in float (the caller's denylist included)."""
+        return self.nodes(chosen)
+
+    def rank(self, chosen: list[LayerError]) -> list[LayerError]:
+        return self.probe.rank(self.nodes(chosen))
+
+    def build(self, chosen: list[LayerError]) -> Path:
+        # the same MLIR quantizer call as to_tflite(..., denylisted_nodes=...), on the cached calibration
+        path = formats.get("tflite").path(self.tmp, f"candidate_{len(chosen)}_{abs(hash(tuple(self.nodes(chosen))))}")
+        path.write_bytes(self.probe.quantize(self.nodes(chosen)))
+        return path
+
+    def fp16(self, out: Path) -> Path:
+        from .tflite import to_tflite
+
+        return to_tflite(self.saved, out, precision="fp16")
+
+
+class OpenVINOCandidates:
+    """Ranks the artifact's activation quantizers; candidates are ``nncf.quantize`` runs with an ignored scope."""
+
+    def __init__(self, saved: Path, ds: Any, artifact: Path, preset: str, dynamic_batch: bool, tmp: Path,
+                 user_scope: Sequence[str] = ()) -> None:
+        import openvino as ov
+
+        from .layers import OpenVINOProbe, map_node_names
+        from .openvino import to_openvino
+
+        self.saved, self.ds, self.preset, self.dynamic_batch, self.tmp = saved, ds, preset, dynamic_batch, tmp
+        self.user_scope = list(user_scope)  # the caller's own ignored scope, kept in every candidate
+        # OpenVINO numbers node names per conversion: every candidate is quantized from this one FP32
+        # IR, and the artifact's names are mapped onto it.
+        self.fp32 = ov.Core().read_model(str(to_openvino(saved, formats.get("openvino").path(tmp, "fp32"), precision="fp32", dynamic_batch=dynamic_batch)))
+        self.first = OpenVINOProbe(artifact, ds.x_calib)
+        self.names = map_node_names(self.first.model, self.fp32)
+        self.last: Any = None  # the latest candidate's probe (FP32 names)
+
+    def float_nodes(self, chosen: Sequence[LayerError]) -> list[str]:
+        return list(dict.fromkeys(n for e in chosen for n in e.keep_float))
+
+    def rank(self, chosen: list[LayerError]) -> list[LayerError]:
+        from .layers import OpenVINOProbe, rename
+
+        if self.last is None and self.names is None:  # the graphs do not line up: rank a fresh quantization
+            self.last = OpenVINOProbe(self._quantize([]), self.ds.x_calib)
+        if self.last is not None:
+            return self.last.rank()
+        return rename(self.first.rank(), self.names)
+
+    def _quantize(self, scope: list[str]) -> Any:
+        from .openvino import PRECISIONS
+
+        full = list(dict.fromkeys(self.user_scope + list(scope)))
+        return PRECISIONS["int8"](self.fp32.clone(), self.ds, self.preset, full)[0]
+
+    def build(self, chosen: list[LayerError]) -> Path:
+        from .layers import OpenVINOProbe
+        from .openvino import _save_ir
+
+        scope = list(dict.fromkeys(n for e in chosen for n in e.keep_float))
+        model = self._quantize(scope)
+        self.last = OpenVINOProbe(model, self.ds.x_calib)
+        return _save_ir(model, formats.get("openvino").path(self.tmp, f"candidate_{len(chosen)}_{abs(hash(tuple(scope)))}"), False)
+
+    def fp16(self, out: Path) -> Path:
+        from .openvino import to_openvino
+
+        return to_openvino(self.saved, out, precision="fp16", dynamic_batch=self.dynamic_batch)
