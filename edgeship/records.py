@@ -60,7 +60,7 @@ class GateRecord(Record):
     max_drop_pp: float | None = None  # the point budget asked for (None: none)
     min_sqnr_db: float | None = None  # the SQNR budget asked for (None: none); neither: the gate was off
     status: str = "not run"  # one of GATE_STATUSES
-    precision: str | None = None  # what it kept: int8, int8-mixed or fp16
+    precision: str | None = None  # the rung it kept: int8, int8-mixed, dynamic, int16x8, fp16 or fp32
     budget: float | None = None
     measured: str | None = None  # "drop", "disagreement" or "detection"
     value: float | None = None  # the final measured value, in points
@@ -72,6 +72,8 @@ class GateRecord(Record):
     fallback: str | None = None
     reason: str | None = None
     seconds: float = 0.0
+    ladder: list[dict[str, Any]] = field(default_factory=list)  # every rung tried: figures, latency, size, kept or why not
+    prefer: str | None = None  # "speed" or "size": what chose between rungs in budget
 
     def float_layer_names(self) -> list[str]:
         """Names of the layers/tensors kept in float (empty when none or the gate did not run)."""
@@ -107,6 +109,9 @@ class AccuracyRecord(Record):
     measured: str | None = None  # "drop", "disagreement" or "detection"
     agreement: float | None = None  # top-1 agreement with the float model, in %
     disagreement: float | None = None
+    near_ties: int | None = None  # flips between classes the float model scored within tie_margin: not counted
+    real_agreement: float | None = None  # agreement with near-tie flips forgiven (what the disagreement budget uses)
+    tie_margin: float | None = None
     reference_accuracy: float | None = None
     accuracy: float | None = None
     drop: float | None = None

@@ -107,7 +107,7 @@ def converted(tmp_path_factory, classifier, calib):
     results = {}
     for precision, formats in (("fp32", ["tflite", "openvino"]), ("fp16", ["tflite", "openvino"]),
                                ("dynamic", ["tflite"]), ("int8", ["tflite", "openvino"])):
-        for r in convert(classifier, formats=formats, precision=precision, calib=calib, out_dir=out):
+        for r in convert(classifier, formats=formats, precision=precision, calib=calib, out_dir=out, prefer="quantized"):
             results[(r.format, precision)] = r
     return results
 
@@ -168,7 +168,8 @@ def test_openvino_ir_pair_fixed_batch_and_f32_weights(converted):
 
 def test_io_float_and_uint8(tmp_path, classifier, calib, holdout, reference):
     for io, dtype in (("uint8", "uint8"), ("float", "float32")):
-        (r,) = convert(classifier, formats="tflite", precision="int8", calib=calib, io=io, out_dir=tmp_path, name=f"io_{io}")
+        (r,) = convert(classifier, formats="tflite", precision="int8", calib=calib, io=io, out_dir=tmp_path, name=f"io_{io}",
+                       prefer="quantized")
         assert r.manifest.io_dtype == {"input": dtype, "output": dtype}
         got = run_tflite(r.path, holdout)[0]
         assert np.mean(got.argmax(1) == reference.argmax(1)) >= 0.98
@@ -201,7 +202,8 @@ def test_openvino_ignored_scope_and_dynamic_batch(tmp_path, classifier, calib, h
     from edgeship.converters import GateOptions, IOOptions
 
     # the option groups of the Python API (the flat keywords are the same options, tested elsewhere)
-    opts = ConvertOptions(io=IOOptions(dynamic_batch=True), gate=GateOptions(ignored_scope=[convs[0]], preset="mixed"))
+    opts = ConvertOptions(io=IOOptions(dynamic_batch=True), gate=GateOptions(ignored_scope=[convs[0]], preset="mixed",
+                                                                             prefer="quantized"))
     (r,) = convert(classifier, calib, formats="openvino", precision="int8", out_dir=tmp_path, name="q", options=opts)
     model = ov.Core().read_model(str(r.path))
     conv = next(op for op in model.get_ops() if op.get_friendly_name() == convs[0])
@@ -285,13 +287,13 @@ def test_bad_inputs_exit_1_and_leave_nothing(tmp_path, classifier, root):
     corrupt = tmp_path / "broken.keras"
     corrupt.write_bytes(b"PK\x03\x04 this is not a zip")
     _assert_clean_failure(_cli(corrupt, "-f", "tflite", "-p", "fp32", "-o", out), out, "broken.keras")
-    _assert_clean_failure(_cli(classifier, "-f", "openvino", "-p", "dynamic", "-o", out), out, "dynamic", "openvino")
+    _assert_clean_failure(_cli(classifier, "-f", "openvino", "-p", "int16x8", "-o", out), out, "int16x8", "openvino")
     spec16 = InputSpec(height=16, width=16, channels=3)
     small = RepresentativeDataset.from_arrays(np.zeros((10, 16, 16, 3), np.float32), spec=spec16).save(tmp_path / "c16.npz")
     _assert_clean_failure(_cli(classifier, "-f", "tflite", "-p", "int8", "--calib", small, "-o", out), out, "[16, 16, 3]")
     # a later failure (second format) must not leave the first artifact behind
     with pytest.raises(InputError):
-        convert(classifier, formats=["tflite", "openvino"], precision="dynamic", out_dir=out)
+        convert(classifier, formats=["tflite", "openvino"], precision="int16x8", out_dir=out)
     assert not out.exists()
 
 

@@ -68,7 +68,7 @@ def test_plain_int8_of_the_sensitive_model_collapses(ws):
 def test_gate_brings_the_sensitive_model_within_one_point_cli(ws, tmp_path):
     out = tmp_path / "gated"
     r = CliRunner().invoke(cli, ["convert", str(ws["sensitive"]), "-f", "tflite", "-f", "openvino", "-p", "int8",
-                                 "--calib", str(ws["calib"]), "--max-drop", "1.0", "-o", str(out), "--json"])
+                                 "--calib", str(ws["calib"]), "--max-drop", "1.0", "--prefer", "quantized", "-o", str(out), "--json"])
     assert r.exit_code == 0, r.output
     artifacts = json.loads(r.stdout)["artifacts"]
     assert {a["format"] for a in artifacts} == {"tflite", "openvino"}
@@ -89,16 +89,49 @@ def test_gate_brings_the_sensitive_model_within_one_point_cli(ws, tmp_path):
             assert any("conv2" in n for n in gate.float_nodes) and not any("conv1" in n for n in gate.float_nodes)
 
 
-def test_fp16_fallback_when_no_mixed_model_fits(ws, tmp_path):
+def test_a_float_rung_when_no_mixed_model_fits_and_the_ladder_is_recorded(ws, tmp_path):
     from edgeship.converters import convert
+    from edgeship.converters.ladder import RUNGS
 
     model = logit_dominated(ws["good_model"])
     (r,) = convert(model, formats=["tflite"], precision="int8", calib=ws["dataset"], out_dir=tmp_path, name="dominated")
     gate = r.manifest.conversion.accuracy_gate
     assert gate.initial_value > 20.0
-    assert r.manifest.precision == "fp16" and gate.fallback == "fp16"
-    assert "fell back to fp16" in gate.reason and gate.value <= 1.0
+    ladder = {row["rung"]: row for row in gate.ladder}
+    assert list(ladder) == list(RUNGS), ladder  # every rung was tried, in order
+    assert ladder["int8"]["status"] == ladder["int8-mixed"]["status"] == "over budget"
+    kept = [row for row in gate.ladder if row["status"] == "kept"]
+    assert len(kept) == 1 and kept[0]["rung"] == r.manifest.precision == gate.fallback != "int8"
+    assert kept[0]["passed"] and gate.value <= 1.0 and "meets the drop within 1 points" in gate.reason
+    timed = [row for row in gate.ladder if row["passed"] and row["latency_ms"] is not None]
+    assert len(timed) >= 2 and all(row["size_bytes"] > 0 for row in timed)
+    fastest = min(row["latency_ms"] for row in timed)  # nothing that met the budget is clearly faster than the rung kept
+    assert kept[0]["latency_ms"] <= fastest + max(0.05 * fastest, 0.01) + 1e-9, gate.ladder
     assert r.manifest.io_dtype["input"] == "float32"
+
+
+def test_ladder_pick_fastest_with_a_tie_band_or_smallest():
+    from edgeship.converters.ladder import Rung, explain
+    from edgeship.converters.ladder import pick as pick_rung
+
+    def rungs():
+        return [Rung("int8", "a", passed=True, latency_ms=1.00, size_bytes=10),
+                Rung("dynamic", "b", passed=True, latency_ms=0.98, size_bytes=12),  # within 5%: a tie
+                Rung("fp16", "c", passed=True, latency_ms=0.50, size_bytes=20),
+                Rung("fp32", "d", passed=False, latency_ms=0.10, size_bytes=40, excess=2.0)]
+
+    rs = rungs()
+    kept = pick_rung(rs, "speed")
+    assert kept.name == "fp16"
+    explain(rs, kept, "speed")
+    assert [r.status for r in rs] == ["slower", "slower", "kept", "over budget"]
+    rs = rungs()[:2]
+    assert pick_rung(rs, "speed").name == "int8"  # the tie goes to the more quantized rung
+    assert pick_rung(rungs(), "size").name == "int8"
+    failing = [Rung("int8", "a", passed=False, excess=3.0), Rung("fp16", "c", passed=False, excess=0.5)]
+    assert pick_rung(failing).name == "fp16"  # none met it: the closest
+    with pytest.raises(ValueError, match="prefer"):
+        pick_rung(rungs(), "cheap")
 
 
 def _err(name, error, order, consumers=("c",)):
@@ -148,7 +181,7 @@ def test_gate_keeps_the_callers_openvino_ignored_scope(ws, tmp_path):
 
     user_node = "Convolution_0"  # node names are stable across conversions
     (r,) = convert(ws["sensitive"], formats="openvino", precision="int8", calib=ws["calib"], out_dir=tmp_path,
-                   name="scoped", max_drop=1.0, ignored_scope=[user_node])
+                   name="scoped", max_drop=1.0, ignored_scope=[user_node], prefer="quantized")
     gate = r.manifest.conversion.accuracy_gate
     assert r.manifest.precision == "int8-mixed" and gate.value <= 1.0 and gate.fallback is None
     model = ov.Core().read_model(str(r.path))

@@ -207,16 +207,17 @@ def test_an_sqnr_budget_gates_a_model_without_class_scores(box_first, tmp_path):
     _, _, x_te, _ = digits_split()
     unlabelled = RepresentativeDataset.from_arrays(x_te[:200], spec=digits_spec(), holdout=0.3)
     [ok] = convert(path, formats=["tflite"], precision="int8", calib=unlabelled, out_dir=tmp_path / "ok", max_drop=None,
-                   min_sqnr=10.0)
+                   min_sqnr=10.0, prefer="quantized")
     gate = ok.manifest.conversion.accuracy_gate
     assert isinstance(gate, GateRecord) and gate.status == "passed" and gate.min_sqnr_db == 10.0 and ok.manifest.precision == "int8"
     int8_sqnr = ok.manifest.accuracy.worst_sqnr
     assert int8_sqnr is not None and 10.0 <= int8_sqnr < 200.0
-    # a budget int8 cannot meet: layers go back to float, then fp16, and the gate says it failed
+    # a budget no rung meets: the gate keeps the closest (fp32) and says it failed
     [strict] = convert(path, formats=["tflite"], precision="int8", calib=unlabelled, out_dir=tmp_path / "strict",
                        max_drop=None, min_sqnr=200.0)
     g = strict.manifest.conversion.accuracy_gate
-    assert g.status == "failed" and strict.manifest.precision == "fp16" and "below the budget of 200 dB" in g.reason
+    assert g.status == "failed" and strict.manifest.precision == "fp32" and "below the budget of 200 dB" in g.reason
+    assert "no rung meets" in g.reason and [r["rung"] for r in g.ladder if r["status"] == "kept"] == ["fp32"]
     # verify: the same budget from the command line, exit 1 when an output falls short
     unlabelled.save(tmp_path / "calib.npz")
     base = ["verify", str(ok.path), "--reference", str(path), "--data", str(tmp_path / "calib.npz"), "--max-drop", "none"]

@@ -8,6 +8,7 @@ import click
 
 from .. import formats
 from ..converters.channels import TRUNK_MODES
+from ..converters.ladder import PREFER
 from ..converters.openvino import PRESETS
 from ..converters.options import GateOptions, IOOptions, PruneOptions
 from ..converters.prune import SCHEDULES
@@ -18,6 +19,21 @@ from ._common import FiniteRange, echo_err, emit_json, format_table, human_size,
 from ._spec import spec_options, spec_overrides
 
 PRECISION_CHOICES = formats.all_precisions()
+
+
+def _prefer(name: str | None, prefer: str | None) -> str:
+    """--prefer as given, else "quantized" for a --target of another architecture (this machine's timings say
+    little about an arm64 board), else the default (speed)."""
+    if prefer is not None:
+        return prefer
+    if name is not None:
+        import platform
+
+        from ..targets import get_target
+
+        if get_target(name).architecture != platform.machine():
+            return "quantized"
+    return GateOptions.prefer
 
 
 def _from_target(name: str | None, formats: tuple[str, ...], precision: str | None) -> tuple[list[str], str]:
@@ -73,6 +89,14 @@ def _from_target(name: str | None, formats: tuple[str, ...], precision: str | No
               help="Also require every output's SQNR against the float model to be at least DB decibels on the holdout "
                    "(e.g. 25). The budget for models without class scores (landmarks, masks, embeddings, regressions); "
                    "with --max-drop none it is the only one. The gate keeps layers in float until it holds.")
+@click.option("--prefer", type=click.Choice(PREFER), default=None,
+              help="Among the artifacts the accuracy gate's ladder finds within budget (int8, int8 with some layers in "
+                   "float, dynamic range, int16x8, fp16, fp32), keep the fastest (each is timed on this machine), the "
+                   "smallest, or the first on the ladder (quantized: nothing timed). Default: speed; quantized with a "
+                   "--target of another architecture than this machine's.")
+@click.option("--tie-margin", type=FiniteRange(0.0, 1.0, max_open=True), default=GateOptions.tie_margin, show_default=True,
+              help="Without labels, a top-1 flip between two classes the float model scores within this probability of "
+                   "each other is a near-tie: reported, not counted against --max-drop.")
 @click.option("--target", "target", help="Device profile (see `edgeship targets list`) that picks --format/--precision.")
 @click.option("-o", "--out", "out_dir", required=True, type=click.Path(file_okay=False), help="Output folder.")
 @click.option("--output", "output_roles", multiple=True, metavar="NAME=ROLE",
@@ -83,7 +107,8 @@ def _from_target(name: str | None, formats: tuple[str, ...], precision: str | No
 def convert(model: str, formats: tuple[str, ...], precision: str | None, calib: str | None, io: str, prune: float | None,
             prune_schedule: str, prune_frequency: int | None, finetune: str | None, epochs: int, input_size,
             labels: str | None, task: str | None, name: str | None, preset: str, dynamic_batch: bool,
-            max_drop: float | None, min_sqnr: float | None, target: str | None, out_dir: str, as_json: bool, output_roles: tuple[str, ...],
+            max_drop: float | None, min_sqnr: float | None, prefer: str | None, tie_margin: float, target: str | None, out_dir: str,
+            as_json: bool, output_roles: tuple[str, ...],
             prune_channels: float | None, distill_epochs: int, prune_cycles: int, prune_trunks: str,
             **spec_flags: Any) -> None:
     """Prune and quantize a Keras model (.keras, .h5 or SavedModel folder) to TFLite and/or OpenVINO IR.
@@ -114,7 +139,8 @@ def convert(model: str, formats: tuple[str, ...], precision: str | None, calib: 
         prune=PruneOptions(sparsity=prune, schedule=prune_schedule, frequency=prune_frequency, finetune=finetune,
                            epochs=epochs, channels=prune_channels, distill_epochs=distill_epochs, cycles=prune_cycles,
                            trunks=prune_trunks),
-        gate=GateOptions(max_drop=max_drop, min_sqnr=min_sqnr, preset=preset),
+        gate=GateOptions(max_drop=max_drop, min_sqnr=min_sqnr, preset=preset, prefer=_prefer(target, prefer),
+                         tie_margin=tie_margin),
     )
     results = run_convert(model, calib, formats=fmts, precision=prec, out_dir=out_dir, name=name, options=options)
     if as_json:

@@ -7,6 +7,7 @@ import click
 from ..runtime.processing import TASKS
 from ..runtime.processing.anchors import ANCHOR_THRESHOLD
 from ..runtime.processing.anchors import PRESETS as ANCHOR_PRESETS
+from ..converters.metrics import TIE_MARGIN
 from ..runtime.processing.detect import DETECT_THRESHOLD
 from ._common import FiniteRange, echo_err, emit_json, format_table, max_drop_option
 
@@ -43,6 +44,9 @@ Exit codes: 0 within budget, 1 over budget (one-line reason on stderr) or an err
 @click.option("--iou", type=FiniteRange(0, 1), default=None, help="Detection NMS IoU threshold [the decoder's].")
 @click.option("--anchors", type=click.Choice(sorted(ANCHOR_PRESETS)), default=None,
               help="Anchor layout of an anchor-based SSD head (see `edgeship run --help`).")
+@click.option("--tie-margin", type=FiniteRange(0.0, 1.0, max_open=True), default=TIE_MARGIN, show_default=True,
+              help="Without labels, a top-1 flip between two classes the float model scores within this probability of "
+                   "each other is a near-tie: reported apart, not counted against --max-drop.")
 @click.option("--layers", default=0, show_default=True, type=click.IntRange(min=0),
               help="Also list the N layers with the largest quantization error (int8 artifacts).")
 @click.option("--precision", type=click.Choice(["f32", "bf16", "f16"]),
@@ -53,7 +57,7 @@ Exit codes: 0 within budget, 1 over budget (one-line reason on stderr) or an err
 def verify(ctx: click.Context, artifact: str, reference: str, data: str, split: str, max_drop: float | None,
            min_sqnr: float | None, layers: int,
            precision: str | None, save: bool, as_json: bool, task: str | None, threshold: float | None, iou: float | None,
-           anchors: str | None) -> None:
+           anchors: str | None, tie_margin: float) -> None:
     """Check ARTIFACT (.tflite or .xml) against the float Keras model it came from.
 
     Runs both on the calibration set's holdout split (the artifact through edgeship's runtime,
@@ -68,7 +72,7 @@ def verify(ctx: click.Context, artifact: str, reference: str, data: str, split: 
 
     detect = {"threshold": threshold, "iou": iou, "anchors": anchors}
     report = verify_artifact(artifact, reference, data, split=split, max_drop=max_drop, layers=layers, precision=precision,
-                             task=task, detect=detect, min_sqnr=min_sqnr)
+                             task=task, detect=detect, min_sqnr=min_sqnr, tie_margin=tie_margin)
     if save:
         from ..manifest import Manifest
 
@@ -93,7 +97,9 @@ def render(report) -> str:
              f"{report.samples} samples from the {report.split} split"]
     rows = []
     if report.agreement is not None:
-        rows.append(("top-1 agreement", f"{report.agreement:.2f}%"))
+        ties = (f" ({report.near_ties} near-tie flip{'s' if report.near_ties != 1 else ''}: float scores within "
+                f"{report.tie_margin:g}; {report.real_agreement:.2f}% without them)") if report.near_ties else ""
+        rows.append(("top-1 agreement", f"{report.agreement:.2f}%{ties}"))
     if report.drop is not None:
         lo, hi = report.drop_ci
         rows += [("float accuracy", f"{report.reference_accuracy:.2f}%"), ("artifact accuracy", f"{report.accuracy:.2f}%"),

@@ -1,5 +1,5 @@
-"""The accuracy gate's candidate builders, one per format: each ranks the layers int8 hurts most, builds a
-model with some of them kept in float, and the fp16 fallback. :mod:`edgeship.converters.builders` hands
+"""The accuracy gate's candidate builders, one per format: each ranks the layers int8 hurts most and builds
+a model with some of them kept in float (the ladder's int8-mixed rung). :mod:`edgeship.converters.builders` hands
 them out; :mod:`edgeship.converters.gate` searches with them."""
 
 from __future__ import annotations
@@ -36,11 +36,6 @@ class TFLiteCandidates:
         path = formats.get("tflite").path(self.tmp, f"candidate_{len(chosen)}_{abs(hash(tuple(self.nodes(chosen))))}")
         path.write_bytes(self.probe.quantize(self.nodes(chosen)))
         return path
-
-    def fp16(self, out: Path) -> Path:
-        from .tflite import to_tflite
-
-        return to_tflite(self.saved, out, precision="fp16")
 
 
 class OpenVINOCandidates:
@@ -88,8 +83,3 @@ class OpenVINOCandidates:
         model = self._quantize(scope)
         self.last = OpenVINOProbe(model, self.ds.x_calib)
         return _save_ir(model, formats.get("openvino").path(self.tmp, f"candidate_{len(chosen)}_{abs(hash(tuple(scope)))}"), False)
-
-    def fp16(self, out: Path) -> Path:
-        from .openvino import to_openvino
-
-        return to_openvino(self.saved, out, precision="fp16", dynamic_batch=self.dynamic_batch)

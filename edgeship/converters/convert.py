@@ -35,6 +35,7 @@ from .inputs import (collapsing_softmax, finetune_data, infer_task, load_calibra
                      resolve_spec)
 from .inputs import output_roles as guess_output_roles
 from .builders import builder
+from .ladder import PREFER
 from .openvino import PRESETS
 from .options import ConvertOptions, PruneOptions
 from .plan import ArtifactPlan
@@ -176,6 +177,10 @@ def _validate(formats: list[str], precision: str, calib: Any, opts: ConvertOptio
         raise InputError(f"io must be one of {', '.join(IO_TYPES)}, got {io.io!r}")
     if gate.preset not in PRESETS:
         raise InputError(f"preset must be one of {', '.join(PRESETS)}, got {gate.preset!r}")
+    if gate.prefer not in PREFER:
+        raise InputError(f"prefer must be one of {', '.join(PREFER)}, got {gate.prefer!r}")
+    if not (isinstance(gate.tie_margin, (int, float)) and 0.0 <= float(gate.tie_margin) < 1.0):
+        raise InputError(f"tie_margin must be a probability margin from 0 to 1, got {gate.tie_margin!r}")
     if precision == "int8" and calib is None:
         raise InputError("int8 needs a calibration set: pass --calib calib.npz (made by `edgeship calibrate`)")
     if pr.sparsity is not None and not 0.0 < float(pr.sparsity) < 1.0:
@@ -216,7 +221,8 @@ def _validate(formats: list[str], precision: str, calib: Any, opts: ConvertOptio
                         denylisted_nodes=tuple(gate.denylisted_nodes), denylisted_ops=tuple(gate.denylisted_ops),
                         ignored_scope=gate.ignored_scope, preset=gate.preset, dynamic_batch=bool(io.dynamic_batch),
                         max_drop=None if gate.max_drop is None else float(gate.max_drop),
-                        min_sqnr=None if gate.min_sqnr is None else float(gate.min_sqnr))
+                        min_sqnr=None if gate.min_sqnr is None else float(gate.min_sqnr), prefer=gate.prefer,
+                        tie_margin=float(gate.tie_margin))
     record = {k: v for k, v in opts.flat().items()
               if k not in ("input_spec", "input_size", "spec_overrides", "labels", "task")}  # recorded elsewhere
     record.update(formats=formats, finetune=None if pr.finetune is None else str(pr.finetune), epochs=int(pr.epochs),

@@ -1,16 +1,17 @@
-"""The accuracy gate: verify an int8 artifact, keep the most damaged tensors in float until it fits a budget.
+"""The accuracy gate: verify an int8 artifact against the float model; keep the fastest rung within a budget.
 
-1. Verify the int8 artifact on the holdout split (through the runtime backend). Within budget: done.
-2. Rank the activation tensors by quantization error (:mod:`edgeship.converters.layers`). Keep
-   the worst in float and re-verify. The
-   earliest severely damaged tensor goes first (damage upstream makes everything downstream look
-   bad), the ranking is refreshed after each step, and the number of tensors added doubles each
-   step (1, 2, 4...); a passing multi-tensor step is trimmed by bisection.
-   Every candidate is a real artifact, measured through the runtime backend: TFLite re-quantizes
-   the cached calibration with ``denylisted_nodes`` (the converter's own MLIR quantizer call);
-   OpenVINO runs ``nncf.quantize`` on the FP32 model with a ranked ``nncf.IgnoredScope``.
-3. The passing candidate replaces the artifact.
-4. Only when no mixed model fits, fall back to fp16, and say so.
+1. Verify the int8 artifact on the holdout split (through the runtime backend).
+2. When it misses the budget, rank the activation tensors by quantization error
+   (:mod:`edgeship.converters.layers`) and keep the worst in float, re-verifying (the ``int8-mixed``
+   rung). The earliest severely damaged tensor goes first (damage upstream makes everything
+   downstream look bad), the ranking is refreshed after each step, and the number of tensors added
+   doubles each step (1, 2, 4...); a passing multi-tensor step is trimmed by bisection. Every
+   candidate is a real artifact: TFLite re-quantizes the cached calibration with
+   ``denylisted_nodes``; OpenVINO runs ``nncf.quantize`` with a ranked ``nncf.IgnoredScope``.
+3. Build the rest of the ladder (:mod:`edgeship.converters.ladder`: dynamic range, int16x8, fp16,
+   fp32) and verify each the same way.
+4. Time every rung that meets the budget side by side and keep the fastest (or the smallest); the
+   manifest records every rung, kept or not, and why.
 """
 
 from __future__ import annotations
@@ -28,20 +29,24 @@ import numpy as np
 from .. import formats
 from ..errors import EdgeshipError
 from .builders import builder
+from .ladder import BUILT_RUNGS, Rung, explain
+from .ladder import pick as pick_rung
 from .plan import ArtifactPlan
 from ..records import AccuracyRecord, GateRecord
 from .layers import LayerError, prioritise
+from .metrics import TIE_MARGIN
 from .verify import budget, compare, detector_for, excess, finite, judge, run_artifact
 
 log = logging.getLogger(__name__)
 
 MIN_ERROR = 1e-3  # below this a tensor is not worth keeping in float
 MAX_STEPS = 12
+GATE_ROUNDS, GATE_SECONDS = 3, 0.3  # the ladder's timing: alternating rounds of this many seconds per rung
 
 
 @dataclass
 class GateResult:
-    """Outcome of the gate for one artifact (``precision`` is int8, int8-mixed or fp16)."""
+    """Outcome of the gate for one artifact (``precision``: the rung kept, see :mod:`.ladder`)."""
 
     artifact: Path
     precision: str
@@ -58,6 +63,8 @@ class GateResult:
     reason: str | None = None
     seconds: float = 0.0
     min_sqnr: float | None = None  # dB every output must reach
+    ladder: list[dict[str, Any]] = field(default_factory=list)  # every rung tried: figures, latency, size, status
+    prefer: str = "speed"
 
     def conversion_record(self) -> dict[str, Any]:
         """What the manifest keeps under ``conversion.accuracy_gate``."""
@@ -72,14 +79,17 @@ class _Evaluator:
     """Runs candidates through the runtime backend and measures them against cached reference outputs."""
 
     def __init__(self, ref: list[np.ndarray], x: np.ndarray, y: np.ndarray | None, labels: Sequence[str] | None,
-                 roles: Sequence[str] | None = None, detector: Any = None) -> None:
+                 roles: Sequence[str] | None = None, detector: Any = None, tie_margin: float = TIE_MARGIN) -> None:
         self.ref, self.x, self.y, self.labels, self.roles, self.detector = ref, x, y, labels, roles, detector
+        self.tie_margin = tie_margin
 
     def measure(self, artifact: Path) -> tuple[str | None, float | None, dict[str, Any]]:
         outs, info = run_artifact(artifact, self.x)
-        cmp = compare(self.ref, outs, labels=self.y, class_names=self.labels, roles=self.roles, detector=self.detector)
+        cmp = compare(self.ref, outs, labels=self.y, class_names=self.labels, roles=self.roles, detector=self.detector,
+                      tie_margin=self.tie_margin)
         measured, value = budget(cmp)
-        record = {k: cmp.get(k) for k in ("agreement", "reference_accuracy", "accuracy", "drop", "drop_ci", "detection")}
+        record = {k: cmp.get(k) for k in ("agreement", "near_ties", "real_agreement", "tie_margin", "reference_accuracy",
+                                          "accuracy", "drop", "drop_ci", "detection")}
         record.update(measured=measured, executed_precision=info["executed_precision"], samples=len(self.x),
                       outputs=[asdict(o) for o in cmp["outputs"]])
         return measured, value, finite(record)  # JSON-clean: an identical output's SQNR is inf
@@ -163,56 +173,123 @@ def accuracy_gate(artifact: str | Path, *, fmt: str, model: Any, saved_model_dir
         log.warning("the calibration set has no holdout samples; the accuracy gate verifies on the calibration samples")
         x, y = dataset.split("calib")
     ref = predict(load_keras_model(model), x)
-    ev = _Evaluator(ref, x, y, dataset.labels, roles, _detector(task, dataset.spec, ref))
+    ev = _Evaluator(ref, x, y, dataset.labels, roles, _detector(task, dataset.spec, ref), plan.tie_margin)
     max_drop, min_sqnr = plan.max_drop, plan.min_sqnr
 
     def verdict(measured: str | None, value: float | None, record: dict[str, Any]) -> tuple[bool | None, str | None]:
-        return judge(measured, value, max_drop, outputs=record["outputs"], min_sqnr=min_sqnr)
+        return judge(measured, value, max_drop, outputs=record["outputs"], min_sqnr=min_sqnr, samples=record.get("samples"),
+                     near_ties=record.get("near_ties"), tie_margin=record.get("tie_margin"))
 
     def over(m: tuple[str | None, float | None, dict[str, Any]]) -> float | None:
-        return excess(m[1], max_drop, m[2]["outputs"], min_sqnr)
+        return excess(m[1], max_drop, m[2]["outputs"], min_sqnr, measured=m[0], samples=m[2].get("samples"))
 
     measured, value, record = ev.measure(artifact)
-    result = GateResult(artifact, "int8", max_drop, measured, value, None, value, accuracy=record, min_sqnr=min_sqnr)
+    result = GateResult(artifact, "int8", max_drop, measured, value, None, value, accuracy=record, min_sqnr=min_sqnr,
+                        prefer=plan.prefer)
     result.passed, result.reason = verdict(measured, value, record)
-    if result.passed is not False:
+    if result.passed is None:  # no budget applies to this model's outputs
         log.info("%s: %s", artifact.name, result.reason)
         return _finish(result, t0)
-    log.warning("%s: %s; keeping the most damaged layers in float", artifact.name, result.reason)
+    rungs = [Rung("int8", artifact, measured, value, result.passed, over((measured, value, record)), record,
+                  reason="" if result.passed else result.reason)]
     with tempfile.TemporaryDirectory(prefix="edgeship-gate-") as tmpdir:
         tmp = Path(tmpdir)
-        impl = builder(fmt).candidates(Path(saved_model_dir), dataset, artifact, tmp, plan)
-        built: dict[tuple[str, ...], tuple[Path, tuple[str | None, float | None, dict[str, Any]]]] = {}
-
-        def candidate(chosen: list[LayerError]) -> tuple[Path, tuple[str | None, float | None, dict[str, Any]]]:
-            key = tuple(sorted(e.name for e in chosen))
-            if key not in built:
-                path = impl.build(chosen)
-                built[key] = (path, ev.measure(path))
-            return built[key]
-
-        chosen, steps = search(impl.rank, lambda c: over(candidate(c)[1]), 0.0)  # within every budget: excess <= 0
-        # each step's value is its excess over the budgets (points over max_drop, dB under min_sqnr; <= 0 passes)
-        result.steps = finite([{"float": s["float"], "excess": s["value"], **({"trim": True} if s.get("trim") else {})}
-                               for s in steps])
-        if chosen:
-            path, (measured, value, record) = candidate(chosen)
-            _replace(fs, path, artifact)
-            result.precision, result.accuracy = "int8-mixed", record
-            result.float_nodes = impl.float_nodes(chosen)
-            result.float_layers = _layers_record(chosen, _budgets_text(max_drop, min_sqnr))
-            result.value = value
-            result.passed, result.reason = verdict(measured, value, record)
-            log.warning("%s: %d tensor(s) kept in float; %s", artifact.name, len(chosen), result.reason)
-            return _finish(result, t0)
-        path = impl.fp16(tmp / artifact.name)
-        measured, value, record = ev.measure(path)
-        _replace(fs, path, artifact)
-        result.precision, result.fallback, result.accuracy, result.value = "fp16", "fp16", record, value
-        result.passed, why = verdict(measured, value, record)
-        result.reason = f"no mixed int8/float model brings the {_budgets_text(max_drop, min_sqnr)}; fell back to fp16 ({why})"
+        if not result.passed:
+            log.warning("%s: %s; keeping the most damaged layers in float", artifact.name, result.reason)
+            rungs.append(_mixed(result, fmt, saved_model_dir, dataset, artifact, tmp, plan, ev, verdict, over))
+        for name in BUILT_RUNGS:
+            if plan.prefer == "quantized" and any(r.passed for r in rungs):
+                break  # the first rung that meets the budget is the one kept
+            rungs.append(_rung(name, fs, saved_model_dir, dataset, tmp, plan, ev, verdict, over))
+        _time(rungs, fs, timed=plan.prefer != "quantized")
+        kept = pick_rung(rungs, plan.prefer)
+        explain(rungs, kept, plan.prefer)
+        if kept.path != artifact:
+            _replace(fs, kept.path, artifact)
+    result.ladder = finite([r.to_dict() for r in rungs])
+    result.precision, result.accuracy, result.value = kept.name, kept.record, kept.value
+    result.passed, why = verdict(kept.measured, kept.value, kept.record)
+    if kept.name not in ("int8", "int8-mixed"):
+        result.fallback = kept.name
+    if kept.name == "int8":
+        result.reason = why
+    elif kept.name == "int8-mixed":
+        result.reason = why
+        log.warning("%s: %d tensor(s) kept in float; %s", artifact.name, len(result.float_nodes), why)
+    else:
+        faster = {"size": "smallest", "quantized": "first"}.get(plan.prefer, "fastest")
+        head = (f"the {faster} artifact that meets the {_budgets_text(max_drop, min_sqnr)} is {kept.name}"
+                if result.passed else f"no rung meets the {_budgets_text(max_drop, min_sqnr)}; kept {kept.name}, the closest")
+        result.reason = f"{head} ({why})"
         log.warning("%s: %s", artifact.name, result.reason)
-        return _finish(result, t0)
+    if kept.name != "int8-mixed":
+        result.float_nodes, result.float_layers = [], []
+    return _finish(result, t0)
+
+
+def _mixed(result: GateResult, fmt: str, saved_model_dir: Any, dataset: Any, artifact: Path, tmp: Path, plan: ArtifactPlan,
+           ev: "_Evaluator", verdict: Callable, over: Callable) -> Rung:
+    """The int8-mixed rung: grow the set of tensors kept in float until the budgets hold (or give up)."""
+    impl = builder(fmt).candidates(Path(saved_model_dir), dataset, artifact, tmp, plan)
+    built: dict[tuple[str, ...], tuple[Path, tuple[str | None, float | None, dict[str, Any]]]] = {}
+
+    def candidate(chosen: list[LayerError]) -> tuple[Path, tuple[str | None, float | None, dict[str, Any]]]:
+        key = tuple(sorted(e.name for e in chosen))
+        if key not in built:
+            path = impl.build(chosen)
+            built[key] = (path, ev.measure(path))
+        return built[key]
+
+    chosen, steps = search(impl.rank, lambda c: over(candidate(c)[1]), 0.0)  # within every budget: excess <= 0
+    # each step's value is its excess over the budgets (points over max_drop, dB under min_sqnr; <= 0 passes)
+    result.steps = finite([{"float": s["float"], "excess": s["value"], **({"trim": True} if s.get("trim") else {})}
+                           for s in steps])
+    if not chosen:
+        return Rung("int8-mixed", status="over budget",
+                    reason=f"no set of float layers brings the {_budgets_text(plan.max_drop, plan.min_sqnr)}")
+    path, (measured, value, record) = candidate(chosen)
+    result.float_nodes = impl.float_nodes(chosen)
+    result.float_layers = _layers_record(chosen, _budgets_text(plan.max_drop, plan.min_sqnr))
+    passed, why = verdict(measured, value, record)
+    return Rung("int8-mixed", path, measured, value, passed, over((measured, value, record)), record,
+                reason=f"{len(chosen)} tensor(s) in float" + ("" if passed else f"; {why}"))
+
+
+def _rung(name: str, fs: Any, saved_model_dir: Any, dataset: Any, tmp: Path, plan: ArtifactPlan, ev: "_Evaluator",
+          verdict: Callable, over: Callable) -> Rung:
+    """A rung built from the SavedModel at its own precision, and measured."""
+    if name not in fs.precisions:
+        return Rung(name, status="not available", reason=f"{fs.title} has no {name} artifacts")
+    if (plan.denylisted_nodes or plan.denylisted_ops) and name in ("dynamic", "int16x8"):
+        return Rung(name, status="not available", reason="the nodes denylisted for int8 would be quantized in this rung")
+    path = fs.path(tmp / name, fs.path(tmp, "x").stem)
+    # float I/O; an OpenVINO ignored scope carries over (weight compression skips it too)
+    float_io = plan.but(precision=name, io="float", out_io=None, denylisted_nodes=(), denylisted_ops=())
+    try:
+        builder(fs.name).build(Path(saved_model_dir), path, float_io, dataset)
+    except (EdgeshipError, RuntimeError, ValueError) as e:  # a rung a model cannot take (an op without int16x8 kernels)
+        first = (str(e).strip().splitlines() or [type(e).__name__])[0][:200]
+        log.info("gate: %s rung could not be built: %s", name, first)
+        return Rung(name, status="failed", reason=first)
+    measured, value, record = ev.measure(path)
+    passed, why = verdict(measured, value, record)
+    return Rung(name, path, measured, value, passed, over((measured, value, record)), record, reason="" if passed else why)
+
+
+def _time(rungs: list[Rung], fs: Any, *, timed: bool = True) -> None:
+    """Size of every rung built, and latency (alternating rounds, as ``edgeship bench`` compares) of every rung
+    that met the budget (when ``timed``)."""
+    from ..fileio import file_size
+    from ..runtime.bench import compare_latency
+
+    ok = [r for r in rungs if r.passed and r.path is not None]
+    for r in rungs:
+        if r.path is not None:
+            r.size_bytes = sum(file_size(f) for f in fs.files(r.path))
+    if len(ok) < 2 or not timed:
+        return
+    for r, ms in zip(ok, compare_latency([r.path for r in ok], rounds=GATE_ROUNDS, seconds=GATE_SECONDS)):
+        r.latency_ms = round(ms, 4)
 
 
 def _detector(task: str | None, spec: Any, ref: list[np.ndarray]) -> Any:

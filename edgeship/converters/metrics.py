@@ -30,6 +30,33 @@ def agreement(pred_a: np.ndarray, pred_b: np.ndarray) -> float:
     return float(np.mean(a == b) * 100.0)
 
 
+TIE_MARGIN = 0.03  # the float model's top two scores this close (in probability) are a near-tie
+
+
+def as_probabilities(scores: np.ndarray) -> np.ndarray:
+    """(N, C) class scores as probabilities: as given when they already are, else softmax (logits)."""
+    s = np.asarray(scores, dtype=np.float64)
+    if s.size and s.min() >= 0.0 and np.allclose(s.sum(axis=1), 1.0, atol=1e-2):
+        return s
+    e = np.exp(s - s.max(axis=1, keepdims=True))
+    return e / e.sum(axis=1, keepdims=True)
+
+
+def near_tie_flips(ref_scores: np.ndarray, ref_pred: np.ndarray, art_pred: np.ndarray, margin: float = TIE_MARGIN) -> np.ndarray:
+    """Which top-1 flips are near-ties: the float model scored the class the artifact picked within ``margin``
+    (probability) of its own top class. Such a flip is rounding between two classes the float model could not
+    tell apart, not an error int8 made. (N,) bool, False where the predictions agree."""
+    p = as_probabilities(ref_scores)
+    rows = np.arange(len(p))
+    flipped = np.asarray(ref_pred) != np.asarray(art_pred)
+    return flipped & (p[rows, ref_pred] - p[rows, art_pred] <= margin)
+
+
+def samples_to_resolve(budget_points: float) -> int:
+    """How many samples make one flip worth less than ``budget_points`` (so the budget can tell 0 from 1 flip)."""
+    return int(math.floor(100.0 / budget_points)) + 1 if budget_points > 0 else 0
+
+
 def accuracy(pred: np.ndarray, labels: np.ndarray) -> float:
     """Top-1 accuracy in percent."""
     return agreement(pred, labels)

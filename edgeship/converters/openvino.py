@@ -16,7 +16,7 @@ import shutil
 import sys
 import tempfile
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any, Callable, Iterator, Sequence
 
 from .. import formats
 from ..errors import ConversionError, InputError
@@ -36,6 +36,29 @@ def no_telemetry() -> None:
         sys.modules["openvino_telemetry"] = None  # type: ignore[assignment]
 
 
+def import_nncf() -> Any:
+    """``nncf``, with its log kept off stdout (``--json`` output is read from there): its records go through
+    Python logging like edgeship's own (stderr; its INFO lines only with -v)."""
+    no_telemetry()
+    import nncf
+    from nncf.common.logging import nncf_logger
+
+    verbose = logging.getLogger("edgeship").isEnabledFor(logging.DEBUG)
+    nncf_logger.setLevel(logging.INFO if verbose else logging.WARNING)
+    for h in list(nncf_logger.handlers):  # its own handler writes to the stdout of the moment it was imported
+        nncf_logger.removeHandler(h)
+    nncf_logger.propagate = True
+    return nncf
+
+
+@contextlib.contextmanager
+def nncf_stdout() -> Iterator[None]:
+    """NNCF draws its own progress bars on stdout: shown (on stderr) with -v, else dropped (edgeship draws its own)."""
+    verbose = logging.getLogger("edgeship").isEnabledFor(logging.DEBUG)
+    with open(os.devnull, "w") as sink, contextlib.redirect_stdout(sys.stderr if verbose else sink):
+        yield
+
+
 def _fp32(model: Any, dataset: Any, preset: str, ignored_scope: Any) -> tuple[Any, bool]:
     return model, False
 
@@ -45,19 +68,15 @@ def _fp16(model: Any, dataset: Any, preset: str, ignored_scope: Any) -> tuple[An
 
 
 def _int8(model: Any, dataset: Any, preset: str, ignored_scope: Any) -> tuple[Any, bool]:
-    no_telemetry()
-    import nncf
-
+    nncf = import_nncf()
     presets = {"performance": nncf.QuantizationPreset.PERFORMANCE, "mixed": nncf.QuantizationPreset.MIXED}
     x, _ = dataset.split("calib")
     kwargs: dict[str, Any] = {"preset": presets[preset], "subset_size": max(1, len(x))}
     scope = _ignored_scope(ignored_scope)
     if scope is not None:
         kwargs["ignored_scope"] = scope
-    # NNCF draws its own progress bars on stdout: shown (on stderr) with -v, else replaced by edgeship's bar
-    verbose = logging.getLogger("edgeship").isEnabledFor(logging.DEBUG)
     bar = progress(desc="int8 statistics (NNCF)", unit="sample")
-    with open(os.devnull, "w") as sink, contextlib.redirect_stdout(sys.stderr if verbose else sink):
+    with nncf_stdout():
         try:
             quantized = nncf.quantize(model, dataset.to_nncf(on_sample=lambda: bar.update(1)), **kwargs)
         finally:
@@ -65,14 +84,27 @@ def _int8(model: Any, dataset: Any, preset: str, ignored_scope: Any) -> tuple[An
     return quantized, False
 
 
+def _dynamic(model: Any, dataset: Any, preset: str, ignored_scope: Any) -> tuple[Any, bool]:
+    """int8 weights, float activations: NNCF's weight compression (OpenVINO decompresses them when it loads the IR:
+    the nearest thing it has to TFLite's dynamic range; a smaller file, the speed of float)."""
+    nncf = import_nncf()
+    kwargs: dict[str, Any] = {}
+    scope = _ignored_scope(ignored_scope)
+    if scope is not None:
+        kwargs["ignored_scope"] = scope
+    with nncf_stdout():
+        return nncf.compress_weights(model, mode=nncf.CompressWeightsMode.INT8_ASYM, **kwargs), False
+
+
 # precision -> (transform the ov.Model, compress weights to fp16?)
-PRECISIONS: dict[str, Callable[[Any, Any, str, Any], tuple[Any, bool]]] = {"fp32": _fp32, "fp16": _fp16, "int8": _int8}
+PRECISIONS: dict[str, Callable[[Any, Any, str, Any], tuple[Any, bool]]] = {
+    "fp32": _fp32, "fp16": _fp16, "dynamic": _dynamic, "int8": _int8}
 
 
 def _ignored_scope(scope: Any):
     if scope is None:
         return None
-    import nncf
+    nncf = import_nncf()
 
     if isinstance(scope, nncf.IgnoredScope):
         return scope

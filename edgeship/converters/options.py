@@ -22,6 +22,8 @@ from typing import Any, Sequence
 from ..errors import InputError
 from ..spec import InputSpec
 from .channels import DEFAULT_TRUNKS
+from .ladder import PREFER
+from .metrics import TIE_MARGIN
 from .openvino import DEFAULT_PRESET
 from .prune import SCHEDULES
 from .tflite import DEFAULT_IO
@@ -66,6 +68,8 @@ class GateOptions:
     denylisted_ops: tuple[str, ...] = ()
     ignored_scope: Any = None  # OpenVINO: an nncf.IgnoredScope or a list of node names
     preset: str = DEFAULT_PRESET  # NNCF preset: one of converters.openvino.PRESETS
+    prefer: str = PREFER[0]  # between ladder rungs within budget: fastest (speed), smallest (size), first (quantized)
+    tie_margin: float = TIE_MARGIN  # a top-1 flip between classes the float model scores this close is a near-tie
 
 
 @dataclass(frozen=True)

@@ -28,6 +28,8 @@ class ArtifactPlan:
     dynamic_batch: bool = IOOptions.dynamic_batch  # OpenVINO: a dynamic batch dimension
     max_drop: float | None = GateOptions.max_drop  # the accuracy gate's point budget (None: none)
     min_sqnr: float | None = GateOptions.min_sqnr  # the accuracy gate's per-output SQNR budget in dB (None: none)
+    prefer: str = GateOptions.prefer  # the ladder: keep the fastest ("speed") or the smallest ("size") rung in budget
+    tie_margin: float = GateOptions.tie_margin  # near-tie flips (float scores this close) are not counted
 
     @property
     def gated(self) -> bool:

@@ -65,7 +65,10 @@ class VerificationReport:
     backend: str | None = None
     executed_precision: str | None = None  # what the backend actually ran
     labelled: bool = False
-    agreement: float | None = None
+    agreement: float | None = None  # top-1 agreement with the float model, every flip counted
+    near_ties: int | None = None  # flips between classes the float model scores within tie_margin of each other
+    real_agreement: float | None = None  # agreement with near-tie flips forgiven: what the disagreement budget measures
+    tie_margin: float | None = None
     reference_accuracy: float | None = None
     accuracy: float | None = None
     drop: float | None = None  # reference - artifact accuracy
@@ -90,7 +93,7 @@ class VerificationReport:
 
     @property
     def measured_value(self) -> float | None:
-        return budget_value(self.measured, self.drop, self.agreement, self.detection)
+        return budget_value(self.measured, self.drop, self.real_agreement, self.detection)
 
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)
@@ -99,8 +102,9 @@ class VerificationReport:
 
     def accuracy_record(self) -> AccuracyRecord:
         """The subset a manifest keeps under ``accuracy``."""
-        keys = ("split", "samples", "executed_precision", "agreement", "reference_accuracy", "accuracy", "drop",
-                "drop_ci", "detection", "max_drop", "min_sqnr", "worst_sqnr", "measured", "passed")
+        keys = ("split", "samples", "executed_precision", "agreement", "near_ties", "real_agreement", "tie_margin",
+                "reference_accuracy", "accuracy", "drop", "drop_ci", "detection", "max_drop", "min_sqnr", "worst_sqnr",
+                "measured", "passed")
         d = {k: getattr(self, k) for k in keys}
         d["disagreement"] = self.disagreement
         d["outputs"] = [asdict(o) for o in self.outputs]
@@ -177,7 +181,7 @@ Detector = Callable[[Sequence[np.ndarray]], list]  # batched outputs -> per imag
 
 def compare(ref: Sequence[np.ndarray], art: Sequence[np.ndarray], *, labels: np.ndarray | None = None,
             class_names: Sequence[str] | None = None, roles: Sequence[str | None] | None = None,
-            detector: Detector | None = None) -> dict[str, Any]:
+            detector: Detector | None = None, tie_margin: float = M.TIE_MARGIN) -> dict[str, Any]:
     """Every metric of a report from the two models' outputs (pure numpy; the gate calls it per candidate).
 
     ``roles`` (one per output, see :mod:`edgeship.roles`; guessed from ``ref`` when None) decide which
@@ -209,7 +213,10 @@ def compare(ref: Sequence[np.ndarray], art: Sequence[np.ndarray], *, labels: np.
     pr, pa = M.class_predictions(ref[cls]), M.class_predictions(art[cls])
     if pr is None:
         return out
-    out.update(ref_pred=pr, art_pred=pa, agreement=M.agreement(pr, pa))
+    ties = M.near_tie_flips(ref[cls], pr, pa, tie_margin)
+    real = (pr != pa) & ~ties
+    out.update(ref_pred=pr, art_pred=pa, agreement=M.agreement(pr, pa), near_ties=int(ties.sum()),
+               real_agreement=float(100.0 * (1.0 - real.mean())), tie_margin=float(tie_margin), samples=len(pr))
     if labels is None or len(labels) != len(pr):
         return out
     y = np.asarray(labels)
@@ -251,7 +258,7 @@ def budget_value(measured: str | None, drop: float | None, agreement: float | No
 def budget(cmp: dict[str, Any]) -> tuple[str | None, float | None]:
     """(what the budget measures, its value in points) for a :func:`compare` result."""
     for measured in BUDGETS:
-        value = budget_value(measured, cmp.get("drop"), cmp.get("agreement"), cmp.get("detection"))
+        value = budget_value(measured, cmp.get("drop"), cmp.get("real_agreement"), cmp.get("detection"))
         if value is not None:
             return measured, float(value)
     return None, None
@@ -269,13 +276,22 @@ def _get(o: Any, key: str) -> Any:
 
 
 def judge(measured: str | None, value: float | None, max_drop: float | None, *, outputs: Sequence[Any] = (),
-          min_sqnr: float | None = None) -> tuple[bool | None, str | None]:
+          min_sqnr: float | None = None, samples: int | None = None, near_ties: int | None = None,
+          tie_margin: float | None = None) -> tuple[bool | None, str | None]:
     """(passed, one-line reason) for a budget of ``max_drop`` points and/or ``min_sqnr`` dB on every output.
 
     The point budget needs a class-score output or a detector; the SQNR budget applies to every model
-    (landmarks, masks, embeddings, regressions). With both, both must hold."""
+    (landmarks, masks, embeddings, regressions). With both, both must hold. Top-1 flips between classes the
+    float model scores within ``tie_margin`` of each other (``near_ties``) are not counted and are named; a
+    holdout of ``samples`` too small for one flip to fit the budget is said so, with the size that would."""
     checks: list[tuple[bool | None, str]] = []
     note = ""
+    if near_ties and measured == "disagreement":
+        note += f" ({near_ties} near-tie flip{'s' if near_ties > 1 else ''} not counted: float scores within {tie_margin:g})"
+    floor = point_budget(max_drop, measured, samples)
+    if max_drop is not None and floor != max_drop:
+        note += (f" (one flip is {floor:.2f} points on {samples} samples, more than the {max_drop:g}-point budget can "
+                 f"resolve: one flip is tolerated; {M.samples_to_resolve(max_drop)} samples would resolve it)")
     if max_drop is not None:
         if value is None:
             if min_sqnr is None:
@@ -285,7 +301,7 @@ def judge(measured: str | None, value: float | None, max_drop: float | None, *, 
             note = " (the point budget does not apply: no class-score output identified)"
         else:
             what = BUDGETS[measured]
-            ok = value <= max_drop
+            ok = value <= floor + 1e-9
             checks.append((ok, f"{what} {value:.2f} points {'is within' if ok else 'exceeds'} the budget of {max_drop:g} points"))
     worst = worst_output(outputs) if min_sqnr is not None else None
     if worst is not None:
@@ -298,12 +314,21 @@ def judge(measured: str | None, value: float | None, max_drop: float | None, *, 
     return (False, "; ".join(failing) + note) if failing else (True, "; ".join(reason for _, reason in checks) + note)
 
 
-def excess(value: float | None, max_drop: float | None, outputs: Sequence[Any] = (), min_sqnr: float | None = None) -> float | None:
-    """How far a measurement is over its budgets (<= 0: within them): points above ``max_drop``, dB below
-    ``min_sqnr`` (the gate's search only asks "within or not"); None when nothing can be measured."""
+def point_budget(max_drop: float | None, measured: str | None, samples: int | None) -> float | None:
+    """The point budget a holdout of ``samples`` can apply: ``max_drop``, or one flip's worth of points when one flip
+    is more than ``max_drop`` (30 samples cannot tell 1 point from 0; failing on one flip there is noise)."""
+    if max_drop is None or not samples or measured not in ("drop", "disagreement"):
+        return max_drop
+    return max(max_drop, 100.0 / samples)
+
+
+def excess(value: float | None, max_drop: float | None, outputs: Sequence[Any] = (), min_sqnr: float | None = None,
+           *, measured: str | None = None, samples: int | None = None) -> float | None:
+    """How far a measurement is over its budgets (<= 0: within them): points above the :func:`point_budget`, dB
+    below ``min_sqnr`` (the gate's search only asks "within or not"); None when nothing can be measured."""
     over = []
     if max_drop is not None and value is not None:
-        over.append(value - max_drop)
+        over.append(value - point_budget(max_drop, measured, samples))
     worst = worst_output(outputs) if min_sqnr is not None else None
     if worst is not None:
         over.append(min_sqnr - worst[1])
@@ -367,14 +392,16 @@ def detector_for(spec: Any, ref: Sequence[np.ndarray], names: Sequence[str] | No
 def verify_artifact(artifact: str | os.PathLike, reference: Any, data: Any, *, split: str = "holdout",
                     max_drop: float | None = 1.0, layers: int = 0, precision: str | None = None,
                     task: str | None = None, detect: dict[str, Any] | None = None,
-                    min_sqnr: float | None = None) -> VerificationReport:
+                    min_sqnr: float | None = None, tie_margin: float = M.TIE_MARGIN) -> VerificationReport:
     """Verify ``artifact`` (.tflite / .xml) against ``reference`` (Keras path or model) on ``data``'s ``split``.
 
     ``max_drop`` is the budget in points: for a detector (``task`` "detect", or the manifest's task) the AP@0.5
     its detections lose against the float model's own on the same images (``detect``: the decoder options
     of ``edgeship run``: threshold, iou, anchors), else the accuracy drop with labels, else the top-1
     disagreement. ``min_sqnr`` (dB) also requires every output's SQNR against the float model to reach it
-    (the budget for outputs that are not class scores). ``layers`` > 0 adds the N layers with the largest quantization error. ``precision``
+    (the budget for outputs that are not class scores). Without labels a top-1 flip between two classes the
+    float model scores within ``tie_margin`` (probability) of each other is a near-tie: reported, not counted.
+    ``layers`` > 0 adds the N layers with the largest quantization error. ``precision``
     overrides the OpenVINO inference precision (default, as on every runtime path: f32 for FP32 artifacts, the device's
     default otherwise).
     """
@@ -411,14 +438,15 @@ def verify_artifact(artifact: str | os.PathLike, reference: Any, data: Any, *, s
             log.warning("%s: the manifest says detect but its boxes cannot be decoded (%s); judging the outputs' agreement",
                         path.name, e)
     cmp = compare(ref, art, labels=y, class_names=ds.labels, roles=roles if roles and any(roles) else None,
-                  detector=detector)
+                  detector=detector, tie_margin=tie_margin)
     measured, _ = budget(cmp)
     report = VerificationReport(
         artifact=str(path), reference=str(reference) if isinstance(reference, (str, os.PathLike)) else getattr(reference, "name", "model"),
         split=split, samples=len(x), format=manifest.format if manifest else info["backend"],
         precision=manifest.precision if manifest else None, backend=info["backend"],
         executed_precision=info["executed_precision"], labelled=y is not None,
-        agreement=cmp.get("agreement"), reference_accuracy=cmp.get("reference_accuracy"), accuracy=cmp.get("accuracy"),
+        agreement=cmp.get("agreement"), near_ties=cmp.get("near_ties"), real_agreement=cmp.get("real_agreement"),
+        tie_margin=cmp.get("tie_margin"), reference_accuracy=cmp.get("reference_accuracy"), accuracy=cmp.get("accuracy"),
         drop=cmp.get("drop"), drop_ci=cmp.get("drop_ci"), per_class=cmp["per_class"], outputs=cmp["outputs"],
         max_drop=max_drop, measured=measured, class_output=cmp.get("class_output"), detection=cmp.get("detection"),
         min_sqnr=min_sqnr,
@@ -426,7 +454,8 @@ def verify_artifact(artifact: str | os.PathLike, reference: Any, data: Any, *, s
     worst = worst_output(cmp["outputs"])
     report.worst_sqnr = worst[1] if worst else None
     report.passed, report.reason = judge(measured, report.measured_value, max_drop, outputs=cmp["outputs"],
-                                         min_sqnr=min_sqnr)
+                                         min_sqnr=min_sqnr, samples=len(x), near_ties=cmp.get("near_ties"),
+                                         tie_margin=cmp.get("tie_margin"))
     cls = cmp.get("class_output")
     report.warnings = mistakes(cmp.get("ref_pred"), cmp.get("art_pred"), y, x, ds.spec,
                                manifest.input_spec if manifest else None, reference_accuracy=cmp.get("reference_accuracy"),

@@ -1,8 +1,8 @@
 """Artifact formats: the one table of what each format is, and where its code lives.
 
-    name      suffix   files             precisions                   backend (runtime)
-    tflite    .tflite  .tflite           fp32 fp16 dynamic int8       LiteRT (ai-edge-litert)
-    openvino  .xml     .xml + .bin       fp32 fp16 int8               OpenVINO (also opens .onnx)
+    name      suffix   files             precisions                          backend (runtime)
+    tflite    .tflite  .tflite           fp32 fp16 dynamic int16x8 int8      LiteRT (ai-edge-litert)
+    openvino  .xml     .xml + .bin       fp32 fp16 dynamic int8              OpenVINO (also opens .onnx)
 
 Every fact about a format is written here or in its module (``formats/tflite.py``,
 ``formats/openvino.py``): suffix and companion files, precisions, how the file is opened and its
@@ -78,9 +78,9 @@ class Format:
 FORMATS: dict[str, Format] = {
     f.name: f
     for f in (
-        Format("tflite", "TFLite", ".tflite", (), ("fp32", "fp16", "dynamic", "int8"), "edgeship.formats.tflite",
+        Format("tflite", "TFLite", ".tflite", (), ("fp32", "fp16", "dynamic", "int16x8", "int8"), "edgeship.formats.tflite",
                "edgeship.runtime.backends.litert:LiteRTBackend", aliases=("litert",)),
-        Format("openvino", "OpenVINO IR", ".xml", (".bin",), ("fp32", "fp16", "int8"), "edgeship.formats.openvino",
+        Format("openvino", "OpenVINO IR", ".xml", (".bin",), ("fp32", "fp16", "dynamic", "int8"), "edgeship.formats.openvino",
                "edgeship.runtime.backends.openvino:OpenVINOBackend", aliases=("ov",), also_opens=(".onnx",)),
     )
 }

@@ -40,7 +40,7 @@ def read_tensors(path: Path) -> tuple[list[TensorInfo], list[TensorInfo]]:
 
 # artifact precisions whose IR runs in f32: OpenVINO would run them in bf16 (fewer mantissa bits than
 # either) on CPUs with AMX / avx512_bf16; an FP16 IR's weights are decompressed to f32 on CPU anyway
-FLOAT_IR_PRECISIONS = ("fp32", "fp16")
+FLOAT_IR_PRECISIONS = ("fp32", "fp16", "dynamic")  # dynamic: int8 weights decompressed to float, float activations
 
 
 def inference_precision(path: Path, manifest: Any) -> str | None:

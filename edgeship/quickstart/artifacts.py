@@ -37,7 +37,7 @@ def convert_artifact(ctx: Any, a: ArtifactPlan) -> dict[str, Any]:
         extra.update(prune_channels=a.prune_channels, distill_epochs=ctx.options.distill_epochs)
     results = convert(str(ctx.path(f"{a.model}_keras")), formats=[a.format], precision=a.precision,
                       out_dir=ctx.out / "models", calib=str(ctx.path(f"{a.model}_calib")), name=a.name,
-                      max_drop=MAX_DROP, **extra)
+                      max_drop=MAX_DROP, prefer="quantized", **extra)  # a row per precision: int8 stays int8 if it can
     m = results[0].manifest
     gate = m.conversion.accuracy_gate
     return {

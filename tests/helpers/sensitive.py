@@ -158,6 +158,6 @@ def converted(kind: str, max_drop: float | None) -> dict[str, Any]:
         ws = workspace()
         out = ws["root"] / f"{kind}_{max_drop}"
         results = convert(ws[kind], formats=["tflite", "openvino"], precision="int8", calib=ws["calib"], out_dir=out,
-                          name=kind, max_drop=max_drop)
+                          name=kind, max_drop=max_drop, prefer="quantized")
         _CACHE[key] = {r.format: r for r in results}
     return _CACHE[key]
