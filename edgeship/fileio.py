@@ -11,7 +11,7 @@ import re
 import shutil
 import tempfile
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, Iterable, Iterator
 
 from .errors import InputError
 
@@ -108,6 +108,17 @@ def atomic_path(final: str | os.PathLike, *, suffix: str = "") -> Iterator[Path]
         elif tmp_path.exists():
             tmp_path.unlink()
         raise
+
+
+def replace_files(pairs: Iterable[tuple[Path, Path]]) -> None:
+    """Copy each (source, destination) over the destination atomically; the pairs are applied last to first (an
+    artifact's companion files before the file that names them)."""
+    import shutil
+
+    for src, dst in reversed(list(pairs)):
+        tmp = Path(dst).with_name(f".{Path(dst).name}.replace.tmp")
+        shutil.copyfile(src, tmp)
+        os.replace(tmp, dst)
 
 
 def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> Path:

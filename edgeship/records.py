@@ -90,6 +90,7 @@ class ConversionRecord(Record):
     timings: dict[str, float] = field(default_factory=dict)  # seconds per step (convert_s, gate_s, ...)
     accuracy_gate: GateRecord = field(default_factory=GateRecord)
     channel_pruning: dict[str, Any] | None = None  # a StructuredReport's dict (convert --prune-channels)
+    quantization: dict[str, Any] | None = None  # int8: equalization, activation ranges, bias correction as applied
 
     @classmethod
     def _field_from_json(cls, name: str, value: Any) -> Any:

@@ -148,8 +148,8 @@ def test_format_table():
     assert formats.resolve("weird.bin", type("M", (), {"format": "tflite"})()) is tfl
     with pytest.raises(ModelError, match="cannot tell the format of m.pb"):
         formats.resolve("m.pb")
-    with pytest.raises(InputError, match="precision 'dynamic' is not available for openvino"):
-        formats.validate_formats(["openvino"], "dynamic")
+    with pytest.raises(InputError, match="precision 'int16x8' is not available for openvino"):
+        formats.validate_formats(["openvino"], "int16x8")
 
 
 def test_tensors_are_read_with_one_rule(art):

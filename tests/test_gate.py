@@ -68,7 +68,8 @@ def test_plain_int8_of_the_sensitive_model_collapses(ws):
 def test_gate_brings_the_sensitive_model_within_one_point_cli(ws, tmp_path):
     out = tmp_path / "gated"
     r = CliRunner().invoke(cli, ["convert", str(ws["sensitive"]), "-f", "tflite", "-f", "openvino", "-p", "int8",
-                                 "--calib", str(ws["calib"]), "--max-drop", "1.0", "--prefer", "quantized", "-o", str(out), "--json"])
+                                 "--calib", str(ws["calib"]), "--max-drop", "1.0", "--prefer", "quantized", "--equalize", "off", "-o", str(out),
+                                 "--json"])
     assert r.exit_code == 0, r.output
     artifacts = json.loads(r.stdout)["artifacts"]
     assert {a["format"] for a in artifacts} == {"tflite", "openvino"}
@@ -181,7 +182,7 @@ def test_gate_keeps_the_callers_openvino_ignored_scope(ws, tmp_path):
 
     user_node = "Convolution_0"  # node names are stable across conversions
     (r,) = convert(ws["sensitive"], formats="openvino", precision="int8", calib=ws["calib"], out_dir=tmp_path,
-                   name="scoped", max_drop=1.0, ignored_scope=[user_node], prefer="quantized")
+                   name="scoped", max_drop=1.0, ignored_scope=[user_node], prefer="quantized", equalize="off")
     gate = r.manifest.conversion.accuracy_gate
     assert r.manifest.precision == "int8-mixed" and gate.value <= 1.0 and gate.fallback is None
     model = ov.Core().read_model(str(r.path))

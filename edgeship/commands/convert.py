@@ -9,7 +9,9 @@ import click
 from .. import formats
 from ..converters.channels import TRUNK_MODES
 from ..converters.ladder import PREFER
-from ..converters.openvino import PRESETS
+from ..converters.equalize import EQUALIZE
+from ..converters.openvino import BIAS_CORRECTION, PRESETS
+from ..converters.ranges import RANGES
 from ..converters.options import GateOptions, IOOptions, PruneOptions
 from ..converters.prune import SCHEDULES
 from ..converters.structured import MAX_CYCLES, MAX_DISTILL_EPOCHS
@@ -97,6 +99,16 @@ def _from_target(name: str | None, formats: tuple[str, ...], precision: str | No
 @click.option("--tie-margin", type=FiniteRange(0.0, 1.0, max_open=True), default=GateOptions.tie_margin, show_default=True,
               help="Without labels, a top-1 flip between two classes the float model scores within this probability of "
                    "each other is a near-tie: reported, not counted against --max-drop.")
+@click.option("--equalize", type=click.Choice(EQUALIZE), default=GateOptions.equalize, show_default=True,
+              help="int8: cross-layer equalization of activation channel ranges on the Keras graph (exact: outputs within "
+                   "1e-5). auto builds int8 with and without it and keeps the one closer to the float model on the "
+                   "calibration samples.")
+@click.option("--ranges", type=click.Choice(RANGES), default=GateOptions.ranges, show_default=True,
+              help="int8 activation ranges: mse clips each tensor's range to its least int8 error on the calibration "
+                   "samples (OpenVINO: NNCF's histogram estimator); minmax keeps the observed range; auto (TFLite) keeps "
+                   "mse where the calibration samples' outputs are closer to the float model, (OpenVINO) NNCF's default.")
+@click.option("--bias-correction", type=click.Choice(BIAS_CORRECTION), default=GateOptions.bias_correction,
+              show_default=True, help="OpenVINO int8: NNCF's full BiasCorrection (slower, closer) or its fast variant.")
 @click.option("--target", "target", help="Device profile (see `edgeship targets list`) that picks --format/--precision.")
 @click.option("-o", "--out", "out_dir", required=True, type=click.Path(file_okay=False), help="Output folder.")
 @click.option("--output", "output_roles", multiple=True, metavar="NAME=ROLE",
@@ -107,7 +119,8 @@ def _from_target(name: str | None, formats: tuple[str, ...], precision: str | No
 def convert(model: str, formats: tuple[str, ...], precision: str | None, calib: str | None, io: str, prune: float | None,
             prune_schedule: str, prune_frequency: int | None, finetune: str | None, epochs: int, input_size,
             labels: str | None, task: str | None, name: str | None, preset: str, dynamic_batch: bool,
-            max_drop: float | None, min_sqnr: float | None, prefer: str | None, tie_margin: float, target: str | None, out_dir: str,
+            max_drop: float | None, min_sqnr: float | None, prefer: str | None, tie_margin: float, equalize: str, ranges: str,
+            bias_correction: str, target: str | None, out_dir: str,
             as_json: bool, output_roles: tuple[str, ...],
             prune_channels: float | None, distill_epochs: int, prune_cycles: int, prune_trunks: str,
             **spec_flags: Any) -> None:
@@ -140,7 +153,7 @@ def convert(model: str, formats: tuple[str, ...], precision: str | None, calib: 
                            epochs=epochs, channels=prune_channels, distill_epochs=distill_epochs, cycles=prune_cycles,
                            trunks=prune_trunks),
         gate=GateOptions(max_drop=max_drop, min_sqnr=min_sqnr, preset=preset, prefer=_prefer(target, prefer),
-                         tie_margin=tie_margin),
+                         tie_margin=tie_margin, equalize=equalize, ranges=ranges, bias_correction=bias_correction),
     )
     results = run_convert(model, calib, formats=fmts, precision=prec, out_dir=out_dir, name=name, options=options)
     if as_json:

@@ -25,7 +25,8 @@ from .plan import ArtifactPlan, scope_names
 
 
 class Builder(Protocol):
-    def build(self, saved_model: Path, out: Path, plan: ArtifactPlan, dataset: Any) -> Path: ...
+    def build(self, saved_model: Path, out: Path, plan: ArtifactPlan, dataset: Any,
+              notes: dict[str, Any] | None = None) -> Path: ...
     def candidates(self, saved_model: Path, dataset: Any, artifact: Path, tmp: Path, plan: ArtifactPlan) -> Any: ...
     def layer_errors(self, artifact: Path, saved_model: Path, x: np.ndarray, *, manifest: Any, float_nodes: list[str],
                      tmp: Path, limit: int, model: Any = None) -> list[Any]: ...
@@ -34,17 +35,20 @@ class Builder(Protocol):
 class TFLiteBuilder:
     """The TFLite converter (MLIR quantizer for int8); the gate grows a denylist of nodes kept in float."""
 
-    def build(self, saved_model: Path, out: Path, plan: ArtifactPlan, dataset: Any) -> Path:
+    def build(self, saved_model: Path, out: Path, plan: ArtifactPlan, dataset: Any,
+              notes: dict[str, Any] | None = None) -> Path:
+        """``notes`` (a dict, when given) receives how int8 was calibrated (the ranges chosen)."""
         from .tflite import to_tflite
 
         return to_tflite(saved_model, out, precision=plan.precision, dataset=dataset, io=plan.io,
-                         denylisted_nodes=plan.denylisted_nodes, denylisted_ops=plan.denylisted_ops, out_io=plan.out_io)
+                         denylisted_nodes=plan.denylisted_nodes, denylisted_ops=plan.denylisted_ops, out_io=plan.out_io,
+                         ranges=plan.ranges, notes=notes)
 
     def candidates(self, saved_model: Path, dataset: Any, artifact: Path, tmp: Path, plan: ArtifactPlan) -> Any:
         from .candidates import TFLiteCandidates
 
         return TFLiteCandidates(saved_model, dataset, plan.io, tmp, plan.denylisted_nodes, plan.denylisted_ops,
-                                out_io=plan.out_io)
+                                out_io=plan.out_io, ranges=plan.ranges)
 
     def layer_errors(self, artifact: Path, saved_model: Path, x: np.ndarray, *, manifest: Any, float_nodes: list[str],
                      tmp: Path, limit: int, model: Any = None) -> list[Any]:
@@ -68,16 +72,25 @@ class TFLiteBuilder:
 class OpenVINOBuilder:
     """OpenVINO's converter, then ``nncf.quantize`` for int8; the gate grows an ignored scope."""
 
-    def build(self, saved_model: Path, out: Path, plan: ArtifactPlan, dataset: Any) -> Path:
+    def build(self, saved_model: Path, out: Path, plan: ArtifactPlan, dataset: Any,
+              notes: dict[str, Any] | None = None) -> Path:
         from .openvino import to_openvino
 
+        if notes is not None and plan.precision == "int8":
+            notes["ranges"] = {"method": plan.ranges, "estimator": "NNCF default" if plan.ranges == "auto" else plan.ranges}
+            notes["bias_correction"] = plan.bias_correction
+
         return to_openvino(saved_model, out, precision=plan.precision, dataset=dataset, preset=plan.preset,
-                           dynamic_batch=plan.dynamic_batch, ignored_scope=plan.ignored_scope)
+                           dynamic_batch=plan.dynamic_batch, ignored_scope=plan.ignored_scope, ranges=plan.ranges,
+                           bias_correction=plan.bias_correction)
 
     def candidates(self, saved_model: Path, dataset: Any, artifact: Path, tmp: Path, plan: ArtifactPlan) -> Any:
         from .candidates import OpenVINOCandidates
 
-        return OpenVINOCandidates(saved_model, dataset, artifact, plan.preset, plan.dynamic_batch, tmp,
+        from .openvino import Quantization
+
+        q = Quantization(preset=plan.preset, ranges=plan.ranges, bias_correction=plan.bias_correction)
+        return OpenVINOCandidates(saved_model, dataset, artifact, q, plan.dynamic_batch, tmp,
                                   list(scope_names(plan.ignored_scope)))
 
     def layer_errors(self, artifact: Path, saved_model: Path, x: np.ndarray, *, manifest: Any, float_nodes: list[str],

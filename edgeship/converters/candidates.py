@@ -15,11 +15,11 @@ class TFLiteCandidates:
     """Ranks with the QuantizationDebugger; candidates are re-quantized from one calibration."""
 
     def __init__(self, saved: Path, ds: Any, io: str, tmp: Path, nodes: Sequence[str] = (), ops: Sequence[str] = (),
-                 out_io: str | None = None) -> None:
+                 out_io: str | None = None, ranges: str = "minmax") -> None:
         from .layers import TFLiteProbe
 
         self.saved, self.ds, self.io, self.tmp, self.base = saved, ds, io, tmp, list(nodes)
-        self.probe = TFLiteProbe(saved, ds.x_calib, io=io, denylisted_ops=ops, out_io=out_io)
+        self.probe = TFLiteProbe(saved, ds.x_calib, io=io, denylisted_ops=ops, out_io=out_io, ranges=ranges)
 
     def nodes(self, chosen: Sequence[LayerError]) -> list[str]:
         return list(dict.fromkeys(self.base + [n for e in chosen for n in e.keep_float]))
@@ -41,14 +41,14 @@ class TFLiteCandidates:
 class OpenVINOCandidates:
     """Ranks the artifact's activation quantizers; candidates are ``nncf.quantize`` runs with an ignored scope."""
 
-    def __init__(self, saved: Path, ds: Any, artifact: Path, preset: str, dynamic_batch: bool, tmp: Path,
+    def __init__(self, saved: Path, ds: Any, artifact: Path, quantization: Any, dynamic_batch: bool, tmp: Path,
                  user_scope: Sequence[str] = ()) -> None:
         import openvino as ov
 
         from .layers import OpenVINOProbe, map_node_names
         from .openvino import to_openvino
 
-        self.saved, self.ds, self.preset, self.dynamic_batch, self.tmp = saved, ds, preset, dynamic_batch, tmp
+        self.saved, self.ds, self.quantization, self.dynamic_batch, self.tmp = saved, ds, quantization, dynamic_batch, tmp
         self.user_scope = list(user_scope)  # the caller's own ignored scope, kept in every candidate
         # OpenVINO numbers node names per conversion: every candidate is quantized from this one FP32
         # IR, and the artifact's names are mapped onto it.
@@ -70,10 +70,12 @@ class OpenVINOCandidates:
         return rename(self.first.rank(), self.names)
 
     def _quantize(self, scope: list[str]) -> Any:
+        from dataclasses import replace
+
         from .openvino import PRECISIONS
 
         full = list(dict.fromkeys(self.user_scope + list(scope)))
-        return PRECISIONS["int8"](self.fp32.clone(), self.ds, self.preset, full)[0]
+        return PRECISIONS["int8"](self.fp32.clone(), self.ds, replace(self.quantization, ignored_scope=full))[0]
 
     def build(self, chosen: list[LayerError]) -> Path:
         from .layers import OpenVINOProbe

@@ -25,7 +25,7 @@ import numpy as np
 
 from .. import formats as fmts
 from ..errors import ConversionError, InputError
-from ..fileio import file_size, gzip_size, owned_temp_prefix, sha256_file, sweep_stale, to_jsonable
+from ..fileio import file_size, gzip_size, owned_temp_prefix, replace_files, sha256_file, sweep_stale, to_jsonable
 from ..manifest import Manifest, manifest_path, tool_versions
 from ..records import ConversionRecord, GateRecord
 from ..runtime.processing import TASKS
@@ -85,6 +85,8 @@ class _Context:
     roles: list[str] = field(default_factory=list)
     pruning: Any = None
     channel_pruning: Any = None  # a StructuredReport (convert --prune-channels)
+    equalized: Any = None  # (SavedModel of the equalized model, Equalization) when int8 may use it
+    equalize: str = "off"  # auto | on | off
     timings: dict[str, float] = field(default_factory=dict)
 
 
@@ -141,16 +143,37 @@ def convert(
         with _timed(timings, "export_s"):
             saved = keras_io.export_saved_model(work_model, stage / "saved_model", sample_shape=spec.sample_shape)
         roles, outs = guess_output_roles(work_model, dataset, spec, io.output_roles)
+        equalized = None
         if precision == "int8":
             plan = _keep_softmax_float(plan, roles, outs)
+            with _timed(timings, "equalize_s"):
+                equalized = _equalized(work_model, dataset, spec, opts.gate.equalize, stage)
         ctx = _Context(
             model=work_model, source=source, spec=spec, precision=precision, dataset=dataset, saved_model=saved,
             name=name or _default_name(source, precision, pr.sparsity, pr.channels), plan=plan, record=record,
             labels=label_list,
             task=io.task or infer_task(roles), roles=roles, pruning=pruning, channel_pruning=structured, timings=timings,
+            equalized=equalized, equalize=opts.gate.equalize,
         )
         results = [_convert_artifact(ctx, fmt, stage, _artifact_stem(ctx.name, fmt, formats)) for fmt in formats]
         return _publish(results, stage, out_dir)
+
+
+def _equalized(model: Any, dataset: Any, spec: InputSpec, mode: str, stage: Path) -> tuple[Path, Any] | None:
+    """The equalized model's SavedModel and the report (:mod:`edgeship.converters.equalize`), or None when
+    equalization is off, cannot apply to this model, or changes nothing."""
+    if mode == "off" or keras_io.model_flavor(model) == "saved_model" or not keras_io.is_graph_model(model):
+        return None
+    from .equalize import equalize, equalized_pairs
+
+    eq_model, report = equalize(model, dataset.x_calib)
+    if not report.applied:
+        log.info("equalization: %s", report.reason)
+        return None
+    log.info("equalization: %d pair(s) rescaled (outputs within %.1e): %s", len(report.pairs),
+             report.max_relative_change, "; ".join(equalized_pairs(report)[:4]))
+    saved = keras_io.export_saved_model(eq_model, stage / "saved_model_equalized", sample_shape=spec.sample_shape)
+    return saved, report
 
 
 def _keep_softmax_float(plan: ArtifactPlan, roles: list[str], outs: list[np.ndarray]) -> ArtifactPlan:
@@ -181,6 +204,14 @@ def _validate(formats: list[str], precision: str, calib: Any, opts: ConvertOptio
         raise InputError(f"prefer must be one of {', '.join(PREFER)}, got {gate.prefer!r}")
     if not (isinstance(gate.tie_margin, (int, float)) and 0.0 <= float(gate.tie_margin) < 1.0):
         raise InputError(f"tie_margin must be a probability margin from 0 to 1, got {gate.tie_margin!r}")
+    from .equalize import EQUALIZE
+    from .openvino import BIAS_CORRECTION
+    from .ranges import RANGES
+
+    for name, value, allowed in (("equalize", gate.equalize, EQUALIZE), ("ranges", gate.ranges, RANGES),
+                                 ("bias_correction", gate.bias_correction, BIAS_CORRECTION)):
+        if value not in allowed:
+            raise InputError(f"{name} must be one of {', '.join(allowed)}, got {value!r}")
     if precision == "int8" and calib is None:
         raise InputError("int8 needs a calibration set: pass --calib calib.npz (made by `edgeship calibrate`)")
     if pr.sparsity is not None and not 0.0 < float(pr.sparsity) < 1.0:
@@ -222,7 +253,7 @@ def _validate(formats: list[str], precision: str, calib: Any, opts: ConvertOptio
                         ignored_scope=gate.ignored_scope, preset=gate.preset, dynamic_batch=bool(io.dynamic_batch),
                         max_drop=None if gate.max_drop is None else float(gate.max_drop),
                         min_sqnr=None if gate.min_sqnr is None else float(gate.min_sqnr), prefer=gate.prefer,
-                        tie_margin=float(gate.tie_margin))
+                        tie_margin=float(gate.tie_margin), ranges=gate.ranges, bias_correction=gate.bias_correction)
     record = {k: v for k, v in opts.flat().items()
               if k not in ("input_spec", "input_size", "spec_overrides", "labels", "task")}  # recorded elsewhere
     record.update(formats=formats, finetune=None if pr.finetune is None else str(pr.finetune), epochs=int(pr.epochs),
@@ -269,18 +300,56 @@ def _convert_artifact(ctx: _Context, fmt: str, stage: Path, stem: str) -> Conver
     fs = fmts.get(fmt)
     artifact = fs.path(stage, stem)
     t0 = time.monotonic()
+    notes: dict[str, Any] = {}
     try:
-        builder(fmt).build(ctx.saved_model, artifact, ctx.plan, ctx.dataset)
+        builder(fmt).build(ctx.saved_model, artifact, ctx.plan, ctx.dataset, notes)
+        saved, notes = _with_equalization(ctx, fmt, artifact, stage, notes)
     except ConversionError as e:
         raise _blame(ctx.model, fmt, e) from None
     seconds = time.monotonic() - t0
     from .gate import gate_convert_step, record_gate  # the accuracy gate (max_drop), before the manifest is written
 
-    gate = gate_convert_step(ctx, fmt, artifact)
-    manifest = record_gate(build_manifest(ctx, fmt, artifact, seconds), gate)
+    gate = gate_convert_step(ctx, fmt, artifact, saved)
+    manifest = build_manifest(ctx, fmt, artifact, seconds)
+    manifest.conversion.quantization = to_jsonable(notes) if notes else None
+    manifest = record_gate(manifest, gate)
     manifest.save(artifact)
     log.info("wrote %s (%s %s, %.1f s)", artifact.name, fmt, ctx.precision, seconds)
     return ConvertResult(artifact, manifest)
+
+
+def _with_equalization(ctx: _Context, fmt: str, artifact: Path, stage: Path,
+                       notes: dict[str, Any]) -> tuple[Path, dict[str, Any]]:
+    """Build ``artifact`` from the equalized model too (int8) and keep it when it is closer to the float model on
+    the calibration samples (``equalize="auto"``) or always (``"on"``); returns the SavedModel the artifact was
+    built from and its notes."""
+    if ctx.equalized is None:
+        return ctx.saved_model, notes
+    from .equalize import MAX_SAMPLES
+    from .ranges import output_sqnr
+    from .verify import run_artifact
+
+    eq_saved, report = ctx.equalized
+    fs = fmts.get(fmt)
+    other = fs.path(stage / f".equalized-{fmt}", artifact.stem)
+    other.parent.mkdir(parents=True, exist_ok=True)
+    eq_notes: dict[str, Any] = {}
+    builder(fmt).build(eq_saved, other, ctx.plan, ctx.dataset, eq_notes)
+    x = ctx.dataset.x_calib[:MAX_SAMPLES]
+    ref = keras_io.predict(ctx.model, x)
+    sqnr = {name: output_sqnr(ref, run_artifact(path, x)[0]) for name, path in (("plain", artifact), ("equalized", other))}
+    keep = ctx.equalize == "on" or sqnr["equalized"] > sqnr["plain"]
+    record = {"mode": ctx.equalize, "kept": keep, "pairs": len(report.pairs),
+              "max_relative_change": report.max_relative_change,
+              "calibration_sqnr_db": {k: round(v, 2) if math.isfinite(v) else None for k, v in sqnr.items()}}
+    log.info("%s: equalization %s (calibration samples' output SQNR %.2f dB plain, %.2f dB equalized)", artifact.name,
+             "kept" if keep else "not kept", sqnr["plain"], sqnr["equalized"])
+    if keep:
+        replace_files(zip(fs.files(other), fs.files(artifact)))
+        notes = eq_notes
+    for f in fs.files(other):
+        f.unlink(missing_ok=True)
+    return (eq_saved if keep else ctx.saved_model), {**notes, "equalization": record}
 
 
 def _blame(model: Any, fmt: str, err: ConversionError) -> ConversionError:

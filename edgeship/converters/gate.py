@@ -27,6 +27,7 @@ from typing import Any, Callable, Sequence
 import numpy as np
 
 from .. import formats
+from ..fileio import replace_files
 from ..errors import EdgeshipError
 from .builders import builder
 from .ladder import BUILT_RUNGS, Rung, explain
@@ -205,7 +206,7 @@ def accuracy_gate(artifact: str | Path, *, fmt: str, model: Any, saved_model_dir
         kept = pick_rung(rungs, plan.prefer)
         explain(rungs, kept, plan.prefer)
         if kept.path != artifact:
-            _replace(fs, kept.path, artifact)
+            replace_files(zip(fs.files(kept.path), fs.files(artifact)))
     result.ladder = finite([r.to_dict() for r in rungs])
     result.precision, result.accuracy, result.value = kept.name, kept.record, kept.value
     result.passed, why = verdict(kept.measured, kept.value, kept.record)
@@ -302,11 +303,12 @@ def _detector(task: str | None, spec: Any, ref: list[np.ndarray]) -> Any:
         return None
 
 
-def gate_convert_step(ctx: Any, fmt: str, artifact: Path) -> GateResult | None:
-    """The gate as a step of :func:`edgeship.converters.convert`: int8 artifacts with a budget only."""
+def gate_convert_step(ctx: Any, fmt: str, artifact: Path, saved_model: Path | None = None) -> GateResult | None:
+    """The gate as a step of :func:`edgeship.converters.convert`: int8 artifacts with a budget only (``saved_model``:
+    the one the artifact was built from, the equalized model's when that was kept)."""
     if not ctx.plan.gated:
         return None
-    return accuracy_gate(artifact, fmt=fmt, model=ctx.model, saved_model_dir=ctx.saved_model, dataset=ctx.dataset,
+    return accuracy_gate(artifact, fmt=fmt, model=ctx.model, saved_model_dir=saved_model or ctx.saved_model, dataset=ctx.dataset,
                          plan=ctx.plan, roles=getattr(ctx, "roles", None) or None, task=getattr(ctx, "task", None))
 
 
@@ -321,17 +323,6 @@ def record_gate(manifest: Any, result: GateResult | None) -> Any:
                                                               "status": status, **result.conversion_record()})
     manifest.conversion.timings["gate_s"] = round(result.seconds, 3)
     return manifest
-
-
-def _replace(fs: formats.Format, src: Path, dst: Path) -> None:
-    """Move a built artifact (companion files first) over ``dst`` atomically, file by file."""
-    import os
-    import shutil
-
-    for s, d in reversed(list(zip(fs.files(src), fs.files(dst)))):
-        tmp = d.with_name(f".{d.name}.gate.tmp")
-        shutil.copyfile(s, tmp)
-        os.replace(tmp, d)
 
 
 def _finish(result: GateResult, t0: float) -> GateResult:

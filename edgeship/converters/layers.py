@@ -113,13 +113,14 @@ class _Accumulator:
 class TFLiteProbe:
     """Calibrate a SavedModel once; rank its int8 tensors and re-quantize with any denylist.
 
-    ``x`` are calibration samples (N, *sample_shape); ``limit`` of them feed the debugger.
+    ``x`` are calibration samples (N, *sample_shape); ``limit`` of them feed the debugger; ``ranges`` sets the
+    activation ranges as :func:`edgeship.converters.tflite.to_tflite` does.
     :meth:`quantize` produces exactly what :func:`edgeship.converters.tflite.to_tflite` writes for
     the same denylist (same calibration, same MLIR quantizer call), without calibrating again.
     """
 
     def __init__(self, saved_model_dir: str | Path, x: np.ndarray, *, io: str = "int8", limit: int = 100,
-                 denylisted_ops: Sequence[str] = (), out_io: str | None = None) -> None:
+                 denylisted_ops: Sequence[str] = (), out_io: str | None = None, ranges: str = "minmax") -> None:
         import tensorflow as tf
 
         self._tf = tf
@@ -144,6 +145,12 @@ class TFLiteProbe:
         )
         self.debugger = tf.lite.experimental.QuantizationDebugger(
             converter=converter, debug_dataset=debug_data, debug_options=self._options(()))
+        if ranges != "minmax":  # the artifact's own activation ranges (to_tflite(ranges=...)), not the converter's
+            from .tflite import set_ranges
+
+            self.debugger.calibrated_model, _ = set_ranges(self.debugger.calibrated_model, samples, ranges, io=io,
+                                                           out_io=self.out_io, ops=self.denylisted_ops)
+            self.debugger.options = self._options(())
         self._graph = _tflite_graph(self.quantize(()))
 
     def quantize(self, denylisted_nodes: Sequence[str]) -> bytes:

@@ -9,6 +9,7 @@ batch 1 unless ``dynamic_batch`` is set; outputs keep the SavedModel's order (``
 from __future__ import annotations
 
 import contextlib
+from dataclasses import dataclass
 import logging
 import os
 import re
@@ -26,6 +27,8 @@ log = logging.getLogger(__name__)
 
 PRESETS = ("performance", "mixed")  # NNCF's: symmetric, or asymmetric activations
 DEFAULT_PRESET = PRESETS[0]
+BIAS_CORRECTION = ("full", "fast")  # NNCF's BiasCorrection (layer by layer; +2 dB on a mini-Xception) or FastBiasCorrection
+RANGE_ESTIMATORS = {"auto": None, "mse": "HISTOGRAM", "minmax": "MINMAX"}  # edgeship's --ranges -> NNCF's estimator
 
 
 def no_telemetry() -> None:
@@ -59,22 +62,47 @@ def nncf_stdout() -> Iterator[None]:
         yield
 
 
-def _fp32(model: Any, dataset: Any, preset: str, ignored_scope: Any) -> tuple[Any, bool]:
+@dataclass(frozen=True)
+class Quantization:
+    """How NNCF quantizes (int8) or compresses (dynamic) an IR: one object from the plan down to ``nncf.quantize``."""
+
+    preset: str = DEFAULT_PRESET  # PRESETS
+    ignored_scope: Any = None  # node names or an nncf.IgnoredScope, kept in float
+    ranges: str = "auto"  # a key of RANGE_ESTIMATORS
+    bias_correction: str = BIAS_CORRECTION[0]
+
+
+def _fp32(model: Any, dataset: Any, q: Quantization) -> tuple[Any, bool]:
     return model, False
 
 
-def _fp16(model: Any, dataset: Any, preset: str, ignored_scope: Any) -> tuple[Any, bool]:
+def _fp16(model: Any, dataset: Any, q: Quantization) -> tuple[Any, bool]:
     return model, True
 
 
-def _int8(model: Any, dataset: Any, preset: str, ignored_scope: Any) -> tuple[Any, bool]:
+def nncf_kwargs(q: Quantization, samples: int) -> dict[str, Any]:
+    """``nncf.quantize`` keyword arguments for ``q`` and a calibration set of ``samples``."""
     nncf = import_nncf()
+    from nncf.quantization.advanced_parameters import AdvancedQuantizationParameters
+    from nncf.quantization.range_estimator import RangeEstimatorParametersSet
+
     presets = {"performance": nncf.QuantizationPreset.PERFORMANCE, "mixed": nncf.QuantizationPreset.MIXED}
-    x, _ = dataset.split("calib")
-    kwargs: dict[str, Any] = {"preset": presets[preset], "subset_size": max(1, len(x))}
-    scope = _ignored_scope(ignored_scope)
+    kwargs: dict[str, Any] = {"preset": presets[q.preset], "subset_size": max(1, samples),
+                              "fast_bias_correction": q.bias_correction == "fast"}
+    estimator = RANGE_ESTIMATORS[q.ranges]
+    if estimator is not None:
+        kwargs["advanced_parameters"] = AdvancedQuantizationParameters(
+            activations_range_estimator_params=getattr(RangeEstimatorParametersSet, estimator))
+    scope = _ignored_scope(q.ignored_scope)
     if scope is not None:
         kwargs["ignored_scope"] = scope
+    return kwargs
+
+
+def _int8(model: Any, dataset: Any, q: Quantization) -> tuple[Any, bool]:
+    nncf = import_nncf()
+    x, _ = dataset.split("calib")
+    kwargs = nncf_kwargs(q, len(x))
     bar = progress(desc="int8 statistics (NNCF)", unit="sample")
     with nncf_stdout():
         try:
@@ -84,12 +112,12 @@ def _int8(model: Any, dataset: Any, preset: str, ignored_scope: Any) -> tuple[An
     return quantized, False
 
 
-def _dynamic(model: Any, dataset: Any, preset: str, ignored_scope: Any) -> tuple[Any, bool]:
+def _dynamic(model: Any, dataset: Any, q: Quantization) -> tuple[Any, bool]:
     """int8 weights, float activations: NNCF's weight compression (OpenVINO decompresses them when it loads the IR:
     the nearest thing it has to TFLite's dynamic range; a smaller file, the speed of float)."""
     nncf = import_nncf()
     kwargs: dict[str, Any] = {}
-    scope = _ignored_scope(ignored_scope)
+    scope = _ignored_scope(q.ignored_scope)
     if scope is not None:
         kwargs["ignored_scope"] = scope
     with nncf_stdout():
@@ -97,7 +125,7 @@ def _dynamic(model: Any, dataset: Any, preset: str, ignored_scope: Any) -> tuple
 
 
 # precision -> (transform the ov.Model, compress weights to fp16?)
-PRECISIONS: dict[str, Callable[[Any, Any, str, Any], tuple[Any, bool]]] = {
+PRECISIONS: dict[str, Callable[[Any, Any, Quantization], tuple[Any, bool]]] = {
     "fp32": _fp32, "fp16": _fp16, "dynamic": _dynamic, "int8": _int8}
 
 
@@ -121,17 +149,25 @@ def to_openvino(
     preset: str = DEFAULT_PRESET,
     dynamic_batch: bool = False,
     ignored_scope: Any = None,
+    ranges: str = "auto",
+    bias_correction: str = BIAS_CORRECTION[0],
 ) -> Path:
     """Convert a SavedModel to an IR pair ``out_xml`` + ``.bin`` (both written atomically).
 
     ``dataset`` (a RepresentativeDataset) is required for int8; ``preset`` is NNCF's
     performance (symmetric) or mixed (asymmetric activations); ``ignored_scope`` is an
-    ``nncf.IgnoredScope`` or a list of node names kept in float.
+    ``nncf.IgnoredScope`` or a list of node names kept in float; ``ranges`` picks NNCF's activation range
+    estimator (auto: its default; mse: its histogram MSE estimator; minmax) and ``bias_correction`` its full
+    (default) or fast bias correction.
     """
     if precision not in PRECISIONS:
         raise InputError(f"openvino precision must be one of {', '.join(PRECISIONS)}, got {precision!r}")
     if preset not in PRESETS:
         raise InputError(f"openvino preset must be one of {', '.join(PRESETS)}, got {preset!r}")
+    if ranges not in RANGE_ESTIMATORS:
+        raise InputError(f"openvino ranges must be one of {', '.join(RANGE_ESTIMATORS)}, got {ranges!r}")
+    if bias_correction not in BIAS_CORRECTION:
+        raise InputError(f"bias correction must be one of {', '.join(BIAS_CORRECTION)}, got {bias_correction!r}")
     if precision == "int8" and dataset is None:
         raise InputError("openvino int8 needs a calibration set (--calib calib.npz)")
     no_telemetry()
@@ -145,7 +181,8 @@ def to_openvino(
     model = _ordered_outputs(model)
     stable_names(model)
     try:
-        model, compress = PRECISIONS[precision](model, dataset, preset, ignored_scope)
+        q = Quantization(preset=preset, ignored_scope=ignored_scope, ranges=ranges, bias_correction=bias_correction)
+        model, compress = PRECISIONS[precision](model, dataset, q)
     except (InputError, ConversionError):
         raise
     except Exception as e:  # noqa: BLE001 - nncf raises its own types and RuntimeError

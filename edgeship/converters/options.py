@@ -22,9 +22,11 @@ from typing import Any, Sequence
 from ..errors import InputError
 from ..spec import InputSpec
 from .channels import DEFAULT_TRUNKS
+from .equalize import EQUALIZE
 from .ladder import PREFER
 from .metrics import TIE_MARGIN
-from .openvino import DEFAULT_PRESET
+from .openvino import BIAS_CORRECTION, DEFAULT_PRESET
+from .ranges import DEFAULT_RANGES
 from .prune import SCHEDULES
 from .tflite import DEFAULT_IO
 
@@ -70,6 +72,9 @@ class GateOptions:
     preset: str = DEFAULT_PRESET  # NNCF preset: one of converters.openvino.PRESETS
     prefer: str = PREFER[0]  # between ladder rungs within budget: fastest (speed), smallest (size), first (quantized)
     tie_margin: float = TIE_MARGIN  # a top-1 flip between classes the float model scores this close is a near-tie
+    equalize: str = EQUALIZE[0]  # cross-layer equalization before int8: auto (kept where it measures better) | on | off
+    ranges: str = DEFAULT_RANGES  # activation ranges: auto | mse | minmax (converters.ranges.RANGES)
+    bias_correction: str = BIAS_CORRECTION[0]  # OpenVINO int8: NNCF's full BiasCorrection or its fast variant
 
 
 @dataclass(frozen=True)

@@ -30,6 +30,8 @@ class ArtifactPlan:
     min_sqnr: float | None = GateOptions.min_sqnr  # the accuracy gate's per-output SQNR budget in dB (None: none)
     prefer: str = GateOptions.prefer  # the ladder: keep the fastest ("speed") or the smallest ("size") rung in budget
     tie_margin: float = GateOptions.tie_margin  # near-tie flips (float scores this close) are not counted
+    ranges: str = GateOptions.ranges  # int8 activation range setting (converters.ranges)
+    bias_correction: str = GateOptions.bias_correction  # OpenVINO int8: NNCF's full or fast bias correction
 
     @property
     def gated(self) -> bool:

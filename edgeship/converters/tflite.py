@@ -78,12 +78,16 @@ def to_tflite(
     denylisted_nodes: Sequence[str] = (),
     denylisted_ops: Sequence[str] = (),
     out_io: str | None = None,
+    ranges: str = "auto",
+    notes: dict[str, Any] | None = None,
 ) -> Path:
     """Convert a SavedModel to ``out_path`` (written atomically) and return the path.
 
     ``dataset`` (a RepresentativeDataset) is required for int8; ``io`` sets the int8 model's input
     and output type (``out_io`` the output's when it differs, e.g. float behind a float softmax); the
-    denylists keep nodes/op types in float (int8 only).
+    denylists keep nodes/op types in float (int8 only). ``ranges`` sets int8 activation ranges
+    (:mod:`edgeship.converters.ranges`: auto keeps MSE-clipped ranges where they measure better than min-max);
+    what was chosen goes into ``notes["ranges"]`` when a dict is given.
     """
     out_io = out_io or io
     if precision not in PRECISIONS:
@@ -94,13 +98,18 @@ def to_tflite(
         raise InputError(f"tflite {precision} needs a calibration set (--calib calib.npz)")
     if (denylisted_nodes or denylisted_ops) and precision != "int8":
         raise InputError(f"denylisted nodes/ops only apply to int8, not {precision}")
+    from .ranges import RANGES
+
+    if ranges not in RANGES:
+        raise InputError(f"ranges must be one of {', '.join(RANGES)}, got {ranges!r}")
     import tensorflow as tf
 
     converter = tf.lite.TFLiteConverter.from_saved_model(str(saved_model_dir))
     PRECISIONS[precision](converter, tf, dataset, io)
     try:
-        if precision == "int8" and (denylisted_nodes or denylisted_ops or out_io != io):
-            data = _quantize_with_denylist(converter, tf, io, list(denylisted_nodes), list(denylisted_ops), out_io)
+        if precision == "int8":
+            data = _quantize_int8(converter, tf, io, list(denylisted_nodes), list(denylisted_ops), out_io, dataset, ranges,
+                                  notes)
         else:
             data = converter.convert()
     except ConversionError:
@@ -134,12 +143,53 @@ def outputs_in_signature_order(data: bytes) -> bytes:
     return flatbuffer_utils.convert_object_to_bytearray(model)
 
 
-def _quantize_with_denylist(converter: Any, tf: Any, io: str, nodes: list[str], ops: list[str], out_io: str) -> bytes:
+def calibrate(converter: Any, tf: Any) -> bytes:
+    """The converter's calibrated (still float) model: every activation's min and max recorded, nothing quantized
+    yet (the QuantizationDebugger's own path)."""
     converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS]
     converter.inference_input_type = tf.float32
     converter.inference_output_type = tf.float32
-    converter._experimental_calibrate_only = True  # noqa: SLF001 - the QuantizationDebugger's own path
-    calibrated = converter.convert()
+    converter._experimental_calibrate_only = True  # noqa: SLF001
+    return converter.convert()
+
+
+def set_ranges(calibrated: bytes, x: Any, method: str, *, io: str, out_io: str, nodes: Sequence[str] = (),
+               ops: Sequence[str] = ()) -> tuple[bytes, dict[str, Any]]:
+    """The calibrated model with its activation ranges set by ``method`` (:func:`edgeship.converters.ranges.choose`),
+    quantized the way it will be, and a record of the choice."""
+    import tensorflow as tf
+
+    from .ranges import choose
+
+    return choose(calibrated, np.asarray(x, dtype=np.float32), method,
+                  quantize=lambda c: quantize_calibrated(c, tf, io="float", out_io="float", nodes=nodes, ops=ops),
+                  run=run_model_bytes)
+
+
+def run_model_bytes(model: bytes, x: np.ndarray) -> list[np.ndarray]:
+    """Float outputs of a float-I/O .tflite held in memory, on ``x`` one sample at a time."""
+    from ..formats.tflite import interpreter_class
+
+    cls, _ = interpreter_class()
+    it = cls(model_content=bytes(model))
+    it.allocate_tensors()
+    inp, outs = it.get_input_details()[0], it.get_output_details()
+    got: list[list[np.ndarray]] = [[] for _ in outs]
+    for s in x:
+        it.set_tensor(inp["index"], np.ascontiguousarray(s[None], dtype=np.float32))
+        it.invoke()
+        for k, o in enumerate(outs):
+            got[k].append(np.array(it.get_tensor(o["index"]), dtype=np.float32)[0])
+    return [np.asarray(g) for g in got]
+
+
+def _quantize_int8(converter: Any, tf: Any, io: str, nodes: list[str], ops: list[str], out_io: str, dataset: Any,
+                   ranges: str, notes: dict[str, Any] | None) -> bytes:
+    calibrated = calibrate(converter, tf)
+    calibrated, record = set_ranges(calibrated, dataset.x_calib, ranges, io=io, out_io=out_io, nodes=nodes, ops=ops)
+    log.info("int8 activation ranges: %s", record)
+    if notes is not None:
+        notes["ranges"] = record
     return quantize_calibrated(calibrated, tf, io=io, out_io=out_io, nodes=nodes, ops=ops,
                                disable_per_channel=converter._experimental_disable_per_channel)  # noqa: SLF001
 
@@ -152,7 +202,7 @@ def quantize_calibrated(calibrated: bytes, tf: Any, *, io: str, out_io: str, nod
     a QUANTIZE after the float softmax and collapse it again."""
     from tensorflow.lite.python import convert as lite_convert
 
-    if out_io == io:
+    if out_io == io and io != "uint8":
         io_type = _tf_io_type(tf, io)
         return bytes(lite_convert.mlir_quantize(
             calibrated, disable_per_channel=disable_per_channel, fully_quantize=io != "float",
@@ -160,7 +210,7 @@ def quantize_calibrated(calibrated: bytes, tf: Any, *, io: str, out_io: str, nod
             denylisted_ops=list(ops) or None, denylisted_nodes=list(nodes) or None))
     from tensorflow.lite.python import util as lite_util
 
-    q = lite_convert.mlir_quantize(
+    q = lite_convert.mlir_quantize(  # float I/O, then retyped (how the converter itself makes uint8 I/O)
         calibrated, disable_per_channel=disable_per_channel, fully_quantize=False,
         input_data_type=tf.float32, output_data_type=tf.float32,
         denylisted_ops=list(ops) or None, denylisted_nodes=list(nodes) or None)

@@ -1,0 +1,118 @@
+"""Better int8 before any fallback: cross-layer equalization, MSE activation ranges, NNCF's full bias correction."""
+
+import numpy as np
+import pytest
+
+from edgeship.converters.equalize import TOLERANCE, equalize
+from edgeship.converters.ranges import best_range, int8_mse, output_sqnr
+from edgeship.manifest import Manifest
+from tests.helpers.sensitive import workspace
+
+
+def _separable_net(lib):
+    """Every equalizable pattern: BN -> ReLU -> separable, conv(relu) -> pool -> depthwise, LeakyReLU, GAP -> dense,
+    plus a residual add (two consumers: left alone) and a ReLU6 (does not commute: left alone)."""
+    L = lib.layers
+    lib.utils.set_random_seed(3)
+    inp = lib.Input((24, 24, 3))
+    x = L.Conv2D(8, 3, padding="same", name="c1")(inp)
+    x = L.BatchNormalization(name="bn1")(x)
+    x = L.Activation("relu")(x)
+    x = L.SeparableConv2D(16, 3, padding="same", depth_multiplier=2, name="sep1")(x)
+    y = L.Conv2D(16, 1, activation="relu", name="c2")(x)
+    y = L.MaxPooling2D(2)(y)
+    y = L.DepthwiseConv2D(3, padding="same", name="dw1")(y)
+    y = L.LeakyReLU(0.1)(y)
+    y = L.Conv2D(16, 1, name="c3")(y)
+    z = L.Add()([y, L.Conv2D(16, 1, strides=2, name="skip")(x)])
+    z = L.ReLU(6.0)(z)
+    z = L.Conv2D(24, 3, padding="same", activation="relu", name="c4")(z)
+    z = L.GlobalAveragePooling2D()(z)
+    out = L.Dense(5, activation="softmax", name="head")(z)
+    model = lib.Model(inp, out)
+    # uneven channels, as trained models have: some channels 50x larger than others
+    rng = np.random.default_rng(0)
+    for layer in model.layers:
+        w = layer.get_weights()
+        if w and layer.name in ("c1", "c2", "dw1", "c4"):
+            w[0] = w[0] * rng.choice([0.05, 1.0, 2.5], size=w[0].shape[-1]).astype(np.float32)
+            layer.set_weights(w)
+        if layer.name == "bn1":
+            gamma, beta, mean, var = layer.get_weights()
+            layer.set_weights([gamma * np.linspace(0.02, 3.0, gamma.size, dtype=np.float32), beta, mean, var])
+    return model
+
+
+@pytest.mark.parametrize("flavor", ["keras", "tf_keras"])
+def test_equalization_is_exact_and_evens_out_the_channels(flavor):
+    lib = __import__(flavor)
+    model = _separable_net(lib)
+    x = np.random.default_rng(1).uniform(0, 1, (16, 24, 24, 3)).astype(np.float32)
+    eq, report = equalize(model, x)
+    assert report.applied and report.max_relative_change <= TOLERANCE, report
+    pairs = {(p["from"], p["to"]) for p in report.pairs}
+    assert ("bn1", "sep1") in pairs and ("sep1/depthwise", "sep1/pointwise") in pairs
+    assert ("c2", "dw1") in pairs and ("dw1", "c3") in pairs  # through max-pooling; through LeakyReLU
+    assert not any(p[0] in ("c3", "skip") for p in pairs)  # into an Add: two consumers meet, left alone
+    for p in report.pairs:
+        if p["to"] in ("sep1", "dw1"):  # a depthwise consumer: fully equalized
+            assert p["spread_after"] == pytest.approx(1.0, abs=0.01), p
+        assert p["spread_after"] <= p["spread_before"] + 1e-6, p
+    ref, got = model.predict(x, verbose=0), eq.predict(x, verbose=0)
+    assert np.max(np.abs(ref - got)) <= TOLERANCE * np.max(np.abs(ref))
+    assert eq is not model and not np.allclose(model.get_layer("bn1").get_weights()[0], eq.get_layer("bn1").get_weights()[0])
+
+
+def test_equalization_refuses_what_it_cannot_prove():
+    import keras
+
+    inp = keras.Input((4,))
+    model = keras.Model(inp, keras.layers.Dense(3, activation="tanh")(keras.layers.Dense(4, activation="tanh")(inp)))
+    same, report = equalize(model, np.ones((2, 4), np.float32))
+    assert same is model and not report.applied and "no producer/consumer pair" in report.reason
+
+
+def test_mse_range_beats_minmax_on_a_long_tail():
+    rng = np.random.default_rng(0)
+    v = np.abs(rng.laplace(0.0, 1.0, 100_000))  # a post-ReLU activation's long tail
+    lo, hi, before, after = best_range(v, 0.0, float(v.max()))
+    assert hi < 0.95 * v.max() and after < 0.95 * before  # at 8 bits clipping the tail gains ~10% of the error
+    assert int8_mse(v, lo, hi) == pytest.approx(after)
+    normal = rng.uniform(0, 1, 10_000)  # nothing to clip: min-max is already the best
+    assert best_range(normal, 0.0, 1.0)[1] == pytest.approx(1.0, abs=0.03)
+    assert output_sqnr([np.ones(4)], [np.ones(4)]) == np.inf
+
+
+def test_equalization_alone_fixes_the_sensitive_model_in_full_int8(tmp_path):
+    from edgeship.converters import convert
+    from edgeship.converters.verify import verify_artifact
+
+    ws = workspace()
+    for r in convert(ws["sensitive"], formats=["tflite", "openvino"], precision="int8", calib=ws["calib"],
+                     out_dir=tmp_path, name="eq", max_drop=None):
+        m = Manifest.load(r.path)
+        q = m.conversion.quantization
+        assert m.precision == "int8" and q["equalization"]["kept"] is True, (r.format, q)
+        cal = q["equalization"]["calibration_sqnr_db"]
+        assert cal["plain"] < 5.0 and cal["equalized"] > 30.0, cal  # plain int8 collapses on this model
+        report = verify_artifact(r.path, ws["sensitive"], ws["dataset"])
+        assert report.drop <= 1.0 and report.worst_sqnr > 30.0, (r.format, report.drop, report.worst_sqnr)
+        if r.format == "tflite":
+            assert q["ranges"]["method"] in ("mse", "minmax") and set(q["ranges"]["sqnr_db"]) == {"minmax", "mse"}
+        else:
+            assert q["bias_correction"] == "full"
+
+
+def test_quantization_options_are_checked_and_recorded(tmp_path):
+    from edgeship.converters import convert
+    from edgeship.errors import InputError
+
+    ws = workspace()
+    with pytest.raises(InputError, match="ranges must be one of auto, mse, minmax"):
+        convert(ws["good"], formats="tflite", precision="int8", calib=ws["calib"], out_dir=tmp_path / "x", ranges="p99")
+    assert not (tmp_path / "x").exists()
+    (r,) = convert(ws["good"], formats="openvino", precision="int8", calib=ws["calib"], out_dir=tmp_path / "ov",
+                   max_drop=None, ranges="mse", bias_correction="fast", equalize="off")
+    q = r.manifest.conversion.quantization
+    assert q["ranges"]["method"] == "mse" and q["bias_correction"] == "fast" and "equalization" not in q
+    assert r.manifest.conversion.options["ranges"] == "mse"
