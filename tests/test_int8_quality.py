@@ -116,3 +116,41 @@ def test_quantization_options_are_checked_and_recorded(tmp_path):
     q = r.manifest.conversion.quantization
     assert q["ranges"]["method"] == "mse" and q["bias_correction"] == "fast" and "equalization" not in q
     assert r.manifest.conversion.options["ranges"] == "mse"
+
+
+def test_qat_makes_a_full_int8_artifact_and_is_a_rung_of_the_ladder(tmp_path):
+    """--qat with no budget makes the artifact (TFLite and OpenVINO, from one training run); with a budget it is the
+    ladder's int8-qat rung, measured like the others."""
+    import json
+
+    import openvino as ov
+    from click.testing import CliRunner
+
+    from edgeship.cli import cli
+    from edgeship.converters.verify import verify_artifact
+
+    ws = workspace()
+    out = tmp_path / "qat"
+    r = CliRunner().invoke(cli, ["convert", str(ws["good"]), "-f", "tflite", "-f", "openvino", "-p", "int8", "--calib",
+                                 str(ws["calib"]), "--max-drop", "none", "--qat", "3", "-o", str(out), "--json"])
+    assert r.exit_code == 0, r.output
+    for a in json.loads(r.stdout)["artifacts"]:
+        m = Manifest.load(a["path"])
+        q = m.conversion.quantization["qat"]
+        assert q["epochs"] == 3 and q["samples"] > 100 and q["labelled"] is True and len(q["losses"]) == 3
+        report = verify_artifact(a["path"], ws["good"], ws["dataset"])
+        assert report.executed_precision in ("int8", "i8", "u8") or report.executed_precision.startswith("int8"), report
+        assert report.drop <= 2.0 and report.worst_sqnr > 20.0, (a["format"], report.drop, report.worst_sqnr)
+        if a["format"] == "openvino":  # tfmot's FakeQuant ops, read by OpenVINO's frontend: an int8 IR, no NNCF
+            model = ov.Core().read_model(a["path"])
+            assert sum(op.get_type_name() == "FakeQuantize" for op in model.get_ops()) >= 5
+    gated = tmp_path / "gated"
+    from edgeship.converters import convert
+
+    (g,) = convert(ws["good"], formats=["tflite"], precision="int8", calib=ws["calib"], out_dir=gated, qat=2,
+                   prefer="speed")
+    rows = {row["rung"]: row for row in g.manifest.conversion.accuracy_gate.ladder}
+    assert rows["int8-qat"]["status"] in ("kept", "slower", "larger") and rows["int8-qat"]["passed"], rows["int8-qat"]
+    assert g.manifest.conversion.quantization["qat"]["epochs"] == 2 and rows["int8-qat"]["latency_ms"] > 0
+    with pytest.raises(Exception, match="--qat trains for int8"):
+        convert(ws["good"], formats=["tflite"], precision="fp16", out_dir=tmp_path / "x", qat=2)

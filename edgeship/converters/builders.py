@@ -7,7 +7,8 @@ an artifact lives here, on the workstation side, for each format:
 - ``build(saved_model, out, plan, dataset)``: convert a SavedModel to the artifact ``out``;
 - ``candidates(saved_model, dataset, artifact, tmp, plan)``: the accuracy gate's candidate builder
   (ranks the layers int8 hurts, builds a model with some of them kept in float, and the fp16 one);
-- ``layer_errors(artifact, saved_model, x, ...)``: the per-layer quantization error report.
+- ``layer_errors(artifact, saved_model, x, ...)``: the per-layer quantization error report;
+- ``qat(result, out, plan)``: the artifact of a quantization-aware training run (:mod:`.qat`).
 
 Every builder reads the typed :class:`~edgeship.converters.plan.ArtifactPlan`. A new format is a row
 of :data:`edgeship.formats.FORMATS` plus a builder registered here.
@@ -28,6 +29,7 @@ class Builder(Protocol):
     def build(self, saved_model: Path, out: Path, plan: ArtifactPlan, dataset: Any,
               notes: dict[str, Any] | None = None) -> Path: ...
     def candidates(self, saved_model: Path, dataset: Any, artifact: Path, tmp: Path, plan: ArtifactPlan) -> Any: ...
+    def qat(self, result: Any, out: Path, plan: ArtifactPlan) -> Path: ...
     def layer_errors(self, artifact: Path, saved_model: Path, x: np.ndarray, *, manifest: Any, float_nodes: list[str],
                      tmp: Path, limit: int, model: Any = None) -> list[Any]: ...
 
@@ -43,6 +45,12 @@ class TFLiteBuilder:
         return to_tflite(saved_model, out, precision=plan.precision, dataset=dataset, io=plan.io,
                          denylisted_nodes=plan.denylisted_nodes, denylisted_ops=plan.denylisted_ops, out_io=plan.out_io,
                          ranges=plan.ranges, notes=notes)
+
+    def qat(self, result: Any, out: Path, plan: ArtifactPlan) -> Path:
+        """The full-int8 model the quantization-aware training worker converted (a QATResult), written to ``out``."""
+        from ..fileio import atomic_write_bytes
+
+        return atomic_write_bytes(out, result.tflite.read_bytes())
 
     def candidates(self, saved_model: Path, dataset: Any, artifact: Path, tmp: Path, plan: ArtifactPlan) -> Any:
         from .candidates import TFLiteCandidates
@@ -83,6 +91,13 @@ class OpenVINOBuilder:
         return to_openvino(saved_model, out, precision=plan.precision, dataset=dataset, preset=plan.preset,
                            dynamic_batch=plan.dynamic_batch, ignored_scope=plan.ignored_scope, ranges=plan.ranges,
                            bias_correction=plan.bias_correction)
+
+    def qat(self, result: Any, out: Path, plan: ArtifactPlan) -> Path:
+        """The QAT SavedModel read by OpenVINO's TensorFlow frontend: its FakeQuant ops become FakeQuantize nodes (an
+        int8 IR with the ranges tfmot learned), so no nncf.quantize runs on top."""
+        from .openvino import to_openvino
+
+        return to_openvino(result.saved_model, out, precision="fp32", dynamic_batch=plan.dynamic_batch)
 
     def candidates(self, saved_model: Path, dataset: Any, artifact: Path, tmp: Path, plan: ArtifactPlan) -> Any:
         from .candidates import OpenVINOCandidates

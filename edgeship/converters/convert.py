@@ -85,8 +85,22 @@ class _Context:
     roles: list[str] = field(default_factory=list)
     pruning: Any = None
     channel_pruning: Any = None  # a StructuredReport (convert --prune-channels)
-    equalized: Any = None  # (SavedModel of the equalized model, Equalization) when int8 may use it
+    equalized: Any = None  # (SavedModel of the equalized model, Equalization, the model) when int8 may use it
     equalize: str = "off"  # auto | on | off
+    stage: Path | None = None
+    _qat: Any = None  # the QATResult, once quantization-aware training ran
+
+    def qat(self) -> Any:
+        """Quantization-aware training (``plan.qat`` epochs), run once per call from the equalized model when there
+        is one (the same function, a better start for int8)."""
+        if self._qat is None:
+            from .qat import quantization_aware
+
+            start = self.equalized[2] if self.equalized is not None else self.model
+            with _timed(self.timings, "qat_s"):
+                self._qat = quantization_aware(start, self.dataset, self.plan.qat, io=self.plan.io,
+                                               out_io=self.plan.out_io, roles=self.roles or None, workdir=self.stage)
+        return self._qat
     timings: dict[str, float] = field(default_factory=dict)
 
 
@@ -153,14 +167,14 @@ def convert(
             name=name or _default_name(source, precision, pr.sparsity, pr.channels), plan=plan, record=record,
             labels=label_list,
             task=io.task or infer_task(roles), roles=roles, pruning=pruning, channel_pruning=structured, timings=timings,
-            equalized=equalized, equalize=opts.gate.equalize,
+            equalized=equalized, equalize=opts.gate.equalize, stage=stage,
         )
         results = [_convert_artifact(ctx, fmt, stage, _artifact_stem(ctx.name, fmt, formats)) for fmt in formats]
         return _publish(results, stage, out_dir)
 
 
-def _equalized(model: Any, dataset: Any, spec: InputSpec, mode: str, stage: Path) -> tuple[Path, Any] | None:
-    """The equalized model's SavedModel and the report (:mod:`edgeship.converters.equalize`), or None when
+def _equalized(model: Any, dataset: Any, spec: InputSpec, mode: str, stage: Path) -> tuple[Path, Any, Any] | None:
+    """The equalized model's SavedModel, the report (:mod:`edgeship.converters.equalize`) and the model, or None when
     equalization is off, cannot apply to this model, or changes nothing."""
     if mode == "off" or keras_io.model_flavor(model) == "saved_model" or not keras_io.is_graph_model(model):
         return None
@@ -173,7 +187,7 @@ def _equalized(model: Any, dataset: Any, spec: InputSpec, mode: str, stage: Path
     log.info("equalization: %d pair(s) rescaled (outputs within %.1e): %s", len(report.pairs),
              report.max_relative_change, "; ".join(equalized_pairs(report)[:4]))
     saved = keras_io.export_saved_model(eq_model, stage / "saved_model_equalized", sample_shape=spec.sample_shape)
-    return saved, report
+    return saved, report, eq_model
 
 
 def _keep_softmax_float(plan: ArtifactPlan, roles: list[str], outs: list[np.ndarray]) -> ArtifactPlan:
@@ -206,12 +220,15 @@ def _validate(formats: list[str], precision: str, calib: Any, opts: ConvertOptio
         raise InputError(f"tie_margin must be a probability margin from 0 to 1, got {gate.tie_margin!r}")
     from .equalize import EQUALIZE
     from .openvino import BIAS_CORRECTION
+    from .qat import check_qat_epochs
     from .ranges import RANGES
 
     for name, value, allowed in (("equalize", gate.equalize, EQUALIZE), ("ranges", gate.ranges, RANGES),
                                  ("bias_correction", gate.bias_correction, BIAS_CORRECTION)):
         if value not in allowed:
             raise InputError(f"{name} must be one of {', '.join(allowed)}, got {value!r}")
+    if gate.qat and precision != "int8":
+        raise InputError(f"--qat trains for int8; the precision is {precision}")
     if precision == "int8" and calib is None:
         raise InputError("int8 needs a calibration set: pass --calib calib.npz (made by `edgeship calibrate`)")
     if pr.sparsity is not None and not 0.0 < float(pr.sparsity) < 1.0:
@@ -253,7 +270,8 @@ def _validate(formats: list[str], precision: str, calib: Any, opts: ConvertOptio
                         ignored_scope=gate.ignored_scope, preset=gate.preset, dynamic_batch=bool(io.dynamic_batch),
                         max_drop=None if gate.max_drop is None else float(gate.max_drop),
                         min_sqnr=None if gate.min_sqnr is None else float(gate.min_sqnr), prefer=gate.prefer,
-                        tie_margin=float(gate.tie_margin), ranges=gate.ranges, bias_correction=gate.bias_correction)
+                        tie_margin=float(gate.tie_margin), ranges=gate.ranges, bias_correction=gate.bias_correction,
+                        qat=check_qat_epochs(gate.qat))
     record = {k: v for k, v in opts.flat().items()
               if k not in ("input_spec", "input_size", "spec_overrides", "labels", "task")}  # recorded elsewhere
     record.update(formats=formats, finetune=None if pr.finetune is None else str(pr.finetune), epochs=int(pr.epochs),
@@ -309,7 +327,11 @@ def _convert_artifact(ctx: _Context, fmt: str, stage: Path, stem: str) -> Conver
     seconds = time.monotonic() - t0
     from .gate import gate_convert_step, record_gate  # the accuracy gate (max_drop), before the manifest is written
 
+    if ctx.plan.qat and not ctx.plan.gated:  # no budget to choose with: --qat makes the artifact
+        builder(fmt).qat(ctx.qat(), artifact, ctx.plan)
     gate = gate_convert_step(ctx, fmt, artifact, saved)
+    if ctx._qat is not None:
+        notes["qat"] = ctx._qat.to_dict()
     manifest = build_manifest(ctx, fmt, artifact, seconds)
     manifest.conversion.quantization = to_jsonable(notes) if notes else None
     manifest = record_gate(manifest, gate)
@@ -329,7 +351,7 @@ def _with_equalization(ctx: _Context, fmt: str, artifact: Path, stage: Path,
     from .ranges import output_sqnr
     from .verify import run_artifact
 
-    eq_saved, report = ctx.equalized
+    eq_saved, report, _ = ctx.equalized
     fs = fmts.get(fmt)
     other = fs.path(stage / f".equalized-{fmt}", artifact.stem)
     other.parent.mkdir(parents=True, exist_ok=True)

@@ -306,7 +306,8 @@ def equalize(model: Any, x: np.ndarray, *, tolerance: float = TOLERANCE) -> tupl
         return model, report
     xs = np.ascontiguousarray(x[:MAX_SAMPLES], dtype=np.float32)
     probes = [t for _, _, _, t in pairs] + [t for _, t in seps]
-    acts = predict(keras.Model(clone.inputs, probes), xs)
+    inputs = clone.inputs[0] if len(clone.inputs) == 1 else clone.inputs
+    acts = predict(keras.Model(inputs, probes), xs)
     for (a, through, b, _), act in zip(pairs, acts[:len(pairs)]):
         r = _channel_max(act)
         s = _scales(r, _consumer_weight_range(b))

@@ -154,13 +154,15 @@ def _budgets_text(max_drop: float | None, min_sqnr: float | None) -> str:
 
 # ---- the API ------------------------------------------------------------------------------------------
 def accuracy_gate(artifact: str | Path, *, fmt: str, model: Any, saved_model_dir: str | Path, dataset: Any,
-                  plan: ArtifactPlan, roles: Sequence[str] | None = None, task: str | None = None) -> GateResult:
+                  plan: ArtifactPlan, roles: Sequence[str] | None = None, task: str | None = None,
+                  qat: Callable[[], Any] | None = None) -> GateResult:
     """Make the int8 ``artifact`` (rewritten in place when needed) fit the plan's ``max_drop`` points and/or
     ``min_sqnr`` dB (every output's SQNR against the float model) on the holdout split.
 
     ``model`` is the float Keras model (object or path), ``saved_model_dir`` its SavedModel export
     (what the artifact was converted from), ``dataset`` the RepresentativeDataset it was calibrated on.
     A ``task`` "detect" model is budgeted on the AP@0.5 its detections lose against the float model's own.
+    ``qat()`` runs quantization-aware training (once, cached) for the int8-qat rung when the plan asks for it.
     What the plan keeps in float (TFLite denylists, an OpenVINO ignored scope) stays in float in every
     candidate. Every candidate is measured through the runtime backend; the one kept is the one measured.
     """
@@ -195,13 +197,17 @@ def accuracy_gate(artifact: str | Path, *, fmt: str, model: Any, saved_model_dir
                   reason="" if result.passed else result.reason)]
     with tempfile.TemporaryDirectory(prefix="edgeship-gate-") as tmpdir:
         tmp = Path(tmpdir)
+        later: list[Callable[[], Rung]] = []
         if not result.passed:
             log.warning("%s: %s; keeping the most damaged layers in float", artifact.name, result.reason)
-            rungs.append(_mixed(result, fmt, saved_model_dir, dataset, artifact, tmp, plan, ev, verdict, over))
-        for name in BUILT_RUNGS:
+            later.append(lambda: _mixed(result, fmt, saved_model_dir, dataset, artifact, tmp, plan, ev, verdict, over))
+        later.append(lambda: _qat_rung(fs, qat, tmp, plan, ev, verdict, over))
+        later += [lambda name=name: _rung(name, fs, saved_model_dir, dataset, tmp, plan, ev, verdict, over)
+                  for name in BUILT_RUNGS]
+        for make in later:
             if plan.prefer == "quantized" and any(r.passed for r in rungs):
                 break  # the first rung that meets the budget is the one kept
-            rungs.append(_rung(name, fs, saved_model_dir, dataset, tmp, plan, ev, verdict, over))
+            rungs.append(make())
         _time(rungs, fs, timed=plan.prefer != "quantized")
         kept = pick_rung(rungs, plan.prefer)
         explain(rungs, kept, plan.prefer)
@@ -210,10 +216,12 @@ def accuracy_gate(artifact: str | Path, *, fmt: str, model: Any, saved_model_dir
     result.ladder = finite([r.to_dict() for r in rungs])
     result.precision, result.accuracy, result.value = kept.name, kept.record, kept.value
     result.passed, why = verdict(kept.measured, kept.value, kept.record)
-    if kept.name not in ("int8", "int8-mixed"):
+    if kept.name not in ("int8", "int8-mixed", "int8-qat"):
         result.fallback = kept.name
     if kept.name == "int8":
         result.reason = why
+    elif kept.name == "int8-qat":
+        result.reason = f"full int8 after {plan.qat} epochs of quantization-aware training: {why}"
     elif kept.name == "int8-mixed":
         result.reason = why
         log.warning("%s: %d tensor(s) kept in float; %s", artifact.name, len(result.float_nodes), why)
@@ -254,6 +262,24 @@ def _mixed(result: GateResult, fmt: str, saved_model_dir: Any, dataset: Any, art
     passed, why = verdict(measured, value, record)
     return Rung("int8-mixed", path, measured, value, passed, over((measured, value, record)), record,
                 reason=f"{len(chosen)} tensor(s) in float" + ("" if passed else f"; {why}"))
+
+
+def _qat_rung(fs: Any, qat: Callable[[], Any] | None, tmp: Path, plan: ArtifactPlan, ev: "_Evaluator",
+              verdict: Callable, over: Callable) -> Rung:
+    """The int8-qat rung: full int8 after quantization-aware fine-tuning (``qat()`` runs it once, cached)."""
+    if not plan.qat or qat is None:
+        return Rung("int8-qat", status="not asked", reason="quantization-aware training runs with --qat EPOCHS")
+    path = fs.path(tmp / "int8-qat", fs.path(tmp, "x").stem)
+    try:
+        builder(fs.name).qat(qat(), path, plan)
+    except (EdgeshipError, RuntimeError, ValueError) as e:
+        first = (str(e).strip().splitlines() or [type(e).__name__])[0][:200]
+        log.warning("gate: the int8-qat rung could not be built: %s", first)
+        return Rung("int8-qat", status="failed", reason=first)
+    measured, value, record = ev.measure(path)
+    passed, why = verdict(measured, value, record)
+    return Rung("int8-qat", path, measured, value, passed, over((measured, value, record)), record,
+                reason=f"{plan.qat} epochs" + ("" if passed else f"; {why}"))
 
 
 def _rung(name: str, fs: Any, saved_model_dir: Any, dataset: Any, tmp: Path, plan: ArtifactPlan, ev: "_Evaluator",
@@ -309,7 +335,8 @@ def gate_convert_step(ctx: Any, fmt: str, artifact: Path, saved_model: Path | No
     if not ctx.plan.gated:
         return None
     return accuracy_gate(artifact, fmt=fmt, model=ctx.model, saved_model_dir=saved_model or ctx.saved_model, dataset=ctx.dataset,
-                         plan=ctx.plan, roles=getattr(ctx, "roles", None) or None, task=getattr(ctx, "task", None))
+                         plan=ctx.plan, roles=getattr(ctx, "roles", None) or None, task=getattr(ctx, "task", None),
+                         qat=getattr(ctx, "qat", None))
 
 
 def record_gate(manifest: Any, result: GateResult | None) -> Any:

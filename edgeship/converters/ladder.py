@@ -1,9 +1,11 @@
 """The accuracy gate's ladder: the artifacts an int8 conversion may end as, and how one is kept.
 
-    int8 -> int8-mixed -> dynamic -> int16x8 -> fp16 -> fp32
+    int8 -> int8-mixed -> int8-qat -> dynamic -> int16x8 -> fp16 -> fp32
 
 - ``int8``: everything quantized (the fastest on most CPUs);
 - ``int8-mixed``: the layers int8 hurts most kept in float (built only when full int8 misses the budget);
+- ``int8-qat``: full int8 after quantization-aware fine-tuning (only with ``--qat EPOCHS``,
+  :mod:`edgeship.converters.qat`);
 - ``dynamic``: int8 weights, float activations (TFLite dynamic range, which XNNPACK runs with its
   qd8 kernels; OpenVINO: int8 weight compression, decompressed at load, so smaller, not faster);
 - ``int16x8``: 16-bit activations, 8-bit weights (TFLite only; LiteRT runs it with reference
@@ -27,8 +29,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Sequence
 
-RUNGS = ("int8", "int8-mixed", "dynamic", "int16x8", "fp16", "fp32")
-BUILT_RUNGS = RUNGS[2:]  # made from the SavedModel as precisions of their own
+RUNGS = ("int8", "int8-mixed", "int8-qat", "dynamic", "int16x8", "fp16", "fp32")
+BUILT_RUNGS = RUNGS[3:]  # made from the SavedModel as precisions of their own
 PREFER = ("speed", "size", "quantized")  # what decides between rungs that all meet the budget; the first is the default
 SPEED_TIE = (0.05, 0.01)  # (relative, ms): a rung this close to the fastest is as fast
 

@@ -75,6 +75,7 @@ class GateOptions:
     equalize: str = EQUALIZE[0]  # cross-layer equalization before int8: auto (kept where it measures better) | on | off
     ranges: str = DEFAULT_RANGES  # activation ranges: auto | mse | minmax (converters.ranges.RANGES)
     bias_correction: str = BIAS_CORRECTION[0]  # OpenVINO int8: NNCF's full BiasCorrection or its fast variant
+    qat: int = 0  # epochs of quantization-aware fine-tuning (0: off): the ladder's int8-qat rung
 
 
 @dataclass(frozen=True)

@@ -32,6 +32,7 @@ class ArtifactPlan:
     tie_margin: float = GateOptions.tie_margin  # near-tie flips (float scores this close) are not counted
     ranges: str = GateOptions.ranges  # int8 activation range setting (converters.ranges)
     bias_correction: str = GateOptions.bias_correction  # OpenVINO int8: NNCF's full or fast bias correction
+    qat: int = GateOptions.qat  # quantization-aware fine-tuning epochs (0: off)
 
     @property
     def gated(self) -> bool:

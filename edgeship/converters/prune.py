@@ -13,11 +13,8 @@ make dense CPU kernels faster. The report says so.
 
 from __future__ import annotations
 
-import json
 import logging
 import os
-import subprocess
-import sys
 import tempfile
 import time
 from dataclasses import asdict, dataclass, field
@@ -29,6 +26,7 @@ import numpy as np
 from ..errors import ConversionError, InputError
 from ..fileio import file_size, gzip_size
 from .keras_io import model_flavor, predict
+from .workers import run_worker
 
 log = logging.getLogger(__name__)
 
@@ -118,7 +116,7 @@ def prune_model(
         "mode": "finetune" if finetune is not None else "oneshot", "epochs": int(epochs),
         "batch_size": int(batch_size), "from_logits": bool(from_logits), "learning_rate": float(learning_rate),
     }
-    result = _run_worker(request, workdir)
+    result = run_worker("edgeship.converters._prune_worker", request, workdir, "prune")
     check_sparsity(float(sparsity), result)
     import tf_keras
 
@@ -150,25 +148,6 @@ def _as_tf_keras(model: Any, calib_x: np.ndarray) -> tuple[Any, float | None]:
     bridged = to_tf_keras(model)
     diff = check_bridge(model, bridged, np.asarray(calib_x[:64], np.float32))
     return bridged, diff
-
-
-def _run_worker(request: dict[str, Any], workdir: Path) -> dict[str, Any]:
-    req_path = workdir / "request.json"
-    req_path.write_text(json.dumps(request))
-    env = dict(os.environ)
-    env.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
-    proc = subprocess.run(
-        [sys.executable, "-m", "edgeship.converters._prune_worker", str(req_path)],
-        capture_output=True, text=True, env=env, check=False,
-    )
-    result_path = Path(request["result"])
-    if not result_path.exists():
-        tail = [ln for ln in proc.stderr.strip().splitlines() if ln.strip()][-1:] or ["no output"]
-        raise ConversionError(f"prune: the pruning worker exited with code {proc.returncode}: {tail[0][:300]}")
-    result = json.loads(result_path.read_text())
-    if "error" in result:
-        raise ConversionError(f"prune: {result['error']}")
-    return result
 
 
 def is_probability_output(model: Any, x: np.ndarray) -> bool:
