@@ -242,7 +242,7 @@ class _Redirector:
 def test_webhook_redirect_is_a_failed_delivery(tmp_path):
     target = _Redirector()
     sink = WebhookEventSink(target.url, tmp_path / "q.sqlite", backoff_s=10.0, drain_s=0.0)
-    sink.outbox = Outbox(sink.queue_path)
+    sink.queue.outbox = Outbox(sink.queue_path)  # the outbox without its delivery thread: one attempt, by hand
     try:
         sink.outbox.put("e1", b'{"id": "e1"}')
         assert sink.deliver_due() == 0

@@ -109,7 +109,9 @@ def _from_target(name: str | None, formats: tuple[str, ...], precision: str | No
                    "samples (OpenVINO: NNCF's histogram estimator); minmax keeps the observed range; auto (TFLite) keeps "
                    "mse where the calibration samples' outputs are closer to the float model, (OpenVINO) NNCF's default.")
 @click.option("--bias-correction", type=click.Choice(BIAS_CORRECTION), default=GateOptions.bias_correction,
-              show_default=True, help="OpenVINO int8: NNCF's full BiasCorrection (slower, closer) or its fast variant.")
+              show_default=True, help="OpenVINO int8: NNCF's full BiasCorrection or its fast one; auto fits both on two "
+                   "thirds of the calibration samples and keeps full only where it is 1 dB closer to the FP32 model on "
+                   "the rest.")
 @click.option("--qat", "qat", type=click.IntRange(0, MAX_QAT_EPOCHS), default=GateOptions.qat, metavar="EPOCHS",
               help="int8: fine-tune EPOCHS with fake int8 (tfmot), distilling from the float model on the calibration "
                    "images (their labels mixed in when the set has them), then convert to full int8. With a budget it "

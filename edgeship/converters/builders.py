@@ -84,13 +84,10 @@ class OpenVINOBuilder:
               notes: dict[str, Any] | None = None) -> Path:
         from .openvino import to_openvino
 
-        if notes is not None and plan.precision == "int8":
-            notes["ranges"] = {"method": plan.ranges, "estimator": "NNCF default" if plan.ranges == "auto" else plan.ranges}
-            notes["bias_correction"] = plan.bias_correction
 
         return to_openvino(saved_model, out, precision=plan.precision, dataset=dataset, preset=plan.preset,
                            dynamic_batch=plan.dynamic_batch, ignored_scope=plan.ignored_scope, ranges=plan.ranges,
-                           bias_correction=plan.bias_correction)
+                           bias_correction=plan.bias_correction, notes=notes)
 
     def qat(self, result: Any, out: Path, plan: ArtifactPlan) -> Path:
         """The QAT SavedModel read by OpenVINO's TensorFlow frontend: its FakeQuant ops become FakeQuantize nodes (an

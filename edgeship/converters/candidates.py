@@ -75,7 +75,10 @@ class OpenVINOCandidates:
         from .openvino import PRECISIONS
 
         full = list(dict.fromkeys(self.user_scope + list(scope)))
-        return PRECISIONS["int8"](self.fp32.clone(), self.ds, replace(self.quantization, ignored_scope=full))[0]
+        q = self.quantization  # settings left to measurement are not measured again per candidate: the plain ones
+        q = replace(q, ignored_scope=full, ranges="minmax" if q.ranges == "auto" else q.ranges,
+                    bias_correction="fast" if q.bias_correction == "auto" else q.bias_correction)
+        return PRECISIONS["int8"](self.fp32.clone(), self.ds, q, {})[0]
 
     def build(self, chosen: list[LayerError]) -> Path:
         from .layers import OpenVINOProbe

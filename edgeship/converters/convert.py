@@ -343,12 +343,12 @@ def _convert_artifact(ctx: _Context, fmt: str, stage: Path, stem: str) -> Conver
 def _with_equalization(ctx: _Context, fmt: str, artifact: Path, stage: Path,
                        notes: dict[str, Any]) -> tuple[Path, dict[str, Any]]:
     """Build ``artifact`` from the equalized model too (int8) and keep it when it is closer to the float model on
-    the calibration samples (``equalize="auto"``) or always (``"on"``); returns the SavedModel the artifact was
-    built from and its notes."""
+    the calibration samples (``equalize="auto"``: by :data:`~.ranges.CHOICE_MARGIN_DB` of mean per-sample SQNR) or
+    always (``"on"``); returns the SavedModel the artifact was built from and its notes."""
     if ctx.equalized is None:
         return ctx.saved_model, notes
     from .equalize import MAX_SAMPLES
-    from .ranges import output_sqnr
+    from .ranges import CHOICE_MARGIN_DB, sample_sqnr
     from .verify import run_artifact
 
     eq_saved, report, _ = ctx.equalized
@@ -357,10 +357,10 @@ def _with_equalization(ctx: _Context, fmt: str, artifact: Path, stage: Path,
     other.parent.mkdir(parents=True, exist_ok=True)
     eq_notes: dict[str, Any] = {}
     builder(fmt).build(eq_saved, other, ctx.plan, ctx.dataset, eq_notes)
-    x = ctx.dataset.x_calib[:MAX_SAMPLES]
+    x = ctx.dataset.x_calib[-2 * MAX_SAMPLES:]  # the end of the calibration set: what the range clipping was not fitted on
     ref = keras_io.predict(ctx.model, x)
-    sqnr = {name: output_sqnr(ref, run_artifact(path, x)[0]) for name, path in (("plain", artifact), ("equalized", other))}
-    keep = ctx.equalize == "on" or sqnr["equalized"] > sqnr["plain"]
+    sqnr = {name: sample_sqnr(ref, run_artifact(path, x)[0]) for name, path in (("plain", artifact), ("equalized", other))}
+    keep = ctx.equalize == "on" or sqnr["equalized"] >= sqnr["plain"] + CHOICE_MARGIN_DB
     record = {"mode": ctx.equalize, "kept": keep, "pairs": len(report.pairs),
               "max_relative_change": report.max_relative_change,
               "calibration_sqnr_db": {k: round(v, 2) if math.isfinite(v) else None for k, v in sqnr.items()}}

@@ -155,7 +155,7 @@ def _budgets_text(max_drop: float | None, min_sqnr: float | None) -> str:
 # ---- the API ------------------------------------------------------------------------------------------
 def accuracy_gate(artifact: str | Path, *, fmt: str, model: Any, saved_model_dir: str | Path, dataset: Any,
                   plan: ArtifactPlan, roles: Sequence[str] | None = None, task: str | None = None,
-                  qat: Callable[[], Any] | None = None) -> GateResult:
+                  qat: Callable[[], Any] | None = None, float_saved_model: str | Path | None = None) -> GateResult:
     """Make the int8 ``artifact`` (rewritten in place when needed) fit the plan's ``max_drop`` points and/or
     ``min_sqnr`` dB (every output's SQNR against the float model) on the holdout split.
 
@@ -163,6 +163,8 @@ def accuracy_gate(artifact: str | Path, *, fmt: str, model: Any, saved_model_dir
     (what the artifact was converted from), ``dataset`` the RepresentativeDataset it was calibrated on.
     A ``task`` "detect" model is budgeted on the AP@0.5 its detections lose against the float model's own.
     ``qat()`` runs quantization-aware training (once, cached) for the int8-qat rung when the plan asks for it.
+    ``float_saved_model`` (default ``saved_model_dir``) is what the rungs with float activations are built from:
+    the model as given, not its equalized twin (equalization helps int8 activations, and only costs int8 weights).
     What the plan keeps in float (TFLite denylists, an OpenVINO ignored scope) stays in float in every
     candidate. Every candidate is measured through the runtime backend; the one kept is the one measured.
     """
@@ -202,8 +204,8 @@ def accuracy_gate(artifact: str | Path, *, fmt: str, model: Any, saved_model_dir
             log.warning("%s: %s; keeping the most damaged layers in float", artifact.name, result.reason)
             later.append(lambda: _mixed(result, fmt, saved_model_dir, dataset, artifact, tmp, plan, ev, verdict, over))
         later.append(lambda: _qat_rung(fs, qat, tmp, plan, ev, verdict, over))
-        later += [lambda name=name: _rung(name, fs, saved_model_dir, dataset, tmp, plan, ev, verdict, over)
-                  for name in BUILT_RUNGS]
+        plain = float_saved_model or saved_model_dir
+        later += [lambda name=name: _rung(name, fs, plain, dataset, tmp, plan, ev, verdict, over) for name in BUILT_RUNGS]
         for make in later:
             if plan.prefer == "quantized" and any(r.passed for r in rungs):
                 break  # the first rung that meets the budget is the one kept
@@ -336,7 +338,7 @@ def gate_convert_step(ctx: Any, fmt: str, artifact: Path, saved_model: Path | No
         return None
     return accuracy_gate(artifact, fmt=fmt, model=ctx.model, saved_model_dir=saved_model or ctx.saved_model, dataset=ctx.dataset,
                          plan=ctx.plan, roles=getattr(ctx, "roles", None) or None, task=getattr(ctx, "task", None),
-                         qat=getattr(ctx, "qat", None))
+                         qat=getattr(ctx, "qat", None), float_saved_model=ctx.saved_model)
 
 
 def record_gate(manifest: Any, result: GateResult | None) -> Any:
