@@ -179,6 +179,8 @@ class RunSummary(Record):
     frame_age_ms: dict[str, float] = field(default_factory=dict)  # capture to inference
     app: dict[str, Any] | None = None  # the app's final status (a deployment config with an app)
     url: str | None = None  # the HTTP server's address, when one ran
+    camera: str | None = None  # this camera's name, in a multi-camera run
+    cameras: dict[str, Any] | None = None  # a multi-camera run: each camera's own summary (the counters above add up)
 
     @classmethod
     def _field_from_json(cls, name: str, value: Any) -> Any:

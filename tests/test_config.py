@@ -128,7 +128,7 @@ def test_cli_prints_one_line_and_exits_1(files):
     assert res.exit_code == 1 and "does not exist" in res.output
 
 
-@pytest.mark.parametrize("name", ["security", "industrial", "robot"])
+@pytest.mark.parametrize("name", ["security", "industrial", "robot", "site"])
 def test_examples_run_as_they_are_on_the_demo_data(name, tmp_path, tmp_path_factory):
     from tests.helpers.demo import demo_dir
     from tests.helpers.mjpeg import free_port
@@ -140,7 +140,8 @@ def test_examples_run_as_they_are_on_the_demo_data(name, tmp_path, tmp_path_fact
     for port in ("8080", "8081", "8082", "9870"):  # other test runs may hold the example's ports
         text = text.replace(f"port: {port}", f"port: {free_port()}").replace(f":{port}\"", f":{free_port()}\"")
     (tmp_path / "examples" / f"{name}.yaml").write_text(text)
-    args = ["run", "--config", f"examples/{name}.yaml", "--json"] + (["--duration", "2"] if name == "robot" else [])
+    duration = {"robot": ["--duration", "2"], "site": ["--duration", "6"]}.get(name, [])
+    args = ["run", "--config", f"examples/{name}.yaml", "--json"] + duration
     import os
 
     cwd = os.getcwd()
@@ -151,7 +152,7 @@ def test_examples_run_as_they_are_on_the_demo_data(name, tmp_path, tmp_path_fact
         os.chdir(cwd)
     assert res.exit_code == 0, res.output
     summary = RunSummary.from_dict(json.loads(res.stdout))
-    assert summary.frames_processed > 0 and summary.app["app"] == name
+    assert summary.frames_processed > 0 and summary.app["app"] == {"site": "security"}.get(name, name)
     if name == "security":
         assert summary.app["events_per_zone"] == {"yard": 1, "fence": 1}
         assert len((tmp_path / "security-out" / "events.jsonl").read_text().splitlines()) == 2
@@ -159,6 +160,14 @@ def test_examples_run_as_they_are_on_the_demo_data(name, tmp_path, tmp_path_fact
         assert summary.app["counters"]["total"] == summary.frames_processed
     if name == "robot":
         assert summary.app["published"] >= 20
+    if name == "site":  # three cameras, one model: each ran, the capped ones at their cap
+        assert set(summary.cameras) == {"door", "yard", "dock"}
+        for cam in summary.cameras.values():
+            assert cam["frames_processed"] > 0, cam
+        assert summary.cameras["yard"]["frames_processed"] <= 6 * 5 + 2
+        events = [json.loads(line) for line in (tmp_path / "site-out" / "events.jsonl").read_text().splitlines()]
+        assert events and {e["camera"] for e in events} <= {"door", "yard", "dock"}
+        assert (tmp_path / "site-out" / "results_door.jsonl").exists()
 
 
 def test_run_flags_build_the_same_deploy_config_as_a_file(art, tmp_path):

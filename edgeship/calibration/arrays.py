@@ -13,7 +13,6 @@ class_names. An edgeship calibration file (``edgeship calibrate --out``) is read
 
 from __future__ import annotations
 
-import json
 import zipfile
 from pathlib import Path
 from typing import Iterator

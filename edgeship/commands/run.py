@@ -21,7 +21,7 @@ from ._spec import spec_options, spec_overrides
 @click.command("run")
 @click.argument("artifact", type=click.Path(dir_okay=False), required=False)
 @click.option("--config", "config", type=click.Path(dir_okay=False), default=None, help="Deployment config (YAML/TOML): artifact, source, task, app (security|industrial|robot), sinks, server. Only --max-frames, --duration, --log-every and --json combine with it.")
-@click.option("--source", "-s", default=None, help="Camera index or /dev/videoN, rtsp:// or http:// URL, gst:PIPELINE, image folder or video file.")
+@click.option("--source", "-s", "sources", multiple=True, metavar="[NAME=]SOURCE", help="Camera index or /dev/videoN, rtsp:// or http:// URL, gst:PIPELINE, image folder or video file. Repeat as NAME=SOURCE for several cameras against one model in one process (--source door=rtsp://... --source yard=rtsp://...); file sinks then need {camera} in their names.")
 @click.option("--task", type=click.Choice(list(TASKS)), default=None, help="Post-processing (default: the manifest's task, else guessed from the outputs).")
 @click.option("--labels", type=click.Path(exists=True, dir_okay=False), default=None, help="Class names: one per line (# comments and blank lines ignored), a JSON list or a JSON {id: name} object (default: the manifest's labels).")
 @click.option("--sink", "sinks", multiple=True, metavar="KIND:ARG", help="jsonl:- | jsonl:FILE | jsonl-raw:FILE (every output in full) | npz:DIR (one .npz of all outputs per frame) | video:FILE.mp4 | http:[HOST:]PORT (repeatable; default jsonl:- unless --json).")
@@ -58,7 +58,7 @@ from ._spec import spec_options, spec_overrides
                    "to stderr: the service log of a device (bundles set 60). Combines with --config.")
 @spec_options
 @click.option("--json", "as_json", is_flag=True, help="Print the final summary as one JSON object on stdout.")
-def run(artifact: str | None, source: str | None, config: str | None, sinks: tuple[str, ...], as_json: bool, **options: Any) -> None:
+def run(artifact: str | None, sources: tuple[str, ...], config: str | None, sinks: tuple[str, ...], as_json: bool, **options: Any) -> None:
     """Run ARTIFACT (.tflite or OpenVINO .xml, with its manifest) on a live source.
 
     Capture runs in its own thread into a one-slot buffer, so the model always sees the newest
@@ -72,11 +72,13 @@ def run(artifact: str | None, source: str | None, config: str | None, sinks: tup
       edgeship run model_int8.tflite --source 0 --sink jsonl:results.jsonl --duration 60
       edgeship run det.xml --source clip.mp4 --task detect --sink video:out.mp4 --json
       edgeship run --config examples/security.yaml --duration 60
+      edgeship run det.xml --source door=rtsp://10.0.0.5/a --source yard=rtsp://10.0.0.6/a --sink http:8080
     """
     if config is not None:
-        return _run_config(config, artifact, source, sinks, as_json, options)
-    if artifact is None or source is None:
+        return _run_config(config, artifact, sources, sinks, as_json, options)
+    if artifact is None or not sources:
         raise click.UsageError("give ARTIFACT and --source, or --config deploy.yaml")
+    source: Any = sources[0] if len(sources) == 1 else _cameras(sources)
 
     if as_json and any(_to_stdout(s) for s in sinks):
         raise click.UsageError("--json prints the summary on stdout; send results to a file (jsonl:FILE) instead of jsonl:-")
@@ -99,12 +101,25 @@ def _to_stdout(sink: str) -> bool:
 # the flags that combine with --config (everything else is the config file's to say)
 CONFIG_FLAGS = ("config", "max_frames", "duration", "log_every", "as_json")
 # the deploy config's key paths under the flags that set them (for the one-line error)
-FLAG_NAMES = {"artifact": "ARTIFACT", "source": "--source", "labels": "--labels", "sinks": "--sink",
+FLAG_NAMES = {"artifact": "ARTIFACT", "source": "--source", "cameras": "--source", "labels": "--labels", "sinks": "--sink",
               "server.token": "--token", "server": "--sink http:", "input_spec": "--scale/--mean/--std/--color-order"}
 
 
-def deploy_config(artifact: str, source: str, sinks: tuple[str, ...], options: dict[str, Any]):
-    """``run``'s flags as the deployment config they stand for (validated like a config file)."""
+def _cameras(sources: tuple[str, ...]) -> list[dict[str, str]]:
+    """Repeated ``--source NAME=SOURCE`` as the config's ``cameras:`` list (names checked by the config)."""
+    out = []
+    for text in sources:
+        name, sep, uri = text.partition("=")
+        if not sep or not name or "://" in name or not uri:
+            raise click.UsageError(f"with several --source flags each is NAME=SOURCE (e.g. door=rtsp://10.0.0.5/a), "
+                                   f"got {text!r}")
+        out.append({"name": name, "uri": uri})
+    return out
+
+
+def deploy_config(artifact: str, source: Any, sinks: tuple[str, ...], options: dict[str, Any]):
+    """``run``'s flags as the deployment config they stand for (validated like a config file). ``source``: one
+    source text, or a list of {name, uri} cameras."""
     import os
 
     from ..runtime.config import validate_config
@@ -123,17 +138,22 @@ def deploy_config(artifact: str, source: str, sinks: tuple[str, ...], options: d
             server = {"host": host, "port": port, "token": options["http_token"]}
     spec = spec_overrides(options)
     spec.pop("channels", None)  # implied by --color-order GRAY
+    source_opts = {"loop": options["loop"], "realtime": options["realtime"] or None,  # no flag: the default
+                   "timeout_s": options["source_timeout"], "reconnect_timeout_s": options["reconnect_timeout"]}
     data = {
         "artifact": artifact, "task": options["task"], "labels": options["labels"], "anchors": options["anchors"],
         "threshold": options["threshold"], "iou": options["iou"], "top_k": options["top_k"],
-        "source": {"uri": source, "loop": options["loop"], "realtime": options["realtime"] or None,  # no flag: the default
-                   "timeout_s": options["source_timeout"], "reconnect_timeout_s": options["reconnect_timeout"]},
+        "source": None,
         "backend": {"name": options["backend"], "threads": options["threads"], "device": options["device"],
                     "hint": options["hint"], "precision": options["precision"], "pin": options["pin"],
                     "output_queue": options["output_queue"]},
         "input_spec": spec or None, "sinks": files, "server": server,
         "max_frames": options["max_frames"], "duration": options["duration"],
     }
+    if isinstance(source, list):
+        data["cameras"] = [{"name": c["name"], "source": {"uri": c["uri"], **source_opts}} for c in source]
+    else:
+        data["source"] = {"uri": source, **source_opts}
     return validate_config({k: v for k, v in data.items() if v is not None}, base=os.getcwd(), where=None,
                            names=FLAG_NAMES)
 
@@ -160,17 +180,19 @@ def _report(summary: RunSummary, as_json: bool) -> None:
         echo_err(format_summary(summary))
         if summary.app:
             echo_err("app: " + ", ".join(f"{k}={v}" for k, v in summary.app.items() if not isinstance(v, (dict, list))))
+        if summary.cameras:
+            echo_err(format_cameras(summary))
     err = failed(summary)
     if err is not None:
         raise err
 
 
-def _run_config(config: str, artifact: str | None, source: str | None, sinks: tuple[str, ...], as_json: bool,
+def _run_config(config: str, artifact: str | None, sources: tuple[str, ...], sinks: tuple[str, ...], as_json: bool,
                 options: dict[str, Any]) -> None:
     """``--config``: everything but --max-frames / --duration / --json comes from the file."""
     from ..runtime.config import load_config
 
-    if artifact is not None or source is not None or sinks:
+    if artifact is not None or sources or sinks:
         raise click.UsageError("--config names the artifact, source and sinks; do not pass them on the command line too")
     ctx = click.get_current_context()
     given = [p for p in ctx.command.params if isinstance(p, click.Option) and p.name not in CONFIG_FLAGS
@@ -181,6 +203,21 @@ def _run_config(config: str, artifact: str | None, source: str | None, sinks: tu
                                "--max-frames, --duration, --log-every and --json apply)")
     _report(_deploy(load_config(config), max_frames=options.get("max_frames"), duration=options.get("duration"),
                     log_every=options.get("log_every")), as_json)
+
+
+def format_cameras(s: RunSummary) -> str:
+    """One row per camera of a multi-camera run."""
+    rows = []
+    for name, c in (s.cameras or {}).items():
+        g2g = c.get("glass_to_glass_ms") or {}
+        app = c.get("app") or {}
+        app_text = (f"{app.get('events')} events" if "events" in app else
+                    f"pass {app['session']['pass']} fail {app['session']['fail']}" if "session" in app else "")
+        rows.append([name, c.get("state"), c.get("frames_processed"), f"{float(c.get('processed_fps') or 0):.1f}",
+                     c.get("frames_dropped"), c.get("frames_skipped_gate"), c.get("reconnects"), g2g.get("p50", "-"),
+                     g2g.get("p99", "-"), app_text])
+    return format_table(["camera", "state", "frames", "fps", "dropped", "gated", "reconnects", "g2g p50 ms", "g2g p99 ms",
+                         "app"], rows)
 
 
 def format_summary(s: RunSummary) -> str:

@@ -10,8 +10,9 @@ from ._common import emit_json, format_table
 @click.command("stats")
 @click.argument("db", type=click.Path(dir_okay=False))
 @click.option("--hours", type=click.IntRange(min=1), default=None, help="Only the last N hours (default: everything recorded).")
-@click.option("--json", "as_json", is_flag=True, help="Print one JSON object: per-hour rows, totals and per-class counts.")
-def stats(db: str, hours: int | None, as_json: bool) -> None:
+@click.option("--camera", default=None, metavar="NAME", help="Only this camera's inspections (a multi-camera deployment counts each camera apart).")
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON object: per-hour rows, totals, per-class and per-camera counts.")
+def stats(db: str, hours: int | None, camera: str | None, as_json: bool) -> None:
     """Print total, pass, fail and yield per hour from the SQLite counters DB.
 
     The industrial app (``app: {type: industrial, counters: FILE}`` in a deployment config) counts
@@ -21,15 +22,22 @@ def stats(db: str, hours: int | None, as_json: bool) -> None:
     Example:
       edgeship stats industrial-out/counters.sqlite
       edgeship stats /var/lib/edgeship/counters.sqlite --hours 8 --json
+      edgeship stats site-out/counters.sqlite --camera line2
     """
-    from ..runtime.apps.counters import class_totals, yield_per_hour
+    from ..runtime.apps.counters import camera_totals, class_totals, yield_per_hour
 
-    rows = yield_per_hour(db, hours)
-    per_class = class_totals(db, hours)
+    rows = yield_per_hour(db, hours, camera=camera)
+    per_class = class_totals(db, hours, camera=camera)
+    per_camera = camera_totals(db, hours)
+    if camera is not None and camera not in per_camera:
+        from ..errors import InputError
+
+        raise InputError(f"{db} has no inspections by camera {camera!r}; it has: {', '.join(per_camera) or 'no named cameras'}")
     total = sum(r["total"] for r in rows)
     passed = sum(r["pass"] for r in rows)
-    summary = {"db": db, "hours": hours, "total": total, "pass": passed, "fail": total - passed,
-               "yield": round(passed / total, 6) if total else None, "per_hour": rows, "per_class": per_class}
+    summary = {"db": db, "hours": hours, "camera": camera, "total": total, "pass": passed, "fail": total - passed,
+               "yield": round(passed / total, 6) if total else None, "per_hour": rows, "per_class": per_class,
+               "per_camera": per_camera}
     if as_json:
         emit_json(summary)
         return
@@ -40,6 +48,10 @@ def stats(db: str, hours: int | None, as_json: bool) -> None:
         click.echo()
         click.echo(format_table(["class", "total", "pass", "fail"],
                                 [[k, v["total"], v["pass"], v["fail"]] for k, v in per_class.items()]))
+    if per_camera and camera is None:
+        click.echo()
+        click.echo(format_table(["camera", "total", "pass", "fail", "yield"],
+                                [[k, v["total"], v["pass"], v["fail"], _pct(v["yield"])] for k, v in per_camera.items()]))
 
 
 def _pct(v: float | None) -> str:

@@ -17,7 +17,7 @@ import os
 from pathlib import Path
 from typing import Any, Optional
 
-from pydantic import Field, ValidationError, ValidationInfo, field_validator
+from pydantic import Field, ValidationError, ValidationInfo, field_validator, model_validator
 
 from ..errors import ConfigError, SourceError
 from .apps import app_classes
@@ -65,6 +65,34 @@ class SourceCfg(SourceOptions):
         return str(p) if target == v.strip() else f"{kind}:{p}"
 
 
+CAMERA_PLACEHOLDER = "{camera}"  # in a file sink's name or an MQTT topic: the camera's name
+
+
+class CameraCfg(Strict):
+    """One camera of ``cameras:`` (a site with several cameras, one process, one model)."""
+
+    name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,31}$", description="the camera's name in results, events, topics, URLs and file names (letters, digits, _ . -; up to 32)")
+    source: SourceCfg = Field(description="what this camera reads: everything the top-level source accepts, text or a section (uri, max_fps, loop...)")
+    required: bool = Field(False, description="a required camera that does not open (or is lost for good) ends the run; others are reported and retried")
+    app: Optional[AppCfg] = Field(None, description="this camera's app settings (zones, lines, trigger, outputs...): merged over the top-level app, key by key")
+
+    @field_validator("source", mode="before")
+    @classmethod
+    def _source_text(cls, v: Any) -> Any:
+        return {"uri": str(v)} if isinstance(v, (str, int)) and not isinstance(v, bool) else v
+
+
+def merge_app(top: Any, own: Any) -> Any:
+    """A camera's app section: the top-level one with the camera's keys on top (mappings merged key by key,
+    lists and values replaced)."""
+    if not isinstance(top, dict) or not isinstance(own, dict):
+        return own if own is not None else top
+    out = dict(top)
+    for k, v in own.items():
+        out[k] = merge_app(top.get(k), v) if isinstance(v, dict) and isinstance(top.get(k), dict) else v
+    return out
+
+
 class DeployBackend(BackendOptions):
     pin: Optional[bool] = Field(None, description="a deployment is the entry point: it pins capture and inference when there are 2+ CPUs")
 
@@ -89,7 +117,8 @@ class DeployConfig(PostOptions):
     what to run, the app, the sinks and the server."""
 
     artifact: InFile = Field(description="the model: a .tflite or .xml (with its manifest); in a bundle, the bundled one")
-    source: SourceCfg = Field(description="camera index or /dev/videoN, rtsp:// or http:// URL, gst:PIPELINE, image folder, video file, or device:PATH; text, or a section with uri")
+    source: Optional[SourceCfg] = Field(None, description="camera index or /dev/videoN, rtsp:// or http:// URL, gst:PIPELINE, image folder, video file, or device:PATH; text, or a section with uri (one camera; several: cameras)")
+    cameras: list[CameraCfg] = Field([], description="several cameras against one loaded model, in one process: each with a name, a source and its own app settings (instead of source)")
     labels: Optional[InFile] = Field(None, description="class names file (default: the manifest's)")
     input_spec: Optional[InputSpecOptions] = Field(None, description="preprocessing for a model without a manifest")
     backend: DeployBackend = Field(DeployBackend(), description="which runtime runs the model, and how")
@@ -103,6 +132,47 @@ class DeployConfig(PostOptions):
     @classmethod
     def _source_text(cls, v: Any) -> Any:
         return {"uri": str(v)} if isinstance(v, (str, int)) and not isinstance(v, bool) else v
+
+    @model_validator(mode="before")
+    @classmethod
+    def _camera_apps(cls, data: Any) -> Any:
+        """Each camera's app = the top-level app with the camera's own keys on top; a security camera is named."""
+        if not isinstance(data, dict) or not isinstance(data.get("cameras"), list):
+            return data
+        top = data.get("app")
+        cams = []
+        for cam in data["cameras"]:
+            if isinstance(cam, dict) and (top is not None or cam.get("app") is not None):
+                app = merge_app(top, cam.get("app"))
+                if isinstance(app, dict) and app.get("type") == "security" and "camera" not in (cam.get("app") or {}):
+                    app = {**app, "camera": cam.get("name", "camera")}
+                cam = {**cam, "app": app}
+            cams.append(cam)
+        return {**data, "cameras": cams}
+
+    @model_validator(mode="after")
+    def _one_or_many(self) -> "DeployConfig":
+        if self.source is None and not self.cameras:
+            raise ValueError("give source: (one camera) or cameras: (several)")
+        if self.source is not None and self.cameras:
+            raise ValueError("give source: (one camera) or cameras: (several), not both")
+        names = [c.name for c in self.cameras]
+        dup = sorted({n for n in names if names.count(n) > 1})
+        if dup:
+            raise ValueError(f"cameras: names must be unique, got {', '.join(dup)} more than once")
+        if len(self.cameras) > 1:
+            shared = [s for s in self.sinks if CAMERA_PLACEHOLDER not in s and not s.endswith(":-")]
+            if shared:
+                raise ValueError(f"sinks: with several cameras each file needs {CAMERA_PLACEHOLDER} in its name "
+                                 f"(one file per camera), got {shared[0]!r}")
+        return self
+
+    @property
+    def camera_list(self) -> list[CameraCfg]:
+        """The cameras to run: ``cameras``, or the one ``source`` as a camera named by its source."""
+        if self.cameras:
+            return list(self.cameras)
+        return [CameraCfg.model_construct(name="camera", source=self.source, required=True, app=self.app)]
 
     @field_validator("sinks")
     @classmethod
@@ -120,9 +190,11 @@ class DeployConfig(PostOptions):
             out.append(s if arg == "-" else f"{kind}:{resolve_output(Path(arg), info)}")
         return out
 
-    def run_options(self, *, realtime: bool = False) -> RunOptions:
-        """The run's option groups; ``realtime`` stands in when the source does not say (an app's default)."""
-        source = SourceOptions(**{k: getattr(self.source, k) for k in SourceOptions.model_fields})
+    def run_options(self, *, realtime: bool = False, source_cfg: Any = None) -> RunOptions:
+        """The run's option groups; ``realtime`` stands in when the source does not say (an app's default).
+        ``source_cfg``: a camera's source section (default: ``source``)."""
+        src_cfg = source_cfg if source_cfg is not None else self.source
+        source = SourceOptions(**{k: getattr(src_cfg, k) for k in SourceOptions.model_fields})
         if source.realtime is None:
             source = source.model_copy(update={"realtime": realtime})
         return RunOptions(source=source, backend=BackendOptions(**self.backend.model_dump()),

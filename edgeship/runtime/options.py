@@ -32,6 +32,7 @@ class SourceOptions(Strict):
     realtime: Optional[bool] = Field(None, description="play files at their frame rate, dropping late frames (None: off, or the app's default)")
     timeout_s: float = Field(10.0, gt=0, description="seconds to wait for the source to open")
     reconnect_timeout_s: Optional[float] = Field(None, gt=0, description="give up on a lost stream after this long (None: never)")
+    max_fps: Optional[float] = Field(None, gt=0, le=1000, description="cap on the frames taken from a live (or real-time) source per second; the rest are read and not kept (None: every frame)")
 
 
 class BackendOptions(Strict):
@@ -46,6 +47,7 @@ class BackendOptions(Strict):
     # Python the default leaves the caller's threads alone; a deployment (the entry point) pins (DeployBackend)
     pin: Optional[bool] = False
     output_queue: int = Field(2, ge=1, le=MAX_OUTPUT_QUEUE, description="inferred frames waiting for post-processing and sinks")
+    workers: Optional[int] = Field(None, ge=1, le=64, description="several cameras: inference workers, each with its own OpenVINO request or LiteRT interpreter (default: OpenVINO's optimal number of requests; LiteRT 1)")
 
 
 class PostOptions(Strict):

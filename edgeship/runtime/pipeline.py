@@ -64,7 +64,7 @@ class Pipeline:
                  sinks: Sequence[Any] = (), gates: Sequence[Any] = (), max_frames: int | None = None,
                  duration: float | None = None, task: str = "raw", preprocess_in_capture: bool | None = None,
                  handle_signals: bool = True, info: dict[str, Any] | None = None, pin: bool | None = False,
-                 output_queue: int = 2, keep_freed_frames: bool = False) -> None:
+                 output_queue: int = 2, keep_freed_frames: bool = False, camera: str | None = None) -> None:
         self.source = source if isinstance(source, LatestFrameSource) else open_source(source)
         self.backend, self.spec, self.postprocess = backend, spec, postprocess
         self.sinks, self.gates = list(sinks), list(gates)
@@ -80,6 +80,7 @@ class Pipeline:
         self.allocator: dict[str, Any] | None = None
         self.cpu_plan: dict[str, list[int]] | None = None
         self.extra_info = dict(info or {})
+        self.camera = camera
         self.metrics = Metrics()
         self.metrics.source = self.source
         self._stop = threading.Event()
@@ -116,6 +117,7 @@ class Pipeline:
             "model_name": getattr(model, "stem", None), "task": self.task, "spec": self.spec,
             "labels": getattr(getattr(self.backend, "manifest", None), "labels", None), "metrics": self.metrics,
             "backend": self.backend.describe() if hasattr(self.backend, "describe") else {},
+            **({"camera": self.camera} if self.camera is not None else {}),
             **self.extra_info,
         }
 
@@ -130,25 +132,49 @@ class Pipeline:
         opened: list[Any] = []
         error: BaseException | None = None
         try:
-            self.source.start()
-            info = self.info
-            for sink in self.sinks:
-                sink.open(info)
-                opened.append(sink)
-            self.metrics.t_start = time.monotonic()
-            self._start_output()
+            self.begin(opened)
             self._loop()
         except BaseException as e:  # noqa: BLE001 - re-raised below after every sink is closed
             error = e
             if isinstance(e, KeyboardInterrupt):
                 self.stop("signal")
         finally:
-            self.source.stop()
-            self._finish_output()
-            self.metrics.finish()
-            close_error = self._close_sinks(opened)
+            close_error = self.end(opened)
             restore()
             unpin()
+        return self.finish_summary(error, close_error)
+
+    # ---- the lane: what a multi-camera scheduler drives, camera by camera ------------------------------
+    def begin(self, opened: list[Any], *, start_source: bool = True) -> None:
+        """Start the source (unless it already runs), open every sink (appended to ``opened``), start the output
+        thread and the clock."""
+        if start_source:
+            self.source.start()
+        info = self.info
+        for sink in self.sinks:
+            sink.open(info)
+            opened.append(sink)
+        self.metrics.t_start = time.monotonic()
+        self._start_output()
+
+    def step(self, item: Captured, run: Callable[[list[np.ndarray]], list[np.ndarray]] | None = None) -> None:
+        """One frame taken from the source: skipped by a gate, or inferred (``run``: the model call to use, default the
+        backend's own) and handed to the output thread."""
+        if self.gates and not all([g.should_infer(item.frame) for g in self.gates]):  # every gate sees every frame
+            self.metrics.skipped_gate += 1
+            self._hand_off(("skip", item.frame))
+        else:
+            self._hand_off(self._infer(item, run))
+
+    def end(self, opened: list[Any]) -> BaseException | None:
+        """Stop the source, let the output thread finish, close the sinks; the first close error, if any."""
+        self.source.stop()
+        self._finish_output()
+        self.metrics.finish()
+        return self._close_sinks(opened)
+
+    def finish_summary(self, error: BaseException | None, close_error: BaseException | None) -> RunSummary:
+        """Raise what ended the run badly, else make and keep the summary."""
         error = error or self._out_error
         if error is not None and not isinstance(error, KeyboardInterrupt):
             raise error
@@ -171,15 +197,11 @@ class Pipeline:
                     self.stop("source_error" if self.source.error else "end_of_source")
                 continue
             taken += 1
-            if self.gates and not all([g.should_infer(item.frame) for g in self.gates]):  # every gate sees every frame
-                self.metrics.skipped_gate += 1
-                self._hand_off(("skip", item.frame))
-            else:
-                self._hand_off(self._infer(item))
+            self.step(item)
             if self.max_frames is not None and taken >= self.max_frames:
                 self.stop("max_frames")
 
-    def _infer(self, item: Captured) -> tuple:
+    def _infer(self, item: Captured, run: Callable[[list[np.ndarray]], list[np.ndarray]] | None = None) -> tuple:
         """Run the model on one captured frame; what the output thread needs to finish it."""
         frame, sample, prepare_ms = item.frame, item.sample, item.prepare_ms
         t_in = time.monotonic()
@@ -188,7 +210,7 @@ class Pipeline:
             prepare_ms = (time.monotonic() - t_in) * 1e3
         x = self._model_inputs(sample)
         t1 = time.monotonic()
-        raw = self.backend.run_prepared(x)
+        raw = (run or self.backend.run_prepared)(x)
         t2 = time.monotonic()
         return ("result", frame, raw, item.read_ms, prepare_ms, t_in, t1, t2)
 
@@ -250,7 +272,7 @@ class Pipeline:
         lat = {"read": read_ms, "preprocess": prepare_ms, "infer": (t2 - t1) * 1e3, "postprocess": (t3 - t_post) * 1e3,
                "age": (t_in - frame.t_mono) * 1e3, "glass_to_glass": (t3 - frame.t_mono) * 1e3}
         result = Result(frame.index, frame.t_capture, frame.t_capture + (t3 - frame.t_mono), self.task,
-                        raw=tuple(outputs), latency_ms=lat, **fields)
+                        raw=tuple(outputs), latency_ms=lat, camera=self.camera, **fields)
         for sink in self.sinks:
             self._write(sink, frame, result)
         lat["sinks"] = (time.monotonic() - t3) * 1e3
@@ -323,7 +345,7 @@ class Pipeline:
             source=self.source.name, model=str(getattr(b, "path", "")), backend=getattr(b, "name", None),
             executed_precision=getattr(b, "executed_precision", None), task=self.task, stopped_by=self.stopped_by,
             error=str(self.source.error) if self.source.error else None, cpus=self.cpu_plan,
-            allocator=self.allocator, **snap)
+            allocator=self.allocator, camera=self.camera, **snap)
 
 
 def failed(summary: RunSummary) -> EdgeshipError | None:

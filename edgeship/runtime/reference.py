@@ -89,10 +89,8 @@ def _tag(model: type[BaseModel]) -> str | None:
     return str(args[0]) if args else None
 
 
-def _section(model: type[BaseModel], path: str, out: list[str], seen: set[tuple[type, str]]) -> None:
-    if (model, path) in seen:
-        return
-    seen.add((model, path))
+def _section(model: type[BaseModel], path: str, out: list[str]) -> list[tuple[type[BaseModel], str]]:
+    """One model's table; returns the sections nested in it."""
     doc = (model.__doc__ or "").strip().splitlines()[0] if model.__doc__ else ""
     out += ["", f"## `{path or '(top level)'}`" + (f": {doc}" if doc else ""), "",
             "| key | type | default | bounds | what it is |", "|---|---|---|---|---|"]
@@ -105,8 +103,20 @@ def _section(model: type[BaseModel], path: str, out: list[str], seen: set[tuple[
             key = f"{path + '.' if path else ''}{name}{'[]' if list_of else ''}"
             tag = _tag(m)
             nested.append((m, f"{key} (type: {tag})" if tag else key))
-    for m, p in nested:
-        _section(m, p, out, seen)
+    return nested
+
+
+def _sections(root: type[BaseModel], out: list[str]) -> None:
+    """Every section, breadth first: a model met again (``cameras[].app`` is ``app``) points to its first table."""
+    home: dict[type[BaseModel], str] = {}
+    queue: list[tuple[type[BaseModel], str]] = [(root, "")]
+    while queue:
+        model, path = queue.pop(0)
+        if model in home:
+            out += ["", f"## `{path}`", "", f"The same keys as `{home[model]}`."]
+            continue
+        home[model] = path
+        queue += _section(model, path, out)
 
 
 def config_reference() -> str:
@@ -114,7 +124,7 @@ def config_reference() -> str:
     from .config import DeployConfig
 
     out = [HEADER.rstrip()]
-    _section(DeployConfig, "", out, set())
+    _sections(DeployConfig, out)
     return "\n".join(out) + "\n"
 
 

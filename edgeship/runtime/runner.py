@@ -66,6 +66,7 @@ def build_pipeline(
     handle_signals: bool = True,
     keep_freed_frames: bool = False,
     http_token: str | None = None,
+    camera: str | None = None,
     **flat: Any,
 ) -> Pipeline:
     """Open the model and the source and assemble the pipeline (nothing runs until ``.run()``).
@@ -85,7 +86,8 @@ def build_pipeline(
     ``sinks`` items are sink objects or text such as ``"jsonl:-"`` (see :func:`make_sink`; ``http_token``
     guards an ``http:`` one); ``labels`` is a list, a labels file, or None for the manifest's labels;
     ``spec`` replaces the manifest's InputSpec. The backend is closed by ``Pipeline.run`` only if this
-    function opened it.
+    function opened it. ``camera`` names the source in every result (a lane of a multi-camera run,
+    :mod:`edgeship.runtime.multi`).
     """
     opts = run_options(options, **flat)
     src_o, be, post = opts.source, opts.backend, opts.post
@@ -102,7 +104,7 @@ def build_pipeline(
                                      output_roles=[o.role for o in b.outputs], anchors=post.anchors)
         src = source if isinstance(source, LatestFrameSource) else open_source(
             source, realtime=bool(src_o.realtime), loop=src_o.loop, open_timeout=src_o.timeout_s,
-            reconnect_timeout=src_o.reconnect_timeout_s)
+            reconnect_timeout=src_o.reconnect_timeout_s, max_fps=src_o.max_fps)
         built = [make_sink(s, token=http_token) if isinstance(s, str) else s for s in sinks]
     except BaseException:
         if own:
@@ -110,7 +112,7 @@ def build_pipeline(
         raise
     pipe = _OwningPipeline(src, b, spec=sp, postprocess=processor, sinks=built, gates=gates, max_frames=max_frames,
                            duration=duration, task=chosen, handle_signals=handle_signals, info={"labels": names},
-                           pin=be.pin, output_queue=be.output_queue, keep_freed_frames=keep_freed_frames)
+                           pin=be.pin, output_queue=be.output_queue, keep_freed_frames=keep_freed_frames, camera=camera)
     pipe.owns_backend = own
     return pipe
 

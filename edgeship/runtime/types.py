@@ -197,6 +197,7 @@ class Result:
     ``latency_ms`` has one entry per stage (``read``: the source's read, a file's decoding;
     ``preprocess``, ``infer``, ``postprocess``, ``sinks``) plus
     ``glass_to_glass`` (capture -> result) and ``age`` (capture -> inference start).
+    ``camera``: which camera of a multi-camera run the frame came from (None with one source).
     """
 
     frame_index: int
@@ -207,10 +208,12 @@ class Result:
     detections: Detections | None = None
     raw: tuple[np.ndarray, ...] | None = None
     latency_ms: dict[str, float] = field(default_factory=dict)
+    camera: str | None = None  # the camera's name in a multi-camera run
 
     def to_dict(self, *, include_raw: bool = False) -> dict[str, Any]:
         """JSON-ready dict (what the jsonl sink writes)."""
         d: dict[str, Any] = {
+            **({"camera": self.camera} if self.camera is not None else {}),
             "frame": self.frame_index,
             "t_capture": round(self.t_capture, 6),
             "t_done": round(self.t_done, 6),

@@ -210,15 +210,37 @@ def rewrite_config(config: Path, artifact: Path, artifact_rel: str) -> tuple[str
     data["artifact"] = artifact_rel
     if cfg.labels is not None:  # the labels file travels with the release, like the artifact
         data["labels"] = f"model/{Path(cfg.labels).name}"
-    shipped = ship_source(cfg.source.uri)
-    if shipped.packed:
-        source = data["source"] if isinstance(data.get("source"), dict) else {}
-        data["source"] = {**source, "uri": shipped.uri, "loop": source.get("loop", True),
-                          "realtime": source.get("realtime", True)}
-        log.info("the release ships %s as %s (looped, at its frame rate, unless the config says otherwise)",
-                 cfg.source.uri, shipped.uri)
+    if cfg.cameras:  # every camera's source ships (or stays) like a single source would
+        parts = []
+        for i, cam in enumerate(cfg.cameras):
+            one = ship_source(cam.source.uri)
+            data["cameras"][i] = {**data["cameras"][i], "source": _shipped_section(data["cameras"][i].get("source"), one,
+                                                                                  cam.source.uri)}
+            parts.append(one)
+        shipped = ShippedSource(";".join(p.uri for p in parts),
+                                files={k: v for p in parts for k, v in p.files.items()},
+                                device_files=sorted({f for p in parts for f in p.device_files}))
+    else:
+        shipped = ship_source(cfg.source.uri)
+        data["source"] = _shipped_section(data.get("source"), shipped, cfg.source.uri)
     text = RELEASE_CONFIG_HEADER.format(name=config.name) + yaml.safe_dump(data, sort_keys=False)
     return text, cfg, shipped
+
+
+def _shipped_section(section: Any, shipped: ShippedSource, original: str) -> Any:
+    """A config's source section (text or mapping) after :func:`ship_source`: a packed file is rewritten into the
+    release and plays like a camera (looped, at its frame rate) unless the config says otherwise."""
+    if not shipped.packed:
+        return section
+    source = section if isinstance(section, dict) else {}
+    log.info("the release ships %s as %s (looped, at its frame rate, unless the config says otherwise)", original,
+             shipped.uri)
+    return {**source, "uri": shipped.uri, "loop": source.get("loop", True), "realtime": source.get("realtime", True)}
+
+
+def config_sources(cfg: Any) -> list[str]:
+    """Every source a validated deploy config reads: its cameras' or its one source."""
+    return [c.source.uri for c in cfg.cameras] if cfg.cameras else [cfg.source.uri]
 
 
 def _checked_source(source: str) -> str:
@@ -325,9 +347,11 @@ def build_bundle(artifact: str | os.PathLike, target: str | Profile, out: str | 
             raise InputError(f"--http-port {http_port} differs from the config's server.port {cfg_port}, which is where the "
                              "runtime serves: drop --http-port or change the config")
         port = cfg_port
-        source = cfg.source.uri
+        sources = config_sources(cfg)
+        source = sources[0]
     else:
         shipped = ship_source(_checked_source(source))
+        sources = [source]
         if shipped.packed:  # a clip stands in for a camera: looped, at its frame rate
             run_args = tuple(run_args) + tuple(a for a in ("--loop", "--realtime") if a not in run_args)
             source = Expand(f"$REL/{shipped.uri}")
@@ -335,7 +359,7 @@ def build_bundle(artifact: str | os.PathLike, target: str | Profile, out: str | 
         entries[rel] = path.read_bytes()
     argv = run_command(artifact_rel, config=config is not None, source=source, http_port=port, task=task,
                        extra_args=tuple(run_args))
-    gst = uses_gstreamer(source)
+    gst = any(uses_gstreamer(str(x)) for x in sources)
     system_opencv = resolve_system_opencv(profile, system_opencv, gstreamer=gst)
     entries["run.sh"] = run_script(argv).encode()
     pys = [python] if wheels and python else ([profile.python] if wheels else list(profile.python_versions(fmt)))
@@ -363,7 +387,8 @@ def build_bundle(artifact: str | os.PathLike, target: str | Profile, out: str | 
         "artifact": artifact_rel, "format": fmt, "precision": manifest.precision if manifest else None,
         "python": pys, "wheels": "all" if wheels else "edgeship", "http_port": port, "health_path": "/health",
         "run": argv, "init": ["systemd", "none"], "edgeship": wheelmod.own_version(), "system_opencv": system_opencv,
-        "device_files": shipped.device_files, "cameras": camera_devices(profile, str(source)),
+        "device_files": shipped.device_files,
+        "cameras": sorted({d for x in sources for d in camera_devices(profile, str(x))}),
     }
     entries["release.json"] = (json.dumps(meta, indent=2, sort_keys=True) + "\n").encode()
     entries["SHA256SUMS"] = "".join(f"{hashlib.sha256(entries[n]).hexdigest()}  {n}\n" for n in sorted(entries)).encode()

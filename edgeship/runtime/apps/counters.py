@@ -1,7 +1,9 @@
 """Inspection counters in SQLite, bucketed per hour and per class, kept across restarts.
 
-One row per (hour, class) with total / pass / fail counts. Totals, per-class counts and the
-yield per hour that ``edgeship stats`` prints are all sums over these rows.
+One row per (hour, camera, class) with total / pass / fail counts (``camera`` is "" for a one-camera
+deployment). Totals, per-class and per-camera counts and the yield per hour that ``edgeship stats``
+prints are all sums over these rows. A database written before cameras were counted gains the
+column (its rows become camera "") the first time it is opened for writing.
 """
 
 from __future__ import annotations
@@ -17,12 +19,20 @@ from ...errors import InputError
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS inspections (
     hour INTEGER NOT NULL,          -- unix time // 3600
+    camera TEXT NOT NULL DEFAULT '',
     label TEXT NOT NULL,
     total INTEGER NOT NULL DEFAULT 0,
     passed INTEGER NOT NULL DEFAULT 0,
     failed INTEGER NOT NULL DEFAULT 0,
-    PRIMARY KEY (hour, label)
+    PRIMARY KEY (hour, camera, label)
 );
+"""
+MIGRATE = """
+ALTER TABLE inspections RENAME TO inspections_before_cameras;
+""" + SCHEMA + """
+INSERT INTO inspections (hour, camera, label, total, passed, failed)
+    SELECT hour, '', label, total, passed, failed FROM inspections_before_cameras;
+DROP TABLE inspections_before_cameras;
 """
 
 
@@ -37,25 +47,30 @@ class Counters:
         self._db.execute("PRAGMA journal_mode=WAL")
         # WAL + NORMAL: never corrupt, ~40x faster per count than FULL; a power cut may lose the last counts
         self._db.execute("PRAGMA synchronous=NORMAL")
+        cols = [r[1] for r in self._db.execute("PRAGMA table_info(inspections)").fetchall()]
+        if cols and "camera" not in cols:
+            self._db.executescript("BEGIN IMMEDIATE;" + MIGRATE + "COMMIT;")
         self._db.executescript(SCHEMA)
 
-    def record(self, label: str, passed: bool, t: float | None = None) -> None:
-        """Count one inspection of ``label`` at time ``t`` (seconds since the epoch)."""
+    def record(self, label: str, passed: bool, t: float | None = None, *, camera: str = "") -> None:
+        """Count one inspection of ``label`` by ``camera`` at time ``t`` (seconds since the epoch)."""
         hour = int((time.time() if t is None else t) // 3600)
         p, f = (1, 0) if passed else (0, 1)
         with self._lock:
             self._db.execute(
-                "INSERT INTO inspections (hour, label, total, passed, failed) VALUES (?, ?, 1, ?, ?) "
-                "ON CONFLICT(hour, label) DO UPDATE SET total = total + 1, passed = passed + ?, failed = failed + ?",
-                (hour, str(label), p, f, p, f),
+                "INSERT INTO inspections (hour, camera, label, total, passed, failed) VALUES (?, ?, ?, 1, ?, ?) "
+                "ON CONFLICT(hour, camera, label) DO UPDATE SET total = total + 1, passed = passed + ?, "
+                "failed = failed + ?",
+                (hour, str(camera), str(label), p, f, p, f),
             )
 
-    def totals(self) -> dict:
-        """{'total', 'pass', 'fail', 'yield', 'per_class': {label: {'total','pass','fail'}}}."""
+    def totals(self, camera: str | None = None) -> dict:
+        """{'total', 'pass', 'fail', 'yield', 'per_class': {label: {'total','pass','fail'}}} (one camera's, or all)."""
+        where, args = ("WHERE camera = ?", (camera,)) if camera is not None else ("", ())
         with self._lock:
             rows = self._db.execute(
-                "SELECT label, SUM(total), SUM(passed), SUM(failed) FROM inspections GROUP BY label ORDER BY label"
-            ).fetchall()
+                f"SELECT label, SUM(total), SUM(passed), SUM(failed) FROM inspections {where} GROUP BY label ORDER BY label",
+                args).fetchall()
         per = {r[0]: {"total": int(r[1]), "pass": int(r[2]), "fail": int(r[3])} for r in rows}
         total = sum(v["total"] for v in per.values())
         passed = sum(v["pass"] for v in per.values())
@@ -81,20 +96,30 @@ def _query(path: str | os.PathLike, sql: str, args: tuple) -> list[tuple]:
         raise InputError(f"{p} is not an edgeship counters database: {e}") from e
 
 
-def _since(hours: int | None, now: float | None) -> tuple[str, tuple]:
-    if hours is None:
-        return "", ()
-    return "WHERE hour > ?", (int((time.time() if now is None else now) // 3600) - int(hours),)
+def _where(hours: int | None, now: float | None, camera: str | None = None) -> tuple[str, tuple]:
+    parts, args = [], []
+    if hours is not None:
+        parts.append("hour > ?")
+        args.append(int((time.time() if now is None else now) // 3600) - int(hours))
+    if camera is not None:
+        parts.append("camera = ?")
+        args.append(camera)
+    return ("WHERE " + " AND ".join(parts)) if parts else "", tuple(args)
 
 
-def yield_per_hour(path: str | os.PathLike, hours: int | None = None, now: float | None = None) -> list[dict]:
+def _has_cameras(path: str | os.PathLike) -> bool:
+    return any(r[1] == "camera" for r in _query(path, "PRAGMA table_info(inspections)", ()))
+
+
+def yield_per_hour(path: str | os.PathLike, hours: int | None = None, now: float | None = None,
+                   camera: str | None = None) -> list[dict]:
     """Rows {'hour' (UTC start), 'total', 'pass', 'fail', 'yield'} from a counters database, oldest first.
 
-    ``hours`` keeps only the last N hours (counting the current one).
+    ``hours`` keeps only the last N hours (counting the current one); ``camera`` one camera's inspections.
     """
     import datetime as dt
 
-    where, args = _since(hours, now)
+    where, args = _where(hours, now, camera if camera is None or _has_cameras(path) else "\0none")
     rows = _query(path, f"SELECT hour, SUM(total), SUM(passed), SUM(failed) FROM inspections {where} "
                         "GROUP BY hour ORDER BY hour", args)
     out = []
@@ -105,9 +130,21 @@ def yield_per_hour(path: str | os.PathLike, hours: int | None = None, now: float
     return out
 
 
-def class_totals(path: str | os.PathLike, hours: int | None = None, now: float | None = None) -> dict[str, dict]:
+def class_totals(path: str | os.PathLike, hours: int | None = None, now: float | None = None,
+                 camera: str | None = None) -> dict[str, dict]:
     """{label: {'total', 'pass', 'fail'}} over the same window as :func:`yield_per_hour`."""
-    where, args = _since(hours, now)
+    where, args = _where(hours, now, camera if camera is None or _has_cameras(path) else "\0none")
     rows = _query(path, f"SELECT label, SUM(total), SUM(passed), SUM(failed) FROM inspections {where} "
                         "GROUP BY label ORDER BY label", args)
     return {r[0]: {"total": int(r[1]), "pass": int(r[2]), "fail": int(r[3])} for r in rows}
+
+
+def camera_totals(path: str | os.PathLike, hours: int | None = None, now: float | None = None) -> dict[str, dict]:
+    """{camera: {'total', 'pass', 'fail', 'yield'}} (empty for a database without cameras)."""
+    if not _has_cameras(path):
+        return {}
+    where, args = _where(hours, now)
+    rows = _query(path, f"SELECT camera, SUM(total), SUM(passed), SUM(failed) FROM inspections {where} "
+                        "GROUP BY camera ORDER BY camera", args)
+    return {r[0]: {"total": int(r[1]), "pass": int(r[2]), "fail": int(r[3]),
+                   "yield": round(r[2] / r[1], 6) if r[1] else None} for r in rows if r[0]}

@@ -32,8 +32,10 @@ class DashboardSink(HttpSink):
     """The HTTP sink plus the dashboard page, ``/api/status``, the app's routes and its overlays."""
 
     def __init__(self, host: str = "127.0.0.1", port: int = 8080, *, app: Any = None, token: str | None = None,
-                 max_fps: float = LIVE_FPS, annotate: bool = True, dashboard: bool = True) -> None:
-        super().__init__(host, port, max_fps=max_fps, token=token)  # the server checks the token on every route
+                 max_fps: float = LIVE_FPS, annotate: bool = True, dashboard: bool = True, server: Any = None,
+                 prefix: str = "") -> None:
+        # the server checks the token on every route; ``server``/``prefix``: one camera's routes on a site's server
+        super().__init__(host, port, max_fps=max_fps, token=token, server=server, prefix=prefix)
         self.app, self.annotate = app, annotate
         self.started = time.time()
         self.add_route("GET", "/api/status", self._status)
@@ -87,6 +89,7 @@ class DashboardSink(HttpSink):
             "time": time.time(),
             "model": self.info.get("model_name"),
             "source": self.info.get("source"),
+            "camera": self.info.get("camera"),
             "task": self.info.get("task"),
             "health": {k: v for k, v in self.health().items() if k != "last_result"},
             "metrics": metrics,

@@ -41,9 +41,13 @@ class Deployment:
 
 def build_deployment(cfg, *, max_frames: int | None = None, duration: float | None = None,
                      handle_signals: bool = True, keep_freed_frames: bool = False,
-                     log_every: float | None = None) -> Deployment:
+                     log_every: float | None = None) -> Any:
     """Build everything ``cfg`` (a :class:`~edgeship.runtime.config.DeployConfig`) names; nothing runs yet.
-    ``log_every``: write a status line to the ``edgeship.status`` log every so many seconds."""
+    ``log_every``: write a status line to the ``edgeship.status`` log every so many seconds. A config with
+    ``cameras:`` builds a :class:`SiteDeployment` (one process, one model, every camera)."""
+    if cfg.cameras:
+        return build_site(cfg, max_frames=max_frames, duration=duration, handle_signals=handle_signals,
+                          keep_freed_frames=keep_freed_frames, log_every=log_every)
     from ..runner import build_pipeline
     from .dashboard import DashboardSink
 
@@ -75,6 +79,152 @@ def build_deployment(cfg, *, max_frames: int | None = None, duration: float | No
         keep_freed_frames=keep_freed_frames,
     )
     return Deployment(pipe, app, server, cfg)
+
+
+# ---- a site: several cameras, one model, one server --------------------------------------------------------
+class SharedSink:
+    """An event sink several cameras' apps write to: opened by the first, closed by the last (one outbox, one
+    broker connection, one file for the whole site)."""
+
+    def __init__(self, sink: Any) -> None:
+        self.sink, self.users = sink, 0
+
+    def open(self) -> None:
+        if self.users == 0:
+            self.sink.open()
+        self.users += 1
+
+    def close(self) -> None:
+        self.users -= 1
+        if self.users == 0:
+            self.sink.close()
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.sink, name)
+
+
+@dataclass
+class SiteDeployment:
+    site: Any  # a MultiPipeline
+    apps: dict[str, Any]
+    server: Any
+    config: Any
+    backend: Any
+
+    def run(self) -> RunSummary:
+        if self.server is not None:
+            self.server.start()
+        try:
+            summary = self.site.run()
+        finally:
+            if self.server is not None:
+                self.server.stop()
+            self.backend.close()
+        for name, app in self.apps.items():
+            if app is not None and summary.cameras and name in summary.cameras:
+                status = app.status()
+                for key in ("recent_events", "recent_inspections"):
+                    status.pop(key, None)
+                summary.cameras[name]["app"] = status
+        per_camera = [c["app"] for c in (summary.cameras or {}).values() if c.get("app")]
+        if per_camera:
+            summary.app = {"app": per_camera[0].get("app"), **site_totals(per_camera)}
+        if self.server is not None:
+            summary.url = self.server.url
+        return summary
+
+
+def site_totals(statuses: list[dict]) -> dict:
+    """The site's app figures: every count (and mapping of counts) the cameras report, summed over them."""
+    out: dict[str, Any] = {}
+    for status in statuses:
+        for key, v in status.items():
+            if isinstance(v, bool) or key == "app":
+                continue
+            if isinstance(v, (int, float)) and isinstance(out.get(key, 0), (int, float)):
+                out[key] = out.get(key, 0) + v
+            elif isinstance(v, dict) and all(isinstance(x, (int, float)) and not isinstance(x, bool) for x in v.values()):
+                mine = out.setdefault(key, {})
+                if isinstance(mine, dict):
+                    for k, x in v.items():
+                        mine[k] = mine.get(k, 0) + x
+    return out
+
+
+def _camera_path(sink: str, camera: str) -> str:
+    from ..config import CAMERA_PLACEHOLDER
+
+    return sink.replace(CAMERA_PLACEHOLDER, camera)
+
+
+def build_site(cfg, *, max_frames: int | None = None, duration: float | None = None, handle_signals: bool = True,
+               keep_freed_frames: bool = False, log_every: float | None = None) -> SiteDeployment:
+    """Every camera of ``cfg.cameras`` as a lane of one :class:`~edgeship.runtime.multi.MultiPipeline`: one backend,
+    one server (:class:`~edgeship.runtime.apps.site.SiteServer`), event sinks shared where cameras share the
+    top-level app's ``events``; file sinks get the camera's name in place of ``{camera}``."""
+    import json
+
+    from .. import allocator
+    from ..backends import open_backend
+    from ..multi import Lane, MultiPipeline
+    from ..runner import build_pipeline
+    from ..sources import open_source
+    from .events import event_sink
+    from .site import SiteServer
+
+    be = cfg.backend
+    hint = be.hint if "hint" in be.model_fields_set or len(cfg.cameras) < 2 else "throughput"  # requests in flight
+    backend = open_backend(str(cfg.artifact), backend=be.name, threads=be.threads, device=be.device, hint=hint,
+                           precision=be.precision)
+    if keep_freed_frames:
+        allocator.keep_freed_frames()
+    try:
+        server = None
+        if cfg.server is not None:
+            s = cfg.server
+            server = SiteServer(s.host, s.port, token=s.token, max_fps=s.max_fps, dashboard=s.dashboard)
+        shared: dict[str, list[Any]] = {}  # events config (JSON) -> the sinks built for it, shared by its cameras
+        apps: dict[str, Any] = {}
+        lanes = []
+        for cam in cfg.cameras:
+            app = build_app(cam.app) if cam.app is not None else None
+            if app is not None and getattr(app, "event_sinks", None) is not None and getattr(cam.app, "events", None):
+                key = json.dumps([e.model_dump(mode="json") for e in cam.app.events], sort_keys=True)
+                if key not in shared:
+                    shared[key] = [SharedSink(event_sink(e)) for e in cam.app.events]
+                app.event_sinks = list(shared[key])
+            apps[cam.name] = app
+            defaults = app.defaults if app is not None else App.defaults
+            sinks: list[Any] = [_with_overlays(_camera_path(x, cam.name), app) if defaults["annotate"]
+                                else _camera_path(x, cam.name) for x in cfg.sinks]
+            if server is not None:
+                sinks.append(server.view(cam.name, app=app, annotate=defaults["annotate"]))
+            if app is not None:
+                sinks.insert(0, app)
+            if log_every is not None:
+                from ..sinks.status import StatusLog
+
+                sinks.append(StatusLog(log_every))
+            options = cfg.run_options(realtime=defaults["realtime"], source_cfg=cam.source)
+            pipe = build_pipeline(backend, cam.source.uri, labels=str(cfg.labels) if cfg.labels else None, sinks=sinks,
+                                  gates=list(app.gates) if app is not None else [],
+                                  max_frames=max_frames if max_frames is not None else cfg.max_frames,
+                                  options=options, handle_signals=False, camera=cam.name)
+            src = options.source
+
+            def reopen(uri: str = cam.source.uri, o: Any = src) -> Any:
+                return open_source(uri, realtime=bool(o.realtime), loop=o.loop, open_timeout=o.timeout_s,
+                                   reconnect_timeout=o.reconnect_timeout_s, max_fps=o.max_fps)
+
+            lanes.append(Lane(pipe, cam.name, required=cam.required, reopen=reopen))
+        site = MultiPipeline(lanes, backend, workers=be.workers,
+                             duration=duration if duration is not None else cfg.duration, handle_signals=handle_signals)
+        if server is not None:
+            server.states = site.camera_states
+    except BaseException:
+        backend.close()
+        raise
+    return SiteDeployment(site, apps, server, cfg, backend)
 
 
 class AppVideoSink(VideoSink):

@@ -42,6 +42,11 @@ log = logging.getLogger(__name__)
 RETRY_4XX = (408, 425, 429)  # client errors worth retrying; any other 4xx rejects the event for good
 
 
+def event_topic(template: str, event: dict) -> str:
+    """An MQTT topic template with ``{camera}`` replaced by the event's camera (``camera`` when it names none)."""
+    return template.replace("{camera}", str(event.get("camera") or "camera"))
+
+
 def event_json(event: dict) -> bytes:
     return json.dumps(event, sort_keys=True, separators=(",", ":")).encode("utf-8")
 
@@ -184,7 +189,7 @@ class WebhookEventSink:
 class MqttEvents(Strict):
     type: Literal["mqtt"]
     broker: Broker = Field("127.0.0.1:1883", description="HOST[:PORT] or mqtt://HOST[:PORT] of the broker")
-    topic: str = Field("edgeship/events", description="topic the event JSON is published to (QoS 1); snapshots go to TOPIC/snapshot")
+    topic: str = Field("edgeship/events", description="topic the event JSON is published to (QoS 1); snapshots go to TOPIC/snapshot; {camera} is replaced by the event's camera (edgeship/{camera}/events)")
     snapshots: bool = Field(True, description="also publish the event's JPEG snapshot to TOPIC/snapshot")
     username: Optional[str] = Field(None, description="broker user name")
     password: Optional[str] = Field(None, description="broker password (deploy.yaml is kept 0600 or 0640 on the device)")
@@ -269,9 +274,10 @@ class MqttEventSink:
 
     def messages(self, event: dict, jpeg: bytes | None) -> list[tuple[str, str, bytes]]:
         """(outbox id, topic, payload) of what one event publishes: its JSON, then its snapshot."""
-        out = [(str(event["id"]), self.topic, event_json(event))]
+        topic = event_topic(self.topic, event)
+        out = [(str(event["id"]), topic, event_json(event))]
         if self.snapshots and jpeg is not None:
-            out.append((f"{event['id']}/snapshot", f"{self.topic}/snapshot", bytes(jpeg)))
+            out.append((f"{event['id']}/snapshot", f"{topic}/snapshot", bytes(jpeg)))
         return out
 
     def emit(self, event: dict, jpeg: bytes | None = None) -> None:

@@ -191,17 +191,19 @@ class IndustrialApp(App):
     def write(self, frame, result) -> None:
         v = judge(result, self.rule)
         self.frames += 1
+        camera = self.info.get("camera")
         record: dict[str, Any] = {
-            "id": new_event_id(), "type": "inspection", "time": iso_time(frame.t_capture),
+            "id": new_event_id(), "type": "inspection", **({"camera": camera} if camera else {}),
+            "time": iso_time(frame.t_capture),
             "t_capture": round(frame.t_capture, 6), "frame": frame.index,
             "verdict": "pass" if v.passed else "fail", "label": v.label,
             "score": None if v.score is None else round(v.score, 4), "reason": v.reason,
             "tag": self.trigger.tag_for(frame.index), "image": None,
         }
-        self.counters.record(v.label, v.passed, frame.t_capture)
+        self.counters.record(v.label, v.passed, frame.t_capture, camera=camera or "")
         if not v.passed:
             if self.rejects is not None:
-                name = f"{int(frame.t_capture * 1000)}-{frame.index}-{v.label}-{record['id'][:8]}.jpg"
+                name = f"{int(frame.t_capture * 1000)}-{camera + '-' if camera else ''}{frame.index}-{v.label}-{record['id'][:8]}.jpg"
                 record["image"] = str(self.rejects.save(name, frame.image))
             for out in self.outputs:
                 try:
@@ -232,7 +234,7 @@ class IndustrialApp(App):
         with self._lock:
             out = {"app": self.name, "frames": self.frames, "session": dict(self.session),
                    "recent_inspections": list(self.recent)[:20]}
-        out["counters"] = self.counters.totals() if self.counters else self._final_counters
+        out["counters"] = self.counters.totals(camera=self.info.get("camera")) if self.counters else self._final_counters
         out["trigger"] = self.trigger.status()
         out["outputs"] = [o.status() for o in self.outputs if hasattr(o, "status")]
         out["sinks"] = [s.status() for s in self.event_sinks if hasattr(s, "status")]
@@ -247,6 +249,6 @@ class IndustrialApp(App):
             except Exception:
                 log.exception("closing %s failed", type(item).__name__)
         if self.counters is not None:
-            self._final_counters = self.counters.totals()
+            self._final_counters = self.counters.totals(camera=self.info.get("camera"))
             self.counters.close()
             self.counters = None

@@ -154,6 +154,16 @@ class Backend:
         """The runtime's own timing of the last model call in ms, where it keeps one (OpenVINO), else None."""
         return None
 
+    # ---- several model calls at once (a multi-camera run) -------------------------------------------
+    parallel_runners = 1  # how many runners may call the model at the same time
+    default_runners = 1  # how many inference workers a multi-camera run starts when not told
+
+    def runner(self) -> Any:
+        """A model call (``run(quantized inputs) -> raw outputs``, like :meth:`run_prepared`) for one inference
+        worker. Backends that can run several calls at once (:attr:`parallel_runners` > 1) give each worker its own
+        request or interpreter; otherwise every runner is the backend's own call, for one worker at a time."""
+        return self.run_prepared
+
     def close(self) -> None:
         if not self._closed:
             self._closed = True

@@ -51,6 +51,28 @@ class LiteRTBackend(Backend):
     def _accepts_batch(self, n: int) -> bool:
         return n == self._batch
 
+    parallel_runners = 8  # one interpreter per worker (each with its own tensors): any number can run at once
+
+    def runner(self) -> Any:
+        """The first runner is this interpreter; each further one is an interpreter of its own (its own tensor
+        arena, ``threads`` threads), so several inference workers run the model at the same time."""
+        if not getattr(self, "_handed_out", False):
+            self._handed_out = True
+            return self.run_prepared
+        it = load_interpreter(self.path, self.threads)
+        in_idx, out_idx = self._in_idx, self._out_idx
+
+        def run(tensors: list[np.ndarray]) -> list[np.ndarray]:
+            try:
+                for idx, t in zip(in_idx, tensors):
+                    it.set_tensor(idx, np.ascontiguousarray(t))
+                it.invoke()
+                return [it.get_tensor(i).copy() for i in out_idx]
+            except (ValueError, RuntimeError) as e:
+                raise BackendError(f"{self.path.name}: LiteRT inference failed: {str(e).strip().splitlines()[0]}") from None
+
+        return run
+
     def _run(self, tensors: list[np.ndarray]) -> list[np.ndarray]:
         try:
             for idx, t in zip(self._in_idx, tensors):

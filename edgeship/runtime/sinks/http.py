@@ -75,9 +75,14 @@ class HttpSink:
     required off loopback."""
 
     def __init__(self, host: str = "127.0.0.1", port: int = 8080, *, max_fps: float = LIVE_FPS, stale_after: float = 5.0,
-                 token: str | None = None, limits: Limits | None = None) -> None:
-        self.server = HttpServer(host, port, token=token if token is not None else (os.environ.get(TOKEN_ENV) or None),
-                                 limits=limits)
+                 token: str | None = None, limits: Limits | None = None, server: HttpServer | None = None,
+                 prefix: str = "") -> None:
+        """``server``: share a server another owner starts and stops (a multi-camera site), every route under
+        ``prefix`` (``/cameras/NAME``); default: a server of its own on ``host:port``."""
+        self.owns_server = server is None
+        self.server = server if server is not None else HttpServer(
+            host, port, token=token if token is not None else (os.environ.get(TOKEN_ENV) or None), limits=limits)
+        self.prefix = prefix.rstrip("/")
         self.view = LiveView(max_fps=max_fps)
         self.stale_after = stale_after
         self.info: dict[str, Any] = {}
@@ -86,13 +91,13 @@ class HttpSink:
         self.last_seen: float | None = None  # monotonic time of the last frame taken (inferred or gated)
         self.checks: list[Callable[[], list[str]]] = []  # each returns the problems that fail the health check
         self.running = False
-        self.server.add_route("GET", "/health", self._health)
-        self.server.add_route("GET", "/metrics", self._metrics)
-        self.server.add_route("GET", "/stream.mjpg", self._stream)
-        self.server.add_route("GET", "/", self._index)
+        self.add_route("GET", "/health", self._health)
+        self.add_route("GET", "/metrics", self._metrics)
+        self.add_route("GET", "/stream.mjpg", self._stream)
+        self.add_route("GET", "/", self._index)
 
     def add_route(self, method: str, path: str, handler: Handler) -> None:
-        self.server.add_route(method, path, handler)
+        self.server.add_route(method, self.prefix + path, handler)
 
     @property
     def url(self) -> str:
@@ -102,7 +107,8 @@ class HttpSink:
         self.info = info
         self.metrics = info.get("metrics")
         self.running = True
-        self.server.start()
+        if self.owns_server:
+            self.server.start()
 
     def write(self, frame: Frame, result: Result) -> None:
         self.last_seen = time.monotonic()
@@ -115,7 +121,8 @@ class HttpSink:
 
     def close(self) -> None:
         self.running = False
-        self.server.stop()
+        if self.owns_server:
+            self.server.stop()
 
     # ---- routes --------------------------------------------------------------------------------
     def health(self) -> dict[str, Any]:
@@ -148,6 +155,7 @@ class HttpSink:
             status, reason = "degraded", f"no frame from the source for {seen_age:.0f} s"
         return {
             "status": status, "reason": reason, "release": os.environ.get("EDGESHIP_RELEASE"), "model": self.info.get("model"),
+            **({"camera": self.info["camera"]} if self.info.get("camera") else {}),
             "source": self.info.get("source"), "task": self.info.get("task"), "uptime_s": snap.get("duration_s"),
             "frames_processed": snap.get("frames_processed"), "frames_skipped_gate": snap.get("frames_skipped_gate"),
             "fps": snap.get("recent_fps"), "reconnects": snap.get("reconnects"), "source_connected": snap.get("source_connected"),
@@ -164,6 +172,8 @@ class HttpSink:
         if self.metrics is None:
             return 503, "text/plain", b"# pipeline not started\n"
         labels = {"model": str(self.info.get("model_name") or ""), "task": str(self.info.get("task") or "")}
+        if self.info.get("camera"):
+            labels["camera"] = str(self.info["camera"])
         return 200, "text/plain; version=0.0.4; charset=utf-8", self.metrics.prometheus(labels).encode()
 
     def _stream(self, body: bytes, query: dict) -> tuple[int, str, Iterator[bytes]]:

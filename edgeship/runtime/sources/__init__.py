@@ -92,6 +92,7 @@ def open_source(
     prepare: Callable[[np.ndarray], np.ndarray] | None = None,
     mode: str | None = None,
     read_ahead: int = 4,
+    max_fps: float | None = None,
     **reader_options: Any,
 ) -> LatestFrameSource:
     """A (not yet started) :class:`LatestFrameSource` for ``source``; use it as a context manager or call ``start()``.
@@ -99,8 +100,8 @@ def open_source(
     Files and folders deliver every frame unless ``realtime`` (then they are paced at their fps and
     frames the consumer cannot keep up with are dropped, as with a camera). Live sources always
     keep only the newest frame. ``read_ahead``: frames decoded ahead of the consumer when every
-    frame is delivered.
+    frame is delivered. ``max_fps`` caps a live (or real-time) source's frame rate.
     """
     reader = make_reader(source, **reader_options)
     return LatestFrameSource(reader, mode=mode, realtime=realtime, loop=loop, open_timeout=open_timeout,
-                             reconnect_timeout=reconnect_timeout, prepare=prepare, read_ahead=read_ahead)
+                             reconnect_timeout=reconnect_timeout, prepare=prepare, read_ahead=read_ahead, max_fps=max_fps)

@@ -52,13 +52,16 @@ class LatestFrameSource:
     exponential backoff (``backoff`` = (first delay, max delay)), giving up after
     ``reconnect_timeout`` seconds (None: never). ``prepare(image) -> sample`` runs in the capture
     thread (preprocessing overlapped with inference). ``read_ahead``: frames decoded ahead of the
-    consumer in ``all`` mode (``latest`` mode keeps one, the newest).
+    consumer in ``all`` mode (``latest`` mode keeps one, the newest). ``max_fps`` caps the frames handed
+    to the consumer (a live camera's extra frames are read and not kept: counted as ``capped``).
+    ``on_frame()`` is called (in the capture thread) after each frame is handed over: a multi-camera
+    scheduler waits on it instead of polling every camera.
     """
 
     def __init__(self, reader: Any, *, mode: str | None = None, realtime: bool = False, loop: bool = False,
                  open_timeout: float = 10.0, reconnect_timeout: float | None = None,
                  backoff: tuple[float, float] = (0.25, 8.0), prepare: Callable[[np.ndarray], np.ndarray] | None = None,
-                 read_ahead: int = 4) -> None:
+                 read_ahead: int = 4, max_fps: float | None = None, on_frame: Callable[[], None] | None = None) -> None:
         live = bool(getattr(reader, "live", False))
         mode = mode or ("latest" if (live or realtime) else "all")
         if mode not in MODES:
@@ -70,6 +73,12 @@ class LatestFrameSource:
         self.mode, self.realtime, self.loop = mode, realtime, loop
         self.open_timeout, self.reconnect_timeout, self.backoff = float(open_timeout), reconnect_timeout, backoff
         self.prepare = prepare
+        if max_fps is not None and not max_fps > 0:
+            raise SourceError(f"max_fps must be a positive frame rate, got {max_fps}")
+        self.max_fps = max_fps
+        self.on_frame = on_frame
+        self.capped = 0
+        self._last_kept: float | None = None
         self._cond = threading.Condition()
         self._depth = int(read_ahead) if mode == "all" else 1
         self._frames: deque[Captured] = deque()  # the newest frame (latest mode) or the frames read ahead (all mode)
@@ -135,7 +144,7 @@ class LatestFrameSource:
         elapsed = max(time.monotonic() - (self.t_start or time.monotonic()), 1e-9)
         return {
             "source": self.name, "mode": self.mode, "connected": self.connected, "frames_captured": self.captured,
-            "frames_dropped": self.dropped, "reconnects": self.reconnects, "reconnect_attempts": self.reconnect_attempts,
+            "frames_dropped": self.dropped, "frames_capped": self.capped, "reconnects": self.reconnects, "reconnect_attempts": self.reconnect_attempts,
             "source_fps": self.captured / elapsed if self.t_start else 0.0, "nominal_fps": getattr(self.reader, "fps", None),
             "last_error": self.last_error,
         }
@@ -219,6 +228,11 @@ class LatestFrameSource:
 
     def _publish(self, img: np.ndarray, now: float, t_mono: float, read_ms: float) -> bool:
         """Frame the image, preprocess it and hand it to the consumer; False when stopping."""
+        if self.max_fps is not None and (self.realtime or getattr(self.reader, "live", False)):  # files: every frame
+            if self._last_kept is not None and t_mono - self._last_kept < 1.0 / self.max_fps - 1e-4:
+                self.capped += 1
+                return True
+            self._last_kept = t_mono
         t_media = t_scene = None
         if not getattr(self.reader, "live", False):  # files and folders: the scene runs on the file's clock
             t_media = self.captured / (getattr(self.reader, "fps", None) or 30.0)
@@ -244,6 +258,8 @@ class LatestFrameSource:
                 self.dropped += 1
             self._frames.append(item)
             self._cond.notify_all()
+        if self.on_frame is not None:
+            self.on_frame()
         return True
 
     def _reconnect(self) -> bool:
