@@ -27,6 +27,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "convert": ("edgeship.commands.convert:convert", "Prune and quantize a Keras model to TFLite and/or OpenVINO IR."),
     "prune": ("edgeship.commands.prune:prune", "Remove whole channels from a Keras model: fewer FLOPs, faster."),
     "verify": ("edgeship.commands.verify:verify", "Check an artifact's accuracy against the float Keras model."),
+    "drift": ("edgeship.commands.drift:drift", "Compare field frames with a model's calibration profile."),
     "bench": ("edgeship.commands.bench:bench", "Measure load time, latency percentiles, throughput and memory."),
     "run": ("edgeship.commands.run:run", "Run real-time inference on a camera, stream or video."),
     "stats": ("edgeship.commands.stats:stats", "Print inspection yield per hour from the counters database."),
@@ -34,6 +35,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "bundle": ("edgeship.commands.bundle:bundle", "Pack an artifact, config and runtime for a target device."),
     "flash": ("edgeship.commands.flash:flash", "Deploy a bundle to devices over SSH with health check and rollback."),
     "device": ("edgeship.commands.device:device", "Status, logs and rollback of a deployed device."),
+    "ansible": ("edgeship.commands.ansible:ansible", "Write the Ansible playbook and role that roll bundles out."),
     "quickstart": ("edgeship.commands.quickstart:quickstart", "Run the whole pipeline end to end on built-in demo data."),
 }
 

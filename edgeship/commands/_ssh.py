@@ -14,7 +14,11 @@ def ssh_options(f: Callable) -> Callable:
     options = [
         click.option("--host", "hosts", multiple=True, metavar="USER@HOST[:PORT]", help="Device to act on (repeatable)."),
         click.option("--hosts", "hosts_file", type=click.Path(exists=True, dir_okay=False),
-                     help="File with one USER@HOST[:PORT] [device_root=DIR] [http_port=N] per line."),
+                     help="Hosts file: one USER@HOST[:PORT] [device_root=DIR] [http_port=N] per line, or an Ansible "
+                          "inventory (INI with [groups] and [group:vars], or .yml) with ansible_host/ansible_user/"
+                          "ansible_port, device_root, http_port and edgeship_env (KEY=VALUE for the service) per host."),
+        click.option("--limit", default=None, metavar="GROUP|HOST[,...]",
+                     help="Only these devices of --hosts: group names, inventory names or USER@HOST; !NAME excludes."),
         click.option("--port", type=click.IntRange(1, 65535), help="SSH port for hosts that name none [22]."),
         click.option("--identity", type=click.Path(exists=True, dir_okay=False), help="SSH private key (key auth only; no passwords)."),
         click.option("--known-hosts", type=click.Path(dir_okay=False), help="known_hosts file to check host keys against [~/.ssh/known_hosts]."),
@@ -43,7 +47,7 @@ def build(kw: dict[str, Any], **flash_kw: Any):
     from ..targets.flash import FlashOptions
     from ..targets.remote import SSHOptions
 
-    hosts = collect_hosts(kw.pop("hosts"), kw.pop("hosts_file"))
+    hosts = collect_hosts(kw.pop("hosts"), kw.pop("hosts_file"), kw.pop("limit"))
     ssh = SSHOptions(identity=kw.pop("identity"), known_hosts=kw.pop("known_hosts"),
                      accept_new_host_key=kw.pop("accept_new_host_key"), port=kw.pop("port"))
     options = FlashOptions(device_root=kw.pop("device_root"), init=kw.pop("init"), service=kw.pop("service"),

@@ -33,20 +33,25 @@ def _finish(results: list[dict], as_json: bool, columns: list[str]) -> None:
 
 @device.command()
 @ssh_options
-def status(**kw) -> None:
-    """Running release, previous release, process, health of each device.
+@click.option("--expect", default=None, metavar="VERSION",
+              help="The release every device should run [the newest release installed on any of them].")
+def status(expect: str | None, **kw) -> None:
+    """Running release, previous release, process, health, uptime and frames of each device, and
+    which devices do not run the fleet's newest release (exit 1 when any is unreachable, unhealthy
+    or behind).
 
     \b
     Example:
       edgeship device status --host pi@10.0.0.21 --json
+      edgeship device status --hosts fleet.ini --limit line3
     """
-    from ..targets.fleet import device_many
+    from ..targets.fleet import device_many, release_agreement
 
     as_json, parallel = kw.pop("as_json"), kw.pop("parallel")
     hosts, ssh, options = build(kw)
-    results = device_many(hosts, "status", ssh=ssh, options=options, parallel=parallel)
-    _finish(results, as_json, ["host", "ok", "current", "previous", "init", "running", "healthy", "frames_processed",
-                               "restarts", "health_reason", "reason"])
+    results = release_agreement(device_many(hosts, "status", ssh=ssh, options=options, parallel=parallel), expect)
+    _finish(results, as_json, ["host", "ok", "current", "previous", "init", "running", "healthy", "uptime_s",
+                               "frames_processed", "restarts", "agrees", "health_reason", "reason"])
 
 
 @device.command()

@@ -941,6 +941,14 @@ def release_names(root: str) -> list:
                   and os.path.isfile(os.path.join(rel, v, "release.json")))
 
 
+def installed_at(root: str, version) -> float | None:
+    """When a release was installed on this device (its verified marker's time, epoch seconds)."""
+    try:
+        return round(os.lstat(os.path.join(root, "releases", version, VERIFIED)).st_mtime, 3) if version else None
+    except OSError:
+        return None
+
+
 def cmd_status(a) -> dict:
     cur = current_version(a.root)
     meta = read_json(os.path.join(a.root, "releases", cur, "release.json"), {}) if cur else {}
@@ -954,7 +962,9 @@ def cmd_status(a) -> dict:
             "failed": {v: failed_reason(a.root, v) for v in releases if failed_reason(a.root, v)}, "stray": stray,
             "init": a.init, "target": meta.get("target"), "artifact": meta.get("artifact"), **state,
             "healthy": status == 200, "health_status": answer.get("status"), "health_reason": answer.get("reason") or None,
-            "frames_processed": answer.get("frames_processed"), "health": body[:500] if status == 200 else None}
+            "frames_processed": answer.get("frames_processed"), "infer_ms": answer.get("infer_ms"),
+            "uptime_s": answer.get("uptime_s"), "installed_at": installed_at(a.root, cur),
+            "health": body[:500] if status == 200 else None}
 
 
 def follow_log(a) -> dict:

@@ -109,6 +109,27 @@ def agent_args(host: HostSpec, options: FlashOptions) -> list[str]:
     return args
 
 
+def preflight_args(meta: dict[str, Any]) -> list[str]:
+    """The agent's preflight arguments for a bundle: the camera devices and device files it names, its cv2."""
+    nodes = meta["cameras"] if "cameras" in meta else get_target(meta["target"]).camera_devices
+    devices = [a for d in nodes for a in ("--device", d)]
+    cv2 = ["--system-opencv"] if meta.get("system_opencv") else []
+    need = [a for f in meta.get("device_files") or () for a in ("--need-file", f)]
+    return [*devices, *cv2, *need]
+
+
+def activate_args(host: HostSpec, options: FlashOptions, version: str) -> list[str]:
+    """The agent's activate arguments: the service's environment (the host's own variables win), the
+    release, the health timeout."""
+    env = [a for kv in (*options.env, *host.env) for a in ("--env", kv)]
+    env += ["--env", f"EDGESHIP_HTTP_PORT={host.http_port}"] if host.http_port else []
+    return [*env, "--version", version, "--timeout", str(options.health_timeout), "--restart-sec", "1"]
+
+
+def venv_args(options: FlashOptions) -> list[str]:
+    return ["--venvs", options.venvs] if options.venvs else []
+
+
 def preflight_problems(meta: dict[str, Any], facts: dict[str, Any], *, size_mb: float, init: str) -> list[str]:
     """Why this bundle cannot go on this device (empty when it can)."""
     problems = []
@@ -188,11 +209,7 @@ def flash_host(bundle: str | os.PathLike, host: HostSpec, *, ssh: SSHOptions | N
         with Remote(host, ssh, sudo=uses_sudo(host, options)) as remote:
             common = agent_args(host, options)
             with clock("preflight"):
-                nodes = meta["cameras"] if "cameras" in meta else get_target(meta["target"]).camera_devices
-                devices = [a for d in nodes for a in ("--device", d)]
-                cv2 = ["--system-opencv"] if meta.get("system_opencv") else []
-                need = [a for f in meta.get("device_files") or () for a in ("--need-file", f)]
-                facts = remote.agent(options.python, "preflight", *common, *devices, *cv2, *need, timeout=120)
+                facts = remote.agent(options.python, "preflight", *common, *preflight_args(meta), timeout=120)
             result.device = facts
             result.previous = result.running = facts.get("current")
             problems = preflight_problems(meta, facts, size_mb=bundle.stat().st_size / 2**20, init=options.init)
@@ -203,7 +220,7 @@ def flash_host(bundle: str | os.PathLike, host: HostSpec, *, ssh: SSHOptions | N
             part = f"{root}/incoming/{meta['version']}.{secrets.token_hex(4)}.part"
             with clock("upload"):
                 remote.upload(bundle, part, bwlimit_kbps=options.bwlimit_kbps)
-            venvs = ["--venvs", options.venvs] if options.venvs else []
+            venvs = venv_args(options)
             with clock("install"):
                 installed = remote.agent(options.python, "install", *common, *venvs, "--part", part,
                                          "--sha256", sha256_file(bundle), "--python", facts.get("python_executable") or options.python)
@@ -211,11 +228,8 @@ def flash_host(bundle: str | os.PathLike, host: HostSpec, *, ssh: SSHOptions | N
             if not installed.get("ok"):
                 result.reason = f"install failed: {installed.get('reason')}"
                 return result
-            env = [a for kv in options.env for a in ("--env", kv)]
-            env += ["--env", f"EDGESHIP_HTTP_PORT={host.http_port}"] if host.http_port else []
             with clock("activate"):
-                act = remote.agent(options.python, "activate", *common, *env, "--version", meta["version"],
-                                   "--timeout", str(options.health_timeout), "--restart-sec", "1")
+                act = remote.agent(options.python, "activate", *common, *activate_args(host, options, meta["version"]))
             result.health = act
             if act.get("ok"):
                 result.ok, result.status, result.running = True, "deployed", meta["version"]

@@ -9,16 +9,20 @@ from typing import Any, Callable, Sequence
 from ..errors import DeployError, InputError
 from .bundle import read_release
 from .flash import FlashOptions, FlashResult, agent_args, flash_host, uses_sudo
-from .remote import HostSpec, Remote, SSHOptions, parse_host, parse_hosts_file
+from .inventory import parse_hosts_file, select
+from .remote import HostSpec, Remote, SSHOptions, parse_host
 
 
-def collect_hosts(hosts: Sequence[str] = (), hosts_file: str | os.PathLike | None = None) -> list[HostSpec]:
-    """``--host`` values plus the lines of ``--hosts FILE``, without duplicates (same user, host, port, root)."""
+def collect_hosts(hosts: Sequence[str] = (), hosts_file: str | os.PathLike | None = None,
+                  limit: str | None = None) -> list[HostSpec]:
+    """``--host`` values plus the devices of ``--hosts FILE`` (narrowed by ``--limit``), without duplicates
+    (same user, host, port, root)."""
     specs = [parse_host(h) for h in hosts]
     if hosts_file:
         specs += parse_hosts_file(hosts_file)
     if not specs:
         raise InputError("no device given: pass --host USER@HOST (repeatable) or --hosts FILE")
+    specs = select(specs, limit)
     seen, out = set(), []
     for s in specs:
         key = (s.user, s.host, s.port, s.device_root)
@@ -85,3 +89,23 @@ def device_many(hosts: Sequence[HostSpec], command: str, *, parallel: int = 4, *
 
     with ThreadPoolExecutor(max_workers=max(1, min(parallel, len(hosts)))) as pool:
         return list(pool.map(one, hosts))
+
+
+def release_agreement(answers: list[dict[str, Any]], expect: str | None = None) -> list[dict[str, Any]]:
+    """Mark each device's status answer with ``agrees`` (runs the fleet's release) and ``newest``: ``expect``,
+    else the newest release installed on any device. A device that is behind, or not healthy, is not ``ok``."""
+    newest = expect
+    if newest is None:
+        installed = [(a.get("installed_at") or 0.0, a["current"]) for a in answers if a.get("ok") and a.get("current")]
+        newest = max(installed)[1] if installed else None
+    out = []
+    for a in answers:
+        a = dict(a)
+        if a.get("ok") and newest is not None:
+            a["newest"], a["agrees"] = newest, a.get("current") == newest
+            if not a["agrees"]:
+                a["ok"], a["reason"] = False, a.get("reason") or f"runs {a.get('current')}, the fleet's newest is {newest}"
+            elif a.get("running") and a.get("healthy") is False:
+                a["ok"], a["reason"] = False, a.get("reason") or f"not healthy: {a.get('health_reason')}"
+        out.append(a)
+    return out

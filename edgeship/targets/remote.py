@@ -19,7 +19,7 @@ import shutil
 import subprocess
 import tempfile
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
@@ -39,6 +39,10 @@ class HostSpec:
     port: int | None = None
     device_root: str | None = None
     http_port: int | None = None
+    name: str | None = None  # the inventory's name for it (an alias, or USER@HOST[:PORT])
+    groups: tuple[str, ...] = ()  # inventory groups it belongs to (--limit GROUP)
+    env: tuple[str, ...] = ()  # KEY=VALUE for the service's environment (edgeship_env), over --env
+    vars: dict[str, Any] = field(default_factory=dict, compare=False, hash=False)  # every inventory variable
 
     @property
     def destination(self) -> str:
@@ -60,37 +64,6 @@ def parse_host(text: str) -> HostSpec:
     return HostSpec(user=m["user"], host=m["host"], port=port)
 
 
-def parse_hosts_file(path: str | os.PathLike) -> list[HostSpec]:
-    """One host per line: ``USER@HOST[:PORT] [device_root=DIR] [http_port=N]``; ``#`` starts a comment."""
-    path = Path(path)
-    try:
-        lines = path.read_text().splitlines()
-    except (OSError, UnicodeDecodeError) as e:
-        raise InputError(f"cannot read hosts file {path}: {getattr(e, 'strerror', None) or e}") from e
-    hosts = []
-    for n, line in enumerate(lines, 1):
-        try:
-            words = shlex.split(line, comments=True)
-        except ValueError as e:  # an unclosed quote
-            raise InputError(f"{path}:{n}: {e}: expected USER@HOST[:PORT] [device_root=DIR] [http_port=N]") from None
-        if not words:
-            continue
-        try:
-            spec = parse_host(words[0])
-        except InputError as e:
-            raise InputError(f"{path}:{n}: {e}") from None
-        extra: dict[str, Any] = {}
-        for w in words[1:]:
-            key, sep, value = w.partition("=")
-            if not sep or key not in HOST_VARS:
-                raise InputError(f"{path}:{n}: expected device_root=DIR, http_port=N or port=N, got {w!r}")
-            extra[key] = HOST_VARS[key](value, f"{path}:{n}: {key}")
-        hosts.append(HostSpec(spec.user, spec.host, extra.get("port", spec.port), extra.get("device_root"), extra.get("http_port")))
-    if not hosts:
-        raise InputError(f"hosts file {path} lists no hosts")
-    return hosts
-
-
 def port_value(value: str, where: str) -> int:
     """A TCP port 1-65535 (one-line error naming ``where``)."""
     if not value.strip().isdigit() or not 1 <= int(value) <= 65535:
@@ -103,11 +76,6 @@ def device_root_value(value: str, where: str) -> str:
     if not value.startswith("/") or ".." in value.split("/") or any(c in value for c in "\n\r\0"):
         raise InputError(f"{where}: expected an absolute folder on the device (like /opt/edgeship), got {value!r}")
     return value
-
-
-# per-host variables of a hosts file: name -> parse(value, where)
-HOST_VARS: dict[str, Callable[[str, str], Any]] = {"device_root": device_root_value, "http_port": port_value,
-                                                   "port": port_value}
 
 
 class SudoRefused(DeployError):

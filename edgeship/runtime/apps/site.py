@@ -26,6 +26,14 @@ from .dashboard import STATIC_TYPES, DashboardSink, static_file
 ORDER = {"ok": 0, "stopped": 1, "starting": 2, "degraded": 3, "failed": 4}  # worst wins
 
 
+def _median(values: list[Any]) -> float | None:
+    """The median of the cameras' figures that are known (None when none is)."""
+    import statistics
+
+    known = [float(v) for v in values if v is not None]
+    return round(statistics.median(known), 3) if known else None
+
+
 def box_status(cameras: dict[str, dict[str, Any]], states: dict[str, dict[str, Any]]) -> tuple[str, str]:
     """(status, reason) of the box from each camera's health and lane state (pure).
 
@@ -95,12 +103,15 @@ class SiteServer:
         return {"status": status, "reason": reason, "release": os.environ.get("EDGESHIP_RELEASE"),
                 "frames_processed": sum(int(c.get("frames_processed") or 0) for c in cams.values()),
                 "frames_skipped_gate": sum(int(c.get("frames_skipped_gate") or 0) for c in cams.values()),
+                "infer_ms": _median([c.get("infer_ms") for c in cams.values()]),
+                **({"degraded": "; ".join(f"{n}: {c['degraded']}" for n, c in cams.items() if c.get("degraded"))}
+                   if any(c.get("degraded") for c in cams.values()) else {}),
                 "cameras": cams}
 
     def _health(self, body: bytes, query: dict) -> tuple[int, str, bytes]:
         h = self.health()
         if query.get("_public"):  # no token: what a health check needs, nothing about the cameras
-            h = {k: h[k] for k in PUBLIC_HEALTH}
+            h = {k: h[k] for k in PUBLIC_HEALTH if k in h}
         return (200 if h["status"] == "ok" else 503), "application/json", json.dumps(h).encode()
 
     def _cameras(self, body: bytes, query: dict) -> tuple[int, str, bytes]:

@@ -19,7 +19,7 @@ from ..types import Frame, Result
 
 BOUNDARY = "edgeshipframe"
 LIVE_FPS = 10.0  # default cap on the live view's frame rate (JPEG encoding costs CPU on a device)
-PUBLIC_HEALTH = ("status", "reason", "release", "frames_processed", "frames_skipped_gate")  # nothing about the camera
+PUBLIC_HEALTH = ("status", "reason", "release", "frames_processed", "frames_skipped_gate", "infer_ms", "degraded")  # nothing about the camera
 
 
 class LiveView:
@@ -106,6 +106,7 @@ class HttpSink:
     def open(self, info: dict[str, Any]) -> None:
         self.info = info
         self.metrics = info.get("metrics")
+        self.watch = info.get("watch")
         self.running = True
         if self.owns_server:
             self.server.start()
@@ -159,13 +160,26 @@ class HttpSink:
             "source": self.info.get("source"), "task": self.info.get("task"), "uptime_s": snap.get("duration_s"),
             "frames_processed": snap.get("frames_processed"), "frames_skipped_gate": snap.get("frames_skipped_gate"),
             "fps": snap.get("recent_fps"), "reconnects": snap.get("reconnects"), "source_connected": snap.get("source_connected"),
+            "infer_ms": (snap.get("latency_ms") or {}).get("infer", {}).get("p50"),  # a rollout's --max-slowdown reads it
+            # a drifting camera is worth a look, not a failed health check: the status (and the HTTP code) stay
+            **self._drift(),
             "last_result_age_s": round(age, 3) if age is not None else None, "last_result": self.last_result,
         }
+
+    def _drift(self) -> dict[str, Any]:
+        watch = getattr(self, "watch", None)
+        if watch is None:
+            return {}
+        st = watch.status()
+        out: dict[str, Any] = {"drift": {k: st[k] for k in ("state", "since", "scores")}}
+        if st["state"] == "drift":
+            out["degraded"] = "drift: " + ", ".join(sorted(k for k, v in (st["episodes"][-1]["what"] if st["episodes"] else {}).items()))
+        return out
 
     def _health(self, body: bytes, query: dict) -> tuple[int, str, bytes]:
         h = self.health()
         if query.get("_public"):  # no token: what a health check needs, nothing about the camera
-            h = {k: h[k] for k in PUBLIC_HEALTH}
+            h = {k: h[k] for k in PUBLIC_HEALTH if k in h}
         return (200 if h["status"] == "ok" else 503), "application/json", json.dumps(h).encode()
 
     def _metrics(self, body: bytes, query: dict) -> tuple[int, str, bytes]:
