@@ -187,7 +187,7 @@ def test_run_flags_build_the_same_deploy_config_as_a_file(art, tmp_path):
     ctx = run.make_context("run", list(args))
     params = dict(ctx.params)
     sinks = params.pop("sinks")
-    for k in ("artifact", "source", "config", "as_json"):
+    for k in ("artifact", "sources", "config", "as_json"):
         params.pop(k)
     from_flags = deploy_config(str(art["tflite_int8"]), str(folder), sinks, params)
     doc = {"artifact": str(art["tflite_int8"]), "task": "classify", "threshold": 0.2, "max_frames": 7,
