@@ -54,6 +54,7 @@ class Manifest:
     accuracy: AccuracyRecord | None = None  # filled by verify / the accuracy gate
     latency: LatencyRecord | None = None  # filled by bench --save
     conversion: ConversionRecord = field(default_factory=ConversionRecord)  # options, the gate, timings
+    drift: dict[str, Any] | None = None  # the calibration set's statistics (edgeship.runtime.drift.DriftProfile)
     created: str = field(default_factory=lambda: _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"))
     schema_version: int = SCHEMA_VERSION
 

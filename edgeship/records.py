@@ -181,6 +181,7 @@ class RunSummary(Record):
     url: str | None = None  # the HTTP server's address, when one ran
     camera: str | None = None  # this camera's name, in a multi-camera run
     cameras: dict[str, Any] | None = None  # a multi-camera run: each camera's own summary (the counters above add up)
+    drift: dict[str, Any] | None = None  # the drift watch: state, last scores, episodes (runtime.drift)
 
     @classmethod
     def _field_from_json(cls, name: str, value: Any) -> Any:

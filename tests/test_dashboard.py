@@ -68,7 +68,7 @@ def test_dashboard_in_headless_chromium(running):
     for path in ("/", "/api/status", "/metrics", "/static/app.js", "/stream.mjpg"):
         assert get(base + path)[0] == 401, path
     status, body = get(base + "/health")
-    assert status in (200, 503) and set(json.loads(body)) == {"status", "reason", "release", "frames_processed", "frames_skipped_gate"}
+    assert status in (200, 503) and set(json.loads(body)) == {"status", "reason", "release", "frames_processed", "frames_skipped_gate", "infer_ms"}
     assert get(base + "/api/status", Authorization="Bearer wrong-token")[0] == 401
     assert get(base + f"/api/status?token={TOKEN}")[0] == 401  # a token in a URL is not accepted (it ends up in logs)
     for headers in ({"Authorization": f"Bearer {TOKEN}"}, {"X-Edgeship-Token": TOKEN}, {"Cookie": f"edgeship_token={TOKEN}"}):

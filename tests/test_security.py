@@ -80,7 +80,7 @@ def test_token_as_header_or_cookie_never_in_the_log(guarded, caplog):
     for path in ("/metrics", "/stream.mjpg", "/"):
         assert _get(base + path)[0] == 401
     status, body, _ = _get(base + "/health")  # a health check without the token learns nothing about the camera
-    assert set(json.loads(body)) == {"status", "reason", "release", "frames_processed", "frames_skipped_gate"}
+    assert set(json.loads(body)) == {"status", "reason", "release", "frames_processed", "frames_skipped_gate", "infer_ms"}
     assert _get(base + "/metrics", Authorization=f"Bearer {TOKEN}")[0] == 503  # authorised (no pipeline yet)
     assert _get(base + "/health", **{"X-Edgeship-Token": TOKEN})[0] in (200, 503)
     # a browser: /?token= is swapped for an HttpOnly cookie and a redirect to a URL without it

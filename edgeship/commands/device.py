@@ -51,7 +51,7 @@ def status(expect: str | None, **kw) -> None:
     hosts, ssh, options = build(kw)
     results = release_agreement(device_many(hosts, "status", ssh=ssh, options=options, parallel=parallel), expect)
     _finish(results, as_json, ["host", "ok", "current", "previous", "init", "running", "healthy", "uptime_s",
-                               "frames_processed", "restarts", "agrees", "health_reason", "reason"])
+                               "frames_processed", "restarts", "agrees", "degraded", "health_reason", "reason"])
 
 
 @device.command()

@@ -57,6 +57,9 @@ from ._spec import spec_options, spec_overrides
               help="Log what runs, the first frame, then a status line every SECONDS (frames, fps, skipped, source) "
                    "to stderr: the service log of a device (bundles set 60). Combines with --config.")
 @spec_options
+@click.option("--no-watch", "no_watch", is_flag=True,
+              help="Turn off the drift watch (on when the manifest has a calibration profile: drift and recovered events, "
+                   "/health 'degraded: drift', the summary's episodes). Combines with --config.")
 @click.option("--json", "as_json", is_flag=True, help="Print the final summary as one JSON object on stdout.")
 def run(artifact: str | None, sources: tuple[str, ...], config: str | None, sinks: tuple[str, ...], as_json: bool, **options: Any) -> None:
     """Run ARTIFACT (.tflite or OpenVINO .xml, with its manifest) on a live source.
@@ -99,7 +102,7 @@ def _to_stdout(sink: str) -> bool:
 
 
 # the flags that combine with --config (everything else is the config file's to say)
-CONFIG_FLAGS = ("config", "max_frames", "duration", "log_every", "as_json")
+CONFIG_FLAGS = ("config", "max_frames", "duration", "log_every", "as_json", "no_watch")
 # the deploy config's key paths under the flags that set them (for the one-line error)
 FLAG_NAMES = {"artifact": "ARTIFACT", "source": "--source", "cameras": "--source", "labels": "--labels", "sinks": "--sink",
               "server.token": "--token", "server": "--sink http:", "input_spec": "--scale/--mean/--std/--color-order"}
@@ -149,6 +152,7 @@ def deploy_config(artifact: str, source: Any, sinks: tuple[str, ...], options: d
                     "output_queue": options["output_queue"]},
         "input_spec": spec or None, "sinks": files, "server": server,
         "max_frames": options["max_frames"], "duration": options["duration"],
+        "watch": {"enabled": False} if options.get("no_watch") else None,
     }
     if isinstance(source, list):
         data["cameras"] = [{"name": c["name"], "source": {"uri": c["uri"], **source_opts}} for c in source]
@@ -182,9 +186,23 @@ def _report(summary: RunSummary, as_json: bool) -> None:
             echo_err("app: " + ", ".join(f"{k}={v}" for k, v in summary.app.items() if not isinstance(v, (dict, list))))
         if summary.cameras:
             echo_err(format_cameras(summary))
+        for line in drift_lines(summary):
+            echo_err(line)
     err = failed(summary)
     if err is not None:
         raise err
+
+
+def drift_lines(summary: RunSummary) -> list[str]:
+    """The drift watch's episodes, camera by camera (nothing when the watch was off or quiet)."""
+    per = {name: c.get("drift") for name, c in (summary.cameras or {}).items()} if summary.cameras else {None: summary.drift}
+    out = []
+    for name, d in per.items():
+        for e in (d or {}).get("episodes") or []:
+            what = ", ".join(f"{k} {v:.2f}" for k, v in e["what"].items())
+            lasted = f"{e['end'] - e['start']:.1f} s" if e.get("end") is not None else "until the end"
+            out.append(f"drift{' on ' + name if name else ''}: {what} ({lasted})")
+    return out
 
 
 def _run_config(config: str, artifact: str | None, sources: tuple[str, ...], sinks: tuple[str, ...], as_json: bool,
@@ -200,8 +218,11 @@ def _run_config(config: str, artifact: str | None, sources: tuple[str, ...], sin
     if given:
         flag = max(given[0].opts, key=len)
         raise click.UsageError(f"{flag} does not combine with --config: set it in the config file (with --config only "
-                               "--max-frames, --duration, --log-every and --json apply)")
-    _report(_deploy(load_config(config), max_frames=options.get("max_frames"), duration=options.get("duration"),
+                               "--max-frames, --duration, --log-every, --no-watch and --json apply)")
+    cfg = load_config(config)
+    if options.get("no_watch"):
+        cfg = cfg.model_copy(update={"watch": cfg.watch.model_copy(update={"enabled": False})})
+    _report(_deploy(cfg, max_frames=options.get("max_frames"), duration=options.get("duration"),
                     log_every=options.get("log_every")), as_json)
 
 

@@ -88,6 +88,7 @@ class _Context:
     equalized: Any = None  # (SavedModel of the equalized model, Equalization, the model) when int8 may use it
     equalize: str = "off"  # auto | on | off
     stage: Path | None = None
+    drift: tuple[Any, Any] | None = None  # (samples, their input statistics) for each artifact's drift profile
     _qat: Any = None  # the QATResult, once quantization-aware training ran
 
     def qat(self) -> Any:
@@ -169,6 +170,11 @@ def convert(
             task=io.task or infer_task(roles), roles=roles, pruning=pruning, channel_pruning=structured, timings=timings,
             equalized=equalized, equalize=opts.gate.equalize, stage=stage,
         )
+        from .profile import calibration_samples, input_rows
+
+        with _timed(timings, "profile_s"):
+            samples = calibration_samples(dataset)
+            ctx.drift = (samples, input_rows(samples))
         results = [_convert_artifact(ctx, fmt, stage, _artifact_stem(ctx.name, fmt, formats)) for fmt in formats]
         return _publish(results, stage, out_dir)
 
@@ -399,7 +405,13 @@ def build_manifest(ctx: _Context, fmt: str, artifact: Path, seconds: float) -> M
         timings={**{k: round(v, 3) for k, v in ctx.timings.items()}, "convert_s": round(seconds, 3)},
         accuracy_gate=GateRecord(max_drop_pp=ctx.plan.max_drop, min_sqnr_db=ctx.plan.min_sqnr),
         channel_pruning=ctx.channel_pruning.to_dict() if ctx.channel_pruning is not None else None)
+    from .profile import artifact_profile
+
+    t0 = time.monotonic()
+    drift = artifact_profile(artifact, *(ctx.drift or (None, None)), task=ctx.task, roles=ctx.roles)
+    ctx.timings["profile_s"] = ctx.timings.get("profile_s", 0.0) + time.monotonic() - t0
     return Manifest(
+        drift=drift,
         name=artifact.stem, format=fmt, precision=ctx.precision, artifact=artifact.name, input_spec=ctx.spec,
         labels=ctx.labels, task=ctx.task, hashes=hashes, inputs=inputs, outputs=outputs,
         io_dtype={"input": inputs[0].dtype if inputs else None, "output": outputs[0].dtype if outputs else None},

@@ -23,6 +23,7 @@ from ..errors import ConfigError, SourceError
 from .apps import app_classes
 from .apps.events import EVENT_SINKS
 from .apps.outputs import OUTPUTS
+from .drift import WatchCfg
 from .places import DEVICE_PREFIX, data_dir_of, device_path, split_device
 from .options import BackendOptions, InputSpecOptions, PostOptions, RunOptions, SourceOptions
 from .schema import InFile, Port, Strict, checked, problem, resolve_output, resolve_path, tagged_union, tags
@@ -119,6 +120,7 @@ class DeployConfig(PostOptions):
     artifact: InFile = Field(description="the model: a .tflite or .xml (with its manifest); in a bundle, the bundled one")
     source: Optional[SourceCfg] = Field(None, description="camera index or /dev/videoN, rtsp:// or http:// URL, gst:PIPELINE, image folder, video file, or device:PATH; text, or a section with uri (one camera; several: cameras)")
     cameras: list[CameraCfg] = Field([], description="several cameras against one loaded model, in one process: each with a name, a source and its own app settings (instead of source)")
+    watch: WatchCfg = Field(WatchCfg(), description="drift and int8 saturation watch against the calibration profile in the manifest (on by default; edgeship run --no-watch)")
     labels: Optional[InFile] = Field(None, description="class names file (default: the manifest's)")
     input_spec: Optional[InputSpecOptions] = Field(None, description="preprocessing for a model without a manifest")
     backend: DeployBackend = Field(DeployBackend(), description="which runtime runs the model, and how")
@@ -199,7 +201,7 @@ class DeployConfig(PostOptions):
             source = source.model_copy(update={"realtime": realtime})
         return RunOptions(source=source, backend=BackendOptions(**self.backend.model_dump()),
                           post=PostOptions(**{k: getattr(self, k) for k in PostOptions.model_fields}),
-                          input_spec=self.input_spec)
+                          input_spec=self.input_spec, watch=self.watch)
 
 
 # ---- loading -------------------------------------------------------------------------------------------

@@ -21,6 +21,7 @@ from .. import formats
 from ..errors import InputError
 from ..limits import MAX_OUTPUT_QUEUE, MAX_THREADS
 from ..spec import COLOR_ORDERS, INTERPOLATIONS, RESIZE_MODES, implied_channels
+from .drift import WatchCfg
 from .processing import TASKS
 from .schema import Score, Strict, problem
 
@@ -97,6 +98,7 @@ class RunOptions(Strict):
     backend: BackendOptions = BackendOptions()
     post: PostOptions = PostOptions()
     input_spec: Optional[InputSpecOptions] = None
+    watch: WatchCfg = WatchCfg()
 
     def updated(self, **flat: Any) -> "RunOptions":
         """A copy with flat keywords (names of :data:`FLAT`) applied to their groups, validated."""
@@ -147,6 +149,7 @@ def _flat_names() -> dict[str, tuple[str, str | None]]:
     for group, cls in (("source", SourceOptions), ("backend", BackendOptions), ("post", PostOptions)):
         for name in cls.model_fields:
             out[renamed.get((group, name), name)] = (group, name)
+    out["watch"] = ("watch", "enabled")  # watch=False: no drift watch
     out["spec_overrides"] = ("input_spec", None)  # a dict of InputSpec keywords (scale, mean, std, color_order...)
     return out
 

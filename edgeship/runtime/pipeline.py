@@ -64,7 +64,8 @@ class Pipeline:
                  sinks: Sequence[Any] = (), gates: Sequence[Any] = (), max_frames: int | None = None,
                  duration: float | None = None, task: str = "raw", preprocess_in_capture: bool | None = None,
                  handle_signals: bool = True, info: dict[str, Any] | None = None, pin: bool | None = False,
-                 output_queue: int = 2, keep_freed_frames: bool = False, camera: str | None = None) -> None:
+                 output_queue: int = 2, keep_freed_frames: bool = False, camera: str | None = None,
+                 watch: Any = None) -> None:
         self.source = source if isinstance(source, LatestFrameSource) else open_source(source)
         self.backend, self.spec, self.postprocess = backend, spec, postprocess
         self.sinks, self.gates = list(sinks), list(gates)
@@ -81,6 +82,7 @@ class Pipeline:
         self.cpu_plan: dict[str, list[int]] | None = None
         self.extra_info = dict(info or {})
         self.camera = camera
+        self.watch = watch  # a DriftWatch (runtime.drift), fed by the output thread
         self.metrics = Metrics()
         self.metrics.source = self.source
         self._stop = threading.Event()
@@ -118,6 +120,7 @@ class Pipeline:
             "labels": getattr(getattr(self.backend, "manifest", None), "labels", None), "metrics": self.metrics,
             "backend": self.backend.describe() if hasattr(self.backend, "describe") else {},
             **({"camera": self.camera} if self.camera is not None else {}),
+            "watch": self.watch,
             **self.extra_info,
         }
 
@@ -212,7 +215,7 @@ class Pipeline:
         t1 = time.monotonic()
         raw = (run or self.backend.run_prepared)(x)
         t2 = time.monotonic()
-        return ("result", frame, raw, item.read_ms, prepare_ms, t_in, t1, t2)
+        return ("result", frame, raw, item.read_ms, prepare_ms, t_in, t1, t2, x[0] if len(x) == 1 else None)
 
     def _model_inputs(self, sample: np.ndarray) -> list[np.ndarray]:
         """The model's input tensors for one sample. The first sample is checked (shape, dtype) and
@@ -263,7 +266,7 @@ class Pipeline:
             self._finish(*item[1:])
 
     def _finish(self, frame: Frame, raw: list[np.ndarray], read_ms: float, prepare_ms: float, t_in: float, t1: float,
-                t2: float) -> Result:
+                t2: float, model_input: np.ndarray | None = None) -> Result:
         """Post-process one inferred frame, write it to every sink and record its latencies."""
         t_post = time.monotonic()
         outputs = self.backend.dequantize_outputs(raw)
@@ -275,7 +278,11 @@ class Pipeline:
                         raw=tuple(outputs), latency_ms=lat, camera=self.camera, **fields)
         for sink in self.sinks:
             self._write(sink, frame, result)
-        lat["sinks"] = (time.monotonic() - t3) * 1e3
+        t4 = time.monotonic()
+        lat["sinks"] = (t4 - t3) * 1e3
+        if self.watch is not None:
+            self.watch.observe(model_input, raw, outputs, detections=result.detections, t=frame.scene_time)
+            lat["watch"] = (time.monotonic() - t4) * 1e3
         self.metrics.observe_frame(lat)
         return result
 
@@ -345,7 +352,8 @@ class Pipeline:
             source=self.source.name, model=str(getattr(b, "path", "")), backend=getattr(b, "name", None),
             executed_precision=getattr(b, "executed_precision", None), task=self.task, stopped_by=self.stopped_by,
             error=str(self.source.error) if self.source.error else None, cpus=self.cpu_plan,
-            allocator=self.allocator, camera=self.camera, **snap)
+            allocator=self.allocator, camera=self.camera,
+            drift=self.watch.status() if self.watch is not None else None, **snap)
 
 
 def failed(summary: RunSummary) -> EdgeshipError | None:

@@ -13,7 +13,7 @@ import logging
 import os
 from typing import Any, Sequence
 
-from ..errors import SpecError
+from ..errors import InputError, SpecError
 from ..labels import resolve_labels
 from ..records import RunSummary
 from ..spec import InputSpec
@@ -50,6 +50,20 @@ def input_spec_for(backend: Backend, spec: InputSpec | None = None, overrides: d
         return replace(spec, **overrides)
     except SpecError as e:
         raise SpecError(f"input_spec (--scale/--mean/--std/--color-order) for {backend.path.name}: {e}") from None
+
+
+def make_watch(backend: Backend, cfg: Any, *, task: str, camera: str | None = None) -> Any:
+    """The drift watch for this model (None when ``cfg`` turns it off or the manifest has no profile)."""
+    from .drift import DriftProfile, DriftWatch
+
+    manifest = getattr(backend, "manifest", None)
+    if cfg is None or not cfg.enabled or manifest is None or not getattr(manifest, "drift", None):
+        return None
+    try:
+        profile = DriftProfile.from_dict(manifest.drift)
+        return DriftWatch(profile, cfg, task=task, input_quant=getattr(backend, "input_quantization", None), camera=camera)
+    except (KeyError, TypeError, ValueError) as e:
+        raise InputError(f"{getattr(backend, 'path', 'the model')}: drift watch: {e}") from None
 
 
 def build_pipeline(
@@ -110,9 +124,11 @@ def build_pipeline(
         if own:
             b.close()
         raise
+    watch = make_watch(b, opts.watch, task=chosen, camera=camera)
     pipe = _OwningPipeline(src, b, spec=sp, postprocess=processor, sinks=built, gates=gates, max_frames=max_frames,
                            duration=duration, task=chosen, handle_signals=handle_signals, info={"labels": names},
-                           pin=be.pin, output_queue=be.output_queue, keep_freed_frames=keep_freed_frames, camera=camera)
+                           pin=be.pin, output_queue=be.output_queue, keep_freed_frames=keep_freed_frames, camera=camera,
+                           watch=watch)
     pipe.owns_backend = own
     return pipe
 

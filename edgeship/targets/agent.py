@@ -964,6 +964,7 @@ def cmd_status(a) -> dict:
             "healthy": status == 200, "health_status": answer.get("status"), "health_reason": answer.get("reason") or None,
             "frames_processed": answer.get("frames_processed"), "infer_ms": answer.get("infer_ms"),
             "uptime_s": answer.get("uptime_s"), "installed_at": installed_at(a.root, cur),
+            "degraded": answer.get("degraded"),
             "health": body[:500] if status == 200 else None}
 
 

@@ -78,7 +78,30 @@ def build_deployment(cfg, *, max_frames: int | None = None, duration: float | No
         options=cfg.run_options(realtime=defaults["realtime"]), handle_signals=handle_signals,
         keep_freed_frames=keep_freed_frames,
     )
+    if pipe.watch is not None:
+        pipe.watch.emit = drift_events(app)
     return Deployment(pipe, app, server, cfg)
+
+
+def drift_events(app: Any):
+    """The drift watch's events as the app's events: an id and a time added, sent to every event sink of the
+    app (JSON lines, webhook, MQTT with their durable queues); without an app or sinks only the log has them."""
+    import logging
+
+    from .base import iso_time, new_event_id
+
+    sinks = list(getattr(app, "event_sinks", None) or [])
+
+    def emit(event: dict) -> None:
+        event = {"id": new_event_id(), **event, "time": iso_time(event.get("time") or 0.0)}
+        for sink in sinks:
+            try:
+                sink.emit(event, None)
+            except Exception:  # one broken sink must not stop the others or the pipeline
+                logging.getLogger(__name__).exception("event sink %s failed on drift event %s", type(sink).__name__,
+                                                      event["id"])
+
+    return emit
 
 
 # ---- a site: several cameras, one model, one server --------------------------------------------------------
@@ -210,6 +233,8 @@ def build_site(cfg, *, max_frames: int | None = None, duration: float | None = N
                                   gates=list(app.gates) if app is not None else [],
                                   max_frames=max_frames if max_frames is not None else cfg.max_frames,
                                   options=options, handle_signals=False, camera=cam.name)
+            if pipe.watch is not None:
+                pipe.watch.emit = drift_events(app)
             src = options.source
 
             def reopen(uri: str = cam.source.uri, o: Any = src) -> Any:

@@ -1,0 +1,292 @@
+"""The drift watch on the demo belt and scene: how fast it sees a change, that it stays quiet when nothing
+changes, what the change costs the int8 model, and what the watch costs per frame.
+
+    python benchmarks/drift.py [--minutes 30] [--rounds 5]
+
+Models: the quickstart's digits classifier and shapes detector, converted to int8 TFLite by `edgeship
+convert` with a calibration set that `edgeship calibrate` made from the undisturbed video (its manifest
+carries the profile the watch compares with). Streams (stream time, every frame processed):
+
+- belt: 60 s at 10 fps of real held-out handwritten digits on a belt, one part per frame;
+- scene: 60 s at 30 fps of the demo's shapes crossing a scene.
+
+Each stream runs as shot for 30 s and then (a) at 40% light, (b) with a blur whose sigma grows from 0 to 3
+pixels over the next 30 s, (c) turned by 15 degrees (the camera was bumped), (d) with a new kind of object
+(belt: a blank bolt instead of a digit; scene: a class the detector never saw, a cross); (e) is the
+undisturbed stream looped for ``--minutes`` of stream time. The watch runs with its defaults.
+
+Per case: seconds of stream time from the change to the drift event (targets: (a)-(c) within 10 s, (d)
+within 30 s; (e) no event), and what the change costs the int8 model on the changed frames: top-1
+agreement with its own answer on the same frame undisturbed (belt, and accuracy against the belt's labels)
+or the share of the undisturbed frame's detections still found at IoU 0.5 (scene). Cost: processed fps with
+the watch on and off, alternating rounds in one run (target: under 3% slower).
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+CACHE = ROOT / "benchmarks" / ".cache" / "drift"
+SECONDS = 60.0
+CHANGE_S = 30.0
+
+
+def _blur(img: np.ndarray, sigma: float) -> np.ndarray:
+    import cv2
+
+    return img if sigma < 0.05 else cv2.GaussianBlur(img, (0, 0), sigma)
+
+
+def _rotate(img: np.ndarray, deg: float) -> np.ndarray:
+    import cv2
+
+    h, w = img.shape[:2]
+    m = cv2.getRotationMatrix2D((w / 2, h / 2), deg, 1.0)
+    return cv2.warpAffine(img, m, (w, h), borderMode=cv2.BORDER_REFLECT)
+
+
+def disturb(kind: str, frames: list[np.ndarray], fps: float, novel: list[np.ndarray]) -> list[np.ndarray]:
+    """The stream with ``kind`` applied from CHANGE_S on (``novel``: the new-object frames for (d))."""
+    start = int(CHANGE_S * fps)
+    out = list(frames[:start])
+    for i, f in enumerate(frames[start:]):
+        a = i / max(1, len(frames) - start - 1)
+        if kind == "dim":
+            out.append((f.astype(np.float32) * 0.4).astype(np.uint8))
+        elif kind == "blur":
+            out.append(_blur(f, 3.0 * a))
+        elif kind == "rotate":
+            out.append(_rotate(f, 15.0))
+        elif kind == "new_object":
+            out.append(novel[(start + i) % len(novel)])
+        else:
+            out.append(f)
+    return out
+
+
+def belt_stream(fps: float = 10.0) -> tuple[list[np.ndarray], list[int], list[np.ndarray]]:
+    import cv2
+
+    from edgeship.demo import scenes
+    from edgeship.demo.train import digits_samples
+
+    _, _, _, _, imgs, ys = digits_samples(0)  # the classifier's holdout digits
+    n = int(SECONDS * fps)
+    rng = np.random.default_rng(1)
+    idx = rng.choice(len(imgs), size=n, replace=len(imgs) < n)
+    frames, labels = scenes.belt_frames(imgs[idx], ys[idx], seed=3)
+    bolt = np.zeros_like(imgs[0])
+    h, w = bolt.shape
+    cv2.rectangle(bolt, (w // 2 - w // 10, h // 5), (w // 2 + w // 10, 4 * h // 5), 230, -1)  # a blank bolt
+    cv2.rectangle(bolt, (w // 2 - w // 4, h // 5), (w // 2 + w // 4, h // 5 + h // 8), 230, -1)
+    novel, _ = scenes.belt_frames(np.stack([bolt] * n), np.zeros(n, np.int64), seed=3)
+    return frames, labels, novel
+
+
+def scene_stream(fps: float = 30.0) -> tuple[list[np.ndarray], list[np.ndarray]]:
+    import cv2
+
+    from edgeship.demo import scenes
+
+    base, _ = scenes.scene_frames(240)
+    n = int(SECONDS * fps)
+    frames = [base[i % len(base)] for i in range(n)]
+    novel = []
+    for i, f in enumerate(frames):
+        g = f.copy()
+        cx = int((i * 3) % g.shape[1])
+        cv2.line(g, (cx - 20, 60), (cx + 20, 100), (230, 230, 230), 8)  # a cross: a class the detector never saw
+        cv2.line(g, (cx - 20, 100), (cx + 20, 60), (230, 230, 230), 8)
+        novel.append(g)
+    return frames, novel
+
+
+def write(path: Path, frames: list[np.ndarray], fps: float) -> Path:
+    from edgeship.demo.scenes import write_video
+
+    return write_video(path, frames, fps=fps)
+
+
+def prepare(tmp: Path) -> dict:
+    """The converted models (profile in the manifest) and the undisturbed videos, cached."""
+    from click.testing import CliRunner
+
+    from edgeship.cli import cli
+    from edgeship.converters import convert
+    from edgeship.demo.build import build_demo
+
+    CACHE.mkdir(parents=True, exist_ok=True)
+    demo = build_demo(CACHE / "demo")
+    out = {}
+    belt, labels, belt_novel = belt_stream()
+    scene, scene_novel = scene_stream()
+    for name, frames, fps, novel, keras, size, color in (
+            ("belt", belt, 10.0, belt_novel, demo["digits_keras"], "32x32", "GRAY"),
+            ("scene", scene, 30.0, scene_novel, demo["shapes_keras"], None, None)):
+        video = write(CACHE / f"{name}.mp4", frames, fps) if not (CACHE / f"{name}.mp4").exists() else CACHE / f"{name}.mp4"
+        art = CACHE / f"{name}_int8.tflite"
+        if not art.exists():
+            first = write(tmp / f"{name}_first.mp4", frames[: int(CHANGE_S * fps)], fps)
+            from edgeship.manifest import Manifest
+
+            ref = Manifest.load(demo["shapes_int8" if name == "scene" else "digits_int8"])
+            spec = ref.input_spec
+            args = ["calibrate", str(first), "--input-size", f"{spec.height}x{spec.width}", "--count", "300",
+                    "--out", str(tmp / f"{name}_calib.npz")]
+            if spec.channels == 1:
+                args += ["--color-order", "GRAY"]
+            r = CliRunner().invoke(cli, args)
+            assert r.exit_code == 0, r.output
+            convert(keras, formats=["tflite"], precision="int8", calib=tmp / f"{name}_calib.npz", out_dir=CACHE,
+                    name=f"{name}_int8", max_drop=None, task=ref.task, labels=list(ref.labels))
+        out[name] = {"frames": frames, "fps": fps, "novel": novel, "video": video, "artifact": art}
+    out["belt"]["labels"] = labels
+    return out
+
+
+class _Collect:
+    """A sink keeping each frame's answer (top-1 class, or boxes) in frame order."""
+
+    def __init__(self) -> None:
+        self.answers: list = []
+
+    def open(self, info) -> None:
+        pass
+
+    def write(self, frame, result) -> None:
+        if result.classification is not None:
+            self.answers.append(int(result.classification.class_ids[0]) if len(result.classification.class_ids) else -1)
+        else:
+            self.answers.append(np.asarray(result.detections.boxes, np.float32).reshape(-1, 4))
+
+    def close(self) -> None:
+        pass
+
+
+def run(artifact: Path, video: Path, *, watch: bool = True, max_frames: int | None = None, loop: bool = False):
+    from edgeship.runtime import build_pipeline
+
+    events: list[dict] = []
+    sink = _Collect()
+    pipe = build_pipeline(str(artifact), str(video), sinks=[sink], max_frames=max_frames, loop=loop, watch=watch,
+                          handle_signals=False, threads=1)
+    if pipe.watch is not None:
+        pipe.watch.emit = events.append
+    summary = pipe.run()
+    return summary, events, sink.answers, pipe
+
+
+def _matched(ref: np.ndarray, got: np.ndarray) -> float:
+    """Share of ``ref`` boxes found in ``got`` at IoU >= 0.5 (1.0 when ``ref`` is empty)."""
+    if len(ref) == 0:
+        return 1.0
+    hits = 0
+    for b in ref:
+        if len(got):
+            x1 = np.maximum(b[0], got[:, 0]); y1 = np.maximum(b[1], got[:, 1])  # noqa: E702
+            x2 = np.minimum(b[2], got[:, 2]); y2 = np.minimum(b[3], got[:, 3])  # noqa: E702
+            inter = np.clip(x2 - x1, 0, None) * np.clip(y2 - y1, 0, None)
+            union = (b[2] - b[0]) * (b[3] - b[1]) + (got[:, 2] - got[:, 0]) * (got[:, 3] - got[:, 1]) - inter
+            hits += bool(np.any(inter / np.maximum(union, 1e-9) >= 0.5))
+    return hits / len(ref)
+
+
+def cases(prep: dict, tmp: Path) -> list[dict]:
+    rows = []
+    for name, d in (("belt", prep["belt"]), ("scene", prep["scene"])):
+        _, _, clean, _ = run(d["artifact"], d["video"])
+        start = int(CHANGE_S * d["fps"])
+        for kind in ("dim", "blur", "rotate", "new_object"):
+            video = write(tmp / f"{name}_{kind}.mp4", disturb(kind, d["frames"], d["fps"], d["novel"]), d["fps"])
+            summary, events, answers, pipe = run(d["artifact"], video)
+            t0 = pipe.watch.t_first or 0.0
+            drift = [e for e in events if e["type"] == "drift" and e["time"] - t0 >= CHANGE_S - 1.0]
+            early = [e for e in events if e["type"] == "drift" and e["time"] - t0 < CHANGE_S - 1.0]
+            after = (drift[0]["time"] - t0 - CHANGE_S) if drift else None
+            if name == "belt":
+                agree = float(np.mean([a == b for a, b in zip(answers[start:], clean[start:])]))
+                acc_clean = float(np.mean([a == y for a, y in zip(clean[start:], d["labels"][start:])]))
+                acc = float(np.mean([a == y for a, y in zip(answers[start:], d["labels"][start:])]))
+                effect = f"top-1 agreement {100 * agree:.0f}%; accuracy {100 * acc_clean:.0f}% -> {100 * acc:.0f}%"
+            else:
+                found = float(np.mean([_matched(c, a) for a, c in zip(answers[start:], clean[start:])]))
+                effect = f"{100 * found:.0f}% of the undisturbed detections still found"
+            what = ", ".join(sorted(drift[0]["what"])) if drift else "-"
+            rows.append({"stream": name, "case": kind, "after_s": after, "what": what, "early": len(early),
+                         "effect": effect})
+            print(f"  {name} {kind}: {after}", file=sys.stderr)
+    return rows
+
+
+def quiet(prep: dict, minutes: float) -> list[dict]:
+    out = []
+    for name in ("belt", "scene"):
+        d = prep[name]
+        n = int(minutes * 60 * d["fps"])
+        t = time.monotonic()
+        summary, events, _, _ = run(d["artifact"], d["video"], max_frames=n, loop=True)
+        out.append({"stream": name, "frames": summary.frames_processed, "events": len(events),
+                    "wall_s": time.monotonic() - t, "max_scores": summary.drift["scores"]})
+        print(f"  {name} unchanged {minutes} min: {len(events)} events", file=sys.stderr)
+    return out
+
+
+def cost(prep: dict, rounds: int) -> list[dict]:
+    out = []
+    for name in ("belt", "scene"):
+        d = prep[name]
+        fps = {True: [], False: []}
+        for r in range(rounds):
+            for w in ((True, False) if r % 2 == 0 else (False, True)):
+                s, _, _, pipe = run(d["artifact"], d["video"], watch=w, max_frames=int(20 * d["fps"]))
+                fps[w].append(s.processed_fps)
+                if w:
+                    ms = pipe.watch.status()["ms_per_frame"]
+        ratio = [a / b for a, b in zip(fps[True], fps[False])]
+        out.append({"stream": name, "on": statistics.median(fps[True]), "off": statistics.median(fps[False]),
+                    "slower": 1 - statistics.median(ratio), "ms": ms})
+    return out
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--minutes", type=float, default=30.0)
+    ap.add_argument("--rounds", type=int, default=5)
+    args = ap.parse_args()
+    from runtime_models import machine
+
+    with tempfile.TemporaryDirectory(prefix="edgeship-drift-") as tmp_s:
+        tmp = Path(tmp_s)
+        prep = prepare(tmp)
+        rows = cases(prep, tmp)
+        calm = quiet(prep, args.minutes)
+        costs = cost(prep, args.rounds)
+    print(f"\nMachine: {machine()}; watch defaults; change at {CHANGE_S:.0f} s of a {SECONDS:.0f} s stream.\n")
+    print("| stream | case | drift event after the change (stream s) | what moved | the int8 model on the changed frames |")
+    print("|---|---|---|---|---|")
+    for r in rows:
+        after = "none" if r["after_s"] is None else f"{r['after_s']:.1f}"
+        print(f"| {r['stream']} | {r['case']} | {after} | {r['what']} | {r['effect']} |")
+    for c in calm:
+        worst = max(c["max_scores"].items(), key=lambda kv: kv[1]) if c["max_scores"] else ("-", 0)
+        print(f"| {c['stream']} | unchanged, {args.minutes:g} min ({c['frames']} frames) | "
+              f"{'none' if c['events'] == 0 else str(c['events']) + ' events'} | last window's highest: {worst[0]} "
+              f"{worst[1]:.2f} | - |")
+    print("\n| stream | processed fps, watch on | watch off | cost | watch ms per frame |")
+    print("|---|---|---|---|---|")
+    for c in costs:
+        print(f"| {c['stream']} | {c['on']:.0f} | {c['off']:.0f} | {100 * c['slower']:.1f}% | {c['ms']:.3f} |")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,376 @@
+"""Drift and saturation watch: is the camera still seeing what the model was calibrated on?
+
+``convert`` writes a reference :class:`DriftProfile` into the manifest, computed from the calibration
+set: per-sample statistics of the model's input (brightness, contrast, per-channel means, sharpness,
+how much of the gradient energy lies along the image axes) and of the float model's output (top-1
+confidence; detections per frame and their mean box size), each kept as the decile edges of its
+distribution, plus for int8 tensors the fraction of values on the ends of the quantized range.
+
+On the device :class:`DriftWatch` computes the same statistics on every inferred frame (on the model's
+input tensor, as the calibration samples were) and, over a rolling window of ``window_s`` seconds,
+compares each statistic's window with its reference by the population stability index over the
+reference's deciles:
+
+    PSI = sum_i (p_i - q_i) * ln(p_i / q_i),   q_i = 0.1 (each decile of the reference),
+    p_i = share of the window's frames in decile i (smoothed by half a frame)
+
+PSI below 0.1 is read as "no shift", 0.1-0.25 as "moderate", above 0.25 as "significant" in credit
+scoring, where it comes from. Frames of a video are not independent, so a window of a few seconds
+is a handful of independent looks at the scene; the default threshold (``psi``) is therefore high
+(1.0: the window sits mostly in one or two of the reference's tails) and a drift must last
+``hold_s`` before it is reported. An episode starts with one ``drift`` event (what moved, by how
+much, since when) and ends with one ``recovered`` event once every statistic is below
+``recover_psi`` for ``hold_s``. int8 saturation: the share of input (and output) values at the ends
+of the int8 range, against the calibration's share plus ``saturation_margin``.
+
+Pure NumPy: ``import edgeship.runtime`` never imports TensorFlow.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import threading
+import time
+from collections import deque
+from dataclasses import asdict, dataclass, field
+from typing import Any, Callable, Iterable, Optional
+
+import numpy as np
+from pydantic import Field
+
+from .schema import Strict
+
+log = logging.getLogger(__name__)
+DECILES = np.linspace(10, 90, 9)
+MAX_SIDE = 96  # statistics are taken on the input subsampled to at most this many pixels a side
+AXIS_BINS = 12  # gradient orientations in 15-degree bins over 0..180
+INPUT_STATS = ("brightness", "contrast", "sharpness", "axis_alignment")
+
+
+# ---- per-sample statistics --------------------------------------------------------------------------------
+def _subsample(x: np.ndarray) -> np.ndarray:
+    """An HxWxC float image, subsampled to at most MAX_SIDE a side (strided: no filtering, it is cheap)."""
+    h, w = x.shape[:2]
+    step = max(1, int(math.ceil(max(h, w) / MAX_SIDE)))
+    return x[::step, ::step]
+
+
+def input_stats(sample: np.ndarray) -> dict[str, float]:
+    """Statistics of one model input (HxWxC or HxW, float, in the model's input units)."""
+    x = np.asarray(sample, dtype=np.float32)
+    if x.ndim == 4:
+        x = x[0]
+    if x.ndim == 2:
+        x = x[..., None]
+    x = _subsample(x)
+    gray = x.mean(axis=2)
+    out = {"brightness": float(gray.mean()), "contrast": float(gray.std())}
+    if x.shape[2] > 1:
+        means = x.reshape(-1, x.shape[2]).mean(axis=0)
+        out.update({f"channel{c}": float(m) for c, m in enumerate(means)})
+    gx = gray[1:-1, 2:] - gray[1:-1, :-2]
+    gy = gray[2:, 1:-1] - gray[:-2, 1:-1]
+    lap = 4 * gray[1:-1, 1:-1] - gray[:-2, 1:-1] - gray[2:, 1:-1] - gray[1:-1, :-2] - gray[1:-1, 2:]
+    scale = out["contrast"] + 1e-6
+    out["sharpness"] = float(np.abs(lap).mean() / scale)  # edge strength relative to contrast: blur lowers it
+    mag = np.hypot(gx, gy)
+    total = float(mag.sum())
+    if total > 0:
+        ang = np.mod(np.degrees(np.arctan2(gy, gx)), 180.0)
+        bins = np.minimum((((ang + 7.5) % 180.0) / 15.0).astype(np.int64), AXIS_BINS - 1)
+        hist = np.bincount(bins.ravel(), weights=mag.ravel(), minlength=AXIS_BINS)
+        out["axis_alignment"] = float((hist[0] + hist[6]) / total)  # energy within 7.5 degrees of the axes
+    else:
+        out["axis_alignment"] = 0.0
+    return out
+
+
+def output_stats(outputs: Iterable[np.ndarray] | None, *, task: str, detections: Any = None) -> dict[str, float]:
+    """Statistics of one frame's model output: top-1 confidence (classify), detections per frame and their
+    mean box area as a share of the frame (detect)."""
+    if task == "detect" and detections is not None:
+        n = len(detections)
+        boxes = np.asarray(getattr(detections, "boxes", np.zeros((0, 4))), dtype=np.float32).reshape(-1, 4)
+        area = float(np.mean((boxes[:, 2] - boxes[:, 0]) * (boxes[:, 3] - boxes[:, 1]))) if n and boxes.size else 0.0
+        return {"detections": float(n), "box_area": area}
+    outs = list(outputs or [])
+    if task == "classify" and outs:
+        p = np.asarray(outs[0], dtype=np.float32).reshape(-1)
+        if p.size > 1 and (p.min() < 0 or abs(float(p.sum()) - 1.0) > 0.05):  # logits: softmax them
+            e = np.exp(p - p.max())
+            p = e / e.sum()
+        return {"confidence": float(p.max()) if p.size else 0.0}
+    return {}
+
+
+def saturation(tensor: np.ndarray) -> float:
+    """Share of an int8 (or uint8) tensor's values on the ends of its range."""
+    t = np.asarray(tensor)
+    if t.dtype == np.int8:
+        return float(np.count_nonzero((t == -128) | (t == 127)) / max(t.size, 1))
+    if t.dtype == np.uint8:
+        return float(np.count_nonzero((t == 0) | (t == 255)) / max(t.size, 1))
+    return 0.0
+
+
+# ---- the reference ---------------------------------------------------------------------------------------
+@dataclass
+class DriftProfile:
+    """The calibration set's statistics, as the manifest keeps them (``manifest.drift``)."""
+
+    samples: int
+    edges: dict[str, list[float]]  # statistic -> the 9 decile edges of the calibration samples
+    medians: dict[str, float]
+    saturation: dict[str, float] = field(default_factory=dict)  # "input" / "output" -> share at the int8 ends
+    # statistic -> the calibration samples' share in each of the 10 bins the edges make (0.1 each, unless values
+    # repeat: a classifier's confidence is often exactly 1.0, an int8 output takes few values)
+    shares: dict[str, list[float]] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> "DriftProfile":
+        return cls(int(d["samples"]), {k: [float(x) for x in v] for k, v in d["edges"].items()},
+                   {k: float(v) for k, v in d.get("medians", {}).items()}, dict(d.get("saturation") or {}),
+                   {k: [float(x) for x in v] for k, v in (d.get("shares") or {}).items()})
+
+
+def build_profile(rows: list[dict[str, float]], saturation_shares: dict[str, float] | None = None) -> DriftProfile:
+    """A profile from per-sample statistics (:func:`input_stats` merged with :func:`output_stats`)."""
+    if not rows:
+        raise ValueError("a drift profile needs at least one calibration sample")
+    keys = sorted(set().union(*rows))
+    edges, medians, shares = {}, {}, {}
+    for k in keys:
+        v = np.asarray([r[k] for r in rows if k in r], dtype=np.float64)
+        edges[k] = [float(e) for e in np.percentile(v, DECILES)]
+        medians[k] = float(np.median(v))
+        shares[k] = [round(float(x), 6) for x in bin_shares(v, edges[k])]
+    return DriftProfile(len(rows), edges, medians, dict(saturation_shares or {}), shares)
+
+
+def _bin_index(values: np.ndarray, edges: list[float]) -> tuple[np.ndarray, int]:
+    """Each value's bin among the edges' distinct values: below the first, equal to it, between it and the next,
+    equal to that one ... above the last (so repeated values, a confidence of exactly 1.0, keep a bin of their
+    own and a constant reference still tells a shift in either direction); and the number of bins."""
+    u = np.unique(np.asarray(edges, dtype=np.float64))
+    left = np.searchsorted(u, values, side="left")
+    equal = (left < u.size) & np.isclose(u[np.minimum(left, u.size - 1)], values, rtol=1e-9, atol=1e-12)
+    return 2 * left + equal.astype(np.int64), 2 * u.size + 1
+
+
+def bin_shares(values: np.ndarray, edges: list[float]) -> np.ndarray:
+    """Share of ``values`` in each bin of :func:`_bin_index`."""
+    v = np.asarray(values, dtype=np.float64)
+    idx, k = _bin_index(v, edges)
+    return np.bincount(idx, minlength=k) / max(v.size, 1)
+
+
+def psi(values: np.ndarray, edges: list[float], expected: list[float] | None = None) -> float:
+    """Population stability index of ``values`` against the reference's bins (see the module docstring and
+    :func:`_bin_index`); ``expected``: the reference's share in each bin (the profile's ``shares``; without it the
+    values are taken as continuous: a tenth in each decile, nothing exactly on an edge)."""
+    v = np.asarray(values, dtype=np.float64)
+    if v.size == 0:
+        return 0.0
+    counts = bin_shares(v, edges) * v.size
+    k = counts.size
+    if expected is not None and len(expected) == k:
+        q = np.asarray(expected, dtype=np.float64)
+    else:
+        q = np.zeros(k)
+        q[0::2] = 1.0 / ((k + 1) // 2)
+    q = (q * 200 + 0.5) / (200 + 0.5 * k)  # the reference as ~200 samples, smoothed: an empty bin is not a certainty
+    p = (counts + 0.5) / (v.size + 0.5 * k)
+    return float(np.sum((p - q) * np.log(p / q)))
+
+
+# ---- the watch -------------------------------------------------------------------------------------------
+class WatchCfg(Strict):
+    """``watch:``: drift and saturation watch against the manifest's calibration profile."""
+
+    enabled: bool = Field(True, description="on by default when the manifest has a profile; false (or run --no-watch) turns it off")
+    window_s: float = Field(5.0, gt=0, le=3600, description="seconds of inferred frames compared with the profile")
+    min_frames: int = Field(15, ge=2, le=100_000, description="frames a window needs before it is judged")
+    psi: float = Field(1.0, gt=0, le=100, description="population stability index at which a statistic has drifted")
+    recover_psi: float = Field(0.5, gt=0, le=100, description="every statistic below this for hold_s: recovered")
+    hold_s: float = Field(2.0, ge=0, le=3600, description="a drift (or a recovery) must last this long before its event")
+    saturation_margin: float = Field(0.05, gt=0, le=1, description="int8 saturation above the calibration's share plus this is drift")
+    every: int = Field(1, ge=1, le=1000, description="take the statistics of every Nth inferred frame")
+    stats: list[str] = Field([], description="statistics to watch (empty: every one the profile has)")
+
+
+@dataclass
+class Episode:
+    """One drift episode: from its drift event to its recovered event (``end`` None while it lasts)."""
+
+    start: float
+    what: dict[str, float]
+    end: Optional[float] = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"start": round(self.start, 3), "end": None if self.end is None else round(self.end, 3),
+                "what": {k: round(v, 3) for k, v in self.what.items()}}
+
+
+class DriftWatch:
+    """Rolling statistics of inferred frames against a :class:`DriftProfile` (thread-safe reads).
+
+    ``observe`` is called by the pipeline's output thread with the model's input tensor (as it went in),
+    its input quantization, the raw and dequantized outputs and the post-processed fields; ``emit`` gets
+    the drift and recovered events (the app's event sinks)."""
+
+    def __init__(self, profile: DriftProfile, cfg: WatchCfg | None = None, *, task: str = "raw",
+                 input_quant: Any = None, camera: str | None = None,
+                 emit: Callable[[dict[str, Any]], None] | None = None, clock: Callable[[], float] = time.time,
+                 keep_rows: bool = False) -> None:
+        self.profile, self.cfg, self.task = profile, cfg or WatchCfg(), task
+        self.input_quant, self.camera, self.emit, self.clock = input_quant, camera, emit, clock
+        names = list(self.cfg.stats) or sorted(profile.edges)
+        unknown = [n for n in names if n not in profile.edges]
+        if unknown:
+            raise ValueError(f"watch.stats: {unknown[0]!r} is not in the profile (it has {', '.join(sorted(profile.edges))})")
+        self.names = names
+        self.rows: deque[tuple[float, dict[str, float]]] = deque()
+        self.sat: deque[tuple[float, float, float]] = deque()
+        self.lock = threading.Lock()
+        self.state, self.since, self.pending_since = "ok", None, None
+        self.scores: dict[str, float] = {}
+        self.episodes: list[Episode] = []
+        self.seen = 0
+        self.cost_s = 0.0
+        self.all_rows: list[dict[str, float]] | None = [] if keep_rows else None  # every frame's statistics (drift check)
+        self.t_first: float | None = None
+
+    # the pipeline's side
+    def observe(self, model_input: np.ndarray | None, raw: list[np.ndarray], outputs: list[np.ndarray] | None,
+                detections: Any = None, t: float | None = None) -> None:
+        self.seen += 1
+        if (self.seen - 1) % self.cfg.every:
+            return
+        t0 = time.perf_counter()
+        now = self.clock() if t is None else t
+        self.t_first = now if self.t_first is None else self.t_first
+        row: dict[str, float] = {}
+        sat_in = sat_out = 0.0
+        if model_input is not None:
+            x = np.asarray(model_input)
+            if x.ndim == 4:
+                x = x[0]
+            if x.dtype in (np.int8, np.uint8):
+                sat_in = saturation(x)
+                q = self.input_quant  # a preprocess.Quantization (scale, zero_point) or a (scale, zero) pair
+                scale, zero = (q.scale, q.zero_point) if hasattr(q, "scale") else (q or (1.0, 0))
+                x = (x.astype(np.float32) - zero) * scale
+            row.update(input_stats(x))
+        row.update(output_stats(outputs, task=self.task, detections=detections))
+        if raw:
+            sat_out = saturation(raw[0])
+        with self.lock:
+            if self.all_rows is not None:
+                self.all_rows.append(row)
+            self.rows.append((now, row))
+            self.sat.append((now, sat_in, sat_out))
+            while self.rows and self.rows[0][0] < now - self.cfg.window_s:
+                self.rows.popleft()
+            while self.sat and self.sat[0][0] < now - self.cfg.window_s:
+                self.sat.popleft()
+            event = self._judge(now)
+        if event is not None:  # sent outside the lock: a sink may take its time, /health must not wait for it
+            self._send(*event)
+        self.cost_s += time.perf_counter() - t0
+
+    def _judge(self, now: float) -> tuple[str, float, dict[str, Any]] | None:
+        """Score the window, move the state; the event to send, if any."""
+        if len(self.rows) < self.cfg.min_frames:
+            return None
+        scores = {}
+        for name in self.names:
+            vals = np.asarray([r[name] for _, r in self.rows if name in r])
+            if vals.size >= self.cfg.min_frames:
+                scores[name] = psi(vals, self.profile.edges[name], self.profile.shares.get(name))
+        for key, idx in (("input", 1), ("output", 2)):
+            ref = self.profile.saturation.get(key)
+            if ref is not None:
+                share = float(np.mean([s[idx] for s in self.sat]))
+                scores[f"saturation_{key}"] = share
+        self.scores = scores
+        moved = {k: v for k, v in scores.items() if (v >= self.cfg.psi if not k.startswith("saturation_")
+                                                     else v > self.profile.saturation[k.split("_", 1)[1]] + self.cfg.saturation_margin)}
+        calm = all(v < self.cfg.recover_psi for k, v in scores.items() if not k.startswith("saturation_")) and not any(
+            k.startswith("saturation_") for k in moved)
+        if (self.state == "ok" and moved) or (self.state == "drift" and calm):
+            self.pending_since = self.pending_since if self.pending_since is not None else now
+            if now - self.pending_since >= self.cfg.hold_s:
+                return self._start(now, moved) if self.state == "ok" else self._recover(now)
+        else:
+            self.pending_since = None
+        return None
+
+    def _start(self, now: float, moved: dict[str, float]) -> tuple[str, float, dict[str, Any]]:
+        self.state, self.since, self.pending_since = "drift", self.pending_since, None
+        ep = Episode(self.since, dict(moved))
+        self.episodes.append(ep)
+        what = ", ".join(f"{k} {self._describe(k, v)}" for k, v in sorted(moved.items(), key=lambda kv: -kv[1]))
+        log.warning("drift%s: %s (since %.1f s ago)", f" on {self.camera}" if self.camera else "", what, now - self.since)
+        return ("drift", now, {"what": {k: round(v, 3) for k, v in moved.items()}, "since": round(self.since, 3),
+                               "details": self._details(moved)})
+
+    def _recover(self, now: float) -> tuple[str, float, dict[str, Any]]:
+        ep = self.episodes[-1]
+        ep.end = now
+        log.warning("recovered from drift%s after %.1f s", f" on {self.camera}" if self.camera else "", now - ep.start)
+        self.state, self.since, self.pending_since = "ok", None, None
+        return ("recovered", now, {"since": round(ep.start, 3), "lasted_s": round(now - ep.start, 3)})
+
+    def _describe(self, name: str, value: float) -> str:
+        if name.startswith("saturation_"):
+            return f"{100 * value:.1f}% of values at the int8 ends"
+        return f"PSI {value:.2f}"
+
+    def _details(self, moved: dict[str, float]) -> dict[str, Any]:
+        """For each statistic that moved: the window's median against the calibration's."""
+        out = {}
+        for name in moved:
+            if name.startswith("saturation_"):
+                out[name] = {"window": round(moved[name], 4), "calibration": self.profile.saturation.get(name.split("_", 1)[1])}
+                continue
+            vals = [r[name] for _, r in self.rows if name in r]
+            out[name] = {"window_median": round(float(np.median(vals)), 4) if vals else None,
+                         "calibration_median": round(self.profile.medians.get(name, float("nan")), 4)}
+        return out
+
+    def _send(self, kind: str, now: float, body: dict[str, Any]) -> None:
+        if self.emit is None:
+            return
+        event = {"type": kind, "time": now, **({"camera": self.camera} if self.camera else {}), **body}
+        try:
+            self.emit(event)
+        except Exception as e:  # noqa: BLE001 - a sink that fails must not stop the camera
+            log.error("drift event could not be sent: %s: %s", type(e).__name__, e)
+
+    # the readers' side
+    def status(self) -> dict[str, Any]:
+        with self.lock:
+            return {"state": self.state, "since": None if self.since is None else round(self.since, 3),
+                    "scores": {k: round(v, 3) for k, v in self.scores.items()}, "frames": self.seen,
+                    "episodes": [e.to_dict() for e in self.episodes],
+                    "ms_per_frame": round(1e3 * self.cost_s / max(1, self.seen), 4)}
+
+
+def profile_from_samples(samples: Iterable[np.ndarray], outputs: Iterable[Any] | None = None, *, task: str = "raw",
+                         saturation_shares: dict[str, float] | None = None) -> DriftProfile:
+    """A profile from the calibration samples (float, preprocessed) and, optionally, the float model's output for
+    each (a list of arrays per sample; for detection, the post-processed detections)."""
+    rows = []
+    outs = list(outputs) if outputs is not None else None
+    for i, s in enumerate(samples):
+        row = input_stats(s)
+        if outs is not None:
+            o = outs[i]
+            row.update(output_stats(None, task=task, detections=o) if task == "detect" else output_stats(o, task=task))
+        rows.append(row)
+    return build_profile(rows, saturation_shares)
+

@@ -1,0 +1,194 @@
+"""Issue 30, drift watch: the statistics and PSI (pure), the watch's episodes on a synthetic stream, then the
+real path: calibrate from the belt video, convert (the manifest's profile), run the belt video as shot and
+dimmed (events through the app's sinks, /health degraded but 200, the summary's episodes, --no-watch), and
+`edgeship drift` on the workstation."""
+
+from __future__ import annotations
+
+import json
+import urllib.request
+from pathlib import Path
+
+import numpy as np
+import pytest
+from click.testing import CliRunner
+
+from edgeship.cli import cli
+from edgeship.runtime.drift import (DriftWatch, WatchCfg, input_stats, profile_from_samples, psi, saturation)
+from tests.helpers.demo import demo_dir
+
+
+def _scene(rng, n=200, size=48):
+    """Axis-aligned bright rectangles on a textured background (a belt or a shelf): float images in [0, 1]."""
+    out = []
+    for _ in range(n):
+        img = np.full((size, size, 1), 0.3, np.float32) + rng.normal(0, 0.03, (size, size, 1)).astype(np.float32)
+        x0, y0 = rng.integers(4, size // 2, 2)
+        img[y0:y0 + size // 3, x0:x0 + size // 3] = 0.8
+        out.append(np.clip(img, 0, 1))
+    return out
+
+
+def test_statistics_move_with_light_blur_and_rotation():
+    import cv2
+
+    rng = np.random.default_rng(0)
+    img = _scene(rng, 1)[0]
+    base = input_stats(img)
+    assert input_stats(img * 0.4)["brightness"] < 0.5 * base["brightness"]
+    blurred = cv2.GaussianBlur(img[..., 0], (0, 0), 2.0)[..., None]
+    assert input_stats(blurred)["sharpness"] < 0.6 * base["sharpness"]
+    m = cv2.getRotationMatrix2D((24, 24), 15, 1.0)
+    rotated = cv2.warpAffine(img[..., 0], m, (48, 48), borderMode=cv2.BORDER_REFLECT)[..., None]
+    assert input_stats(rotated)["axis_alignment"] < 0.8 * base["axis_alignment"]
+    assert saturation(np.array([-128, 0, 127, 5], np.int8)) == 0.5 and saturation(np.zeros(4, np.float32)) == 0.0
+
+
+def test_psi_is_small_for_the_same_distribution_and_large_for_a_shift():
+    rng = np.random.default_rng(1)
+    ref = rng.normal(0, 1, 1000)
+    edges = list(np.percentile(ref, np.linspace(10, 90, 9)))
+    assert psi(rng.normal(0, 1, 300), edges) < 0.1
+    assert psi(rng.normal(1.5, 1, 300), edges) > 1.0
+    const = [5.0] * 9, [0.0, 1.0, 0.0]  # a constant reference: its deciles, and all of it on the one value
+    assert psi(np.full(30, 5.0), *const) < 0.1 and psi(np.full(30, 9.0), *const) > 1.0 and psi(np.full(30, 1.0), *const) > 1.0
+    ties = [0.9, 0.99, 1.0, 1.0, 1.0, 1.0, 1.0, 1.0, 1.0]  # most confidences exactly 1.0
+    ref = np.r_[np.full(70, 1.0), np.linspace(0.8, 0.999, 30)]
+    from edgeship.runtime.drift import bin_shares
+
+    shares = bin_shares(ref, ties)
+    assert psi(np.r_[np.full(35, 1.0), np.linspace(0.8, 0.999, 15)], ties, shares) < 0.1
+    assert psi(np.linspace(0.5, 0.95, 50), ties, shares) > 1.0
+
+
+def test_the_watch_raises_one_drift_and_one_recovered_event_per_episode():
+    rng = np.random.default_rng(2)
+    profile = profile_from_samples(_scene(rng, 200))
+    events = []
+    watch = DriftWatch(profile, WatchCfg(window_s=3, hold_s=1, min_frames=10), emit=events.append, camera="line3")
+    frames = _scene(rng, 900)
+    t = 0.0
+    for i, f in enumerate(frames):  # 10 s as shot, 10 s at 40% light, 10 s as shot, at 30 fps
+        dim = 300 <= i < 600
+        watch.observe(f * 0.4 if dim else f, [], None, t=t)
+        t += 1 / 30
+    kinds = [e["type"] for e in events]
+    assert kinds == ["drift", "recovered"], events
+    drift = events[0]
+    assert "brightness" in drift["what"] and drift["camera"] == "line3"
+    assert 10.0 <= drift["since"] <= 12.0 and drift["time"] - 10.0 < 3.5  # crossed within 2 s; reported after the hold
+    assert drift["details"]["brightness"]["window_median"] < 0.6 * drift["details"]["brightness"]["calibration_median"]
+    st = watch.status()
+    assert st["state"] == "ok" and len(st["episodes"]) == 1 and st["episodes"][0]["end"] is not None
+    assert st["ms_per_frame"] < 5.0
+
+
+def test_watch_config_is_checked():
+    profile = profile_from_samples(_scene(np.random.default_rng(3), 20))
+    with pytest.raises(ValueError, match="watch.stats: 'colour' is not in the profile"):
+        DriftWatch(profile, WatchCfg(stats=["colour"]))
+
+
+# ---- the real path ----------------------------------------------------------------------------------------
+@pytest.fixture(scope="module")
+def belt(tmp_path_factory):
+    """The belt video, a 40%-light copy, a calibration set made from the video with `edgeship calibrate`, and the
+    digits model converted to int8 TFLite with it (its manifest holds the profile)."""
+    import cv2
+
+    demo = demo_dir(tmp_path_factory)
+    d = tmp_path_factory.mktemp("drift")
+    video = demo / "videos" / "belt.mp4"
+    cap = cv2.VideoCapture(str(video))
+    fps = cap.get(cv2.CAP_PROP_FPS)
+    frames = []
+    while (ok := cap.read())[0]:
+        frames.append(ok[1])
+    w = cv2.VideoWriter(str(d / "dim.mp4"), cv2.VideoWriter_fourcc(*"mp4v"), fps, frames[0].shape[1::-1])
+    for f in frames:
+        w.write((f.astype(np.float32) * 0.4).astype(np.uint8))
+    w.release()
+    calib = d / "calib.npz"
+    r = CliRunner().invoke(cli, ["calibrate", str(video), "--input-size", "32x32", "--color-order", "GRAY",
+                                 "--out", str(calib)])
+    assert r.exit_code == 0, r.output
+    from edgeship.converters import convert
+
+    (art,) = convert(demo / "models" / "digits.keras", formats=["tflite"], precision="int8", calib=calib,
+                     out_dir=d / "model", max_drop=None, task="classify")
+    return {"video": video, "dim": d / "dim.mp4", "artifact": art.path, "manifest": art.manifest, "dir": d,
+            "frames": len(frames)}
+
+
+def test_convert_writes_the_profile(belt):
+    prof = belt["manifest"].drift
+    assert prof and prof["samples"] >= 20
+    assert {"brightness", "contrast", "sharpness", "axis_alignment", "confidence"} <= set(prof["edges"])
+    assert all(len(v) == 9 for v in prof["edges"].values())
+    assert 0.0 <= prof["saturation"]["input"] < 0.5  # int8 input: the calibration's share at the ends
+
+
+def _config(belt, tmp_path, video, port):
+    import yaml
+
+    cfg = {"artifact": str(belt["artifact"]), "source": str(video), "task": "classify",
+           "app": {"type": "industrial", "counters": str(tmp_path / "counters.sqlite"), "inspect": {"fail_classes": ["9"]},
+                   "events": [{"type": "jsonl", "path": str(tmp_path / "events.jsonl")}]},
+           "watch": {"window_s": 3, "hold_s": 0.5},
+           "server": {"port": port}}
+    p = tmp_path / "line.yaml"
+    p.write_text(yaml.safe_dump(cfg))
+    return p
+
+
+def test_a_dimmed_line_raises_a_drift_event_and_the_health_says_degraded(belt, tmp_path):
+    from edgeship.runtime.apps.deploy import build_deployment
+    from edgeship.runtime.config import load_config
+    from tests.helpers.mjpeg import free_port
+
+    port = free_port()
+    normal = build_deployment(load_config(_config(belt, tmp_path, belt["video"], port)), handle_signals=False).run()
+    assert normal.drift["state"] == "ok" and normal.drift["episodes"] == [], normal.drift
+    (tmp_path / "events.jsonl").unlink()
+    dep = build_deployment(load_config(_config(belt, tmp_path, belt["dim"], port)), handle_signals=False)
+    seen = {}
+    view = next(s for s in dep.pipeline.sinks if hasattr(s, "health"))
+    sent = dep.pipeline.watch.emit
+
+    def probe(event):  # read /health over HTTP when the drift event goes out
+        sent(event)
+        if event["type"] == "drift":
+            with urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=5) as r:
+                seen["status"], seen["body"] = r.status, json.loads(r.read())
+
+    dep.pipeline.watch.emit = probe
+    summary = dep.run()
+    assert view is not None and summary.drift["episodes"], summary.drift
+    assert seen["status"] == 200 and seen["body"]["degraded"].startswith("drift: ") and "brightness" in seen["body"]["degraded"]
+    events = [json.loads(line) for line in (tmp_path / "events.jsonl").read_text().splitlines()]
+    drift = [e for e in events if e.get("type") == "drift"]
+    assert len(drift) == 1 and "brightness" in drift[0]["what"] and drift[0]["id"] and drift[0]["time"].startswith("20")
+    t_first = min(e["t_capture"] for e in events if "t_capture" in e)
+    assert drift[0]["since"] - t_first < 2.0  # dim from the first frame: judged once the window has 15 frames (1.5 s)
+    # --no-watch turns it off, with --config too
+    r = CliRunner().invoke(cli, ["run", "--config", str(_config(belt, tmp_path, belt["dim"], free_port())), "--no-watch",
+                                 "--json"])
+    assert r.exit_code == 0, r.output
+    assert json.loads(r.stdout).get("drift") is None
+
+
+def test_drift_command_on_the_workstation(belt, tmp_path):
+    r = CliRunner().invoke(cli, ["drift", str(belt["artifact"]), "--data", str(belt["dim"]), "--json"])
+    assert r.exit_code == 0, r.output
+    rep = json.loads(r.stdout)
+    rows = {row["statistic"]: row for row in rep["rows"]}
+    assert rep["drifted"] and rows["brightness"]["drifted"] and rows["brightness"]["psi"] > 1.0
+    assert rep["frames"] == belt["frames"]
+    same = json.loads(CliRunner().invoke(cli, ["drift", str(belt["artifact"]), "--data", str(belt["video"]), "--json"]).stdout)
+    assert not same["drifted"], same
+    table = CliRunner().invoke(cli, ["drift", str(belt["artifact"]), "--data", str(belt["dim"])])
+    assert "brightness" in table.output and "DRIFT" in table.output and "consider recalibrating" in table.output
+    bare = tmp_path / "bare.tflite"
+    bare.write_bytes(Path(belt["artifact"]).read_bytes())
+    r = CliRunner().invoke(cli, ["drift", str(bare), "--data", str(belt["video"])])
+    assert r.exit_code == 1 and r.output.count("\n") == 1 and "no drift profile" in r.output, r.output
