@@ -65,10 +65,11 @@ def test_the_watch_raises_one_drift_and_one_recovered_event_per_episode():
     rng = np.random.default_rng(2)
     profile = profile_from_samples(_scene(rng, 200))
     events = []
-    watch = DriftWatch(profile, WatchCfg(window_s=3, hold_s=1, min_frames=10), emit=events.append, camera="line3")
-    frames = _scene(rng, 900)
+    watch = DriftWatch(profile, WatchCfg(window_s=6, sample_hz=10, hold_s=1, max_cost=1.0), emit=events.append,
+                       camera="line3")  # max_cost: nothing else runs here, the wall-time budget would bind
+    frames = _scene(rng, 1200)
     t = 0.0
-    for i, f in enumerate(frames):  # 10 s as shot, 10 s at 40% light, 10 s as shot, at 30 fps
+    for i, f in enumerate(frames):  # 10 s as shot, 10 s at 40% light, 20 s as shot, at 30 fps
         dim = 300 <= i < 600
         watch.observe(f * 0.4 if dim else f, [], None, t=t)
         t += 1 / 30
@@ -76,11 +77,11 @@ def test_the_watch_raises_one_drift_and_one_recovered_event_per_episode():
     assert kinds == ["drift", "recovered"], events
     drift = events[0]
     assert "brightness" in drift["what"] and drift["camera"] == "line3"
-    assert 10.0 <= drift["since"] <= 12.0 and drift["time"] - 10.0 < 3.5  # crossed within 2 s; reported after the hold
+    assert 10.0 <= drift["since"] <= 14.0 and drift["time"] - drift["since"] < 2.1  # crossed within 4 s, reported after the hold
     assert drift["details"]["brightness"]["window_median"] < 0.6 * drift["details"]["brightness"]["calibration_median"]
     st = watch.status()
     assert st["state"] == "ok" and len(st["episodes"]) == 1 and st["episodes"][0]["end"] is not None
-    assert st["ms_per_frame"] < 5.0
+    assert st["ms_per_frame"] < 5.0 and st["sampled"] < 0.4 * len(frames)  # 10 of the 30 frames a second
 
 
 def test_watch_config_is_checked():

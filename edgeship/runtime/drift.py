@@ -6,8 +6,9 @@ how much of the gradient energy lies along the image axes) and of the float mode
 confidence; detections per frame and their mean box size), each kept as the decile edges of its
 distribution, plus for int8 tensors the fraction of values on the ends of the quantized range.
 
-On the device :class:`DriftWatch` computes the same statistics on every inferred frame (on the model's
-input tensor, as the calibration samples were) and, over a rolling window of ``window_s`` seconds,
+On the device :class:`DriftWatch` computes the same statistics on inferred frames (at most ``sample_hz`` a
+second of stream time, on the model's input tensor as the calibration samples were, subsampled to at most
+48 pixels a side) and, over a rolling window of ``window_s`` seconds,
 compares each statistic's window with its reference by the population stability index over the
 reference's deciles:
 
@@ -28,6 +29,7 @@ Pure NumPy: ``import edgeship.runtime`` never imports TensorFlow.
 
 from __future__ import annotations
 
+import functools
 import logging
 import math
 import threading
@@ -43,46 +45,46 @@ from .schema import Strict
 
 log = logging.getLogger(__name__)
 DECILES = np.linspace(10, 90, 9)
-MAX_SIDE = 96  # statistics are taken on the input subsampled to at most this many pixels a side
-AXIS_BINS = 12  # gradient orientations in 15-degree bins over 0..180
+MAX_SIDE = 48  # statistics are taken on the input subsampled to at most this many pixels a side
+TAN_7_5 = math.tan(math.radians(7.5))  # a gradient within 7.5 degrees of an image axis counts as aligned
+JUDGE_S = 1.0  # the window is scored at most this often (stream seconds)
 INPUT_STATS = ("brightness", "contrast", "sharpness", "axis_alignment")
 
 
 # ---- per-sample statistics --------------------------------------------------------------------------------
-def _subsample(x: np.ndarray) -> np.ndarray:
-    """An HxWxC float image, subsampled to at most MAX_SIDE a side (strided: no filtering, it is cheap)."""
+def subsample(x: np.ndarray) -> np.ndarray:
+    """An HxWxC (or HxW) image subsampled to at most MAX_SIDE pixels a side (strided: no filtering, it is cheap;
+    done before any conversion, on the int8 tensor itself)."""
     h, w = x.shape[:2]
     step = max(1, int(math.ceil(max(h, w) / MAX_SIDE)))
-    return x[::step, ::step]
+    return x[::step, ::step] if step > 1 else x
 
 
 def input_stats(sample: np.ndarray) -> dict[str, float]:
-    """Statistics of one model input (HxWxC or HxW, float, in the model's input units)."""
-    x = np.asarray(sample, dtype=np.float32)
+    """Statistics of one model input (HxWxC or HxW, float, in the model's input units), on a subsampled copy:
+    brightness and contrast (mean and spread of the gray level), each channel's mean, sharpness (mean absolute
+    Laplacian over the contrast: blur lowers it) and axis alignment (the share of gradient energy at pixels
+    whose gradient lies within 7.5 degrees of an image axis: a turned camera lowers it)."""
+    x = np.asarray(sample)
     if x.ndim == 4:
         x = x[0]
-    if x.ndim == 2:
-        x = x[..., None]
-    x = _subsample(x)
-    gray = x.mean(axis=2)
-    out = {"brightness": float(gray.mean()), "contrast": float(gray.std())}
-    if x.shape[2] > 1:
-        means = x.reshape(-1, x.shape[2]).mean(axis=0)
-        out.update({f"channel{c}": float(m) for c, m in enumerate(means)})
-    gx = gray[1:-1, 2:] - gray[1:-1, :-2]
-    gy = gray[2:, 1:-1] - gray[:-2, 1:-1]
-    lap = 4 * gray[1:-1, 1:-1] - gray[:-2, 1:-1] - gray[2:, 1:-1] - gray[1:-1, :-2] - gray[1:-1, 2:]
-    scale = out["contrast"] + 1e-6
-    out["sharpness"] = float(np.abs(lap).mean() / scale)  # edge strength relative to contrast: blur lowers it
-    mag = np.hypot(gx, gy)
+    x = subsample(x).astype(np.float32, copy=False)
+    if x.ndim == 3 and x.shape[2] == 1:
+        x = x[..., 0]
+    gray = x.mean(axis=2) if x.ndim == 3 else x
+    contrast = float(gray.std())
+    out = {"brightness": float(gray.mean()), "contrast": contrast}
+    if x.ndim == 3:
+        out.update({f"channel{c}": float(m) for c, m in enumerate(x.mean(axis=(0, 1)))})
+    mid = gray[1:-1, 1:-1]
+    ax = np.abs(gray[1:-1, 2:] - gray[1:-1, :-2])
+    ay = np.abs(gray[2:, 1:-1] - gray[:-2, 1:-1])
+    lap = np.abs(gray[1:-1, 2:] + gray[1:-1, :-2] + gray[2:, 1:-1] + gray[:-2, 1:-1] - 4 * mid)
+    out["sharpness"] = float(lap.mean()) / (contrast + 1e-6)
+    mag = ax + ay
     total = float(mag.sum())
-    if total > 0:
-        ang = np.mod(np.degrees(np.arctan2(gy, gx)), 180.0)
-        bins = np.minimum((((ang + 7.5) % 180.0) / 15.0).astype(np.int64), AXIS_BINS - 1)
-        hist = np.bincount(bins.ravel(), weights=mag.ravel(), minlength=AXIS_BINS)
-        out["axis_alignment"] = float((hist[0] + hist[6]) / total)  # energy within 7.5 degrees of the axes
-    else:
-        out["axis_alignment"] = 0.0
+    aligned = np.minimum(ax, ay) <= TAN_7_5 * np.maximum(ax, ay)
+    out["axis_alignment"] = float(mag[aligned].sum()) / total if total > 0 else 0.0
     return out
 
 
@@ -91,7 +93,7 @@ def output_stats(outputs: Iterable[np.ndarray] | None, *, task: str, detections:
     mean box area as a share of the frame (detect)."""
     if task == "detect" and detections is not None:
         n = len(detections)
-        boxes = np.asarray(getattr(detections, "boxes", np.zeros((0, 4))), dtype=np.float32).reshape(-1, 4)
+        boxes = np.asarray(getattr(detections, "xyxy", np.zeros((0, 4))), dtype=np.float32).reshape(-1, 4)
         area = float(np.mean((boxes[:, 2] - boxes[:, 0]) * (boxes[:, 3] - boxes[:, 1]))) if n and boxes.size else 0.0
         return {"detections": float(n), "box_area": area}
     outs = list(outputs or [])
@@ -155,10 +157,10 @@ def _bin_index(values: np.ndarray, edges: list[float]) -> tuple[np.ndarray, int]
     """Each value's bin among the edges' distinct values: below the first, equal to it, between it and the next,
     equal to that one ... above the last (so repeated values, a confidence of exactly 1.0, keep a bin of their
     own and a constant reference still tells a shift in either direction); and the number of bins."""
-    u = np.unique(np.asarray(edges, dtype=np.float64))
+    u = edges if isinstance(edges, np.ndarray) and edges.dtype == np.float64 else np.unique(np.asarray(edges, dtype=np.float64))
     left = np.searchsorted(u, values, side="left")
-    equal = (left < u.size) & np.isclose(u[np.minimum(left, u.size - 1)], values, rtol=1e-9, atol=1e-12)
-    return 2 * left + equal.astype(np.int64), 2 * u.size + 1
+    equal = u[np.minimum(left, u.size - 1)] == values  # exact: repeated values are repeated exactly
+    return 2 * left + equal, 2 * u.size + 1
 
 
 def bin_shares(values: np.ndarray, edges: list[float]) -> np.ndarray:
@@ -166,6 +168,40 @@ def bin_shares(values: np.ndarray, edges: list[float]) -> np.ndarray:
     v = np.asarray(values, dtype=np.float64)
     idx, k = _bin_index(v, edges)
     return np.bincount(idx, minlength=k) / max(v.size, 1)
+
+
+def chi2_quantile(dof: int, p: float) -> float:
+    """The ``p`` quantile of a chi-square distribution with ``dof`` degrees of freedom (Wilson-Hilferty; within a
+    few percent for dof >= 3, no SciPy on the device)."""
+    z = _normal_quantile(p)
+    k = max(1, dof)
+    return float(k * (1 - 2 / (9 * k) + z * math.sqrt(2 / (9 * k))) ** 3)
+
+
+def _normal_quantile(p: float) -> float:
+    """The standard normal's ``p`` quantile (Acklam's rational approximation, |error| < 1.2e-9)."""
+    a = (-3.969683028665376e+01, 2.209460984245205e+02, -2.759285104469687e+02, 1.383577518672690e+02,
+         -3.066479806614716e+01, 2.506628277459239e+00)
+    b = (-5.447609879822406e+01, 1.615858368580409e+02, -1.556989798598866e+02, 6.680131188771972e+01,
+         -1.328068155288572e+01)
+    c = (-7.784894002430293e-03, -3.223964580411365e-01, -2.400758277161838e+00, -2.549732539343734e+00,
+         4.374664141464968e+00, 2.938163982698783e+00)
+    d = (7.784695709041462e-03, 3.224671290700398e-01, 2.445134137142996e+00, 3.754408661907416e+00)
+    if p < 0.02425:
+        q = math.sqrt(-2 * math.log(p))
+        return (((((c[0] * q + c[1]) * q + c[2]) * q + c[3]) * q + c[4]) * q + c[5]) / ((((d[0] * q + d[1]) * q + d[2]) * q + d[3]) * q + 1)
+    if p > 1 - 0.02425:
+        return -_normal_quantile(1 - p)
+    q = p - 0.5
+    r = q * q
+    return (((((a[0] * r + a[1]) * r + a[2]) * r + a[3]) * r + a[4]) * r + a[5]) * q / (((((b[0] * r + b[1]) * r + b[2]) * r + b[3]) * r + b[4]) * r + 1)
+
+
+@functools.lru_cache(maxsize=4096)
+def chance_psi(bins: int, n: int, false_alarm: float) -> float:
+    """The PSI that ``n`` independent frames of an unchanged stream exceed with probability ``false_alarm``:
+    n * PSI is about chi-square with bins - 1 degrees of freedom when nothing changed."""
+    return chi2_quantile(bins - 1, 1 - false_alarm) / max(n, 1)
 
 
 def psi(values: np.ndarray, edges: list[float], expected: list[float] | None = None) -> float:
@@ -192,13 +228,15 @@ class WatchCfg(Strict):
     """``watch:``: drift and saturation watch against the manifest's calibration profile."""
 
     enabled: bool = Field(True, description="on by default when the manifest has a profile; false (or run --no-watch) turns it off")
-    window_s: float = Field(5.0, gt=0, le=3600, description="seconds of inferred frames compared with the profile")
-    min_frames: int = Field(15, ge=2, le=100_000, description="frames a window needs before it is judged")
-    psi: float = Field(1.0, gt=0, le=100, description="population stability index at which a statistic has drifted")
-    recover_psi: float = Field(0.5, gt=0, le=100, description="every statistic below this for hold_s: recovered")
+    window_s: float = Field(10.0, gt=0, le=3600, description="seconds of stream time compared with the profile (longer than the scene's own cycle)")
+    sample_hz: float = Field(5.0, gt=0, le=1000, description="statistics are taken of at most this many frames per second of stream time")
+    max_cost: float = Field(0.02, gt=0, le=1, description="share of the wall time the watch may take: beyond it frames are not sampled (binds only when frames come much faster than a camera's, e.g. a file processed flat out)")
+    min_frames: int = Field(15, ge=2, le=100_000, description="sampled frames a window needs before it is judged")
+    psi: float = Field(1.0, gt=0, le=100, description="population stability index at which a statistic has drifted (at least; see false_alarm)")
+    false_alarm: float = Field(1e-6, gt=0, lt=0.5, description="a statistic has drifted only when an unchanged stream of as many independent frames would reach its PSI less often than this (chi-square approximation), per statistic and window")
+    recover_psi: float = Field(0.5, gt=0, le=100, description="every statistic below this (and below what an unchanged stream reaches 99% of the time) for hold_s: recovered")
     hold_s: float = Field(2.0, ge=0, le=3600, description="a drift (or a recovery) must last this long before its event")
     saturation_margin: float = Field(0.05, gt=0, le=1, description="int8 saturation above the calibration's share plus this is drift")
-    every: int = Field(1, ge=1, le=1000, description="take the statistics of every Nth inferred frame")
     stats: list[str] = Field([], description="statistics to watch (empty: every one the profile has)")
 
 
@@ -233,25 +271,37 @@ class DriftWatch:
         if unknown:
             raise ValueError(f"watch.stats: {unknown[0]!r} is not in the profile (it has {', '.join(sorted(profile.edges))})")
         self.names = names
+        self._edges = {n: np.unique(np.asarray(profile.edges[n], dtype=np.float64)) for n in names}  # sorted, distinct
         self.rows: deque[tuple[float, dict[str, float]]] = deque()
         self.sat: deque[tuple[float, float, float]] = deque()
         self.lock = threading.Lock()
         self.state, self.since, self.pending_since = "ok", None, None
         self.scores: dict[str, float] = {}
+        self.limits: dict[str, float] = {}
         self.episodes: list[Episode] = []
         self.seen = 0
         self.cost_s = 0.0
         self.all_rows: list[dict[str, float]] | None = [] if keep_rows else None  # every frame's statistics (drift check)
         self.t_first: float | None = None
+        self.last_sample: float | None = None
+        self.wall_start: float | None = None
+        self.last_judged: float | None = None
+        self.sampled = 0
 
     # the pipeline's side
     def observe(self, model_input: np.ndarray | None, raw: list[np.ndarray], outputs: list[np.ndarray] | None,
                 detections: Any = None, t: float | None = None) -> None:
         self.seen += 1
-        if (self.seen - 1) % self.cfg.every:
-            return
-        t0 = time.perf_counter()
         now = self.clock() if t is None else t
+        t0 = time.perf_counter()
+        if self.wall_start is None:
+            self.wall_start = t0
+        if self.all_rows is None and self.last_sample is not None and (
+                0 <= now - self.last_sample < 1.0 / self.cfg.sample_hz
+                or self.cost_s > self.cfg.max_cost * (t0 - self.wall_start)):
+            return
+        self.last_sample = now
+        self.sampled += 1
         self.t_first = now if self.t_first is None else self.t_first
         row: dict[str, float] = {}
         sat_in = sat_out = 0.0
@@ -261,6 +311,7 @@ class DriftWatch:
                 x = x[0]
             if x.dtype in (np.int8, np.uint8):
                 sat_in = saturation(x)
+                x = subsample(x)
                 q = self.input_quant  # a preprocess.Quantization (scale, zero_point) or a (scale, zero) pair
                 scale, zero = (q.scale, q.zero_point) if hasattr(q, "scale") else (q or (1.0, 0))
                 x = (x.astype(np.float32) - zero) * scale
@@ -283,23 +334,31 @@ class DriftWatch:
         self.cost_s += time.perf_counter() - t0
 
     def _judge(self, now: float) -> tuple[str, float, dict[str, Any]] | None:
-        """Score the window, move the state; the event to send, if any."""
+        """Score the window (at most every JUDGE_S stream seconds), move the state; the event to send, if any."""
         if len(self.rows) < self.cfg.min_frames:
             return None
-        scores = {}
+        if self.last_judged is not None and now - self.last_judged < min(JUDGE_S, self.cfg.hold_s or JUDGE_S):
+            return None
+        self.last_judged = now
+        scores, limits = {}, {}
         for name in self.names:
             vals = np.asarray([r[name] for _, r in self.rows if name in r])
             if vals.size >= self.cfg.min_frames:
-                scores[name] = psi(vals, self.profile.edges[name], self.profile.shares.get(name))
+                scores[name] = psi(vals, self._edges[name], self.profile.shares.get(name))
+                shares = self.profile.shares.get(name)  # bins the reference fills: a continuous statistic's 10
+                bins = max(2, sum(1 for x in shares if x > 0)) if shares else len(self.profile.edges[name]) + 1
+                limits[name] = (max(self.cfg.psi, chance_psi(bins, vals.size, self.cfg.false_alarm)),
+                                max(self.cfg.recover_psi, chance_psi(bins, vals.size, 0.01)))
         for key, idx in (("input", 1), ("output", 2)):
             ref = self.profile.saturation.get(key)
             if ref is not None:
                 share = float(np.mean([s[idx] for s in self.sat]))
                 scores[f"saturation_{key}"] = share
         self.scores = scores
-        moved = {k: v for k, v in scores.items() if (v >= self.cfg.psi if not k.startswith("saturation_")
+        self.limits = {k: round(v[0], 3) for k, v in limits.items()}
+        moved = {k: v for k, v in scores.items() if (v >= limits[k][0] if not k.startswith("saturation_")
                                                      else v > self.profile.saturation[k.split("_", 1)[1]] + self.cfg.saturation_margin)}
-        calm = all(v < self.cfg.recover_psi for k, v in scores.items() if not k.startswith("saturation_")) and not any(
+        calm = all(v < limits[k][1] for k, v in scores.items() if not k.startswith("saturation_")) and not any(
             k.startswith("saturation_") for k in moved)
         if (self.state == "ok" and moved) or (self.state == "drift" and calm):
             self.pending_since = self.pending_since if self.pending_since is not None else now
@@ -355,9 +414,10 @@ class DriftWatch:
     def status(self) -> dict[str, Any]:
         with self.lock:
             return {"state": self.state, "since": None if self.since is None else round(self.since, 3),
-                    "scores": {k: round(v, 3) for k, v in self.scores.items()}, "frames": self.seen,
+                    "scores": {k: round(v, 3) for k, v in self.scores.items()}, "limits": dict(self.limits),
+                    "frames": self.seen,
                     "episodes": [e.to_dict() for e in self.episodes],
-                    "ms_per_frame": round(1e3 * self.cost_s / max(1, self.seen), 4)}
+                    "sampled": self.sampled, "ms_per_frame": round(1e3 * self.cost_s / max(1, self.seen), 4)}
 
 
 def profile_from_samples(samples: Iterable[np.ndarray], outputs: Iterable[Any] | None = None, *, task: str = "raw",
