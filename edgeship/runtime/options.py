@@ -48,7 +48,7 @@ class BackendOptions(Strict):
     # Python the default leaves the caller's threads alone; a deployment (the entry point) pins (DeployBackend)
     pin: Optional[bool] = False
     output_queue: int = Field(2, ge=1, le=MAX_OUTPUT_QUEUE, description="inferred frames waiting for post-processing and sinks")
-    workers: Optional[int] = Field(None, ge=1, le=64, description="several cameras: inference workers, each with its own OpenVINO request or LiteRT interpreter (default: OpenVINO's optimal number of requests; LiteRT 1)")
+    workers: Optional[int] = Field(None, ge=1, le=64, description="several cameras: inference workers, each with its own OpenVINO request or LiteRT interpreter (default: OpenVINO's optimal number of requests; LiteRT one per CPU)")
 
 
 class PostOptions(Strict):
