@@ -286,3 +286,25 @@ def test_resume_refuses_a_changed_bundle_and_bad_state(tmp_path, bundles):
     state.write_text(json.dumps({"state_version": 1, "hosts": [], "bundle": str(copy), "sha256": "0" * 64, "devices": []}))
     with pytest.raises(InputError, match="changed since the rollout started"):
         resume(state)
+
+
+def test_ansible_init_writes_a_project_ansible_accepts(tmp_path):
+    from click.testing import CliRunner
+
+    from edgeship.cli import cli
+    from edgeship.targets.playbook import PROJECT, ansible_playbook
+
+    out = tmp_path / "deploy"
+    r = CliRunner().invoke(cli, ["ansible", "init", str(out)])
+    assert r.exit_code == 0, r.output
+    assert all((out / rel).is_file() for rel in PROJECT)
+    assert (out / "roles/edgeship_device/files/agent.py").read_bytes() == Path(
+        __import__("edgeship.targets.remote", fromlist=["AGENT"]).AGENT).read_bytes()
+    again = CliRunner().invoke(cli, ["ansible", "init", str(out)])
+    assert again.exit_code == 1 and again.output.count("\n") == 1 and "pass --force" in again.output
+    assert CliRunner().invoke(cli, ["ansible", "init", str(out), "--force"]).exit_code == 0
+    inv = tmp_path / "inv.ini"
+    inv.write_text("[line3]\ncam1 ansible_host=127.0.0.1 ansible_user=root\n")
+    check = subprocess.run([ansible_playbook(), "-i", str(inv), str(out / "edgeship-rollout.yml"), "--syntax-check"],
+                           capture_output=True, text=True, timeout=120, cwd=out)
+    assert check.returncode == 0, check.stdout + check.stderr
