@@ -255,13 +255,17 @@ def main() -> None:
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--seconds", type=float, default=20.0)
     ap.add_argument("--skip-faults", action="store_true")
+    ap.add_argument("--parts", default="throughput,fairness,faults,rss",
+                    help="what to measure: throughput (with RSS), fairness, faults, rss (one run of each size only)")
     args = ap.parse_args()
     prep = prepare(args.frames)
     with tempfile.TemporaryDirectory(prefix="edgeship-multi-") as tmp_s:
         tmp = Path(tmp_s)
-        rows = throughput(prep, args.rounds, tmp)
-        fair = fairness(prep, args.seconds, tmp)
-        fault = None if args.skip_faults else faults(prep, tmp)
+        parts = set(args.parts.split(","))
+        rows = throughput(prep, args.rounds, tmp) if "throughput" in parts else []
+        mem = rss(prep, tmp) if "rss" in parts and "throughput" not in parts else []
+        fair = fairness(prep, args.seconds, tmp) if "fairness" in parts else None
+        fault = None if args.skip_faults or "faults" not in parts else faults(prep, tmp)
     print(f"\nMachine: {machine()}; {args.frames} frames per camera, {args.rounds} alternating rounds, medians.\n")
     print("| case | backend | 4 processes fps | 1 process, 4 cameras fps | ratio (per round) | default workers vs 1 | "
           "camera fps spread | peak RSS: 1 camera / 4 cameras / 4 processes (MiB) |")
@@ -273,9 +277,14 @@ def main() -> None:
               f"{r['fps']['1 process, 4 cameras']:.1f} | **{r['ratio']:.2f}x** ({rounds}) | {w2} | "
               f"{100 * r['spread']:.1f}% | {r['rss_1cam'] / 1024:.0f} / {r['rss_4cam'] / 1024:.0f} "
               f"({r['rss_4cam'] / r['rss_1cam']:.2f}x) / {r['rss_4proc'] / 1024:.0f} |")
-    share = ", ".join(f"{k} {100 * v:.0f}%" for k, v in fair["slow_share"].items())
-    print(f"\nFairness ({fair['seconds']:.0f} s): the unthrottled camera ran at {fair['fast_fps']:.1f} fps; "
-          f"the three 5 fps cameras got {share} of their frames.")
+    for m in mem:
+        print(f"\nPeak RSS, {m['case']}-bound, {m['backend']}: 1 camera {m['one'] / 1024:.0f} MiB, 4 cameras in one process "
+              f"{m['four'] / 1024:.0f} MiB ({m['four'] / m['one']:.2f}x), 4 processes {m['procs'] / 1024:.0f} MiB "
+              f"({m['procs'] / m['one']:.2f}x)")
+    if fair is not None:
+        share = ", ".join(f"{k} {100 * v:.0f}%" for k, v in fair["slow_share"].items())
+        print(f"\nFairness ({fair['seconds']:.0f} s): the unthrottled camera ran at {fair['fast_fps']:.1f} fps; "
+              f"the three 5 fps cameras got {share} of their frames.")
     if fault is not None:
         if "skipped" in fault:
             print(f"\nFault isolation: skipped ({fault['skipped']})")
@@ -287,6 +296,18 @@ def main() -> None:
             print(f"\nFault isolation: cam0's RTSP server killed for 10 s; the others kept {keep} of their fps "
                   f"(before: {before} fps); cam0 came back "
                   f"{back} (reconnects: {fault['reconnects']}).")
+
+
+def rss(prep: dict, tmp: Path) -> list[dict]:
+    """Peak RSS only: one run each of 1 camera, 4 cameras in one process and 4 processes."""
+    out = []
+    for case in ("inference", "decode"):
+        for backend in ("litert", "openvino"):
+            model, video = prep["models"][(case, backend)], prep["videos"][case]
+            out.append({"case": case, "backend": backend, "one": one_process(model, backend, video, 1, tmp)["rss"],
+                        "four": one_process(model, backend, video, 4, tmp)["rss"],
+                        "procs": four_processes(model, backend, video, tmp)["rss"]})
+    return out
 
 
 def fairness(prep: dict, seconds: float, tmp: Path) -> dict:
