@@ -39,3 +39,18 @@ def quickstart_small(tmp_path_factory) -> tuple[Path, dict, list[str]]:
 def art(tmp_path_factory) -> dict[str, Path]:
     """The runtime test artifacts (TFLite fp32/int8, OpenVINO, detectors), each with its manifest."""
     return artifacts(tmp_path_factory)
+
+
+# the quick tier (`pytest -m "not slow"`) leaves out the files that train, convert bigger models, start emulated
+# devices or fleets; CI runs everything
+SLOW_FILES = {"test_device_pi.py", "test_fleet_rollout.py", "test_int8_quality.py", "test_first_impressions.py",
+              "test_output_roles.py", "test_structured_pruning.py", "test_prune.py", "test_gate.py", "test_convert.py",
+              "test_flash.py", "test_flash_sudo.py", "test_system_opencv.py", "test_bad_input.py",
+              "test_runtime_sources.py", "test_verify.py", "test_detection_budget.py", "test_demo.py",
+              "test_multi_camera.py", "test_drift.py", "test_third_party_models.py", "test_quickstart.py"}
+
+
+def pytest_collection_modifyitems(config, items):
+    for item in items:
+        if item.path.name in SLOW_FILES:
+            item.add_marker(pytest.mark.slow)
