@@ -11,12 +11,9 @@ and writes the stripped ``.h5`` and a result JSON (``{"layers": ..., "overall": 
 
 from __future__ import annotations
 
-import json
 import logging
 import math
-import os
 import sys
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -120,17 +117,9 @@ def run(req: dict[str, Any]) -> dict[str, Any]:
 
 
 def main(argv: list[str]) -> int:
-    logging.basicConfig(level=logging.WARNING, stream=sys.stderr)
-    req = json.loads(Path(argv[0]).read_text())
-    try:
-        result = run(req)
-    except Exception as e:  # noqa: BLE001 - reported to the parent as one line
-        lines = [ln for ln in str(e).strip().splitlines() if ln.strip()]
-        result = {"error": f"{type(e).__name__}: {lines[0] if lines else ''}"[:500]}
-    tmp = Path(req["result"] + ".tmp")
-    tmp.write_text(json.dumps(result))
-    os.replace(tmp, req["result"])
-    return 0 if "error" not in result else 3
+    from edgeship.converters.workers import worker_main
+
+    return worker_main(run, argv)
 
 
 if __name__ == "__main__":

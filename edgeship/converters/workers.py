@@ -35,3 +35,21 @@ def run_worker(module: str, request: dict[str, Any], workdir: Path, what: str,
     if "error" in result:
         raise ConversionError(f"{what}: {result['error']}")
     return result
+
+
+def worker_main(run: Any, argv: list[str]) -> int:
+    """A worker process's entry point: read the request file, ``run`` it, write the result (or a one-line
+    error) atomically where the request says; exit 0, or 3 on an error (what :func:`run_worker` reads)."""
+    import logging
+
+    logging.basicConfig(level=logging.WARNING, stream=sys.stderr)
+    req = json.loads(Path(argv[0]).read_text())
+    try:
+        result = run(req)
+    except Exception as e:  # noqa: BLE001 - reported to the parent as one line
+        lines = [ln for ln in str(e).strip().splitlines() if ln.strip()]
+        result = {"error": f"{type(e).__name__}: {lines[0] if lines else ''}"[:500]}
+    tmp = Path(req["result"] + ".tmp")
+    tmp.write_text(json.dumps(result))
+    os.replace(tmp, req["result"])
+    return 0 if "error" not in result else 3

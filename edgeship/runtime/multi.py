@@ -19,7 +19,6 @@ run only when it is ``required``.
 from __future__ import annotations
 
 import logging
-import signal
 import threading
 import time
 from dataclasses import dataclass, field
@@ -28,6 +27,7 @@ from typing import Any, Callable, Sequence
 from ..errors import EdgeshipError, SourceError
 from ..records import RunSummary
 from .sources import Captured
+from .pipeline import stop_on_signals
 
 log = logging.getLogger(__name__)
 
@@ -267,22 +267,7 @@ class MultiPipeline:
                 return
 
     def _install_signals(self) -> Callable[[], None]:
-        if not self.handle_signals or threading.current_thread() is not threading.main_thread():
-            return lambda: None
-        previous = {}
-
-        def handler(signum: int, _frame: Any) -> None:
-            log.info("got %s; stopping", signal.Signals(signum).name)
-            self.stop("signal")
-
-        for sig in (signal.SIGINT, signal.SIGTERM):
-            previous[sig] = signal.signal(sig, handler)
-
-        def restore() -> None:
-            for sig, h in previous.items():
-                signal.signal(sig, h)
-
-        return restore
+        return stop_on_signals(self.stop, self.handle_signals)
 
     def _summary(self) -> RunSummary:
         per: dict[str, Any] = {}

@@ -327,22 +327,7 @@ class Pipeline:
         return (lambda: pin_current_thread(before)) if before else (lambda: None)
 
     def _install_signals(self) -> Callable[[], None]:
-        if not self.handle_signals or threading.current_thread() is not threading.main_thread():
-            return lambda: None
-        previous = {}
-
-        def handler(signum: int, _frame: Any) -> None:
-            log.info("got %s; stopping", signal.Signals(signum).name)
-            self.stop("signal")
-
-        for sig in (signal.SIGINT, signal.SIGTERM):
-            previous[sig] = signal.signal(sig, handler)
-
-        def restore() -> None:
-            for sig, h in previous.items():
-                signal.signal(sig, h)
-
-        return restore
+        return stop_on_signals(self.stop, self.handle_signals)
 
     def _summary(self) -> RunSummary:
         snap = self.metrics.snapshot()
@@ -354,6 +339,26 @@ class Pipeline:
             error=str(self.source.error) if self.source.error else None, cpus=self.cpu_plan,
             allocator=self.allocator, camera=self.camera,
             drift=self.watch.status() if self.watch is not None else None, **snap)
+
+
+def stop_on_signals(stop: Callable[[str], None], enabled: bool = True) -> Callable[[], None]:
+    """SIGINT and SIGTERM call ``stop("signal")`` (main thread only); returns what restores the old handlers."""
+    if not enabled or threading.current_thread() is not threading.main_thread():
+        return lambda: None
+    previous = {}
+
+    def handler(signum: int, _frame: Any) -> None:
+        log.info("got %s; stopping", signal.Signals(signum).name)
+        stop("signal")
+
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        previous[sig] = signal.signal(sig, handler)
+
+    def restore() -> None:
+        for sig, h in previous.items():
+            signal.signal(sig, h)
+
+    return restore
 
 
 def failed(summary: RunSummary) -> EdgeshipError | None:
