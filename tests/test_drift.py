@@ -37,7 +37,8 @@ def test_statistics_move_with_light_blur_and_rotation():
     base = input_stats(img)
     assert input_stats(img * 0.4)["brightness"] < 0.5 * base["brightness"]
     blurred = cv2.GaussianBlur(img[..., 0], (0, 0), 2.0)[..., None]
-    assert input_stats(blurred)["sharpness"] < 0.6 * base["sharpness"]
+    assert input_stats(blurred)["focus"] < 0.8 * base["focus"]
+    assert input_stats(img * 0.5 + 0.2)["focus"] == pytest.approx(base["focus"], rel=1e-4)  # light and offset cancel
     m = cv2.getRotationMatrix2D((24, 24), 15, 1.0)
     rotated = cv2.warpAffine(img[..., 0], m, (48, 48), borderMode=cv2.BORDER_REFLECT)[..., None]
     assert input_stats(rotated)["axis_alignment"] < 0.8 * base["axis_alignment"]
@@ -124,7 +125,7 @@ def belt(tmp_path_factory):
 def test_convert_writes_the_profile(belt):
     prof = belt["manifest"].drift
     assert prof and prof["samples"] >= 20
-    assert {"brightness", "contrast", "sharpness", "axis_alignment", "confidence"} <= set(prof["edges"])
+    assert {"brightness", "contrast", "focus", "axis_alignment", "confidence"} <= set(prof["edges"])
     assert all(len(v) == 9 for v in prof["edges"].values())
     assert 0.0 <= prof["saturation"]["input"] < 0.5  # int8 input: the calibration's share at the ends
 
@@ -172,6 +173,13 @@ def test_a_dimmed_line_raises_a_drift_event_and_the_health_says_degraded(belt, t
     assert len(drift) == 1 and "brightness" in drift[0]["what"] and drift[0]["id"] and drift[0]["time"].startswith("20")
     t_first = min(e["t_capture"] for e in events if "t_capture" in e)
     assert drift[0]["since"] - t_first < 4.0  # dim from the first frame: judged once a second once the window fills
+    # the episode is kept in the industrial app's counters database, and `edgeship stats` lists it
+    r = CliRunner().invoke(cli, ["stats", str(tmp_path / "counters.sqlite"), "--json"])
+    assert r.exit_code == 0, r.output
+    (ep,) = json.loads(r.stdout)["drift"]
+    assert "brightness" in ep["what"] and ep["start"].startswith("20") and ep["end"] is None  # dim to the end
+    table = CliRunner().invoke(cli, ["stats", str(tmp_path / "counters.sqlite")]).output
+    assert "drift from (UTC)" in table and "still drifting" in table and "brightness" in table
     # --no-watch turns it off, with --config too
     r = CliRunner().invoke(cli, ["run", "--config", str(_config(belt, tmp_path, belt["dim"], free_port())), "--no-watch",
                                  "--json"])
@@ -194,3 +202,37 @@ def test_drift_command_on_the_workstation(belt, tmp_path):
     bare.write_bytes(Path(belt["artifact"]).read_bytes())
     r = CliRunner().invoke(cli, ["drift", str(bare), "--data", str(belt["video"])])
     assert r.exit_code == 1 and r.output.count("\n") == 1 and "no drift profile" in r.output, r.output
+
+
+def test_a_detector_profile_holds_detections_and_a_zoomed_out_camera_moves_them(tmp_path_factory, tmp_path):
+    """The quickstart's shape detector: the profile holds detections per frame, their score and their box area as
+    a share of the input (decoded by the runtime's own post-processing); fresh scenes from the generator the
+    calibration came from (full-size frames, boxes mapped back to them on the device) read as the same, and the
+    same scenes seen by a zoomed-out camera move the boxes' area."""
+    import cv2
+
+    from edgeship.converters import convert
+    from edgeship.demo import demo_paths, scenes
+    from edgeship.runtime.drift_check import check_drift
+
+    paths = demo_paths(demo_dir(tmp_path_factory))
+    (art,) = convert(paths["shapes_keras"], formats=["tflite"], precision="int8", calib=paths["shapes_calib"],
+                     out_dir=tmp_path / "model", max_drop=None, task="detect")
+    prof = art.manifest.drift
+    assert {"detections", "box_area", "detection_score"} <= set(prof["edges"]), sorted(prof["edges"])
+    assert prof["medians"]["detections"] >= 1 and 0.0 < prof["medians"]["box_area"] < 0.5
+    rng = np.random.default_rng(99)
+    same, zoomed = tmp_path / "same", tmp_path / "zoomed"
+    same.mkdir(), zoomed.mkdir()
+    for i in range(150):
+        img = scenes.random_scene(rng)[0]
+        h, w = img.shape[:2]
+        cv2.imwrite(str(same / f"{i:03d}.png"), img)
+        small = cv2.resize(img, (w // 2, h // 2), interpolation=cv2.INTER_AREA)
+        cv2.imwrite(str(zoomed / f"{i:03d}.png"), cv2.copyMakeBorder(small, h // 4, h - h // 2 - h // 4, w // 4,
+                                                                     w - w // 2 - w // 4, cv2.BORDER_REPLICATE))
+    rows = {r["statistic"]: r for r in check_drift(str(art.path), str(same)).rows}
+    assert not any(r["drifted"] for r in rows.values()), rows
+    assert abs(rows["box_area"]["data_p50"] - rows["box_area"]["calibration_p50"]) < 0.2 * rows["box_area"]["calibration_p50"]
+    moved = {r["statistic"]: r for r in check_drift(str(art.path), str(zoomed)).rows}
+    assert moved["box_area"]["drifted"] and moved["box_area"]["data_p50"] < 0.5 * rows["box_area"]["data_p50"], moved

@@ -408,7 +408,7 @@ def build_manifest(ctx: _Context, fmt: str, artifact: Path, seconds: float) -> M
     from .profile import artifact_profile
 
     t0 = time.monotonic()
-    drift = artifact_profile(artifact, *(ctx.drift or (None, None)), task=ctx.task, roles=ctx.roles)
+    drift = artifact_profile(artifact, *(ctx.drift or (None, None)), task=ctx.task, roles=ctx.roles, spec=ctx.spec)
     ctx.timings["profile_s"] = ctx.timings.get("profile_s", 0.0) + time.monotonic() - t0
     return Manifest(
         drift=drift,

@@ -38,11 +38,13 @@ def input_rows(x: np.ndarray | None) -> list[dict[str, float]] | None:
 
 
 def artifact_profile(artifact: Path, x: np.ndarray | None, rows: list[dict[str, float]] | None, *, task: str,
-                     roles: list[str]) -> dict[str, Any] | None:
-    """The profile of one artifact: ``rows`` plus its outputs' statistics and int8 saturation on the samples."""
+                     roles: list[str], spec: Any = None) -> dict[str, Any] | None:
+    """The profile of one artifact: ``rows`` plus its outputs' statistics and int8 saturation on the samples
+    (a detector's detections decoded by the runtime's own post-processing with its default options, in the
+    pixels of ``spec``, the InputSpec)."""
     from ..preprocess import quantize_values
     from ..runtime.backends import open_backend
-    from ..runtime.drift import build_profile, output_stats, saturation
+    from ..runtime.drift import box_area_scale, build_profile, input_stats, output_stats, saturation
 
     if x is None or rows is None:
         return None
@@ -56,14 +58,37 @@ def artifact_profile(artifact: Path, x: np.ndarray | None, rows: list[dict[str, 
     with backend:
         quant = backend.input_quantization
         scores = roles.index("class_scores") if "class_scores" in roles else 0
+        decode = _decoder(backend, spec) if task == "detect" else None
+        hw = (spec.height, spec.width) if spec is not None else None
+        scale = box_area_scale(hw, spec)
         for row, sample in zip(rows, x):
             raw = backend.run_prepared(backend.prepare_inputs(sample[None]))
             if quant is not None and quant.dtype in ("int8", "uint8"):
-                sat["input"].append(saturation(quantize_values(sample, quant)))
+                q = quantize_values(sample, quant)
+                sat["input"].append(saturation(q))
+                row.update(input_stats(q, quant))  # what the device's watch sees: the tensor as quantized
             if raw and np.asarray(raw[0]).dtype in (np.int8, np.uint8):
                 sat["output"].append(saturation(raw[0]))
             outs = backend.dequantize_outputs(raw)
             if task == "classify" and outs:
                 row.update(output_stats([outs[min(scores, len(outs) - 1)][0]], task="classify"))
+            elif decode is not None:
+                row.update(output_stats(None, task="detect", detections=decode(outs, hw)["detections"], area_scale=scale))
     shares = {k: round(float(np.mean(v)), 6) for k, v in sat.items() if v}
     return build_profile(rows, shares).to_dict()
+
+
+def _decoder(backend: Any, spec: Any) -> Any:
+    """The runtime's detection post-processing for this artifact (None, with a warning, when it cannot decode
+    it with its default options: an anchor-based head needs its layout, given only to ``edgeship run``)."""
+    from ..errors import EdgeshipError
+    from ..runtime.processing import make_postprocess
+
+    if spec is None:
+        return None
+    try:
+        return make_postprocess("detect", spec=spec, output_shapes=[o.shape for o in backend.outputs],
+                                output_names=[o.name for o in backend.outputs])
+    except EdgeshipError as e:
+        log.warning("drift profile without detection statistics: %s", e)
+        return None

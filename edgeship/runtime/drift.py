@@ -1,14 +1,14 @@
 """Drift and saturation watch: is the camera still seeing what the model was calibrated on?
 
 ``convert`` writes a reference :class:`DriftProfile` into the manifest, computed from the calibration
-set: per-sample statistics of the model's input (brightness, contrast, per-channel means, sharpness,
+set: per-sample statistics of the model's input (brightness, contrast, per-channel means, focus,
 how much of the gradient energy lies along the image axes) and of the float model's output (top-1
-confidence; detections per frame and their mean box size), each kept as the decile edges of its
+confidence; detections per frame, their mean score and mean box area as a share of the input), each kept as the decile edges of its
 distribution, plus for int8 tensors the fraction of values on the ends of the quantized range.
 
 On the device :class:`DriftWatch` computes the same statistics on inferred frames (at most ``sample_hz`` a
-second of stream time, on the model's input tensor as the calibration samples were, subsampled to at most
-48 pixels a side) and, over a rolling window of ``window_s`` seconds,
+second of stream time, on the model's input tensor as the calibration samples were: subsampled to at most
+48 pixels a side, and for focus a central crop at full resolution) and, over a rolling window of ``window_s`` seconds,
 compares each statistic's window with its reference by the population stability index over the
 reference's deciles:
 
@@ -46,9 +46,10 @@ from .schema import Strict
 log = logging.getLogger(__name__)
 DECILES = np.linspace(10, 90, 9)
 MAX_SIDE = 48  # statistics are taken on the input subsampled to at most this many pixels a side
+FOCUS_SIDE = 96  # ... and focus on a central crop of at most this many pixels a side, at full resolution
 TAN_7_5 = math.tan(math.radians(7.5))  # a gradient within 7.5 degrees of an image axis counts as aligned
 JUDGE_S = 1.0  # the window is scored at most this often (stream seconds)
-INPUT_STATS = ("brightness", "contrast", "sharpness", "axis_alignment")
+INPUT_STATS = ("brightness", "contrast", "focus", "axis_alignment")
 
 
 # ---- per-sample statistics --------------------------------------------------------------------------------
@@ -60,27 +61,51 @@ def subsample(x: np.ndarray) -> np.ndarray:
     return x[::step, ::step] if step > 1 else x
 
 
-def input_stats(sample: np.ndarray) -> dict[str, float]:
-    """Statistics of one model input (HxWxC or HxW, float, in the model's input units), on a subsampled copy:
-    brightness and contrast (mean and spread of the gray level), each channel's mean, sharpness (mean absolute
-    Laplacian over the contrast: blur lowers it) and axis alignment (the share of gradient energy at pixels
-    whose gradient lies within 7.5 degrees of an image axis: a turned camera lowers it)."""
+def center_crop(x: np.ndarray, side: int) -> np.ndarray:
+    """The central at most ``side`` x ``side`` pixels of an HxW(xC) image, at its own resolution."""
+    h, w = x.shape[:2]
+    top, left = max(0, (h - side) // 2), max(0, (w - side) // 2)
+    return x[top:top + side, left:left + side]
+
+
+def focus(gray: np.ndarray) -> float:
+    """How much of an image's detail is at the finest scale: the mean absolute Laplacian of neighbouring pixels
+    over that of pixels two apart. Blur (a lens out of focus, a dirty window) removes the finest detail first,
+    so it lowers this ratio; brightness, contrast and the dtype's offset and scale cancel out (an int8 tensor
+    gives what its dequantized values give), and the scene's content matters far less than for the Laplacian
+    alone. Taken on a central crop at the input's own resolution: subsampling would hide what blur takes away."""
+    g = center_crop(np.asarray(gray), FOCUS_SIDE).astype(np.float32)
+    if min(g.shape[:2]) < 5:
+        return 0.0
+    fine = np.abs(g[2:-2, 3:-1] + g[2:-2, 1:-3] + g[3:-1, 2:-2] + g[1:-3, 2:-2] - 4 * g[2:-2, 2:-2]).mean()
+    coarse = np.abs(g[2:-2, 4:] + g[2:-2, :-4] + g[4:, 2:-2] + g[:-4, 2:-2] - 4 * g[2:-2, 2:-2]).mean()
+    return float(fine / coarse) if coarse > 0 else 0.0
+
+
+def input_stats(sample: np.ndarray, quant: Any = None) -> dict[str, float]:
+    """Statistics of one model input (HxWxC or HxW, in the model's input units; an int8 or uint8 tensor with its
+    ``quant``, a preprocess.Quantization or a (scale, zero_point) pair, is dequantized first): on a subsampled
+    copy, brightness and contrast (mean and spread of the gray level), each channel's mean and axis alignment
+    (the share of gradient energy at pixels whose gradient lies within 7.5 degrees of an image axis: a turned
+    camera lowers it); on a central crop at full resolution, :func:`focus` (blur lowers it)."""
     x = np.asarray(sample)
     if x.ndim == 4:
         x = x[0]
-    x = subsample(x).astype(np.float32, copy=False)
     if x.ndim == 3 and x.shape[2] == 1:
         x = x[..., 0]
+    crop = center_crop(x, FOCUS_SIDE)
+    out = {"focus": focus(crop.mean(axis=2, dtype=np.float32) if crop.ndim == 3 else crop)}
+    x = subsample(x)
+    if x.dtype in (np.int8, np.uint8) and quant is not None:
+        scale, zero = (quant.scale, quant.zero_point) if hasattr(quant, "scale") else quant
+        x = (x.astype(np.float32) - zero) * scale
+    x = x.astype(np.float32, copy=False)
     gray = x.mean(axis=2) if x.ndim == 3 else x
-    contrast = float(gray.std())
-    out = {"brightness": float(gray.mean()), "contrast": contrast}
+    out.update(brightness=float(gray.mean()), contrast=float(gray.std()))
     if x.ndim == 3:
         out.update({f"channel{c}": float(m) for c, m in enumerate(x.mean(axis=(0, 1)))})
-    mid = gray[1:-1, 1:-1]
     ax = np.abs(gray[1:-1, 2:] - gray[1:-1, :-2])
     ay = np.abs(gray[2:, 1:-1] - gray[:-2, 1:-1])
-    lap = np.abs(gray[1:-1, 2:] + gray[1:-1, :-2] + gray[2:, 1:-1] + gray[:-2, 1:-1] - 4 * mid)
-    out["sharpness"] = float(lap.mean()) / (contrast + 1e-6)
     mag = ax + ay
     total = float(mag.sum())
     aligned = np.minimum(ax, ay) <= TAN_7_5 * np.maximum(ax, ay)
@@ -88,14 +113,19 @@ def input_stats(sample: np.ndarray) -> dict[str, float]:
     return out
 
 
-def output_stats(outputs: Iterable[np.ndarray] | None, *, task: str, detections: Any = None) -> dict[str, float]:
-    """Statistics of one frame's model output: top-1 confidence (classify), detections per frame and their
-    mean box area as a share of the frame (detect)."""
+def output_stats(outputs: Iterable[np.ndarray] | None, *, task: str, detections: Any = None,
+                 area_scale: float = 1.0) -> dict[str, float]:
+    """Statistics of one frame's model output: top-1 confidence (classify); detections per frame, their mean
+    score and mean box area (detect). ``area_scale`` turns a box's area in the detections' pixels into a share
+    of the model's input (see :func:`box_area_scale`), so boxes mapped back to a 1280x720 frame on the device
+    compare with the calibration's boxes in input pixels."""
     if task == "detect" and detections is not None:
         n = len(detections)
-        boxes = np.asarray(getattr(detections, "xyxy", np.zeros((0, 4))), dtype=np.float32).reshape(-1, 4)
-        area = float(np.mean((boxes[:, 2] - boxes[:, 0]) * (boxes[:, 3] - boxes[:, 1]))) if n and boxes.size else 0.0
-        return {"detections": float(n), "box_area": area}
+        if not n:
+            return {"detections": 0.0}
+        boxes = np.asarray(detections.xyxy, dtype=np.float32).reshape(-1, 4)
+        area = float(np.mean((boxes[:, 2] - boxes[:, 0]) * (boxes[:, 3] - boxes[:, 1]))) * area_scale
+        return {"detections": float(n), "box_area": area, "detection_score": float(np.mean(detections.scores))}
     outs = list(outputs or [])
     if task == "classify" and outs:
         p = np.asarray(outs[0], dtype=np.float32).reshape(-1)
@@ -104,6 +134,17 @@ def output_stats(outputs: Iterable[np.ndarray] | None, *, task: str, detections:
             p = e / e.sum()
         return {"confidence": float(p.max()) if p.size else 0.0}
     return {}
+
+
+def box_area_scale(frame_hw: tuple[int, int] | None, spec: Any) -> float:
+    """What a box area in the pixels of a ``frame_hw`` frame is multiplied by to become a share of the model's
+    input (the resize the frame went through, :func:`edgeship.preprocess.resize_transform`); 1.0 without a spec."""
+    if spec is None or frame_hw is None:
+        return 1.0
+    from ..preprocess import resize_transform
+
+    t = resize_transform(frame_hw, spec)
+    return float(t.scale_x * t.scale_y) / float(spec.height * spec.width)
 
 
 def saturation(tensor: np.ndarray) -> float:
@@ -261,11 +302,13 @@ class DriftWatch:
     the drift and recovered events (the app's event sinks)."""
 
     def __init__(self, profile: DriftProfile, cfg: WatchCfg | None = None, *, task: str = "raw",
-                 input_quant: Any = None, camera: str | None = None,
+                 input_quant: Any = None, camera: str | None = None, spec: Any = None,
                  emit: Callable[[dict[str, Any]], None] | None = None, clock: Callable[[], float] = time.time,
                  keep_rows: bool = False) -> None:
         self.profile, self.cfg, self.task = profile, cfg or WatchCfg(), task
         self.input_quant, self.camera, self.emit, self.clock = input_quant, camera, emit, clock
+        self.spec = spec  # the model's InputSpec: detections' boxes are measured in its pixels
+        self._area = (None, 1.0)  # (frame_hw, box_area_scale) of the last frame size seen
         names = list(self.cfg.stats) or sorted(profile.edges)
         unknown = [n for n in names if n not in profile.edges]
         if unknown:
@@ -290,7 +333,7 @@ class DriftWatch:
 
     # the pipeline's side
     def observe(self, model_input: np.ndarray | None, raw: list[np.ndarray], outputs: list[np.ndarray] | None,
-                detections: Any = None, t: float | None = None) -> None:
+                detections: Any = None, t: float | None = None, frame_hw: tuple[int, int] | None = None) -> None:
         self.seen += 1
         now = self.clock() if t is None else t
         t0 = time.perf_counter()
@@ -311,12 +354,10 @@ class DriftWatch:
                 x = x[0]
             if x.dtype in (np.int8, np.uint8):
                 sat_in = saturation(x)
-                x = subsample(x)
-                q = self.input_quant  # a preprocess.Quantization (scale, zero_point) or a (scale, zero) pair
-                scale, zero = (q.scale, q.zero_point) if hasattr(q, "scale") else (q or (1.0, 0))
-                x = (x.astype(np.float32) - zero) * scale
-            row.update(input_stats(x))
-        row.update(output_stats(outputs, task=self.task, detections=detections))
+            row.update(input_stats(x, self.input_quant or (1.0, 0)))
+        if frame_hw is not None and self._area[0] != frame_hw:
+            self._area = (frame_hw, box_area_scale(frame_hw, self.spec))
+        row.update(output_stats(outputs, task=self.task, detections=detections, area_scale=self._area[1]))
         if raw:
             sat_out = saturation(raw[0])
         with self.lock:
@@ -421,16 +462,18 @@ class DriftWatch:
 
 
 def profile_from_samples(samples: Iterable[np.ndarray], outputs: Iterable[Any] | None = None, *, task: str = "raw",
-                         saturation_shares: dict[str, float] | None = None) -> DriftProfile:
-    """A profile from the calibration samples (float, preprocessed) and, optionally, the float model's output for
-    each (a list of arrays per sample; for detection, the post-processed detections)."""
+                         saturation_shares: dict[str, float] | None = None, spec: Any = None) -> DriftProfile:
+    """A profile from the calibration samples (float, preprocessed) and, optionally, the model's output for
+    each (a list of arrays per sample; for detection, the post-processed detections in input pixels of
+    ``spec``, the model's InputSpec)."""
     rows = []
     outs = list(outputs) if outputs is not None else None
+    scale = box_area_scale((spec.height, spec.width), spec) if spec is not None else 1.0
     for i, s in enumerate(samples):
         row = input_stats(s)
         if outs is not None:
             o = outs[i]
-            row.update(output_stats(None, task=task, detections=o) if task == "detect" else output_stats(o, task=task))
+            row.update(output_stats(None, task=task, detections=o, area_scale=scale) if task == "detect"
+                       else output_stats(o, task=task))
         rows.append(row)
     return build_profile(rows, saturation_shares)
-

@@ -52,7 +52,7 @@ def input_spec_for(backend: Backend, spec: InputSpec | None = None, overrides: d
         raise SpecError(f"input_spec (--scale/--mean/--std/--color-order) for {backend.path.name}: {e}") from None
 
 
-def make_watch(backend: Backend, cfg: Any, *, task: str, camera: str | None = None) -> Any:
+def make_watch(backend: Backend, cfg: Any, *, task: str, camera: str | None = None, spec: Any = None) -> Any:
     """The drift watch for this model (None when ``cfg`` turns it off or the manifest has no profile)."""
     from .drift import DriftProfile, DriftWatch
 
@@ -61,7 +61,8 @@ def make_watch(backend: Backend, cfg: Any, *, task: str, camera: str | None = No
         return None
     try:
         profile = DriftProfile.from_dict(manifest.drift)
-        return DriftWatch(profile, cfg, task=task, input_quant=getattr(backend, "input_quantization", None), camera=camera)
+        return DriftWatch(profile, cfg, task=task, input_quant=getattr(backend, "input_quantization", None), camera=camera,
+                          spec=spec)
     except (KeyError, TypeError, ValueError) as e:
         raise InputError(f"{getattr(backend, 'path', 'the model')}: drift watch: {e}") from None
 
@@ -124,7 +125,7 @@ def build_pipeline(
         if own:
             b.close()
         raise
-    watch = make_watch(b, opts.watch, task=chosen, camera=camera)
+    watch = make_watch(b, opts.watch, task=chosen, camera=camera, spec=sp)
     pipe = _OwningPipeline(src, b, spec=sp, postprocess=processor, sinks=built, gates=gates, max_frames=max_frames,
                            duration=duration, task=chosen, handle_signals=handle_signals, info={"labels": names},
                            pin=be.pin, output_queue=be.output_queue, keep_freed_frames=keep_freed_frames, camera=camera,

@@ -4,6 +4,10 @@ One row per (hour, camera, class) with total / pass / fail counts (``camera`` is
 deployment). Totals, per-class and per-camera counts and the yield per hour that ``edgeship stats``
 prints are all sums over these rows. A database written before cameras were counted gains the
 column (its rows become camera "") the first time it is opened for writing.
+
+The same database keeps the drift watch's episodes (:mod:`edgeship.runtime.drift`): one row per
+episode and camera, from its drift event to its recovered event (``end`` NULL while it lasts), so
+``edgeship stats`` shows when the line stopped looking like its calibration beside the yield.
 """
 
 from __future__ import annotations
@@ -25,6 +29,13 @@ CREATE TABLE IF NOT EXISTS inspections (
     passed INTEGER NOT NULL DEFAULT 0,
     failed INTEGER NOT NULL DEFAULT 0,
     PRIMARY KEY (hour, camera, label)
+);
+CREATE TABLE IF NOT EXISTS drift_episodes (
+    camera TEXT NOT NULL DEFAULT '',
+    start REAL NOT NULL,            -- unix time the drift began (the watch's "since")
+    end REAL,                       -- unix time of the recovered event; NULL while the drift lasts
+    what TEXT NOT NULL,             -- JSON: statistic -> its score when the drift was reported
+    PRIMARY KEY (camera, start)
 );
 """
 MIGRATE = """
@@ -63,6 +74,20 @@ class Counters:
                 "failed = failed + ?",
                 (hour, str(camera), str(label), p, f, p, f),
             )
+
+    def drift_started(self, start: float, what: dict[str, float], *, camera: str = "") -> None:
+        """An episode began at ``start`` (seconds since the epoch); ``what``: the statistics that moved."""
+        import json
+
+        with self._lock:
+            self._db.execute("INSERT OR REPLACE INTO drift_episodes (camera, start, end, what) VALUES (?, ?, NULL, ?)",
+                             (str(camera), float(start), json.dumps(what, sort_keys=True)))
+
+    def drift_ended(self, start: float, end: float, *, camera: str = "") -> None:
+        """The episode that began at ``start`` ended at ``end``."""
+        with self._lock:
+            self._db.execute("UPDATE drift_episodes SET end = ? WHERE camera = ? AND start = ?",
+                             (float(end), str(camera), float(start)))
 
     def totals(self, camera: str | None = None) -> dict:
         """{'total', 'pass', 'fail', 'yield', 'per_class': {label: {'total','pass','fail'}}} (one camera's, or all)."""
@@ -148,3 +173,30 @@ def camera_totals(path: str | os.PathLike, hours: int | None = None, now: float 
                         "GROUP BY camera ORDER BY camera", args)
     return {r[0]: {"total": int(r[1]), "pass": int(r[2]), "fail": int(r[3]),
                    "yield": round(r[2] / r[1], 6) if r[1] else None} for r in rows if r[0]}
+
+
+def drift_episodes(path: str | os.PathLike, hours: int | None = None, now: float | None = None,
+                   camera: str | None = None) -> list[dict]:
+    """The drift episodes recorded in a counters database, oldest first: {'camera', 'start', 'end' (UTC ISO
+    times; end None while it lasts), 'lasted_s', 'what'}; ``hours``: only episodes still going or ended in the
+    last N hours; ``camera``: one camera's. Empty for a database written before episodes were kept."""
+    import datetime as dt
+    import json
+
+    if not any(r[0] == "drift_episodes" for r in _query(path, "SELECT name FROM sqlite_master WHERE type = 'table'", ())):
+        return []
+    parts, args = [], []
+    if hours is not None:
+        parts.append("(end IS NULL OR end > ?)")
+        args.append((time.time() if now is None else now) - 3600 * int(hours))
+    if camera is not None:
+        parts.append("camera = ?")
+        args.append(camera)
+    where = ("WHERE " + " AND ".join(parts)) if parts else ""
+    rows = _query(path, f"SELECT camera, start, end, what FROM drift_episodes {where} ORDER BY start", tuple(args))
+
+    def iso(t: float | None) -> str | None:
+        return None if t is None else dt.datetime.fromtimestamp(t, tz=dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+    return [{"camera": c, "start": iso(s), "end": iso(e), "lasted_s": None if e is None else round(e - s, 1),
+             "what": json.loads(w)} for c, s, e, w in rows]

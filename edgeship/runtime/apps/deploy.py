@@ -85,14 +85,21 @@ def build_deployment(cfg, *, max_frames: int | None = None, duration: float | No
 
 def drift_events(app: Any):
     """The drift watch's events as the app's events: an id and a time added, sent to every event sink of the
-    app (JSON lines, webhook, MQTT with their durable queues); without an app or sinks only the log has them."""
+    app (JSON lines, webhook, MQTT with their durable queues), after the app's own ``on_drift`` (the industrial
+    app keeps the episodes in its counters database); without an app or sinks only the log has them."""
     import logging
 
     from .base import iso_time, new_event_id
 
     sinks = list(getattr(app, "event_sinks", None) or [])
+    record = getattr(app, "on_drift", None)
 
     def emit(event: dict) -> None:
+        if record is not None:
+            try:
+                record(event)
+            except Exception:  # the episode's record must not stop its event
+                logging.getLogger(__name__).exception("%s could not record a drift event", type(app).__name__)
         event = {"id": new_event_id(), **event, "time": iso_time(event.get("time") or 0.0)}
         for sink in sinks:
             try:

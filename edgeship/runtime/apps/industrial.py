@@ -220,6 +220,17 @@ class IndustrialApp(App):
             self.session["pass" if v.passed else "fail"] += 1
             self.recent.appendleft(record)
 
+    def on_drift(self, event: dict) -> None:
+        """The drift watch's events (:func:`edgeship.runtime.apps.deploy.drift_events`): each episode is kept in the
+        counters database, where ``edgeship stats`` lists it."""
+        if self.counters is None:
+            return
+        camera = self.info.get("camera") or ""
+        if event["type"] == "drift":
+            self.counters.drift_started(event["since"], event.get("what") or {}, camera=camera)
+        elif event["type"] == "recovered":
+            self.counters.drift_ended(event["since"], event["time"], camera=camera)
+
     def annotate(self, image, result) -> None:
         import cv2
 
