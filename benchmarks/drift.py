@@ -8,11 +8,16 @@ convert` with a calibration set that `edgeship calibrate` made from the undistur
 carries the profile the watch compares with). Streams (stream time, every frame processed):
 
 - belt: 60 s at 10 fps of real held-out handwritten digits on a belt, one part per frame;
-- scene: 60 s at 30 fps of the demo's shapes crossing a scene.
+- scene: 60 s at 30 fps of the demo's shapes crossing a scene;
+- photos: 60 s at 30 fps of a camera panning and zooming slowly over scikit-image's colour photographs
+  (640x480), seen by MobileNetV3Small 128 (``weights=None``, BatchNorm statistics re-estimated on crops of
+  the same photographs, as in benchmarks/real_models.py), calibrated with ``edgeship.build_dataset`` on the
+  stream's first 30 s; its new kind of object is a tour over scikit-image's grey pages and microscopy.
 
 Each stream runs as shot for 30 s and then (a) at 40% light, (b) with a blur whose sigma grows from 0 to 3
 pixels over the next 30 s, (c) turned by 15 degrees (the camera was bumped), (d) with a new kind of object
-(belt: a blank bolt instead of a digit; scene: a class the detector never saw, a cross); (e) is the
+(belt: a blank bolt instead of a digit; scene: a class the detector never saw, a cross; photos: text and
+microscopy instead of photographs); (e) is the
 undisturbed stream looped for ``--minutes`` of stream time. The watch runs with its defaults.
 
 Per case: seconds of stream time from the change to the drift event (targets: (a)-(c) within 10 s, (d)
@@ -41,6 +46,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 CACHE = ROOT / "benchmarks" / ".cache" / "drift"
 SECONDS = 60.0
 CHANGE_S = 30.0
+STREAMS = ("belt", "scene", "photos")
 
 
 def _blur(img: np.ndarray, sigma: float) -> np.ndarray:
@@ -113,6 +119,59 @@ def scene_stream(fps: float = 30.0) -> tuple[list[np.ndarray], list[np.ndarray]]
     return frames, novel
 
 
+PHOTO_HW = (480, 640)
+NOVEL_PHOTOS = ("text", "page", "coins", "cell", "immunohistochemistry", "moon")  # pages, coins, microscopy, the moon
+
+
+def tour(photos: list[np.ndarray], n: int, fps: float, seconds_each: float = 2.0, seed: int = 0) -> list[np.ndarray]:
+    """A camera panning and zooming slowly over each photograph in turn (``seconds_each``), BGR frames."""
+    import cv2
+
+    rng = np.random.default_rng(seed)
+    per = int(seconds_each * fps)
+    frames = []
+    for k in range(0, n, per):
+        img = cv2.cvtColor(photos[(k // per) % len(photos)], cv2.COLOR_RGB2BGR)
+        h, w = img.shape[:2]
+        aspect = PHOTO_HW[1] / PHOTO_HW[0]
+        z0, z1 = rng.uniform(0.6, 0.9, 2)
+        for i in range(min(per, n - k)):
+            a = i / max(1, per - 1)
+            z = z0 + (z1 - z0) * a
+            ch = int(min(h, w / aspect) * z)
+            cw = int(ch * aspect)
+            y = int((h - ch) * (0.2 + 0.6 * a))
+            x = int((w - cw) * (0.8 - 0.6 * a))
+            frames.append(cv2.resize(img[y:y + ch, x:x + cw], PHOTO_HW[::-1], interpolation=cv2.INTER_AREA))
+    return frames
+
+
+def photo_stream(fps: float = 30.0) -> tuple[list[np.ndarray], list[np.ndarray]]:
+    from photos import COLOUR, photographs
+
+    n = int(SECONDS * fps)
+    return tour(photographs(COLOUR), n, fps), tour(photographs(NOVEL_PHOTOS), n, fps, seed=1)
+
+
+def photo_model(frames: list[np.ndarray], fps: float, tmp: Path, art: Path) -> None:
+    """MobileNetV3Small 128 with BatchNorm statistics from crops of the photographs, converted to int8 TFLite with a
+    calibration set built from the stream's first 30 s (its manifest carries the profile)."""
+    import edgeship
+    from edgeship.spec import InputSpec
+    from model_zoo import MODELS, build_model, reestimate_batchnorm
+    from photos import random_crops
+
+    spec = InputSpec(128, 128, **MODELS["MobileNetV3Small"])
+    model = build_model("MobileNetV3Small", 128)
+    from edgeship.preprocess import preprocess_batch
+
+    reestimate_batchnorm(model, preprocess_batch(random_crops(256, 128, seed=0), spec).astype(np.float32), 16)
+    first = write(tmp / "photos_first.mp4", frames[: int(CHANGE_S * fps)], fps)
+    dataset = edgeship.build_dataset([str(first)], spec=spec, count=300, dedup=False)
+    edgeship.convert(model, formats=["tflite"], precision="int8", calib=dataset, out_dir=art.parent, name=art.stem,
+                     max_drop=None, task="classify")
+
+
 def write(path: Path, frames: list[np.ndarray], fps: float) -> Path:
     from edgeship.demo.scenes import write_video
 
@@ -153,6 +212,13 @@ def prepare(tmp: Path) -> dict:
                     name=f"{name}_int8", max_drop=None, task=ref.task, labels=list(ref.labels))
         out[name] = {"frames": frames, "fps": fps, "novel": novel, "video": video, "artifact": art}
     out["belt"]["labels"] = labels
+    photos, photos_novel = photo_stream()
+    video, art = CACHE / "photos.mp4", CACHE / "photos_int8.tflite"
+    if not video.exists():
+        write(video, photos, 30.0)
+    if not art.exists():
+        photo_model(photos, 30.0, tmp, art)
+    out["photos"] = {"frames": photos, "fps": 30.0, "novel": photos_novel, "video": video, "artifact": art}
     return out
 
 
@@ -213,7 +279,8 @@ def _matched(ref: np.ndarray, got: np.ndarray) -> float:
 
 def cases(prep: dict, tmp: Path) -> list[dict]:
     rows = []
-    for name, d in (("belt", prep["belt"]), ("scene", prep["scene"])):
+    for name in STREAMS:
+        d = prep[name]
         _, _, clean, _ = run(d["artifact"], d["video"])
         start = int(CHANGE_S * d["fps"])
         for kind in ("dim", "blur", "rotate", "new_object"):
@@ -223,7 +290,10 @@ def cases(prep: dict, tmp: Path) -> list[dict]:
             drift = [e for e in events if e["type"] == "drift" and e["time"] - t0 >= CHANGE_S - 1.0]
             early = [e for e in events if e["type"] == "drift" and e["time"] - t0 < CHANGE_S - 1.0]
             after = (drift[0]["time"] - t0 - CHANGE_S) if drift else None
-            if name == "belt":
+            if name == "photos":
+                agree = float(np.mean([a == b for a, b in zip(answers[start:], clean[start:])]))
+                effect = f"top-1 agreement {100 * agree:.0f}% (no labels)"
+            elif name == "belt":
                 agree = float(np.mean([a == b for a, b in zip(answers[start:], clean[start:])]))
                 acc_clean = float(np.mean([a == y for a, y in zip(clean[start:], d["labels"][start:])]))
                 acc = float(np.mean([a == y for a, y in zip(answers[start:], d["labels"][start:])]))
@@ -240,7 +310,7 @@ def cases(prep: dict, tmp: Path) -> list[dict]:
 
 def quiet(prep: dict, minutes: float) -> list[dict]:
     out = []
-    for name in ("belt", "scene"):
+    for name in STREAMS:
         d = prep[name]
         n = int(minutes * 60 * d["fps"])
         t = time.monotonic()
@@ -253,7 +323,7 @@ def quiet(prep: dict, minutes: float) -> list[dict]:
 
 def cost(prep: dict, rounds: int) -> list[dict]:
     out = []
-    for name in ("belt", "scene"):
+    for name in STREAMS:
         d = prep[name]
         fps = {True: [], False: []}
         for r in range(rounds):

@@ -17,6 +17,10 @@ own process whose peak RSS comes from ``wait4``. Cases (the issue's targets in b
 2. fairness: one camera unthrottled (a file in every-frame mode: it always has a frame ready), three
    at 5 fps (real-time files capped with max_fps), for ``--seconds``: what share of their frames
    the slow cameras got [>= 90%].
+4. batching (``--parts batch``, LiteRT, the inference-bound model alone, no video): frames per second of
+   one interpreter at batch 1, two interpreters at batch 1 in two threads (the default on 2 CPUs), and one
+   interpreter resized to a batch of 4 (``resize_tensor_input``; 1 and 2 XNNPACK threads): which way of
+   serving 4 cameras from one LiteRT model wins. Alternating rounds of ``--seconds`` / 4 each.
 3. fault isolation: 4 RTSP cameras (GStreamer test servers, 640x480 at 30 fps), one killed for 10 s
    and restarted: it reconnects, the other three keep their processed fps during the outage
    [>= 90% of before].
@@ -249,6 +253,57 @@ def faults(prep: dict, tmp: Path) -> dict:
             "back_after_s": (after0[0] - t_back) if after0 else None}
 
 
+def batching(model: Path, rounds: int, seconds: float) -> dict[str, list[float]]:
+    """Frames per second of the ways one LiteRT model can serve 4 cameras (see the module doc, case 4)."""
+    import threading
+
+    import numpy as np
+
+    from edgeship.formats.tflite import load_interpreter
+
+    def interp(batch: int, threads: int) -> tuple[object, int, int, np.ndarray]:
+        it = load_interpreter(model, threads)
+        d = it.get_input_details()[0]
+        if batch != 1:
+            it.resize_tensor_input(d["index"], [batch, *d["shape"][1:]])
+            it.allocate_tensors()
+            d = it.get_input_details()[0]
+        x = np.random.default_rng(0).integers(-128, 127, d["shape"], dtype=np.int64).astype(d["dtype"])
+        return it, d["index"], batch, x
+
+    def spin(parts: list[tuple], t: float) -> float:
+        count = [0] * len(parts)
+
+        def loop(k: int) -> None:
+            it, idx, batch, x = parts[k]
+            end = time.perf_counter() + t
+            while time.perf_counter() < end:
+                it.set_tensor(idx, x)
+                it.invoke()
+                count[k] += batch
+
+        threads = [threading.Thread(target=loop, args=(k,)) for k in range(len(parts))]
+        t0 = time.perf_counter()
+        for th in threads:
+            th.start()
+        for th in threads:
+            th.join()
+        return sum(count) / (time.perf_counter() - t0)
+
+    ways = {"1 interpreter, batch 1": lambda: [interp(1, 1)],
+            "2 interpreters, batch 1 (default)": lambda: [interp(1, 1), interp(1, 1)],
+            "1 interpreter, batch 4, 1 thread": lambda: [interp(4, 1)],
+            "1 interpreter, batch 4, 2 threads": lambda: [interp(4, 2)]}
+    built = {k: make() for k, make in ways.items()}
+    out: dict[str, list[float]] = {k: [] for k in ways}
+    for r in range(rounds):
+        order = list(built) if r % 2 == 0 else list(reversed(built))
+        for k in order:
+            spin(built[k], 0.5)  # warm-up
+            out[k].append(spin(built[k], seconds / 4))
+    return out
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--frames", type=int, default=900)
@@ -256,7 +311,8 @@ def main() -> None:
     ap.add_argument("--seconds", type=float, default=20.0)
     ap.add_argument("--skip-faults", action="store_true")
     ap.add_argument("--parts", default="throughput,fairness,faults,rss",
-                    help="what to measure: throughput (with RSS), fairness, faults, rss (one run of each size only)")
+                    help="what to measure: throughput (with RSS), fairness, faults, rss (one run of each size only), "
+                         "batch (LiteRT batch of 4 vs interpreters; not in the default)")
     args = ap.parse_args()
     prep = prepare(args.frames)
     with tempfile.TemporaryDirectory(prefix="edgeship-multi-") as tmp_s:
@@ -266,6 +322,7 @@ def main() -> None:
         mem = rss(prep, tmp) if "rss" in parts and "throughput" not in parts else []
         fair = fairness(prep, args.seconds, tmp) if "fairness" in parts else None
         fault = None if args.skip_faults or "faults" not in parts else faults(prep, tmp)
+        batch = batching(prep["models"][("inference", "litert")], args.rounds, args.seconds) if "batch" in parts else None
     print(f"\nMachine: {machine()}; {args.frames} frames per camera, {args.rounds} alternating rounds, medians.\n")
     print("| case | backend | 4 processes fps | 1 process, 4 cameras fps | ratio (per round) | default workers vs 1 | "
           "camera fps spread | peak RSS: 1 camera / 4 cameras / 4 processes (MiB) |")
@@ -281,6 +338,12 @@ def main() -> None:
         print(f"\nPeak RSS, {m['case']}-bound, {m['backend']}: 1 camera {m['one'] / 1024:.0f} MiB, 4 cameras in one process "
               f"{m['four'] / 1024:.0f} MiB ({m['four'] / m['one']:.2f}x), 4 processes {m['procs'] / 1024:.0f} MiB "
               f"({m['procs'] / m['one']:.2f}x)")
+    if batch is not None:
+        base = statistics.median(batch["1 interpreter, batch 1"])
+        print("\n| LiteRT, int8 MobileNetV2 224, inference only | frames/s (median) | vs 1 interpreter |")
+        print("|---|---|---|")
+        for k, v in batch.items():
+            print(f"| {k} | {statistics.median(v):.1f} | {statistics.median(v) / base:.2f}x |")
     if fair is not None:
         share = ", ".join(f"{k} {100 * v:.0f}%" for k, v in fair["slow_share"].items())
         print(f"\nFairness ({fair['seconds']:.0f} s): the unthrottled camera ran at {fair['fast_fps']:.1f} fps; "

@@ -188,7 +188,7 @@ def test_mjpeg_snapshot_url_and_wrong_content_type():
 
 @pytest.fixture(scope="module")
 def rtsp_ok():
-    reason = rtsp_unavailable(wait=120)
+    reason = rtsp_unavailable()
     if reason:
         pytest.skip(reason)
 

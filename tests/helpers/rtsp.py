@@ -12,19 +12,14 @@ from __future__ import annotations
 
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 SYSTEM_PYTHON = "/usr/bin/python3"
-DEPS_DONE = Path("/tmp/system-deps.done")
 CHECK = "import gi; gi.require_version('Gst', '1.0'); gi.require_version('GstRtspServer', '1.0'); from gi.repository import Gst, GstRtspServer; Gst.init(None); assert Gst.ElementFactory.find('x264enc'), 'x264enc missing (gstreamer1.0-plugins-ugly)'"
 
 
-def rtsp_unavailable(wait: float = 0.0) -> str | None:
-    """None if an RTSP server can run here, else the reason (waits up to ``wait`` s for system deps)."""
-    deadline = time.monotonic() + wait
-    while not DEPS_DONE.exists() and time.monotonic() < deadline:
-        time.sleep(1.0)
+def rtsp_unavailable() -> str | None:
+    """None if an RTSP server can run here, else the reason (scripts/system-deps.sh has run before the tests)."""
     if not Path(SYSTEM_PYTHON).exists():
         return f"{SYSTEM_PYTHON} is missing (Debian python3 with python3-gi runs the RTSP server)"
     r = subprocess.run([SYSTEM_PYTHON, "-c", CHECK], capture_output=True, text=True, timeout=60)
