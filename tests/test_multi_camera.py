@@ -103,9 +103,12 @@ def test_box_status_a_dead_camera_degrades_the_box():
 # ---- running -------------------------------------------------------------------------------------------------
 def test_three_cameras_one_model_every_frame_each_named(demo, tmp_path):
     n = frames_in(demo)
-    cfg = load_config(site(demo, tmp_path, [{"name": f"cam{i}", "source": str(demo / "videos" / "shapes.mp4")}
-                                            for i in range(3)]))
+    cams = [{"name": f"cam{i}", "source": str(demo / "videos" / "shapes.mp4")} for i in range(3)]
+    cams[2]["source"] = video(demo, read_ahead=3)
+    cfg = load_config(site(demo, tmp_path, cams))
     dep = build_deployment(cfg, handle_signals=False)
+    # the cameras share one camera's read-ahead (4 frames: 1 each), unless a camera says otherwise
+    assert [lane.pipeline.source._depth for lane in dep.site.lanes] == [1, 1, 3]
     summary = dep.run()
     assert summary.stopped_by == "end_of_source" and set(summary.cameras) == {"cam0", "cam1", "cam2"}
     for name, cam in summary.cameras.items():

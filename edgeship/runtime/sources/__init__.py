@@ -91,7 +91,7 @@ def open_source(
     reconnect_timeout: float | None = None,
     prepare: Callable[[np.ndarray], np.ndarray] | None = None,
     mode: str | None = None,
-    read_ahead: int = 4,
+    read_ahead: int | None = None,
     max_fps: float | None = None,
     **reader_options: Any,
 ) -> LatestFrameSource:
@@ -100,7 +100,7 @@ def open_source(
     Files and folders deliver every frame unless ``realtime`` (then they are paced at their fps and
     frames the consumer cannot keep up with are dropped, as with a camera). Live sources always
     keep only the newest frame. ``read_ahead``: frames decoded ahead of the consumer when every
-    frame is delivered. ``max_fps`` caps a live (or real-time) source's frame rate.
+    frame is delivered (default :data:`~edgeship.runtime.sources.capture.READ_AHEAD`). ``max_fps`` caps a live (or real-time) source's frame rate.
     """
     reader = make_reader(source, **reader_options)
     return LatestFrameSource(reader, mode=mode, realtime=realtime, loop=loop, open_timeout=open_timeout,

@@ -43,6 +43,8 @@ class Captured:
     read_ms: float = 0.0
 
 
+READ_AHEAD = 4  # frames decoded ahead of the consumer in every-frame mode (one camera; a site shares them)
+
 class LatestFrameSource:
     """Runs ``reader`` in a thread; :meth:`get` returns the newest captured frame.
 
@@ -61,11 +63,12 @@ class LatestFrameSource:
     def __init__(self, reader: Any, *, mode: str | None = None, realtime: bool = False, loop: bool = False,
                  open_timeout: float = 10.0, reconnect_timeout: float | None = None,
                  backoff: tuple[float, float] = (0.25, 8.0), prepare: Callable[[np.ndarray], np.ndarray] | None = None,
-                 read_ahead: int = 4, max_fps: float | None = None, on_frame: Callable[[], None] | None = None) -> None:
+                 read_ahead: int | None = None, max_fps: float | None = None, on_frame: Callable[[], None] | None = None) -> None:
         live = bool(getattr(reader, "live", False))
         mode = mode or ("latest" if (live or realtime) else "all")
         if mode not in MODES:
             raise SourceError(f"capture mode must be one of {', '.join(MODES)}, got {mode!r}")
+        read_ahead = READ_AHEAD if read_ahead is None else read_ahead
         if int(read_ahead) < 1:
             raise SourceError(f"read_ahead must be at least 1 frame, got {read_ahead}")
         self.reader = reader
