@@ -49,8 +49,14 @@ SLOW_FILES = {"test_device_pi.py", "test_fleet_rollout.py", "test_int8_quality.p
               "test_runtime_sources.py", "test_verify.py", "test_detection_budget.py", "test_demo.py",
               "test_multi_camera.py", "test_drift.py", "test_third_party_models.py", "test_quickstart.py"}
 
+# ... and single tests of quick files that take 7 s or more (timed waits: slow clients, restarts, health checks)
+SLOW_TESTS = {"test_health_answers_within_a_second_under_slowloris_and_viewers",
+              "test_an_output_that_cannot_work_fails_the_health_check_unless_optional",
+              "test_token_as_header_or_cookie_never_in_the_log", "test_an_idle_externally_triggered_station_is_healthy",
+              "test_run_over_mjpeg_survives_a_camera_restart"}
+
 
 def pytest_collection_modifyitems(config, items):
     for item in items:
-        if item.path.name in SLOW_FILES:
+        if item.path.name in SLOW_FILES or getattr(item, "originalname", item.name) in SLOW_TESTS:
             item.add_marker(pytest.mark.slow)
