@@ -17,6 +17,7 @@ from click.testing import CliRunner
 from edgeship.cli import cli
 from edgeship.errors import ConfigError
 from edgeship.runtime.apps.deploy import build_deployment
+from edgeship.runtime.affinity import cpu_count
 from edgeship.runtime.apps.site import box_status
 from edgeship.runtime.config import load_config, validate_config
 from tests.helpers.chromium import Chromium, chromium_binary
@@ -109,6 +110,7 @@ def test_three_cameras_one_model_every_frame_each_named(demo, tmp_path):
     dep = build_deployment(cfg, handle_signals=False)
     # the cameras share one camera's read-ahead (4 frames: 1 each), unless a camera says otherwise
     assert [lane.pipeline.source._depth for lane in dep.site.lanes] == [1, 1, 3]
+    assert {lane.pipeline.source.reader.decode_threads for lane in dep.site.lanes} == {max(1, cpu_count() // 3)}
     summary = dep.run()
     assert summary.stopped_by == "end_of_source" and set(summary.cameras) == {"cam0", "cam1", "cam2"}
     for name, cam in summary.cameras.items():

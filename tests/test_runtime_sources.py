@@ -79,6 +79,16 @@ def test_every_frame_mode_reads_ahead_a_bounded_number_of_frames(video):
         open_source(str(video), read_ahead=0)
 
 
+def test_decode_threads_reach_ffmpeg(video):
+    """``decode_threads`` is FFmpeg's thread count for the file (a site gives each camera its share of the CPUs)."""
+    import cv2
+
+    for n in (1, 3):
+        with open_source(str(video), decode_threads=n) as src:
+            assert src.get(2.0) is not None
+            assert src.reader.decode_threads == n and src.reader.cap.get(cv2.CAP_PROP_N_THREADS) == n
+
+
 def test_file_frames_carry_the_files_clock(video):
     with open_source(str(video)) as src:
         items = drain(src)

@@ -24,6 +24,11 @@ def allowed_cpus() -> frozenset[int]:
         return frozenset()
 
 
+def cpu_count() -> int:
+    """How many CPUs this process may use (its affinity where the OS says, else every CPU; at least 1)."""
+    return len(allowed_cpus()) or os.cpu_count() or 1
+
+
 def plan(cpus: frozenset[int] | set[int]) -> tuple[frozenset[int], frozenset[int]] | None:
     """(inference CPUs, capture CPUs) for the allowed ``cpus``, or None when there are fewer than 2."""
     if len(cpus) < 2:

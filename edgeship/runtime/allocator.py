@@ -97,7 +97,9 @@ def limit_arenas(n: int | None = None) -> int | None:
     if "MALLOC_ARENA_MAX" in os.environ or "glibc.malloc" in os.environ.get("GLIBC_TUNABLES", ""):
         return None
     if n is None:
-        n = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+        from .affinity import cpu_count
+
+        n = cpu_count()
     try:
         mallopt = ctypes.CDLL(None).mallopt
     except (OSError, AttributeError):

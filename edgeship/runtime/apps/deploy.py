@@ -187,13 +187,17 @@ def _camera_path(sink: str, camera: str) -> str:
     return sink.replace(CAMERA_PLACEHOLDER, camera)
 
 
-def site_read_ahead(cameras: int) -> int:
-    """Frames each camera of a site decodes ahead in every-frame mode: one camera's share of
-    :data:`~edgeship.runtime.sources.capture.READ_AHEAD`, at least 1 (four decode-bound 1280x720 cameras: peak RSS
-    202 -> 194 MiB, benchmarks/multi_camera.py; the scheduler always has another camera's frame to run)."""
+def site_shares(cameras: int) -> dict[str, int]:
+    """Each camera's share of a site's source settings (where its config leaves them unset): the frames decoded
+    ahead in every-frame mode (one camera's :data:`~edgeship.runtime.sources.capture.READ_AHEAD`, shared: the
+    scheduler always has another camera's frame to run) and FFmpeg's decoding threads (the CPUs, shared), at least
+    1 each. Four decode-bound 1280x720 cameras on 2 CPUs: peak RSS 202 -> 194 MiB by the read-ahead; decoding 1.19x
+    faster with one thread each (benchmarks/multi_camera.py)."""
+    from ..affinity import cpu_count
     from ..sources.capture import READ_AHEAD
 
-    return max(1, READ_AHEAD // max(1, cameras))
+    n = max(1, cameras)
+    return {"read_ahead": max(1, READ_AHEAD // n), "decode_threads": max(1, cpu_count() // n)}
 
 
 def build_site(cfg, *, max_frames: int | None = None, duration: float | None = None, handle_signals: bool = True,
@@ -246,9 +250,10 @@ def build_site(cfg, *, max_frames: int | None = None, duration: float | None = N
 
                 sinks.append(StatusLog(log_every))
             options = cfg.run_options(realtime=defaults["realtime"], source_cfg=cam.source)
-            if options.source.read_ahead is None:  # the site holds as many frames ahead as one camera would
-                options = options.model_copy(update={"source": options.source.model_copy(
-                    update={"read_ahead": site_read_ahead(len(cfg.cameras))})})
+            shares = site_shares(len(cfg.cameras))  # what one camera would have, shared by the site's cameras
+            unset = {k: v for k, v in shares.items() if getattr(options.source, k) is None}
+            if unset:
+                options = options.model_copy(update={"source": options.source.model_copy(update=unset)})
             pipe = build_pipeline(backend, cam.source.uri, labels=str(cfg.labels) if cfg.labels else None, sinks=sinks,
                                   gates=list(app.gates) if app is not None else [],
                                   max_frames=max_frames if max_frames is not None else cfg.max_frames,
@@ -259,7 +264,8 @@ def build_site(cfg, *, max_frames: int | None = None, duration: float | None = N
 
             def reopen(uri: str = cam.source.uri, o: Any = src) -> Any:
                 return open_source(uri, realtime=bool(o.realtime), loop=o.loop, open_timeout=o.timeout_s,
-                                   reconnect_timeout=o.reconnect_timeout_s, max_fps=o.max_fps, read_ahead=o.read_ahead)
+                                   reconnect_timeout=o.reconnect_timeout_s, max_fps=o.max_fps, read_ahead=o.read_ahead,
+                                   decode_threads=o.decode_threads)
 
             lanes.append(Lane(pipe, cam.name, required=cam.required, reopen=reopen))
         site = MultiPipeline(lanes, backend, workers=be.workers,

@@ -7,7 +7,6 @@ XNNPACK is the interpreter's default CPU delegate; ``threads`` sets its thread c
 
 from __future__ import annotations
 
-import os
 
 import logging
 from typing import Any
@@ -59,8 +58,9 @@ class LiteRTBackend(Backend):
     def default_runners(self) -> int:  # type: ignore[override]
         """One interpreter per CPU this process may use: on 2 cores, 4 inference-bound cameras ran 1.78x faster
         with 2 interpreters than with 1, decode-bound ones 0.83x (benchmarks/multi_camera.py)."""
-        cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
-        return max(1, min(self.parallel_runners, cpus))
+        from ..affinity import cpu_count
+
+        return max(1, min(self.parallel_runners, cpu_count()))
 
     def runner(self) -> Any:
         """The first runner is this interpreter; each further one is an interpreter of its own (its own tensor

@@ -77,8 +77,12 @@ def make_reader(source: str | int, **options: Any):
         return CameraReader(target, width=options.get("width"), height=options.get("height"), fps=options.get("fps"))
     if kind == "folder":
         return ImageFolderReader(text, fps=options.get("fps"))
-    if kind in ("stream", "mjpeg"):
+    if kind == "stream":
+        return READERS[kind](text, read_timeout=options.get("read_timeout", 5.0), decode_threads=options.get("decode_threads"))
+    if kind == "mjpeg":
         return READERS[kind](text, read_timeout=options.get("read_timeout", 5.0))
+    if kind == "video":
+        return READERS[kind](text, decode_threads=options.get("decode_threads"))
     return READERS[kind](text)
 
 

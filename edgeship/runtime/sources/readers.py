@@ -63,15 +63,20 @@ def _as_bgr(img: np.ndarray) -> np.ndarray:
 
 
 class CaptureReader:
-    """Base for readers backed by ``cv2.VideoCapture``."""
+    """Base for readers backed by ``cv2.VideoCapture``; ``decode_threads``: FFmpeg's decoding threads (None: its own
+    choice, about one per CPU)."""
 
     live = False
 
-    def __init__(self, target: Any, name: str | None = None) -> None:
+    def __init__(self, target: Any, name: str | None = None, *, decode_threads: int | None = None) -> None:
         self.target = target
         self.name = name or str(target)
         self.cap = None
         self.fps: float | None = None
+        self.decode_threads = decode_threads
+
+    def _thread_params(self) -> list[int]:
+        return [] if self.decode_threads is None else [_cv2().CAP_PROP_N_THREADS, int(self.decode_threads)]
 
     def _capture(self, timeout: float):  # pragma: no cover - abstract
         raise NotImplementedError
@@ -116,7 +121,7 @@ class VideoFileReader(CaptureReader):
         if not p.is_file():
             raise SourceError(f"video file {p} does not exist")
         cv2 = _cv2()
-        cap = cv2.VideoCapture(str(p), cv2.CAP_FFMPEG)
+        cap = cv2.VideoCapture(str(p), cv2.CAP_FFMPEG, self._thread_params())
         if cap.isOpened():
             ok, first = cap.read()
             if not ok:
@@ -161,14 +166,15 @@ class StreamReader(CaptureReader):
     live = True
 
     def __init__(self, target: str, name: str | None = None, *, rtsp_transport: str = "tcp",
-                 read_timeout: float = 5.0) -> None:
-        super().__init__(target, name or _redact(target))
+                 read_timeout: float = 5.0, decode_threads: int | None = None) -> None:
+        super().__init__(target, name or _redact(target), decode_threads=decode_threads)
         self.rtsp_transport = rtsp_transport
         self.read_timeout = read_timeout
 
     def _capture(self, timeout: float):
         cv2 = _cv2()
-        params = [cv2.CAP_PROP_OPEN_TIMEOUT_MSEC, int(timeout * 1000), cv2.CAP_PROP_READ_TIMEOUT_MSEC, int(self.read_timeout * 1000)]
+        params = [cv2.CAP_PROP_OPEN_TIMEOUT_MSEC, int(timeout * 1000), cv2.CAP_PROP_READ_TIMEOUT_MSEC,
+                  int(self.read_timeout * 1000), *self._thread_params()]
         options = f"rtsp_transport;{self.rtsp_transport}" if str(self.target).startswith(("rtsp://", "rtsps://")) else None
         with _ffmpeg_options(options):
             return cv2.VideoCapture(str(self.target), cv2.CAP_FFMPEG, params)
