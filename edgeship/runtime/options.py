@@ -34,7 +34,7 @@ class SourceOptions(Strict):
     timeout_s: float = Field(10.0, gt=0, description="seconds to wait for the source to open")
     reconnect_timeout_s: Optional[float] = Field(None, gt=0, description="give up on a lost stream after this long (None: never)")
     max_fps: Optional[float] = Field(None, gt=0, le=1000, description="cap on the frames taken from a live (or real-time) source per second; the rest are read and not kept (None: every frame)")
-    decode_threads: Optional[int] = Field(None, ge=1, le=64, description="FFmpeg decoding threads of a video file or network stream (None: FFmpeg's own choice for one camera; the cameras of a site share the CPUs, at least 1 each: four 1280x720 files on 2 CPUs decoded 1.19x faster with 1 thread each)")
+    decode_threads: Optional[int] = Field(None, ge=1, le=64, description="FFmpeg decoding threads of a video file or network stream (None: FFmpeg's own choice for one camera; the cameras of a site share the CPUs, at least 1 each, so 16 cameras do not start 16 x CPUs threads)")
     read_ahead: Optional[int] = Field(None, ge=1, le=64, description="frames decoded ahead of the model when every frame of a file or folder is delivered (None: 4 for one camera; the cameras of a site share 4, at least 1 each: each frame held costs memory)")
 
 

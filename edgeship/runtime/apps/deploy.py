@@ -191,8 +191,8 @@ def site_shares(cameras: int) -> dict[str, int]:
     """Each camera's share of a site's source settings (where its config leaves them unset): the frames decoded
     ahead in every-frame mode (one camera's :data:`~edgeship.runtime.sources.capture.READ_AHEAD`, shared: the
     scheduler always has another camera's frame to run) and FFmpeg's decoding threads (the CPUs, shared), at least
-    1 each. Four decode-bound 1280x720 cameras on 2 CPUs: peak RSS 202 -> 194 MiB by the read-ahead; decoding 1.19x
-    faster with one thread each (benchmarks/multi_camera.py)."""
+    1 each. Four decode-bound 1280x720 cameras on 2 CPUs: peak RSS 202 -> 194 MiB by the read-ahead; one decoding
+    thread each against FFmpeg's two: decoding alone 1.19x faster, the whole site within noise (878 vs 867 fps)."""
     from ..affinity import cpu_count
     from ..sources.capture import READ_AHEAD
 
