@@ -120,7 +120,7 @@ def build_pipeline(
         src = source if isinstance(source, LatestFrameSource) else open_source(
             source, realtime=bool(src_o.realtime), loop=src_o.loop, open_timeout=src_o.timeout_s,
             reconnect_timeout=src_o.reconnect_timeout_s, max_fps=src_o.max_fps, read_ahead=src_o.read_ahead,
-            **({} if src_o.decode_threads is None else {"decode_threads": src_o.decode_threads}))
+            decode_threads=src_o.decode_threads)
         built = [make_sink(s, token=http_token) if isinstance(s, str) else s for s in sinks]
     except BaseException:
         if own:

@@ -104,7 +104,9 @@ def open_source(
     Files and folders deliver every frame unless ``realtime`` (then they are paced at their fps and
     frames the consumer cannot keep up with are dropped, as with a camera). Live sources always
     keep only the newest frame. ``read_ahead``: frames decoded ahead of the consumer when every
-    frame is delivered (default :data:`~edgeship.runtime.sources.capture.READ_AHEAD`). ``max_fps`` caps a live (or real-time) source's frame rate.
+    frame is delivered (default :data:`~edgeship.runtime.sources.capture.READ_AHEAD`). ``max_fps`` caps a
+    live (or real-time) source's frame rate. ``reader_options``: ``decode_threads`` (video files and
+    streams), ``read_timeout`` (streams), ``width``/``height``/``fps`` (cameras), ``fps`` (folders).
     """
     reader = make_reader(source, **reader_options)
     return LatestFrameSource(reader, mode=mode, realtime=realtime, loop=loop, open_timeout=open_timeout,
