@@ -175,6 +175,9 @@ def test_video_is_sampled_across_the_whole_file_and_static_frames_are_dropped(fa
     assert len(static) <= 3, static  # 300 copies of one frame give (almost) one sample
     assert src["duplicates"] >= 150 and ds.meta["summary"]["duplicates_dropped"] == src["duplicates"]
     assert ds.meta["summary"]["source_sizes"] == {"320x240": len(ds)}
+    # each sample's camera frame focus, for the drift profile: frames of one size, calib then holdout
+    assert ds.meta["frames"]["size"] == "320x240" and len(ds.meta["frames"]["focus"]) == len(ds)
+    assert all(f >= 0 for f in ds.meta["frames"]["focus"]) and max(ds.meta["frames"]["focus"]) > 0  # 0: a flat frame
     plain = build_dataset([str(factory_video)], spec=RGB32, count=300, holdout=0.0, dedup=False)
     assert len(plain) == 300 and plain.meta["summary"]["duplicates_dropped"] == 0
 
@@ -291,6 +294,7 @@ def test_a_calibration_file_is_a_source_and_mixed_sources_share_the_count(tmp_pa
         mixed = build_dataset([str(digits_dir), str(factory_video)], spec=GRAY32, count=200, holdout=0.1)
     assert mixed.labels is None and "labels dropped" in caplog.text
     kept = {d["kind"]: d["selected"] for d in mixed.meta["sources"]}
+    assert mixed.meta["frames"] == {"size": None, "focus": None}  # frames of several sizes: no frame reference
     assert kept["folder"] + kept["video"] == 200 and kept["video"] >= 40 and kept["folder"] >= 100
 
 

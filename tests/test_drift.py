@@ -14,7 +14,9 @@ import pytest
 from click.testing import CliRunner
 
 from edgeship.cli import cli
-from edgeship.runtime.drift import (DriftWatch, WatchCfg, input_stats, profile_from_samples, psi, saturation)
+from edgeship.runtime.drift import (DriftWatch, WatchCfg, frame_focus, frame_size, input_stats, profile_from_samples,
+                                    psi, saturation)
+from edgeship.runtime.drift_check import check_drift
 from tests.helpers.demo import demo_dir
 
 
@@ -42,6 +44,8 @@ def test_statistics_move_with_light_blur_and_rotation():
     m = cv2.getRotationMatrix2D((24, 24), 15, 1.0)
     rotated = cv2.warpAffine(img[..., 0], m, (48, 48), borderMode=cv2.BORDER_REFLECT)[..., None]
     assert input_stats(rotated)["axis_alignment"] < 0.8 * base["axis_alignment"]
+    frame = (np.repeat(img, 3, axis=2) * 255).astype(np.uint8)
+    assert frame_focus(cv2.GaussianBlur(frame, (0, 0), 1.0)) < 0.8 * frame_focus(frame) and frame_size(frame) == "48x48"
     assert saturation(np.array([-128, 0, 127, 5], np.int8)) == 0.5 and saturation(np.zeros(4, np.float32)) == 0.0
 
 
@@ -128,6 +132,8 @@ def test_convert_writes_the_profile(belt):
     assert {"brightness", "contrast", "focus", "axis_alignment", "confidence"} <= set(prof["edges"])
     assert all(len(v) == 9 for v in prof["edges"].values())
     assert 0.0 <= prof["saturation"]["input"] < 0.5  # int8 input: the calibration's share at the ends
+    # calibrated from one video: each sample's own camera frame (96x96) focus, compared only with frames of that size
+    assert prof["frame_size"] == "96x96" and "frame_focus" in prof["edges"]
 
 
 def _config(belt, tmp_path, video, port):
@@ -198,6 +204,19 @@ def test_drift_command_on_the_workstation(belt, tmp_path):
     assert not same["drifted"], same
     table = CliRunner().invoke(cli, ["drift", str(belt["artifact"]), "--data", str(belt["dim"])])
     assert "brightness" in table.output and "DRIFT" in table.output and "consider recalibrating" in table.output
+    # a blur of 1 px on the camera's 96x96 frames (a third of a pixel of the 32x32 input): the frames' focus moves
+    import cv2
+
+    cap, frames = cv2.VideoCapture(str(belt["video"])), []
+    while (ok := cap.read())[0]:
+        frames.append(cv2.GaussianBlur(ok[1], (0, 0), 1.0))
+    blurred = tmp_path / "blurred.mp4"
+    w = cv2.VideoWriter(str(blurred), cv2.VideoWriter_fourcc(*"mp4v"), 10.0, frames[0].shape[1::-1])
+    for f in frames:
+        w.write(f)
+    w.release()
+    rows = {r["statistic"]: r for r in check_drift(str(belt["artifact"]), str(blurred)).rows}
+    assert rows["frame_focus"]["drifted"] and rows["frame_focus"]["data_p50"] < rows["frame_focus"]["calibration_p50"], rows
     bare = tmp_path / "bare.tflite"
     bare.write_bytes(Path(belt["artifact"]).read_bytes())
     r = CliRunner().invoke(cli, ["drift", str(bare), "--data", str(belt["video"])])
@@ -213,8 +232,6 @@ def test_a_detector_profile_holds_detections_and_a_zoomed_out_camera_moves_them(
 
     from edgeship.converters import convert
     from edgeship.demo import demo_paths, scenes
-    from edgeship.runtime.drift_check import check_drift
-
     paths = demo_paths(demo_dir(tmp_path_factory))
     (art,) = convert(paths["shapes_keras"], formats=["tflite"], precision="int8", calib=paths["shapes_calib"],
                      out_dir=tmp_path / "model", max_drop=None, task="detect")

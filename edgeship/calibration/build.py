@@ -98,6 +98,15 @@ def _class_list(pool: list[_Kept], srcs: Sequence[Source], label_names: Sequence
     return sorted(names, key=natural_key)
 
 
+def _frames(chosen: list[_Kept], calib: Sequence[int], hold: Sequence[int]) -> dict[str, Any]:
+    """The source frames' size ("WxH" when every sample came from a frame of that one size, else None) and each
+    sample's frame focus, calib then holdout: what the drift profile compares a camera's own frames with (not
+    rounded: frames that repeat exactly, a static synthetic scene, must give the profile's value exactly)."""
+    sizes = {chosen[i].features.size for i in [*calib, *hold]}
+    size = next(iter(sizes)) if len(sizes) == 1 and "x" in next(iter(sizes)) else None
+    return {"size": size, "focus": [float(chosen[i].features.focus) for i in [*calib, *hold]] if size else None}
+
+
 def build_dataset(
     sources: Sequence[str] | str,
     *,
@@ -165,6 +174,7 @@ def build_dataset(
                              contrast=[k.features.contrast for k in chosen],
                              sizes=[k.features.size for k in chosen]),
         "samples": {"calib": [chosen[i].origin for i in calib], "holdout": [chosen[i].origin for i in hold]},
+        "frames": _frames(chosen, calib, hold),
     }
     meta["elapsed_s"] = round(time.monotonic() - t0, 3)
     # the class names: the labelled samples' classes, else the labels file given (unlabelled frames of a classifier)

@@ -32,6 +32,7 @@ class FrameFeatures:
     brightness: float  # mean gray level, 0-255
     contrast: float  # standard deviation of gray levels (RMS contrast), 0-255
     size: str  # "WxH" of the source frame, or "sample" for preprocessed input
+    focus: float = 0.0  # the frame's own focus (edgeship.runtime.drift.frame_focus): the drift watch's reference
 
 
 def _gray(frame: np.ndarray) -> np.ndarray:
@@ -45,14 +46,17 @@ def _gray(frame: np.ndarray) -> np.ndarray:
 
 
 def frame_features(frame: np.ndarray, size: str | None = None) -> FrameFeatures:
-    """Thumbnail, brightness and contrast of one BGR/gray uint8 frame."""
+    """Thumbnail, brightness, contrast and focus of one BGR/gray uint8 frame."""
     import cv2
+
+    from ..runtime.drift import frame_focus
 
     gray = _gray(frame)
     small = cv2.resize(gray, (STATS_SIZE, STATS_SIZE), interpolation=cv2.INTER_AREA).astype(np.float32)
     thumb = cv2.resize(small, (THUMB_SIZE, THUMB_SIZE), interpolation=cv2.INTER_AREA)
     h, w = frame.shape[:2]
-    return FrameFeatures(thumb.reshape(-1), float(small.mean()), float(small.std()), size or f"{w}x{h}")
+    return FrameFeatures(thumb.reshape(-1), float(small.mean()), float(small.std()), size or f"{w}x{h}",
+                         frame_focus(frame))
 
 
 def sample_to_frame(sample: np.ndarray, spec: InputSpec) -> np.ndarray:

@@ -88,7 +88,7 @@ class _Context:
     equalized: Any = None  # (SavedModel of the equalized model, Equalization, the model) when int8 may use it
     equalize: str = "off"  # auto | on | off
     stage: Path | None = None
-    drift: tuple[Any, Any] | None = None  # (samples, their input statistics) for each artifact's drift profile
+    drift: Any = None  # the calibration's profile.Reference: what each artifact's drift profile is made from
     _qat: Any = None  # the QATResult, once quantization-aware training ran
 
     def qat(self) -> Any:
@@ -170,11 +170,10 @@ def convert(
             task=io.task or infer_task(roles), roles=roles, pruning=pruning, channel_pruning=structured, timings=timings,
             equalized=equalized, equalize=opts.gate.equalize, stage=stage,
         )
-        from .profile import calibration_samples, input_rows
+        from .profile import reference
 
         with _timed(timings, "profile_s"):
-            samples = calibration_samples(dataset)
-            ctx.drift = (samples, input_rows(samples))
+            ctx.drift = reference(dataset)
         results = [_convert_artifact(ctx, fmt, stage, _artifact_stem(ctx.name, fmt, formats)) for fmt in formats]
         return _publish(results, stage, out_dir)
 
@@ -408,7 +407,7 @@ def build_manifest(ctx: _Context, fmt: str, artifact: Path, seconds: float) -> M
     from .profile import artifact_profile
 
     t0 = time.monotonic()
-    drift = artifact_profile(artifact, *(ctx.drift or (None, None)), task=ctx.task, roles=ctx.roles, spec=ctx.spec)
+    drift = artifact_profile(artifact, ctx.drift, task=ctx.task, roles=ctx.roles, spec=ctx.spec)
     ctx.timings["profile_s"] = ctx.timings.get("profile_s", 0.0) + time.monotonic() - t0
     return Manifest(
         drift=drift,

@@ -9,6 +9,7 @@ the watch that reads them are :mod:`edgeship.runtime.drift` (TF-free, on the dev
 from __future__ import annotations
 
 import logging
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -17,6 +18,16 @@ import numpy as np
 log = logging.getLogger(__name__)
 MAX_SAMPLES = 512  # enough for stable deciles; the artifact runs on these once
 MIN_SAMPLES = 10
+
+
+@dataclass(frozen=True)
+class Reference:
+    """What every artifact's profile is made from, computed once per conversion: the calibration samples, each
+    one's input statistics (and its camera frame's focus), and the frames' size when they all had one."""
+
+    samples: np.ndarray
+    rows: list[dict[str, float]]
+    frame_size: str | None = None
 
 
 def calibration_samples(dataset: Any) -> np.ndarray | None:
@@ -30,31 +41,43 @@ def calibration_samples(dataset: Any) -> np.ndarray | None:
     return x
 
 
-def input_rows(x: np.ndarray | None) -> list[dict[str, float]] | None:
-    """Each calibration sample's input statistics (computed once per conversion)."""
+def reference(dataset: Any) -> Reference | None:
+    """The :class:`Reference` of a calibration set (None when it has too few samples). A set that
+    ``edgeship calibrate`` built from frames of one size (a video, one camera) also gives each sample's
+    ``frame_focus``: the focus of the camera frame it was cut from (``meta.frames``)."""
     from ..runtime.drift import input_stats
 
-    return None if x is None else [input_stats(s) for s in x]
+    x = calibration_samples(dataset)
+    if x is None:
+        return None
+    rows = [input_stats(s) for s in x]
+    frames = (getattr(dataset, "meta", None) or {}).get("frames") or {}
+    size, focus = frames.get("size"), frames.get("focus")
+    if not size or not focus or len(focus) < len(rows):
+        return Reference(x, rows)
+    for row, f in zip(rows, focus):
+        row["frame_focus"] = float(f)
+    return Reference(x, rows, str(size))
 
 
-def artifact_profile(artifact: Path, x: np.ndarray | None, rows: list[dict[str, float]] | None, *, task: str,
-                     roles: list[str], spec: Any = None) -> dict[str, Any] | None:
-    """The profile of one artifact: ``rows`` plus its outputs' statistics and int8 saturation on the samples
-    (a detector's detections decoded by the runtime's own post-processing with its default options, in the
-    pixels of ``spec``, the InputSpec)."""
+def artifact_profile(artifact: Path, ref: Reference | None, *, task: str, roles: list[str],
+                     spec: Any = None) -> dict[str, Any] | None:
+    """The profile of one artifact: the reference's rows plus its outputs' statistics and int8 saturation on the
+    samples (a detector's detections decoded by the runtime's own post-processing with its default options, in
+    the pixels of ``spec``, the InputSpec)."""
     from ..preprocess import quantize_values
     from ..runtime.backends import open_backend
     from ..runtime.drift import box_area_scale, build_profile, input_stats, output_stats, saturation
 
-    if x is None or rows is None:
+    if ref is None:
         return None
-    rows = [dict(r) for r in rows]
+    x, rows = ref.samples, [dict(r) for r in ref.rows]
     sat: dict[str, list[float]] = {"input": [], "output": []}
     try:
         backend = open_backend(artifact, threads=1)
     except Exception as e:  # noqa: BLE001 - a profile is an extra: the artifact is checked elsewhere
         log.warning("drift profile without output statistics: %s cannot be opened here (%s)", artifact.name, e)
-        return build_profile(rows).to_dict()
+        return build_profile(rows, frame_size=ref.frame_size).to_dict()
     with backend:
         quant = backend.input_quantization
         scores = roles.index("class_scores") if "class_scores" in roles else 0
@@ -75,7 +98,7 @@ def artifact_profile(artifact: Path, x: np.ndarray | None, rows: list[dict[str, 
             elif decode is not None:
                 row.update(output_stats(None, task="detect", detections=decode(outs, hw)["detections"], area_scale=scale))
     shares = {k: round(float(np.mean(v)), 6) for k, v in sat.items() if v}
-    return build_profile(rows, shares).to_dict()
+    return build_profile(rows, shares, ref.frame_size).to_dict()
 
 
 def _decoder(backend: Any, spec: Any) -> Any:

@@ -2,13 +2,14 @@
 
 ``convert`` writes a reference :class:`DriftProfile` into the manifest, computed from the calibration
 set: per-sample statistics of the model's input (brightness, contrast, per-channel means, focus,
-how much of the gradient energy lies along the image axes) and of the float model's output (top-1
+how much of the gradient energy lies along the image axes; and the focus of the camera frame each sample
+was cut from, when ``edgeship calibrate`` read frames of one size) and of the model's output (top-1
 confidence; detections per frame, their mean score and mean box area as a share of the input), each kept as the decile edges of its
 distribution, plus for int8 tensors the fraction of values on the ends of the quantized range.
 
 On the device :class:`DriftWatch` computes the same statistics on inferred frames (at most ``sample_hz`` a
 second of stream time, on the model's input tensor as the calibration samples were: subsampled to at most
-48 pixels a side, and for focus a central crop at full resolution) and, over a rolling window of ``window_s`` seconds,
+48 pixels a side, and for focus nine patches at full resolution) and, over a rolling window of ``window_s`` seconds,
 compares each statistic's window with its reference by the population stability index over the
 reference's deciles:
 
@@ -46,7 +47,7 @@ from .schema import Strict
 log = logging.getLogger(__name__)
 DECILES = np.linspace(10, 90, 9)
 MAX_SIDE = 48  # statistics are taken on the input subsampled to at most this many pixels a side
-FOCUS_SIDE = 96  # ... and focus on a central crop of at most this many pixels a side, at full resolution
+FOCUS_SIDE = 96  # ... and focus at full resolution on as many pixels as a crop this many pixels a side
 TAN_7_5 = math.tan(math.radians(7.5))  # a gradient within 7.5 degrees of an image axis counts as aligned
 JUDGE_S = 1.0  # the window is scored at most this often (stream seconds)
 INPUT_STATS = ("brightness", "contrast", "focus", "axis_alignment")
@@ -61,25 +62,61 @@ def subsample(x: np.ndarray) -> np.ndarray:
     return x[::step, ::step] if step > 1 else x
 
 
-def center_crop(x: np.ndarray, side: int) -> np.ndarray:
-    """The central at most ``side`` x ``side`` pixels of an HxW(xC) image, at its own resolution."""
+def regions(x: np.ndarray, side: int | None = None) -> list[np.ndarray]:
+    """Where focus is measured, at the image's own resolution: the whole image when it is at most ``side``
+    (FOCUS_SIDE) pixels a side, else a 3x3 grid of patches a third of that size, one in the middle of each cell
+    (as many pixels as one side x side crop, spread over the frame: a crop in the middle alone would see mostly
+    the static background of many scenes, and whatever crosses it would move the statistic)."""
+    side = FOCUS_SIDE if side is None else side
     h, w = x.shape[:2]
-    top, left = max(0, (h - side) // 2), max(0, (w - side) // 2)
-    return x[top:top + side, left:left + side]
+    if max(h, w) <= side:
+        return [x]
+    p = max(5, side // 3)
+    out = []
+    for j in range(3):
+        for i in range(3):
+            cy, cx = int(h * (j + 0.5) / 3), int(w * (i + 0.5) / 3)
+            top, left = max(0, min(h - p, cy - p // 2)), max(0, min(w - p, cx - p // 2))
+            out.append(x[top:top + p, left:left + p])
+    return out
 
 
-def focus(gray: np.ndarray) -> float:
-    """How much of an image's detail is at the finest scale: the mean absolute Laplacian of neighbouring pixels
-    over that of pixels two apart. Blur (a lens out of focus, a dirty window) removes the finest detail first,
-    so it lowers this ratio; brightness, contrast and the dtype's offset and scale cancel out (an int8 tensor
-    gives what its dequantized values give), and the scene's content matters far less than for the Laplacian
-    alone. Taken on a central crop at the input's own resolution: subsampling would hide what blur takes away."""
-    g = center_crop(np.asarray(gray), FOCUS_SIDE).astype(np.float32)
+def _laplacians(g: np.ndarray) -> tuple[float, float]:
+    """Sums of the absolute Laplacian of neighbouring pixels and of pixels two apart over a gray patch."""
     if min(g.shape[:2]) < 5:
-        return 0.0
-    fine = np.abs(g[2:-2, 3:-1] + g[2:-2, 1:-3] + g[3:-1, 2:-2] + g[1:-3, 2:-2] - 4 * g[2:-2, 2:-2]).mean()
-    coarse = np.abs(g[2:-2, 4:] + g[2:-2, :-4] + g[4:, 2:-2] + g[:-4, 2:-2] - 4 * g[2:-2, 2:-2]).mean()
-    return float(fine / coarse) if coarse > 0 else 0.0
+        return 0.0, 0.0
+    c = 4 * g[2:-2, 2:-2]
+    fine = np.abs(g[2:-2, 3:-1] + g[2:-2, 1:-3] + g[3:-1, 2:-2] + g[1:-3, 2:-2] - c).sum()
+    coarse = np.abs(g[2:-2, 4:] + g[2:-2, :-4] + g[4:, 2:-2] + g[:-4, 2:-2] - c).sum()
+    return float(fine), float(coarse)
+
+
+def focus(image: np.ndarray) -> float:
+    """How much of an image's detail is at the finest scale: the absolute Laplacian of neighbouring pixels over
+    that of pixels two apart, summed over :func:`regions` (HxW, or HxWxC with the channels averaged per region).
+    Blur (a lens out of focus, a dirty window) removes the finest detail first, so it lowers this ratio;
+    brightness, contrast and a dtype's offset and scale cancel out (an int8 tensor gives what its dequantized
+    values give), and the scene's content matters far less than for the Laplacian alone. Taken at the image's
+    own resolution: subsampling would hide what blur takes away."""
+    fine = coarse = 0.0
+    for r in regions(np.asarray(image)):
+        g = r.mean(axis=2, dtype=np.float32) if r.ndim == 3 else r.astype(np.float32)
+        f, c = _laplacians(g)
+        fine, coarse = fine + f, coarse + c
+    return fine / coarse if coarse > 0 else 0.0
+
+
+def frame_focus(frame: np.ndarray) -> float:
+    """:func:`focus` of a camera frame itself (BGR or gray uint8, its own resolution), before the resize to the
+    model's input: a blur of a pixel or two there is a fraction of a pixel in a 96x96 input. Compared only with
+    calibration frames of the same size (``DriftProfile.frame_size``)."""
+    return focus(frame)
+
+
+def frame_size(frame: np.ndarray) -> str:
+    """"WxH" of a frame (how the calibration records a source frame's size)."""
+    h, w = np.asarray(frame).shape[:2]
+    return f"{w}x{h}"
 
 
 def input_stats(sample: np.ndarray, quant: Any = None) -> dict[str, float]:
@@ -87,14 +124,13 @@ def input_stats(sample: np.ndarray, quant: Any = None) -> dict[str, float]:
     ``quant``, a preprocess.Quantization or a (scale, zero_point) pair, is dequantized first): on a subsampled
     copy, brightness and contrast (mean and spread of the gray level), each channel's mean and axis alignment
     (the share of gradient energy at pixels whose gradient lies within 7.5 degrees of an image axis: a turned
-    camera lowers it); on a central crop at full resolution, :func:`focus` (blur lowers it)."""
+    camera lowers it); at full resolution, :func:`focus` (blur lowers it)."""
     x = np.asarray(sample)
     if x.ndim == 4:
         x = x[0]
     if x.ndim == 3 and x.shape[2] == 1:
         x = x[..., 0]
-    crop = center_crop(x, FOCUS_SIDE)
-    out = {"focus": focus(crop.mean(axis=2, dtype=np.float32) if crop.ndim == 3 else crop)}
+    out = {"focus": focus(x)}
     x = subsample(x)
     if x.dtype in (np.int8, np.uint8) and quant is not None:
         scale, zero = (quant.scale, quant.zero_point) if hasattr(quant, "scale") else quant
@@ -169,6 +205,7 @@ class DriftProfile:
     # statistic -> the calibration samples' share in each of the 10 bins the edges make (0.1 each, unless values
     # repeat: a classifier's confidence is often exactly 1.0, an int8 output takes few values)
     shares: dict[str, list[float]] = field(default_factory=dict)
+    frame_size: Optional[str] = None  # "WxH" of the calibration's camera frames, when they all had one size
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -177,10 +214,11 @@ class DriftProfile:
     def from_dict(cls, d: dict[str, Any]) -> "DriftProfile":
         return cls(int(d["samples"]), {k: [float(x) for x in v] for k, v in d["edges"].items()},
                    {k: float(v) for k, v in d.get("medians", {}).items()}, dict(d.get("saturation") or {}),
-                   {k: [float(x) for x in v] for k, v in (d.get("shares") or {}).items()})
+                   {k: [float(x) for x in v] for k, v in (d.get("shares") or {}).items()}, d.get("frame_size"))
 
 
-def build_profile(rows: list[dict[str, float]], saturation_shares: dict[str, float] | None = None) -> DriftProfile:
+def build_profile(rows: list[dict[str, float]], saturation_shares: dict[str, float] | None = None,
+                  frame_size: str | None = None) -> DriftProfile:
     """A profile from per-sample statistics (:func:`input_stats` merged with :func:`output_stats`)."""
     if not rows:
         raise ValueError("a drift profile needs at least one calibration sample")
@@ -191,7 +229,8 @@ def build_profile(rows: list[dict[str, float]], saturation_shares: dict[str, flo
         edges[k] = [float(e) for e in np.percentile(v, DECILES)]
         medians[k] = float(np.median(v))
         shares[k] = [round(float(x), 6) for x in bin_shares(v, edges[k])]
-    return DriftProfile(len(rows), edges, medians, dict(saturation_shares or {}), shares)
+    return DriftProfile(len(rows), edges, medians, dict(saturation_shares or {}), shares,
+                        frame_size if any("frame_focus" in r for r in rows) else None)
 
 
 def _bin_index(values: np.ndarray, edges: list[float]) -> tuple[np.ndarray, int]:
@@ -333,7 +372,8 @@ class DriftWatch:
 
     # the pipeline's side
     def observe(self, model_input: np.ndarray | None, raw: list[np.ndarray], outputs: list[np.ndarray] | None,
-                detections: Any = None, t: float | None = None, frame_hw: tuple[int, int] | None = None) -> None:
+                detections: Any = None, t: float | None = None, frame_hw: tuple[int, int] | None = None,
+                frame: np.ndarray | None = None) -> None:
         self.seen += 1
         now = self.clock() if t is None else t
         t0 = time.perf_counter()
@@ -355,6 +395,8 @@ class DriftWatch:
             if x.dtype in (np.int8, np.uint8):
                 sat_in = saturation(x)
             row.update(input_stats(x, self.input_quant or (1.0, 0)))
+        if frame is not None and self.profile.frame_size is not None and frame_size(frame) == self.profile.frame_size:
+            row["frame_focus"] = frame_focus(frame)
         if frame_hw is not None and self._area[0] != frame_hw:
             self._area = (frame_hw, box_area_scale(frame_hw, self.spec))
         row.update(output_stats(outputs, task=self.task, detections=detections, area_scale=self._area[1]))
