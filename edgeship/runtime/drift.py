@@ -310,7 +310,7 @@ class WatchCfg(Strict):
     enabled: bool = Field(True, description="on by default when the manifest has a profile; false (or run --no-watch) turns it off")
     window_s: float = Field(10.0, gt=0, le=3600, description="seconds of stream time compared with the profile (longer than the scene's own cycle)")
     sample_hz: float = Field(5.0, gt=0, le=1000, description="statistics are taken of at most this many frames per second of stream time")
-    max_cost: float = Field(0.02, gt=0, le=1, description="share of the wall time the watch may take: beyond it frames are not sampled (binds only when frames come much faster than a camera's, e.g. a file processed flat out)")
+    max_cost: float = Field(0.01, gt=0, le=1, description="share of the wall time the watch may take (its statistics; its call and bookkeeping on every frame come on top): beyond it frames are not sampled (binds only when frames come much faster than a camera's, e.g. a file processed flat out)")
     min_frames: int = Field(15, ge=2, le=100_000, description="sampled frames a window needs before it is judged")
     psi: float = Field(1.0, gt=0, le=100, description="population stability index at which a statistic has drifted (at least; see false_alarm)")
     false_alarm: float = Field(1e-6, gt=0, lt=0.5, description="a statistic has drifted only when an unchanged stream of as many independent frames would reach its PSI less often than this (chi-square approximation), per statistic and window")
@@ -382,6 +382,7 @@ class DriftWatch:
         if self.all_rows is None and self.last_sample is not None and (
                 0 <= now - self.last_sample < 1.0 / self.cfg.sample_hz
                 or self.cost_s > self.cfg.max_cost * (t0 - self.wall_start)):
+            self.cost_s += time.perf_counter() - t0  # a skipped frame's look counts against the budget too
             return
         self.last_sample = now
         self.sampled += 1
