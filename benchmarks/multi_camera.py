@@ -17,13 +17,13 @@ own process whose peak RSS comes from ``wait4``. Cases (the issue's targets in b
 2. fairness: one camera unthrottled (a file in every-frame mode: it always has a frame ready), three
    at 5 fps (real-time files capped with max_fps), for ``--seconds``: what share of their frames
    the slow cameras got [>= 90%].
+3. fault isolation: 4 RTSP cameras (GStreamer test servers, 640x480 at 30 fps), one killed for 10 s
+   and restarted: it reconnects, the other three keep their processed fps during the outage
+   [>= 90% of before].
 4. batching (``--parts batch``, LiteRT, the inference-bound model alone, no video): frames per second of
    one interpreter at batch 1, two interpreters at batch 1 in two threads (the default on 2 CPUs), and one
    interpreter resized to a batch of 4 (``resize_tensor_input``; 1 and 2 XNNPACK threads): which way of
    serving 4 cameras from one LiteRT model wins. Alternating rounds of ``--seconds`` / 4 each.
-3. fault isolation: 4 RTSP cameras (GStreamer test servers, 640x480 at 30 fps), one killed for 10 s
-   and restarted: it reconnects, the other three keep their processed fps during the outage
-   [>= 90% of before].
 """
 
 from __future__ import annotations

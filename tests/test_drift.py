@@ -183,9 +183,10 @@ def test_a_dimmed_line_raises_a_drift_event_and_the_health_says_degraded(belt, t
     r = CliRunner().invoke(cli, ["stats", str(tmp_path / "counters.sqlite"), "--json"])
     assert r.exit_code == 0, r.output
     (ep,) = json.loads(r.stdout)["drift"]
-    assert "brightness" in ep["what"] and ep["start"].startswith("20") and ep["end"] is None  # dim to the end
+    assert "brightness" in ep["what"] and ep["start"].startswith("20") and ep["ended"] == "stopped"  # dim to the end
+    assert ep["end"] >= ep["start"]
     table = CliRunner().invoke(cli, ["stats", str(tmp_path / "counters.sqlite")]).output
-    assert "drift from (UTC)" in table and "still drifting" in table and "brightness" in table
+    assert "drift from (UTC)" in table and "(run stopped)" in table and "brightness" in table
     # --no-watch turns it off, with --config too
     r = CliRunner().invoke(cli, ["run", "--config", str(_config(belt, tmp_path, belt["dim"], free_port())), "--no-watch",
                                  "--json"])
@@ -238,6 +239,16 @@ def test_a_detector_profile_holds_detections_and_a_zoomed_out_camera_moves_them(
     prof = art.manifest.drift
     assert {"detections", "box_area", "detection_score"} <= set(prof["edges"]), sorted(prof["edges"])
     assert prof["medians"]["detections"] >= 1 and 0.0 < prof["medians"]["box_area"] < 0.5
+    # decoded at the runtime's default threshold; a run that keeps fewer boxes cannot compare its counts
+    from edgeship.runtime.drift import DriftProfile
+    from edgeship.runtime.processing.detect import DETECT_THRESHOLD
+
+    assert prof["detect_threshold"] == pytest.approx(DETECT_THRESHOLD)
+    profile = DriftProfile.from_dict(prof)
+    assert "detections" not in DriftWatch(profile, task="detect", detect_threshold=0.5).names
+    assert {"detections", "box_area"} <= set(DriftWatch(profile, task="detect", detect_threshold=0.1).names)
+    old = DriftProfile.from_dict({**prof, "edges": {**prof["edges"], "sharpness": prof["edges"]["focus"]}})
+    assert "sharpness" not in DriftWatch(old, task="detect").names  # an older profile's retired statistic
     rng = np.random.default_rng(99)
     same, zoomed = tmp_path / "same", tmp_path / "zoomed"
     same.mkdir(), zoomed.mkdir()
@@ -253,3 +264,31 @@ def test_a_detector_profile_holds_detections_and_a_zoomed_out_camera_moves_them(
     assert abs(rows["box_area"]["data_p50"] - rows["box_area"]["calibration_p50"]) < 0.2 * rows["box_area"]["calibration_p50"]
     moved = {r["statistic"]: r for r in check_drift(str(art.path), str(zoomed)).rows}
     assert moved["box_area"]["drifted"] and moved["box_area"]["data_p50"] < 0.5 * rows["box_area"]["data_p50"], moved
+
+
+def test_drift_episodes_in_the_counters_database(tmp_path):
+    """Recovered, stopped by the end of the run, left open by a run that died (closed when the next one opens),
+    and the --hours window, as `edgeship stats` reads them."""
+    import time
+
+    from edgeship.runtime.apps.counters import Counters, drift_episodes
+
+    db = tmp_path / "counters.sqlite"
+    now = time.time()
+    c = Counters(db)
+    c.record("ok", True, now, camera="line1")
+    c.drift_started(now - 7200, {"brightness": 3.1}, camera="line1")
+    c.drift_ended(now - 7200, now - 7000, camera="line1")  # recovered two hours ago
+    c.drift_started(now - 60, {"focus": 2.0}, camera="line1")
+    c.drift_started(now - 30, {"contrast": 1.5}, camera="line2")
+    assert c.drift_stopped(now - 10, camera="line1") == 1  # the run ends: line1's open one is stopped
+    c.close()
+    eps = drift_episodes(db)
+    assert [(e["camera"], e["ended"]) for e in eps] == [("line1", "recovered"), ("line1", "stopped"), ("line2", None)]
+    assert eps[0]["lasted_s"] == 200.0 and eps[1]["lasted_s"] == 50.0 and eps[2]["end"] is None
+    assert [e["camera"] for e in drift_episodes(db, hours=1)] == ["line1", "line2"]  # the recovered one is older
+    assert [e["what"] for e in drift_episodes(db, camera="line2")] == [{"contrast": 1.5}]
+    r = CliRunner().invoke(cli, ["stats", str(db), "--camera", "line2", "--json"])  # no inspections, one episode
+    assert r.exit_code == 0 and json.loads(r.stdout)["drift"][0]["camera"] == "line2", r.output
+    Counters(db).drift_stopped(0.0, camera="line2")  # what the next run's industrial app does when it opens
+    assert drift_episodes(db, camera="line2")[0]["ended"] == "stopped"

@@ -84,9 +84,13 @@ def test_decode_threads_reach_ffmpeg(video):
     import cv2
 
     for n in (1, 3):
-        with open_source(str(video), decode_threads=n) as src:
-            assert src.get(2.0) is not None
-            assert src.reader.decode_threads == n and src.reader.cap.get(cv2.CAP_PROP_N_THREADS) == n
+        reader = open_source(str(video), decode_threads=n).reader
+        reader.open()
+        try:
+            assert reader.decode_threads == n and reader.cap.get(cv2.CAP_PROP_N_THREADS) == n
+            assert reader.read() is not None
+        finally:
+            reader.close()
 
 
 def test_file_frames_carry_the_files_clock(video):

@@ -31,7 +31,7 @@ def stats(db: str, hours: int | None, camera: str | None, as_json: bool) -> None
     rows = yield_per_hour(db, hours, camera=camera)
     per_class = class_totals(db, hours, camera=camera)
     per_camera = camera_totals(db, hours)
-    if camera is not None and camera not in per_camera:
+    if camera is not None and camera not in per_camera and not drift_episodes(db, hours, camera=camera):
         from ..errors import InputError
 
         raise InputError(f"{db} has no inspections by camera {camera!r}; it has: {', '.join(per_camera) or 'no named cameras'}")
@@ -57,7 +57,8 @@ def stats(db: str, hours: int | None, camera: str | None, as_json: bool) -> None
     if summary["drift"]:
         click.echo()
         click.echo(format_table(["drift from (UTC)", "until", "camera", "what moved"],
-                                [[e["start"], e["end"] or "still drifting", e["camera"] or "-",
+                                [[e["start"], (e["end"] + (" (run stopped)" if e["ended"] == "stopped" else ""))
+                                  if e["end"] else "still drifting", e["camera"] or "-",
                                   ", ".join(f"{k} {v:g}" for k, v in sorted(e["what"].items(), key=lambda kv: -kv[1]))]
                                  for e in summary["drift"]]))
 

@@ -67,7 +67,7 @@ def artifact_profile(artifact: Path, ref: Reference | None, *, task: str, roles:
     the pixels of ``spec``, the InputSpec)."""
     from ..preprocess import quantize_values
     from ..runtime.backends import open_backend
-    from ..runtime.drift import box_area_scale, build_profile, input_stats, output_stats, saturation
+    from ..runtime.drift import DETECT_STATS, box_area_scale, build_profile, input_stats, output_stats, saturation
 
     if ref is None:
         return None
@@ -96,9 +96,19 @@ def artifact_profile(artifact: Path, ref: Reference | None, *, task: str, roles:
             if task == "classify" and outs:
                 row.update(output_stats([outs[min(scores, len(outs) - 1)][0]], task="classify"))
             elif decode is not None:
-                row.update(output_stats(None, task="detect", detections=decode(outs, hw)["detections"], area_scale=scale))
+                try:
+                    det = decode(outs, hw)["detections"]
+                except Exception as e:  # noqa: BLE001 - a profile is an extra: no detection statistics then
+                    log.warning("drift profile without detection statistics: %s: %s", type(e).__name__, e)
+                    decode = None
+                    for r in rows:
+                        for k in DETECT_STATS:
+                            r.pop(k, None)
+                    continue
+                row.update(output_stats(None, task="detect", detections=det, area_scale=scale))
     shares = {k: round(float(np.mean(v)), 6) for k, v in sat.items() if v}
-    return build_profile(rows, shares, ref.frame_size).to_dict()
+    threshold = float(decode.threshold) if decode is not None else None
+    return build_profile(rows, shares, ref.frame_size, threshold).to_dict()
 
 
 def _decoder(backend: Any, spec: Any) -> Any:

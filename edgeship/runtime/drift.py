@@ -51,6 +51,8 @@ FOCUS_SIDE = 96  # ... and focus at full resolution on as many pixels as a crop 
 TAN_7_5 = math.tan(math.radians(7.5))  # a gradient within 7.5 degrees of an image axis counts as aligned
 JUDGE_S = 1.0  # the window is scored at most this often (stream seconds)
 INPUT_STATS = ("brightness", "contrast", "focus", "axis_alignment")
+DETECT_STATS = ("detections", "detection_score", "box_area")
+RETIRED = {"sharpness": "focus replaced it"}  # statistics older profiles hold -> what replaced them
 
 
 # ---- per-sample statistics --------------------------------------------------------------------------------
@@ -109,7 +111,9 @@ def focus(image: np.ndarray) -> float:
 def frame_focus(frame: np.ndarray) -> float:
     """:func:`focus` of a camera frame itself (BGR or gray uint8, its own resolution), before the resize to the
     model's input: a blur of a pixel or two there is a fraction of a pixel in a 96x96 input. Compared only with
-    calibration frames of the same size (``DriftProfile.frame_size``)."""
+    calibration frames of the same size (``DriftProfile.frame_size``). A codec's compression removes fine detail
+    too: calibrate from a recording of the stream the camera sends (same codec and bitrate), not a re-encoded
+    copy, or a changed bitrate reads as a blur."""
     return focus(frame)
 
 
@@ -150,18 +154,24 @@ def input_stats(sample: np.ndarray, quant: Any = None) -> dict[str, float]:
 
 
 def output_stats(outputs: Iterable[np.ndarray] | None, *, task: str, detections: Any = None,
-                 area_scale: float = 1.0) -> dict[str, float]:
+                 area_scale: float | None = None, min_score: float | None = None) -> dict[str, float]:
     """Statistics of one frame's model output: top-1 confidence (classify); detections per frame, their mean
     score and mean box area (detect). ``area_scale`` turns a box's area in the detections' pixels into a share
     of the model's input (see :func:`box_area_scale`), so boxes mapped back to a 1280x720 frame on the device
-    compare with the calibration's boxes in input pixels."""
+    compare with the calibration's boxes in input pixels (None: no box area). ``min_score``: only detections at
+    least this sure count (the profile's decoding threshold, whatever the device's own is)."""
     if task == "detect" and detections is not None:
-        n = len(detections)
-        if not n:
-            return {"detections": 0.0}
+        scores = np.asarray(detections.scores, dtype=np.float32).reshape(-1)
         boxes = np.asarray(detections.xyxy, dtype=np.float32).reshape(-1, 4)
-        area = float(np.mean((boxes[:, 2] - boxes[:, 0]) * (boxes[:, 3] - boxes[:, 1]))) * area_scale
-        return {"detections": float(n), "box_area": area, "detection_score": float(np.mean(detections.scores))}
+        if min_score is not None:
+            keep = scores >= min_score
+            scores, boxes = scores[keep], boxes[keep]
+        if not scores.size:
+            return {"detections": 0.0}
+        out = {"detections": float(scores.size), "detection_score": float(scores.mean())}
+        if area_scale is not None:
+            out["box_area"] = float(np.mean((boxes[:, 2] - boxes[:, 0]) * (boxes[:, 3] - boxes[:, 1]))) * area_scale
+        return out
     outs = list(outputs or [])
     if task == "classify" and outs:
         p = np.asarray(outs[0], dtype=np.float32).reshape(-1)
@@ -172,11 +182,12 @@ def output_stats(outputs: Iterable[np.ndarray] | None, *, task: str, detections:
     return {}
 
 
-def box_area_scale(frame_hw: tuple[int, int] | None, spec: Any) -> float:
+def box_area_scale(frame_hw: tuple[int, int] | None, spec: Any) -> float | None:
     """What a box area in the pixels of a ``frame_hw`` frame is multiplied by to become a share of the model's
-    input (the resize the frame went through, :func:`edgeship.preprocess.resize_transform`); 1.0 without a spec."""
+    input (the resize the frame went through, :func:`edgeship.preprocess.resize_transform`); None without a spec
+    or a frame size (then no box area is taken: pixels of an unknown frame are not the profile's shares)."""
     if spec is None or frame_hw is None:
-        return 1.0
+        return None
     from ..preprocess import resize_transform
 
     t = resize_transform(frame_hw, spec)
@@ -206,6 +217,7 @@ class DriftProfile:
     # repeat: a classifier's confidence is often exactly 1.0, an int8 output takes few values)
     shares: dict[str, list[float]] = field(default_factory=dict)
     frame_size: Optional[str] = None  # "WxH" of the calibration's camera frames, when they all had one size
+    detect_threshold: Optional[float] = None  # the score threshold the detection statistics were decoded with
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -214,11 +226,12 @@ class DriftProfile:
     def from_dict(cls, d: dict[str, Any]) -> "DriftProfile":
         return cls(int(d["samples"]), {k: [float(x) for x in v] for k, v in d["edges"].items()},
                    {k: float(v) for k, v in d.get("medians", {}).items()}, dict(d.get("saturation") or {}),
-                   {k: [float(x) for x in v] for k, v in (d.get("shares") or {}).items()}, d.get("frame_size"))
+                   {k: [float(x) for x in v] for k, v in (d.get("shares") or {}).items()}, d.get("frame_size"),
+                   None if d.get("detect_threshold") is None else float(d["detect_threshold"]))
 
 
 def build_profile(rows: list[dict[str, float]], saturation_shares: dict[str, float] | None = None,
-                  frame_size: str | None = None) -> DriftProfile:
+                  frame_size: str | None = None, detect_threshold: float | None = None) -> DriftProfile:
     """A profile from per-sample statistics (:func:`input_stats` merged with :func:`output_stats`)."""
     if not rows:
         raise ValueError("a drift profile needs at least one calibration sample")
@@ -230,7 +243,8 @@ def build_profile(rows: list[dict[str, float]], saturation_shares: dict[str, flo
         medians[k] = float(np.median(v))
         shares[k] = [round(float(x), 6) for x in bin_shares(v, edges[k])]
     return DriftProfile(len(rows), edges, medians, dict(saturation_shares or {}), shares,
-                        frame_size if any("frame_focus" in r for r in rows) else None)
+                        frame_size if any("frame_focus" in r for r in rows) else None,
+                        detect_threshold if "detections" in edges else None)
 
 
 def _bin_index(values: np.ndarray, edges: list[float]) -> tuple[np.ndarray, int]:
@@ -342,17 +356,21 @@ class DriftWatch:
 
     def __init__(self, profile: DriftProfile, cfg: WatchCfg | None = None, *, task: str = "raw",
                  input_quant: Any = None, camera: str | None = None, spec: Any = None,
+                 detect_threshold: float | None = None,
                  emit: Callable[[dict[str, Any]], None] | None = None, clock: Callable[[], float] = time.time,
                  keep_rows: bool = False) -> None:
         self.profile, self.cfg, self.task = profile, cfg or WatchCfg(), task
         self.input_quant, self.camera, self.emit, self.clock = input_quant, camera, emit, clock
         self.spec = spec  # the model's InputSpec: detections' boxes are measured in its pixels
-        self._area = (None, 1.0)  # (frame_hw, box_area_scale) of the last frame size seen
+        self._area: tuple[Any, float | None] = (None, None)  # (frame_hw, box_area_scale) of the last frame size seen
         names = list(self.cfg.stats) or sorted(profile.edges)
         unknown = [n for n in names if n not in profile.edges]
         if unknown:
             raise ValueError(f"watch.stats: {unknown[0]!r} is not in the profile (it has {', '.join(sorted(profile.edges))})")
-        self.names = names
+        skip = {n: why for n in names if (why := self._cannot_watch(n, detect_threshold))}
+        for n, why in skip.items():
+            log.warning("drift watch%s leaves out %s: %s", f" on {camera}" if camera else "", n, why)
+        self.names = [n for n in names if n not in skip]
         self._edges = {n: np.unique(np.asarray(profile.edges[n], dtype=np.float64)) for n in names}  # sorted, distinct
         self.rows: deque[tuple[float, dict[str, float]]] = deque()
         self.sat: deque[tuple[float, float, float]] = deque()
@@ -369,6 +387,16 @@ class DriftWatch:
         self.wall_start: float | None = None
         self.last_judged: float | None = None
         self.sampled = 0
+
+    def _cannot_watch(self, name: str, detect_threshold: float | None) -> str | None:
+        """Why a statistic of the profile cannot be compared here (None: it can)."""
+        if name in RETIRED:
+            return f"a profile statistic this runtime no longer computes ({RETIRED[name]}); convert again to watch it"
+        if name in DETECT_STATS and detect_threshold is not None and self.profile.detect_threshold is not None \
+                and detect_threshold > self.profile.detect_threshold + 1e-9:
+            return (f"the profile counted detections from score {self.profile.detect_threshold:g} and this run keeps "
+                    f"only those from {detect_threshold:g}")
+        return None
 
     # the pipeline's side
     def observe(self, model_input: np.ndarray | None, raw: list[np.ndarray], outputs: list[np.ndarray] | None,
@@ -400,7 +428,8 @@ class DriftWatch:
             row["frame_focus"] = frame_focus(frame)
         if frame_hw is not None and self._area[0] != frame_hw:
             self._area = (frame_hw, box_area_scale(frame_hw, self.spec))
-        row.update(output_stats(outputs, task=self.task, detections=detections, area_scale=self._area[1]))
+        row.update(output_stats(outputs, task=self.task, detections=detections, area_scale=self._area[1],
+                                min_score=self.profile.detect_threshold))
         if raw:
             sat_out = saturation(raw[0])
         with self.lock:
@@ -511,7 +540,7 @@ def profile_from_samples(samples: Iterable[np.ndarray], outputs: Iterable[Any] |
     ``spec``, the model's InputSpec)."""
     rows = []
     outs = list(outputs) if outputs is not None else None
-    scale = box_area_scale((spec.height, spec.width), spec) if spec is not None else 1.0
+    scale = box_area_scale((spec.height, spec.width), spec) if spec is not None else None
     for i, s in enumerate(samples):
         row = input_stats(s)
         if outs is not None:

@@ -52,7 +52,8 @@ def input_spec_for(backend: Backend, spec: InputSpec | None = None, overrides: d
         raise SpecError(f"input_spec (--scale/--mean/--std/--color-order) for {backend.path.name}: {e}") from None
 
 
-def make_watch(backend: Backend, cfg: Any, *, task: str, camera: str | None = None, spec: Any = None) -> Any:
+def make_watch(backend: Backend, cfg: Any, *, task: str, camera: str | None = None, spec: Any = None,
+               post: Any = None) -> Any:
     """The drift watch for this model (None when ``cfg`` turns it off or the manifest has no profile)."""
     from .drift import DriftProfile, DriftWatch
 
@@ -62,7 +63,7 @@ def make_watch(backend: Backend, cfg: Any, *, task: str, camera: str | None = No
     try:
         profile = DriftProfile.from_dict(manifest.drift)
         return DriftWatch(profile, cfg, task=task, input_quant=getattr(backend, "input_quantization", None), camera=camera,
-                          spec=spec)
+                          spec=spec, detect_threshold=getattr(post, "threshold", None) if task == "detect" else None)
     except (KeyError, TypeError, ValueError) as e:
         raise InputError(f"{getattr(backend, 'path', 'the model')}: drift watch: {e}") from None
 
@@ -126,7 +127,7 @@ def build_pipeline(
         if own:
             b.close()
         raise
-    watch = make_watch(b, opts.watch, task=chosen, camera=camera, spec=sp)
+    watch = make_watch(b, opts.watch, task=chosen, camera=camera, spec=sp, post=processor)
     pipe = _OwningPipeline(src, b, spec=sp, postprocess=processor, sinks=built, gates=gates, max_frames=max_frames,
                            duration=duration, task=chosen, handle_signals=handle_signals, info={"labels": names},
                            pin=be.pin, output_queue=be.output_queue, keep_freed_frames=keep_freed_frames, camera=camera,

@@ -6,8 +6,10 @@ prints are all sums over these rows. A database written before cameras were coun
 column (its rows become camera "") the first time it is opened for writing.
 
 The same database keeps the drift watch's episodes (:mod:`edgeship.runtime.drift`): one row per
-episode and camera, from its drift event to its recovered event (``end`` NULL while it lasts), so
-``edgeship stats`` shows when the line stopped looking like its calibration beside the yield.
+episode and camera, from its drift event to its recovered event, or to the end of the run that saw
+it (``end_t`` NULL while it lasts), so ``edgeship stats`` shows when the line stopped looking like
+its calibration beside the yield. Times are the watch's: the scene's clock (for a file, its first
+frame's capture time plus the frame's place in it).
 """
 
 from __future__ import annotations
@@ -32,10 +34,11 @@ CREATE TABLE IF NOT EXISTS inspections (
 );
 CREATE TABLE IF NOT EXISTS drift_episodes (
     camera TEXT NOT NULL DEFAULT '',
-    start REAL NOT NULL,            -- unix time the drift began (the watch's "since")
-    end REAL,                       -- unix time of the recovered event; NULL while the drift lasts
+    start_t REAL NOT NULL,          -- unix time the drift began (the watch's "since")
+    end_t REAL,                     -- unix time it ended; NULL while the drift lasts
+    ended TEXT,                     -- "recovered" (the watch saw it go) or "stopped" (the run ended first)
     what TEXT NOT NULL,             -- JSON: statistic -> its score when the drift was reported
-    PRIMARY KEY (camera, start)
+    PRIMARY KEY (camera, start_t)
 );
 """
 MIGRATE = """
@@ -80,14 +83,22 @@ class Counters:
         import json
 
         with self._lock:
-            self._db.execute("INSERT OR REPLACE INTO drift_episodes (camera, start, end, what) VALUES (?, ?, NULL, ?)",
-                             (str(camera), float(start), json.dumps(what, sort_keys=True)))
+            self._db.execute("INSERT OR REPLACE INTO drift_episodes (camera, start_t, end_t, ended, what) "
+                             "VALUES (?, ?, NULL, NULL, ?)", (str(camera), float(start), json.dumps(what, sort_keys=True)))
 
     def drift_ended(self, start: float, end: float, *, camera: str = "") -> None:
-        """The episode that began at ``start`` ended at ``end``."""
+        """The episode that began at ``start`` ended at ``end`` (the watch's recovered event)."""
         with self._lock:
-            self._db.execute("UPDATE drift_episodes SET end = ? WHERE camera = ? AND start = ?",
+            self._db.execute("UPDATE drift_episodes SET end_t = ?, ended = 'recovered' WHERE camera = ? AND start_t = ?",
                              (float(end), str(camera), float(start)))
+
+    def drift_stopped(self, end: float, *, camera: str = "") -> int:
+        """The run ends: ``camera``'s episodes still open end at ``end`` as "stopped" (a new run's watch starts
+        afresh and opens a new episode if the drift is still there). Returns how many were open."""
+        with self._lock:
+            cur = self._db.execute("UPDATE drift_episodes SET end_t = MAX(start_t, ?), ended = 'stopped' "
+                                   "WHERE camera = ? AND end_t IS NULL", (float(end), str(camera)))
+            return cur.rowcount
 
     def totals(self, camera: str | None = None) -> dict:
         """{'total', 'pass', 'fail', 'yield', 'per_class': {label: {'total','pass','fail'}}} (one camera's, or all)."""
@@ -178,8 +189,9 @@ def camera_totals(path: str | os.PathLike, hours: int | None = None, now: float 
 def drift_episodes(path: str | os.PathLike, hours: int | None = None, now: float | None = None,
                    camera: str | None = None) -> list[dict]:
     """The drift episodes recorded in a counters database, oldest first: {'camera', 'start', 'end' (UTC ISO
-    times; end None while it lasts), 'lasted_s', 'what'}; ``hours``: only episodes still going or ended in the
-    last N hours; ``camera``: one camera's. Empty for a database written before episodes were kept."""
+    times; end None while it lasts), 'ended' ("recovered", "stopped" or None), 'lasted_s', 'what'}; ``hours``:
+    only episodes still going or ended in the last N hours; ``camera``: one camera's. Empty for a database
+    written before episodes were kept."""
     import datetime as dt
     import json
 
@@ -187,16 +199,17 @@ def drift_episodes(path: str | os.PathLike, hours: int | None = None, now: float
         return []
     parts, args = [], []
     if hours is not None:
-        parts.append("(end IS NULL OR end > ?)")
+        parts.append("(end_t IS NULL OR end_t > ?)")
         args.append((time.time() if now is None else now) - 3600 * int(hours))
     if camera is not None:
         parts.append("camera = ?")
         args.append(camera)
     where = ("WHERE " + " AND ".join(parts)) if parts else ""
-    rows = _query(path, f"SELECT camera, start, end, what FROM drift_episodes {where} ORDER BY start", tuple(args))
+    rows = _query(path, f"SELECT camera, start_t, end_t, ended, what FROM drift_episodes {where} ORDER BY start_t",
+                  tuple(args))
 
     def iso(t: float | None) -> str | None:
         return None if t is None else dt.datetime.fromtimestamp(t, tz=dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
 
-    return [{"camera": c, "start": iso(s), "end": iso(e), "lasted_s": None if e is None else round(e - s, 1),
-             "what": json.loads(w)} for c, s, e, w in rows]
+    return [{"camera": c, "start": iso(s), "end": iso(e), "ended": how, "lasted_s": None if e is None else round(e - s, 1),
+             "what": json.loads(w)} for c, s, e, how, w in rows]

@@ -197,6 +197,8 @@ def site_shares(cameras: int) -> dict[str, int]:
     from ..sources.capture import READ_AHEAD
 
     n = max(1, cameras)
+    if n == 1:
+        return {}  # one camera: the defaults (FFmpeg's own thread count)
     return {"read_ahead": max(1, READ_AHEAD // n), "decode_threads": max(1, cpu_count() // n)}
 
 

@@ -174,10 +174,13 @@ class IndustrialApp(App):
         self.session = {"total": 0, "pass": 0, "fail": 0}
         self._opened: list[Any] = []
         self._final_counters: dict | None = None
+        self._last_seen = 0.0  # the scene time of the last frame inspected (an open drift episode ends there)
 
     def open(self, info: dict) -> None:
         super().open(info)
         self.counters = Counters(self.counters_db)
+        # an episode a run that died left open: it ended when that run did, at a time nobody recorded
+        self.counters.drift_stopped(0.0, camera=self.info.get("camera") or "")
         for item in [*self.outputs, *self.event_sinks, self.trigger]:
             if not hasattr(item, "open"):
                 continue
@@ -201,6 +204,7 @@ class IndustrialApp(App):
             "tag": self.trigger.tag_for(frame.index), "image": None,
         }
         self.counters.record(v.label, v.passed, frame.t_capture, camera=camera or "")
+        self._last_seen = frame.scene_time
         if not v.passed:
             if self.rejects is not None:
                 name = f"{int(frame.t_capture * 1000)}-{camera + '-' if camera else ''}{frame.index}-{v.label}-{record['id'][:8]}.jpg"
@@ -260,6 +264,7 @@ class IndustrialApp(App):
             except Exception:
                 log.exception("closing %s failed", type(item).__name__)
         if self.counters is not None:
+            self.counters.drift_stopped(self._last_seen, camera=self.info.get("camera") or "")
             self._final_counters = self.counters.totals(camera=self.info.get("camera"))
             self.counters.close()
             self.counters = None

@@ -7,7 +7,6 @@ XNNPACK is the interpreter's default CPU delegate; ``threads`` sets its thread c
 
 from __future__ import annotations
 
-
 import logging
 from typing import Any
 

@@ -42,8 +42,8 @@ class Captured:
     prepare_ms: float = 0.0
     read_ms: float = 0.0
 
-
 READ_AHEAD = 4  # frames decoded ahead of the consumer in every-frame mode (one camera; a site shares them)
+
 
 class LatestFrameSource:
     """Runs ``reader`` in a thread; :meth:`get` returns the newest captured frame.

@@ -76,7 +76,10 @@ class CaptureReader:
         self.decode_threads = decode_threads
 
     def _thread_params(self) -> list[int]:
-        return [] if self.decode_threads is None else [_cv2().CAP_PROP_N_THREADS, int(self.decode_threads)]
+        """``[CAP_PROP_N_THREADS, n]`` when threads were asked for and this OpenCV knows the property (Debian's
+        4.6 does not: FFmpeg's own choice then)."""
+        prop = getattr(_cv2(), "CAP_PROP_N_THREADS", None)
+        return [] if self.decode_threads is None or prop is None else [prop, int(self.decode_threads)]
 
     def _capture(self, timeout: float):  # pragma: no cover - abstract
         raise NotImplementedError
