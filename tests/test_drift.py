@@ -14,8 +14,8 @@ import pytest
 from click.testing import CliRunner
 
 from edgeship.cli import cli
-from edgeship.runtime.drift import (DriftWatch, WatchCfg, frame_focus, frame_size, input_stats, profile_from_samples,
-                                    psi, saturation)
+from edgeship.runtime.drift import DriftWatch, WatchCfg, profile_from_samples, psi
+from edgeship.runtime.drift_stats import frame_focus, frame_size, input_stats, saturation
 from edgeship.runtime.drift_check import check_drift
 from tests.helpers.demo import demo_dir
 

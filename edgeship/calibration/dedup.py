@@ -49,7 +49,7 @@ def frame_features(frame: np.ndarray, size: str | None = None) -> FrameFeatures:
     """Thumbnail, brightness, contrast and focus of one BGR/gray uint8 frame."""
     import cv2
 
-    from ..runtime.drift import frame_focus
+    from ..runtime.drift_stats import frame_focus
 
     gray = _gray(frame)
     small = cv2.resize(gray, (STATS_SIZE, STATS_SIZE), interpolation=cv2.INTER_AREA).astype(np.float32)

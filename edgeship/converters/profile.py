@@ -45,7 +45,7 @@ def reference(dataset: Any) -> Reference | None:
     """The :class:`Reference` of a calibration set (None when it has too few samples). A set that
     ``edgeship calibrate`` built from frames of one size (a video, one camera) also gives each sample's
     ``frame_focus``: the focus of the camera frame it was cut from (``meta.frames``)."""
-    from ..runtime.drift import input_stats
+    from ..runtime.drift_stats import input_stats
 
     x = calibration_samples(dataset)
     if x is None:
@@ -67,7 +67,8 @@ def artifact_profile(artifact: Path, ref: Reference | None, *, task: str, roles:
     the pixels of ``spec``, the InputSpec)."""
     from ..preprocess import quantize_values
     from ..runtime.backends import open_backend
-    from ..runtime.drift import DETECT_STATS, box_area_scale, build_profile, input_stats, output_stats, saturation
+    from ..runtime.drift import build_profile
+    from ..runtime.drift_stats import DETECT_STATS, box_area_scale, input_stats, output_stats, saturation
 
     if ref is None:
         return None
