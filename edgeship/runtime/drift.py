@@ -248,8 +248,7 @@ class DriftWatch:
 
     # the pipeline's side
     def observe(self, model_input: np.ndarray | None, raw: list[np.ndarray], outputs: list[np.ndarray] | None,
-                detections: Any = None, t: float | None = None, frame_hw: tuple[int, int] | None = None,
-                frame: np.ndarray | None = None) -> None:
+                detections: Any = None, t: float | None = None, frame: np.ndarray | None = None) -> None:
         self.seen += 1
         now = self.clock() if t is None else t
         t0 = time.perf_counter()
@@ -274,6 +273,7 @@ class DriftWatch:
             row.update(input_stats(x, self.input_quant or (1.0, 0)))
         if frame is not None and self.profile.frame_size is not None and frame_size(frame) == self.profile.frame_size:
             row["frame_focus"] = frame_focus(frame)
+        frame_hw = None if frame is None else tuple(frame.shape[:2])  # boxes are in this frame's pixels
         if frame_hw is not None and self._area[0] != frame_hw:
             self._area = (frame_hw, box_area_scale(frame_hw, self.spec))
         row.update(output_stats(outputs, task=self.task, detections=detections, area_scale=self._area[1],

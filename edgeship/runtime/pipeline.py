@@ -282,7 +282,7 @@ class Pipeline:
         lat["sinks"] = (t4 - t3) * 1e3
         if self.watch is not None:
             self.watch.observe(model_input, raw, outputs, detections=result.detections, t=frame.scene_time,
-                               frame_hw=frame.image.shape[:2], frame=frame.image)
+                               frame=frame.image)
             lat["watch"] = (time.monotonic() - t4) * 1e3
         self.metrics.observe_frame(lat)
         return result
