@@ -239,14 +239,22 @@ def test_a_detector_profile_holds_detections_and_a_zoomed_out_camera_moves_them(
     prof = art.manifest.drift
     assert {"detections", "box_area", "detection_score"} <= set(prof["edges"]), sorted(prof["edges"])
     assert prof["medians"]["detections"] >= 1 and 0.0 < prof["medians"]["box_area"] < 0.5
-    # decoded at the runtime's default threshold; a run that keeps fewer boxes cannot compare its counts
+    # decoded at the runtime's default threshold; a run that keeps only surer boxes decodes its sampled frames
+    # again at the profile's threshold (a decoder it cannot re-set leaves the detection statistics out)
+    from types import SimpleNamespace
+
     from edgeship.runtime.drift import DriftProfile
     from edgeship.runtime.processing.detect import DETECT_THRESHOLD
 
     assert prof["detect_threshold"] == pytest.approx(DETECT_THRESHOLD)
     profile = DriftProfile.from_dict(prof)
-    assert "detections" not in DriftWatch(profile, task="detect", detect_threshold=0.5).names
-    assert {"detections", "box_area"} <= set(DriftWatch(profile, task="detect", detect_threshold=0.1).names)
+    from edgeship.runtime.processing import make_postprocess
+
+    strict = make_postprocess("detect", spec=art.manifest.input_spec, threshold=0.5, box_format="yolo")
+    watch = DriftWatch(profile, task="detect", post=strict)
+    assert {"detections", "box_area"} <= set(watch.names) and watch._redecode.threshold == pytest.approx(DETECT_THRESHOLD)
+    assert "detections" not in DriftWatch(profile, task="detect", post=SimpleNamespace(threshold=0.5)).names
+    assert {"detections", "box_area"} <= set(DriftWatch(profile, task="detect", post=SimpleNamespace(threshold=0.1)).names)
     old = DriftProfile.from_dict({**prof, "edges": {**prof["edges"], "sharpness": prof["edges"]["focus"]}})
     assert "sharpness" not in DriftWatch(old, task="detect").names  # an older profile's retired statistic
     rng = np.random.default_rng(99)
@@ -264,6 +272,19 @@ def test_a_detector_profile_holds_detections_and_a_zoomed_out_camera_moves_them(
     assert abs(rows["box_area"]["data_p50"] - rows["box_area"]["calibration_p50"]) < 0.2 * rows["box_area"]["calibration_p50"]
     moved = {r["statistic"]: r for r in check_drift(str(art.path), str(zoomed)).rows}
     assert moved["box_area"]["drifted"] and moved["box_area"]["data_p50"] < 0.5 * rows["box_area"]["data_p50"], moved
+    # the device's own watch in a run that keeps only boxes from 0.5: its counts compare with the profile's
+    from edgeship.runtime.runner import build_pipeline
+
+    from edgeship.runtime.options import RunOptions
+
+    every = RunOptions(watch=WatchCfg(max_cost=1.0))  # a folder read flat out: no wall-time budget to skip frames
+    pipe = build_pipeline(str(art.path), str(same), options=every, task="detect", threshold=0.5, handle_signals=False)
+    try:
+        pipe.run()
+    finally:
+        pipe.backend.close()
+    status = pipe.watch.status()
+    assert {"detections", "box_area"} <= set(status["scores"]) and status["state"] == "ok", status
 
 
 def test_drift_episodes_in_the_counters_database(tmp_path):

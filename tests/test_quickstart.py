@@ -97,6 +97,18 @@ def test_first_run_runtime_bundle_and_report(first):
     assert len(summary_json["report"]["artifacts"]) == len(ARTIFACTS) + 2  # + the two Keras reference rows
 
 
+def test_the_belt_video_matches_the_digits_calibration_profile(first):
+    """The industrial example runs the belt video through digits_int8: its drift watch must stay quiet there.
+    The calibration frames pass through the belt camera's codec as the video's frames do (a codec's loss of
+    fine detail read as a blur once: frame_focus PSI 4.6 on the first run of the example on a device)."""
+    from edgeship.runtime.drift_check import check_drift
+
+    out, _, _ = first
+    report = check_drift(str(out / "models/digits_int8.tflite"), str(out / "videos/belt.mp4"))
+    assert report.frames > 0 and {r["statistic"] for r in report.rows} >= {"frame_focus", "focus", "brightness"}
+    assert not report.drifted, report.to_dict()
+
+
 def test_second_run_reuses_everything_through_the_cli(first):
     out, _, _ = first
     before = _snapshot(out)

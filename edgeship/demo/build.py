@@ -50,7 +50,7 @@ def demo_paths(out: str | os.PathLike) -> dict[str, Path]:
     }
 
 
-def write_belt_video(path: str | os.PathLike, *, n_parts: int = 120, seed: int = 7, fps: float = 10.0) -> Path:
+def write_belt_video(path: str | os.PathLike, *, n_parts: int = 120, seed: int = 7, fps: float = scenes.BELT_FPS) -> Path:
     """The inspection video: ``n_parts`` held-out real digits, one frame per part; labels in ``.json``."""
     from .train import digits_samples
 

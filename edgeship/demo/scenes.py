@@ -18,6 +18,7 @@ import numpy as np
 SHAPE_CLASSES = ("circle", "square", "triangle")
 SCENE_HW = (240, 320)
 BELT_HW = (96, 96)
+BELT_FPS = 10.0  # the belt camera's frame rate (one part per frame)
 
 
 @dataclass(frozen=True)
@@ -198,3 +199,25 @@ def write_video(path: str | Path, frames: Sequence[np.ndarray], fps: float = 30.
             vw.write(np.ascontiguousarray(f))
         vw.release()
     return path
+
+
+def recorded(frames: Sequence[np.ndarray], fps: float = BELT_FPS) -> np.ndarray:
+    """The frames as a camera that sends :func:`write_video`'s codec delivers them: written to a video and read
+    back. Calibrating from these rather than from the frames as drawn keeps the codec's loss of fine detail in
+    the calibration profile (the drift watch's ``frame_focus`` would otherwise read the codec as a blur)."""
+    import tempfile
+
+    import cv2
+
+    with tempfile.TemporaryDirectory(prefix="edgeship-recorded-") as tmp:
+        path = write_video(Path(tmp) / "recorded.mp4", frames, fps=fps)
+        cap = cv2.VideoCapture(str(path))
+        out = []
+        try:
+            while (got := cap.read())[0]:
+                out.append(got[1])
+        finally:
+            cap.release()
+    if len(out) != len(frames):
+        raise RuntimeError(f"the {len(frames)} frames written to a video came back as {len(out)}")
+    return np.stack(out)

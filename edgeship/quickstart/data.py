@@ -72,12 +72,13 @@ def write_scene(ctx: Any) -> dict[str, Any]:
 
 # ---- step 2: calibration sets ---------------------------------------------------------------------------
 def _heldout_digit_frames(seed: int) -> tuple[np.ndarray, np.ndarray]:
-    """Belt-camera frames (uint8 BGR) of the digits the classifier never trained on, and their labels."""
+    """Belt-camera frames (uint8 BGR) of the digits the classifier never trained on, as the camera's video
+    delivers them (through its codec, like the belt video), and their labels."""
     from ..demo import scenes, train
 
     _, _, _, _, test_imgs, test_y = train.digits_samples(seed)
     rng = np.random.default_rng([seed, 11])
-    frames = np.stack([scenes.belt_frame(img, rng, shift=int(rng.integers(0, 24))) for img in test_imgs])
+    frames = scenes.recorded([scenes.belt_frame(img, rng, shift=int(rng.integers(0, 24))) for img in test_imgs])
     return frames, np.asarray(test_y, dtype=np.int64)
 
 
@@ -158,7 +159,8 @@ def units(options: Options, out: Path) -> dict[str, list[Unit]]:
              hashed=[p["shapes_video"], p["shapes_truth"]]),
     ]
     calib_units = [
-        Unit("calibrate", "digits", {"holdout": r["digits_holdout"], "seed": r["seed"]}, calibrate_digits,
+        Unit("calibrate", "digits", {"holdout": r["digits_holdout"], "seed": r["seed"], "frames": "recorded"},
+             calibrate_digits,
              hashed=[p["digits_calib"]]),
         Unit("calibrate", "digits_train", {"seed": r["seed"]}, write_finetune_folder, hashed=[p["digits_train"]]),
         Unit("calibrate", "shapes", {"count": r["shapes_calib"], "seed": r["seed"]}, calibrate_shapes,

@@ -37,7 +37,7 @@ import math
 import threading
 import time
 from collections import deque
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, is_dataclass, replace
 from typing import Any, Callable, Iterable, Optional
 
 import numpy as np
@@ -204,7 +204,7 @@ class DriftWatch:
 
     def __init__(self, profile: DriftProfile, cfg: WatchCfg | None = None, *, task: str = "raw",
                  input_quant: Any = None, camera: str | None = None, spec: Any = None,
-                 detect_threshold: float | None = None,
+                 post: Any = None,
                  emit: Callable[[dict[str, Any]], None] | None = None, clock: Callable[[], float] = time.time,
                  keep_rows: bool = False) -> None:
         self.profile, self.cfg, self.task = profile, cfg or WatchCfg(), task
@@ -215,7 +215,8 @@ class DriftWatch:
         unknown = [n for n in names if n not in profile.edges]
         if unknown:
             raise ValueError(f"watch.stats: {unknown[0]!r} is not in the profile (it has {', '.join(sorted(profile.edges))})")
-        skip = {n: why for n in names if (why := self._cannot_watch(n, detect_threshold))}
+        self._redecode = self._decoder_at_profile_threshold(post) if task == "detect" else None
+        skip = {n: why for n in names if (why := self._cannot_watch(n, post))}
         for n, why in skip.items():
             log.warning("drift watch%s leaves out %s: %s", f" on {camera}" if camera else "", n, why)
         self.names = [n for n in names if n not in skip]
@@ -236,14 +237,24 @@ class DriftWatch:
         self.last_judged: float | None = None
         self.sampled = 0
 
-    def _cannot_watch(self, name: str, detect_threshold: float | None) -> str | None:
+    def _decoder_at_profile_threshold(self, post: Any) -> Any:
+        """The run's detection decoder (a frozen dataclass with a ``threshold``) set to the score the profile
+        counted detections from, when the run keeps only surer ones (None: the run's own detections will do).
+        Used on sampled frames only, so a run at 0.5 still compares counts with a profile decoded at 0.25."""
+        run, ref = getattr(post, "threshold", None), self.profile.detect_threshold
+        if run is None or ref is None or run <= ref + 1e-9 or not is_dataclass(post):
+            return None
+        return replace(post, threshold=ref)
+
+    def _cannot_watch(self, name: str, post: Any) -> str | None:
         """Why a statistic of the profile cannot be compared here (None: it can)."""
         if name in RETIRED:
             return f"a profile statistic this runtime no longer computes ({RETIRED[name]}); convert again to watch it"
-        if name in DETECT_STATS and detect_threshold is not None and self.profile.detect_threshold is not None \
-                and detect_threshold > self.profile.detect_threshold + 1e-9:
+        run = getattr(post, "threshold", None) if self.task == "detect" else None
+        if name in DETECT_STATS and self._redecode is None and run is not None and \
+                self.profile.detect_threshold is not None and run > self.profile.detect_threshold + 1e-9:
             return (f"the profile counted detections from score {self.profile.detect_threshold:g} and this run keeps "
-                    f"only those from {detect_threshold:g}")
+                    f"only those from {run:g}")
         return None
 
     # the pipeline's side
@@ -276,6 +287,8 @@ class DriftWatch:
         frame_hw = None if frame is None else tuple(frame.shape[:2])  # boxes are in this frame's pixels
         if frame_hw is not None and self._area[0] != frame_hw:
             self._area = (frame_hw, box_area_scale(frame_hw, self.spec))
+        if self._redecode is not None:  # the run's detections are only its surer ones: decode at the profile's
+            detections = self._redecode(outputs, frame_hw)["detections"] if outputs is not None and frame_hw else None
         row.update(output_stats(outputs, task=self.task, detections=detections, area_scale=self._area[1],
                                 min_score=self.profile.detect_threshold))
         if raw:

@@ -47,7 +47,7 @@ def check_drift(artifact: str, data: str, *, cfg: WatchCfg | None = None, max_fr
     pipe = build_pipeline(artifact, data, max_frames=max_frames, handle_signals=False, watch=False)
     try:
         watch = DriftWatch(profile, cfg, task=pipe.task, input_quant=pipe.quant, keep_rows=True, spec=pipe.spec,
-                           detect_threshold=getattr(pipe.postprocess, "threshold", None) if pipe.task == "detect" else None)
+                           post=pipe.postprocess)
         pipe.watch = watch
         pipe.run()
     finally:

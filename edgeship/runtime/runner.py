@@ -63,7 +63,7 @@ def make_watch(backend: Backend, cfg: Any, *, task: str, camera: str | None = No
     try:
         profile = DriftProfile.from_dict(manifest.drift)
         return DriftWatch(profile, cfg, task=task, input_quant=getattr(backend, "input_quantization", None), camera=camera,
-                          spec=spec, detect_threshold=getattr(post, "threshold", None) if task == "detect" else None)
+                          spec=spec, post=post)
     except (KeyError, TypeError, ValueError) as e:
         raise InputError(f"{getattr(backend, 'path', 'the model')}: drift watch: {e}") from None
 
