@@ -317,7 +317,7 @@ def quiet(prep: dict, minutes: float) -> list[dict]:
         t = time.monotonic()
         summary, events, _, _ = run(d["artifact"], d["video"], max_frames=n, loop=True)
         out.append({"stream": name, "frames": summary.frames_processed, "events": len(events),
-                    "wall_s": time.monotonic() - t, "max_scores": summary.drift["scores"]})
+                    "wall_s": time.monotonic() - t, "closest": summary.drift.get("closest")})
         print(f"  {name} unchanged {minutes} min: {len(events)} events", file=sys.stderr)
     return out
 
@@ -360,10 +360,10 @@ def main() -> None:
         after = "none" if r["after_s"] is None else f"{r['after_s']:.1f}"
         print(f"| {r['stream']} | {r['case']} | {after} | {r['what']} | {r['effect']} |")
     for c in calm:
-        worst = max(c["max_scores"].items(), key=lambda kv: kv[1]) if c["max_scores"] else ("-", 0)
+        near = c["closest"] or {}
         print(f"| {c['stream']} | unchanged, {args.minutes:g} min ({c['frames']} frames) | "
-              f"{'none' if c['events'] == 0 else str(c['events']) + ' events'} | last window's highest: {worst[0]} "
-              f"{worst[1]:.2f} | - |")
+              f"{'none' if c['events'] == 0 else str(c['events']) + ' events'} | closest window: "
+              f"{near.get('statistic', '-')} at {100 * near.get('of_limit', 0):.0f}% of its limit | - |")
     print("\n| stream | processed fps, watch on | watch off | cost (median of per-round ratios) | watch ms per frame | "
           "watch's own share of a frame's time |")
     print("|---|---|---|---|---|---|")

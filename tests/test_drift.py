@@ -14,7 +14,7 @@ import pytest
 from click.testing import CliRunner
 
 from edgeship.cli import cli
-from edgeship.runtime.drift import DriftWatch, WatchCfg, profile_from_samples, psi
+from edgeship.runtime.drift import PERCENTILES, DriftProfile, DriftWatch, WatchCfg, bin_shares, profile_from_samples, psi
 from edgeship.runtime.drift_stats import frame_focus, frame_size, input_stats, saturation
 from edgeship.runtime.drift_check import check_drift
 from tests.helpers.demo import demo_dir
@@ -59,11 +59,22 @@ def test_psi_is_small_for_the_same_distribution_and_large_for_a_shift():
     assert psi(np.full(30, 5.0), *const) < 0.1 and psi(np.full(30, 9.0), *const) > 1.0 and psi(np.full(30, 1.0), *const) > 1.0
     ties = [0.9, 0.99, 1.0, 1.0, 1.0, 1.0, 1.0, 1.0, 1.0]  # most confidences exactly 1.0
     ref = np.r_[np.full(70, 1.0), np.linspace(0.8, 0.999, 30)]
-    from edgeship.runtime.drift import bin_shares
-
     shares = bin_shares(ref, ties)
     assert psi(np.r_[np.full(35, 1.0), np.linspace(0.8, 0.999, 15)], ties, shares) < 0.1
     assert psi(np.linspace(0.5, 0.95, 50), ties, shares) > 1.0
+
+
+def test_the_tail_bins_tell_far_outside_from_the_lowest_tenth():
+    """A fifth of a window far below anything calibrated on (a camera gone dim for the last 2 s of 10): the
+    reference's 0.5% tails make that clear where its lowest decile (a tenth of the reference) hides it."""
+    rng = np.random.default_rng(3)
+    ref = rng.normal(0, 1, 2000)
+    window = np.r_[rng.normal(0, 1, 40), rng.normal(-6, 0.2, 10)]
+    deciles = list(np.percentile(ref, np.linspace(10, 90, 9)))
+    tails = list(np.percentile(ref, PERCENTILES))
+    with_tails, deciles_only = psi(window, tails, bin_shares(ref, tails)), psi(window, deciles, bin_shares(ref, deciles))
+    assert with_tails > 2.5 * deciles_only and with_tails > 0.6, (with_tails, deciles_only)
+    assert psi(rng.normal(0, 1, 50), tails, bin_shares(ref, tails)) < 0.5  # and the same distribution still reads as such
 
 
 def test_the_watch_raises_one_drift_and_one_recovered_event_per_episode():
@@ -78,6 +89,9 @@ def test_the_watch_raises_one_drift_and_one_recovered_event_per_episode():
         dim = 300 <= i < 600
         watch.observe(f * 0.4 if dim else f, [], None, t=t)
         t += 1 / 30
+        if i == 299:
+            before = watch.status()["closest"]  # the nearest call of the undimmed 10 s: well inside its limit
+    assert before is not None and 0 < before["of_limit"] < 1 and before["score"] < before["limit"], before
     kinds = [e["type"] for e in events]
     assert kinds == ["drift", "recovered"], events
     drift = events[0]
@@ -86,6 +100,7 @@ def test_the_watch_raises_one_drift_and_one_recovered_event_per_episode():
     assert drift["details"]["brightness"]["window_median"] < 0.6 * drift["details"]["brightness"]["calibration_median"]
     st = watch.status()
     assert st["state"] == "ok" and len(st["episodes"]) == 1 and st["episodes"][0]["end"] is not None
+    assert st["closest"]["of_limit"] >= 1 and st["closest"]["statistic"] in drift["what"]  # the dim windows crossed
     assert st["ms_per_frame"] < 5.0 and st["sampled"] < 0.4 * len(frames)  # 10 of the 30 frames a second
 
 
@@ -130,8 +145,14 @@ def test_convert_writes_the_profile(belt):
     prof = belt["manifest"].drift
     assert prof and prof["samples"] >= 20
     assert {"brightness", "contrast", "focus", "axis_alignment", "confidence"} <= set(prof["edges"])
-    assert all(len(v) == 9 for v in prof["edges"].values())
+    assert all(len(PERCENTILES) - 2 <= len(v) <= len(PERCENTILES) for v in prof["edges"].values())
+    assert len(prof["edges"]["brightness"]) == len(PERCENTILES)  # a continuous statistic keeps both tails
     assert 0.0 <= prof["saturation"]["input"] < 0.5  # int8 input: the calibration's share at the ends
+    # its softmax output spans [0, 1) in steps of 1/256: its ends are answers, not clipping, and are not watched
+    assert "output" not in prof["saturation"]
+    old = DriftProfile.from_dict({**prof, "saturation": {**prof["saturation"], "output": 0.9}})
+    assert not DriftWatch(old, output_quant=(1 / 256, -128))._saturation.keys() - {"input"}
+    assert DriftWatch(old, output_quant=(0.05, 3))._saturation["output"] == 0.9  # a clipping range keeps it
     # calibrated from one video: each sample's own camera frame (96x96) focus, compared only with frames of that size
     assert prof["frame_size"] == "96x96" and "frame_focus" in prof["edges"]
 
@@ -243,7 +264,6 @@ def test_a_detector_profile_holds_detections_and_a_zoomed_out_camera_moves_them(
     # again at the profile's threshold (a decoder it cannot re-set leaves the detection statistics out)
     from types import SimpleNamespace
 
-    from edgeship.runtime.drift import DriftProfile
     from edgeship.runtime.processing.detect import DETECT_THRESHOLD
 
     assert prof["detect_threshold"] == pytest.approx(DETECT_THRESHOLD)

@@ -68,7 +68,8 @@ def artifact_profile(artifact: Path, ref: Reference | None, *, task: str, roles:
     from ..preprocess import quantize_values
     from ..runtime.backends import open_backend
     from ..runtime.drift import build_profile
-    from ..runtime.drift_stats import DETECT_STATS, box_area_scale, input_stats, output_stats, saturation
+    from ..runtime.drift_stats import (DETECT_STATS, box_area_scale, input_stats, output_stats, probability_range,
+                                       saturation)
 
     if ref is None:
         return None
@@ -81,6 +82,7 @@ def artifact_profile(artifact: Path, ref: Reference | None, *, task: str, roles:
         return build_profile(rows, frame_size=ref.frame_size).to_dict()
     with backend:
         quant = backend.input_quantization
+        bounded_output = probability_range(backend.output_quantization)  # softmax / logistic: nothing clips
         scores = roles.index("class_scores") if "class_scores" in roles else 0
         decode = _decoder(backend, spec) if task == "detect" else None
         hw = (spec.height, spec.width) if spec is not None else None
@@ -91,7 +93,7 @@ def artifact_profile(artifact: Path, ref: Reference | None, *, task: str, roles:
                 q = quantize_values(sample, quant)
                 sat["input"].append(saturation(q))
                 row.update(input_stats(q, quant))  # what the device's watch sees: the tensor as quantized
-            if raw and np.asarray(raw[0]).dtype in (np.int8, np.uint8):
+            if raw and np.asarray(raw[0]).dtype in (np.int8, np.uint8) and not bounded_output:
                 sat["output"].append(saturation(raw[0]))
             outs = backend.dequantize_outputs(raw)
             if task == "classify" and outs:

@@ -4,17 +4,21 @@
 set: per-sample statistics of the model's input (brightness, contrast, per-channel means, focus,
 how much of the gradient energy lies along the image axes; and the focus of the camera frame each sample
 was cut from, when ``edgeship calibrate`` read frames of one size) and of the model's output (top-1
-confidence; detections per frame, their mean score and mean box area as a share of the input), each kept as the decile edges of its
-distribution, plus for int8 tensors the fraction of values on the ends of the quantized range.
+confidence; detections per frame, their mean score and mean box area as a share of the input), each kept
+as the edges of its deciles and of its outer 0.5% tails, plus for int8 tensors the fraction of values on
+the ends of the quantized range (not for a probability output: its ends are answers, not clipping).
 
 On the device :class:`DriftWatch` computes the same statistics on inferred frames (at most ``sample_hz`` a
 second of stream time, on the model's input tensor as the calibration samples were: subsampled to at most
 48 pixels a side, and for focus nine patches at full resolution) and, over a rolling window of ``window_s`` seconds,
 compares each statistic's window with its reference by the population stability index over the
-reference's deciles:
+reference's bins (its deciles, the two outermost split at the 0.5th and 99.5th percentiles):
 
-    PSI = sum_i (p_i - q_i) * ln(p_i / q_i),   q_i = 0.1 (each decile of the reference),
-    p_i = share of the window's frames in decile i (smoothed by half a frame)
+    PSI = sum_i (p_i - q_i) * ln(p_i / q_i),   q_i = the reference's share in bin i (0.005, 0.095, 0.1, ...),
+    p_i = share of the window's frames in bin i (both smoothed by half a frame)
+
+The tail bins tell "beyond nearly everything calibrated on" from "in the lowest tenth": a camera gone dim
+puts its frames where the reference has half a percent, not a tenth, and the PSI says so in fewer frames.
 
 PSI below 0.1 is read as "no shift", 0.1-0.25 as "moderate", above 0.25 as "significant" in credit
 scoring, where it comes from. Frames of a video are not independent, so a window of a few seconds
@@ -44,11 +48,35 @@ import numpy as np
 from pydantic import Field
 
 from .drift_stats import (DETECT_STATS, RETIRED, box_area_scale, frame_focus, frame_size, input_stats, output_stats,
-                          saturation)
+                          probability_range, saturation)
 from .schema import Strict
 
 log = logging.getLogger(__name__)
-DECILES = np.linspace(10, 90, 9)
+PERCENTILES = np.array([0.5, *np.linspace(10, 90, 9), 99.5])  # the reference's bin edges (deciles and tails)
+TAIL_SAMPLES = 2  # a tail bin holds at least this many calibration samples: beyond it is not just beyond the maximum
+
+
+def _edges(v: np.ndarray) -> np.ndarray:
+    """A statistic's bin edges: its :func:`edge_percentiles`, each tail edge moved inward where repeated values
+    (a looped scene's identical frames, an int8 output's few levels) leave fewer than TAIL_SAMPLES values strictly
+    beyond it, and dropped where that reaches the next decile: "beyond the tail" must never mean "beyond the
+    minimum", which a frame passes far more often than the tail's share."""
+    e = np.percentile(v, edge_percentiles(v.size))
+    s = np.sort(v)
+    if s.size <= TAIL_SAMPLES:
+        return e[1:-1]
+    lo, hi = s[s > s[TAIL_SAMPLES - 1]], s[s < s[-TAIL_SAMPLES]]  # beyond them: at least TAIL_SAMPLES values
+    head = [max(e[0], lo[0])] if lo.size and max(e[0], lo[0]) < e[1] else []
+    tail = [min(e[-1], hi[-1])] if hi.size and min(e[-1], hi[-1]) > e[-2] else []
+    return np.array([*head, *e[1:-1], *tail])
+
+
+def edge_percentiles(n: int) -> np.ndarray:
+    """:data:`PERCENTILES` for a statistic of ``n`` calibration samples: the tails widen until each holds
+    TAIL_SAMPLES (a small set's 0.5th percentile would be its minimum, and a new frame passes a set's maximum
+    far more often than 0.5% of the time: 1 in n + 1)."""
+    tail = min(10.0, max(float(PERCENTILES[0]), 100.0 * TAIL_SAMPLES / max(n, 1)))
+    return np.array([tail, *PERCENTILES[1:-1], 100.0 - tail])
 JUDGE_S = 1.0  # the window is scored at most this often (stream seconds)
 
 
@@ -58,11 +86,12 @@ class DriftProfile:
     """The calibration set's statistics, as the manifest keeps them (``manifest.drift``)."""
 
     samples: int
-    edges: dict[str, list[float]]  # statistic -> the 9 decile edges of the calibration samples
+    edges: dict[str, list[float]]  # statistic -> the calibration samples' PERCENTILES (9 deciles in older profiles)
     medians: dict[str, float]
     saturation: dict[str, float] = field(default_factory=dict)  # "input" / "output" -> share at the int8 ends
-    # statistic -> the calibration samples' share in each of the 10 bins the edges make (0.1 each, unless values
-    # repeat: a classifier's confidence is often exactly 1.0, an int8 output takes few values)
+    # statistic -> the calibration samples' share in each bin the edges make (0.005 in each tail, 0.095 beside
+    # it, 0.1 in the other deciles, unless values repeat: a classifier's confidence is often exactly 1.0, an int8
+    # output takes few values; see _bin_index)
     shares: dict[str, list[float]] = field(default_factory=dict)
     frame_size: Optional[str] = None  # "WxH" of the calibration's camera frames, when they all had one size
     detect_threshold: Optional[float] = None  # the score threshold the detection statistics were decoded with
@@ -87,7 +116,7 @@ def build_profile(rows: list[dict[str, float]], saturation_shares: dict[str, flo
     edges, medians, shares = {}, {}, {}
     for k in keys:
         v = np.asarray([r[k] for r in rows if k in r], dtype=np.float64)
-        edges[k] = [float(e) for e in np.percentile(v, DECILES)]
+        edges[k] = [float(e) for e in _edges(v)]
         medians[k] = float(np.median(v))
         shares[k] = [round(float(x), 6) for x in bin_shares(v, edges[k])]
     return DriftProfile(len(rows), edges, medians, dict(saturation_shares or {}), shares,
@@ -149,7 +178,8 @@ def chance_psi(bins: int, n: int, false_alarm: float) -> float:
 def psi(values: np.ndarray, edges: list[float], expected: list[float] | None = None) -> float:
     """Population stability index of ``values`` against the reference's bins (see the module docstring and
     :func:`_bin_index`); ``expected``: the reference's share in each bin (the profile's ``shares``; without it the
-    values are taken as continuous: a tenth in each decile, nothing exactly on an edge)."""
+    values are taken as continuous, an equal share between each pair of edges, as an older profile's deciles
+    had, and nothing exactly on an edge)."""
     v = np.asarray(values, dtype=np.float64)
     if v.size == 0:
         return 0.0
@@ -203,12 +233,15 @@ class DriftWatch:
     the drift and recovered events (the app's event sinks)."""
 
     def __init__(self, profile: DriftProfile, cfg: WatchCfg | None = None, *, task: str = "raw",
-                 input_quant: Any = None, camera: str | None = None, spec: Any = None,
+                 input_quant: Any = None, output_quant: Any = None, camera: str | None = None, spec: Any = None,
                  post: Any = None,
                  emit: Callable[[dict[str, Any]], None] | None = None, clock: Callable[[], float] = time.time,
                  keep_rows: bool = False) -> None:
         self.profile, self.cfg, self.task = profile, cfg or WatchCfg(), task
         self.input_quant, self.camera, self.emit, self.clock = input_quant, camera, emit, clock
+        # a probability output's ends are answers, not clipping (an older profile may still hold their share)
+        self._saturation = {k: v for k, v in profile.saturation.items()
+                            if not (k == "output" and probability_range(output_quant))}
         self.spec = spec  # the model's InputSpec: detections' boxes are measured in its pixels
         self._area: tuple[Any, float | None] = (None, None)  # (frame_hw, box_area_scale) of the last frame size seen
         names = list(self.cfg.stats) or sorted(profile.edges)
@@ -228,6 +261,7 @@ class DriftWatch:
         self.scores: dict[str, float] = {}
         self.limits: dict[str, float] = {}
         self.episodes: list[Episode] = []
+        self.closest: dict[str, Any] | None = None  # the judged window nearest to its limit while no drift lasted
         self.seen = 0
         self.cost_s = 0.0
         self.all_rows: list[dict[str, float]] | None = [] if keep_rows else None  # every frame's statistics (drift check)
@@ -324,14 +358,23 @@ class DriftWatch:
                 limits[name] = (max(self.cfg.psi, chance_psi(bins, vals.size, self.cfg.false_alarm)),
                                 max(self.cfg.recover_psi, chance_psi(bins, vals.size, 0.01)))
         for key, idx in (("input", 1), ("output", 2)):
-            ref = self.profile.saturation.get(key)
+            ref = self._saturation.get(key)
             if ref is not None:
                 share = float(np.mean([s[idx] for s in self.sat]))
                 scores[f"saturation_{key}"] = share
         self.scores = scores
         self.limits = {k: round(v[0], 3) for k, v in limits.items()}
-        moved = {k: v for k, v in scores.items() if (v >= limits[k][0] if not k.startswith("saturation_")
-                                                     else v > self.profile.saturation[k.split("_", 1)[1]] + self.cfg.saturation_margin)}
+        trigger = {k: limits[k][0] if k in limits else self._saturation[k.split("_", 1)[1]] + self.cfg.saturation_margin
+                   for k in scores}
+        moved = {k: v for k, v in scores.items() if (v >= trigger[k] if k in limits else v > trigger[k])}
+        if self.state == "ok" and scores:  # the closest an unchanged stream came to an event: how much room is left
+            # of the way from the calibration to the trigger: PSI from 0; a saturation share from the calibration's
+            way = {k: v / trigger[k] if k in limits else (v - self._saturation[k.split("_", 1)[1]]) / self.cfg.saturation_margin
+                   for k, v in scores.items()}
+            k = max(way, key=way.__getitem__)
+            if self.closest is None or way[k] > self.closest["of_limit"]:
+                self.closest = {"statistic": k, "score": round(scores[k], 3), "limit": round(trigger[k], 3),
+                                "of_limit": round(way[k], 3), "time": round(now, 3)}
         calm = all(v < limits[k][1] for k, v in scores.items() if not k.startswith("saturation_")) and not any(
             k.startswith("saturation_") for k in moved)
         if (self.state == "ok" and moved) or (self.state == "drift" and calm):
@@ -390,7 +433,7 @@ class DriftWatch:
             return {"state": self.state, "since": None if self.since is None else round(self.since, 3),
                     "scores": {k: round(v, 3) for k, v in self.scores.items()}, "limits": dict(self.limits),
                     "frames": self.seen,
-                    "episodes": [e.to_dict() for e in self.episodes],
+                    "episodes": [e.to_dict() for e in self.episodes], "closest": self.closest,
                     "sampled": self.sampled, "ms_per_frame": round(1e3 * self.cost_s / max(1, self.seen), 4)}
 
 

@@ -46,7 +46,8 @@ def check_drift(artifact: str, data: str, *, cfg: WatchCfg | None = None, max_fr
     profile = DriftProfile.from_dict(manifest.drift)
     pipe = build_pipeline(artifact, data, max_frames=max_frames, handle_signals=False, watch=False)
     try:
-        watch = DriftWatch(profile, cfg, task=pipe.task, input_quant=pipe.quant, keep_rows=True, spec=pipe.spec,
+        watch = DriftWatch(profile, cfg, task=pipe.task, input_quant=pipe.quant, keep_rows=True,
+                           output_quant=getattr(pipe.backend, "output_quantization", None), spec=pipe.spec,
                            post=pipe.postprocess)
         pipe.watch = watch
         pipe.run()

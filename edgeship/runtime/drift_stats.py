@@ -126,7 +126,9 @@ def output_stats(outputs: Iterable[np.ndarray] | None, *, task: str, detections:
     score and mean box area (detect). ``area_scale`` turns a box's area in the detections' pixels into a share
     of the model's input (see :func:`box_area_scale`), so boxes mapped back to a 1280x720 frame on the device
     compare with the calibration's boxes in input pixels (None: no box area). ``min_score``: only detections at
-    least this sure count (the profile's decoding threshold, whatever the device's own is)."""
+    least this sure count (the profile's decoding threshold, whatever the device's own is). The box area keeps 4
+    significant digits: the calibration measures boxes in input pixels, the device maps them to the frame and
+    back, and the same boxes (a static scene's) must fall in the same bin, not a rounding error apart."""
     if task == "detect" and detections is not None:
         scores = np.asarray(detections.scores, dtype=np.float32).reshape(-1)
         boxes = np.asarray(detections.xyxy, dtype=np.float32).reshape(-1, 4)
@@ -137,7 +139,8 @@ def output_stats(outputs: Iterable[np.ndarray] | None, *, task: str, detections:
             return {"detections": 0.0}
         out = {"detections": float(scores.size), "detection_score": float(scores.mean())}
         if area_scale is not None:
-            out["box_area"] = float(np.mean((boxes[:, 2] - boxes[:, 0]) * (boxes[:, 3] - boxes[:, 1]))) * area_scale
+            area = float(np.mean((boxes[:, 2] - boxes[:, 0]) * (boxes[:, 3] - boxes[:, 1]))) * area_scale
+            out["box_area"] = float(f"{area:.4g}")  # the same boxes give the same value by either path (see below)
         return out
     outs = list(outputs or [])
     if task == "classify" and outs:
@@ -159,6 +162,17 @@ def box_area_scale(frame_hw: tuple[int, int] | None, spec: Any) -> float | None:
 
     t = resize_transform(frame_hw, spec)
     return float(t.scale_x * t.scale_y) / float(spec.height * spec.width)
+
+
+def probability_range(quant: Any) -> bool:
+    """Whether a quantized tensor spans exactly [0, 1) in steps of 1/256 (TFLite's fixed range for softmax and
+    logistic outputs): its ends are a probability of 0 and 1, reached by the model's answer, never clipped, so
+    their share is no saturation to watch (a classifier's confidence already is)."""
+    if quant is None:
+        return False
+    scale, zero = (quant.scale, quant.zero_point) if hasattr(quant, "scale") else quant
+    dtype = getattr(quant, "dtype", "int8")
+    return abs(float(scale) * 256 - 1) < 1e-6 and int(zero) == (-128 if dtype == "int8" else 0)
 
 
 def saturation(tensor: np.ndarray) -> float:

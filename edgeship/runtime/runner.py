@@ -62,7 +62,8 @@ def make_watch(backend: Backend, cfg: Any, *, task: str, camera: str | None = No
         return None
     try:
         profile = DriftProfile.from_dict(manifest.drift)
-        return DriftWatch(profile, cfg, task=task, input_quant=getattr(backend, "input_quantization", None), camera=camera,
+        return DriftWatch(profile, cfg, task=task, input_quant=getattr(backend, "input_quantization", None),
+                          output_quant=getattr(backend, "output_quantization", None), camera=camera,
                           spec=spec, post=post)
     except (KeyError, TypeError, ValueError) as e:
         raise InputError(f"{getattr(backend, 'path', 'the model')}: drift watch: {e}") from None

@@ -108,6 +108,11 @@ class Backend:
         """The single input's quantization (int8/uint8 models), else None: what ``preprocess(quant=)`` takes."""
         return quantization(self.inputs[0]) if len(self.inputs) == 1 else None
 
+    @property
+    def output_quantization(self) -> Quantization | None:
+        """The first output's quantization (int8/uint8 outputs), else None."""
+        return quantization(self.outputs[0]) if self.outputs else None
+
     def infer(self, x: np.ndarray | Sequence[np.ndarray], *, quantized: bool = False) -> list[np.ndarray]:
         """Run a float batch (N, *sample_shape) (or one array per model input); float32 outputs, batch N.
 
