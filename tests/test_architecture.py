@@ -137,3 +137,17 @@ def test_no_module_over_500_lines_but_the_device_agent():
     long = {str(p.relative_to(PKG.parent)): n for p in PKG.rglob("*.py")
             if (n := len(p.read_text().splitlines())) > 500 and p.name != "agent.py"}
     assert long == {}
+
+
+def test_openvino_is_imported_in_one_place():
+    """``import openvino`` imports its telemetry, which phones home from a child process when a converter or NNCF
+    runs (offline: a traceback on stderr); only formats.openvino.import_openvino imports it, after stubbing that
+    out, so the first import in a process (verify opening an IR before converting) cannot be an unguarded one."""
+    found = []
+    for name, path in MODS.items():
+        for node in ast.walk(ast.parse(path.read_text())):
+            mods = [a.name for a in node.names] if isinstance(node, ast.Import) else \
+                [node.module or ""] if isinstance(node, ast.ImportFrom) and not node.level else []
+            if any(m == "openvino" or m.startswith("openvino.") for m in mods):
+                found.append(f"{name}:{node.lineno}")
+    assert [f.split(":")[0] for f in found] == ["edgeship.formats.openvino"], found

@@ -78,10 +78,14 @@ def test_a_missing_extra_names_the_pip_command(root, tmp_path, monkeypatch):
 def test_openvino_conversion_sends_no_telemetry():
     """OpenVINO's converter phoned home from a background process that died offline with a traceback on
     stderr; edgeship's converter makes it (and NNCF) use their no-op stub."""
-    code = ("from edgeship.converters.openvino import no_telemetry\n"
+    code = ("from edgeship.formats.openvino import no_telemetry\n"
             "no_telemetry()\n"
             "import openvino.tools.ovc.convert_impl as c\n"
             "from nncf.telemetry import wrapper\n"
             "print(c.tm.__name__)\n")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.split()
     assert out == ["openvino.tools.ovc.telemetry_stub"]
+    # the runtime's way in (verify opens the IR it checks before it converts anything) is guarded too
+    code = ("from edgeship.formats.openvino import import_openvino\nimport_openvino()\n"
+            "import sys\nprint(sys.modules['openvino_telemetry'])\n")
+    assert subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.split() == ["None"]

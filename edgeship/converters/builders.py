@@ -22,6 +22,7 @@ from typing import Any, Protocol
 import numpy as np
 
 from ..errors import ModelError
+from ..formats.openvino import import_openvino
 from .plan import ArtifactPlan, scope_names
 
 
@@ -109,7 +110,7 @@ class OpenVINOBuilder:
                      tmp: Path, limit: int, model: Any = None) -> list[Any]:
         """Per-layer int8 errors of an IR (each FakeQuantize's error, and the SQNR against the FP32 IR), each row
         named by the Keras layer its tensor comes out of (found by the compute node's weights)."""
-        import openvino as ov
+        ov = import_openvino()
 
         from . import layers as L
         from .layer_names import ov_compute_layers, ov_upstream_compute

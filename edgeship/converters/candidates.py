@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any, Sequence
 
 from .. import formats
+from ..formats.openvino import import_openvino
 from .layers import LayerError
 
 
@@ -43,7 +44,7 @@ class OpenVINOCandidates:
 
     def __init__(self, saved: Path, ds: Any, artifact: Path, quantization: Any, dynamic_batch: bool, tmp: Path,
                  user_scope: Sequence[str] = ()) -> None:
-        import openvino as ov
+        ov = import_openvino()
 
         from .layers import OpenVINOProbe, map_node_names
         from .openvino import to_openvino

