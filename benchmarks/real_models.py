@@ -233,6 +233,8 @@ def run_subject(subject: Subject, formats: list[str], work: Path) -> list[Row]:
                     bits.append(f"ranges {q['ranges'].get('method')}")
                 if "preset" in q:
                     bits.append(f"preset {q['preset'].get('method')}")
+                if "bias_correction" in q:
+                    bits.append(f"bias correction {q['bias_correction'].get('method')}")
                 if label == "gate pick":
                     g = r.manifest.conversion.accuracy_gate
                     bits.append(f"gate {g.status}: {g.precision}")
