@@ -147,6 +147,9 @@ class RepresentativeDataset:
     def to_nncf(self, split: str = "calib", limit: int | None = None, on_sample: Any = None):
         """An ``nncf.Dataset`` of float32 batch-1 inputs (for ``nncf.quantize`` on an OpenVINO model);
         ``on_sample()`` is called for every sample NNCF takes (a progress bar)."""
+        from ..formats.openvino import no_telemetry
+
+        no_telemetry()  # nncf imports OpenVINO, whose telemetry phones home unless stubbed out first
         import nncf
 
         x, _ = self.split(split)

@@ -32,7 +32,7 @@ def drift(artifact: str, data: str, max_frames: int | None, psi: float | None, w
     The artifact runs on every frame (with the runtime, as on the device). Each statistic of the
     model's input (brightness, contrast, per-channel means, focus, axis alignment) and output
     (top-1 confidence) is compared with the calibration set's by the population stability index
-    over its deciles and 0.5% tails (PSI; 0.1 small, 0.25 significant, the watch's default threshold
+    over its deciles and outer tails (PSI; 0.1 small, 0.25 significant, the watch's default threshold
     1.0), over all frames and window by window in stream time (the episodes the device would have reported).
     int8 artifacts also report the share of input values on the ends of the int8 range. A drifted
     recording is a candidate for recalibration: `edgeship calibrate` can add its frames.

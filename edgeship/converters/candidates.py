@@ -73,12 +73,13 @@ class OpenVINOCandidates:
     def _quantize(self, scope: list[str]) -> Any:
         from dataclasses import replace
 
-        from .openvino import PRECISIONS
+        from .openvino import PLAIN_PRESET, PRECISIONS
 
         full = list(dict.fromkeys(self.user_scope + list(scope)))
         q = self.quantization  # settings left to measurement are not measured again per candidate: the plain ones
         q = replace(q, ignored_scope=full, ranges="minmax" if q.ranges == "auto" else q.ranges,
-                    bias_correction="fast" if q.bias_correction == "auto" else q.bias_correction)
+                    bias_correction="fast" if q.bias_correction == "auto" else q.bias_correction,
+                    preset=PLAIN_PRESET if q.preset == "auto" else q.preset)
         return PRECISIONS["int8"](self.fp32.clone(), self.ds, q, {})[0]
 
     def build(self, chosen: list[LayerError]) -> Path:

@@ -67,7 +67,7 @@ def nncf_stdout() -> Iterator[None]:
 class Quantization:
     """How NNCF quantizes (int8) or compresses (dynamic) an IR: one object from the plan down to ``nncf.quantize``."""
 
-    preset: str = DEFAULT_PRESET  # PRESETS ("auto" is resolved by _choose; a run that skips it uses PLAIN_PRESET)
+    preset: str = DEFAULT_PRESET  # PRESETS ("auto" is measured by _choose; the gate's candidates use PLAIN_PRESET)
     ignored_scope: Any = None  # node names or an nncf.IgnoredScope, kept in float
     ranges: str = "auto"  # a key of RANGE_ESTIMATORS
     bias_correction: str = BIAS_CORRECTION[0]

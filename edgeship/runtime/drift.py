@@ -5,7 +5,7 @@ set: per-sample statistics of the model's input (brightness, contrast, per-chann
 how much of the gradient energy lies along the image axes; and the focus of the camera frame each sample
 was cut from, when ``edgeship calibrate`` read frames of one size) and of the model's output (top-1
 confidence; detections per frame, their mean score and mean box area as a share of the input), each kept
-as the edges of its deciles and of its outer 0.5% tails, plus for int8 tensors the fraction of values on
+as the edges of its deciles and of its outer tails (0.5%, and at least 2 samples), plus for int8 tensors the fraction of values on
 the ends of the quantized range (not for a probability output: its ends are answers, not clipping).
 
 On the device :class:`DriftWatch` computes the same statistics on inferred frames (at most ``sample_hz`` a
@@ -14,7 +14,7 @@ second of stream time, on the model's input tensor as the calibration samples we
 compares each statistic's window with its reference by the population stability index over the
 reference's bins (its deciles, the two outermost split at the 0.5th and 99.5th percentiles):
 
-    PSI = sum_i (p_i - q_i) * ln(p_i / q_i),   q_i = the reference's share in bin i (0.005, 0.095, 0.1, ...),
+    PSI = sum_i (p_i - q_i) * ln(p_i / q_i),   q_i = the reference's share in bin i (~0.005, ~0.095, 0.1, ...),
     p_i = share of the window's frames in bin i (both smoothed by half a frame)
 
 The tail bins tell "beyond nearly everything calibrated on" from "in the lowest tenth": a camera gone dim
@@ -66,8 +66,10 @@ def _edges(v: np.ndarray) -> np.ndarray:
     if s.size <= TAIL_SAMPLES:
         return e[1:-1]
     lo, hi = s[s > s[TAIL_SAMPLES - 1]], s[s < s[-TAIL_SAMPLES]]  # beyond them: at least TAIL_SAMPLES values
-    head = [max(e[0], lo[0])] if lo.size and max(e[0], lo[0]) < e[1] else []
-    tail = [min(e[-1], hi[-1])] if hi.size and min(e[-1], hi[-1]) > e[-2] else []
+    low = e[0] if e[0] > s[TAIL_SAMPLES - 1] else (lo[0] if lo.size else None)  # TAIL_SAMPLES values below it
+    high = e[-1] if e[-1] < s[-TAIL_SAMPLES] else (hi[-1] if hi.size else None)
+    head = [low] if low is not None and low < e[1] else []
+    tail = [high] if high is not None and high > e[-2] else []
     return np.array([*head, *e[1:-1], *tail])
 
 
@@ -261,7 +263,8 @@ class DriftWatch:
         self.scores: dict[str, float] = {}
         self.limits: dict[str, float] = {}
         self.episodes: list[Episode] = []
-        self.closest: dict[str, Any] | None = None  # the judged window nearest to its limit while no drift lasted
+        self.closest: dict[str, Any] | None = None  # the judged window nearest to its limit outside drift episodes
+        self._near: dict[str, Any] | None = None  # the highest of a crossing still waiting for hold_s
         self.seen = 0
         self.cost_s = 0.0
         self.all_rows: list[dict[str, float]] | None = [] if keep_rows else None  # every frame's statistics (drift check)
@@ -372,9 +375,15 @@ class DriftWatch:
             way = {k: v / trigger[k] if k in limits else (v - self._saturation[k.split("_", 1)[1]]) / self.cfg.saturation_margin
                    for k, v in scores.items()}
             k = max(way, key=way.__getitem__)
-            if self.closest is None or way[k] > self.closest["of_limit"]:
-                self.closest = {"statistic": k, "score": round(scores[k], 3), "limit": round(trigger[k], 3),
-                                "of_limit": round(way[k], 3), "time": round(now, 3)}
+            window = {"statistic": k, "score": round(scores[k], 3), "limit": round(trigger[k], 3),
+                      "of_limit": round(way[k], 3), "time": round(now, 3)}
+            if moved:  # a crossing counts once it ended without an episode (a near miss), not if it became one
+                self._near = window if self._near is None or window["of_limit"] > self._near["of_limit"] else self._near
+            else:
+                for w in (window, self._near):
+                    if w is not None and (self.closest is None or w["of_limit"] > self.closest["of_limit"]):
+                        self.closest = w
+                self._near = None
         calm = all(v < limits[k][1] for k, v in scores.items() if not k.startswith("saturation_")) and not any(
             k.startswith("saturation_") for k in moved)
         if (self.state == "ok" and moved) or (self.state == "drift" and calm):
@@ -386,7 +395,7 @@ class DriftWatch:
         return None
 
     def _start(self, now: float, moved: dict[str, float]) -> tuple[str, float, dict[str, Any]]:
-        self.state, self.since, self.pending_since = "drift", self.pending_since, None
+        self.state, self.since, self.pending_since, self._near = "drift", self.pending_since, None, None
         ep = Episode(self.since, dict(moved))
         self.episodes.append(ep)
         what = ", ".join(f"{k} {self._describe(k, v)}" for k, v in sorted(moved.items(), key=lambda kv: -kv[1]))

@@ -128,7 +128,8 @@ def output_stats(outputs: Iterable[np.ndarray] | None, *, task: str, detections:
     compare with the calibration's boxes in input pixels (None: no box area). ``min_score``: only detections at
     least this sure count (the profile's decoding threshold, whatever the device's own is). The box area keeps 4
     significant digits: the calibration measures boxes in input pixels, the device maps them to the frame and
-    back, and the same boxes (a static scene's) must fall in the same bin, not a rounding error apart."""
+    back, and the same boxes (a static scene's) should fall in the same bin, not a rounding error apart (a value on a
+    rounding boundary still may not)."""
     if task == "detect" and detections is not None:
         scores = np.asarray(detections.scores, dtype=np.float32).reshape(-1)
         boxes = np.asarray(detections.xyxy, dtype=np.float32).reshape(-1, 4)
@@ -140,7 +141,7 @@ def output_stats(outputs: Iterable[np.ndarray] | None, *, task: str, detections:
         out = {"detections": float(scores.size), "detection_score": float(scores.mean())}
         if area_scale is not None:
             area = float(np.mean((boxes[:, 2] - boxes[:, 0]) * (boxes[:, 3] - boxes[:, 1]))) * area_scale
-            out["box_area"] = float(f"{area:.4g}")  # the same boxes give the same value by either path (see below)
+            out["box_area"] = float(f"{area:.4g}")  # see the docstring: the same boxes, the same bin
         return out
     outs = list(outputs or [])
     if task == "classify" and outs:
