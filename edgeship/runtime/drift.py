@@ -5,8 +5,9 @@ set: per-sample statistics of the model's input (brightness, contrast, per-chann
 how much of the gradient energy lies along the image axes; and the focus of the camera frame each sample
 was cut from, when ``edgeship calibrate`` read frames of one size) and of the model's output (top-1
 confidence; detections per frame, their mean score and mean box area as a share of the input), each kept
-as the edges of its deciles and of its outer tails (0.5%, and at least 2 samples), plus for int8 tensors the fraction of values on
-the ends of the quantized range (not for a probability output: its ends are answers, not clipping).
+as the edges of its deciles and of its outer tails (0.5%, and at least 2 samples), plus for int8 tensors
+the fraction of values on the ends of the quantized range (not for a probability output: its ends are
+answers, not clipping).
 
 On the device :class:`DriftWatch` computes the same statistics on inferred frames (at most ``sample_hz`` a
 second of stream time, on the model's input tensor as the calibration samples were: subsampled to at most
