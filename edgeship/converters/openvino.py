@@ -151,8 +151,9 @@ def _choose(model: Any, x: Any, q: Quantization, notes: dict[str, Any]) -> Quant
     settle = lambda p, r, b: replace(q, preset=p, ranges=estimator.get(r, r), bias_correction=b)  # noqa: E731
     k = (2 * len(x)) // 3
     fit, judge = x[:k], x[k:k + 128]
-    if len(presets) * len(ranges) * len(bcs) == 1 or len(fit) < 8 or len(judge) < 8:
-        reason = {} if len(presets) * len(ranges) * len(bcs) == 1 else {"reason": "too few calibration samples to compare settings"}
+    fixed = len(presets) * len(ranges) * len(bcs) == 1  # nothing left to measure
+    if fixed or len(fit) < 8 or len(judge) < 8:
+        reason = {} if fixed else {"reason": "too few calibration samples to compare settings"}
         notes.update(record(*plain, **reason))
         return settle(*plain)
     core = ov.Core()

@@ -8,7 +8,7 @@ from typing import Any
 
 import numpy as np
 
-from .drift import DriftProfile, DriftWatch, WatchCfg, psi
+from .drift import WatchCfg, psi
 
 
 @dataclass
@@ -36,23 +36,21 @@ def check_drift(artifact: str, data: str, *, cfg: WatchCfg | None = None, max_fr
     would have raised (windows in stream time: a video's own, 30 frames a second for an image folder)."""
     from ..errors import InputError
     from ..manifest import Manifest
-    from .runner import build_pipeline
+    from .runner import build_pipeline, make_watch
 
-    cfg = cfg or WatchCfg()
-    manifest = Manifest.load_optional(artifact)
+    manifest = Manifest.load_optional(artifact)  # before the pipeline: one error line, not its warnings first
     if manifest is None or not manifest.drift:
         raise InputError(f"{artifact} has no drift profile in its manifest: convert it with --calib "
                          "(edgeship convert writes the calibration set's statistics)")
-    profile = DriftProfile.from_dict(manifest.drift)
+    cfg = (cfg or WatchCfg()).model_copy(update={"enabled": True})
     pipe = build_pipeline(artifact, data, max_frames=max_frames, handle_signals=False, watch=False)
-    try:
-        watch = DriftWatch(profile, cfg, task=pipe.task, input_quant=pipe.quant, keep_rows=True,
-                           output_quant=getattr(pipe.backend, "output_quantization", None), spec=pipe.spec,
-                           post=pipe.postprocess)
+    try:  # the device's own watch, made as the runtime makes it
+        watch = make_watch(pipe.backend, cfg, task=pipe.task, spec=pipe.spec, post=pipe.postprocess, keep_rows=True)
         pipe.watch = watch
         pipe.run()
     finally:
         pipe.backend.close()
+    profile = watch.profile
     rows = []
     for name in watch.names:
         vals = np.asarray([r[name] for r in watch.all_rows or [] if name in r])

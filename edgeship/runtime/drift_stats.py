@@ -22,6 +22,11 @@ DETECT_STATS = ("detections", "detection_score", "box_area")
 RETIRED = {"sharpness": "focus replaced it"}  # statistics older profiles hold -> what replaced them
 
 
+def scale_zero(quant: Any) -> tuple[float, int]:
+    """(scale, zero point) of a preprocess.Quantization or of a (scale, zero_point) pair."""
+    return (quant.scale, quant.zero_point) if hasattr(quant, "scale") else (quant[0], quant[1])
+
+
 # ---- per-sample statistics --------------------------------------------------------------------------------
 def subsample(x: np.ndarray) -> np.ndarray:
     """An HxWxC (or HxW) image subsampled to at most MAX_SIDE pixels a side (strided: no filtering, it is cheap;
@@ -104,7 +109,7 @@ def input_stats(sample: np.ndarray, quant: Any = None) -> dict[str, float]:
     out = {"focus": focus(x)}
     x = subsample(x)
     if x.dtype in (np.int8, np.uint8) and quant is not None:
-        scale, zero = (quant.scale, quant.zero_point) if hasattr(quant, "scale") else quant
+        scale, zero = scale_zero(quant)
         x = (x.astype(np.float32) - zero) * scale
     x = x.astype(np.float32, copy=False)
     gray = x.mean(axis=2) if x.ndim == 3 else x
@@ -171,7 +176,7 @@ def probability_range(quant: Any) -> bool:
     their share is no saturation to watch (a classifier's confidence already is)."""
     if quant is None:
         return False
-    scale, zero = (quant.scale, quant.zero_point) if hasattr(quant, "scale") else quant
+    scale, zero = scale_zero(quant)
     dtype = getattr(quant, "dtype", "int8")
     return abs(float(scale) * 256 - 1) < 1e-6 and int(zero) == (-128 if dtype == "int8" else 0)
 

@@ -53,8 +53,9 @@ def input_spec_for(backend: Backend, spec: InputSpec | None = None, overrides: d
 
 
 def make_watch(backend: Backend, cfg: Any, *, task: str, camera: str | None = None, spec: Any = None,
-               post: Any = None) -> Any:
-    """The drift watch for this model (None when ``cfg`` turns it off or the manifest has no profile)."""
+               post: Any = None, keep_rows: bool = False) -> Any:
+    """The drift watch for this model (None when ``cfg`` turns it off or the manifest has no profile); the one
+    place a watch is made, on the device and by ``edgeship drift`` (``keep_rows``: every frame's statistics)."""
     from .drift import DriftProfile, DriftWatch
 
     manifest = getattr(backend, "manifest", None)
@@ -64,7 +65,7 @@ def make_watch(backend: Backend, cfg: Any, *, task: str, camera: str | None = No
         profile = DriftProfile.from_dict(manifest.drift)
         return DriftWatch(profile, cfg, task=task, input_quant=getattr(backend, "input_quantization", None),
                           output_quant=getattr(backend, "output_quantization", None), camera=camera,
-                          spec=spec, post=post)
+                          spec=spec, post=post, keep_rows=keep_rows)
     except (KeyError, TypeError, ValueError) as e:
         raise InputError(f"{getattr(backend, 'path', 'the model')}: drift watch: {e}") from None
 
