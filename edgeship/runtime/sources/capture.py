@@ -204,6 +204,8 @@ class LatestFrameSource:
                 wait = t0 + n / fps - time.monotonic()
                 if wait > 0 and self._stop.wait(wait):
                     return
+            if self.mode == "all" and not self._wait_for_room():
+                return
             stamp = (time.time(), time.monotonic())  # a file's frame exists once its decoding begins
             try:
                 img = self.reader.read()
@@ -251,9 +253,7 @@ class LatestFrameSource:
             ms = (time.perf_counter() - t) * 1e3
         item = Captured(frame, sample, ms, read_ms)
         with self._cond:
-            if self.mode == "all":  # wait while ``read_ahead`` frames are already waiting
-                while len(self._frames) >= self._depth and not self._stop.is_set():
-                    self._cond.wait(0.1)
+            if self.mode == "all":  # room was made before the frame was read (:meth:`_wait_for_room`)
                 if self._stop.is_set():
                     return False
             elif self._frames:
@@ -264,6 +264,14 @@ class LatestFrameSource:
         if self.on_frame is not None:
             self.on_frame()
         return True
+
+    def _wait_for_room(self) -> bool:
+        """Every-frame mode: wait while ``read_ahead`` frames are already waiting, before decoding the next one (a
+        frame decoded first and then held would be one more frame-sized buffer per camera); False when stopping."""
+        with self._cond:
+            while len(self._frames) >= self._depth and not self._stop.is_set():
+                self._cond.wait(0.1)
+            return not self._stop.is_set()
 
     def _reconnect(self) -> bool:
         """Reopen a dropped live source with exponential backoff; False when giving up or stopping."""
