@@ -238,6 +238,14 @@ def test_a_bundle_with_its_own_venv_is_refused_before_install(tmp_path):
 EDGESHIP = [str(Path(__import__("sys").executable).with_name("edgeship"))]
 
 
+@pytest.fixture(scope="module")
+def demo(tmp_path_factory) -> Path:
+    """The demo's models and videos (built once per session, shared with the app tests)."""
+    from tests.helpers.demo import demo_dir
+
+    return demo_dir(tmp_path_factory)
+
+
 @pytest.fixture
 def small_disks(tmp_path):
     """A 64 KiB tmpfs (full almost at once) and a read-only one (root only: mounts)."""
@@ -258,13 +266,20 @@ def small_disks(tmp_path):
 
 
 @pytest.mark.skipif(os.geteuid() != 0, reason="mounting the small disks needs root")
-def test_full_disk_and_read_only_folders_are_one_line(small_disks, quickstart_small):
+def test_full_disk_and_read_only_folders_are_one_line(small_disks, demo, tmp_path):
     import subprocess
 
+    import cv2
+
     full, ro = small_disks
-    qs, _, _ = quickstart_small
+    qs = demo
+    images = tmp_path / "images"
+    images.mkdir()
+    rng = np.random.default_rng(0)
+    for k in range(40):  # a calibration set bigger than the full disk's 64 KiB
+        cv2.imwrite(str(images / f"{k:02d}.png"), rng.integers(0, 256, (32, 32, 3), dtype=np.uint8))
     cases = [
-        (["calibrate", str(qs / "data" / "digits_train"), "--input-size", "32x32", "--out", str(full / "c.npz")], "ENOSPC"),
+        (["calibrate", str(images), "--input-size", "32x32", "--out", str(full / "c.npz")], "ENOSPC"),
         (["bundle", str(qs / "models" / "digits_int8.tflite"), "--target", "rpi5", "--source", "0", "-o", str(full / "b.tar.gz")],
          "ENOSPC"),
         (["prune", str(qs / "models" / "digits.keras"), "--channels", "0.3", "-o", str(full / "p.keras")], "ENOSPC"),
@@ -279,12 +294,12 @@ def test_full_disk_and_read_only_folders_are_one_line(small_disks, quickstart_sm
         assert not [p for p in full.iterdir() if p.is_file()], sorted(full.iterdir())  # nothing half-written
 
 
-def test_no_native_lines_for_sources_that_do_not_open(tmp_path, quickstart_small):
+def test_no_native_lines_for_sources_that_do_not_open(tmp_path, demo):
     """FFmpeg's and OpenCV's own warnings ('moov atom not found', '[ WARN:0@...] global cap.cpp', '[tcp @ 0x...]
     Connection refused') stay off the terminal: edgeship's one error line says what failed."""
     import subprocess
 
-    qs, _, _ = quickstart_small
+    qs = demo
     text = tmp_path / "notes.mp4"
     text.write_text("not a video\n")
     cut = tmp_path / "cut.mp4"
@@ -296,7 +311,7 @@ def test_no_native_lines_for_sources_that_do_not_open(tmp_path, quickstart_small
         assert proc.returncode == 1 and len(lines) == 1 and lines[0].startswith("error: cannot open source"), (source, lines)
 
 
-def test_an_idle_externally_triggered_station_is_healthy(quickstart_small, tmp_path):
+def test_an_idle_externally_triggered_station_is_healthy(demo, tmp_path):
     """No trigger for longer than the staleness window: frames still arrive (skipped by the trigger), so /health
     stays 200 "ok" instead of "degraded"."""
     import yaml
@@ -304,7 +319,7 @@ def test_an_idle_externally_triggered_station_is_healthy(quickstart_small, tmp_p
     from edgeship.runtime.apps.deploy import run_config
     from tests.helpers.mjpeg import free_port, wait_port
 
-    qs, _, _ = quickstart_small
+    qs = demo
     port = free_port()
     cfg = tmp_path / "station.yaml"
     cfg.write_text(yaml.safe_dump({
