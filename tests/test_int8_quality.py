@@ -1,4 +1,5 @@
-"""Better int8 before any fallback: cross-layer equalization, MSE activation ranges, NNCF's full bias correction."""
+"""Better int8 before any fallback: cross-layer equalization, MSE activation ranges, bias correction (TFLite's
+empirical one, NNCF's full one)."""
 
 import numpy as np
 import pytest
@@ -120,6 +121,99 @@ def test_quantization_options_are_checked_and_recorded(tmp_path):
     assert q["ranges"] == {"method": "mse"} and q["bias_correction"] == {"method": "fast"} and "equalization" not in q
     assert q["preset"]["method"] in ("performance", "mixed") and q["chosen_by"].count(" dB") == 2  # only the preset left
     assert r.manifest.conversion.options["ranges"] == "mse"
+
+
+def _calibrated_digits(tmp_path):
+    """(calibrated float TFLite model, its float-I/O int8 quantization, calibration samples) of the trained CNN."""
+    import tensorflow as tf
+
+    from edgeship.converters import tflite as T
+    from edgeship.converters.keras_io import export_saved_model, load_keras_model
+
+    ws = workspace()
+    saved = export_saved_model(load_keras_model(ws["good"]), tmp_path / "saved")
+    converter = tf.lite.TFLiteConverter.from_saved_model(str(saved))
+    T.PRECISIONS["int8"](converter, tf, ws["dataset"], "int8")
+    calibrated = T.calibrate(converter, tf)
+    x = ws["dataset"].x_calib.astype(np.float32)
+    return calibrated, T.quantize_calibrated(calibrated, tf, io="float", out_io="float"), x
+
+
+def test_tflite_bias_correction_removes_each_layers_mean_error(tmp_path):
+    """Full correction at least halves the corrected layers' per-channel mean error against the float model; ``apply``
+    makes the same int32 changes in the artifact with int8 I/O, found by name."""
+    import tensorflow as tf
+    from tensorflow.lite.tools import flatbuffer_utils
+
+    from edgeship.converters import biascorr as B
+    from edgeship.converters import tflite as T
+
+    calibrated, quantized, x = _calibrated_digits(tmp_path)
+    fit = x[:64]
+    found = B.targets(flatbuffer_utils.convert_bytearray_to_object(bytearray(quantized)))
+    assert len(found) >= 3 and all(t.bias and t.output for t in found)
+    reference = B.channel_means(calibrated, [t.output for t in found], fit)
+    corrected, deltas = B.correct(quantized, reference, fit, "full")
+    assert deltas and set(deltas) <= {t.bias for t in found}
+    before = B.channel_means(quantized, [t.output for t in found], fit)
+    after = B.channel_means(corrected, [t.output for t in found], fit)
+    off = lambda means, t: float(np.abs(means[t.output] - reference[t.output]).mean())  # noqa: E731
+    assert sum(off(after, t) for t in found) < 0.5 * sum(off(before, t) for t in found), [
+        (t.output, off(before, t), off(after, t)) for t in found]
+    fast, fast_deltas = B.correct(quantized, reference, fit, "fast")  # one measurement: the same layers, other amounts
+    assert set(fast_deltas) and fast != corrected
+    int8_io = T.quantize_calibrated(calibrated, tf, io="int8", out_io="int8")
+    applied = flatbuffer_utils.convert_bytearray_to_object(bytearray(B.apply(int8_io, deltas)))
+    model = flatbuffer_utils.convert_bytearray_to_object(bytearray(corrected))
+    for t, u in zip(B.targets(model), B.targets(applied)):
+        assert t.bias == u.bias and np.array_equal(B._bias_values(model, t), B._bias_values(applied, u))
+    with pytest.raises(Exception, match="has no int32 bias 'nope'"):
+        B.apply(int8_io, {"nope": np.zeros(3, np.int64)})
+
+
+def _changed_tensors(a: bytes, b: bytes) -> set[str]:
+    """The dtypes of the tensors whose values differ between two .tflite files of the same graph."""
+    from edgeship.formats.tflite import interpreter_class
+
+    cls, _ = interpreter_class()
+    ia, ib = cls(model_content=a), cls(model_content=b)
+    da, db = ia.get_tensor_details(), ib.get_tensor_details()
+    assert [d["name"] for d in da] == [d["name"] for d in db]
+    out = set()
+    for x, y in zip(da, db):
+        try:
+            va, vb = ia.get_tensor(x["index"]), ib.get_tensor(y["index"])
+        except ValueError:  # activations have no value before a run
+            continue
+        if not np.array_equal(va, vb):
+            out.add(np.dtype(x["dtype"]).name)
+    return out
+
+
+def test_bias_correction_options_in_both_formats(tmp_path):
+    """TFLite: full is applied and recorded, auto records what it measured and why it chose; OpenVINO: none turns NNCF's
+    correction off; a bad value is one InputError naming the choices, nothing written."""
+    from edgeship.converters import convert
+    from edgeship.errors import InputError
+
+    ws = workspace()
+    common = dict(precision="int8", calib=ws["calib"], max_drop=None, equalize="off", ranges="minmax")
+    with pytest.raises(InputError, match="bias_correction must be one of auto, full, fast, none"):
+        convert(ws["good"], formats="tflite", out_dir=tmp_path / "x", bias_correction="half", **common)
+    assert not (tmp_path / "x").exists()
+    got = {}
+    for bc in ("none", "full", "auto"):
+        (r,) = convert(ws["good"], formats="tflite", out_dir=tmp_path / bc, name=bc, bias_correction=bc, **common)
+        got[bc] = (r.path.read_bytes(), r.manifest.conversion.quantization["bias_correction"])
+    assert got["none"][1] == {"method": "none"}
+    assert got["full"][1]["method"] == "full" and got["full"][1]["corrected_layers"] >= 3
+    assert _changed_tensors(got["none"][0], got["full"][0]) == {"int32"}  # only bias values moved
+    auto = got["auto"][1]
+    assert auto["method"] in ("full", "none") and set(auto["sqnr_db"]) == {"none", "full"} and "not fitted on" in auto["chosen_by"]
+    assert got["auto"][0] == got[auto["method"]][0]  # what auto kept is exactly that setting's artifact
+    (r,) = convert(ws["good"], formats="openvino", out_dir=tmp_path / "ov", bias_correction="none", preset="performance",
+                   **common)
+    assert r.manifest.conversion.quantization["bias_correction"] == {"method": "none"}
 
 
 def test_qat_makes_a_full_int8_artifact_and_is_a_rung_of_the_ladder(tmp_path):

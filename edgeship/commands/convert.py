@@ -10,7 +10,8 @@ from .. import formats
 from ..converters.channels import TRUNK_MODES
 from ..converters.ladder import PREFER
 from ..converters.equalize import EQUALIZE
-from ..converters.openvino import BIAS_CORRECTION, PRESETS
+from ..converters.biascorr import BIAS_CORRECTION
+from ..converters.openvino import PRESETS
 from ..converters.ranges import RANGES
 from ..converters.options import GateOptions, IOOptions, PruneOptions
 from ..converters.prune import SCHEDULES
@@ -111,9 +112,12 @@ def _from_target(name: str | None, formats: tuple[str, ...], precision: str | No
                    "samples (OpenVINO: NNCF's histogram estimator); minmax keeps the observed range; auto (TFLite) keeps "
                    "mse where the calibration samples' outputs are closer to the float model, (OpenVINO) NNCF's default.")
 @click.option("--bias-correction", type=click.Choice(BIAS_CORRECTION), default=GateOptions.bias_correction,
-              show_default=True, help="OpenVINO int8: NNCF's full BiasCorrection or its fast one; auto fits both on two "
-                   "thirds of the calibration samples and keeps full only where it is 1 dB closer to the FP32 model on "
-                   "the rest.")
+              show_default=True, help="int8: fold each layer's mean int8 output error back into its bias. full: "
+                   "layer by layer, each measured after the ones before it were corrected (OpenVINO: NNCF's "
+                   "BiasCorrection); fast: every layer from one measurement (NNCF's FastBiasCorrection); none. auto "
+                   "(TFLite) fits full on calibration samples and keeps it only where it is 1 dB closer to the float "
+                   "model on samples it was not fitted on, (OpenVINO) does the same for NNCF's full against its fast "
+                   "one.")
 @click.option("--qat", "qat", type=click.IntRange(0, MAX_QAT_EPOCHS), default=GateOptions.qat, metavar="EPOCHS",
               help="int8: fine-tune EPOCHS with fake int8 (tfmot), distilling from the float model on the calibration "
                    "images (their labels mixed in when the set has them), then convert to full int8. With a budget it "

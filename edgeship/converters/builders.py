@@ -40,12 +40,12 @@ class TFLiteBuilder:
 
     def build(self, saved_model: Path, out: Path, plan: ArtifactPlan, dataset: Any,
               notes: dict[str, Any] | None = None) -> Path:
-        """``notes`` (a dict, when given) receives how int8 was calibrated (the ranges chosen)."""
+        """``notes`` (a dict, when given) receives how int8 was calibrated (the ranges and bias correction chosen)."""
         from .tflite import to_tflite
 
         return to_tflite(saved_model, out, precision=plan.precision, dataset=dataset, io=plan.io,
                          denylisted_nodes=plan.denylisted_nodes, denylisted_ops=plan.denylisted_ops, out_io=plan.out_io,
-                         ranges=plan.ranges, notes=notes)
+                         ranges=plan.ranges, bias_correction=plan.bias_correction, notes=notes)
 
     def qat(self, result: Any, out: Path, plan: ArtifactPlan) -> Path:
         """The full-int8 model the quantization-aware training worker converted (a QATResult), written to ``out``."""

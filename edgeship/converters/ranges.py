@@ -203,14 +203,27 @@ def choose(calibrated: bytes, x: np.ndarray, method: str, quantize: Callable[[by
         record.update(method="minmax", reason="too few calibration samples to judge the clipping on unseen ones")
         return calibrated, record
     ref = run(calibrated, judge)
-    sq = {name: sample_sqnr(ref, run(quantize(model), judge)) for name, model in (("minmax", calibrated), ("mse", tuned))}
-    record.update(chosen_by=f"mean per-sample output SQNR on {len(judge)} calibration samples the clipping was not "
-                            f"fitted on (mse kept when {CHOICE_MARGIN_DB:g} dB better)",
-                  sqnr_db={k: round(v, 2) for k, v in sq.items()})
-    if sq["mse"] >= sq["minmax"] + CHOICE_MARGIN_DB:
+    keep, measured = judge_alternative(ref, {"minmax": run(quantize(calibrated), judge), "mse": run(quantize(tuned), judge)},
+                                       "the clipping")
+    record.update(measured)
+    if keep:
         return tuned, record
     record["method"] = "minmax"
     return calibrated, record
+
+
+def judge_alternative(reference: Sequence[np.ndarray], outputs: dict[str, Sequence[np.ndarray]],
+                      fitted: str) -> tuple[bool, dict[str, Any]]:
+    """Whether the second of two int8 models (``outputs``: plain name -> its outputs, then the alternative's) replaces
+    the first: its :func:`sample_sqnr` against ``reference`` is :data:`CHOICE_MARGIN_DB` higher; and the record of
+    that measurement (``fitted``: what was fitted on other samples, for the record's wording)."""
+    (plain, a), (alt, b) = outputs.items()
+    sq = {plain: sample_sqnr(reference, a), alt: sample_sqnr(reference, b)}
+    judged = len(next(iter(reference))) if len(reference) else 0
+    record = {"chosen_by": f"mean per-sample output SQNR on {judged} calibration samples {fitted} was not fitted on "
+                           f"({alt} kept when {CHOICE_MARGIN_DB:g} dB better)",
+              "sqnr_db": {k: round(v, 2) for k, v in sq.items()}}
+    return sq[alt] >= sq[plain] + CHOICE_MARGIN_DB, record
 
 
 def split_samples(x: np.ndarray, fit: int = MAX_SAMPLES, judge: int = 2 * MAX_SAMPLES) -> tuple[np.ndarray, np.ndarray]:

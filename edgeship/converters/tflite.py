@@ -79,6 +79,7 @@ def to_tflite(
     denylisted_ops: Sequence[str] = (),
     out_io: str | None = None,
     ranges: str = "auto",
+    bias_correction: str = "auto",
     notes: dict[str, Any] | None = None,
 ) -> Path:
     """Convert a SavedModel to ``out_path`` (written atomically) and return the path.
@@ -86,8 +87,10 @@ def to_tflite(
     ``dataset`` (a RepresentativeDataset) is required for int8; ``io`` sets the int8 model's input
     and output type (``out_io`` the output's when it differs, e.g. float behind a float softmax); the
     denylists keep nodes/op types in float (int8 only). ``ranges`` sets int8 activation ranges
-    (:mod:`edgeship.converters.ranges`: auto keeps MSE-clipped ranges where they measure better than min-max);
-    what was chosen goes into ``notes["ranges"]`` when a dict is given.
+    (:mod:`edgeship.converters.ranges`: auto keeps MSE-clipped ranges where they measure better than min-max) and
+    ``bias_correction`` corrects the int8 biases (:mod:`edgeship.converters.biascorr`: auto keeps the correction
+    where it measures better); what was chosen goes into ``notes["ranges"]`` and ``notes["bias_correction"]`` when a
+    dict is given.
     """
     out_io = out_io or io
     if precision not in PRECISIONS:
@@ -98,10 +101,13 @@ def to_tflite(
         raise InputError(f"tflite {precision} needs a calibration set (--calib calib.npz)")
     if (denylisted_nodes or denylisted_ops) and precision != "int8":
         raise InputError(f"denylisted nodes/ops only apply to int8, not {precision}")
+    from .biascorr import BIAS_CORRECTION
     from .ranges import RANGES
 
     if ranges not in RANGES:
         raise InputError(f"ranges must be one of {', '.join(RANGES)}, got {ranges!r}")
+    if bias_correction not in BIAS_CORRECTION:
+        raise InputError(f"bias correction must be one of {', '.join(BIAS_CORRECTION)}, got {bias_correction!r}")
     import tensorflow as tf
 
     converter = tf.lite.TFLiteConverter.from_saved_model(str(saved_model_dir))
@@ -109,7 +115,7 @@ def to_tflite(
     try:
         if precision == "int8":
             data = _quantize_int8(converter, tf, io, list(denylisted_nodes), list(denylisted_ops), out_io, dataset, ranges,
-                                  notes)
+                                  bias_correction, notes)
         else:
             data = converter.convert()
     except ConversionError:
@@ -184,14 +190,34 @@ def run_model_bytes(model: bytes, x: np.ndarray) -> list[np.ndarray]:
 
 
 def _quantize_int8(converter: Any, tf: Any, io: str, nodes: list[str], ops: list[str], out_io: str, dataset: Any,
-                   ranges: str, notes: dict[str, Any] | None) -> bytes:
+                   ranges: str, bias_correction: str, notes: dict[str, Any] | None) -> bytes:
     calibrated = calibrate(converter, tf)
     calibrated, record = set_ranges(calibrated, dataset.x_calib, ranges, io=io, out_io=out_io, nodes=nodes, ops=ops)
     log.info("int8 activation ranges: %s", record)
+    deltas, corrected = correct_biases(calibrated, dataset.x_calib, bias_correction, nodes=nodes, ops=ops)
+    log.info("int8 bias correction: %s", corrected)
     if notes is not None:
         notes["ranges"] = record
-    return quantize_calibrated(calibrated, tf, io=io, out_io=out_io, nodes=nodes, ops=ops,
-                               disable_per_channel=converter._experimental_disable_per_channel)  # noqa: SLF001
+        notes["bias_correction"] = corrected
+    from .biascorr import apply
+
+    return apply(quantize_calibrated(calibrated, tf, io=io, out_io=out_io, nodes=nodes, ops=ops,
+                                     disable_per_channel=converter._experimental_disable_per_channel),  # noqa: SLF001
+                 deltas)
+
+
+def correct_biases(calibrated: bytes, x: Any, method: str, *, nodes: Sequence[str] = (),
+                   ops: Sequence[str] = ()) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
+    """The int32 bias changes that bias correction (``method``, :func:`edgeship.converters.biascorr.choose`) makes to
+    the int8 quantization of ``calibrated``, measured on its float-I/O twin, and a record of the choice."""
+    import tensorflow as tf
+
+    from .biascorr import choose
+
+    if method == "none":
+        return {}, {"method": "none"}
+    quantized = quantize_calibrated(calibrated, tf, io="float", out_io="float", nodes=nodes, ops=ops)
+    return choose(calibrated, quantized, np.asarray(x, dtype=np.float32), method, run=run_model_bytes)
 
 
 def quantize_calibrated(calibrated: bytes, tf: Any, *, io: str, out_io: str, nodes: Sequence[str] = (),
