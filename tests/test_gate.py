@@ -80,6 +80,8 @@ def test_gate_brings_the_sensitive_model_within_one_point_cli(ws, tmp_path):
         assert m.precision == "int8-mixed", fmt
         assert gate.initial_value > 20.0 and gate.value <= 1.0 and gate.fallback is None
         assert 1 <= len(gate.float_layers) <= 2 and all(f["reason"] for f in gate.float_layers)
+        mixed = next(row for row in gate.ladder if row["rung"] == "int8-mixed")  # the settings its candidates used
+        assert "bias correction " + ("none" if fmt == "tflite" else "fast") in mixed["reason"], mixed
         assert m.accuracy.drop <= 1.0 and m.accuracy.budget == 1.0
         # an independent verification of the published file agrees
         report = verify_artifact(path, ws["sensitive"], ws["calib"])

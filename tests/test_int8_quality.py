@@ -152,6 +152,7 @@ def test_tflite_bias_correction_removes_each_layers_mean_error(tmp_path):
     fit = x[:64]
     found = B.targets(flatbuffer_utils.convert_bytearray_to_object(bytearray(quantized)))
     assert len(found) >= 3 and all(t.bias and t.output for t in found)
+    assert all(t.output_range is not None and t.output_range[0] <= 0.0 <= t.output_range[1] for t in found)
     reference = B.channel_means(calibrated, [t.output for t in found], fit)
     corrected, deltas = B.correct(quantized, reference, fit, "full")
     assert deltas and set(deltas) <= {t.bias for t in found}

@@ -40,11 +40,13 @@ MAX_SAMPLES = 64  # calibration samples each layer's mean output is measured on
 
 @dataclass(frozen=True)
 class BiasTarget:
-    """One layer to correct: its int32 bias tensor's name and index, and its output tensor's name."""
+    """One layer to correct: its int32 bias tensor's name and index, its output tensor's name, and the float range its
+    int8 output can hold (None: not an int8 output)."""
 
     bias: str
     bias_index: int
     output: str
+    output_range: tuple[float, float] | None = None
 
 
 def _name(t: Any) -> str:
@@ -69,13 +71,26 @@ def targets(model: Any) -> list[BiasTarget]:
             continue
         if model.buffers[b.buffer].data is None:  # a bias stored outside the flatbuffer (offset buffers): left alone
             continue
-        out.append(BiasTarget(_name(b), int(op.inputs[2]), _name(g.tensors[int(op.outputs[0])])))
-    return out
+        o = g.tensors[int(op.outputs[0])]
+        out.append(BiasTarget(_name(b), int(op.inputs[2]), _name(o), _int8_range(o, schema)))
+    names = [t.bias for t in out] + [t.output for t in out]
+    return [t for t in out if names.count(t.bias) == 1 and names.count(t.output) == 1]  # a name must say which tensor
 
 
-def channel_means(model: bytes, names: Sequence[str], x: np.ndarray) -> dict[str, np.ndarray]:
+def _int8_range(t: Any, schema: Any) -> tuple[float, float] | None:
+    """The float values an int8 tensor (one scale) can hold: what its layer's output saturates at."""
+    q = t.quantization
+    if t.type != schema.TensorType.INT8 or q is None or q.scale is None or len(q.scale) != 1:
+        return None
+    scale, zero = float(q.scale[0]), int(q.zeroPoint[0]) if q.zeroPoint is not None and len(q.zeroPoint) else 0
+    return (-128 - zero) * scale, (127 - zero) * scale
+
+
+def channel_means(model: bytes, names: Sequence[str], x: np.ndarray,
+                  clamp: dict[str, tuple[float, float] | None] | None = None) -> dict[str, np.ndarray]:
     """Per-channel (last axis) mean of each named tensor over the samples ``x``, dequantized, when the (float-I/O)
-    ``model`` runs them with every tensor kept."""
+    ``model`` runs them with every tensor kept; a tensor named in ``clamp`` is clipped to its (lo, hi) first (a float
+    reference seen through the int8 output's range: what that range clips is not a bias to correct)."""
     import tensorflow as tf
 
     it = tf.lite.Interpreter(model_content=bytes(model), experimental_preserve_all_tensors=True)
@@ -92,6 +107,9 @@ def channel_means(model: bytes, names: Sequence[str], x: np.ndarray) -> dict[str
             scale, zero = d["quantization"]
             if scale:
                 v = (v - zero) * scale
+            bounds = (clamp or {}).get(d["name"])
+            if bounds is not None:
+                v = np.clip(v, *bounds)
             m = v.reshape(-1, v.shape[-1]).mean(axis=0)
             sums[d["name"]] = sums.get(d["name"], 0.0) + m
     return {k: v / max(1, len(x)) for k, v in sums.items()}
@@ -145,9 +163,7 @@ def correct(quantized: bytes, reference: dict[str, np.ndarray], x: np.ndarray, m
     measured = channel_means(current, [t.output for t in todo], x) if method == "fast" else {}
     for t in todo:
         means = measured if method == "fast" else channel_means(current, [t.output], x)
-        if t.output not in means:
-            continue
-        d = _delta(model, t, means[t.output] - reference[t.output])
+        d = _delta(model, t, means[t.output] - reference[t.output]) if t.output in means else None
         if d is not None and np.any(d):
             _add(model, t, d)
             deltas[t.bias] = d
@@ -162,7 +178,7 @@ def correct(quantized: bytes, reference: dict[str, np.ndarray], x: np.ndarray, m
 
 def apply(model_bytes: bytes, deltas: dict[str, np.ndarray]) -> bytes:
     """The same bias changes made in another quantization of the same calibrated model (the artifact with its own I/O
-    types): each bias is found by its tensor name."""
+    types): each bias is found by its tensor name and must have as many channels (else a ConversionError)."""
     if not deltas:
         return model_bytes
     from tensorflow.lite.tools import flatbuffer_utils
@@ -192,18 +208,18 @@ def choose(calibrated: bytes, quantized: bytes, x: np.ndarray, method: str,
         raise ValueError(f"bias correction must be one of {', '.join(BIAS_CORRECTION)}, got {method!r}")
     if method == "none":
         return {}, {"method": "none"}
-    fit, judge = split_samples(x, fit=MAX_SAMPLES)
+    fit, judge = split_samples(x, fit=MAX_SAMPLES) if method == "auto" else (x[:MAX_SAMPLES], x[:0])
     if method == "auto" and len(judge) == 0:
         return {}, {"method": "none", "reason": "too few calibration samples to judge the correction on unseen ones"}
     found = targets(flatbuffer_utils.convert_bytearray_to_object(bytearray(quantized)))
-    reference = channel_means(calibrated, [t.output for t in found], fit)
+    reference = channel_means(calibrated, [t.output for t in found], fit, clamp={t.output: t.output_range for t in found})
     bar = progress(total=len(found), desc="bias correction", unit="layer")
     try:
         corrected, deltas = correct(quantized, reference, fit, "full" if method == "auto" else method,
                                     progress=lambda: bar.update(1))
     finally:
         bar.close()
-    applied = "full" if method == "auto" else method
+    applied = "full" if method == "auto" and deltas else ("none" if method == "auto" else method)
     record: dict[str, Any] = {"method": applied, "corrected_layers": len(deltas), "layers": len(found)}
     if method != "auto" or not deltas:
         return deltas, record

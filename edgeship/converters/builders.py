@@ -57,7 +57,7 @@ class TFLiteBuilder:
         from .candidates import TFLiteCandidates
 
         return TFLiteCandidates(saved_model, dataset, plan.io, tmp, plan.denylisted_nodes, plan.denylisted_ops,
-                                out_io=plan.out_io, ranges=plan.ranges)
+                                out_io=plan.out_io, ranges=plan.ranges, bias_correction=plan.bias_correction)
 
     def layer_errors(self, artifact: Path, saved_model: Path, x: np.ndarray, *, manifest: Any, float_nodes: list[str],
                      tmp: Path, limit: int, model: Any = None) -> list[Any]:

@@ -13,14 +13,17 @@ from .layers import LayerError
 
 
 class TFLiteCandidates:
-    """Ranks with the QuantizationDebugger; candidates are re-quantized from one calibration."""
+    """Ranks with the QuantizationDebugger; candidates are re-quantized from one calibration. Bias correction: as
+    asked when it is explicit (``full``, ``fast``), none when it is ``auto`` (not measured again per candidate)."""
 
     def __init__(self, saved: Path, ds: Any, io: str, tmp: Path, nodes: Sequence[str] = (), ops: Sequence[str] = (),
-                 out_io: str | None = None, ranges: str = "minmax") -> None:
+                 out_io: str | None = None, ranges: str = "minmax", bias_correction: str = "none") -> None:
         from .layers import TFLiteProbe
 
-        self.saved, self.ds, self.io, self.tmp, self.base = saved, ds, io, tmp, list(nodes)
+        self.saved, self.ds, self.io, self.tmp, self.base, self.ops = saved, ds, io, tmp, list(nodes), list(ops)
         self.probe = TFLiteProbe(saved, ds.x_calib, io=io, denylisted_ops=ops, out_io=out_io, ranges=ranges)
+        self.bias_correction = "none" if bias_correction == "auto" else bias_correction
+        self.settings = f"ranges {ranges}, bias correction {self.bias_correction}"  # what every candidate is made with
 
     def nodes(self, chosen: Sequence[LayerError]) -> list[str]:
         return list(dict.fromkeys(self.base + [n for e in chosen for n in e.keep_float]))
@@ -34,8 +37,13 @@ class TFLiteCandidates:
 
     def build(self, chosen: list[LayerError]) -> Path:
         # the same MLIR quantizer call as to_tflite(..., denylisted_nodes=...), on the cached calibration
-        path = formats.get("tflite").path(self.tmp, f"candidate_{len(chosen)}_{abs(hash(tuple(self.nodes(chosen))))}")
-        path.write_bytes(self.probe.quantize(self.nodes(chosen)))
+        from .tflite import corrected_biases
+
+        nodes = self.nodes(chosen)
+        path = formats.get("tflite").path(self.tmp, f"candidate_{len(chosen)}_{abs(hash(tuple(nodes)))}")
+        data, _ = corrected_biases(self.probe.quantize(nodes), self.probe.calibrated, self.ds.x_calib, self.bias_correction,
+                                   nodes=nodes, ops=self.ops)
+        path.write_bytes(data)
         return path
 
 
@@ -73,14 +81,27 @@ class OpenVINOCandidates:
     def _quantize(self, scope: list[str]) -> Any:
         from dataclasses import replace
 
-        from .openvino import PLAIN_PRESET, PRECISIONS
+        from .openvino import PRECISIONS
 
         full = list(dict.fromkeys(self.user_scope + list(scope)))
-        q = self.quantization  # settings left to measurement are not measured again per candidate: the plain ones
-        q = replace(q, ignored_scope=full, ranges="minmax" if q.ranges == "auto" else q.ranges,
-                    bias_correction="fast" if q.bias_correction == "auto" else q.bias_correction,
-                    preset=PLAIN_PRESET if q.preset == "auto" else q.preset)
-        return PRECISIONS["int8"](self.fp32.clone(), self.ds, q, {})[0]
+        return PRECISIONS["int8"](self.fp32.clone(), self.ds, replace(self.plain(), ignored_scope=full), {})[0]
+
+    def plain(self) -> Any:
+        """The NNCF settings every candidate is quantized with: those left to measurement (auto) are not measured again
+        per candidate, they take the plain value."""
+        from dataclasses import replace
+
+        from .openvino import PLAIN_PRESET
+
+        q = self.quantization
+        return replace(q, ranges="minmax" if q.ranges == "auto" else q.ranges,
+                       bias_correction="fast" if q.bias_correction == "auto" else q.bias_correction,
+                       preset=PLAIN_PRESET if q.preset == "auto" else q.preset)
+
+    @property
+    def settings(self) -> str:
+        q = self.plain()
+        return f"preset {q.preset}, ranges {q.ranges}, bias correction {q.bias_correction}"
 
     def build(self, chosen: list[LayerError]) -> Path:
         from .layers import OpenVINOProbe

@@ -263,7 +263,7 @@ def _mixed(result: GateResult, fmt: str, saved_model_dir: Any, dataset: Any, art
     result.float_layers = _layers_record(chosen, _budgets_text(plan.max_drop, plan.min_sqnr))
     passed, why = verdict(measured, value, record)
     return Rung("int8-mixed", path, measured, value, passed, over((measured, value, record)), record,
-                reason=f"{len(chosen)} tensor(s) in float" + ("" if passed else f"; {why}"))
+                reason=f"{len(chosen)} tensor(s) in float ({impl.settings})" + ("" if passed else f"; {why}"))
 
 
 def _qat_rung(fs: Any, qat: Callable[[], Any] | None, tmp: Path, plan: ArtifactPlan, ev: "_Evaluator",

@@ -154,6 +154,11 @@ class TFLiteProbe:
             self.debugger.options = self._options(())
         self._graph = _tflite_graph(self.quantize(()))
 
+    @property
+    def calibrated(self) -> bytes:
+        """The calibrated (still float) model every quantization here is made from, its ranges set."""
+        return bytes(self.debugger.calibrated_model)
+
     def quantize(self, denylisted_nodes: Sequence[str]) -> bytes:
         """The int8 model with ``denylisted_nodes`` in float, I/O typed like ``to_tflite(io=...)``."""
         from .tflite import quantize_calibrated

@@ -89,8 +89,9 @@ def nncf_kwargs(q: Quantization, samples: int) -> dict[str, Any]:
     from nncf.quantization.range_estimator import RangeEstimatorParametersSet
 
     presets = {"performance": nncf.QuantizationPreset.PERFORMANCE, "mixed": nncf.QuantizationPreset.MIXED}
+    # "none" asks for the fast one and disables it below (NNCF's If-op path refuses fast_bias_correction=False)
     kwargs: dict[str, Any] = {"preset": presets[PLAIN_PRESET if q.preset == "auto" else q.preset], "subset_size": max(1, samples),
-                              "fast_bias_correction": q.bias_correction == "fast"}
+                              "fast_bias_correction": q.bias_correction != "full"}
     estimator = RANGE_ESTIMATORS[q.ranges]
     advanced: dict[str, Any] = {}
     if estimator is not None:

@@ -194,30 +194,36 @@ def _quantize_int8(converter: Any, tf: Any, io: str, nodes: list[str], ops: list
     calibrated = calibrate(converter, tf)
     calibrated, record = set_ranges(calibrated, dataset.x_calib, ranges, io=io, out_io=out_io, nodes=nodes, ops=ops)
     log.info("int8 activation ranges: %s", record)
-    deltas, corrected = correct_biases(calibrated, dataset.x_calib, bias_correction, nodes=nodes, ops=ops)
+    per_tensor = converter._experimental_disable_per_channel  # noqa: SLF001
+    data = quantize_calibrated(calibrated, tf, io=io, out_io=out_io, nodes=nodes, ops=ops, disable_per_channel=per_tensor)
+    data, corrected = corrected_biases(data, calibrated, dataset.x_calib, bias_correction, nodes=nodes, ops=ops,
+                                       disable_per_channel=per_tensor)
     log.info("int8 bias correction: %s", corrected)
     if notes is not None:
         notes["ranges"] = record
         notes["bias_correction"] = corrected
-    from .biascorr import apply
-
-    return apply(quantize_calibrated(calibrated, tf, io=io, out_io=out_io, nodes=nodes, ops=ops,
-                                     disable_per_channel=converter._experimental_disable_per_channel),  # noqa: SLF001
-                 deltas)
+    return data
 
 
-def correct_biases(calibrated: bytes, x: Any, method: str, *, nodes: Sequence[str] = (),
-                   ops: Sequence[str] = ()) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
-    """The int32 bias changes that bias correction (``method``, :func:`edgeship.converters.biascorr.choose`) makes to
-    the int8 quantization of ``calibrated``, measured on its float-I/O twin, and a record of the choice."""
+def corrected_biases(artifact: bytes, calibrated: bytes, x: Any, method: str, *, nodes: Sequence[str] = (),
+                     ops: Sequence[str] = (), disable_per_channel: bool = False) -> tuple[bytes, dict[str, Any]]:
+    """``artifact`` (an int8 quantization of ``calibrated``, any I/O types) with bias correction (``method``,
+    :func:`edgeship.converters.biascorr.choose`) measured on its float-I/O twin and applied by bias name, and a record
+    of the choice. A twin whose biases do not line up with the artifact's leaves it uncorrected, with a warning."""
     import tensorflow as tf
 
-    from .biascorr import choose
+    from .biascorr import apply, choose
 
     if method == "none":
-        return {}, {"method": "none"}
-    quantized = quantize_calibrated(calibrated, tf, io="float", out_io="float", nodes=nodes, ops=ops)
-    return choose(calibrated, quantized, np.asarray(x, dtype=np.float32), method, run=run_model_bytes)
+        return artifact, {"method": "none"}
+    twin = quantize_calibrated(calibrated, tf, io="float", out_io="float", nodes=nodes, ops=ops,
+                               disable_per_channel=disable_per_channel)
+    deltas, record = choose(calibrated, twin, np.asarray(x, dtype=np.float32), method, run=run_model_bytes)
+    try:
+        return apply(artifact, deltas), record
+    except ConversionError as e:
+        log.warning("int8 bias correction left out: %s", e)
+        return artifact, {"method": "none", "reason": str(e)}
 
 
 def quantize_calibrated(calibrated: bytes, tf: Any, *, io: str, out_io: str, nodes: Sequence[str] = (),
