@@ -25,7 +25,8 @@ PSI below 0.1 is read as "no shift", 0.1-0.25 as "moderate", above 0.25 as "sign
 scoring, where it comes from. Frames of a video are not independent, so a window of a few seconds
 is a handful of independent looks at the scene; the default threshold (``psi``) is therefore high
 (1.0: the window sits mostly in one or two of the reference's tails) and a drift must last
-``hold_s`` before it is reported. An episode starts with one ``drift`` event (what moved, by how
+``hold_s`` before it is reported (the window is scored at every sampled frame, so that is measured to a
+fifth of a second at the default ``sample_hz``). An episode starts with one ``drift`` event (what moved, by how
 much, since when) and ends with one ``recovered`` event once every statistic is below
 ``recover_psi`` for ``hold_s``. int8 saturation: the share of input (and output) values at the ends
 of the int8 range, against the calibration's share plus ``saturation_margin``.
@@ -80,7 +81,6 @@ def edge_percentiles(n: int) -> np.ndarray:
     far more often than 0.5% of the time: 1 in n + 1)."""
     tail = min(10.0, max(float(PERCENTILES[0]), 100.0 * TAIL_SAMPLES / max(n, 1)))
     return np.array([tail, *PERCENTILES[1:-1], 100.0 - tail])
-JUDGE_S = 1.0  # the window is scored at most this often (stream seconds)
 
 
 # ---- the reference ---------------------------------------------------------------------------------------
@@ -272,7 +272,6 @@ class DriftWatch:
         self.t_first: float | None = None
         self.last_sample: float | None = None
         self.wall_start: float | None = None
-        self.last_judged: float | None = None
         self.sampled = 0
 
     def _decoder_at_profile_threshold(self, post: Any) -> Any:
@@ -346,12 +345,10 @@ class DriftWatch:
         self.cost_s += time.perf_counter() - t0
 
     def _judge(self, now: float) -> tuple[str, float, dict[str, Any]] | None:
-        """Score the window (at most every JUDGE_S stream seconds), move the state; the event to send, if any."""
+        """Score the window at every sampled frame (so ``hold_s`` is measured at the sampling's resolution, not rounded
+        up to a coarser scoring step; the cost counts against ``max_cost``), move the state; the event to send, if any."""
         if len(self.rows) < self.cfg.min_frames:
             return None
-        if self.last_judged is not None and now - self.last_judged < min(JUDGE_S, self.cfg.hold_s or JUDGE_S):
-            return None
-        self.last_judged = now
         scores, limits = {}, {}
         for name in self.names:
             vals = np.asarray([r[name] for _, r in self.rows if name in r])
@@ -417,14 +414,17 @@ class DriftWatch:
         return f"PSI {value:.2f}"
 
     def _details(self, moved: dict[str, float]) -> dict[str, Any]:
-        """For each statistic that moved: the window's median against the calibration's."""
+        """For each statistic that moved: its median since the drift began and over the whole window (which still holds
+        frames from before it) against the calibration's."""
+        median = lambda vals: round(float(np.median(vals)), 4) if vals else None  # noqa: E731
         out = {}
         for name in moved:
             if name.startswith("saturation_"):
                 out[name] = {"window": round(moved[name], 4), "calibration": self.profile.saturation.get(name.split("_", 1)[1])}
                 continue
-            vals = [r[name] for _, r in self.rows if name in r]
-            out[name] = {"window_median": round(float(np.median(vals)), 4) if vals else None,
+            rows = [(t, r[name]) for t, r in self.rows if name in r]
+            out[name] = {"since_median": median([v for t, v in rows if self.since is None or t >= self.since]),
+                         "window_median": median([v for _, v in rows]),
                          "calibration_median": round(self.profile.medians.get(name, float("nan")), 4)}
         return out
 
