@@ -136,6 +136,34 @@ def test_fair_scheduler_a_fast_camera_does_not_starve_slow_ones(demo, tmp_path):
     assert summary.cameras["fast"]["processed_fps"] > 3 * summary.cameras["slow0"]["processed_fps"]
 
 
+def test_a_camera_whose_sink_lags_does_not_hold_the_shared_model(demo, tmp_path):
+    """One inference worker, three cameras; one camera's sink takes 0.2 s a frame. The worker gives that camera a
+    frame only when its output queue has room, so the other two run every frame of their video at full speed
+    (waiting on the slow camera's hand-off, they would get about 5 frames a second each)."""
+    n = frames_in(demo)
+
+    class SlowSink:
+        def open(self, info) -> None:
+            pass
+
+        def write(self, frame, result) -> None:
+            time.sleep(0.2)
+
+        def close(self) -> None:
+            pass
+
+    cams = [{"name": name, "source": str(demo / "videos" / "shapes.mp4")} for name in ("lagging", "a", "b")]
+    dep = build_deployment(load_config(site(demo, tmp_path, cams, backend={"workers": 1})), duration=5,
+                           handle_signals=False)
+    lanes = {lane.name: lane for lane in dep.site.lanes}
+    assert dep.site.workers == 1
+    lanes["lagging"].pipeline.sinks.append(SlowSink())
+    summary = dep.run()
+    cams_done = summary.cameras
+    assert cams_done["a"]["frames_processed"] == n and cams_done["b"]["frames_processed"] == n, cams_done
+    assert cams_done["lagging"]["frames_processed"] <= 5 / 0.2 + 3, cams_done["lagging"]
+
+
 def test_a_camera_that_never_opens_is_reported_not_fatal_unless_required(demo, tmp_path):
     dead = {"uri": f"rtsp://127.0.0.1:{free_port()}/nothing", "timeout_s": 1}
     cams = [{"name": "ok", "source": video(demo, realtime=True)}, {"name": "dead", "source": dead}]  # plays for seconds

@@ -55,7 +55,8 @@ class Lane:
 
 
 class FairScheduler:
-    """Hands out (lane, frame) to inference workers: round-robin over lanes with a fresh frame and nothing in flight."""
+    """Hands out (lane, frame) to inference workers: round-robin over lanes with a fresh frame, nothing in flight and
+    room in their output queue (a camera whose sinks lag drops its own frames instead of holding a worker)."""
 
     def __init__(self, lanes: Sequence[Lane]) -> None:
         self.lanes = list(lanes)
@@ -76,8 +77,8 @@ class FairScheduler:
                 n = len(self.lanes)
                 for k in range(n):
                     lane = self.lanes[(self._next + k) % n]
-                    if lane.busy or not lane.up or lane.done:
-                        continue
+                    if lane.busy or not lane.up or lane.done or lane.pipeline.output_full():
+                        continue  # (a camera whose sinks lag keeps no shared worker waiting on its hand-off)
                     item = lane.pipeline.source.get(timeout=0)
                     if item is None:
                         continue
@@ -128,6 +129,7 @@ class MultiPipeline:
         for lane in self.lanes:
             lane.max_frames = lane.max_frames if lane.max_frames is not None else lane.pipeline.max_frames
             lane.pipeline.source.on_frame = self.scheduler.wake
+            lane.pipeline.on_output_room = self.scheduler.wake
 
     def stop(self, reason: str = "stop") -> None:
         if self.stopped_by is None:

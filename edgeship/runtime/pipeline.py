@@ -93,6 +93,8 @@ class Pipeline:
             raise EdgeshipError(f"output_queue must be 1-{MAX_OUTPUT_QUEUE}, got {output_queue}")
         self._out_q: queue.SimpleQueue[tuple | None] = queue.SimpleQueue()
         self._out_slots = threading.BoundedSemaphore(int(output_queue))
+        self._out_capacity, self._out_pending, self._out_lock = int(output_queue), 0, threading.Lock()
+        self.on_output_room: Callable[[], None] | None = None  # called (output thread) each time a slot frees
         self._out_thread: threading.Thread | None = None
         self._out_error: BaseException | None = None
         self._out_cpus: frozenset[int] | None = None
@@ -238,7 +240,14 @@ class Pipeline:
     def _hand_off(self, item: tuple) -> None:
         """Queue an inferred (or gated) frame for the output thread; waits while ``output_queue`` are pending."""
         self._out_slots.acquire()
+        with self._out_lock:
+            self._out_pending += 1
         self._out_q.put(item)
+
+    def output_full(self) -> bool:
+        """True while ``output_queue`` frames wait for (or are in) the output thread: the next hand-off would wait. A
+        multi-camera scheduler gives no frame of this camera to a shared model worker until it is False."""
+        return self._out_pending >= self._out_capacity
 
     def _finish_output(self) -> None:
         """Let the output thread write what is queued, then end it."""
@@ -257,7 +266,11 @@ class Pipeline:
                 self._out_error = e
                 self.stop("error")
             finally:
+                with self._out_lock:
+                    self._out_pending -= 1
                 self._out_slots.release()
+                if self.on_output_room is not None:
+                    self.on_output_room()
 
     def _emit(self, item: tuple) -> None:
         if item[0] == "skip":
