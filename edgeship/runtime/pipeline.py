@@ -92,8 +92,8 @@ class Pipeline:
         if not 1 <= int(output_queue) <= MAX_OUTPUT_QUEUE:
             raise EdgeshipError(f"output_queue must be 1-{MAX_OUTPUT_QUEUE}, got {output_queue}")
         self._out_q: queue.SimpleQueue[tuple | None] = queue.SimpleQueue()
-        self._out_slots = threading.BoundedSemaphore(int(output_queue))
-        self._out_capacity, self._out_pending, self._out_lock = int(output_queue), 0, threading.Lock()
+        self._out_capacity, self._out_pending = int(output_queue), 0  # frames handed off and not yet emitted
+        self._out_room = threading.Condition()
         self.on_output_room: Callable[[], None] | None = None  # called (output thread) each time a slot frees
         self._out_thread: threading.Thread | None = None
         self._out_error: BaseException | None = None
@@ -239,8 +239,8 @@ class Pipeline:
 
     def _hand_off(self, item: tuple) -> None:
         """Queue an inferred (or gated) frame for the output thread; waits while ``output_queue`` are pending."""
-        self._out_slots.acquire()
-        with self._out_lock:
+        with self._out_room:
+            self._out_room.wait_for(lambda: self._out_pending < self._out_capacity)
             self._out_pending += 1
         self._out_q.put(item)
 
@@ -266,9 +266,9 @@ class Pipeline:
                 self._out_error = e
                 self.stop("error")
             finally:
-                with self._out_lock:
+                with self._out_room:
                     self._out_pending -= 1
-                self._out_slots.release()
+                    self._out_room.notify()
                 if self.on_output_room is not None:
                     self.on_output_room()
 
