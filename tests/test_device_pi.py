@@ -262,6 +262,39 @@ def test_a_release_whose_source_never_delivers_is_rolled_back(pis, site, tmp_pat
     assert rb.returncode == 1 and "failed its health check" in json.loads(rb.stdout)["results"][0]["reason"]
 
 
+def test_a_release_served_over_https_passes_its_health_check_on_the_device(pis, site, tmp_path):
+    """HTTPS on the device: the certificate and key stay on the Pi (device: paths, never in the bundle), the service
+    user reads the key, and the agent's health check reads /health over TLS."""
+    from tests.helpers.certs import self_signed
+
+    pi = pis[1]
+    cert, key = self_signed(tmp_path)
+    tls = pi.path("/etc/edgeship/tls")
+    tls.mkdir(parents=True, exist_ok=True)
+    shutil.copy(cert, tls / "cert.pem")
+    shutil.copy(key, tls / "key.pem")
+    # the key readable by the account the runtime runs as here (the login user: no systemd, see "run_as") only
+    pi.run("chown pi:pi /etc/edgeship/tls/key.pem && chmod 0600 /etc/edgeship/tls/key.pem")
+    cfg = site["dir"] / "examples" / "https.yaml"
+    cfg.write_text("artifact: ../quickstart-out/models/shapes_int8.tflite\n"
+                   "source: {uri: ../quickstart-out/videos/shapes.mp4, loop: true, realtime: true}\n"
+                   "task: detect\n"
+                   "server: {port: 8443, tls_cert: device:/etc/edgeship/tls/cert.pem, "
+                   "tls_key: device:/etc/edgeship/tls/key.pem}\n")
+    out = tmp_path / "https.tar.gz"
+    b = site["edgeship"]("bundle", "quickstart-out/models/shapes_int8.tflite", "--target", "rpi5", "--config",
+                         str(cfg), "--wheels", "--version", "https-1", "-o", str(out))
+    assert b.returncode == 0, b.stderr
+    f = site["edgeship"]("flash", str(out), "--host", pi.host("pi"), *_ssh(pi), "--json")
+    assert f.returncode == 0, f.stdout + f.stderr
+    [r] = json.loads(f.stdout)["results"]
+    assert r["status"] == "deployed" and r["running"] == "https-1" and r["health"]["url"] == "https://127.0.0.1:8443/health"
+    code = ("import json, ssl, urllib.request as u; c = ssl.create_default_context(cafile='/etc/edgeship/tls/cert.pem'); "
+            "print(json.load(u.urlopen('https://127.0.0.1:8443/health', timeout=10, context=c))['status'])")
+    assert pi.run(f"python3 -c {shlex.quote(code)}", user="pi").stdout.strip() == "ok"
+    assert not any(p.suffix in (".pem", ".key") for p in pi.path(f"{ROOT}/releases/https-1").rglob("*"))
+
+
 def test_readme_rollback_and_outputs_survive_prunes(pis, site):
     pi = pis[0]
     before = _events(pi, "security-out/events.jsonl")

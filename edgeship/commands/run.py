@@ -53,6 +53,11 @@ from ._spec import spec_options, spec_overrides
 @click.option("--token", "http_token", envvar="EDGESHIP_HTTP_TOKEN", default=None, metavar="TOKEN",
               help="Token guarding an http: sink (8+ characters; required off 127.0.0.1). Clients send 'Authorization: "
                    "Bearer TOKEN'. Default: $EDGESHIP_HTTP_TOKEN. Prefer the variable: a flag shows in ps.")
+@click.option("--tls-cert", "tls_cert", type=click.Path(dir_okay=False), default=None, metavar="PEM",
+              help="Serve the http: sink over HTTPS (TLS 1.2+) with this PEM certificate (chain); needs --tls-key. "
+                   "With a token off 127.0.0.1 this keeps the token and the live view off the wire in clear.")
+@click.option("--tls-key", "tls_key", type=click.Path(dir_okay=False), default=None, metavar="PEM",
+              help="The --tls-cert certificate's unencrypted PEM private key (readable only by the user that runs edgeship).")
 @click.option("--log-every", "log_every", type=FiniteRange(min=0, min_open=True), default=None, metavar="SECONDS",
               help="Log what runs, the first frame, then a status line every SECONDS (frames, fps, skipped, source) "
                    "to stderr: the service log of a device (bundles set 60). Combines with --config.")
@@ -105,7 +110,8 @@ def _to_stdout(sink: str) -> bool:
 CONFIG_FLAGS = ("config", "max_frames", "duration", "log_every", "as_json", "no_watch")
 # the deploy config's key paths under the flags that set them (for the one-line error)
 FLAG_NAMES = {"artifact": "ARTIFACT", "source": "--source", "cameras": "--source", "labels": "--labels", "sinks": "--sink",
-              "server.token": "--token", "server": "--sink http:", "input_spec": "--scale/--mean/--std/--color-order"}
+              "server.token": "--token", "server.tls_cert": "--tls-cert", "server.tls_key": "--tls-key",
+              "server": "--sink http: (with --tls-cert/--tls-key)", "input_spec": "--scale/--mean/--std/--color-order"}
 
 
 def _cameras(sources: tuple[str, ...]) -> list[dict[str, str]]:
@@ -138,7 +144,10 @@ def deploy_config(artifact: str, source: Any, sinks: tuple[str, ...], options: d
             raise click.UsageError("one --sink http:... per run (it serves the stream, /metrics and the dashboard)")
         else:
             host, port = http_address(arg)
-            server = {"host": host, "port": port, "token": options["http_token"]}
+            server = {"host": host, "port": port, "token": options["http_token"], "tls_cert": options["tls_cert"],
+                      "tls_key": options["tls_key"]}
+    if server is None and (options["tls_cert"] or options["tls_key"]):
+        raise click.UsageError("--tls-cert/--tls-key serve the http: sink over HTTPS: add --sink http:PORT")
     spec = spec_overrides(options)
     spec.pop("channels", None)  # implied by --color-order GRAY
     source_opts = {"loop": options["loop"], "realtime": options["realtime"] or None,  # no flag: the default

@@ -24,9 +24,10 @@ from .apps import app_classes
 from .apps.events import EVENT_SINKS
 from .apps.outputs import OUTPUTS
 from .drift import WatchCfg
-from .places import DEVICE_PREFIX, data_dir_of, device_path, split_device
+from .places import DEVICE_PREFIX, data_dir_of
 from .options import BackendOptions, InputSpecOptions, PostOptions, RunOptions, SourceOptions
-from .schema import InFile, Port, Strict, checked, problem, resolve_output, resolve_path, tagged_union, tags
+from .schema import (DeviceOnlyFile, InFile, Port, Strict, checked, on_device_or_here, problem, resolve_output, resolve_path,
+                     tagged_union, tags)
 from .sinks.http import LIVE_FPS
 
 
@@ -43,16 +44,9 @@ class SourceCfg(SourceOptions):
         from .sources import LIVE_KINDS, parse_source  # the one source resolver
 
         ctx = info.context or {}
-        on_device, text = split_device(v)
-        if on_device:  # a file that exists only on the device: checked there, never on the workstation
-            if not text:
-                raise ValueError(f"{DEVICE_PREFIX} needs a path on the device, e.g. {DEVICE_PREFIX}/opt/edgeship/data/clip.mp4")
-            if ctx.get("for_device"):
-                return v
-            p = device_path(text, base=ctx.get("base", "."), data=ctx.get("data"))
-            if not p.exists():
-                raise ValueError(f"file not found on this device: {p}")
-            return str(p)
+        here = on_device_or_here(v, info, "/opt/edgeship/data/clip.mp4")  # only on the device: checked there
+        if here is not None:
+            return here
         try:
             kind, target = parse_source(v)
         except SourceError as e:
@@ -104,6 +98,19 @@ class ServerCfg(Strict):
     token: Optional[str] = Field(None, validate_default=True, description="required off loopback (8+ characters)")
     dashboard: bool = Field(True, description="serve the dashboard page at /")
     max_fps: float = Field(LIVE_FPS, gt=0, description="the live view's frame rate cap")
+    tls_cert: Optional[DeviceOnlyFile] = Field(None, description="PEM certificate (chain): serve HTTPS (TLS 1.2+) instead of HTTP, with tls_key; in a bundle a device:PATH")
+    tls_key: Optional[DeviceOnlyFile] = Field(None, description="the certificate's unencrypted PEM private key, readable by the service user only; in a bundle a device:PATH (keys never travel in bundles)")
+
+    @model_validator(mode="after")
+    def _tls_pair(self) -> "ServerCfg":
+        if (self.tls_cert is None) != (self.tls_key is None):
+            raise ValueError("tls_cert and tls_key go together: give both (HTTPS) or neither (HTTP)")
+        return self
+
+    @property
+    def tls(self) -> tuple[str, str] | None:
+        """(certificate, key) for the server, or None for plain HTTP."""
+        return (str(self.tls_cert), str(self.tls_key)) if self.tls_cert is not None else None
 
     @field_validator("token")
     @classmethod

@@ -23,6 +23,12 @@ Limits (:class:`Limits`), enforced where each belongs:
 - Reads of a body time out after ``timeout`` seconds; bodies over 16 MiB are refused (413); a bad
   ``Content-Length`` is 400; a client that leaves is routine (one debug line); HEAD is answered.
 
+**HTTPS**: given a PEM certificate and its unencrypted private key (``--tls-cert``/``--tls-key``,
+``server.tls_cert``/``server.tls_key``) the server speaks TLS 1.2+ only. The handshake happens in the
+connection's own thread, inside the request-head deadline, so a client that connects and never
+says hello is dropped like any idle one and cannot hold up the others; a plain-HTTP request to the
+TLS port is a failed handshake (one debug line).
+
 Apps add their own pages and APIs with :meth:`HttpServer.add_route`; a handler gets the request
 body and the query (a dict of single values) and returns ``(status, content_type, body)``, where
 ``body`` is bytes or an iterator of bytes (streamed until it ends or the client leaves).
@@ -35,14 +41,17 @@ import json
 import logging
 import re
 import socket
+import ssl
 import threading
 import time
 from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
 from typing import Any, Callable, Iterable, Iterator
 from urllib.parse import parse_qsl, unquote_plus, urlsplit
 
 from ..errors import ConfigError, InputError
+from .tls import server_context
 
 log = logging.getLogger(__name__)
 
@@ -53,7 +62,7 @@ TOKEN_ENV = "EDGESHIP_HTTP_TOKEN"
 COOKIE = "edgeship_token"
 MIN_TOKEN = 8
 OPEN_PATHS = ("/health",)  # answered without the token (reduced) and without a slot
-_QUIET = (BrokenPipeError, ConnectionResetError, ConnectionAbortedError, TimeoutError, socket.timeout)
+_QUIET = (ssl.SSLError, BrokenPipeError, ConnectionResetError, ConnectionAbortedError, TimeoutError, socket.timeout)
 _TOKEN_CHARS = re.compile(r"^[A-Za-z0-9._~+/=-]+$")  # safe in a header, a cookie and a URL
 _QUERY_PAIR = re.compile(r"([?&;])([^=&;\s]*)=([^&;\s]*)")
 
@@ -102,8 +111,8 @@ def check_port(port: Any, where: str = "port") -> int:
 
 
 def _shut(sock: Any) -> None:
-    try:
-        sock.shutdown(socket.SHUT_RDWR)  # a blocked read in its handler thread returns at once
+    try:  # the plain socket's shutdown, also for a TLS one: its handler thread still owns the TLS state
+        socket.socket.shutdown(sock, socket.SHUT_RDWR)  # a blocked read in its handler thread returns at once
     except OSError:
         pass
 
@@ -116,8 +125,8 @@ class _Server(ThreadingHTTPServer):
     allow_reuse_address = True
     request_queue_size = 128
 
-    def __init__(self, addr: tuple, handler: type, limits: Limits) -> None:
-        self.limits = limits
+    def __init__(self, addr: tuple, handler: type, limits: Limits, tls: ssl.SSLContext | None = None) -> None:
+        self.limits, self.tls = limits, tls
         self.waiting: dict[Any, float] = {}  # connection -> deadline for its request head
         self.guard = threading.Lock()
         self.requests = threading.BoundedSemaphore(limits.max_requests)
@@ -151,6 +160,12 @@ class _Server(ThreadingHTTPServer):
             for c in late:
                 _shut(c)
 
+    def get_request(self) -> tuple[Any, Any]:
+        conn, addr = super().get_request()
+        if self.tls is not None:  # no handshake here: it is the connection thread's, under the head deadline
+            conn = self.tls.wrap_socket(conn, server_side=True, do_handshake_on_connect=False)
+        return conn, addr
+
     def process_request(self, request: Any, client_address: Any) -> None:
         self.wait_for_head(request)
         super().process_request(request, client_address)
@@ -177,9 +192,12 @@ class HttpServer:
     """A small threaded HTTP server with a route table (method, path) -> handler, guarded by a token off loopback."""
 
     def __init__(self, host: str = "127.0.0.1", port: int = 8080, *, token: str | None = None, timeout: float = 10.0,
-                 max_connections: int = 32, limits: Limits | None = None) -> None:
+                 max_connections: int = 32, limits: Limits | None = None,
+                 tls: tuple[str | Path, str | Path] | None = None) -> None:
+        """``tls``: (certificate, private key) PEM files to serve HTTPS (see the module docstring)."""
         self.host, self.port = host, check_port(port)
         self.token = check_token(host, token)
+        self.tls = server_context(*tls) if tls else None
         self.limits = limits or Limits(header_timeout=float(timeout), timeout=float(timeout), max_requests=int(max_connections))
         self.routes: dict[tuple[str, str], Handler] = {}
         self.closing = threading.Event()
@@ -194,7 +212,7 @@ class HttpServer:
 
     @property
     def url(self) -> str:
-        return f"http://{self.host}:{self.port}"
+        return f"{'https' if self.tls else 'http'}://{self.host}:{self.port}"
 
     def authorized(self, headers: Any) -> bool:
         """Whether a request's headers carry the token (always true without one)."""
@@ -217,7 +235,7 @@ class HttpServer:
         if self._httpd is not None:
             return self
         try:
-            self._httpd = _Server((self.host, self.port), _handler_class(self), self.limits)
+            self._httpd = _Server((self.host, self.port), _handler_class(self), self.limits, self.tls)
         except (OSError, OverflowError) as e:
             raise InputError(f"cannot serve HTTP on {self.host}:{self.port}: {getattr(e, 'strerror', None) or e}") from None
         self.port = int(self._httpd.server_address[1])
@@ -243,6 +261,11 @@ def _handler_class(server: HttpServer) -> type:
     class RequestHandler(BaseHTTPRequestHandler):
         protocol_version = "HTTP/1.1"
         timeout = server.limits.timeout  # a single read; the request head has its own overall deadline
+
+        def setup(self) -> None:
+            super().setup()
+            if isinstance(self.connection, ssl.SSLSocket):  # in this thread, under the head deadline
+                self.connection.do_handshake()
 
         def handle_one_request(self) -> None:
             self.server.wait_for_head(self.connection)  # kept alive: waiting for the next request head
@@ -284,7 +307,7 @@ def _handler_class(server: HttpServer) -> type:
                 self.close_connection = length > 0
                 if not hmac.compare_digest(str(query["token"]).encode(), server.token.encode()):
                     return self._error(401, "wrong token")
-                cookie = f"{COOKIE}={server.token}; Path=/; HttpOnly; SameSite=Lax"
+                cookie = f"{COOKIE}={server.token}; Path=/; HttpOnly; SameSite=Lax" + ("; Secure" if server.tls else "")
                 return self._send(303, "text/plain", b"", Location="/", **{"Set-Cookie": cookie})
             if not server.authorized(self.headers):  # before reading any body
                 if parts.path in OPEN_PATHS and verb == "GET":

@@ -19,7 +19,7 @@ from typing import Annotated, Any, Callable
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, ValidationInfo
 
 from ..errors import ConfigError
-from .places import output_path
+from .places import DEVICE_PREFIX, device_path, output_path, split_device
 
 
 class Strict(BaseModel):
@@ -152,20 +152,44 @@ def check_http_url(url: str, what: str = "url") -> str:
     return url
 
 
-def _broker(v: str) -> str:
-    from .apps.mqtt import parse_mqtt_url
+def on_device_or_here(v: str, info: ValidationInfo, what: str) -> str | None:
+    """A ``device:PATH`` kept as written for a bundle (``for_device``), else the path it names here; None when ``v``
+    is not a device path."""
+    ctx = info.context or {}
+    on_device, text = split_device(v)
+    if not on_device:
+        return None
+    if not text:
+        raise ValueError(f"{DEVICE_PREFIX} needs a path on the device, e.g. {DEVICE_PREFIX}{what}")
+    if ctx.get("for_device"):
+        return v
+    p = device_path(text, base=ctx.get("base", "."), data=ctx.get("data"))
+    if not p.exists():
+        raise ValueError(f"file not found on this device: {p}")
+    return str(p)
 
-    checked(parse_mqtt_url)(v)
-    return v
+
+def _device_only_file(v: str, info: ValidationInfo) -> str:
+    """A file that stays on the device (a TLS key): ``device:PATH`` in a bundle, any existing file when run here."""
+    here = on_device_or_here(v, info, "/etc/edgeship/tls/key.pem")
+    if here is not None:
+        return here
+    if (info.context or {}).get("for_device"):
+        raise ValueError(f"{v} would travel in the bundle: put it on the device and write {DEVICE_PREFIX}PATH")
+    p = resolve_path(Path(v), info)
+    if not p.is_file():
+        raise ValueError(f"file not found: {p}")
+    return str(p)
 
 
+# a file that stays on the device (a TLS key): device:PATH in a bundle, any existing file when run here
+DeviceOnlyFile = Annotated[str, AfterValidator(_device_only_file)]
 InFile = Annotated[Path, AfterValidator(_existing_file)]
 OutPath = Annotated[Path, AfterValidator(resolve_output)]
 OutFile = Annotated[Path, AfterValidator(_output_file)]  # an output file (not a folder): counters, event files, queues
 QueueFile = OutFile
 Score = Annotated[float, Field(ge=0.0, le=1.0)]
 Port = Annotated[int, Field(ge=0, le=65535)]
-Broker = Annotated[str, AfterValidator(_broker)]  # HOST[:PORT] or mqtt://HOST[:PORT]
 HttpUrl = Annotated[str, AfterValidator(lambda v: checked(check_http_url)(v))]
 
 

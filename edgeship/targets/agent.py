@@ -537,7 +537,7 @@ def health_release(body: str):
 
 def health_url(root: str, meta: dict) -> str:
     port = service_env(root).get("EDGESHIP_HTTP_PORT") or meta.get("http_port")
-    return f"http://127.0.0.1:{port}{meta.get('health_path', '/health')}"
+    return f"{meta.get('health_scheme', 'http')}://127.0.0.1:{port}{meta.get('health_path', '/health')}"
 
 
 def account(user: str):
@@ -745,8 +745,13 @@ def probe(url: str, timeout: float = 2.0):
     """(HTTP status, body) of a GET; (None, why) when nothing answered."""
     import urllib.error
 
+    import ssl
+
+    # https on 127.0.0.1 is the device's own service with its own (often self-signed) certificate: the probe
+    # sends nothing secret and only asks whether it answers, so the certificate is not checked
+    context = ssl._create_unverified_context() if url.startswith("https:") else None  # noqa: SLF001
     try:
-        with urllib.request.urlopen(url, timeout=timeout) as r:
+        with urllib.request.urlopen(url, timeout=timeout, context=context) as r:
             return r.status, r.read(4096).decode("utf-8", "replace")
     except urllib.error.HTTPError as e:  # 503 "starting" / "failed": the body says why
         try:

@@ -5,6 +5,10 @@
             ...                      # publish something
             msgs = sub.wait(2)       # [(topic, payload bytes)]
 
+``Mosquitto(tmp, tls=(cert, key))`` adds a TLS listener on ``broker.tls_port`` (TLS 1.2+) next to the
+plain one, so a plain test subscriber sees what a client sent over TLS; ``client_ca=PEM`` makes that
+listener require a client certificate signed by it.
+
 ``Mosquitto(tmp, persistent=True)`` keeps sessions and queued messages across ``stop()`` /
 ``start()`` on the same port (mosquitto's persistence file, saved on SIGTERM), so a
 ``Subscriber(port, topic, client_id="x", clean_session=False)`` misses nothing published while it
@@ -28,10 +32,13 @@ def mosquitto_binary() -> str | None:
 
 
 class Mosquitto:
-    def __init__(self, workdir: Path, port: int | None = None, *, persistent: bool = False) -> None:
+    def __init__(self, workdir: Path, port: int | None = None, *, persistent: bool = False,
+                 tls: tuple[Path, Path] | None = None, client_ca: Path | None = None) -> None:
         self.workdir = Path(workdir)
         self.port = port or free_port()
         self.persistent = persistent
+        self.tls, self.client_ca = tls, client_ca
+        self.tls_port = free_port() if tls else None
         self.proc: subprocess.Popen | None = None
 
     def start(self) -> "Mosquitto":
@@ -44,10 +51,20 @@ class Mosquitto:
         persistence = (f"persistence true\npersistence_location {self.workdir}/\n"
                        f"persistence_file mosquitto-{self.port}.db\nuser {getpass.getuser()}\n"
                        ) if self.persistent else "persistence false\n"
-        conf.write_text(f"listener {self.port} 127.0.0.1\nallow_anonymous true\n{persistence}")
+        if self.tls and not self.persistent:  # mosquitto drops to user "mosquitto", which cannot read the key here
+            persistence += f"user {getpass.getuser()}\n"
+        listeners = f"per_listener_settings false\nlistener {self.port} 127.0.0.1\n"
+        if self.tls:
+            listeners += (f"listener {self.tls_port} 127.0.0.1\ncertfile {self.tls[0]}\nkeyfile {self.tls[1]}\n"
+                          "tls_version tlsv1.2\n")
+            if self.client_ca:
+                listeners += f"cafile {self.client_ca}\nrequire_certificate true\n"
+        conf.write_text(f"{listeners}allow_anonymous true\n{persistence}")
         self.log = open(self.workdir / f"mosquitto-{self.port}.log", "ab")
         self.proc = subprocess.Popen([binary, "-c", str(conf)], stdout=self.log, stderr=subprocess.STDOUT)
         wait_port(self.port, timeout=10)
+        if self.tls_port:
+            wait_port(self.tls_port, timeout=10)
         return self
 
     def stop(self) -> None:

@@ -33,9 +33,9 @@ class DashboardSink(HttpSink):
 
     def __init__(self, host: str = "127.0.0.1", port: int = 8080, *, app: Any = None, token: str | None = None,
                  max_fps: float = LIVE_FPS, annotate: bool = True, dashboard: bool = True, server: Any = None,
-                 prefix: str = "") -> None:
+                 prefix: str = "", tls: tuple[str, str] | None = None) -> None:
         # the server checks the token on every route; ``server``/``prefix``: one camera's routes on a site's server
-        super().__init__(host, port, max_fps=max_fps, token=token, server=server, prefix=prefix)
+        super().__init__(host, port, max_fps=max_fps, token=token, server=server, prefix=prefix, tls=tls)
         self.app, self.annotate = app, annotate
         self.started = time.time()
         self.add_route("GET", "/api/status", self._status)

@@ -58,7 +58,7 @@ def build_deployment(cfg, *, max_frames: int | None = None, duration: float | No
     if cfg.server is not None:
         s = cfg.server
         server = DashboardSink(s.host, s.port, app=app, token=s.token, max_fps=s.max_fps,
-                               annotate=defaults["annotate"], dashboard=s.dashboard)
+                               annotate=defaults["annotate"], dashboard=s.dashboard, tls=s.tls)
         sinks.append(server)
     elif app is not None and app.routes():
         # the app's routes (POST /trigger, GET /state) need a server: serve them on the default port
@@ -228,7 +228,7 @@ def build_site(cfg, *, max_frames: int | None = None, duration: float | None = N
         server = None
         if cfg.server is not None:
             s = cfg.server
-            server = SiteServer(s.host, s.port, token=s.token, max_fps=s.max_fps, dashboard=s.dashboard)
+            server = SiteServer(s.host, s.port, token=s.token, max_fps=s.max_fps, dashboard=s.dashboard, tls=s.tls)
         shared: dict[str, list[Any]] = {}  # events config (JSON) -> the sinks built for it, shared by its cameras
         apps: dict[str, Any] = {}
         lanes = []

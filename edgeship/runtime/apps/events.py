@@ -33,8 +33,9 @@ from typing import Any, Literal, Optional
 from pydantic import Field
 
 from ...errors import ConfigError
-from ..schema import Broker, HttpUrl, OutFile, QueueFile, Strict, check_http_url, config_defaults, tagged_union
+from ..schema import HttpUrl, OutFile, QueueFile, Strict, check_http_url, config_defaults, tagged_union
 from .delivery import DeliveryWorker
+from .mqtt import MqttBrokerCfg
 from .outbox import MAX_MB, MAX_ROWS
 
 log = logging.getLogger(__name__)
@@ -186,13 +187,10 @@ class WebhookEventSink:
                 "dropped": self.queue.dropped()}
 
 
-class MqttEvents(Strict):
+class MqttEvents(MqttBrokerCfg):
     type: Literal["mqtt"]
-    broker: Broker = Field("127.0.0.1:1883", description="HOST[:PORT] or mqtt://HOST[:PORT] of the broker")
     topic: str = Field("edgeship/events", description="topic the event JSON is published to (QoS 1); snapshots go to TOPIC/snapshot; {camera} is replaced by the event's camera (edgeship/{camera}/events)")
     snapshots: bool = Field(True, description="also publish the event's JPEG snapshot to TOPIC/snapshot")
-    username: Optional[str] = Field(None, description="broker user name")
-    password: Optional[str] = Field(None, description="broker password (deploy.yaml is kept 0600 or 0640 on the device)")
     queue: Optional[QueueFile] = Field(None, description="durable outbox; without it events wait in memory while the broker is down")
     timeout_s: float = Field(5.0, gt=0, description="seconds to wait for the broker's PUBACK before the message is retried")
     backoff_s: float = Field(0.5, gt=0, description="first reconnect / retry delay, doubled up to max_backoff_s")
@@ -223,11 +221,13 @@ class MqttEventSink:
     Config = MqttEvents
 
     def __init__(self, broker: str, *, topic: str, snapshots: bool, username: str | None, password: str | None,
-                 queue: str | os.PathLike | None, timeout_s: float, backoff_s: float, max_backoff_s: float, drain_s: float,
+                 tls: Any, queue: str | os.PathLike | None, timeout_s: float, backoff_s: float, max_backoff_s: float, drain_s: float,
                  max_queued: int, max_queue_mb: float, window: int = 20) -> None:
-        from .mqtt import parse_mqtt_url
+        from .mqtt import parse_mqtt_url, tls_context
 
-        self.host, self.port = parse_mqtt_url(broker)
+        self.address = parse_mqtt_url(broker)
+        self.host, self.port = self.address.host, self.address.port
+        self.tls = tls_context(self.address, tls)  # bad files fail here, before the run starts
         self.topic, self.snapshots = topic.rstrip("/"), snapshots
         self.username, self.password = username, password
         self.queue_path = Path(queue) if queue is not None else None
@@ -254,7 +254,7 @@ class MqttEventSink:
 
     @property
     def broker(self) -> str:
-        return f"{self.host}:{self.port}"
+        return str(self.address)
 
     def open(self) -> None:
         from .mqtt import MqttClient
@@ -264,7 +264,7 @@ class MqttEventSink:
                         "set 'queue:' to keep them across outages and restarts", self.broker)
         self.client = MqttClient(self.host, self.port, username=self.username, password=self.password,
                                  reconnect_min_s=self.backoff_s, reconnect_max_s=self.max_backoff_s,
-                                 on_connected=self._on_connected)
+                                 on_connected=self._on_connected, tls=self.tls)
         if self.queue is not None:
             self.queue.open()
         if not self.client.wait_connected(self.timeout if self.queue is None else 0.5):

@@ -10,6 +10,12 @@ sink does, see :mod:`.events`) and delete them once :meth:`MqttClient.publish`'s
 
 An outbox row for MQTT holds the topic and the payload: :func:`pack_message` /
 :func:`unpack_message` (``topic NUL payload``; MQTT forbids NUL in topic names).
+
+Every MQTT plugin (event sink, reject output, trigger) configures its broker with the same keys,
+:class:`MqttBrokerCfg`: ``broker`` (``mqtt://HOST[:1883]`` in clear, ``mqtts://HOST[:8883]`` over TLS
+1.2+, the broker's certificate and name checked against the system's authorities or ``tls.ca_file``),
+``username``/``password`` and ``tls`` (the CA file and a client certificate for brokers that ask for
+one). :func:`parse_mqtt_url` and :func:`tls_context` turn them into a connection, once.
 """
 
 from __future__ import annotations
@@ -17,22 +23,97 @@ from __future__ import annotations
 import logging
 import threading
 import uuid
-from typing import Callable
+from dataclasses import dataclass
+from typing import Annotated, Any, Callable, Mapping, Optional
+
+from pydantic import AfterValidator, Field, model_validator
 
 from ...errors import ConfigError
+from ..schema import DeviceOnlyFile, Strict, checked
 
 log = logging.getLogger(__name__)
 
+SCHEMES = {"mqtt": (1883, False), "mqtts": (8883, True)}  # scheme -> (default port, TLS)
 
-def parse_mqtt_url(url: str) -> tuple[str, int]:
-    """``mqtt://host[:port]`` or ``host[:port]`` -> (host, port); the default port is 1883."""
-    u = url.split("://", 1)[1] if "://" in url else url
-    u = u.split("/", 1)[0]
-    host, _, port = u.rpartition(":") if ":" in u else (u, "", "1883")
+
+@dataclass(frozen=True)
+class BrokerAddress:
+    """Where a broker listens and whether it speaks TLS."""
+
+    host: str
+    port: int
+    tls: bool = False
+
+    def __str__(self) -> str:
+        return f"{'mqtts://' if self.tls else ''}{self.host}:{self.port}"
+
+
+def _broker(v: str) -> str:
+    checked(parse_mqtt_url)(v)
+    return v
+
+
+Broker = Annotated[str, AfterValidator(_broker)]  # mqtt://HOST[:PORT], HOST[:PORT] or mqtts://HOST[:PORT]
+
+
+class MqttTlsCfg(Strict):
+    ca_file: Optional[DeviceOnlyFile] = Field(None, description="PEM file of the authorities that signed the broker's certificate (default: the system's); in a bundle a device:PATH")
+    cert_file: Optional[DeviceOnlyFile] = Field(None, description="client certificate (PEM) for a broker that requires one, with key_file; in a bundle a device:PATH")
+    key_file: Optional[DeviceOnlyFile] = Field(None, description="the client certificate's unencrypted PEM key, readable by the service user only; in a bundle a device:PATH")
+
+    @model_validator(mode="after")
+    def _pair(self) -> "MqttTlsCfg":
+        if (self.cert_file is None) != (self.key_file is None):
+            raise ValueError("cert_file and key_file go together: give both or neither")
+        return self
+
+
+class MqttBrokerCfg(Strict):
+    """The broker keys every MQTT plugin shares."""
+
+    broker: Broker = Field("127.0.0.1:1883", description="mqtt://HOST[:PORT] or HOST[:PORT] (port 1883), or mqtts://HOST[:PORT] over TLS (port 8883, the broker's certificate checked)")
+    username: Optional[str] = Field(None, description="broker user name")
+    password: Optional[str] = Field(None, description="broker password (deploy.yaml is kept 0600 or 0640 on the device)")
+    tls: Optional[MqttTlsCfg] = Field(None, description="for an mqtts:// broker: the authorities to trust and a client certificate")
+
+    @model_validator(mode="after")
+    def _tls_needs_mqtts(self) -> "MqttBrokerCfg":
+        if self.tls is not None and not parse_mqtt_url(self.broker).tls:
+            raise ValueError(f"tls: is for an mqtts:// broker, got {self.broker!r} (write mqtts://HOST[:PORT])")
+        return self
+
+
+def tls_context(address: BrokerAddress, tls: Any = None) -> Any:
+    """The client TLS context for ``address`` (None in clear): ``tls`` a :class:`MqttTlsCfg`, its dict, or None."""
+    if hasattr(tls, "model_dump"):
+        tls = tls.model_dump()
+    if not address.tls:
+        if tls:
+            raise ConfigError(f"MQTT tls: is for an mqtts:// broker, got {address}")
+        return None
+    from ..tls import client_context
+
+    t: Mapping[str, Any] = tls or {}
+    return client_context(t.get("ca_file"), t.get("cert_file"), t.get("key_file"))
+
+
+def parse_mqtt_url(url: str) -> BrokerAddress:
+    """``mqtt://host[:port]``, ``host[:port]`` (port 1883) or ``mqtts://host[:port]`` (TLS, port 8883)."""
+    scheme, sep, rest = str(url).partition("://")
+    if not sep:
+        scheme, rest = "mqtt", str(url)
+    if scheme.lower() not in SCHEMES:
+        raise ConfigError(f"MQTT broker must be mqtt://HOST[:PORT] or mqtts://HOST[:PORT], got {url!r}")
+    default, tls = SCHEMES[scheme.lower()]
+    u = rest.split("/", 1)[0]
+    host, _, port = u.rpartition(":") if ":" in u else (u, "", str(default))
     try:
-        return host or "127.0.0.1", int(port)
+        p = int(port)
     except ValueError:
         raise ConfigError(f"MQTT broker must look like host:port, got {url!r}") from None
+    if not 0 < p < 65536:
+        raise ConfigError(f"MQTT broker port must be 1-65535, got {p} in {url!r}")
+    return BrokerAddress(host or "127.0.0.1", p, tls)
 
 
 def pack_message(topic: str, payload: bytes) -> bytes:
@@ -56,7 +137,8 @@ class MqttClient:
     def __init__(self, host: str = "127.0.0.1", port: int = 1883, *, client_id: str | None = None,
                  username: str | None = None, password: str | None = None, keepalive: int = 30,
                  reconnect_min_s: float = 1.0, reconnect_max_s: float = 30.0,
-                 on_connected: Callable[[], None] | None = None) -> None:
+                 on_connected: Callable[[], None] | None = None, tls: Any = None) -> None:
+        """``tls``: an ``ssl.SSLContext`` (:func:`tls_context`) to speak TLS, None in clear."""
         try:
             import paho.mqtt.client as paho
         except ImportError as e:  # pragma: no cover - paho-mqtt is in the runtime extra
@@ -70,6 +152,8 @@ class MqttClient:
                                    client_id=client_id or f"edgeship-{uuid.uuid4().hex[:10]}")
         if username:
             self._client.username_pw_set(username, password)
+        if tls is not None:
+            self._client.tls_set_context(tls)
         self._on_connected = on_connected
         self._client.reconnect_delay_set(min_delay=reconnect_min_s, max_delay=max(reconnect_min_s, reconnect_max_s))
         self._client.max_queued_messages_set(10000)

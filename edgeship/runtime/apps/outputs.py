@@ -34,12 +34,13 @@ import os
 import queue
 import threading
 import time
-from typing import Any, Callable, Literal, Optional
+from typing import Any, Callable, Literal
 
 from pydantic import Field
 
 from ...errors import ConfigError
-from ..schema import Broker, HttpUrl, Strict, check_http_url, config_defaults, tagged_union
+from ..schema import HttpUrl, Strict, check_http_url, config_defaults, tagged_union
+from .mqtt import MqttBrokerCfg
 
 log = logging.getLogger(__name__)
 
@@ -114,12 +115,9 @@ class NoOutput:
         return {"type": self.kind, "signals": self.sent}
 
 
-class MqttOutputCfg(BaseOutputCfg):
+class MqttOutputCfg(BaseOutputCfg, MqttBrokerCfg):
     type: Literal["mqtt"]
-    broker: Broker = Field("127.0.0.1:1883", description="HOST[:PORT] or mqtt://HOST[:PORT] of the broker")
     topic: str = Field("edgeship/reject", description="topic every reject record is published to (QoS 1)")
-    username: Optional[str] = Field(None, description="broker user name")
-    password: Optional[str] = Field(None, description="broker password")
 
 
 @config_defaults()
@@ -127,12 +125,15 @@ class MqttOutput:
     kind = "mqtt"
     Config = MqttOutputCfg
 
-    def __init__(self, broker: str, topic: str, *, username: str | None, password: str | None, optional: bool) -> None:
-        from .mqtt import parse_mqtt_url
+    def __init__(self, broker: str, topic: str, *, username: str | None, password: str | None, tls: Any,
+                 optional: bool) -> None:
+        from .mqtt import parse_mqtt_url, tls_context
 
         self.optional = bool(optional)
-        self.host, self.port = parse_mqtt_url(broker)
-        self.topic, self.auth = topic, {"username": username, "password": password}
+        self.address = parse_mqtt_url(broker)
+        self.host, self.port = self.address.host, self.address.port
+        self.topic = topic
+        self.auth = {"username": username, "password": password, "tls": tls_context(self.address, tls)}
         self.client = None
         self.sent = 0
 
@@ -141,7 +142,7 @@ class MqttOutput:
 
         self.client = MqttClient(self.host, self.port, **self.auth)
         if not self.client.wait_connected(5.0):
-            log.warning("MQTT broker %s:%d not reachable yet; reject signals are queued", self.host, self.port)
+            log.warning("MQTT broker %s not reachable yet; reject signals are queued", self.address)
 
     def reject(self, record: dict) -> None:
         self.client.publish(self.topic, json.dumps(record, sort_keys=True), qos=1)
@@ -150,7 +151,7 @@ class MqttOutput:
     def problem(self) -> str | None:
         if self.optional or self.client is None or self.client.connected:
             return None
-        return f"reject output mqtt: broker {self.host}:{self.port} is not reachable (signals wait in memory)"
+        return f"reject output mqtt: broker {self.address} is not reachable (signals wait in memory)"
 
     def close(self) -> None:
         if self.client is not None:

@@ -59,8 +59,9 @@ class SiteServer:
     """The site's HTTP server: the grid, the box's health, and one :class:`DashboardSink` per camera."""
 
     def __init__(self, host: str = "127.0.0.1", port: int = 8080, *, token: str | None = None, max_fps: float = LIVE_FPS,
-                 dashboard: bool = True) -> None:
-        self.server = HttpServer(host, port, token=token if token is not None else (os.environ.get(TOKEN_ENV) or None))
+                 dashboard: bool = True, tls: tuple[str, str] | None = None) -> None:
+        self.server = HttpServer(host, port, token=token if token is not None else (os.environ.get(TOKEN_ENV) or None),
+                                 tls=tls)
         self.max_fps, self.dashboard = max_fps, dashboard
         self.views: dict[str, DashboardSink] = {}
         self.states: Callable[[], dict[str, dict[str, Any]]] = dict  # set by the deployment: the lanes' states

@@ -24,11 +24,11 @@ from typing import Any, Callable, Literal, Optional
 from pydantic import Field, model_validator
 
 from ...errors import ConfigError
-from ..schema import Broker, Strict, checked
+from ..schema import Strict, checked
+from .mqtt import MqttBrokerCfg
 
 
-class MqttTopicCfg(Strict):
-    broker: Broker = Field("127.0.0.1:1883", description="HOST[:PORT] or mqtt://HOST[:PORT] of the broker")
+class MqttTopicCfg(MqttBrokerCfg):
     topic: str = Field("edgeship/trigger", description="a message on this topic triggers one inspection")
 
 
@@ -119,11 +119,13 @@ class ExternalTrigger:
         """Subscribe to the MQTT trigger topic when one is configured (``{broker, topic}``)."""
         if not self.mqtt_options:
             return
-        from .mqtt import MqttClient, parse_mqtt_url
+        from .mqtt import MqttClient, parse_mqtt_url, tls_context
 
         opts = dict(self.mqtt_options)
         topic = opts.pop("topic", "edgeship/trigger")
-        self._mqtt = MqttClient(*parse_mqtt_url(opts.pop("broker", "127.0.0.1:1883")), **opts)
+        address = parse_mqtt_url(opts.pop("broker", "127.0.0.1:1883"))
+        self._mqtt = MqttClient(address.host, address.port, username=opts.get("username"), password=opts.get("password"),
+                                tls=tls_context(address, opts.get("tls")))
         self._mqtt.subscribe(topic, lambda _t, payload: self.fire_from_body(payload))
         self._mqtt.wait_connected(5.0)
 

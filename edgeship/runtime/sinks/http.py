@@ -76,12 +76,13 @@ class HttpSink:
 
     def __init__(self, host: str = "127.0.0.1", port: int = 8080, *, max_fps: float = LIVE_FPS, stale_after: float = 5.0,
                  token: str | None = None, limits: Limits | None = None, server: HttpServer | None = None,
-                 prefix: str = "") -> None:
+                 prefix: str = "", tls: tuple[str, str] | None = None) -> None:
         """``server``: share a server another owner starts and stops (a multi-camera site), every route under
-        ``prefix`` (``/cameras/NAME``); default: a server of its own on ``host:port``."""
+        ``prefix`` (``/cameras/NAME``); default: a server of its own on ``host:port`` (HTTPS with ``tls``:
+        (certificate, private key) PEM files)."""
         self.owns_server = server is None
         self.server = server if server is not None else HttpServer(
-            host, port, token=token if token is not None else (os.environ.get(TOKEN_ENV) or None), limits=limits)
+            host, port, token=token if token is not None else (os.environ.get(TOKEN_ENV) or None), limits=limits, tls=tls)
         self.prefix = prefix.rstrip("/")
         self.view = LiveView(max_fps=max_fps)
         self.stale_after = stale_after

@@ -1,0 +1,64 @@
+"""TLS contexts from PEM files, for the camera server (HTTPS) and the MQTT client (mqtts://).
+
+One home for what a TLS file must be and the one-line errors when it is not: a missing file, a file
+that is not PEM, a key that does not match its certificate, and an encrypted key (a service has no
+terminal to type a passphrase on). TLS 1.2 is the oldest version either side speaks.
+"""
+
+from __future__ import annotations
+
+import ssl
+from pathlib import Path
+
+from ..errors import ConfigError
+
+MIN_VERSION = ssl.TLSVersion.TLSv1_2
+
+
+def _exists(what: str, path: str | Path) -> None:
+    if not Path(path).is_file():
+        raise ConfigError(f"TLS {what} {path} does not exist")
+
+
+def _load_chain(ctx: ssl.SSLContext, cert: str | Path, key: str | Path) -> None:
+    _exists("certificate", cert)
+    _exists("private key", key)
+
+    def no_passphrase() -> bytes:
+        raise ConfigError(f"TLS private key {key} is encrypted; a service cannot type its passphrase: decrypt it "
+                          "(openssl pkey -in KEY -out PLAIN.pem) and let only the service user read it")
+
+    try:
+        ctx.load_cert_chain(str(cert), str(key), password=no_passphrase)
+    except ssl.SSLError as e:
+        raise ConfigError(f"TLS certificate {cert} with key {key}: expected a PEM certificate and its matching "
+                          f"private key ({e.reason or e})") from None
+    except OSError as e:
+        raise ConfigError(f"TLS certificate {cert} with key {key}: {e.strerror or e}") from None
+
+
+def server_context(cert: str | Path, key: str | Path) -> ssl.SSLContext:
+    """A server-side context from a PEM certificate (chain) and its unencrypted private key."""
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    ctx.minimum_version = MIN_VERSION
+    _load_chain(ctx, cert, key)
+    return ctx
+
+
+def client_context(ca_file: str | Path | None = None, cert: str | Path | None = None,
+                   key: str | Path | None = None) -> ssl.SSLContext:
+    """A client context that checks the server's certificate and name: against ``ca_file`` (a PEM bundle of the
+    authorities to trust) or the system's authorities; with ``cert``/``key``, the client's own certificate."""
+    if (cert is None) != (key is None):
+        raise ConfigError("a TLS client certificate and its key go together: give both or neither")
+    ctx = ssl.create_default_context()
+    ctx.minimum_version = MIN_VERSION
+    if ca_file is not None:
+        _exists("CA file", ca_file)
+        try:
+            ctx.load_verify_locations(cafile=str(ca_file))
+        except (ssl.SSLError, ValueError) as e:
+            raise ConfigError(f"TLS CA file {ca_file}: expected PEM certificates ({getattr(e, 'reason', None) or e})") from None
+    if cert is not None:
+        _load_chain(ctx, cert, key)
+    return ctx

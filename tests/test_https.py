@@ -1,0 +1,197 @@
+"""HTTPS for the camera server: TLS 1.2+ from a PEM certificate and key (``--tls-cert``/``--tls-key``,
+``server.tls_cert``/``server.tls_key``), the handshake inside the request-head deadline, one-line errors
+for bad files, keys that never travel in a bundle, and the device agent's health check over HTTPS."""
+
+from __future__ import annotations
+
+import json
+import socket
+import ssl
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+
+import pytest
+import yaml
+from click.testing import CliRunner
+
+from edgeship.cli import cli
+from edgeship.errors import ConfigError
+from edgeship.runtime.config import load_config
+from edgeship.runtime.httpserver import HttpServer, Limits
+from edgeship.runtime.tls import client_context, server_context
+from edgeship.targets import agent
+from tests.helpers.certs import self_signed
+from tests.helpers.demo import demo_dir
+from tests.helpers.mjpeg import free_port, wait_port
+
+TOKEN = "tls-test-token-1234"
+
+
+@pytest.fixture(scope="module")
+def pem(tmp_path_factory) -> tuple[Path, Path]:
+    return self_signed(tmp_path_factory.mktemp("pem"))
+
+
+@pytest.fixture(scope="module")
+def demo(tmp_path_factory) -> Path:
+    return demo_dir(tmp_path_factory)
+
+
+def _get(url: str, cafile: Path | None, timeout: float = 5, **headers: str) -> tuple[int, bytes, dict]:
+    ctx = ssl.create_default_context(cafile=str(cafile)) if cafile else None
+    try:
+        with urllib.request.urlopen(urllib.request.Request(url, headers=headers), timeout=timeout, context=ctx) as r:
+            return r.status, r.read(), dict(r.headers)
+    except urllib.error.HTTPError as e:
+        return e.code, e.read(), dict(e.headers)
+
+
+def test_https_server_verifies_and_survives_plain_and_silent_clients(pem):
+    cert, key = pem
+    server = HttpServer("127.0.0.1", 0, token=TOKEN, tls=(cert, key),
+                        limits=Limits(header_timeout=1.0, timeout=1.0, max_waiting=8))
+    server.add_route("GET", "/ok", lambda body, q: (200, "text/plain", b"ok"))
+    server.add_route("GET", "/", lambda body, q: (200, "text/html", b"<html></html>"))
+    server.start()
+    try:
+        assert server.url.startswith("https://127.0.0.1:")
+        # a client that checks the certificate (127.0.0.1 is in its names) gets the route with the token
+        assert _get(server.url + "/ok", cert, Authorization=f"Bearer {TOKEN}")[:2] == (200, b"ok")
+        assert _get(server.url + "/ok", cert)[0] == 401
+        # the browser's ?token= swap sets a cookie that only travels over HTTPS
+        with socket.create_connection(("127.0.0.1", server.port), timeout=5) as raw:
+            tls = ssl.create_default_context(cafile=str(cert)).wrap_socket(raw, server_hostname="127.0.0.1")
+            tls.sendall(f"GET /?token={TOKEN} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n".encode())
+            head = tls.recv(4096).decode()
+        assert head.startswith("HTTP/1.1 303") and "HttpOnly; SameSite=Lax; Secure" in head
+        # plain HTTP to the TLS port is a failed handshake, not an answer in clear
+        with pytest.raises((urllib.error.URLError, ConnectionError, http_client_errors())):
+            urllib.request.urlopen(f"http://127.0.0.1:{server.port}/health", timeout=5).read()
+        # clients that connect and never say hello are dropped at the head deadline and hold up no one
+        silent = [socket.create_connection(("127.0.0.1", server.port)) for _ in range(12)]
+        t0 = time.monotonic()
+        assert _get(server.url + "/ok", cert, Authorization=f"Bearer {TOKEN}")[0] == 200
+        assert time.monotonic() - t0 < 2
+        for s in silent:
+            s.settimeout(5)
+        assert [s.recv(10) for s in silent] == [b""] * 12 and time.monotonic() - t0 < 4
+        for s in silent:
+            s.close()
+        # a client whose handshake stalls half way is cut off too
+        with socket.create_connection(("127.0.0.1", server.port), timeout=5) as raw:
+            raw.sendall(b"\x16\x03\x01\x00\xff")  # the start of a ClientHello that never comes whole
+            raw.settimeout(5)
+            t0 = time.monotonic()
+            try:
+                left = raw.recv(10)
+            except ConnectionResetError:
+                left = b""
+            assert left == b"" and time.monotonic() - t0 < 4
+        assert _get(server.url + "/ok", cert, Authorization=f"Bearer {TOKEN}")[0] == 200
+        # TLS 1.1 and older are refused
+        old = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+        old.check_hostname, old.verify_mode = False, ssl.CERT_NONE
+        try:
+            old.minimum_version = old.maximum_version = ssl.TLSVersion.TLSv1_1
+        except (ValueError, ssl.SSLError):
+            old = None  # this OpenSSL cannot even offer TLS 1.1
+        if old is not None:
+            with socket.create_connection(("127.0.0.1", server.port), timeout=5) as raw:
+                with pytest.raises((ssl.SSLError, ConnectionError)):
+                    old.wrap_socket(raw, server_hostname="127.0.0.1")
+    finally:
+        server.stop()
+
+
+def http_client_errors() -> type:
+    import http.client
+
+    return http.client.HTTPException
+
+
+def test_tls_files_are_checked_in_one_line(pem, tmp_path):
+    cert, key = pem
+    other_cert, other_key = self_signed(tmp_path, "other")
+    locked_cert, locked_key = self_signed(tmp_path, "locked", passphrase=b"secret-pass")
+    garbage = tmp_path / "garbage.pem"
+    garbage.write_text("not a certificate\n")
+    cases = [((tmp_path / "missing.crt", key), "TLS certificate", "missing.crt", "does not exist"),
+             ((cert, tmp_path / "missing.key"), "TLS private key", "missing.key", "does not exist"),
+             ((garbage, key), "garbage.pem", "expected a PEM certificate", ""),
+             ((cert, other_key), "other.key", "matching private key", ""),
+             ((locked_cert, locked_key), "locked.key", "is encrypted", "openssl pkey")]
+    for (c, k), *words in cases:
+        with pytest.raises(ConfigError) as e:
+            server_context(c, k)
+        assert "\n" not in str(e.value) and all(w in str(e.value) for w in words), str(e.value)
+    assert server_context(other_cert, other_key).minimum_version == ssl.TLSVersion.TLSv1_2
+
+
+def test_config_tls_pair_and_bundle_keeps_keys_on_the_device(pem, demo, tmp_path):
+    from edgeship.targets.bundle import build_bundle, read_release
+
+    cert, key = pem
+    art = demo / "models" / "shapes_int8.tflite"
+    base = {"artifact": str(art), "source": str(demo / "videos" / "shapes.mp4")}
+    cfg = tmp_path / "half.yaml"
+    cfg.write_text(yaml.safe_dump({**base, "server": {"port": 8443, "tls_cert": str(cert)}}))
+    with pytest.raises(ConfigError, match="tls_cert and tls_key go together"):
+        load_config(cfg)
+    cfg.write_text(yaml.safe_dump({**base, "server": {"port": 8443, "tls_cert": str(cert), "tls_key": str(key)}}))
+    assert load_config(cfg).server.tls == (str(cert), str(key))
+    # a workstation path would put the key in the bundle: refused, with the fix
+    with pytest.raises(Exception) as e:
+        build_bundle(str(art), "rpi5", tmp_path / "b.tar.gz", config=str(cfg))
+    assert "would travel in the bundle" in str(e.value) and "device:" in str(e.value)
+    assert not (tmp_path / "b.tar.gz").exists()
+    cfg.write_text(yaml.safe_dump({**base, "server": {"port": 8443, "tls_cert": "device:/etc/edgeship/tls/cert.pem",
+                                                      "tls_key": "device:/etc/edgeship/tls/key.pem"}}))
+    build_bundle(str(art), "rpi5", tmp_path / "b.tar.gz", config=str(cfg))
+    import tarfile
+
+    meta = read_release(tmp_path / "b.tar.gz")
+    with tarfile.open(tmp_path / "b.tar.gz") as tar:
+        names = tar.getnames()
+        deploy = tar.extractfile("deploy.yaml").read().decode()
+    assert meta["health_scheme"] == "https" and meta["http_port"] == 8443
+    assert not any(n.endswith((".pem", ".key", ".crt")) for n in names)
+    assert "device:/etc/edgeship/tls/key.pem" in deploy
+    assert agent.health_url(str(tmp_path), meta) == "https://127.0.0.1:8443/health"
+
+
+def test_run_cli_serves_https_and_the_agent_probe_reads_it(pem, demo, tmp_path):
+    cert, key = pem
+    art = demo / "models" / "shapes_int8.tflite"
+    video = demo / "videos" / "shapes.mp4"
+    r = CliRunner()
+    res = r.invoke(cli, ["run", str(art), "--source", str(video), "--tls-cert", str(cert), "--tls-key", str(key)])
+    assert res.exit_code == 1 and res.output.count("\n") == 1 and "add --sink http:PORT" in res.output
+    res = r.invoke(cli, ["run", str(art), "--source", str(video), "--sink", "http:0", "--tls-cert", str(cert)])
+    assert res.exit_code == 1 and "tls_cert and tls_key go together" in res.output
+    res = r.invoke(cli, ["run", str(art), "--source", str(video), "--sink", "http:0", "--tls-cert", str(cert),
+                         "--tls-key", str(tmp_path / "nope.key")])
+    assert res.exit_code == 1 and res.output.count("\n") == 1 and "--tls-key" in res.output and "nope.key" in res.output
+    port = free_port()
+    proc = subprocess.Popen([sys.executable, "-m", "edgeship.cli", "run", str(art), "--source", str(video), "--loop",
+                             "--realtime", "--sink", f"http:{port}", "--tls-cert", str(cert), "--tls-key", str(key),
+                             "--duration", "60", "--json"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        wait_port(port, timeout=60)
+        deadline, status = time.monotonic() + 30, None
+        while time.monotonic() < deadline:
+            status, body = agent.probe(f"https://127.0.0.1:{port}/health")
+            if status == 200:
+                break
+            time.sleep(0.3)
+        assert status == 200 and json.loads(body)["status"] == "ok"
+        assert _get(f"https://127.0.0.1:{port}/metrics", cert)[0] == 200  # verified against the certificate
+        assert agent.probe(f"http://127.0.0.1:{port}/health")[0] is None  # clear text gets nothing
+    finally:
+        proc.terminate()
+        stdout, stderr = proc.communicate(timeout=60)
+    assert proc.returncode == 0, stderr[-2000:]
+    assert json.loads(stdout)["frames_processed"] > 0
