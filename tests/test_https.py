@@ -22,7 +22,7 @@ from edgeship.cli import cli
 from edgeship.errors import ConfigError
 from edgeship.runtime.config import load_config
 from edgeship.runtime.httpserver import HttpServer, Limits
-from edgeship.runtime.tls import client_context, server_context
+from edgeship.runtime.tls import server_context
 from edgeship.targets import agent
 from tests.helpers.certs import self_signed
 from tests.helpers.demo import demo_dir
@@ -195,3 +195,41 @@ def test_run_cli_serves_https_and_the_agent_probe_reads_it(pem, demo, tmp_path):
         stdout, stderr = proc.communicate(timeout=60)
     assert proc.returncode == 0, stderr[-2000:]
     assert json.loads(stdout)["frames_processed"] > 0
+
+
+def test_webhooks_and_http_reject_outputs_check_the_receivers_certificate(pem, tmp_path):
+    from edgeship.runtime.apps.events import WebhookEventSink, WebhookEvents
+    from edgeship.runtime.apps.outputs import HttpOutput, HttpOutputCfg
+    from tests.helpers.webhook import WebhookReceiver
+
+    cert, key = pem
+    with WebhookReceiver(tls=(cert, key)) as receiver:
+        assert receiver.url.startswith("https://")
+        # trusted through ca_file (a private CA): delivered
+        sink = WebhookEventSink(**WebhookEvents(type="webhook", url=receiver.url, queue=str(tmp_path / "q.sqlite"),
+                                                ca_file=str(cert), backoff_s=0.1).options())
+        sink.open()
+        sink.emit({"id": "ev-1", "type": "zone"})
+        assert [r["json"]["id"] for r in receiver.wait(1)] == ["ev-1"]
+        sink.close()
+        # the system's authorities do not know this receiver: not delivered, and the reason is the certificate
+        sink = WebhookEventSink(**WebhookEvents(type="webhook", url=receiver.url, queue=str(tmp_path / "q2.sqlite"),
+                                                backoff_s=0.1, drain_s=0.5).options())
+        sink.open()
+        sink.emit({"id": "ev-2", "type": "zone"})
+        deadline = time.monotonic() + 10
+        while sink.last_error is None and time.monotonic() < deadline:
+            time.sleep(0.05)
+        sink.close()
+        assert "CERTIFICATE_VERIFY_FAILED" in (sink.last_error or "") and len(receiver.received) == 1
+        out = HttpOutput(**HttpOutputCfg(type="http", url=receiver.url, ca_file=str(cert)).options())
+        out.open()
+        out.reject({"frame": 3, "verdict": "fail"})
+        assert [r["json"].get("frame") for r in receiver.wait(2)][-1] == 3
+        out.close()
+    with pytest.raises(ConfigError, match="ca_file is for an https:// url"):
+        HttpOutput(**HttpOutputCfg(type="http", url="http://127.0.0.1:9/x", ca_file=str(cert)).options())
+    garbage = tmp_path / "garbage.pem"
+    garbage.write_text("nope\n")
+    with pytest.raises(ConfigError, match="expected PEM certificates"):
+        HttpOutput(**HttpOutputCfg(type="http", url="https://127.0.0.1:9/x", ca_file=str(garbage)).options())

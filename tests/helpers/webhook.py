@@ -16,8 +16,10 @@ from .mjpeg import free_port
 
 
 class WebhookReceiver:
-    def __init__(self, port: int | None = None) -> None:
+    def __init__(self, port: int | None = None, *, tls: tuple | None = None) -> None:
+        """``tls``: (certificate, key) PEM files to answer over HTTPS."""
         self.port = port or free_port()
+        self.tls = tls
         self.received: list[dict] = []
         self.fail_next = 0
         self.reject_next = 0
@@ -28,7 +30,7 @@ class WebhookReceiver:
 
     @property
     def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}/events"
+        return f"{'https' if self.tls else 'http'}://127.0.0.1:{self.port}/events"
 
     @property
     def running(self) -> bool:
@@ -63,6 +65,12 @@ class WebhookReceiver:
         ThreadingHTTPServer.allow_reuse_address = True
         self._httpd = ThreadingHTTPServer(("127.0.0.1", self.port), Handler)
         self._httpd.daemon_threads = True
+        if self.tls:
+            import ssl
+
+            ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+            ctx.load_cert_chain(*map(str, self.tls))
+            self._httpd.socket = ctx.wrap_socket(self._httpd.socket, server_side=True)
         self._thread = threading.Thread(target=self._httpd.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
         self._thread.start()
         return self

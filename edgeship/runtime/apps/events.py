@@ -33,6 +33,7 @@ from typing import Any, Literal, Optional
 from pydantic import Field
 
 from ...errors import ConfigError
+from ..httpclient import HttpsTrustCfg
 from ..schema import HttpUrl, OutFile, QueueFile, Strict, check_http_url, config_defaults, tagged_union
 from .delivery import DeliveryWorker
 from .mqtt import MqttBrokerCfg
@@ -88,7 +89,7 @@ class JsonlEventSink:
         return {"type": "jsonl", "path": str(self.path), "written": self.count}
 
 
-class WebhookEvents(Strict):
+class WebhookEvents(HttpsTrustCfg):
     type: Literal["webhook"]
     url: HttpUrl = Field(description="http(s) address each event is POSTed to (JSON, Idempotency-Key header = event id); redirects are not followed")
     queue: QueueFile = Field(description="SQLite file of the durable outbox (required: an event survives receiver outages and restarts)")
@@ -110,8 +111,11 @@ class WebhookEventSink:
 
     def __init__(self, url: str, queue: str | os.PathLike, *, timeout_s: float, backoff_s: float, max_backoff_s: float,
                  headers: dict[str, str], include_snapshot: bool, drain_s: float, max_queued: int,
-                 max_queue_mb: float) -> None:
+                 max_queue_mb: float, ca_file: str | None) -> None:
+        from ..httpclient import opener_for
+
         self.url, self.queue_path = check_http_url(url, "webhook url"), Path(queue)
+        self.opener = opener_for(self.url, ca_file)
         self.timeout = float(timeout_s)
         self.headers = dict(headers or {})
         self.include_snapshot = include_snapshot
@@ -142,7 +146,7 @@ class WebhookEventSink:
         from ..httpclient import post
 
         post(self.url, body, {"Content-Type": "application/json", "Idempotency-Key": event_id, "User-Agent": "edgeship",
-                              **self.headers}, self.timeout)
+                              **self.headers}, self.timeout, self.opener)
 
     def deliver_due(self) -> int:
         """Try every due event once; returns how many were delivered."""

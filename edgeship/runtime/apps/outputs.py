@@ -39,6 +39,7 @@ from typing import Any, Callable, Literal
 from pydantic import Field
 
 from ...errors import ConfigError
+from ..httpclient import HttpsTrustCfg
 from ..schema import HttpUrl, Strict, check_http_url, config_defaults, tagged_union
 from .mqtt import MqttBrokerCfg
 
@@ -162,7 +163,7 @@ class MqttOutput:
         return {"type": self.kind, "topic": self.topic, "signals": self.sent}
 
 
-class HttpOutputCfg(BaseOutputCfg):
+class HttpOutputCfg(BaseOutputCfg, HttpsTrustCfg):
     type: Literal["http"]
     url: HttpUrl = Field(description="http(s) address every reject record is POSTed to (a PLC gateway, Node-RED)")
     timeout_s: float = Field(2.0, gt=0, description="seconds one POST may take")
@@ -174,14 +175,19 @@ class HttpOutput:
     kind = "http"
     Config = HttpOutputCfg
 
-    def __init__(self, url: str, timeout_s: float, headers: dict[str, str] | None, optional: bool) -> None:
+    def __init__(self, url: str, timeout_s: float, headers: dict[str, str] | None, optional: bool,
+                 ca_file: str | None) -> None:
+        from ..httpclient import opener_for
+
         self.url, self.timeout, self.headers = check_http_url(url, "reject output url"), float(timeout_s), dict(headers or {})
+        self.opener = opener_for(self.url, ca_file)
         self._worker: _Worker | None = None
 
     def _post(self, record: dict) -> None:
         from ..httpclient import post
 
-        post(self.url, json.dumps(record).encode(), {"Content-Type": "application/json", **self.headers}, self.timeout)
+        post(self.url, json.dumps(record).encode(), {"Content-Type": "application/json", **self.headers}, self.timeout,
+             self.opener)
 
     def open(self) -> None:
         self._worker = _Worker("reject-http", self._post)
