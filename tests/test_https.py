@@ -22,7 +22,7 @@ from edgeship.cli import cli
 from edgeship.errors import ConfigError
 from edgeship.runtime.config import load_config
 from edgeship.runtime.httpserver import HttpServer, Limits
-from edgeship.runtime.tls import server_context
+from edgeship.runtime.tls import client_context, server_context
 from edgeship.targets import agent
 from tests.helpers.certs import self_signed
 from tests.helpers.demo import demo_dir
@@ -92,17 +92,25 @@ def test_https_server_verifies_and_survives_plain_and_silent_clients(pem):
                 left = b""
             assert left == b"" and time.monotonic() - t0 < 4
         assert _get(server.url + "/ok", cert, Authorization=f"Bearer {TOKEN}")[0] == 200
-        # TLS 1.1 and older are refused
+        # a handshake finished just before the deadline does not start a new one: cut off at accept + 1 s
+        with socket.create_connection(("127.0.0.1", server.port), timeout=5) as raw:
+            t0 = time.monotonic()
+            time.sleep(0.8)
+            tls = ssl.create_default_context(cafile=str(cert)).wrap_socket(raw, server_hostname="127.0.0.1")
+            tls.settimeout(5)
+            try:
+                left = tls.recv(10)
+            except (ConnectionResetError, ssl.SSLError):
+                left = b""
+            assert left == b"" and time.monotonic() - t0 < 1.5, time.monotonic() - t0  # a fresh deadline: >= 1.8 s
+        # TLS 1.1 is refused by the server (the client offers it with ciphers that allow it: the refusal is the server's)
         old = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
         old.check_hostname, old.verify_mode = False, ssl.CERT_NONE
-        try:
-            old.minimum_version = old.maximum_version = ssl.TLSVersion.TLSv1_1
-        except (ValueError, ssl.SSLError):
-            old = None  # this OpenSSL cannot even offer TLS 1.1
-        if old is not None:
-            with socket.create_connection(("127.0.0.1", server.port), timeout=5) as raw:
-                with pytest.raises((ssl.SSLError, ConnectionError)):
-                    old.wrap_socket(raw, server_hostname="127.0.0.1")
+        old.set_ciphers("DEFAULT:@SECLEVEL=0")
+        old.minimum_version = old.maximum_version = ssl.TLSVersion.TLSv1_1
+        with socket.create_connection(("127.0.0.1", server.port), timeout=5) as raw:
+            with pytest.raises(ssl.SSLError, match="PROTOCOL_VERSION"):
+                old.wrap_socket(raw, server_hostname="127.0.0.1")
     finally:
         server.stop()
 
@@ -129,6 +137,13 @@ def test_tls_files_are_checked_in_one_line(pem, tmp_path):
             server_context(c, k)
         assert "\n" not in str(e.value) and all(w in str(e.value) for w in words), str(e.value)
     assert server_context(other_cert, other_key).minimum_version == ssl.TLSVersion.TLSv1_2
+    # a CA file is the only authority trusted (not added to the system's), and an unreadable one is one line
+    assert client_context(cert).cert_store_stats()["x509_ca"] == 1
+    unreadable = tmp_path / "unreadable.pem"
+    unreadable.mkdir()
+    with pytest.raises(ConfigError) as e:
+        client_context(unreadable)
+    assert "\n" not in str(e.value) and "unreadable.pem" in str(e.value)
 
 
 def test_config_tls_pair_and_bundle_keeps_keys_on_the_device(pem, demo, tmp_path):
@@ -160,6 +175,10 @@ def test_config_tls_pair_and_bundle_keeps_keys_on_the_device(pem, demo, tmp_path
     assert meta["health_scheme"] == "https" and meta["http_port"] == 8443
     assert not any(n.endswith((".pem", ".key", ".crt")) for n in names)
     assert "device:/etc/edgeship/tls/key.pem" in deploy
+    assert {"/etc/edgeship/tls/cert.pem", "/etc/edgeship/tls/key.pem"} <= set(meta["device_files"])  # preflight checks them
+    with pytest.raises(Exception, match="use --config with server.tls_cert"):
+        build_bundle(str(art), "rpi5", tmp_path / "c.tar.gz", source=str(demo / "videos" / "shapes.mp4"),
+                     run_args=("--tls-cert", "/etc/cert.pem"))
     assert agent.health_url(str(tmp_path), meta) == "https://127.0.0.1:8443/health"
 
 
@@ -227,8 +246,10 @@ def test_webhooks_and_http_reject_outputs_check_the_receivers_certificate(pem, t
         out.reject({"frame": 3, "verdict": "fail"})
         assert [r["json"].get("frame") for r in receiver.wait(2)][-1] == 3
         out.close()
-    with pytest.raises(ConfigError, match="ca_file is for an https:// url"):
-        HttpOutput(**HttpOutputCfg(type="http", url="http://127.0.0.1:9/x", ca_file=str(cert)).options())
+    with pytest.raises(ValueError, match="ca_file is for an https:// url"):  # the config model refuses it
+        HttpOutputCfg(type="http", url="http://127.0.0.1:9/x", ca_file=str(cert))
+    with pytest.raises(ConfigError, match="ca_file is for an https:// url"):  # and so does the plugin built from Python
+        HttpOutput("http://127.0.0.1:9/x", ca_file=str(cert))
     garbage = tmp_path / "garbage.pem"
     garbage.write_text("nope\n")
     with pytest.raises(ConfigError, match="expected PEM certificates"):

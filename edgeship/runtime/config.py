@@ -103,8 +103,9 @@ class ServerCfg(Strict):
 
     @model_validator(mode="after")
     def _tls_pair(self) -> "ServerCfg":
-        if (self.tls_cert is None) != (self.tls_key is None):
-            raise ValueError("tls_cert and tls_key go together: give both (HTTPS) or neither (HTTP)")
+        from .tls import check_pair
+
+        checked(check_pair)(self.tls_cert, self.tls_key, ("tls_cert", "tls_key"))
         return self
 
     @property

@@ -14,10 +14,10 @@ import urllib.error
 import urllib.request
 from typing import Any, Optional
 
-from pydantic import Field
+from pydantic import Field, model_validator
 
 from ..errors import ConfigError
-from .schema import DeviceOnlyFile, Strict
+from .schema import DeviceOnlyFile, Strict, checked
 
 
 class HttpsTrustCfg(Strict):
@@ -25,14 +25,24 @@ class HttpsTrustCfg(Strict):
 
     ca_file: Optional[DeviceOnlyFile] = Field(None, description="for an https:// url: PEM file of the authorities that signed the receiver's certificate (default: the system's); in a bundle a device:PATH")
 
+    @model_validator(mode="after")
+    def _https_only(self) -> "HttpsTrustCfg":
+        checked(check_ca_file)(getattr(self, "url", None), self.ca_file)
+        return self
+
+
+def check_ca_file(url: str | None, ca_file: str | None) -> None:
+    """A CA file is for an https:// receiver only."""
+    if ca_file is not None and not str(url or "").startswith("https://"):
+        raise ConfigError(f"ca_file is for an https:// url, got {url!r}")
+
 
 def opener_for(url: str, ca_file: str | None) -> Any:
     """The opener a plugin POSTs to ``url`` with: one that checks an https:// receiver against ``ca_file`` (else the
     system's authorities); never following redirects. Bad files are one-line errors, here, before the run."""
+    check_ca_file(url, ca_file)
     if ca_file is None:
         return _OPENER
-    if not str(url).startswith("https://"):
-        raise ConfigError(f"ca_file is for an https:// url, got {url!r}")
     from .tls import client_context
 
     return urllib.request.build_opener(_NoRedirect, urllib.request.HTTPSHandler(context=client_context(ca_file)))

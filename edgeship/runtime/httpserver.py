@@ -136,10 +136,13 @@ class _Server(ThreadingHTTPServer):
         self._reaper = threading.Thread(target=self._reap, name="http-reaper", daemon=True)
         self._reaper.start()
 
-    # a connection waits for its request head from accept, and again after each kept-alive response
+    # a connection waits for its request head from accept (its TLS handshake included: the deadline set at
+    # accept stands), and again after each kept-alive response
     def wait_for_head(self, conn: Any) -> None:
         with self.guard:
-            if conn not in self.waiting and len(self.waiting) >= self.limits.max_waiting:
+            if conn in self.waiting:
+                return
+            if len(self.waiting) >= self.limits.max_waiting:
                 oldest = min(self.waiting, key=self.waiting.get)
                 del self.waiting[oldest]
                 _shut(oldest)

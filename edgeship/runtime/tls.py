@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import ssl
 from pathlib import Path
+from typing import Any
 
 from ..errors import ConfigError
 
@@ -37,6 +38,12 @@ def _load_chain(ctx: ssl.SSLContext, cert: str | Path, key: str | Path) -> None:
         raise ConfigError(f"TLS certificate {cert} with key {key}: {e.strerror or e}") from None
 
 
+def check_pair(cert: Any, key: Any, names: tuple[str, str] = ("cert_file", "key_file")) -> None:
+    """A certificate and its key come together: both or neither (the rule every TLS config uses)."""
+    if (cert is None) != (key is None):
+        raise ConfigError(f"{names[0]} and {names[1]} go together: give both or neither")
+
+
 def server_context(cert: str | Path, key: str | Path) -> ssl.SSLContext:
     """A server-side context from a PEM certificate (chain) and its unencrypted private key."""
     ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
@@ -47,18 +54,18 @@ def server_context(cert: str | Path, key: str | Path) -> ssl.SSLContext:
 
 def client_context(ca_file: str | Path | None = None, cert: str | Path | None = None,
                    key: str | Path | None = None) -> ssl.SSLContext:
-    """A client context that checks the server's certificate and name: against ``ca_file`` (a PEM bundle of the
-    authorities to trust) or the system's authorities; with ``cert``/``key``, the client's own certificate."""
-    if (cert is None) != (key is None):
-        raise ConfigError("a TLS client certificate and its key go together: give both or neither")
-    ctx = ssl.create_default_context()
-    ctx.minimum_version = MIN_VERSION
+    """A client context that checks the server's certificate and name: against ``ca_file`` only (a PEM bundle of the
+    authorities to trust) or else the system's authorities; with ``cert``/``key``, the client's own certificate."""
+    check_pair(cert, key)
     if ca_file is not None:
         _exists("CA file", ca_file)
-        try:
-            ctx.load_verify_locations(cafile=str(ca_file))
-        except (ssl.SSLError, ValueError) as e:
-            raise ConfigError(f"TLS CA file {ca_file}: expected PEM certificates ({getattr(e, 'reason', None) or e})") from None
+    try:  # with a CA file, only its authorities: a public certificate for the same name is not accepted
+        ctx = ssl.create_default_context(cafile=str(ca_file) if ca_file is not None else None)
+    except (ssl.SSLError, ValueError) as e:
+        raise ConfigError(f"TLS CA file {ca_file}: expected PEM certificates ({getattr(e, 'reason', None) or e})") from None
+    except OSError as e:
+        raise ConfigError(f"TLS CA file {ca_file}: {e.strerror or e}") from None
+    ctx.minimum_version = MIN_VERSION
     if cert is not None:
         _load_chain(ctx, cert, key)
     return ctx

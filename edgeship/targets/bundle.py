@@ -26,7 +26,7 @@ import re
 import shlex
 import tarfile
 import tempfile
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -223,6 +223,10 @@ def rewrite_config(config: Path, artifact: Path, artifact_rel: str) -> tuple[str
     else:
         shipped = ship_source(cfg.source.uri)
         data["source"] = _shipped_section(data.get("source"), shipped, cfg.source.uri)
+    # every device: file the config names (TLS keys and CA files too), for the flash preflight
+    from ..runtime.places import device_paths
+
+    shipped = replace(shipped, device_files=sorted(set(shipped.device_files) | device_paths(data)))
     text = RELEASE_CONFIG_HEADER.format(name=config.name) + yaml.safe_dump(data, sort_keys=False)
     return text, cfg, shipped
 
@@ -352,6 +356,10 @@ def build_bundle(artifact: str | os.PathLike, target: str | Profile, out: str | 
         source = sources[0]
     else:
         scheme = "http"
+        tls_args = [a for a in run_args if str(a).split("=", 1)[0] in ("--tls-cert", "--tls-key")]
+        if tls_args:
+            raise InputError(f"{tls_args[0]} in --run-arg: a --source bundle serves /health on 127.0.0.1 only; to serve "
+                             "HTTPS use --config with server.tls_cert and server.tls_key as device: paths")
         shipped = ship_source(_checked_source(source))
         sources = [source]
         if shipped.packed:  # a clip stands in for a camera: looped, at its frame rate

@@ -272,7 +272,12 @@ class MqttEventSink:
         if self.queue is not None:
             self.queue.open()
         if not self.client.wait_connected(self.timeout if self.queue is None else 0.5):
-            self.last_error = f"broker {self.broker} not reachable"
+            from .mqtt import tls_problem
+
+            why = tls_problem(self.address, self.tls)
+            self.last_error = f"broker {self.broker} not reachable" + (f": {why}" if why else "")
+            if why:
+                log.warning("MQTT broker %s: %s", self.broker, why)
             log.warning("MQTT broker %s not reachable yet; events are queued (%s) until it is", self.broker,
                         self.queue_path or "in memory")
 

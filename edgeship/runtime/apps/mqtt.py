@@ -63,8 +63,9 @@ class MqttTlsCfg(Strict):
 
     @model_validator(mode="after")
     def _pair(self) -> "MqttTlsCfg":
-        if (self.cert_file is None) != (self.key_file is None):
-            raise ValueError("cert_file and key_file go together: give both or neither")
+        from ..tls import check_pair
+
+        checked(check_pair)(self.cert_file, self.key_file)
         return self
 
 
@@ -78,23 +79,47 @@ class MqttBrokerCfg(Strict):
 
     @model_validator(mode="after")
     def _tls_needs_mqtts(self) -> "MqttBrokerCfg":
-        if self.tls is not None and not parse_mqtt_url(self.broker).tls:
-            raise ValueError(f"tls: is for an mqtts:// broker, got {self.broker!r} (write mqtts://HOST[:PORT])")
+        checked(check_scheme)(parse_mqtt_url(self.broker), self.tls)
         return self
+
+
+def check_scheme(address: BrokerAddress, tls: Any) -> None:
+    """``tls`` settings are for an mqtts:// broker only."""
+    if tls and not address.tls:
+        raise ConfigError(f"tls: is for an mqtts:// broker, got {address} (write mqtts://HOST[:PORT])")
 
 
 def tls_context(address: BrokerAddress, tls: Any = None) -> Any:
     """The client TLS context for ``address`` (None in clear): ``tls`` a :class:`MqttTlsCfg`, its dict, or None."""
     if hasattr(tls, "model_dump"):
         tls = tls.model_dump()
+    check_scheme(address, tls)
     if not address.tls:
-        if tls:
-            raise ConfigError(f"MQTT tls: is for an mqtts:// broker, got {address}")
         return None
     from ..tls import client_context
 
     t: Mapping[str, Any] = tls or {}
     return client_context(t.get("ca_file"), t.get("cert_file"), t.get("key_file"))
+
+
+def tls_problem(address: BrokerAddress, context: Any, timeout: float = 3.0) -> str | None:
+    """Why a TLS connection to ``address`` fails (paho retries quietly and says nothing): one handshake with the
+    client's own context; None when it succeeds or the broker does not answer at all."""
+    import socket
+    import ssl
+
+    if context is None:
+        return None
+    try:
+        with socket.create_connection((address.host, address.port), timeout=timeout) as raw:
+            with context.wrap_socket(raw, server_hostname=address.host):
+                return None
+    except ssl.SSLCertVerificationError as e:
+        return f"the broker's certificate does not check out: {e.verify_message or e.reason}"
+    except ssl.SSLError as e:
+        return f"TLS handshake with the broker failed: {e.reason or e}"
+    except OSError:
+        return None
 
 
 def parse_mqtt_url(url: str) -> BrokerAddress:

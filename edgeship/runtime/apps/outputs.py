@@ -137,13 +137,16 @@ class MqttOutput:
         self.auth = {"username": username, "password": password, "tls": tls_context(self.address, tls)}
         self.client = None
         self.sent = 0
+        self.why: str | None = None  # a TLS reason the broker cannot be reached
 
     def open(self) -> None:
-        from .mqtt import MqttClient
+        from .mqtt import MqttClient, tls_problem
 
         self.client = MqttClient(self.host, self.port, **self.auth)
         if not self.client.wait_connected(5.0):
-            log.warning("MQTT broker %s not reachable yet; reject signals are queued", self.address)
+            self.why = tls_problem(self.address, self.auth["tls"])
+            log.warning("MQTT broker %s not reachable yet%s; reject signals are queued", self.address,
+                        f" ({self.why})" if self.why else "")
 
     def reject(self, record: dict) -> None:
         self.client.publish(self.topic, json.dumps(record, sort_keys=True), qos=1)
@@ -152,7 +155,8 @@ class MqttOutput:
     def problem(self) -> str | None:
         if self.optional or self.client is None or self.client.connected:
             return None
-        return f"reject output mqtt: broker {self.address} is not reachable (signals wait in memory)"
+        return (f"reject output mqtt: broker {self.address} is not reachable"
+                f"{f' ({self.why})' if self.why else ''} (signals wait in memory)")
 
     def close(self) -> None:
         if self.client is not None:

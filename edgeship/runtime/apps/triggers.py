@@ -108,6 +108,13 @@ class ExternalTrigger:
                  clock: Callable[[], float] = time.time) -> None:
         self.mqtt_options = dict(mqtt) if mqtt else None
         self._mqtt = None
+        self._broker = None
+        if self.mqtt_options:  # the broker and its TLS files are checked here, before the run starts
+            from .mqtt import parse_mqtt_url, tls_context
+
+            opts = self.mqtt_options
+            self._broker = parse_mqtt_url(opts.get("broker") or "127.0.0.1:1883")
+            self._tls = tls_context(self._broker, opts.get("tls"))
         self._pending: deque[tuple[float, Any]] = deque(maxlen=max_pending)
         self._tags: dict[int, Any] = {}
         self._lock = threading.Lock()
@@ -119,13 +126,11 @@ class ExternalTrigger:
         """Subscribe to the MQTT trigger topic when one is configured (``{broker, topic}``)."""
         if not self.mqtt_options:
             return
-        from .mqtt import MqttClient, parse_mqtt_url, tls_context
+        from .mqtt import MqttClient
 
-        opts = dict(self.mqtt_options)
+        opts = {k: v for k, v in self.mqtt_options.items() if k not in ("broker", "tls")}
         topic = opts.pop("topic", "edgeship/trigger")
-        address = parse_mqtt_url(opts.pop("broker", "127.0.0.1:1883"))
-        self._mqtt = MqttClient(address.host, address.port, username=opts.get("username"), password=opts.get("password"),
-                                tls=tls_context(address, opts.get("tls")))
+        self._mqtt = MqttClient(self._broker.host, self._broker.port, tls=self._tls, **opts)
         self._mqtt.subscribe(topic, lambda _t, payload: self.fire_from_body(payload))
         self._mqtt.wait_connected(5.0)
 
