@@ -254,3 +254,46 @@ def test_webhooks_and_http_reject_outputs_check_the_receivers_certificate(pem, t
     garbage.write_text("nope\n")
     with pytest.raises(ConfigError, match="expected PEM certificates"):
         HttpOutput(**HttpOutputCfg(type="http", url="https://127.0.0.1:9/x", ca_file=str(garbage)).options())
+
+
+def test_a_renewed_certificate_is_served_without_a_restart(tmp_path, caplog):
+    import os
+    import shutil
+
+    live = tmp_path / "live"
+    first_cert, first_key = self_signed(tmp_path / "first", "server")
+    second_cert, second_key = self_signed(tmp_path / "second", "server")
+    live.mkdir()
+    cert, key = live / "cert.pem", live / "key.pem"
+    shutil.copy(first_cert, cert)
+    shutil.copy(first_key, key)
+    server = HttpServer("127.0.0.1", 0, tls=(cert, key))
+    server.add_route("GET", "/ok", lambda body, q: (200, "text/plain", b"ok"))
+    server.tls.check_every, server.tls._next = 0.1, 0.0  # look at the files every 0.1 s (5 s in service)
+    server.start()
+
+    def served() -> bytes:
+        ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+        ctx.check_hostname, ctx.verify_mode = False, ssl.CERT_NONE
+        with socket.create_connection(("127.0.0.1", server.port), timeout=5) as raw:
+            with ctx.wrap_socket(raw, server_hostname="127.0.0.1") as tls:
+                return tls.getpeercert(binary_form=True)
+
+    def pem_der(path: Path) -> bytes:
+        return ssl.PEM_cert_to_DER_cert(path.read_text())
+
+    try:
+        assert served() == pem_der(first_cert)
+        # a renewal caught half-written (new certificate, old key): the previous certificate stays, with a warning
+        os.replace(shutil.copy(second_cert, live / "cert.tmp"), cert)
+        time.sleep(0.3)
+        with caplog.at_level("WARNING", logger="edgeship.runtime.tls"):
+            assert served() == pem_der(first_cert)
+        assert "cannot be used yet (the previous one is kept)" in caplog.text
+        os.replace(shutil.copy(second_key, live / "key.tmp"), key)
+        time.sleep(0.3)
+        served()  # the accept that notices the change
+        assert served() == pem_der(second_cert)
+        assert _get(server.url + "/ok", second_cert)[:2] == (200, b"ok")
+    finally:
+        server.stop()

@@ -27,7 +27,8 @@ Limits (:class:`Limits`), enforced where each belongs:
 ``server.tls_cert``/``server.tls_key``) the server speaks TLS 1.2+ only. The handshake happens in the
 connection's own thread, inside the request-head deadline, so a client that connects and never
 says hello is dropped like any idle one and cannot hold up the others; a plain-HTTP request to the
-TLS port is a failed handshake (one debug line).
+TLS port is a failed handshake (one debug line). A renewed certificate (the files replaced) is served to
+new connections within seconds, without a restart.
 
 Apps add their own pages and APIs with :meth:`HttpServer.add_route`; a handler gets the request
 body and the query (a dict of single values) and returns ``(status, content_type, body)``, where
@@ -51,7 +52,7 @@ from typing import Any, Callable, Iterable, Iterator
 from urllib.parse import parse_qsl, unquote_plus, urlsplit
 
 from ..errors import ConfigError, InputError
-from .tls import server_context
+from .tls import ServerCertificate
 
 log = logging.getLogger(__name__)
 
@@ -125,7 +126,7 @@ class _Server(ThreadingHTTPServer):
     allow_reuse_address = True
     request_queue_size = 128
 
-    def __init__(self, addr: tuple, handler: type, limits: Limits, tls: ssl.SSLContext | None = None) -> None:
+    def __init__(self, addr: tuple, handler: type, limits: Limits, tls: ServerCertificate | None = None) -> None:
         self.limits, self.tls = limits, tls
         self.waiting: dict[Any, float] = {}  # connection -> deadline for its request head
         self.guard = threading.Lock()
@@ -166,7 +167,7 @@ class _Server(ThreadingHTTPServer):
     def get_request(self) -> tuple[Any, Any]:
         conn, addr = super().get_request()
         if self.tls is not None:  # no handshake here: it is the connection thread's, under the head deadline
-            conn = self.tls.wrap_socket(conn, server_side=True, do_handshake_on_connect=False)
+            conn = self.tls.current().wrap_socket(conn, server_side=True, do_handshake_on_connect=False)
         return conn, addr
 
     def process_request(self, request: Any, client_address: Any) -> None:
@@ -200,7 +201,7 @@ class HttpServer:
         """``tls``: (certificate, private key) PEM files to serve HTTPS (see the module docstring)."""
         self.host, self.port = host, check_port(port)
         self.token = check_token(host, token)
-        self.tls = server_context(*tls) if tls else None
+        self.tls = ServerCertificate(*tls) if tls else None
         self.limits = limits or Limits(header_timeout=float(timeout), timeout=float(timeout), max_requests=int(max_connections))
         self.routes: dict[tuple[str, str], Handler] = {}
         self.closing = threading.Event()

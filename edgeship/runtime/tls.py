@@ -7,13 +7,19 @@ terminal to type a passphrase on). TLS 1.2 is the oldest version either side spe
 
 from __future__ import annotations
 
+import logging
+import os
 import ssl
+import time
 from pathlib import Path
 from typing import Any
 
 from ..errors import ConfigError
 
+log = logging.getLogger(__name__)
+
 MIN_VERSION = ssl.TLSVersion.TLSv1_2
+RELOAD_CHECK_S = 5.0  # how often a serving certificate's files are looked at for a renewal
 
 
 def _exists(what: str, path: str | Path) -> None:
@@ -50,6 +56,41 @@ def server_context(cert: str | Path, key: str | Path) -> ssl.SSLContext:
     ctx.minimum_version = MIN_VERSION
     _load_chain(ctx, cert, key)
     return ctx
+
+
+class ServerCertificate:
+    """The server's TLS context, built again when its certificate or key file changes: a renewed certificate
+    (certbot, an internal CA's rotation) is served to the next connections without a restart. A renewal caught
+    half-written (a new certificate, the old key) keeps the previous context, with a warning, until both match."""
+
+    def __init__(self, cert: str | Path, key: str | Path, check_every: float = RELOAD_CHECK_S) -> None:
+        self.cert, self.key, self.check_every = cert, key, float(check_every)
+        self.context = server_context(cert, key)
+        self._stamp = self._files()
+        self._next = time.monotonic() + self.check_every
+
+    def _files(self) -> tuple | None:
+        try:
+            return tuple((s.st_ino, s.st_size, s.st_mtime_ns) for s in (os.stat(self.cert), os.stat(self.key)))
+        except OSError:
+            return None
+
+    def current(self) -> ssl.SSLContext:
+        """The context for a new connection (called from the accept loop only)."""
+        now = time.monotonic()
+        if now < self._next:
+            return self.context
+        self._next = now + self.check_every
+        stamp = self._files()
+        if stamp is not None and stamp != self._stamp:
+            self._stamp = stamp
+            try:
+                self.context = server_context(self.cert, self.key)
+                log.info("TLS certificate %s changed: new connections get the new one", self.cert)
+            except ConfigError as e:
+                log.warning("TLS certificate %s changed but cannot be used yet (the previous one is kept): %s",
+                            self.cert, e)
+        return self.context
 
 
 def client_context(ca_file: str | Path | None = None, cert: str | Path | None = None,
