@@ -182,6 +182,30 @@ def test_config_tls_pair_and_bundle_keeps_keys_on_the_device(pem, demo, tmp_path
     assert agent.health_url(str(tmp_path), meta) == "https://127.0.0.1:8443/health"
 
 
+def test_a_multi_camera_site_serves_https(pem, demo):
+    cert, key = pem
+    art, video = demo / "models" / "shapes_int8.tflite", demo / "videos" / "shapes.mp4"
+    port = free_port()
+    proc = subprocess.Popen([sys.executable, "-m", "edgeship.cli", "run", str(art), "--source", f"door={video}",
+                             "--source", f"yard={video}", "--loop", "--realtime", "--sink", f"http:{port}",
+                             "--tls-cert", str(cert), "--tls-key", str(key), "--duration", "60", "--json"],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        wait_port(port, timeout=60)
+        deadline, body = time.monotonic() + 30, b""
+        while time.monotonic() < deadline:
+            status, body, _ = _get(f"https://127.0.0.1:{port}/api/cameras", cert)
+            if status == 200 and len(json.loads(body)["cameras"]) == 2:
+                break
+            time.sleep(0.3)
+        assert sorted(json.loads(body)["cameras"]) == ["door", "yard"]
+        assert _get(f"https://127.0.0.1:{port}/cameras/door/health", cert)[0] == 200
+    finally:
+        proc.terminate()
+        proc.communicate(timeout=60)
+    assert proc.returncode == 0
+
+
 def test_run_cli_serves_https_and_the_agent_probe_reads_it(pem, demo, tmp_path):
     cert, key = pem
     art = demo / "models" / "shapes_int8.tflite"
