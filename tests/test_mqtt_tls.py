@@ -139,6 +139,8 @@ def test_bad_tls_settings_are_one_line_errors(pki, tmp_path):
         with pytest.raises(ConfigError) as e:
             load_config(cfg)
         assert "\n" not in str(e.value) and words in str(e.value) and "app.events[0]" in str(e.value), str(e.value)
+    with pytest.raises(ConfigError, match="unknown key 'qos'"):  # from Python too, before the run
+        ExternalTrigger(mqtt={"broker": "mqtts://127.0.0.1", "qos": 1})
     # files that exist but are not what they should be: the sink says so before the run starts
     garbage = tmp_path / "garbage.pem"
     garbage.write_text("nope\n")

@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import os
 from pathlib import Path, PurePosixPath
-from typing import Any
 
 DEVICE_PREFIX = "device:"  # a source path that exists only on the device
 RELEASE_FILE = "release.json"  # marks a release folder (written by edgeship bundle)
@@ -68,19 +67,6 @@ def split_device(text: str) -> tuple[bool, str]:
     if text.startswith(DEVICE_PREFIX):
         return True, text[len(DEVICE_PREFIX):].strip()
     return False, text
-
-
-def device_paths(value: Any) -> set[str]:
-    """Every ``device:`` path named anywhere in a config's data (nested sections and lists included): the files a
-    release reads on the device, which the flash preflight checks are there."""
-    if isinstance(value, dict):
-        return set().union(*(device_paths(v) for v in value.values())) if value else set()
-    if isinstance(value, (list, tuple)):
-        return set().union(*(device_paths(v) for v in value)) if value else set()
-    if isinstance(value, str):
-        on_device, text = split_device(value)
-        return {text} if on_device and text else set()
-    return set()
 
 
 def device_path(path: str, *, base: str | os.PathLike, data: str | os.PathLike | None) -> Path:

@@ -169,11 +169,29 @@ def on_device_or_here(v: str, info: ValidationInfo, what: str) -> str | None:
     return str(p)
 
 
+class DevicePath(str):
+    """A ``device:PATH`` value of a config validated for a bundle: a file the release reads on the device (the
+    flash preflight checks it is there, :func:`device_files`)."""
+
+
+def device_files(value: Any) -> set[str]:
+    """The paths of every :class:`DevicePath` in a validated config (models, lists and dicts walked)."""
+    if isinstance(value, DevicePath):
+        return {split_device(value)[1]}
+    if isinstance(value, BaseModel):
+        return set().union(set(), *(device_files(getattr(value, k)) for k in type(value).model_fields))
+    if isinstance(value, dict):
+        return set().union(set(), *(device_files(v) for v in value.values()))
+    if isinstance(value, (list, tuple)):
+        return set().union(set(), *(device_files(v) for v in value))
+    return set()
+
+
 def _device_only_file(v: str, info: ValidationInfo) -> str:
     """A file that stays on the device (a TLS key): ``device:PATH`` in a bundle, any existing file when run here."""
     here = on_device_or_here(v, info, "/etc/edgeship/tls/key.pem")
     if here is not None:
-        return here
+        return DevicePath(here) if (info.context or {}).get("for_device") else here
     if (info.context or {}).get("for_device"):
         raise ValueError(f"{v} would travel in the bundle: put it on the device and write {DEVICE_PREFIX}PATH")
     p = resolve_path(Path(v), info)

@@ -65,13 +65,14 @@ class ServerCertificate:
 
     def __init__(self, cert: str | Path, key: str | Path, check_every: float = RELOAD_CHECK_S) -> None:
         self.cert, self.key, self.check_every = cert, key, float(check_every)
+        self._stamp = self._files()  # before loading: a renewal during the load is seen at the next look
         self.context = server_context(cert, key)
-        self._stamp = self._files()
         self._next = time.monotonic() + self.check_every
 
     def _files(self) -> tuple | None:
         try:
-            return tuple((s.st_ino, s.st_size, s.st_mtime_ns) for s in (os.stat(self.cert), os.stat(self.key)))
+            # ctime too: a renewal hook's chown/chmod after the copy changes only that
+            return tuple((s.st_ino, s.st_size, s.st_mtime_ns, s.st_ctime_ns) for s in (os.stat(self.cert), os.stat(self.key)))
         except OSError:
             return None
 

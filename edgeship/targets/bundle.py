@@ -223,10 +223,10 @@ def rewrite_config(config: Path, artifact: Path, artifact_rel: str) -> tuple[str
     else:
         shipped = ship_source(cfg.source.uri)
         data["source"] = _shipped_section(data.get("source"), shipped, cfg.source.uri)
-    # every device: file the config names (TLS keys and CA files too), for the flash preflight
-    from ..runtime.places import device_paths
+    # the device-only files the config names (TLS keys and CA files), for the flash preflight
+    from ..runtime.schema import device_files
 
-    shipped = replace(shipped, device_files=sorted(set(shipped.device_files) | device_paths(data)))
+    shipped = replace(shipped, device_files=sorted(set(shipped.device_files) | device_files(cfg)))
     text = RELEASE_CONFIG_HEADER.format(name=config.name) + yaml.safe_dump(data, sort_keys=False)
     return text, cfg, shipped
 

@@ -272,12 +272,10 @@ class MqttEventSink:
         if self.queue is not None:
             self.queue.open()
         if not self.client.wait_connected(self.timeout if self.queue is None else 0.5):
-            from .mqtt import tls_problem
+            from .mqtt import explain_tls_failure
 
-            why = tls_problem(self.address, self.tls)
-            self.last_error = f"broker {self.broker} not reachable" + (f": {why}" if why else "")
-            if why:
-                log.warning("MQTT broker %s: %s", self.broker, why)
+            self.last_error = f"broker {self.broker} not reachable"
+            explain_tls_failure(self.address, self.tls, self._tls_failure)
             log.warning("MQTT broker %s not reachable yet; events are queued (%s) until it is", self.broker,
                         self.queue_path or "in memory")
 
@@ -300,6 +298,11 @@ class MqttEventSink:
         self.count += 1
         if self.queue is not None:
             self.queue.wake()
+
+    def _tls_failure(self, why: str) -> None:
+        if self.client is not None and not self.client.connected:
+            self.last_error = f"broker {self.broker} not reachable: {why}"
+            log.warning("MQTT broker %s: %s", self.broker, why)
 
     def _on_connected(self) -> None:
         if self.outbox is not None:

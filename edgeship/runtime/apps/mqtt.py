@@ -102,7 +102,21 @@ def tls_context(address: BrokerAddress, tls: Any = None) -> Any:
     return client_context(t.get("ca_file"), t.get("cert_file"), t.get("key_file"))
 
 
-def tls_problem(address: BrokerAddress, context: Any, timeout: float = 3.0) -> str | None:
+def explain_tls_failure(address: BrokerAddress, context: Any, report: Callable[[str], None]) -> None:
+    """In the background (the caller is starting a run), find why a TLS broker did not connect and ``report``
+    the reason, if it is a TLS one."""
+    if context is None:
+        return
+
+    def look() -> None:
+        why = tls_problem(address, context)
+        if why:
+            report(why)
+
+    threading.Thread(target=look, name="mqtt-tls-check", daemon=True).start()
+
+
+def tls_problem(address: BrokerAddress, context: Any, timeout: float = 2.0) -> str | None:
     """Why a TLS connection to ``address`` fails (paho retries quietly and says nothing): one handshake with the
     client's own context; None when it succeeds or the broker does not answer at all."""
     import socket

@@ -140,13 +140,20 @@ class MqttOutput:
         self.why: str | None = None  # a TLS reason the broker cannot be reached
 
     def open(self) -> None:
-        from .mqtt import MqttClient, tls_problem
+        from .mqtt import MqttClient, explain_tls_failure
 
-        self.client = MqttClient(self.host, self.port, **self.auth)
+        self.client = MqttClient(self.host, self.port, on_connected=self._connected, **self.auth)
         if not self.client.wait_connected(5.0):
-            self.why = tls_problem(self.address, self.auth["tls"])
-            log.warning("MQTT broker %s not reachable yet%s; reject signals are queued", self.address,
-                        f" ({self.why})" if self.why else "")
+            log.warning("MQTT broker %s not reachable yet; reject signals are queued", self.address)
+            explain_tls_failure(self.address, self.auth["tls"], self._tls_failure)
+
+    def _tls_failure(self, why: str) -> None:
+        if self.client is not None and not self.client.connected:
+            self.why = why
+            log.warning("MQTT broker %s: %s", self.address, why)
+
+    def _connected(self) -> None:
+        self.why = None
 
     def reject(self, record: dict) -> None:
         self.client.publish(self.topic, json.dumps(record, sort_keys=True), qos=1)

@@ -28,6 +28,9 @@ from ..schema import Strict, checked
 from .mqtt import MqttBrokerCfg
 
 
+CLIENT_OPTIONS = ("client_id", "keepalive")  # from Python only: passed to the MQTT client as they are
+
+
 class MqttTopicCfg(MqttBrokerCfg):
     topic: str = Field("edgeship/trigger", description="a message on this topic triggers one inspection")
 
@@ -113,6 +116,10 @@ class ExternalTrigger:
             from .mqtt import parse_mqtt_url, tls_context
 
             opts = self.mqtt_options
+            unknown = sorted(set(opts) - set(MqttTopicCfg.model_fields) - set(CLIENT_OPTIONS))
+            if unknown:
+                raise ConfigError(f"trigger mqtt: unknown key {unknown[0]!r} (expected "
+                                  f"{', '.join(sorted(set(MqttTopicCfg.model_fields) | set(CLIENT_OPTIONS)))})")
             self._broker = parse_mqtt_url(opts.get("broker") or "127.0.0.1:1883")
             self._tls = tls_context(self._broker, opts.get("tls"))
         self._pending: deque[tuple[float, Any]] = deque(maxlen=max_pending)
