@@ -102,7 +102,8 @@ def test_https_server_verifies_and_survives_plain_and_silent_clients(pem):
                 left = tls.recv(10)
             except (ConnectionResetError, ssl.SSLError):
                 left = b""
-            assert left == b"" and time.monotonic() - t0 < 1.6, time.monotonic() - t0  # a fresh deadline: >= 1.9 s
+            # the deadline from accept: ~1.0-1.2 s; a fresh one after the handshake could not come before 0.9 + 1.0 s
+            assert left == b"" and time.monotonic() - t0 < 1.85, time.monotonic() - t0
         # TLS 1.1 is refused by the server (the client offers it with ciphers that allow it: the refusal is the server's)
         old = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
         old.check_hostname, old.verify_mode = False, ssl.CERT_NONE
