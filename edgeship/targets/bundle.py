@@ -351,11 +351,9 @@ def build_bundle(artifact: str | os.PathLike, target: str | Profile, out: str | 
             raise InputError(f"--http-port {http_port} differs from the config's server.port {cfg_port}, which is where the "
                              "runtime serves: drop --http-port or change the config")
         port = cfg_port
-        scheme = "https" if cfg.server.tls else "http"
         sources = config_sources(cfg)
         source = sources[0]
     else:
-        scheme = "http"
         tls_args = [a for a in run_args if str(a).split("=", 1)[0] in ("--tls-cert", "--tls-key")]
         if tls_args:
             raise InputError(f"{tls_args[0]} in --run-arg: a --source bundle serves /health on 127.0.0.1 only; to serve "
@@ -396,7 +394,7 @@ def build_bundle(artifact: str | os.PathLike, target: str | Profile, out: str | 
         "version": version, "target": profile.name, "architecture": profile.architecture, "glibc": profile.glibc,
         "artifact": artifact_rel, "format": fmt, "precision": manifest.precision if manifest else None,
         "python": pys, "wheels": "all" if wheels else "edgeship", "http_port": port, "health_path": "/health",
-        "health_scheme": scheme,
+        "health_scheme": "https" if config is not None and cfg.server.tls else "http",
         "run": argv, "init": ["systemd", "none"], "edgeship": wheelmod.own_version(), "system_opencv": system_opencv,
         "device_files": shipped.device_files,
         "cameras": sorted({d for x in sources for d in camera_devices(profile, str(x))}),

@@ -230,7 +230,6 @@ class MqttEventSink:
         from .mqtt import parse_mqtt_url, tls_context
 
         self.address = parse_mqtt_url(broker)
-        self.host, self.port = self.address.host, self.address.port
         self.tls = tls_context(self.address, tls)  # bad files fail here, before the run starts
         self.topic, self.snapshots = topic.rstrip("/"), snapshots
         self.username, self.password = username, password
@@ -260,6 +259,14 @@ class MqttEventSink:
     def broker(self) -> str:
         return str(self.address)
 
+    @property
+    def host(self) -> str:
+        return self.address.host
+
+    @property
+    def port(self) -> int:
+        return self.address.port
+
     def open(self) -> None:
         from .mqtt import MqttClient
 
@@ -272,10 +279,8 @@ class MqttEventSink:
         if self.queue is not None:
             self.queue.open()
         if not self.client.wait_connected(self.timeout if self.queue is None else 0.5):
-            from .mqtt import explain_tls_failure
-
             self.last_error = f"broker {self.broker} not reachable"
-            explain_tls_failure(self.address, self.tls, self._tls_failure)
+            self.client.explain_failure(self._tls_failure)
             log.warning("MQTT broker %s not reachable yet; events are queued (%s) until it is", self.broker,
                         self.queue_path or "in memory")
 
@@ -300,9 +305,8 @@ class MqttEventSink:
             self.queue.wake()
 
     def _tls_failure(self, why: str) -> None:
-        if self.client is not None and not self.client.connected:
-            self.last_error = f"broker {self.broker} not reachable: {why}"
-            log.warning("MQTT broker %s: %s", self.broker, why)
+        self.last_error = f"broker {self.broker} not reachable: {why}"
+        log.warning("MQTT broker %s: %s", self.broker, why)
 
     def _on_connected(self) -> None:
         if self.outbox is not None:

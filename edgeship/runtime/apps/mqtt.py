@@ -102,31 +102,15 @@ def tls_context(address: BrokerAddress, tls: Any = None) -> Any:
     return client_context(t.get("ca_file"), t.get("cert_file"), t.get("key_file"))
 
 
-def explain_tls_failure(address: BrokerAddress, context: Any, report: Callable[[str], None]) -> None:
-    """In the background (the caller is starting a run), find why a TLS broker did not connect and ``report``
-    the reason, if it is a TLS one."""
-    if context is None:
-        return
-
-    def look() -> None:
-        why = tls_problem(address, context)
-        if why:
-            report(why)
-
-    threading.Thread(target=look, name="mqtt-tls-check", daemon=True).start()
-
-
-def tls_problem(address: BrokerAddress, context: Any, timeout: float = 2.0) -> str | None:
-    """Why a TLS connection to ``address`` fails (paho retries quietly and says nothing): one handshake with the
+def tls_problem(host: str, port: int, context: Any, timeout: float = 2.0) -> str | None:
+    """Why a TLS connection to ``host:port`` fails (paho retries quietly and says nothing): one handshake with the
     client's own context; None when it succeeds or the broker does not answer at all."""
     import socket
     import ssl
 
-    if context is None:
-        return None
     try:
-        with socket.create_connection((address.host, address.port), timeout=timeout) as raw:
-            with context.wrap_socket(raw, server_hostname=address.host):
+        with socket.create_connection((host, port), timeout=timeout) as raw:
+            with context.wrap_socket(raw, server_hostname=host):
                 return None
     except ssl.SSLCertVerificationError as e:
         return f"the broker's certificate does not check out: {e.verify_message or e.reason}"
@@ -191,6 +175,7 @@ class MqttClient:
                                    client_id=client_id or f"edgeship-{uuid.uuid4().hex[:10]}")
         if username:
             self._client.username_pw_set(username, password)
+        self._tls = tls
         if tls is not None:
             self._client.tls_set_context(tls)
         self._on_connected = on_connected
@@ -234,6 +219,19 @@ class MqttClient:
     @property
     def connected(self) -> bool:
         return self._connected.is_set()
+
+    def explain_failure(self, report: Callable[[str], None]) -> None:
+        """For a TLS broker that did not connect: find why in the background (the caller is starting a run) and
+        ``report`` the reason if it is a TLS one and the client is still not connected."""
+        if self._tls is None:
+            return
+
+        def look() -> None:
+            why = tls_problem(self.host, self.port, self._tls)
+            if why and not self.connected:
+                report(why)
+
+        threading.Thread(target=look, name="mqtt-tls-check", daemon=True).start()
 
     def wait_connected(self, timeout: float = 5.0) -> bool:
         """Block until connected (True) or ``timeout`` seconds passed (False)."""

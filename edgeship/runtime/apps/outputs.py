@@ -132,7 +132,6 @@ class MqttOutput:
 
         self.optional = bool(optional)
         self.address = parse_mqtt_url(broker)
-        self.host, self.port = self.address.host, self.address.port
         self.topic = topic
         self.auth = {"username": username, "password": password, "tls": tls_context(self.address, tls)}
         self.client = None
@@ -140,17 +139,16 @@ class MqttOutput:
         self.why: str | None = None  # a TLS reason the broker cannot be reached
 
     def open(self) -> None:
-        from .mqtt import MqttClient, explain_tls_failure
+        from .mqtt import MqttClient
 
-        self.client = MqttClient(self.host, self.port, on_connected=self._connected, **self.auth)
+        self.client = MqttClient(self.address.host, self.address.port, on_connected=self._connected, **self.auth)
         if not self.client.wait_connected(5.0):
             log.warning("MQTT broker %s not reachable yet; reject signals are queued", self.address)
-            explain_tls_failure(self.address, self.auth["tls"], self._tls_failure)
+            self.client.explain_failure(self._tls_failure)
 
     def _tls_failure(self, why: str) -> None:
-        if self.client is not None and not self.client.connected:
-            self.why = why
-            log.warning("MQTT broker %s: %s", self.address, why)
+        self.why = why
+        log.warning("MQTT broker %s: %s", self.address, why)
 
     def _connected(self) -> None:
         self.why = None
