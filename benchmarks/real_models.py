@@ -18,14 +18,18 @@ Issue 27. Models with weights nobody here trained for this test:
   scikit-image's photographs at 128x128.
 - ``digits``: edgeship's demo classifier (a small CNN trained on scikit-learn's digits).
 
-For each model and format, four artifacts come out of ``edgeship.convert`` on the same calibration
+For each model and format, these artifacts come out of ``edgeship.convert`` on the same calibration
 set (``--images`` samples, 20% of them the gate's holdout):
 
 - ``min-max``: the int8 edgeship made before issue 27 (``equalize="off", ranges="minmax"``; TFLite: no bias
-  correction; OpenVINO: NNCF's defaults with its fast bias correction), gate off;
+  correction, nearest weight rounding; OpenVINO: NNCF's defaults with its fast bias correction), gate off;
 - ``new int8``: convert's int8 defaults now (equalization, MSE ranges, bias correction (TFLite: empirical;
-  OpenVINO: NNCF's full), NNCF's mixed preset, each kept where it measures better), gate off;
+  OpenVINO: NNCF's full), NNCF's mixed preset, TFLite's GPTQ weight rounding, each kept where it measures
+  better), gate off;
 - ``bias full`` (TFLite): the new int8 with the empirical bias correction forced on (``bias_correction="full"``);
+- ``gptq`` (TFLite): the new int8 with GPTQ weight rounding forced on (``weight_rounding="gptq"``);
+- ``dynamic`` / ``dynamic gptq``, ``int16x8`` / ``int16x8 gptq`` (TFLite): the two rungs whose error the int8
+  weights dominate, with nearest and with GPTQ rounding;
 - ``gate pick``: ``convert -p int8`` with every default (the gate's ladder; budget 1 point): the rung
   it kept;
 - ``authors``: the model authors' own quantized file, where they ship one.
@@ -64,7 +68,8 @@ from benchmarks.photos import machine, random_crops  # noqa: E402
 FORMATS = ("tflite", "openvino")
 MODELS = ("fer", "MobileNetV2", "MobileNetV3Small", "digits")
 # the int8 edgeship made before issue 27, per format: TFLite had no bias correction, NNCF's default is its fast one
-MINMAX = {"tflite": {"equalize": "off", "ranges": "minmax", "bias_correction": "none", "preset": "performance"},
+MINMAX = {"tflite": {"equalize": "off", "ranges": "minmax", "bias_correction": "none", "preset": "performance",
+                     "weight_rounding": "nearest"},
           "openvino": {"equalize": "off", "ranges": "minmax", "bias_correction": "fast", "preset": "performance"}}
 _T0 = time.monotonic()
 
@@ -204,12 +209,21 @@ def measure(row: Row, ref: list[np.ndarray], x: np.ndarray) -> None:
     row.size_kib = sum(file_size(f) for f in resolve(row.path).files(Path(row.path))) / 1024
 
 
-def convert(subject: Subject, fmt: str, out: Path, name: str, **options: Any) -> Any:
+def convert(subject: Subject, fmt: str, out: Path, name: str, precision: str = "int8", **options: Any) -> Any:
     import edgeship
 
-    (r,) = edgeship.convert(subject.model, formats=[fmt], precision="int8", calib=subject.dataset, out_dir=out,
+    (r,) = edgeship.convert(subject.model, formats=[fmt], precision=precision, calib=subject.dataset, out_dir=out,
                             name=name, **options)
     return r
+
+
+# TFLite rows beyond the int8 ones: GPTQ forced on in full int8, and the two rungs whose error the weights dominate
+# (int8 weights, float or 16-bit activations), each with nearest and with GPTQ rounding
+TFLITE_EXTRA = [("gptq", {"max_drop": None, "weight_rounding": "gptq"}),
+                ("dynamic", {"precision": "dynamic", "weight_rounding": "nearest"}),
+                ("dynamic gptq", {"precision": "dynamic", "weight_rounding": "gptq"}),
+                ("int16x8", {"precision": "int16x8", "weight_rounding": "nearest"}),
+                ("int16x8 gptq", {"precision": "int16x8", "weight_rounding": "gptq"})]
 
 
 def run_subject(subject: Subject, formats: list[str], work: Path) -> list[Row]:
@@ -221,8 +235,8 @@ def run_subject(subject: Subject, formats: list[str], work: Path) -> list[Row]:
     for fmt in formats:
         out = work / subject.name / fmt
         plans = [("min-max", {"max_drop": None, **MINMAX[fmt]}), ("new int8", {"max_drop": None}), ("gate pick", {})]
-        if fmt == "tflite":  # what the empirical bias correction does where auto does not keep it
-            plans.insert(2, ("bias full", {"max_drop": None, "bias_correction": "full"}))
+        if fmt == "tflite":  # what the empirical bias correction and GPTQ do where auto does not keep them
+            plans[2:2] = [("bias full", {"max_drop": None, "bias_correction": "full"}), *TFLITE_EXTRA]
         for label, options in plans:
             row = Row(subject.name, fmt, label)
             t = time.monotonic()
@@ -238,6 +252,8 @@ def run_subject(subject: Subject, formats: list[str], work: Path) -> list[Row]:
                     bits.append(f"ranges {q['ranges'].get('method')}")
                 if "preset" in q:
                     bits.append(f"preset {q['preset'].get('method')}")
+                if "weight_rounding" in q:
+                    bits.append(f"weights {q['weight_rounding'].get('method')}")
                 if "bias_correction" in q:
                     bits.append(f"bias correction {q['bias_correction'].get('method')}")
                 if label == "gate pick":
@@ -279,21 +295,26 @@ def table(rows: list[Row]) -> str:
     return "\n".join(lines)
 
 
+COMPARED = [("new int8", "min-max"), ("gptq", "min-max"), ("dynamic gptq", "dynamic"), ("int16x8 gptq", "int16x8")]
+
+
 def summary(rows: list[Row]) -> str:
-    """Median SQNR gain of the new int8 over min-max per format, and the worst model."""
+    """Median SQNR gain of each improved artifact over its plain twin (the new int8 over min-max...) per format, and
+    the worst model."""
     out = []
     for fmt in FORMATS:
-        gains = []
-        for model in dict.fromkeys(r.model for r in rows):
-            pair = {r.artifact: r for r in rows if r.model == model and r.format == fmt}
-            a, b = pair.get("min-max"), pair.get("new int8")
-            if a and b and a.sqnr_db is not None and b.sqnr_db is not None:
-                gains.append((b.sqnr_db - a.sqnr_db, model))
-        if gains:
-            med = float(np.median([g for g, _ in gains]))
-            worst = min(gains)
-            out.append(f"{fmt}: new int8 vs min-max, median output SQNR {med:+.1f} dB over {len(gains)} models; "
-                       f"worst {worst[1]} {worst[0]:+.1f} dB")
+        for new, old in COMPARED:
+            gains = []
+            for model in dict.fromkeys(r.model for r in rows):
+                pair = {r.artifact: r for r in rows if r.model == model and r.format == fmt}
+                a, b = pair.get(old), pair.get(new)
+                if a and b and a.sqnr_db is not None and b.sqnr_db is not None:
+                    gains.append((b.sqnr_db - a.sqnr_db, model))
+            if gains:
+                med = float(np.median([g for g, _ in gains]))
+                worst = min(gains)
+                out.append(f"{fmt}: {new} vs {old}, median output SQNR {med:+.1f} dB over {len(gains)} models; "
+                           f"worst {worst[1]} {worst[0]:+.1f} dB")
     return "\n".join(out)
 
 

@@ -13,6 +13,7 @@ from ..converters.equalize import EQUALIZE
 from ..converters.biascorr import BIAS_CORRECTION
 from ..converters.openvino import PRESETS
 from ..converters.ranges import RANGES
+from ..converters.rounding import WEIGHT_ROUNDING
 from ..converters.options import GateOptions, IOOptions, PruneOptions
 from ..converters.prune import SCHEDULES
 from ..converters.qat import MAX_QAT_EPOCHS
@@ -118,6 +119,13 @@ def _from_target(name: str | None, formats: tuple[str, ...], precision: str | No
                    "(TFLite) fits full on calibration samples and keeps it only where it is 1 dB closer to the float "
                    "model on samples it was not fitted on, (OpenVINO) does the same for NNCF's full against its fast "
                    "one.")
+@click.option("--weight-rounding", type=click.Choice(WEIGHT_ROUNDING), default=GateOptions.weight_rounding,
+              show_default=True, help="TFLite int8, int16x8 and dynamic range: how each layer's float weights become "
+                   "int8. gptq rounds a layer's weights together so that their errors cancel in its output on the "
+                   "calibration samples (GPTQ: error fed forward through the inputs' second moments), on the same "
+                   "per-channel steps; nearest rounds each weight on its own (the converter's). auto keeps gptq only "
+                   "where it is 1 dB closer to the float model on calibration samples it was not fitted on. Needs "
+                   "--calib. OpenVINO: NNCF rounds to nearest.")
 @click.option("--qat", "qat", type=click.IntRange(0, MAX_QAT_EPOCHS), default=GateOptions.qat, metavar="EPOCHS",
               help="int8: fine-tune EPOCHS with fake int8 (tfmot), distilling from the float model on the calibration "
                    "images (their labels mixed in when the set has them), then convert to full int8. With a budget it "
@@ -134,7 +142,7 @@ def convert(model: str, formats: tuple[str, ...], precision: str | None, calib: 
             prune_schedule: str, prune_frequency: int | None, finetune: str | None, epochs: int, input_size,
             labels: str | None, task: str | None, name: str | None, preset: str, dynamic_batch: bool,
             max_drop: float | None, min_sqnr: float | None, prefer: str | None, tie_margin: float, equalize: str, ranges: str,
-            bias_correction: str, qat: int, target: str | None, out_dir: str,
+            bias_correction: str, weight_rounding: str, qat: int, target: str | None, out_dir: str,
             as_json: bool, output_roles: tuple[str, ...],
             prune_channels: float | None, distill_epochs: int, prune_cycles: int, prune_trunks: str,
             **spec_flags: Any) -> None:
@@ -169,7 +177,7 @@ def convert(model: str, formats: tuple[str, ...], precision: str | None, calib: 
                            trunks=prune_trunks),
         gate=GateOptions(max_drop=max_drop, min_sqnr=min_sqnr, preset=preset, prefer=_prefer(target, prefer),
                          tie_margin=tie_margin, equalize=equalize, ranges=ranges, bias_correction=bias_correction,
-                         qat=qat),
+                         weight_rounding=weight_rounding, qat=qat),
     )
     results = run_convert(model, calib, formats=fmts, precision=prec, out_dir=out_dir, name=name, options=options)
     if as_json:

@@ -45,7 +45,8 @@ class TFLiteBuilder:
 
         return to_tflite(saved_model, out, precision=plan.precision, dataset=dataset, io=plan.io,
                          denylisted_nodes=plan.denylisted_nodes, denylisted_ops=plan.denylisted_ops, out_io=plan.out_io,
-                         ranges=plan.ranges, bias_correction=plan.bias_correction, notes=notes)
+                         ranges=plan.ranges, bias_correction=plan.bias_correction,
+                         weight_rounding=plan.weight_rounding, notes=notes)
 
     def qat(self, result: Any, out: Path, plan: ArtifactPlan) -> Path:
         """The full-int8 model the quantization-aware training worker converted (a QATResult), written to ``out``."""
@@ -57,7 +58,8 @@ class TFLiteBuilder:
         from .candidates import TFLiteCandidates
 
         return TFLiteCandidates(saved_model, dataset, plan.io, tmp, plan.denylisted_nodes, plan.denylisted_ops,
-                                out_io=plan.out_io, ranges=plan.ranges, bias_correction=plan.bias_correction)
+                                out_io=plan.out_io, ranges=plan.ranges, bias_correction=plan.bias_correction,
+                                weight_rounding=plan.weight_rounding)
 
     def layer_errors(self, artifact: Path, saved_model: Path, x: np.ndarray, *, manifest: Any, float_nodes: list[str],
                      tmp: Path, limit: int, model: Any = None) -> list[Any]:

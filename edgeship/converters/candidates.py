@@ -13,17 +13,36 @@ from .layers import LayerError
 
 
 class TFLiteCandidates:
-    """Ranks with the QuantizationDebugger; candidates are re-quantized from one calibration. Bias correction: as
-    asked when it is explicit (``full``, ``fast``), none when it is ``auto`` (not measured again per candidate)."""
+    """Ranks with the QuantizationDebugger; candidates are re-quantized from one calibration. Bias correction and
+    weight rounding: as asked when explicit (``full``, ``fast``; ``gptq``: fitted once, written into every candidate's
+    int8 layers), none / nearest when ``auto`` (not measured again per candidate)."""
 
     def __init__(self, saved: Path, ds: Any, io: str, tmp: Path, nodes: Sequence[str] = (), ops: Sequence[str] = (),
-                 out_io: str | None = None, ranges: str = "minmax", bias_correction: str = "none") -> None:
+                 out_io: str | None = None, ranges: str = "minmax", bias_correction: str = "none",
+                 weight_rounding: str = "nearest") -> None:
         from .layers import TFLiteProbe
 
         self.saved, self.ds, self.io, self.tmp, self.base, self.ops = saved, ds, io, tmp, list(nodes), list(ops)
         self.probe = TFLiteProbe(saved, ds.x_calib, io=io, denylisted_ops=ops, out_io=out_io, ranges=ranges)
         self.bias_correction = "none" if bias_correction == "auto" else bias_correction
-        self.settings = f"ranges {ranges}, bias correction {self.bias_correction}"  # what every candidate is made with
+        self.weight_rounding = "nearest" if weight_rounding == "auto" else weight_rounding
+        self.levels: dict[str, Any] = {}
+        if self.weight_rounding == "gptq":
+            from .rounding import fit
+
+            self.levels = fit(self.probe.calibrated, self._twin(self.base), ds.x_calib).levels
+        self.settings = (f"ranges {ranges}, weight rounding {self.weight_rounding}, "  # what every candidate is made with
+                         f"bias correction {self.bias_correction}")
+
+    def _twin(self, nodes: Sequence[str]) -> bytes:
+        """The float-I/O quantization with ``nodes`` in float, its weights rounded as the candidates' are."""
+        import tensorflow as tf
+
+        from .rounding import apply
+        from .tflite import quantize_calibrated
+
+        twin = quantize_calibrated(self.probe.calibrated, tf, io="float", out_io="float", nodes=nodes, ops=self.ops)
+        return apply(twin, self.levels, strict=False)
 
     def nodes(self, chosen: Sequence[LayerError]) -> list[str]:
         return list(dict.fromkeys(self.base + [n for e in chosen for n in e.keep_float]))
@@ -37,12 +56,15 @@ class TFLiteCandidates:
 
     def build(self, chosen: list[LayerError]) -> Path:
         # the same MLIR quantizer call as to_tflite(..., denylisted_nodes=...), on the cached calibration
+        from .rounding import apply
         from .tflite import corrected_biases
 
         nodes = self.nodes(chosen)
         path = formats.get("tflite").path(self.tmp, f"candidate_{len(chosen)}_{abs(hash(tuple(nodes)))}")
-        data, _ = corrected_biases(self.probe.quantize(nodes), self.probe.calibrated, self.ds.x_calib, self.bias_correction,
-                                   nodes=nodes, ops=self.ops)
+        data = apply(self.probe.quantize(nodes), self.levels, strict=False)
+        twin = self._twin(nodes) if self.bias_correction != "none" else None
+        data, _ = corrected_biases(data, self.probe.calibrated, self.ds.x_calib, self.bias_correction,
+                                   nodes=nodes, ops=self.ops, twin=twin)
         path.write_bytes(data)
         return path
 

@@ -227,9 +227,11 @@ def _validate(formats: list[str], precision: str, calib: Any, opts: ConvertOptio
     from .biascorr import BIAS_CORRECTION
     from .qat import check_qat_epochs
     from .ranges import RANGES
+    from .rounding import WEIGHT_ROUNDING
 
     for name, value, allowed in (("equalize", gate.equalize, EQUALIZE), ("ranges", gate.ranges, RANGES),
-                                 ("bias_correction", gate.bias_correction, BIAS_CORRECTION)):
+                                 ("bias_correction", gate.bias_correction, BIAS_CORRECTION),
+                                 ("weight_rounding", gate.weight_rounding, WEIGHT_ROUNDING)):
         if value not in allowed:
             raise InputError(f"{name} must be one of {', '.join(allowed)}, got {value!r}")
     if gate.qat and precision != "int8":
@@ -276,7 +278,7 @@ def _validate(formats: list[str], precision: str, calib: Any, opts: ConvertOptio
                         max_drop=None if gate.max_drop is None else float(gate.max_drop),
                         min_sqnr=None if gate.min_sqnr is None else float(gate.min_sqnr), prefer=gate.prefer,
                         tie_margin=float(gate.tie_margin), ranges=gate.ranges, bias_correction=gate.bias_correction,
-                        qat=check_qat_epochs(gate.qat))
+                        weight_rounding=gate.weight_rounding, qat=check_qat_epochs(gate.qat))
     record = {k: v for k, v in opts.flat().items()
               if k not in ("input_spec", "input_size", "spec_overrides", "labels", "task")}  # recorded elsewhere
     record.update(formats=formats, finetune=None if pr.finetune is None else str(pr.finetune), epochs=int(pr.epochs),

@@ -28,6 +28,7 @@ from .metrics import TIE_MARGIN
 from .biascorr import BIAS_CORRECTION
 from .openvino import DEFAULT_PRESET
 from .ranges import DEFAULT_RANGES
+from .rounding import DEFAULT_WEIGHT_ROUNDING
 from .prune import SCHEDULES
 from .tflite import DEFAULT_IO
 
@@ -76,6 +77,7 @@ class GateOptions:
     equalize: str = EQUALIZE[0]  # cross-layer equalization before int8: auto (kept where it measures better) | on | off
     ranges: str = DEFAULT_RANGES  # activation ranges: auto | mse | minmax (converters.ranges.RANGES)
     bias_correction: str = BIAS_CORRECTION[0]  # int8: bias correction (converters.biascorr: auto/full/fast/none)
+    weight_rounding: str = DEFAULT_WEIGHT_ROUNDING  # int8 weights: auto | gptq | nearest (converters.rounding)
     qat: int = 0  # epochs of quantization-aware fine-tuning (0: off): the ladder's int8-qat rung
 
 

@@ -32,6 +32,7 @@ class ArtifactPlan:
     tie_margin: float = GateOptions.tie_margin  # near-tie flips (float scores this close) are not counted
     ranges: str = GateOptions.ranges  # int8 activation range setting (converters.ranges)
     bias_correction: str = GateOptions.bias_correction  # int8: bias correction (converters.biascorr)
+    weight_rounding: str = GateOptions.weight_rounding  # int8 weights: GPTQ or nearest (converters.rounding)
     qat: int = GateOptions.qat  # quantization-aware fine-tuning epochs (0: off)
 
     @property

@@ -64,6 +64,9 @@ PRECISIONS: dict[str, Callable[[Any, Any, Any, str], None]] = {
 }
 
 
+ROUNDED_PRECISIONS = ("int8", "int16x8", "dynamic")  # int8 weights: --weight-rounding applies
+
+
 def _tf_io_type(tf: Any, io: str):
     return {"float": tf.float32, "int8": tf.int8, "uint8": tf.uint8}[io]
 
@@ -80,6 +83,7 @@ def to_tflite(
     out_io: str | None = None,
     ranges: str = "auto",
     bias_correction: str = "auto",
+    weight_rounding: str = "auto",
     notes: dict[str, Any] | None = None,
 ) -> Path:
     """Convert a SavedModel to ``out_path`` (written atomically) and return the path.
@@ -89,8 +93,10 @@ def to_tflite(
     denylists keep nodes/op types in float (int8 only). ``ranges`` sets int8 activation ranges
     (:mod:`edgeship.converters.ranges`: auto keeps MSE-clipped ranges where they measure better than min-max) and
     ``bias_correction`` corrects the int8 biases (:mod:`edgeship.converters.biascorr`: auto keeps the correction
-    where it measures better); what was chosen goes into ``notes["ranges"]`` and ``notes["bias_correction"]`` when a
-    dict is given.
+    where it measures better) and ``weight_rounding`` rounds the int8 weights of int8, int16x8 and dynamic range
+    artifacts (:mod:`edgeship.converters.rounding`: auto keeps GPTQ where it measures better; it needs calibration
+    samples); what was chosen goes into ``notes["ranges"]``, ``notes["bias_correction"]`` and
+    ``notes["weight_rounding"]`` when a dict is given.
     """
     out_io = out_io or io
     if precision not in PRECISIONS:
@@ -103,11 +109,17 @@ def to_tflite(
         raise InputError(f"denylisted nodes/ops only apply to int8, not {precision}")
     from .biascorr import BIAS_CORRECTION
     from .ranges import RANGES
+    from .rounding import WEIGHT_ROUNDING
 
     if ranges not in RANGES:
         raise InputError(f"ranges must be one of {', '.join(RANGES)}, got {ranges!r}")
     if bias_correction not in BIAS_CORRECTION:
         raise InputError(f"bias correction must be one of {', '.join(BIAS_CORRECTION)}, got {bias_correction!r}")
+    if weight_rounding not in WEIGHT_ROUNDING:
+        raise InputError(f"weight rounding must be one of {', '.join(WEIGHT_ROUNDING)}, got {weight_rounding!r}")
+    if weight_rounding == "gptq" and precision in ROUNDED_PRECISIONS and dataset is None:
+        raise InputError(f"--weight-rounding gptq measures the layers' inputs: tflite {precision} needs a calibration set "
+                         "(--calib calib.npz)")
     import tensorflow as tf
 
     converter = tf.lite.TFLiteConverter.from_saved_model(str(saved_model_dir))
@@ -115,9 +127,11 @@ def to_tflite(
     try:
         if precision == "int8":
             data = _quantize_int8(converter, tf, io, list(denylisted_nodes), list(denylisted_ops), out_io, dataset, ranges,
-                                  bias_correction, notes)
+                                  bias_correction, weight_rounding, notes)
         else:
             data = converter.convert()
+            if precision in ROUNDED_PRECISIONS:
+                data = _round_weights(data, saved_model_dir, dataset, weight_rounding, notes)
     except ConversionError:
         raise
     except Exception as e:  # noqa: BLE001 - ConverterError, ValueError, RuntimeError...
@@ -190,34 +204,68 @@ def run_model_bytes(model: bytes, x: np.ndarray) -> list[np.ndarray]:
 
 
 def _quantize_int8(converter: Any, tf: Any, io: str, nodes: list[str], ops: list[str], out_io: str, dataset: Any,
-                   ranges: str, bias_correction: str, notes: dict[str, Any] | None) -> bytes:
+                   ranges: str, bias_correction: str, weight_rounding: str, notes: dict[str, Any] | None) -> bytes:
+    from .rounding import apply, choose
+
     calibrated = calibrate(converter, tf)
     calibrated, record = set_ranges(calibrated, dataset.x_calib, ranges, io=io, out_io=out_io, nodes=nodes, ops=ops)
     log.info("int8 activation ranges: %s", record)
     per_tensor = converter._experimental_disable_per_channel  # noqa: SLF001
     data = quantize_calibrated(calibrated, tf, io=io, out_io=out_io, nodes=nodes, ops=ops, disable_per_channel=per_tensor)
+    twin = quantize_calibrated(calibrated, tf, io="float", out_io="float", nodes=nodes, ops=ops,
+                               disable_per_channel=per_tensor)  # what each choice is measured on
+    levels, rounding = choose(calibrated, twin, np.asarray(dataset.x_calib, dtype=np.float32), weight_rounding,
+                              run=run_model_bytes)
+    try:
+        data, twin = apply(data, levels), apply(twin, levels)
+    except ConversionError as e:  # the int8-I/O artifact's layers do not line up with its float-I/O twin's
+        log.warning("int8 weight rounding left out: %s", e)
+        rounding = {"method": "nearest", "reason": str(e)}
+    log.info("int8 weight rounding: %s", rounding)
     data, corrected = corrected_biases(data, calibrated, dataset.x_calib, bias_correction, nodes=nodes, ops=ops,
-                                       disable_per_channel=per_tensor)
+                                       disable_per_channel=per_tensor, twin=twin)
     log.info("int8 bias correction: %s", corrected)
     if notes is not None:
-        notes["ranges"] = record
-        notes["bias_correction"] = corrected
+        notes.update(ranges=record, weight_rounding=rounding, bias_correction=corrected)
+    return data
+
+
+def _round_weights(data: bytes, saved_model_dir: str | os.PathLike, dataset: Any, method: str,
+                   notes: dict[str, Any] | None) -> bytes:
+    """An int16x8 or dynamic range artifact (float I/O) with its int8 weights rounded by ``method``
+    (:func:`edgeship.converters.rounding.choose`), measured against the fp32 conversion of the same SavedModel."""
+    from .rounding import apply, choose
+
+    if method == "nearest" or dataset is None:
+        record = {"method": "nearest"} if method == "nearest" else {"method": "nearest", "reason": "no calibration samples"}
+    else:
+        import tensorflow as tf
+
+        fp32 = tf.lite.TFLiteConverter.from_saved_model(str(saved_model_dir)).convert()
+        levels, record = choose(fp32, data, np.asarray(dataset.x_calib, dtype=np.float32), method, run=run_model_bytes)
+        data = apply(data, levels)
+    log.info("weight rounding: %s", record)
+    if notes is not None:
+        notes["weight_rounding"] = record
     return data
 
 
 def corrected_biases(artifact: bytes, calibrated: bytes, x: Any, method: str, *, nodes: Sequence[str] = (),
-                     ops: Sequence[str] = (), disable_per_channel: bool = False) -> tuple[bytes, dict[str, Any]]:
+                     ops: Sequence[str] = (), disable_per_channel: bool = False,
+                     twin: bytes | None = None) -> tuple[bytes, dict[str, Any]]:
     """``artifact`` (an int8 quantization of ``calibrated``, any I/O types) with bias correction (``method``,
-    :func:`edgeship.converters.biascorr.choose`) measured on its float-I/O twin and applied by bias name, and a record
-    of the choice. A twin whose biases do not line up with the artifact's leaves it uncorrected, with a warning."""
+    :func:`edgeship.converters.biascorr.choose`) measured on its float-I/O twin (``twin``, quantized here when not
+    given) and applied by bias name, and a record of the choice. A twin whose biases do not line up with the
+    artifact's leaves it uncorrected, with a warning."""
     import tensorflow as tf
 
     from .biascorr import apply, choose
 
     if method == "none":
         return artifact, {"method": "none"}
-    twin = quantize_calibrated(calibrated, tf, io="float", out_io="float", nodes=nodes, ops=ops,
-                               disable_per_channel=disable_per_channel)
+    if twin is None:
+        twin = quantize_calibrated(calibrated, tf, io="float", out_io="float", nodes=nodes, ops=ops,
+                                   disable_per_channel=disable_per_channel)
     deltas, record = choose(calibrated, twin, np.asarray(x, dtype=np.float32), method, run=run_model_bytes)
     try:
         return apply(artifact, deltas), record

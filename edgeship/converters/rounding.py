@@ -1,0 +1,400 @@
+"""GPTQ weight rounding for TFLite int8: each layer's weights rounded together, to cancel its output error.
+
+TFLite quantizes the weights of a convolution, depthwise convolution or fully connected layer per
+output channel and symmetric: one step ``s = max|w| / 127`` per channel, each weight rounded to its
+nearest step. Nearest rounding makes every weight as close as it can be, but what the model feels is
+the layer's output error ``(W - Q) x`` on the inputs ``x`` it sees, and the rounding errors of weights
+whose inputs are correlated add up. GPTQ (Frantar et al. 2023, the greedy form of Optimal Brain
+Quantization; AdaRound asks the same question with gradient descent) rounds one input column at a time
+and moves the weights of the same output channel that are not rounded yet to cancel the error made so
+far, weighted by ``H = X^T X``: the second moments of the layer's inputs on calibration samples (the
+Hessian of its squared output error).
+
+Here it runs on a finished TFLite artifact whose weights are int8 (full int8, int16x8, dynamic range):
+``H`` is measured on the float model's own activations (the calibrated model, or the fp32 conversion),
+and each layer's int8 weights are replaced by GPTQ's levels on the artifact's own steps, so nothing else
+in the artifact changes (the int32 biases' scales included). Layers are matched by the tensor they write.
+:func:`choose` keeps GPTQ only where the outputs of calibration samples it was not fitted on come out
+:data:`~edgeship.converters.ranges.CHOICE_MARGIN_DB` closer to the float model
+(``weight_rounding="auto"``, the default), as the range setting and bias correction do; :func:`apply`
+writes the same levels into another quantization of the same model (the artifact's int8-I/O twin, a
+candidate with some layers kept in float).
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from typing import Any, Callable, Iterator, Sequence
+
+import numpy as np
+
+from ..errors import ConversionError
+
+log = logging.getLogger(__name__)
+
+# --weight-rounding: the first is the default. auto: GPTQ kept where it measures better; gptq: always; nearest: off
+WEIGHT_ROUNDING = ("auto", "gptq", "nearest")
+DEFAULT_WEIGHT_ROUNDING = WEIGHT_ROUNDING[0]
+ROUNDED_OPS = ("CONV_2D", "DEPTHWISE_CONV_2D", "FULLY_CONNECTED")  # TFLite ops whose input 1 is a weight tensor
+QUANTIZED_AXIS = {"CONV_2D": 0, "DEPTHWISE_CONV_2D": 3, "FULLY_CONNECTED": 0}  # the output-channel axis of each's weights
+LEVELS = 127  # symmetric int8 weights: -127..127 steps
+MAX_SAMPLES = 64  # calibration samples H is measured on (fewer leave a dense layer's H badly estimated)
+MAX_ROWS = 1024  # input patches per sample and layer that enter H (a uniform subsample of a large feature map)
+MAX_HESSIAN_BYTES = 512 * 2**20  # a layer whose H would be larger (8192 inputs per output channel) keeps nearest rounding
+PASS_BYTES = 256 * 2**20  # H of several layers accumulated in one pass over the samples, up to this many bytes
+DAMPING = 0.01  # added to H's diagonal, as a fraction of its mean (H from a few samples is near singular)
+BLOCK = 128  # columns rounded between two updates of the rest of the weights
+
+
+@dataclass(frozen=True)
+class WeightLayer:
+    """A layer of the float model: its op, the tensor it writes (how the artifact's layer is found), its input and
+    weight tensor indices, and the geometry of its window."""
+
+    op: str
+    output: str
+    input_index: int
+    weight_index: int
+    stride: tuple[int, int] = (1, 1)
+    dilation: tuple[int, int] = (1, 1)
+    same_padding: bool = False
+
+
+@dataclass(frozen=True)
+class QuantizedWeights:
+    """A layer's int8 weight tensor in an artifact: the op, its buffer's tensor index, shape and per-channel steps."""
+
+    op: str
+    tensor_index: int
+    shape: tuple[int, ...]
+    steps: np.ndarray  # one per output channel (a single step repeated when the tensor has one scale)
+
+
+@dataclass(frozen=True)
+class Rounding:
+    """What :func:`fit` found: GPTQ's int8 levels by the tensor each layer writes, how many layers it rounded of
+    the artifact's int8-weight layers, and its output error against nearest rounding (mean ratio over layers,
+    measured on the calibration samples' H)."""
+
+    levels: dict[str, np.ndarray]
+    layers: int
+    error_ratio: float | None
+
+    def to_dict(self) -> dict[str, Any]:
+        ratio = None if self.error_ratio is None else round(self.error_ratio, 3)
+        return {"rounded_layers": len(self.levels), "layers": self.layers, "layer_error_vs_nearest": ratio}
+
+
+# ---- the rounding itself (pure) ---------------------------------------------------------------------------
+def nearest(w: np.ndarray, step: np.ndarray) -> np.ndarray:
+    """Integer levels of ``w`` (rows = output channels) rounded to nearest on the per-row ``step``."""
+    return np.clip(np.round(w / step[:, None]), -LEVELS, LEVELS)
+
+
+def gptq(w: np.ndarray, h: np.ndarray, step: np.ndarray, *, damping: float = DAMPING, block: int = BLOCK) -> np.ndarray | None:
+    """Integer levels (in -127..127) for the float weights ``w`` (rows = output channels, columns = inputs) on the
+    per-row grid ``step``, rounded column by column with the error fed forward through ``h``: the inputs' second
+    moments, (columns, columns) shared by every row or (rows, columns, columns) one per row (a depthwise layer).
+    None when ``h`` cannot be inverted even damped."""
+    w = np.array(w, dtype=np.float64)
+    rows, cols = w.shape
+    h = np.array(h, dtype=np.float64).reshape(-1, cols, cols)
+    diag = np.einsum("rii->ri", h)  # a view: writing it writes h's diagonal
+    diag[diag <= 0] = 1.0  # an input that was always zero: its weight is rounded to nearest, no error fed on
+    diag += damping * diag.mean(axis=1, keepdims=True)
+    try:
+        u = np.swapaxes(np.linalg.cholesky(np.linalg.inv(h)), 1, 2)  # upper: inv(h) = u^T u, per H
+    except np.linalg.LinAlgError:
+        return None
+    if not np.all(np.isfinite(u)):
+        return None
+    q = np.zeros_like(w)
+    for a in range(0, cols, block):
+        b = min(a + block, cols)
+        part, err = w[:, a:b].copy(), np.zeros((rows, b - a))
+        for i in range(b - a):
+            col = part[:, i]
+            q[:, a + i] = level = np.clip(np.round(col / step), -LEVELS, LEVELS)
+            e = (col - level * step) / u[:, a + i, a + i]
+            part[:, i:] -= e[:, None] * u[:, a + i, a + i:b]
+            err[:, i] = e
+        if b < cols:
+            w[:, b:] -= err @ u[0, a:b, b:] if len(u) == 1 else np.einsum("ri,rij->rj", err, u[:, a:b, b:])
+    return q
+
+
+def output_error(w: np.ndarray, levels: np.ndarray, step: np.ndarray, h: np.ndarray) -> float:
+    """tr((W - Q) H (W - Q)^T): the layer's summed squared output error on the samples ``h`` was measured on (``h``
+    shared by the rows or one per row, as :func:`gptq` takes it)."""
+    d = np.asarray(w, np.float64) - levels * step[:, None]
+    h = np.asarray(h, np.float64)
+    return float(np.einsum("ij,jk,ik->", d, h, d) if h.ndim == 2 else np.einsum("ij,ijk,ik->", d, h, d))
+
+
+def as_rows(op: str, w: np.ndarray) -> np.ndarray:
+    """Weights as (output channels, inputs per channel): CONV_2D (O,kh,kw,I) and FULLY_CONNECTED (O,I) as stored;
+    DEPTHWISE_CONV_2D (1,kh,kw,C) one row per channel."""
+    return w.reshape(-1, w.shape[-1]).T if op == "DEPTHWISE_CONV_2D" else w.reshape(w.shape[0], -1)
+
+
+def from_rows(op: str, rows: np.ndarray, shape: Sequence[int]) -> np.ndarray:
+    """The inverse of :func:`as_rows`."""
+    return rows.T.reshape(shape) if op == "DEPTHWISE_CONV_2D" else rows.reshape(shape)
+
+
+def round_layer(op: str, w: np.ndarray, h: np.ndarray, step: np.ndarray) -> tuple[np.ndarray, float] | None:
+    """(GPTQ's int8 levels in the weights' own layout, its output error over nearest rounding's) for one layer's
+    float weights ``w`` on the per-output-channel ``step``; None when GPTQ does not do better on ``h``."""
+    rows = as_rows(op, w).astype(np.float64)
+    if op == "DEPTHWISE_CONV_2D":  # output channel c reads input channel c // multiplier
+        h = h[np.arange(rows.shape[0]) // (rows.shape[0] // h.shape[0])]
+    levels = gptq(rows, h, step)
+    if levels is None:
+        return None
+    err, base = output_error(rows, levels, step, h), output_error(rows, nearest(rows, step), step, h)
+    if not err < base:
+        return None
+    return from_rows(op, levels, w.shape).astype(np.int8), err / base
+
+
+# ---- the float model's layers and their inputs' second moments ------------------------------------------------
+def _model(data: bytes) -> Any:
+    from tensorflow.lite.tools import flatbuffer_utils
+
+    return flatbuffer_utils.convert_bytearray_to_object(bytearray(data))
+
+
+def _buffer(model: Any, index: int, dtype: str) -> np.ndarray | None:
+    t = model.subgraphs[0].tensors[index]
+    data = model.buffers[t.buffer].data
+    if data is None:
+        return None
+    return np.frombuffer(bytes(bytearray(data)), dtype=dtype).reshape([int(d) for d in t.shape]).copy()
+
+
+def _ops(model: Any) -> Iterator[tuple[str, Any]]:
+    from .ranges import _op_names
+
+    names = _op_names(model)
+    for op in model.subgraphs[0].operators:
+        yield names[op.opcodeIndex], op
+
+
+def weight_layers(model: Any) -> list[WeightLayer]:
+    """The layers of a float flatbuffer model object (``flatbuffer_utils`` form) with float weights, in graph order."""
+    from tensorflow.lite.python import schema_py_generated as schema
+
+    from .ranges import _tensor_name
+
+    g = model.subgraphs[0]
+    out = []
+    for name, op in _ops(model):
+        if name not in ROUNDED_OPS or len(op.inputs) < 2:
+            continue
+        wt = g.tensors[int(op.inputs[1])]
+        if wt.type != schema.TensorType.FLOAT32 or model.buffers[wt.buffer].data is None:
+            continue
+        o = op.builtinOptions
+        geometry = {}
+        if name != "FULLY_CONNECTED":
+            geometry = {"stride": (int(o.strideH), int(o.strideW)), "same_padding": o.padding == schema.Padding.SAME,
+                        "dilation": (int(o.dilationHFactor), int(o.dilationWFactor))}
+        out.append(WeightLayer(name, _tensor_name(g.tensors[int(op.outputs[0])]), int(op.inputs[0]), int(op.inputs[1]),
+                               **geometry))
+    return out
+
+
+def quantized_weights(model: Any) -> dict[str, QuantizedWeights]:
+    """The int8 weight tensors of an artifact, by the tensor their layer writes: stored as the op's input 1, or behind
+    a DEQUANTIZE (dynamic range). Symmetric per-output-channel (or per-tensor) steps only; weights other ops share
+    are left out."""
+    from tensorflow.lite.python import schema_py_generated as schema
+
+    from .ranges import _tensor_name
+
+    g = model.subgraphs[0]
+    dequantized = {int(op.outputs[0]): int(op.inputs[0]) for name, op in _ops(model) if name == "DEQUANTIZE"}
+    readers: dict[int, int] = {}
+    for _, op in _ops(model):
+        for i in op.inputs:
+            readers[int(i)] = readers.get(int(i), 0) + 1
+    out = {}
+    for name, op in _ops(model):
+        if name not in ROUNDED_OPS or len(op.inputs) < 2:
+            continue
+        index = dequantized.get(int(op.inputs[1]), int(op.inputs[1]))
+        t = g.tensors[index]
+        q = t.quantization
+        if t.type != schema.TensorType.INT8 or q is None or q.scale is None or model.buffers[t.buffer].data is None:
+            continue
+        shape = tuple(int(d) for d in t.shape)
+        axis, scale = QUANTIZED_AXIS[name], np.asarray(q.scale, np.float64)
+        zero = np.asarray(q.zeroPoint if q.zeroPoint is not None else [0])
+        if readers.get(index, 0) != 1 or readers.get(int(op.inputs[1]), 0) != 1:  # shared weights: left alone
+            continue
+        if np.any(zero != 0) or np.any(scale <= 0) or (scale.size > 1 and (int(q.quantizedDimension) != axis
+                                                                            or scale.size != shape[axis])):
+            continue
+        channels = shape[axis]
+        out[_tensor_name(g.tensors[int(op.outputs[0])])] = QuantizedWeights(
+            name, index, shape, np.broadcast_to(scale, (channels,)).copy() if scale.size == 1 else scale)
+    return out
+
+
+def _patches(a: np.ndarray, layer: WeightLayer, shape: tuple[int, ...]) -> np.ndarray | None:
+    """The layer's input as rows of what each output position multiplies: (positions, kh*kw*C) for a convolution,
+    (positions, kh*kw, C) for a depthwise one, (rows, inputs) for a fully connected layer. None when the weights do
+    not match the input (a grouped convolution)."""
+    if layer.op == "FULLY_CONNECTED":
+        return a.reshape(-1, shape[-1]) if a.size % shape[-1] == 0 else None
+    if a.ndim != 4:
+        return None
+    kh, kw, channels = shape[1], shape[2], a.shape[-1]
+    if (layer.op == "CONV_2D" and shape[3] != channels) or (layer.op == "DEPTHWISE_CONV_2D" and shape[3] % channels):
+        return None
+    import tensorflow as tf
+
+    p = tf.image.extract_patches(a.astype(np.float32), sizes=[1, kh, kw, 1], strides=[1, *layer.stride, 1],
+                                 rates=[1, *layer.dilation, 1], padding="SAME" if layer.same_padding else "VALID").numpy()
+    p = p.reshape(-1, kh * kw * channels)
+    return p.reshape(-1, kh * kw, channels) if layer.op == "DEPTHWISE_CONV_2D" else p
+
+
+def _moments(p: np.ndarray, op: str) -> np.ndarray:
+    p = p.astype(np.float64)
+    return np.einsum("nkc,nlc->ckl", p, p) if op == "DEPTHWISE_CONV_2D" else p.T @ p  # depthwise: one H per channel
+
+
+def _hessian_bytes(op: str, shape: Sequence[int]) -> int:
+    k = int(np.prod(shape[1:3])) if op == "DEPTHWISE_CONV_2D" else int(np.prod(shape[1:]))
+    return 8 * k * k * (int(shape[-1]) if op == "DEPTHWISE_CONV_2D" else 1)
+
+
+def _groups(layers: Sequence[WeightLayer], shapes: Sequence[tuple[int, ...]]) -> Iterator[list[int]]:
+    """Indices of layers whose H fit together in :data:`PASS_BYTES` (one pass over the samples each)."""
+    group: list[int] = []
+    used = 0
+    for i, (layer, shape) in enumerate(zip(layers, shapes)):
+        need = _hessian_bytes(layer.op, shape)
+        if group and used + need > PASS_BYTES:
+            yield group
+            group, used = [], 0
+        group.append(i)
+        used += need
+    if group:
+        yield group
+
+
+def second_moments(float_model: bytes, x: np.ndarray, layers: Sequence[WeightLayer], shapes: Sequence[tuple[int, ...]],
+                   seed: int = 0) -> Iterator[tuple[int, np.ndarray | None]]:
+    """(index into ``layers``, H) for each layer, H measured on the samples ``x`` run through the float model one at a
+    time (None: the layer's input does not fit its weights)."""
+    import tensorflow as tf
+
+    for group in _groups(layers, shapes):
+        it = tf.lite.Interpreter(model_content=bytes(float_model), experimental_preserve_all_tensors=True)
+        it.allocate_tensors()
+        inp = it.get_input_details()[0]
+        rng = np.random.default_rng(seed)
+        acc: dict[int, np.ndarray | None] = {}
+        for s in x:
+            it.set_tensor(inp["index"], np.ascontiguousarray(s[None], dtype=np.float32))
+            it.invoke()
+            for i in group:
+                if i in acc and acc[i] is None:
+                    continue
+                p = _patches(it.get_tensor(layers[i].input_index), layers[i], shapes[i])
+                if p is not None and len(p) > MAX_ROWS:
+                    p = p[rng.choice(len(p), MAX_ROWS, replace=False)]
+                m = None if p is None else _moments(p, layers[i].op)
+                acc[i] = m if m is None or i not in acc else acc[i] + m
+        del it
+        for i in group:
+            yield i, acc.get(i)
+
+
+# ---- fitting and applying --------------------------------------------------------------------------------
+def fit(float_model: bytes, artifact: bytes, x: np.ndarray) -> Rounding:
+    """GPTQ's levels for every int8-weight layer of ``artifact`` (any TFLite quantization of ``float_model``, float
+    I/O or not) that the float model has under the same output name and weight shape, on the artifact's own steps,
+    with H from the float model on the samples ``x`` (the first :data:`MAX_SAMPLES`)."""
+    from ..progress import progress
+
+    fm = _model(float_model)
+    qw = quantized_weights(_model(artifact))
+    pairs = [(lay, qw[lay.output]) for lay in weight_layers(fm) if lay.output in qw]
+    pairs = [(lay, q) for lay, q in pairs if tuple(int(d) for d in fm.subgraphs[0].tensors[lay.weight_index].shape) == q.shape
+             and _hessian_bytes(lay.op, q.shape) <= MAX_HESSIAN_BYTES]
+    levels: dict[str, np.ndarray] = {}
+    ratios: list[float] = []
+    bar = progress(total=len(pairs), desc="weight rounding", unit="layer")
+    try:
+        xs = np.asarray(x[:MAX_SAMPLES], dtype=np.float32)
+        for i, h in second_moments(float_model, xs, [lay for lay, _ in pairs], [q.shape for _, q in pairs]):
+            layer, q = pairs[i]
+            w = _buffer(fm, layer.weight_index, "<f4")
+            done = None if h is None or w is None else round_layer(layer.op, w, h, q.steps)
+            ratios.append(1.0 if done is None else done[1])
+            if done is not None:
+                levels[layer.output] = done[0]
+            bar.update(1)
+    finally:
+        bar.close()
+    return Rounding(levels, len(qw), float(np.mean(ratios)) if ratios else None)
+
+
+def apply(artifact: bytes, levels: dict[str, np.ndarray], *, strict: bool = True) -> bytes:
+    """``artifact`` with the int8 weights of each layer named in ``levels`` replaced. A named layer the artifact does
+    not hold as int8 weights of that shape is a ConversionError when ``strict``, else left as it is (a candidate that
+    keeps the layer in float)."""
+    if not levels:
+        return artifact
+    model = _model(artifact)
+    found = quantized_weights(model)
+    changed = False
+    for name, lv in levels.items():
+        q = found.get(name)
+        if q is None or q.shape != lv.shape:
+            if strict:
+                raise ConversionError(f"weight rounding: the artifact has no int8 weights of shape {lv.shape} for "
+                                      f"{name!r} (the quantizer named its tensors differently)")
+            continue
+        t = model.subgraphs[0].tensors[q.tensor_index]
+        model.buffers[t.buffer].data = np.frombuffer(np.ascontiguousarray(lv, dtype=np.int8).tobytes(), dtype=np.uint8)
+        changed = True
+    if not changed:
+        return artifact
+    from tensorflow.lite.tools import flatbuffer_utils
+
+    return bytes(flatbuffer_utils.convert_object_to_bytearray(model))
+
+
+def choose(float_model: bytes, artifact: bytes, x: np.ndarray, method: str,
+           run: Callable[[bytes, np.ndarray], list[np.ndarray]]) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
+    """GPTQ's levels to write (empty: keep nearest rounding) into ``artifact`` (a float-I/O quantization of
+    ``float_model``) under ``method``, and a record of the choice. Fitted on the first part of ``x``; ``auto`` judges
+    GPTQ against nearest rounding on the rest (:func:`~edgeship.converters.ranges.judge_alternative`)."""
+    from .ranges import judge_alternative, split_samples
+
+    if method not in WEIGHT_ROUNDING:
+        raise ValueError(f"weight rounding must be one of {', '.join(WEIGHT_ROUNDING)}, got {method!r}")
+    if method == "nearest":
+        return {}, {"method": "nearest"}
+    fit_x, judge = split_samples(x, fit=MAX_SAMPLES)
+    if method == "auto" and len(judge) == 0:
+        return {}, {"method": "nearest", "reason": "too few calibration samples to judge GPTQ on unseen ones"}
+    found = fit(float_model, artifact, fit_x)
+    record: dict[str, Any] = {"method": "gptq", **found.to_dict()}
+    if not found.levels:
+        record.update(method="nearest", reason="GPTQ rounded no layer better than nearest rounding")
+        return {}, record
+    if method == "gptq":
+        return found.levels, record
+    keep, measured = judge_alternative(run(float_model, judge), {"nearest": run(artifact, judge),
+                                                                 "gptq": run(apply(artifact, found.levels), judge)}, "GPTQ")
+    record.update(measured)
+    if keep:
+        return found.levels, record
+    record["method"] = "nearest"
+    return {}, record

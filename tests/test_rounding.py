@@ -1,0 +1,109 @@
+"""GPTQ weight rounding (issue 27): each layer's int8 weights rounded together so their errors cancel in its output."""
+
+import numpy as np
+import pytest
+
+from edgeship.converters import rounding as R
+from tests.helpers.sensitive import workspace
+
+
+def _correlated(rows: int, cols: int, n: int = 4000, seed: int = 0):
+    """Weights, per-row steps and the second moments of inputs whose columns are strongly correlated (as neighbouring
+    pixels of a feature map are)."""
+    rng = np.random.default_rng(seed)
+    base = rng.normal(size=(n, 4))
+    x = base @ rng.normal(size=(4, cols)) + 0.1 * rng.normal(size=(n, cols))
+    w = rng.normal(size=(rows, cols))
+    step = np.abs(w).max(axis=1) / R.LEVELS
+    return w, step, x.T @ x
+
+
+def test_gptq_cancels_rounding_errors_that_nearest_leaves():
+    w, step, h = _correlated(16, 36)
+    q = R.gptq(w, h, step)
+    near = R.nearest(w, step)
+    assert q.shape == w.shape and np.all(np.abs(q) <= R.LEVELS) and np.array_equal(q, np.round(q))
+    assert np.any(q != near)
+    assert np.all(np.abs(q - w / step[:, None]) <= 8)  # a few steps at most from the weight: the same grid, no drift
+    assert R.output_error(w, q, step, h) < 0.5 * R.output_error(w, near, step, h)
+    # one H per row (a depthwise layer) gives each row what its own shared-H run gives it
+    per_row = R.gptq(w, np.stack([h] * len(w)), step)
+    assert np.array_equal(per_row, q)
+    # uncorrelated inputs (diagonal H): there is nothing to cancel, and GPTQ is nearest rounding
+    assert np.array_equal(R.gptq(w, np.diag(np.diag(h)), step), near)
+
+
+def test_gptq_on_a_real_int8_model_is_exact_and_lowers_every_layers_error(tmp_path):
+    """On the trained digits CNN: the levels fitted on its float-I/O twin are written exactly into the int8-I/O artifact
+    (the int8 weights and nothing else change), every layer's output error on the calibration samples drops, and a
+    layer kept in float by a candidate is skipped, not an error."""
+    import tensorflow as tf
+
+    from edgeship.converters import tflite as T
+    from tests.test_int8_quality import _calibrated_digits, _changed_tensors
+
+    calibrated, twin, x = _calibrated_digits(tmp_path)
+    found = R.fit(calibrated, twin, x)
+    assert found.layers >= 5 and len(found.levels) == found.layers, found.to_dict()
+    assert 0 < found.error_ratio < 0.8, found.to_dict()
+    int8_io = T.quantize_calibrated(calibrated, tf, io="int8", out_io="int8")
+    rounded = R.apply(int8_io, found.levels)
+    assert _changed_tensors(int8_io, rounded) == {"int8"}
+    back = R.quantized_weights(R._model(rounded))
+    model = R._model(rounded)
+    for name, levels in found.levels.items():
+        stored = R._buffer(model, back[name].tensor_index, "i1")
+        assert np.array_equal(stored, levels), name
+    with pytest.raises(Exception, match="no int8 weights of shape"):
+        R.apply(int8_io, {"nope": np.zeros((2, 2), np.int8)})
+    assert R.apply(int8_io, {"nope": np.zeros((2, 2), np.int8)}, strict=False) == int8_io
+
+
+def test_weight_rounding_options_recorded_and_int16x8_gains(tmp_path):
+    """convert: gptq and nearest differ only in int8 weights, auto records what it measured and keeps exactly one of
+    the two; in int16x8, where weights are what limits the model, GPTQ brings the outputs closer to the float model;
+    bad values are one-line errors with nothing written."""
+    import json
+
+    from click.testing import CliRunner
+
+    from edgeship.cli import cli
+    from edgeship.converters import convert
+    from edgeship.converters.ranges import output_sqnr
+    from edgeship.converters.verify import reference_outputs, run_artifact
+    from edgeship.errors import InputError
+    from tests.test_int8_quality import _changed_tensors
+
+    ws = workspace()
+    common = dict(precision="int8", calib=ws["calib"], max_drop=None, equalize="off", ranges="minmax",
+                  bias_correction="none")
+    got = {}
+    for wr in ("nearest", "gptq", "auto"):
+        (r,) = convert(ws["good"], formats="tflite", out_dir=tmp_path / wr, name=wr, weight_rounding=wr, **common)
+        got[wr] = (r.path.read_bytes(), r.manifest.conversion.quantization["weight_rounding"])
+    assert got["nearest"][1] == {"method": "nearest"}
+    assert got["gptq"][1]["method"] == "gptq" and got["gptq"][1]["rounded_layers"] >= 5
+    assert _changed_tensors(got["nearest"][0], got["gptq"][0]) == {"int8"}
+    auto = got["auto"][1]
+    assert set(auto["sqnr_db"]) == {"nearest", "gptq"} and "not fitted on" in auto["chosen_by"]
+    assert got["auto"][0] == got[auto["method"]][0]
+    with pytest.raises(InputError, match="weight_rounding must be one of auto, gptq, nearest"):
+        convert(ws["good"], formats="tflite", out_dir=tmp_path / "x", weight_rounding="adaround", **common)
+    with pytest.raises(InputError, match="needs a calibration set"):
+        convert(ws["good"], formats="tflite", precision="dynamic", out_dir=tmp_path / "x", weight_rounding="gptq")
+    assert not (tmp_path / "x").exists()
+
+    x_hold, _ = ws["dataset"].split("holdout")
+    ref = reference_outputs(ws["good"], x_hold)
+    sqnr = {}
+    for wr in ("nearest", "gptq"):
+        r = CliRunner().invoke(cli, ["convert", str(ws["good"]), "-f", "tflite", "-p", "int16x8", "--calib",
+                                     str(ws["calib"]), "--weight-rounding", wr, "-o", str(tmp_path / f"i16_{wr}"), "--json"])
+        assert r.exit_code == 0, r.output
+        (a,) = json.loads(r.stdout)["artifacts"]
+        assert a["manifest"]["conversion"]["quantization"]["weight_rounding"]["method"] == wr
+        sqnr[wr] = output_sqnr(ref, run_artifact(a["path"], x_hold)[0])
+    assert sqnr["gptq"] > sqnr["nearest"] + 1.0, sqnr
+    r = CliRunner().invoke(cli, ["convert", str(ws["good"]), "-f", "tflite", "-p", "int8", "--calib", str(ws["calib"]),
+                                 "--weight-rounding", "sometimes", "-o", str(tmp_path / "y")])
+    assert r.exit_code != 0 and "sometimes" in r.output and not (tmp_path / "y").exists()
