@@ -95,15 +95,21 @@ def test_weight_rounding_options_recorded_and_int16x8_gains(tmp_path):
 
     x_hold, _ = ws["dataset"].split("holdout")
     ref = reference_outputs(ws["good"], x_hold)
-    sqnr = {}
-    for wr in ("nearest", "gptq"):
+    sqnr, records = {}, {}
+    for wr in ("nearest", "gptq", "auto"):
         r = CliRunner().invoke(cli, ["convert", str(ws["good"]), "-f", "tflite", "-p", "int16x8", "--calib",
                                      str(ws["calib"]), "--weight-rounding", wr, "-o", str(tmp_path / f"i16_{wr}"), "--json"])
         assert r.exit_code == 0, r.output
         (a,) = json.loads(r.stdout)["artifacts"]
-        assert a["manifest"]["conversion"]["quantization"]["weight_rounding"]["method"] == wr
+        records[wr] = a["manifest"]["conversion"]["quantization"]["weight_rounding"]
         sqnr[wr] = output_sqnr(ref, run_artifact(a["path"], x_hold)[0])
+    assert records["nearest"]["method"] == "nearest" and records["gptq"]["method"] == "gptq"
     assert sqnr["gptq"] > sqnr["nearest"] + 1.0, sqnr
+    # auto: the weights dominate int16x8's error, so GPTQ is kept unless it measures worse on unseen samples
+    assert "kept when not worse" in records["auto"]["chosen_by"], records["auto"]
+    judged = records["auto"]["sqnr_db"]
+    assert records["auto"]["method"] == ("gptq" if judged["gptq"] >= judged["nearest"] else "nearest")
+    assert sqnr["auto"] == sqnr[records["auto"]["method"]]
     r = CliRunner().invoke(cli, ["convert", str(ws["good"]), "-f", "tflite", "-p", "int8", "--calib", str(ws["calib"]),
                                  "--weight-rounding", "sometimes", "-o", str(tmp_path / "y")])
     assert r.exit_code != 0 and "sometimes" in r.output and not (tmp_path / "y").exists()

@@ -123,9 +123,10 @@ def _from_target(name: str | None, formats: tuple[str, ...], precision: str | No
               show_default=True, help="TFLite int8, int16x8 and dynamic range: how each layer's float weights become "
                    "int8. gptq rounds a layer's weights together so that their errors cancel in its output on the "
                    "calibration samples (GPTQ: error fed forward through the inputs' second moments), on the same "
-                   "per-channel steps; nearest rounds each weight on its own (the converter's). auto keeps gptq only "
-                   "where it is 1 dB closer to the float model on calibration samples it was not fitted on. Needs "
-                   "--calib. OpenVINO: NNCF rounds to nearest.")
+                   "per-channel steps; nearest rounds each weight on its own (the converter's). auto measures both on "
+                   "calibration samples gptq was not fitted on and keeps gptq in int8 where it is 1 dB closer to the "
+                   "float model, in int16x8 and dynamic range (where the weights dominate the error) unless it is "
+                   "worse. Needs --calib. OpenVINO: NNCF rounds to nearest.")
 @click.option("--qat", "qat", type=click.IntRange(0, MAX_QAT_EPOCHS), default=GateOptions.qat, metavar="EPOCHS",
               help="int8: fine-tune EPOCHS with fake int8 (tfmot), distilling from the float model on the calibration "
                    "images (their labels mixed in when the set has them), then convert to full int8. With a budget it "

@@ -213,17 +213,18 @@ def choose(calibrated: bytes, x: np.ndarray, method: str, quantize: Callable[[by
 
 
 def judge_alternative(reference: Sequence[np.ndarray], outputs: dict[str, Sequence[np.ndarray]],
-                      fitted: str) -> tuple[bool, dict[str, Any]]:
+                      fitted: str, margin_db: float = CHOICE_MARGIN_DB) -> tuple[bool, dict[str, Any]]:
     """Whether the second of two int8 models (``outputs``: plain name -> its outputs, then the alternative's) replaces
-    the first: its :func:`sample_sqnr` against ``reference`` is :data:`CHOICE_MARGIN_DB` higher; and the record of
-    that measurement (``fitted``: what was fitted on other samples, for the record's wording)."""
+    the first: its :func:`sample_sqnr` against ``reference`` is ``margin_db`` higher (at least as high for 0); and the
+    record of that measurement (``fitted``: what was fitted on other samples, for the record's wording)."""
     (plain, a), (alt, b) = outputs.items()
     sq = {plain: sample_sqnr(reference, a), alt: sample_sqnr(reference, b)}
     judged = len(next(iter(reference))) if len(reference) else 0
+    rule = f"{margin_db:g} dB better" if margin_db else "not worse"
     record = {"chosen_by": f"mean per-sample output SQNR on {judged} calibration samples {fitted} was not fitted on "
-                           f"({alt} kept when {CHOICE_MARGIN_DB:g} dB better)",
+                           f"({alt} kept when {rule})",
               "sqnr_db": {k: round(v, 2) for k, v in sq.items()}}
-    return sq[alt] >= sq[plain] + CHOICE_MARGIN_DB, record
+    return sq[alt] >= sq[plain] + margin_db, record
 
 
 def split_samples(x: np.ndarray, fit: int = MAX_SAMPLES, judge: int = 2 * MAX_SAMPLES) -> tuple[np.ndarray, np.ndarray]:

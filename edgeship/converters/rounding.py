@@ -45,6 +45,10 @@ MAX_HESSIAN_BYTES = 512 * 2**20  # a layer whose H would be larger (8192 inputs 
 PASS_BYTES = 256 * 2**20  # H of several layers accumulated in one pass over the samples, up to this many bytes
 DAMPING = 0.01  # added to H's diagonal, as a fraction of its mean (H from a few samples is near singular)
 BLOCK = 128  # columns rounded between two updates of the rest of the weights
+# auto's margin where the int8 weights dominate the error (int16x8, dynamic range: float or 16-bit activations):
+# GPTQ kept unless it measures worse (0.4-10 dB closer on every model of benchmarks/real_models.py). Full int8,
+# where the activations' rounding dominates and GPTQ moves the outputs within noise, takes the usual margin.
+WEIGHTS_ONLY_MARGIN_DB = 0.0
 
 
 @dataclass(frozen=True)
@@ -371,11 +375,13 @@ def apply(artifact: bytes, levels: dict[str, np.ndarray], *, strict: bool = True
 
 
 def choose(float_model: bytes, artifact: bytes, x: np.ndarray, method: str,
-           run: Callable[[bytes, np.ndarray], list[np.ndarray]]) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
+           run: Callable[[bytes, np.ndarray], list[np.ndarray]], *,
+           margin_db: float | None = None) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
     """GPTQ's levels to write (empty: keep nearest rounding) into ``artifact`` (a float-I/O quantization of
     ``float_model``) under ``method``, and a record of the choice. Fitted on the first part of ``x``; ``auto`` judges
-    GPTQ against nearest rounding on the rest (:func:`~edgeship.converters.ranges.judge_alternative`)."""
-    from .ranges import judge_alternative, split_samples
+    GPTQ against nearest rounding on the rest (:func:`~edgeship.converters.ranges.judge_alternative`, with
+    ``margin_db``: the usual CHOICE_MARGIN_DB when None)."""
+    from .ranges import CHOICE_MARGIN_DB, judge_alternative, split_samples
 
     if method not in WEIGHT_ROUNDING:
         raise ValueError(f"weight rounding must be one of {', '.join(WEIGHT_ROUNDING)}, got {method!r}")
@@ -392,7 +398,8 @@ def choose(float_model: bytes, artifact: bytes, x: np.ndarray, method: str,
     if method == "gptq":
         return found.levels, record
     keep, measured = judge_alternative(run(float_model, judge), {"nearest": run(artifact, judge),
-                                                                 "gptq": run(apply(artifact, found.levels), judge)}, "GPTQ")
+                                                                 "gptq": run(apply(artifact, found.levels), judge)}, "GPTQ",
+                                       CHOICE_MARGIN_DB if margin_db is None else margin_db)
     record.update(measured)
     if keep:
         return found.levels, record

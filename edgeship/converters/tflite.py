@@ -234,7 +234,7 @@ def _round_weights(data: bytes, saved_model_dir: str | os.PathLike, dataset: Any
                    notes: dict[str, Any] | None) -> bytes:
     """An int16x8 or dynamic range artifact (float I/O) with its int8 weights rounded by ``method``
     (:func:`edgeship.converters.rounding.choose`), measured against the fp32 conversion of the same SavedModel."""
-    from .rounding import apply, choose
+    from .rounding import WEIGHTS_ONLY_MARGIN_DB, apply, choose
 
     if method == "nearest" or dataset is None:
         record = {"method": "nearest"} if method == "nearest" else {"method": "nearest", "reason": "no calibration samples"}
@@ -242,7 +242,8 @@ def _round_weights(data: bytes, saved_model_dir: str | os.PathLike, dataset: Any
         import tensorflow as tf
 
         fp32 = tf.lite.TFLiteConverter.from_saved_model(str(saved_model_dir)).convert()
-        levels, record = choose(fp32, data, np.asarray(dataset.x_calib, dtype=np.float32), method, run=run_model_bytes)
+        levels, record = choose(fp32, data, np.asarray(dataset.x_calib, dtype=np.float32), method, run=run_model_bytes,
+                                margin_db=WEIGHTS_ONLY_MARGIN_DB)
         data = apply(data, levels)
     log.info("weight rounding: %s", record)
     if notes is not None:
