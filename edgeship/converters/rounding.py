@@ -41,6 +41,7 @@ QUANTIZED_AXIS = {"CONV_2D": 0, "DEPTHWISE_CONV_2D": 3, "FULLY_CONNECTED": 0}  #
 LEVELS = 127  # symmetric int8 weights: -127..127 steps
 MAX_SAMPLES = 64  # calibration samples H is measured on (fewer leave a dense layer's H badly estimated)
 MAX_ROWS = 1024  # input patches per sample and layer that enter H (a uniform subsample of a large feature map)
+BLOCK_ROWS = 8192  # patch rows gathered before each product that adds to H
 MAX_HESSIAN_BYTES = 512 * 2**20  # a layer whose H would be larger (8192 inputs per output channel) keeps nearest rounding
 PASS_BYTES = 256 * 2**20  # H of several layers accumulated in one pass over the samples, up to this many bytes
 DAMPING = 0.01  # added to H's diagonal, as a fraction of its mean (H from a few samples is near singular)
@@ -133,7 +134,9 @@ def output_error(w: np.ndarray, levels: np.ndarray, step: np.ndarray, h: np.ndar
     shared by the rows or one per row, as :func:`gptq` takes it)."""
     d = np.asarray(w, np.float64) - levels * step[:, None]
     h = np.asarray(h, np.float64)
-    return float(np.einsum("ij,jk,ik->", d, h, d) if h.ndim == 2 else np.einsum("ij,ijk,ik->", d, h, d))
+    if h.ndim == 2:
+        return float(np.sum((d @ h) * d))
+    return float(np.sum(np.matmul(d[:, None, :], h)[:, 0, :] * d))
 
 
 def as_rows(op: str, w: np.ndarray) -> np.ndarray:
@@ -266,8 +269,43 @@ def _patches(a: np.ndarray, layer: WeightLayer, shape: tuple[int, ...]) -> np.nd
 
 
 def _moments(p: np.ndarray, op: str) -> np.ndarray:
-    p = p.astype(np.float64)
-    return np.einsum("nkc,nlc->ckl", p, p) if op == "DEPTHWISE_CONV_2D" else p.T @ p  # depthwise: one H per channel
+    """P^T P of a block of patch rows, in float32 (a few thousand rows: float32 sums hold; summed in float64)."""
+    p = np.asarray(p, dtype=np.float32)
+    if op == "DEPTHWISE_CONV_2D":  # one H per channel: (C, k, n) @ (C, n, k)
+        t = np.ascontiguousarray(p.transpose(2, 1, 0))
+        return np.matmul(t, t.transpose(0, 2, 1))
+    return p.T @ p
+
+
+class _Moments:
+    """H of one layer, summed from patch rows gathered into blocks of :data:`BLOCK_ROWS` (one product per block)."""
+
+    def __init__(self, op: str) -> None:
+        self.op, self.rows, self.h, self.failed = op, [], None, False
+        self.pending = 0
+
+    def add(self, p: np.ndarray | None) -> None:
+        if p is None:
+            self.failed = True
+        if self.failed:
+            return
+        self.rows.append(p)
+        self.pending += len(p)
+        if self.pending >= BLOCK_ROWS:
+            self.flush()
+
+    def flush(self) -> None:
+        if self.rows and not self.failed:
+            m = _moments(np.concatenate(self.rows), self.op)
+            if self.h is None:
+                self.h = m.astype(np.float64)
+            else:
+                self.h += m
+        self.rows, self.pending = [], 0
+
+    def result(self) -> np.ndarray | None:
+        self.flush()
+        return None if self.failed else self.h
 
 
 def _hessian_bytes(op: str, shape: Sequence[int]) -> int:
@@ -301,21 +339,20 @@ def second_moments(float_model: bytes, x: np.ndarray, layers: Sequence[WeightLay
         it.allocate_tensors()
         inp = it.get_input_details()[0]
         rng = np.random.default_rng(seed)
-        acc: dict[int, np.ndarray | None] = {}
+        acc = {i: _Moments(layers[i].op) for i in group}
         for s in x:
             it.set_tensor(inp["index"], np.ascontiguousarray(s[None], dtype=np.float32))
             it.invoke()
             for i in group:
-                if i in acc and acc[i] is None:
+                if acc[i].failed:
                     continue
                 p = _patches(it.get_tensor(layers[i].input_index), layers[i], shapes[i])
                 if p is not None and len(p) > MAX_ROWS:
                     p = p[rng.choice(len(p), MAX_ROWS, replace=False)]
-                m = None if p is None else _moments(p, layers[i].op)
-                acc[i] = m if m is None or i not in acc else acc[i] + m
+                acc[i].add(p)
         del it
         for i in group:
-            yield i, acc.get(i)
+            yield i, acc.pop(i).result()
 
 
 # ---- fitting and applying --------------------------------------------------------------------------------
