@@ -244,18 +244,8 @@ def run_subject(subject: Subject, formats: list[str], work: Path) -> list[Row]:
             try:
                 r = convert(subject, fmt, out / label.replace(" ", "_"), f"{subject.name}_{label.replace(' ', '_')}", **options)
                 row.path, row.precision = str(r.path), r.manifest.precision
-                q = r.manifest.conversion.quantization or {}
-                bits = []
-                if "equalization" in q:
-                    bits.append("equalized" if q["equalization"]["kept"] else "equalization not kept")
-                if "ranges" in q:
-                    bits.append(f"ranges {q['ranges'].get('method')}")
-                if "preset" in q:
-                    bits.append(f"preset {q['preset'].get('method')}")
-                if "weight_rounding" in q:
-                    bits.append(f"weights {q['weight_rounding'].get('method')}")
-                if "bias_correction" in q:
-                    bits.append(f"bias correction {q['bias_correction'].get('method')}")
+                recipe = r.manifest.conversion.recipe()
+                bits = [recipe] if recipe else []
                 if label == "gate pick":
                     g = r.manifest.conversion.accuracy_gate
                     bits.append(f"gate {g.status}: {g.precision}")

@@ -90,7 +90,8 @@ class ConversionRecord(Record):
     timings: dict[str, float] = field(default_factory=dict)  # seconds per step (convert_s, gate_s, ...)
     accuracy_gate: GateRecord = field(default_factory=GateRecord)
     channel_pruning: dict[str, Any] | None = None  # a StructuredReport's dict (convert --prune-channels)
-    quantization: dict[str, Any] | None = None  # int8: equalization, activation ranges, bias correction as applied
+    # int8: equalization, activation ranges, weight rounding, bias correction (and NNCF's preset, QAT) as applied
+    quantization: dict[str, Any] | None = None
 
     @classmethod
     def _field_from_json(cls, name: str, value: Any) -> Any:
@@ -98,6 +99,26 @@ class ConversionRecord(Record):
 
     def option(self, name: str, default: Any = None) -> Any:
         return self.options.get(name, default)
+
+    def recipe(self) -> str | None:
+        """What the quantization kept, on one line (``equalization not kept, ranges minmax, weights gptq, bias
+        correction none``), or None when nothing was recorded (a float artifact)."""
+        q = self.quantization or {}
+        bits = []
+        if isinstance(q.get("equalization"), dict):
+            bits.append("equalized" if q["equalization"].get("kept") else "equalization not kept")
+        for key, label in QUANTIZATION_STEPS:
+            step = q.get(key)
+            if isinstance(step, dict) and step.get("method"):
+                bits.append(f"{label} {step['method']}")
+        if isinstance(q.get("qat"), dict):
+            bits.append(f"QAT {q['qat'].get('epochs')} epochs")
+        return ", ".join(bits) or None
+
+
+# the quantization notes that record a chosen method, in the order they run, and how a line names each
+QUANTIZATION_STEPS = (("preset", "preset"), ("ranges", "ranges"), ("weight_rounding", "weights"),
+                      ("bias_correction", "bias correction"))
 
 
 @dataclass

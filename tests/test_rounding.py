@@ -92,6 +92,11 @@ def test_weight_rounding_options_recorded_and_int16x8_gains(tmp_path):
     with pytest.raises(InputError, match="needs a calibration set"):
         convert(ws["good"], formats="tflite", precision="dynamic", out_dir=tmp_path / "x", weight_rounding="gptq")
     assert not (tmp_path / "x").exists()
+    # OpenVINO: NNCF rounds to nearest; an explicit gptq is recorded as not applied, with why
+    (r,) = convert(ws["good"], formats="openvino", out_dir=tmp_path / "ov", weight_rounding="gptq", preset="performance",
+                   **{**common, "bias_correction": "fast"})
+    noted = r.manifest.conversion.quantization["weight_rounding"]
+    assert noted["method"] == "nearest" and "NNCF" in noted["reason"], noted
 
     x_hold, _ = ws["dataset"].split("holdout")
     ref = reference_outputs(ws["good"], x_hold)
@@ -113,3 +118,20 @@ def test_weight_rounding_options_recorded_and_int16x8_gains(tmp_path):
     r = CliRunner().invoke(cli, ["convert", str(ws["good"]), "-f", "tflite", "-p", "int8", "--calib", str(ws["calib"]),
                                  "--weight-rounding", "sometimes", "-o", str(tmp_path / "y")])
     assert r.exit_code != 0 and "sometimes" in r.output and not (tmp_path / "y").exists()
+    r = CliRunner().invoke(cli, ["convert", str(ws["good"]), "-f", "tflite", "-p", "int8", "--calib", str(ws["calib"]),
+                                 "--max-drop", "none", "--weight-rounding", "gptq", "--equalize", "off", "-o",
+                                 str(tmp_path / "z")])
+    assert r.exit_code == 0 and "equalization not kept" not in r.output, r.output
+    assert "ranges " in r.output and "weights gptq, bias correction " in r.output, r.output  # what was kept, one line
+
+
+def test_recipe_names_what_each_step_kept():
+    from edgeship.records import ConversionRecord
+
+    q = {"equalization": {"kept": False}, "ranges": {"method": "minmax"}, "weight_rounding": {"method": "gptq"},
+         "bias_correction": {"method": "none", "reason": "x"}, "qat": {"epochs": 3}}
+    assert ConversionRecord(quantization=q).recipe() == ("equalization not kept, ranges minmax, weights gptq, "
+                                                         "bias correction none, QAT 3 epochs")
+    assert ConversionRecord(quantization={"preset": {"method": "mixed"}, "equalization": {"kept": True}}).recipe() == \
+        "equalized, preset mixed"
+    assert ConversionRecord().recipe() is None

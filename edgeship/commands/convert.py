@@ -191,6 +191,10 @@ def convert(model: str, formats: tuple[str, ...], precision: str | None, calib: 
         s = sp["float_model_sizes"]
         echo_err(f"pruned to {sp['overall']:.1%} ({sp['mode']}); float weights {human_size(s['before_gzip_bytes'])} -> "
                  f"{human_size(s['after_gzip_bytes'])} gzipped. {sp['note']}.")
+    for r in results:
+        recipe = r.manifest.conversion.recipe()
+        if recipe:
+            echo_err(f"{r.path.name}: {recipe} (each auto choice measured: conversion.quantization in the manifest)")
     cp = results[0].manifest.conversion.channel_pruning if results else None
     if cp:
         echo_err(channel_pruning_line(cp))

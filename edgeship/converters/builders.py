@@ -27,6 +27,8 @@ from .plan import ArtifactPlan, scope_names
 
 
 class Builder(Protocol):
+    rounds_weights: bool  # whether --weight-rounding gptq applies to this format's int8 weights
+
     def build(self, saved_model: Path, out: Path, plan: ArtifactPlan, dataset: Any,
               notes: dict[str, Any] | None = None) -> Path: ...
     def candidates(self, saved_model: Path, dataset: Any, artifact: Path, tmp: Path, plan: ArtifactPlan) -> Any: ...
@@ -37,6 +39,8 @@ class Builder(Protocol):
 
 class TFLiteBuilder:
     """The TFLite converter (MLIR quantizer for int8); the gate grows a denylist of nodes kept in float."""
+
+    rounds_weights = True  # --weight-rounding gptq applies (converters.rounding)
 
     def build(self, saved_model: Path, out: Path, plan: ArtifactPlan, dataset: Any,
               notes: dict[str, Any] | None = None) -> Path:
@@ -83,11 +87,17 @@ class TFLiteBuilder:
 class OpenVINOBuilder:
     """OpenVINO's converter, then ``nncf.quantize`` for int8; the gate grows an ignored scope."""
 
+    rounds_weights = False  # NNCF rounds weights to nearest
+
     def build(self, saved_model: Path, out: Path, plan: ArtifactPlan, dataset: Any,
               notes: dict[str, Any] | None = None) -> Path:
+        """``notes`` receives NNCF's settings as chosen; an explicit ``weight_rounding="gptq"`` is recorded as not
+        applied (NNCF rounds weights to nearest; GPTQ is the TFLite builder's)."""
         from .openvino import to_openvino
 
-
+        if plan.weight_rounding == "gptq" and plan.precision in ("int8", "dynamic") and notes is not None:
+            notes["weight_rounding"] = {"method": "nearest", "reason": "NNCF rounds weights to nearest; GPTQ is "
+                                                                      "TFLite's (--weight-rounding)"}
         return to_openvino(saved_model, out, precision=plan.precision, dataset=dataset, preset=plan.preset,
                            dynamic_batch=plan.dynamic_batch, ignored_scope=plan.ignored_scope, ranges=plan.ranges,
                            bias_correction=plan.bias_correction, notes=notes)

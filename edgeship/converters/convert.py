@@ -234,6 +234,9 @@ def _validate(formats: list[str], precision: str, calib: Any, opts: ConvertOptio
                                  ("weight_rounding", gate.weight_rounding, WEIGHT_ROUNDING)):
         if value not in allowed:
             raise InputError(f"{name} must be one of {', '.join(allowed)}, got {value!r}")
+    if gate.weight_rounding == "gptq":
+        for f in (f for f in formats if not builder(f).rounds_weights):
+            log.warning("--weight-rounding gptq does not apply to %s: its int8 weights are rounded to nearest", f)
     if gate.qat and precision != "int8":
         raise InputError(f"--qat trains for int8; the precision is {precision}")
     if precision == "int8" and calib is None:
