@@ -102,7 +102,10 @@ class ConversionRecord(Record):
 
     def recipe(self) -> str | None:
         """What the quantization kept, on one line (``equalization not kept, ranges minmax, weights gptq, bias
-        correction none``), or None when nothing was recorded (a float artifact)."""
+        correction none``), or None when nothing was recorded (a float artifact) or the accuracy gate kept another
+        rung than the full int8 these notes describe (the ladder's row says how that one was made)."""
+        if self.accuracy_gate.precision not in (None, "int8"):
+            return None
         q = self.quantization or {}
         bits = []
         if isinstance(q.get("equalization"), dict):

@@ -12,7 +12,7 @@ from edgeship.commands._common import format_table, human_size
 from edgeship.native_stderr import WORKSTATION_NOISE, keep_lines
 
 EDGESHIP = Path(sys.executable).parent / "edgeship"
-OWN = re.compile(r"^(WARNING|ERROR|error): |^\d+ artifact\(s\) in \d|^pruned to ")
+OWN = re.compile(r"^(WARNING|ERROR|error): |^\d+ artifact\(s\) in \d|^pruned to |^int8 \S+: ")
 
 
 def _run(*args: str, cwd: Path) -> subprocess.CompletedProcess:

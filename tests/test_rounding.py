@@ -26,9 +26,16 @@ def test_gptq_cancels_rounding_errors_that_nearest_leaves():
     assert np.any(q != near)
     assert np.all(np.abs(q - w / step[:, None]) <= 8)  # a few steps at most from the weight: the same grid, no drift
     assert R.output_error(w, q, step, h) < 0.5 * R.output_error(w, near, step, h)
-    # one H per row (a depthwise layer) gives each row what its own shared-H run gives it
-    per_row = R.gptq(w, np.stack([h] * len(w)), step)
-    assert np.array_equal(per_row, q)
+    # one H per row (a depthwise layer) gives each row what a run of that row alone with its own H gives it
+    hs = np.stack([_correlated(1, 36, seed=s)[2] for s in range(len(w))])
+    per_row = R.gptq(w, hs, step)
+    assert np.array_equal(per_row, np.concatenate([R.gptq(w[r:r + 1], hs[r], step[r:r + 1]) for r in range(len(w))]))
+    assert not np.array_equal(per_row, q)
+    # a zero weight (pruned) stays zero; the others make up for it
+    pruned = np.where(np.abs(w) < 0.5, 0.0, w)
+    qp = R.gptq(pruned, h, step)
+    assert np.all(qp[pruned == 0] == 0) and np.any(qp != R.nearest(pruned, step))
+    assert R.output_error(pruned, qp, step, h) < R.output_error(pruned, R.nearest(pruned, step), step, h)
     # uncorrelated inputs (diagonal H): there is nothing to cancel, and GPTQ is nearest rounding
     assert np.array_equal(R.gptq(w, np.diag(np.diag(h)), step), near)
 
@@ -53,10 +60,52 @@ def test_gptq_on_a_real_int8_model_is_exact_and_lowers_every_layers_error(tmp_pa
     model = R._model(rounded)
     for name, levels in found.levels.items():
         stored = R._buffer(model, back[name].tensor_index, "i1")
-        assert np.array_equal(stored, levels), name
+        assert np.array_equal(stored, levels.values), name
+    nope = R.Levels(np.zeros((2, 2), np.int8), np.ones(2))
     with pytest.raises(Exception, match="no int8 weights of shape"):
-        R.apply(int8_io, {"nope": np.zeros((2, 2), np.int8)})
-    assert R.apply(int8_io, {"nope": np.zeros((2, 2), np.int8)}, strict=False) == int8_io
+        R.apply(int8_io, {"nope": nope})
+    assert R.apply(int8_io, {"nope": nope}, strict=False) == int8_io
+    name, first = next(iter(found.levels.items()))  # levels on other steps (another quantization) are refused
+    with pytest.raises(Exception, match="on the fitted steps"):
+        R.apply(int8_io, {name: R.Levels(first.values, first.steps * 1.5)})
+    # a candidate that keeps the first layer in float: its weights stay float, the other layers get their levels
+    mixed = T.quantize_calibrated(calibrated, tf, io="float", out_io="float", nodes=[name])
+    assert name not in R.quantized_weights(R._model(mixed))
+    with pytest.raises(Exception, match="no int8 weights"):
+        R.apply(mixed, found.levels)
+    got = R.quantized_weights(R._model(R.apply(mixed, found.levels, strict=False)))
+    others = [n for n in found.levels if n != name and n in got]
+    assert others and all(np.array_equal(R._buffer(R._model(R.apply(mixed, found.levels, strict=False)),
+                                                     got[n].tensor_index, "i1"), found.levels[n].values) for n in others)
+
+
+@pytest.mark.parametrize("op,stride,dilation,same,mult", [
+    ("CONV_2D", (2, 2), (1, 1), True, 1), ("CONV_2D", (1, 1), (2, 2), False, 1), ("CONV_2D", (2, 1), (1, 1), False, 1),
+    ("DEPTHWISE_CONV_2D", (2, 2), (1, 1), True, 2), ("DEPTHWISE_CONV_2D", (1, 1), (2, 2), True, 1)])
+def test_patches_are_what_each_output_position_multiplies(op, stride, dilation, same, mult):
+    """Rows of patches times the weights in TFLite's layout give TensorFlow's own convolution, position by
+    position (stride, dilation, SAME padding with its extra pixel after, a depth multiplier)."""
+    import tensorflow as tf
+
+    rng = np.random.default_rng(0)
+    a = rng.normal(size=(2, 9, 10, 3)).astype(np.float32)
+    layer = R.WeightLayer(op, "y", 0, 1, stride=stride, dilation=dilation, same_padding=same)
+    pad = "SAME" if same else "VALID"
+    if op == "CONV_2D":
+        w = rng.normal(size=(4, 3, 3, 3)).astype(np.float32)  # (O, kh, kw, I)
+        ref = tf.nn.conv2d(a, np.transpose(w, (1, 2, 3, 0)), strides=[1, *stride, 1], padding=pad,
+                           dilations=list(dilation)).numpy()
+        got = R._patches(a, layer, w.shape) @ w.reshape(4, -1).T
+    else:
+        w = rng.normal(size=(1, 3, 3, 3 * mult)).astype(np.float32)  # (1, kh, kw, C*mult)
+        ref = tf.nn.depthwise_conv2d(a, w[0].reshape(3, 3, 3, mult), strides=[1, *stride, 1], padding=pad,
+                                     dilations=list(dilation)).numpy()
+        p = R._patches(a, layer, w.shape)  # (positions, kh*kw, C)
+        rows = R.as_rows(op, w)  # (C*mult, kh*kw): output channel c reads input channel c // mult
+        got = np.einsum("nkc,ck->nc", p[:, :, np.arange(3 * mult) // mult], rows)
+    np.testing.assert_allclose(got, ref.reshape(-1, ref.shape[-1]), rtol=1e-4, atol=1e-4)
+    sampled = R._patches(a, layer, w.shape, np.random.default_rng(1))
+    assert len(sampled) == min(R.MAX_ROWS, len(got))
 
 
 def test_weight_rounding_options_recorded_and_int16x8_gains(tmp_path):

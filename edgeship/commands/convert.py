@@ -194,7 +194,8 @@ def convert(model: str, formats: tuple[str, ...], precision: str | None, calib: 
     for r in results:
         recipe = r.manifest.conversion.recipe()
         if recipe:
-            echo_err(f"{r.path.name}: {recipe} (each auto choice measured: conversion.quantization in the manifest)")
+            echo_err(f"int8 {r.path.name}: {recipe} (each auto choice measured: conversion.quantization in the "
+                     "manifest)")
     cp = results[0].manifest.conversion.channel_pruning if results else None
     if cp:
         echo_err(channel_pruning_line(cp))

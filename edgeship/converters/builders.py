@@ -94,8 +94,9 @@ class OpenVINOBuilder:
         """``notes`` receives NNCF's settings as chosen; an explicit ``weight_rounding="gptq"`` is recorded as not
         applied (NNCF rounds weights to nearest; GPTQ is the TFLite builder's)."""
         from .openvino import to_openvino
+        from .tflite import ROUNDED_PRECISIONS
 
-        if plan.weight_rounding == "gptq" and plan.precision in ("int8", "dynamic") and notes is not None:
+        if plan.weight_rounding == "gptq" and plan.precision in ROUNDED_PRECISIONS and notes is not None:
             notes["weight_rounding"] = {"method": "nearest", "reason": "NNCF rounds weights to nearest; GPTQ is "
                                                                       "TFLite's (--weight-rounding)"}
         return to_openvino(saved_model, out, precision=plan.precision, dataset=dataset, preset=plan.preset,

@@ -28,9 +28,9 @@ class TFLiteCandidates:
         self.weight_rounding = "nearest" if weight_rounding == "auto" else weight_rounding
         self.levels: dict[str, Any] = {}
         if self.weight_rounding == "gptq":
-            from .rounding import fit
+            from .rounding import fit, fit_samples
 
-            self.levels = fit(self.probe.calibrated, self._twin(self.base), ds.x_calib).levels
+            self.levels = fit(self.probe.calibrated, self._twin(self.base), fit_samples(ds.x_calib)).levels
         self.settings = (f"ranges {ranges}, weight rounding {self.weight_rounding}, "  # what every candidate is made with
                          f"bias correction {self.bias_correction}")
 
@@ -41,7 +41,8 @@ class TFLiteCandidates:
         from .rounding import apply
         from .tflite import quantize_calibrated
 
-        twin = quantize_calibrated(self.probe.calibrated, tf, io="float", out_io="float", nodes=nodes, ops=self.ops)
+        twin = quantize_calibrated(self.probe.calibrated, tf, io="float", out_io="float", nodes=nodes, ops=self.ops,
+                                   disable_per_channel=self.probe.per_tensor)
         return apply(twin, self.levels, strict=False)
 
     def nodes(self, chosen: Sequence[LayerError]) -> list[str]:

@@ -234,6 +234,9 @@ def _validate(formats: list[str], precision: str, calib: Any, opts: ConvertOptio
                                  ("weight_rounding", gate.weight_rounding, WEIGHT_ROUNDING)):
         if value not in allowed:
             raise InputError(f"{name} must be one of {', '.join(allowed)}, got {value!r}")
+    from .tflite import check_weight_rounding
+
+    check_weight_rounding(gate.weight_rounding, precision, calib is not None)
     if gate.weight_rounding == "gptq":
         for f in (f for f in formats if not builder(f).rounds_weights):
             log.warning("--weight-rounding gptq does not apply to %s: its int8 weights are rounded to nearest", f)

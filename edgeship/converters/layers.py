@@ -165,7 +165,12 @@ class TFLiteProbe:
 
         return quantize_calibrated(
             self.debugger.calibrated_model, self._tf, io=self.io, out_io=self.out_io, nodes=denylisted_nodes,
-            ops=self.denylisted_ops, disable_per_channel=self.debugger.converter._experimental_disable_per_channel)  # noqa: SLF001
+            ops=self.denylisted_ops, disable_per_channel=self.per_tensor)
+
+    @property
+    def per_tensor(self) -> bool:
+        """Whether weights are quantized per tensor (the converter's per-channel switch turned off)."""
+        return bool(self.debugger.converter._experimental_disable_per_channel)  # noqa: SLF001
 
     def rank(self, denylisted_nodes: Sequence[str] = ()) -> list[LayerError]:
         """Every quantized tensor of the model (with ``denylisted_nodes`` in float), worst first."""

@@ -15,8 +15,10 @@ Here it runs on a finished TFLite artifact whose weights are int8 (full int8, in
 and each layer's int8 weights are replaced by GPTQ's levels on the artifact's own steps, so nothing else
 in the artifact changes (the int32 biases' scales included). Layers are matched by the tensor they write.
 :func:`choose` keeps GPTQ only where the outputs of calibration samples it was not fitted on come out
-:data:`~edgeship.converters.ranges.CHOICE_MARGIN_DB` closer to the float model
-(``weight_rounding="auto"``, the default), as the range setting and bias correction do; :func:`apply`
+:data:`~edgeship.converters.ranges.CHOICE_MARGIN_DB` closer to the float model in full int8, or not
+further (:data:`WEIGHTS_ONLY_MARGIN_DB`) in int16x8 and dynamic range, where the weights dominate the
+error (``weight_rounding="auto"``, the default), as the range setting and bias correction do. A weight
+that is exactly zero stays zero (a pruned model keeps its sparsity). :func:`apply`
 writes the same levels into another quantization of the same model (the artifact's int8-I/O twin, a
 candidate with some layers kept in float).
 """
@@ -77,12 +79,20 @@ class QuantizedWeights:
 
 
 @dataclass(frozen=True)
-class Rounding:
-    """What :func:`fit` found: GPTQ's int8 levels by the tensor each layer writes, how many layers it rounded of
-    the artifact's int8-weight layers, and its output error against nearest rounding (mean ratio over layers,
-    measured on the calibration samples' H)."""
+class Levels:
+    """One layer's rounded int8 weights (in the artifact's layout) and the per-output-channel steps they are on."""
 
-    levels: dict[str, np.ndarray]
+    values: np.ndarray
+    steps: np.ndarray
+
+
+@dataclass(frozen=True)
+class Rounding:
+    """What :func:`fit` found: GPTQ's levels by the tensor each layer writes, how many layers it rounded of the
+    artifact's int8-weight layers, and its output error against nearest rounding (mean ratio over layers, measured
+    on the calibration samples' H)."""
+
+    levels: dict[str, Levels]
     layers: int
     error_ratio: float | None
 
@@ -101,9 +111,11 @@ def gptq(w: np.ndarray, h: np.ndarray, step: np.ndarray, *, damping: float = DAM
     """Integer levels (in -127..127) for the float weights ``w`` (rows = output channels, columns = inputs) on the
     per-row grid ``step``, rounded column by column with the error fed forward through ``h``: the inputs' second
     moments, (columns, columns) shared by every row or (rows, columns, columns) one per row (a depthwise layer).
-    None when ``h`` cannot be inverted even damped."""
+    A weight that is exactly zero stays zero (a pruned model keeps its sparsity; the others make up for it, as
+    SparseGPT does). None when ``h`` cannot be inverted even damped."""
     w = np.array(w, dtype=np.float64)
     rows, cols = w.shape
+    zero = w == 0
     h = np.array(h, dtype=np.float64).reshape(-1, cols, cols)
     diag = np.einsum("rii->ri", h)  # a view: writing it writes h's diagonal
     diag[diag <= 0] = 1.0  # an input that was always zero: its weight is rounded to nearest, no error fed on
@@ -120,7 +132,8 @@ def gptq(w: np.ndarray, h: np.ndarray, step: np.ndarray, *, damping: float = DAM
         part, err = w[:, a:b].copy(), np.zeros((rows, b - a))
         for i in range(b - a):
             col = part[:, i]
-            q[:, a + i] = level = np.clip(np.round(col / step), -LEVELS, LEVELS)
+            level = np.where(zero[:, a + i], 0.0, np.clip(np.round(col / step), -LEVELS, LEVELS))
+            q[:, a + i] = level
             e = (col - level * step) / u[:, a + i, a + i]
             part[:, i:] -= e[:, None] * u[:, a + i, a + i:b]
             err[:, i] = e
@@ -226,6 +239,9 @@ def quantized_weights(model: Any) -> dict[str, QuantizedWeights]:
     for _, op in _ops(model):
         for i in op.inputs:
             readers[int(i)] = readers.get(int(i), 0) + 1
+    holders: dict[int, int] = {}  # the exporter stores identical constants once: a buffer may back several tensors
+    for t in g.tensors:
+        holders[t.buffer] = holders.get(t.buffer, 0) + 1
     out = {}
     for name, op in _ops(model):
         if name not in ROUNDED_OPS or len(op.inputs) < 2:
@@ -238,8 +254,8 @@ def quantized_weights(model: Any) -> dict[str, QuantizedWeights]:
         shape = tuple(int(d) for d in t.shape)
         axis, scale = QUANTIZED_AXIS[name], np.asarray(q.scale, np.float64)
         zero = np.asarray(q.zeroPoint if q.zeroPoint is not None else [0])
-        if readers.get(index, 0) != 1 or readers.get(int(op.inputs[1]), 0) != 1:  # shared weights: left alone
-            continue
+        if readers.get(index, 0) != 1 or readers.get(int(op.inputs[1]), 0) != 1 or holders[t.buffer] != 1:
+            continue  # shared weights: left alone
         if np.any(zero != 0) or np.any(scale <= 0) or (scale.size > 1 and (int(q.quantizedDimension) != axis
                                                                             or scale.size != shape[axis])):
             continue
@@ -249,23 +265,46 @@ def quantized_weights(model: Any) -> dict[str, QuantizedWeights]:
     return out
 
 
-def _patches(a: np.ndarray, layer: WeightLayer, shape: tuple[int, ...]) -> np.ndarray | None:
-    """The layer's input as rows of what each output position multiplies: (positions, kh*kw*C) for a convolution,
-    (positions, kh*kw, C) for a depthwise one, (rows, inputs) for a fully connected layer. None when the weights do
-    not match the input (a grouped convolution)."""
+def _padding(size: int, k: int, stride: int, dilation: int, same: bool) -> tuple[int, int]:
+    """(output size, padding before) along one axis, as TensorFlow pads (SAME: the extra pixel after)."""
+    span = (k - 1) * dilation + 1
+    if not same:
+        return max(0, (size - span) // stride + 1), 0
+    out = -(-size // stride)
+    return out, max((out - 1) * stride + span - size, 0) // 2
+
+
+def _patches(a: np.ndarray, layer: WeightLayer, shape: tuple[int, ...],
+             rng: np.random.Generator | None = None) -> np.ndarray | None:
+    """The layer's input as rows of what one output position multiplies: (positions, kh*kw*C) for a convolution,
+    (positions, kh*kw, C) for a depthwise one, (rows, inputs) for a fully connected layer; at most :data:`MAX_ROWS`
+    positions, drawn with ``rng`` before anything is gathered (all of them in order without one). None when the
+    weights do not match the input (a grouped convolution)."""
+    def pick(n: int) -> np.ndarray:
+        return np.arange(n) if rng is None or n <= MAX_ROWS else np.sort(rng.choice(n, MAX_ROWS, replace=False))
+
     if layer.op == "FULLY_CONNECTED":
-        return a.reshape(-1, shape[-1]) if a.size % shape[-1] == 0 else None
+        if a.size % shape[-1]:
+            return None
+        rows = a.reshape(-1, shape[-1])
+        return rows[pick(len(rows))]
     if a.ndim != 4:
         return None
     kh, kw, channels = shape[1], shape[2], a.shape[-1]
     if (layer.op == "CONV_2D" and shape[3] != channels) or (layer.op == "DEPTHWISE_CONV_2D" and shape[3] % channels):
         return None
-    import tensorflow as tf
-
-    p = tf.image.extract_patches(a.astype(np.float32), sizes=[1, kh, kw, 1], strides=[1, *layer.stride, 1],
-                                 rates=[1, *layer.dilation, 1], padding="SAME" if layer.same_padding else "VALID").numpy()
-    p = p.reshape(-1, kh * kw * channels)
-    return p.reshape(-1, kh * kw, channels) if layer.op == "DEPTHWISE_CONV_2D" else p
+    (sy, sx), (dy, dx) = layer.stride, layer.dilation
+    oh, top = _padding(a.shape[1], kh, sy, dy, layer.same_padding)
+    ow, left = _padding(a.shape[2], kw, sx, dx, layer.same_padding)
+    padded = np.pad(a.astype(np.float32), ((0, 0), (top, kh * dy + oh * sy), (left, kw * dx + ow * sx), (0, 0)))
+    n = a.shape[0] * oh * ow
+    idx = pick(n)
+    b, rest = np.divmod(idx, oh * ow)
+    y, x = np.divmod(rest, ow)
+    ys = (y * sy)[:, None] + np.arange(kh)[None, :] * dy  # rows of the padded map each window covers
+    xs = (x * sx)[:, None] + np.arange(kw)[None, :] * dx
+    p = padded[b[:, None, None], ys[:, :, None], xs[:, None, :]]  # (positions, kh, kw, C)
+    return p.reshape(len(idx), kh * kw, channels) if layer.op == "DEPTHWISE_CONV_2D" else p.reshape(len(idx), -1)
 
 
 def _moments(p: np.ndarray, op: str) -> np.ndarray:
@@ -346,10 +385,7 @@ def second_moments(float_model: bytes, x: np.ndarray, layers: Sequence[WeightLay
             for i in group:
                 if acc[i].failed:
                     continue
-                p = _patches(it.get_tensor(layers[i].input_index), layers[i], shapes[i])
-                if p is not None and len(p) > MAX_ROWS:
-                    p = p[rng.choice(len(p), MAX_ROWS, replace=False)]
-                acc[i].add(p)
+                acc[i].add(_patches(it.get_tensor(layers[i].input_index), layers[i], shapes[i], rng))
         del it
         for i in group:
             yield i, acc.pop(i).result()
@@ -367,7 +403,7 @@ def fit(float_model: bytes, artifact: bytes, x: np.ndarray) -> Rounding:
     pairs = [(lay, qw[lay.output]) for lay in weight_layers(fm) if lay.output in qw]
     pairs = [(lay, q) for lay, q in pairs if tuple(int(d) for d in fm.subgraphs[0].tensors[lay.weight_index].shape) == q.shape
              and _hessian_bytes(lay.op, q.shape) <= MAX_HESSIAN_BYTES]
-    levels: dict[str, np.ndarray] = {}
+    levels: dict[str, Levels] = {}
     ratios: list[float] = []
     bar = progress(total=len(pairs), desc="weight rounding", unit="layer")
     try:
@@ -378,17 +414,23 @@ def fit(float_model: bytes, artifact: bytes, x: np.ndarray) -> Rounding:
             done = None if h is None or w is None else round_layer(layer.op, w, h, q.steps)
             ratios.append(1.0 if done is None else done[1])
             if done is not None:
-                levels[layer.output] = done[0]
+                levels[layer.output] = Levels(done[0], q.steps)
             bar.update(1)
     finally:
         bar.close()
     return Rounding(levels, len(qw), float(np.mean(ratios)) if ratios else None)
 
 
-def apply(artifact: bytes, levels: dict[str, np.ndarray], *, strict: bool = True) -> bytes:
+def fit_samples(x: np.ndarray) -> np.ndarray:
+    """The calibration samples an explicit ``gptq`` is fitted on (the first :data:`MAX_SAMPLES`: the artifact and the
+    gate's candidates fit on the same ones)."""
+    return np.asarray(x[:MAX_SAMPLES], dtype=np.float32)
+
+
+def apply(artifact: bytes, levels: dict[str, Levels], *, strict: bool = True) -> bytes:
     """``artifact`` with the int8 weights of each layer named in ``levels`` replaced. A named layer the artifact does
-    not hold as int8 weights of that shape is a ConversionError when ``strict``, else left as it is (a candidate that
-    keeps the layer in float)."""
+    not hold as int8 weights of that shape on the same steps is a ConversionError when ``strict``, else left as it is
+    (a candidate that keeps the layer in float)."""
     if not levels:
         return artifact
     model = _model(artifact)
@@ -396,13 +438,14 @@ def apply(artifact: bytes, levels: dict[str, np.ndarray], *, strict: bool = True
     changed = False
     for name, lv in levels.items():
         q = found.get(name)
-        if q is None or q.shape != lv.shape:
+        if q is None or q.shape != lv.values.shape or not np.allclose(q.steps, lv.steps, rtol=1e-6, atol=0):
             if strict:
-                raise ConversionError(f"weight rounding: the artifact has no int8 weights of shape {lv.shape} for "
-                                      f"{name!r} (the quantizer named its tensors differently)")
+                raise ConversionError(f"weight rounding: the artifact has no int8 weights of shape {lv.values.shape} "
+                                      f"on the fitted steps for {name!r} (the quantizer named or scaled them differently)")
             continue
         t = model.subgraphs[0].tensors[q.tensor_index]
-        model.buffers[t.buffer].data = np.frombuffer(np.ascontiguousarray(lv, dtype=np.int8).tobytes(), dtype=np.uint8)
+        data = np.ascontiguousarray(lv.values, dtype=np.int8).tobytes()
+        model.buffers[t.buffer].data = np.frombuffer(data, dtype=np.uint8)
         changed = True
     if not changed:
         return artifact
@@ -413,11 +456,12 @@ def apply(artifact: bytes, levels: dict[str, np.ndarray], *, strict: bool = True
 
 def choose(float_model: bytes, artifact: bytes, x: np.ndarray, method: str,
            run: Callable[[bytes, np.ndarray], list[np.ndarray]], *,
-           margin_db: float | None = None) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
+           margin_db: float | None = None) -> tuple[dict[str, Levels], dict[str, Any]]:
     """GPTQ's levels to write (empty: keep nearest rounding) into ``artifact`` (a float-I/O quantization of
-    ``float_model``) under ``method``, and a record of the choice. Fitted on the first part of ``x``; ``auto`` judges
-    GPTQ against nearest rounding on the rest (:func:`~edgeship.converters.ranges.judge_alternative`, with
-    ``margin_db``: the usual CHOICE_MARGIN_DB when None)."""
+    ``float_model``) under ``method``, and a record of the choice. Fitted on the first :data:`MAX_SAMPLES` of ``x``
+    (:func:`fit_samples`); ``auto`` judges GPTQ against nearest rounding on the rest
+    (:func:`~edgeship.converters.ranges.judge_alternative`, with ``margin_db``: the usual CHOICE_MARGIN_DB when
+    None). A failure inside ``auto`` (an exotic layer, memory) keeps nearest rounding, with the reason recorded."""
     from .ranges import CHOICE_MARGIN_DB, judge_alternative, split_samples
 
     if method not in WEIGHT_ROUNDING:
@@ -425,9 +469,17 @@ def choose(float_model: bytes, artifact: bytes, x: np.ndarray, method: str,
     if method == "nearest":
         return {}, {"method": "nearest"}
     fit_x, judge = split_samples(x, fit=MAX_SAMPLES)
-    if method == "auto" and len(judge) == 0:
+    if method == "gptq":
+        fit_x = fit_samples(x)
+    elif len(judge) == 0:
         return {}, {"method": "nearest", "reason": "too few calibration samples to judge GPTQ on unseen ones"}
-    found = fit(float_model, artifact, fit_x)
+    try:
+        found = fit(float_model, artifact, fit_x)
+    except Exception as e:  # noqa: BLE001 - auto must never cost the user their conversion
+        if method == "gptq":
+            raise
+        log.warning("weight rounding: GPTQ left out (%s: %s)", type(e).__name__, str(e).splitlines()[0][:200] if str(e) else "")
+        return {}, {"method": "nearest", "reason": f"GPTQ failed: {type(e).__name__}"}
     record: dict[str, Any] = {"method": "gptq", **found.to_dict()}
     if not found.levels:
         record.update(method="nearest", reason="GPTQ rounded no layer better than nearest rounding")

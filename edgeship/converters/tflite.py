@@ -67,6 +67,13 @@ PRECISIONS: dict[str, Callable[[Any, Any, Any, str], None]] = {
 ROUNDED_PRECISIONS = ("int8", "int16x8", "dynamic")  # int8 weights: --weight-rounding applies
 
 
+def check_weight_rounding(method: str, precision: str, calibrated: bool) -> None:
+    """An explicit ``gptq`` needs calibration samples (it measures each layer's inputs): an InputError without."""
+    if method == "gptq" and precision in ROUNDED_PRECISIONS and not calibrated:
+        raise InputError(f"--weight-rounding gptq measures the layers' inputs: {precision} needs a calibration set "
+                         "(--calib calib.npz)")
+
+
 def _tf_io_type(tf: Any, io: str):
     return {"float": tf.float32, "int8": tf.int8, "uint8": tf.uint8}[io]
 
@@ -117,9 +124,7 @@ def to_tflite(
         raise InputError(f"bias correction must be one of {', '.join(BIAS_CORRECTION)}, got {bias_correction!r}")
     if weight_rounding not in WEIGHT_ROUNDING:
         raise InputError(f"weight rounding must be one of {', '.join(WEIGHT_ROUNDING)}, got {weight_rounding!r}")
-    if weight_rounding == "gptq" and precision in ROUNDED_PRECISIONS and dataset is None:
-        raise InputError(f"--weight-rounding gptq measures the layers' inputs: tflite {precision} needs a calibration set "
-                         "(--calib calib.npz)")
+    check_weight_rounding(weight_rounding, precision, dataset is not None)
     import tensorflow as tf
 
     converter = tf.lite.TFLiteConverter.from_saved_model(str(saved_model_dir))
@@ -212,12 +217,14 @@ def _quantize_int8(converter: Any, tf: Any, io: str, nodes: list[str], ops: list
     log.info("int8 activation ranges: %s", record)
     per_tensor = converter._experimental_disable_per_channel  # noqa: SLF001
     data = quantize_calibrated(calibrated, tf, io=io, out_io=out_io, nodes=nodes, ops=ops, disable_per_channel=per_tensor)
-    twin = quantize_calibrated(calibrated, tf, io="float", out_io="float", nodes=nodes, ops=ops,
-                               disable_per_channel=per_tensor)  # what each choice is measured on
-    levels, rounding = choose(calibrated, twin, np.asarray(dataset.x_calib, dtype=np.float32), weight_rounding,
-                              run=run_model_bytes)
+    twin = None  # the float-I/O quantization each choice is measured on
+    if weight_rounding != "nearest" or bias_correction != "none":
+        twin = quantize_calibrated(calibrated, tf, io="float", out_io="float", nodes=nodes, ops=ops,
+                                   disable_per_channel=per_tensor)
+    levels, rounding = ({}, {"method": "nearest"}) if twin is None else choose(
+        calibrated, twin, np.asarray(dataset.x_calib, dtype=np.float32), weight_rounding, run=run_model_bytes)
     try:
-        data, twin = apply(data, levels), apply(twin, levels)
+        data, twin = apply(data, levels), (None if twin is None else apply(twin, levels))
     except ConversionError as e:  # the int8-I/O artifact's layers do not line up with its float-I/O twin's
         log.warning("int8 weight rounding left out: %s", e)
         rounding = {"method": "nearest", "reason": str(e)}
