@@ -28,9 +28,9 @@ class TFLiteCandidates:
         self.weight_rounding = "nearest" if weight_rounding == "auto" else weight_rounding
         self.levels: dict[str, Any] = {}
         if self.weight_rounding == "gptq":
-            from .rounding import fit, fit_samples
+            from .rounding import fit
 
-            self.levels = fit(self.probe.calibrated, self._twin(self.base), fit_samples(ds.x_calib)).levels
+            self.levels = fit(self.probe.calibrated, self._twin(self.base), ds.x_calib).levels
         self.settings = (f"ranges {ranges}, weight rounding {self.weight_rounding}, "  # what every candidate is made with
                          f"bias correction {self.bias_correction}")
 

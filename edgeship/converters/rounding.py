@@ -70,9 +70,8 @@ class WeightLayer:
 
 @dataclass(frozen=True)
 class QuantizedWeights:
-    """A layer's int8 weight tensor in an artifact: the op, its buffer's tensor index, shape and per-channel steps."""
+    """A layer's int8 weight tensor in an artifact: its tensor index, shape and per-output-channel steps."""
 
-    op: str
     tensor_index: int
     shape: tuple[int, ...]
     steps: np.ndarray  # one per output channel (a single step repeated when the tensor has one scale)
@@ -261,7 +260,7 @@ def quantized_weights(model: Any) -> dict[str, QuantizedWeights]:
             continue
         channels = shape[axis]
         out[_tensor_name(g.tensors[int(op.outputs[0])])] = QuantizedWeights(
-            name, index, shape, np.broadcast_to(scale, (channels,)).copy() if scale.size == 1 else scale)
+            index, shape, np.broadcast_to(scale, (channels,)).copy() if scale.size == 1 else scale)
     return out
 
 
@@ -321,7 +320,6 @@ class _Moments:
 
     def __init__(self, op: str) -> None:
         self.op, self.rows, self.h, self.failed = op, [], None, False
-        self.pending = 0
 
     def add(self, p: np.ndarray | None) -> None:
         if p is None:
@@ -329,8 +327,7 @@ class _Moments:
         if self.failed:
             return
         self.rows.append(p)
-        self.pending += len(p)
-        if self.pending >= BLOCK_ROWS:
+        if sum(len(r) for r in self.rows) >= BLOCK_ROWS:
             self.flush()
 
     def flush(self) -> None:
@@ -340,7 +337,7 @@ class _Moments:
                 self.h = m.astype(np.float64)
             else:
                 self.h += m
-        self.rows, self.pending = [], 0
+        self.rows = []
 
     def result(self) -> np.ndarray | None:
         self.flush()
@@ -421,12 +418,6 @@ def fit(float_model: bytes, artifact: bytes, x: np.ndarray) -> Rounding:
     return Rounding(levels, len(qw), float(np.mean(ratios)) if ratios else None)
 
 
-def fit_samples(x: np.ndarray) -> np.ndarray:
-    """The calibration samples an explicit ``gptq`` is fitted on (the first :data:`MAX_SAMPLES`: the artifact and the
-    gate's candidates fit on the same ones)."""
-    return np.asarray(x[:MAX_SAMPLES], dtype=np.float32)
-
-
 def apply(artifact: bytes, levels: dict[str, Levels], *, strict: bool = True) -> bytes:
     """``artifact`` with the int8 weights of each layer named in ``levels`` replaced. A named layer the artifact does
     not hold as int8 weights of that shape on the same steps is a ConversionError when ``strict``, else left as it is
@@ -459,7 +450,7 @@ def choose(float_model: bytes, artifact: bytes, x: np.ndarray, method: str,
            margin_db: float | None = None) -> tuple[dict[str, Levels], dict[str, Any]]:
     """GPTQ's levels to write (empty: keep nearest rounding) into ``artifact`` (a float-I/O quantization of
     ``float_model``) under ``method``, and a record of the choice. Fitted on the first :data:`MAX_SAMPLES` of ``x``
-    (:func:`fit_samples`); ``auto`` judges GPTQ against nearest rounding on the rest
+    (as the gate's candidates are); ``auto`` judges GPTQ against nearest rounding on the rest
     (:func:`~edgeship.converters.ranges.judge_alternative`, with ``margin_db``: the usual CHOICE_MARGIN_DB when
     None). A failure inside ``auto`` (an exotic layer, memory) keeps nearest rounding, with the reason recorded."""
     from .ranges import CHOICE_MARGIN_DB, judge_alternative, split_samples
@@ -470,7 +461,7 @@ def choose(float_model: bytes, artifact: bytes, x: np.ndarray, method: str,
         return {}, {"method": "nearest"}
     fit_x, judge = split_samples(x, fit=MAX_SAMPLES)
     if method == "gptq":
-        fit_x = fit_samples(x)
+        fit_x = x  # fit() takes the first MAX_SAMPLES
     elif len(judge) == 0:
         return {}, {"method": "nearest", "reason": "too few calibration samples to judge GPTQ on unseen ones"}
     try:
